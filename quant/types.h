@@ -1,0 +1,53 @@
+// Element types and their traits.
+//
+// The numeric values are GGUF's ggml_type ids, so a tensor type read from a
+// GGUF file is a valid `type` after a range/known check (see type_known()).
+// Quant blocks hold 32 values; their byte layouts are in quant/blocks.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gloas {
+
+enum class type : uint32_t {
+    F32  = 0,
+    F16  = 1,
+    Q4_0 = 2,
+    Q8_0 = 8,
+    BF16 = 30,
+};
+
+constexpr uint32_t TYPE_ID_LIMIT = 40;  // ids at or above this are never known
+
+// Kernel signatures shared by every type. `k` counts values (not blocks) and is
+// a multiple of the type's block size.
+using to_float_fn   = void (*)(const void * x, float * y, int64_t k);
+using from_float_fn = void (*)(const float * x, void * y, int64_t k);
+// Dot product of one weight row `w` (of this type) with one activation row `x`
+// (of the type's vec_dot_type), `n` values.
+using vec_dot_fn    = float (*)(int64_t n, const void * w, const void * x);
+
+struct type_traits {
+    const char *  name;           // "f32", "q8_0", ... (GGUF/llama.cpp spelling)
+    int64_t       blck_size;      // values per block (1 for float types)
+    size_t        type_size;      // bytes per block
+    bool          is_quantized;
+    to_float_fn   to_float;       // dequantize / widen
+    from_float_fn from_float_ref; // scalar reference quantizer (ggml's rounding)
+    from_float_fn from_float;     // fastest quantizer, byte-identical to the reference
+    vec_dot_fn    vec_dot;        // fastest dot product against vec_dot_type
+    type          vec_dot_type;   // what activations are converted to for vec_dot
+};
+
+// True when `id` names a type this build implements.
+bool type_known(uint32_t id);
+// Traits of a known type (asserts on unknown ones: check type_known first).
+const type_traits & traits(type t);
+const char * type_name(type t);
+// Bytes of one row of `n` values; n must be a multiple of the block size.
+size_t row_size(type t, int64_t n);
+// Parses "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive); false if unknown.
+bool type_from_name(const char * name, type * out);
+
+} // namespace gloas

@@ -1,0 +1,32 @@
+// A read-only memory mapping of a whole file (weights are views into it).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace gloas {
+
+class mapped_file {
+public:
+    mapped_file() = default;
+    // Maps `path` read-only; throws gloas::error naming the file on failure.
+    explicit mapped_file(const std::string & path);
+    ~mapped_file();
+    mapped_file(mapped_file && o) noexcept;
+    mapped_file & operator=(mapped_file && o) noexcept;
+    mapped_file(const mapped_file &) = delete;
+    mapped_file & operator=(const mapped_file &) = delete;
+
+    const uint8_t * data() const { return data_; }
+    size_t size() const { return size_; }
+    const std::string & path() const { return path_; }
+
+private:
+    void release();
+    std::string path_;
+    const uint8_t * data_ = nullptr;
+    size_t size_ = 0;
+};
+
+} // namespace gloas

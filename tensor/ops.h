@@ -1,0 +1,71 @@
+// CPU ops used by the decoder.
+//
+// Every op has a scalar reference (`*_ref`) that defines its result and a fast
+// version (AVX-512 / AVX2 inside the kernel, scalar tail) tested against it.
+// Ops that are worth it split their work over OpenMP threads (set_n_threads);
+// the small ones run on the calling thread.
+//
+// Shapes are given as (rows, cols) with the last index fastest.
+#pragma once
+
+#include "tensor/tensor.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gloas::ops {
+
+// Threads used by parallel ops (OpenMP); n <= 0 means all hardware threads.
+void set_n_threads(int n);
+int  n_threads();
+
+// Bytes of scratch that matmul needs for activations x of (n_tok, n_in)
+// converted to w's vec_dot_type.
+size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok);
+
+// y (n_tok, n_out) = x (n_tok, n_in) · w^T, with w of shape (n_out, n_in)
+// (w.ne = {n_in, n_out}) in any known type. Activations are converted to w's
+// vec_dot_type once per row into `work` (matmul_work_size bytes), then every
+// weight row is read once for the whole chunk of tokens.
+void matmul    (const tensor & w, const float * x, int64_t n_tok, float * y, void * work);
+void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y);
+
+// y (n) = row `i` of w (dequantized / widened).
+void get_row(const tensor & w, int64_t i, float * y);
+
+// y = x / sqrt(mean(x^2) + eps) * g, n values. y may alias x.
+void rmsnorm    (float * y, const float * x, const float * g, int64_t n, float eps);
+void rmsnorm_ref(float * y, const float * x, const float * g, int64_t n, float eps);
+
+// Rotary embedding in place on x (n_head, head_dim) at position `pos`, rotating
+// the first n_rot dims of each head as adjacent pairs (x[2i], x[2i+1]) with
+// angle pos * freq_base^(-2i/n_rot) (GGUF/llama.cpp "NORM" ordering, as
+// llama2.c).
+void rope    (float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base);
+void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base);
+
+// In-place softmax over n values.
+void softmax    (float * x, int64_t n);
+void softmax_ref(float * x, int64_t n);
+
+// y = silu(g) * u, n values. y may alias g or u.
+void silu_mul    (float * y, const float * g, const float * u, int64_t n);
+void silu_mul_ref(float * y, const float * g, const float * u, int64_t n);
+
+// y += x, n values.
+void add(float * y, const float * x, int64_t n);
+
+// Attention of one query token over n_kv cached positions, all heads.
+//   q   (n_head, head_dim)
+//   k,v (n_kv, kv_stride) f32, head h_kv at offset h_kv*head_dim in each row
+//   out (n_head, head_dim)
+// Query head h reads KV head h / (n_head / n_head_kv) (grouped-query attention).
+// `scale` multiplies q·k before the softmax (1/sqrt(head_dim) for Llama).
+void attention_f32    (float * out, const float * q, const float * k, const float * v,
+                       int64_t n_kv, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                       int64_t kv_stride, float scale);
+void attention_f32_ref(float * out, const float * q, const float * k, const float * v,
+                       int64_t n_kv, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                       int64_t kv_stride, float scale);
+
+} // namespace gloas::ops

@@ -1,0 +1,148 @@
+#include "test-util.h"
+
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+#include <csignal>
+#include <stdexcept>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace gloas::test {
+
+static bool exists(const std::string & p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0;
+}
+
+std::string model_path(const std::string & name) {
+    std::vector<std::string> dirs = {std::string(GLOAS_SOURCE_DIR) + "/models"};
+    if (const char * env = std::getenv("GLOAS_MODELS")) dirs.push_back(env);
+    dirs.push_back(std::string(GLOAS_SOURCE_DIR) + "/../shared/models");
+    for (const auto & d : dirs) {
+        std::string p = d + "/" + name;
+        if (exists(p)) return p;
+    }
+    return {};
+}
+
+std::string require_model(const std::string & name) {
+    std::string p = model_path(name);
+    if (p.empty())
+        FAIL("model file '" << name << "' not found in models/, $GLOAS_MODELS or ../shared/models "
+             "(run models/fetch.sh or link ../shared/models/* into models/)");
+    return p;
+}
+
+std::string require_data(const std::string & name) {
+    std::vector<std::string> dirs;
+    if (const char * env = std::getenv("GLOAS_DATA")) dirs.push_back(env);
+    dirs.push_back(std::string(GLOAS_SOURCE_DIR) + "/../shared/data");
+    for (const auto & d : dirs)
+        if (exists(d + "/" + name)) return d + "/" + name;
+    FAIL("data file '" << name << "' not found in $GLOAS_DATA or ../shared/data");
+    return {};
+}
+
+std::string read_file(const std::string & path) {
+    FILE * f = std::fopen(path.c_str(), "rb");
+    if (!f) throw std::runtime_error("cannot open " + path);
+    std::string s;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+
+void write_file(const std::string & path, const void * data, size_t n) {
+    FILE * f = std::fopen(path.c_str(), "wb");
+    if (!f) throw std::runtime_error("cannot create " + path);
+    if (n && std::fwrite(data, 1, n, f) != n) {
+        std::fclose(f);
+        throw std::runtime_error("cannot write " + path);
+    }
+    std::fclose(f);
+}
+
+std::string temp_dir(const std::string & tag) {
+    std::string base = std::string(GLOAS_BIN_DIR) + "/../test-tmp";
+    ::mkdir(base.c_str(), 0755);
+    std::string tmpl = base + "/" + tag + "-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    return std::string(buf.data());
+}
+
+run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
+                    const std::string & stdin_data) {
+    std::signal(SIGPIPE, SIG_IGN);  // a tool may exit before reading all of stdin
+    std::string exe = std::string(GLOAS_BIN_DIR) + "/" + tool;
+    int in_pipe[2], out_pipe[2], err_pipe[2];
+    if (::pipe(in_pipe) || ::pipe(out_pipe) || ::pipe(err_pipe)) throw std::runtime_error("pipe failed");
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        ::dup2(in_pipe[0], 0);
+        ::dup2(out_pipe[1], 1);
+        ::dup2(err_pipe[1], 2);
+        for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+        std::vector<char *> argv;
+        argv.push_back(const_cast<char *>(exe.c_str()));
+        for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execv(exe.c_str(), argv.data());
+        std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
+        ::_exit(127);
+    }
+    ::close(in_pipe[0]);
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    run_result r;
+    size_t in_off = 0;
+    int in_fd = in_pipe[1];
+    if (stdin_data.empty()) { ::close(in_fd); in_fd = -1; }
+    bool out_open = true, err_open = true;
+    char buf[65536];
+    while (out_open || err_open) {
+        struct pollfd fds[3];
+        int n = 0;
+        int io = -1, ie = -1, ii = -1;
+        if (out_open) { fds[n] = {out_pipe[0], POLLIN, 0}; io = n++; }
+        if (err_open) { fds[n] = {err_pipe[0], POLLIN, 0}; ie = n++; }
+        if (in_fd >= 0) { fds[n] = {in_fd, POLLOUT, 0}; ii = n++; }
+        if (::poll(fds, nfds_t(n), -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (io >= 0 && fds[io].revents) {
+            ssize_t k = ::read(out_pipe[0], buf, sizeof buf);
+            if (k > 0) r.out.append(buf, size_t(k)); else out_open = false;
+        }
+        if (ie >= 0 && fds[ie].revents) {
+            ssize_t k = ::read(err_pipe[0], buf, sizeof buf);
+            if (k > 0) r.err.append(buf, size_t(k)); else err_open = false;
+        }
+        if (ii >= 0 && fds[ii].revents) {
+            ssize_t k = ::write(in_fd, stdin_data.data() + in_off, stdin_data.size() - in_off);
+            if (k > 0) in_off += size_t(k);
+            if (k <= 0 || in_off == stdin_data.size()) { ::close(in_fd); in_fd = -1; }
+        }
+    }
+    if (in_fd >= 0) ::close(in_fd);
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return r;
+}
+
+} // namespace gloas::test

@@ -1,0 +1,36 @@
+// Helpers shared by the tests: finding models and data, reading files,
+// running the command-line tools.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gloas::test {
+
+// Path of a model file (or folder) by name, looked up in <source>/models, then
+// $GLOAS_MODELS, then <source>/../shared/models. Empty if not found.
+std::string model_path(const std::string & name);
+// Like model_path, but a test failure (with what to do) if not found.
+std::string require_model(const std::string & name);
+// Path of a file under ../shared/data (or $GLOAS_DATA); failure if not found.
+std::string require_data(const std::string & name);
+
+std::string read_file(const std::string & path);
+void write_file(const std::string & path, const void * data, size_t n);
+inline void write_file(const std::string & path, const std::string & s) { write_file(path, s.data(), s.size()); }
+
+// A fresh empty directory under the build's temp area, removed by the caller
+// or left for inspection.
+std::string temp_dir(const std::string & tag);
+
+struct run_result {
+    int status = -1;     // exit code (128+signal if killed)
+    std::string out;     // stdout
+    std::string err;     // stderr
+};
+// Runs a tool from the build's bin/ directory with arguments (no shell).
+run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
+                    const std::string & stdin_data = {});
+
+} // namespace gloas::test
