@@ -1,0 +1,43 @@
+// Internal to the kernels: includes the x86 intrinsics where the build has
+// them. GCC 12 reports false -W(maybe-)uninitialized warnings from inside the
+// AVX-512 intrinsics headers (their _mm512_undefined_* helpers) once they are
+// inlined; the pragma scopes the silence to those headers.
+#pragma once
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
+#if defined(__AVX512F__)
+namespace gloas::simd {
+
+// e^x on 16 lanes, relative error about 2e-7 (Cephes expf's polynomial on
+// r = x - n ln2, |r| <= ln2/2, then scaled by 2^n with vscalefps, which
+// gives 0 for x below about -104 and +inf above 88.73).
+inline __m512 exp_ps(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(88.8f), x));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+// Mask of the first n lanes (n <= 16).
+inline __mmask16 tail_mask(int64_t n) {
+    return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+}
+
+} // namespace gloas::simd
+#endif

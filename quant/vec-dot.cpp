@@ -1,0 +1,216 @@
+// Dot products of one weight row with one activation row.
+#include "quant/quant.h"
+
+#include "quant/fp16.h"
+#include "quant/simd.h"
+#include "tensor/error.h"
+
+
+namespace gloas {
+
+// The float references accumulate in double: they define the exact-ish value
+// the fast kernels are measured against.
+float vec_dot_f32_ref(int64_t n, const float * w, const float * x) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += double(w[i]) * double(x[i]);
+    return float(s);
+}
+
+float vec_dot_f16_ref(int64_t n, const uint16_t * w, const float * x) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += double(fp16_to_fp32(w[i])) * double(x[i]);
+    return float(s);
+}
+
+float vec_dot_bf16_ref(int64_t n, const uint16_t * w, const float * x) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += double(bf16_to_fp32(w[i])) * double(x[i]);
+    return float(s);
+}
+
+// The block references are ggml's: an exact int32 sum per block, scaled by
+// the product of the two fp16 scales and summed in float, block by block.
+float vec_dot_q8_0_q8_0_ref(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
+    GLOAS_ASSERT(n % QK8_0 == 0);
+    const int64_t nb = n / QK8_0;
+    float s = 0.0f;
+    for (int64_t i = 0; i < nb; ++i) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; ++j) sumi += int(w[i].qs[j]) * int(x[i].qs[j]);
+        s += float(sumi) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d));
+    }
+    return s;
+}
+
+float vec_dot_q4_0_q8_0_ref(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
+    GLOAS_ASSERT(n % QK8_0 == 0);
+    const int64_t nb = n / QK8_0;
+    float s = 0.0f;
+    for (int64_t i = 0; i < nb; ++i) {
+        int sumi = 0;
+        for (int j = 0; j < QK4_0 / 2; ++j) {
+            const int v0 = (w[i].qs[j] & 0x0f) - 8;
+            const int v1 = (w[i].qs[j] >> 4) - 8;
+            sumi += v0 * x[i].qs[j] + v1 * x[i].qs[j + QK4_0 / 2];
+        }
+        s += float(sumi) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d));
+    }
+    return s;
+}
+
+#if defined(__AVX512F__)
+namespace {
+
+// The first min(n, 16) floats at p; lanes past n read as zero.
+inline __m512 load_tail_ps(const float * p, int64_t n) {
+    return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
+}
+inline __m512 load_tail_f16(const uint16_t * p, int64_t n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p));
+}
+inline __m512 widen_bf16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline __m512 load_tail_bf16(const uint16_t * p, int64_t n) {
+    return widen_bf16(_mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p));
+}
+
+// Two blocks' 32 signed values each, as one 64-byte vector: [block 0 | block 1].
+inline __m512i load_q8_pair(const block_q8_0 * b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b[0].qs))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b[1].qs)), 1);
+}
+// Two Q4_0 blocks' nibbles as 64 unsigned bytes 0..15 in value order:
+// [block 0 values 0..31 | block 1 values 0..31].
+inline __m512i load_q4_pair(const block_q4_0 * b) {
+    const __m256i v = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b[0].qs))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(b[1].qs)), 1);  // [b0 | b1]
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    const __m256i lo = _mm256_and_si256(v, m);                         // [b0 0..15 | b1 0..15]
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);  // [b0 16..31 | b1 16..31]
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+// Lanes 0..7 = a, lanes 8..15 = b.
+inline __m512 set_halves(float a, float b) {
+    return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
+}
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+} // namespace
+#endif
+
+float vec_dot_f32(int64_t n, const float * w, const float * x) {
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i),      _mm512_loadu_ps(x + i),      a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    if (i < n) a1 = _mm512_fmadd_ps(load_tail_ps(w + i, n - i), load_tail_ps(x + i, n - i), a1);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#else
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
+    return s;
+#endif
+}
+
+float vec_dot_f16(int64_t n, const uint16_t * w, const float * x) {
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + i))),
+                             _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + i + 16))),
+                             _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i < n; i += 16) {
+        const int64_t m = n - i < 16 ? n - i : 16;
+        a0 = _mm512_fmadd_ps(load_tail_f16(w + i, m), load_tail_ps(x + i, m), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#else
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
+    return s;
+#endif
+}
+
+float vec_dot_bf16(int64_t n, const uint16_t * w, const float * x) {
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + i))),
+                             _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + i + 16))),
+                             _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i < n; i += 16) {
+        const int64_t m = n - i < 16 ? n - i : 16;
+        a0 = _mm512_fmadd_ps(load_tail_bf16(w + i, m), load_tail_ps(x + i, m), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#else
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += bf16_to_fp32(w[i]) * x[i];
+    return s;
+#endif
+}
+
+// Block dot products: per pair of blocks, exact int32 lane sums (VNNI
+// dpbusd: unsigned x signed bytes), scaled per block in float lanes.
+float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
+    GLOAS_ASSERT(n % QK8_0 == 0);
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    float s = 0.0f;
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 2 <= nb; i += 2) {
+        const __m512i wq = load_q8_pair(w + i);
+        const __m512i xq = load_q8_pair(x + i);
+        // w*x = |w| * (x with w's sign)
+        const __m512i aw = _mm512_abs_epi8(wq);
+        const __m512i sx = _mm512_mask_sub_epi8(xq, _mm512_movepi8_mask(wq), _mm512_setzero_si512(), xq);
+        const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+        const __m512 sc = set_halves(h2f(w[i].d) * h2f(x[i].d), h2f(w[i + 1].d) * h2f(x[i + 1].d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc);
+    }
+    s = _mm512_reduce_add_ps(acc);
+#endif
+    if (i < nb) s += vec_dot_q8_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
+    return s;
+}
+
+float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
+    GLOAS_ASSERT(n % QK8_0 == 0);
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    float s = 0.0f;
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    __m512 acc = _mm512_setzero_ps();
+    const __m512i eight = _mm512_set1_epi8(8);
+    for (; i + 2 <= nb; i += 2) {
+        const __m512i wq = load_q4_pair(w + i);  // q + 8, unsigned
+        const __m512i xq = load_q8_pair(x + i);
+        // (q+8)*x - 8*x, exact in int32
+        const __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, xq),
+                                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xq));
+        const __m512 sc = set_halves(h2f(w[i].d) * h2f(x[i].d), h2f(w[i + 1].d) * h2f(x[i + 1].d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc);
+    }
+    s = _mm512_reduce_add_ps(acc);
+#endif
+    if (i < nb) s += vec_dot_q4_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
+    return s;
+}
+
+} // namespace gloas

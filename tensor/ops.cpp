@@ -1,0 +1,167 @@
+// Element-wise and row ops: get_row, rmsnorm, rope, softmax, silu_mul, add.
+#include "tensor/ops.h"
+
+#include "quant/simd.h"
+#include "tensor/error.h"
+
+#include <cmath>
+#include <vector>
+
+
+namespace gloas::ops {
+
+void get_row(const tensor & w, int64_t i, float * y) {
+    GLOAS_ASSERT(i >= 0 && i < w.nrows());
+    traits(w.t).to_float(w.row(i), y, w.ne[0]);
+}
+
+void rmsnorm_ref(float * y, const float * x, const float * g, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+    const float r = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * r * g[i];
+}
+
+void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) {
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        a0 = _mm512_fmadd_ps(v0, v0, a0);
+        a1 = _mm512_fmadd_ps(v1, v1, a1);
+    }
+    for (; i < n; i += 16) {
+        const __m512 v = _mm512_maskz_loadu_ps(simd::tail_mask(n - i), x + i);
+        a0 = _mm512_fmadd_ps(v, v, a0);
+    }
+    const float ss = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    const __m512 r = _mm512_set1_ps(float(1.0 / std::sqrt(double(ss) / double(n) + double(eps))));
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 m = simd::tail_mask(n - i);
+        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), r), _mm512_maskz_loadu_ps(m, g + i));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+#else
+    rmsnorm_ref(y, x, g, n, eps);
+#endif
+}
+
+void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
+    GLOAS_ASSERT(n_rot % 2 == 0 && n_rot <= head_dim);
+    for (int64_t h = 0; h < n_head; ++h) {
+        float * xh = x + h * head_dim;
+        for (int64_t i = 0; i < n_rot / 2; ++i) {
+            const double theta = double(pos) * std::pow(double(freq_base), -2.0 * double(i) / double(n_rot));
+            const float c = float(std::cos(theta));
+            const float s = float(std::sin(theta));
+            const float x0 = xh[2 * i];
+            const float x1 = xh[2 * i + 1];
+            xh[2 * i]     = x0 * c - x1 * s;
+            xh[2 * i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+// The angles are the reference's, computed once per call instead of once per
+// head; the rotation is vectorized over pairs: y = x*c + swap(x)*(-s, s).
+void rope(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
+    GLOAS_ASSERT(n_rot % 2 == 0 && n_rot <= head_dim);
+    thread_local std::vector<float> cs;  // (n_rot) cos per pair, twice; then (n_rot) (-sin, sin)
+    cs.resize(size_t(2 * n_rot));
+    float * c = cs.data();
+    float * s = cs.data() + n_rot;
+    for (int64_t i = 0; i < n_rot / 2; ++i) {
+        const double theta = double(pos) * std::pow(double(freq_base), -2.0 * double(i) / double(n_rot));
+        const float ci = float(std::cos(theta)), si = float(std::sin(theta));
+        c[2 * i] = c[2 * i + 1] = ci;
+        s[2 * i] = -si;
+        s[2 * i + 1] = si;
+    }
+    for (int64_t h = 0; h < n_head; ++h) {
+        float * xh = x + h * head_dim;
+        int64_t i = 0;
+#if defined(__AVX512F__)
+        for (; i < n_rot; i += 16) {
+            const __mmask16 m = simd::tail_mask(n_rot - i);
+            const __m512 v = _mm512_maskz_loadu_ps(m, xh + i);
+            const __m512 sw = _mm512_permute_ps(v, 0xb1);  // (x1, x0) per pair
+            const __m512 r = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, c + i), _mm512_mul_ps(sw, _mm512_maskz_loadu_ps(m, s + i)));
+            _mm512_mask_storeu_ps(xh + i, m, r);
+        }
+#endif
+        for (; i < n_rot; i += 2) {
+            const float x0 = xh[i], x1 = xh[i + 1];
+            xh[i]     = x0 * c[i] + x1 * s[i];
+            xh[i + 1] = x1 * c[i] + x0 * s[i + 1];
+        }
+    }
+}
+
+void softmax_ref(float * x, int64_t n) {
+    if (n <= 0) return;
+    float mx = x[0];
+    for (int64_t i = 1; i < n; ++i) mx = std::fmax(mx, x[i]);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::exp(x[i] - mx);
+        sum += x[i];
+    }
+    const float inv = float(1.0 / sum);
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void softmax(float * x, int64_t n) {
+#if defined(__AVX512F__)
+    if (n <= 0) return;
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, simd::tail_mask(n - i), x + i));
+    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = simd::tail_mask(n - i);
+        const __m512 e = simd::exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = simd::tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+#else
+    softmax_ref(x, n);
+#endif
+}
+
+void silu_mul_ref(float * y, const float * g, const float * u, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float gi = g[i];
+        y[i] = gi / (1.0f + std::exp(-gi)) * u[i];
+    }
+}
+
+void silu_mul(float * y, const float * g, const float * u, int64_t n) {
+#if defined(__AVX512F__)
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = simd::tail_mask(n - i);
+        const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 uv = _mm512_maskz_loadu_ps(m, u + i);
+        const __m512 e = simd::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv));
+    }
+#else
+    silu_mul_ref(y, g, u, n);
+#endif
+}
+
+void add(float * y, const float * x, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_loadu_ps(x + i)));
+#endif
+    for (; i < n; ++i) y[i] += x[i];
+}
+
+} // namespace gloas::ops

@@ -1,0 +1,290 @@
+// Every fast kernel against its scalar reference: dot products, matmul,
+// rmsnorm, rope, softmax, silu_mul, add, get_row, attention.
+#include "quant/fp16.h"
+#include "quant/quant.h"
+#include "tensor/ops.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+std::vector<float> randn(std::mt19937 & rng, int64_t n, float sigma = 1.0f) {
+    std::normal_distribution<float> nd(0.0f, sigma);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto & v : x) v = nd(rng);
+    return x;
+}
+
+// Normalized mean squared error, as ggml's test-backend-ops measures it.
+double nmse(const float * a, const float * ref, int64_t n) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = double(a[i]) - double(ref[i]);
+        num += d * d;
+        den += double(ref[i]) * double(ref[i]);
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+// Weight rows of any type, from gaussian floats.
+std::vector<char> make_weights(type t, int64_t n_out, int64_t n_in, std::mt19937 & rng) {
+    const size_t rb = row_size(t, n_in);
+    std::vector<char> w(rb * size_t(n_out) + 64);
+    for (int64_t r = 0; r < n_out; ++r) {
+        std::vector<float> x = randn(rng, n_in, 0.5f);
+        traits(t).from_float_ref(x.data(), w.data() + size_t(r) * rb, n_in);
+    }
+    return w;
+}
+
+const type ALL_TYPES[] = {type::F32, type::F16, type::BF16, type::Q8_0, type::Q4_0};
+
+} // namespace
+
+TEST_CASE("float dot products: fast vs reference on odd sizes and unaligned starts") {
+    std::mt19937 rng(1);
+    for (int64_t n : {1, 3, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 255, 1000, 4099}) {
+        for (int off = 0; off < 2; ++off) {
+            std::vector<float> w = randn(rng, n + 1), x = randn(rng, n + 1);
+            std::vector<uint16_t> wh(size_t(n) + 1), wb(size_t(n) + 1);
+            fp32_to_fp16_row(w.data(), wh.data(), n + 1);
+            fp32_to_bf16_row(w.data(), wb.data(), n + 1);
+            double mag = 0.0;  // sum |w x|: the scale of rounding error in any order
+            for (int64_t i = 0; i < n; ++i) mag += std::fabs(double(w[size_t(i + off)]) * double(x[size_t(i + off)]));
+            const double tol = 1e-6 * mag + 1e-30;
+            const float * wp = w.data() + off;
+            const float * xp = x.data() + off;
+            CHECK_MESSAGE(std::fabs(vec_dot_f32(n, wp, xp) - vec_dot_f32_ref(n, wp, xp)) <= tol, "f32 n=", n, " off=", off);
+            CHECK_MESSAGE(std::fabs(vec_dot_f16(n, wh.data() + off, xp) - vec_dot_f16_ref(n, wh.data() + off, xp)) <= tol,
+                          "f16 n=", n, " off=", off);
+            CHECK_MESSAGE(std::fabs(vec_dot_bf16(n, wb.data() + off, xp) - vec_dot_bf16_ref(n, wb.data() + off, xp)) <= tol,
+                          "bf16 n=", n, " off=", off);
+        }
+    }
+}
+
+TEST_CASE("block dot products: fast vs reference, odd block counts, unaligned starts") {
+    std::mt19937 rng(2);
+    for (int64_t nb : {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 64, 129}) {
+        const int64_t n = nb * 32;
+        std::vector<float> w = randn(rng, n + 32), x = randn(rng, n + 32);
+        // include extreme blocks: all zero, and one saturating both signs
+        for (int j = 0; j < 32; ++j) w[size_t(j)] = 0.0f;
+        if (nb > 2) for (int j = 0; j < 32; ++j) x[size_t(64 + j)] = (j & 1) ? 1000.0f : -1000.0f;
+        std::vector<block_q8_0> w8(size_t(nb) + 1), x8(size_t(nb) + 1);
+        std::vector<block_q4_0> w4(size_t(nb) + 1);
+        quantize_row_q8_0_ref(w.data(), w8.data(), n + 32);
+        quantize_row_q4_0_ref(w.data(), w4.data(), n + 32);
+        quantize_row_q8_0_ref(x.data(), x8.data(), n + 32);
+        for (int off = 0; off < 2; ++off) {
+            // the same blocks, in any order, give the same int32 sums: only the
+            // float accumulation of the scaled block sums may differ
+            double mag8 = 0.0, mag4 = 0.0;
+            for (int64_t b = off; b < nb + off; ++b) {
+                const double s = double(fp16_to_fp32(x8[size_t(b)].d));
+                double a8 = 0.0, a4 = 0.0;
+                for (int j = 0; j < 32; ++j) {
+                    a8 += std::fabs(double(w8[size_t(b)].qs[j]) * x8[size_t(b)].qs[j]);
+                    const int q = j < 16 ? (w4[size_t(b)].qs[j] & 15) - 8 : (w4[size_t(b)].qs[j - 16] >> 4) - 8;
+                    a4 += std::fabs(double(q) * x8[size_t(b)].qs[j]);
+                }
+                mag8 += a8 * s * std::fabs(fp16_to_fp32(w8[size_t(b)].d));
+                mag4 += a4 * s * std::fabs(fp16_to_fp32(w4[size_t(b)].d));
+            }
+            const float r8 = vec_dot_q8_0_q8_0_ref(n, w8.data() + off, x8.data() + off);
+            const float f8 = vec_dot_q8_0_q8_0(n, w8.data() + off, x8.data() + off);
+            CHECK_MESSAGE(std::fabs(double(f8) - r8) <= 1e-6 * mag8 + 1e-30, "q8_0 blocks=", nb, " off=", off, " ", f8, " ", r8);
+            const float r4 = vec_dot_q4_0_q8_0_ref(n, w4.data() + off, x8.data() + off);
+            const float f4 = vec_dot_q4_0_q8_0(n, w4.data() + off, x8.data() + off);
+            CHECK_MESSAGE(std::fabs(double(f4) - r4) <= 1e-6 * mag4 + 1e-30, "q4_0 blocks=", nb, " off=", off, " ", f4, " ", r4);
+        }
+    }
+}
+
+TEST_CASE("matmul vs matmul_ref: every weight type, token counts, odd row counts") {
+    std::mt19937 rng(3);
+    const int saved = ops::n_threads();
+    for (int nth : {1, 2}) {
+        ops::set_n_threads(nth);
+        for (type t : ALL_TYPES) {
+            for (int64_t n_in : {32, 96, 320}) {
+                for (int64_t n_out : {1, 3, 17, 67}) {
+                    std::vector<char> wbuf = make_weights(t, n_out, n_in, rng);
+                    const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+                    for (int64_t n_tok : {1, 2, 3, 7, 33, 64}) {
+                        if (nth == 2 && n_in != 96) continue;  // threads: one size is enough
+                        std::vector<float> x = randn(rng, n_tok * n_in);
+                        std::vector<float> y(size_t(n_tok * n_out), -1.0f), yr(size_t(n_tok * n_out), -2.0f);
+                        std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok) + 1);
+                        ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+                        ops::matmul_ref(w, x.data(), n_tok, yr.data());
+                        // element-wise: |y - yr| <= 1e-5 * sum_i |w_i x_i| (bounded by |w|_2 |x|_2)
+                        int bad = 0;
+                        for (int64_t tk = 0; tk < n_tok; ++tk) {
+                            double xn = 0.0;
+                            for (int64_t i = 0; i < n_in; ++i) xn += double(x[size_t(tk * n_in + i)]) * x[size_t(tk * n_in + i)];
+                            for (int64_t r = 0; r < n_out; ++r) {
+                                std::vector<float> wr(static_cast<size_t>(n_in));
+                                ops::get_row(w, r, wr.data());
+                                double wn = 0.0;
+                                for (float v : wr) wn += double(v) * v;
+                                const double tol = 2e-5 * std::sqrt(wn * xn) + 1e-30;
+                                const size_t k = size_t(tk * n_out + r);
+                                bad += !(std::fabs(double(y[k]) - double(yr[k])) <= tol);
+                            }
+                        }
+                        CHECK_MESSAGE(bad == 0, type_name(t), " n_in=", n_in, " n_out=", n_out, " n_tok=", n_tok, " threads=", nth);
+                    }
+                }
+            }
+        }
+    }
+    ops::set_n_threads(saved);
+}
+
+TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many tokens (several chunks)") {
+    std::mt19937 rng(31);
+    for (type t : ALL_TYPES) {
+        for (int64_t n_in : {2144, 5632}) {
+            const int64_t n_out = 6, n_tok = n_in == 2144 ? 9 : 161;  // 161 tokens of 5632: more than one chunk
+            std::vector<char> wbuf = make_weights(t, n_out, n_in, rng);
+            const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+            std::vector<float> x = randn(rng, n_tok * n_in);
+            std::vector<float> y(size_t(n_tok * n_out)), yr(size_t(n_tok * n_out));
+            std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+            ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+            ops::matmul_ref(w, x.data(), n_tok, yr.data());
+            CHECK_MESSAGE(nmse(y.data(), yr.data(), n_tok * n_out) < 1e-10, type_name(t), " n_in=", n_in);
+        }
+    }
+}
+
+TEST_CASE("get_row widens / dequantizes one row") {
+    std::mt19937 rng(4);
+    for (type t : ALL_TYPES) {
+        std::vector<char> wbuf = make_weights(t, 5, 64, rng);
+        const tensor w = make_tensor_2d(t, 64, 5, wbuf.data());
+        std::vector<float> y(64), e(64);
+        ops::get_row(w, 3, y.data());
+        traits(t).to_float(wbuf.data() + 3 * row_size(t, 64), e.data(), 64);
+        CHECK(std::memcmp(y.data(), e.data(), sizeof(float) * 64) == 0);
+    }
+}
+
+TEST_CASE("rmsnorm, softmax, silu_mul, add: fast vs reference") {
+    std::mt19937 rng(5);
+    for (int64_t n : {1, 5, 16, 17, 33, 64, 100, 288, 2048, 4099}) {
+        for (int off = 0; off < 2; ++off) {
+            std::vector<float> x = randn(rng, n + 1, 3.0f), g = randn(rng, n + 1), u = randn(rng, n + 1);
+            std::vector<float> y(size_t(n) + 1), yr(size_t(n) + 1);
+            ops::rmsnorm(y.data() + off, x.data() + off, g.data() + off, n, 1e-5f);
+            ops::rmsnorm_ref(yr.data() + off, x.data() + off, g.data() + off, n, 1e-5f);
+            CHECK_MESSAGE(nmse(y.data() + off, yr.data() + off, n) < 1e-12, "rmsnorm n=", n);
+            // in place (y aliases x)
+            std::vector<float> xi = x;
+            ops::rmsnorm(xi.data() + off, xi.data() + off, g.data() + off, n, 1e-5f);
+            CHECK(nmse(xi.data() + off, yr.data() + off, n) < 1e-12);
+
+            // softmax: wide range of logits, including very negative ones
+            std::vector<float> s = randn(rng, n + 1, 20.0f), sr = s;
+            ops::softmax(s.data() + off, n);
+            ops::softmax_ref(sr.data() + off, n);
+            int bad = 0;
+            double sum = 0.0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double a = s[size_t(i + off)], b = sr[size_t(i + off)];
+                bad += !(std::fabs(a - b) <= 1e-6 * b + 1e-30);
+                sum += a;
+            }
+            CHECK_MESSAGE(bad == 0, "softmax n=", n);
+            CHECK(std::fabs(sum - 1.0) < 1e-5);
+
+            // silu_mul, including y aliasing g
+            std::vector<float> gg = randn(rng, n + 1, 6.0f);
+            ops::silu_mul(y.data() + off, gg.data() + off, u.data() + off, n);
+            ops::silu_mul_ref(yr.data() + off, gg.data() + off, u.data() + off, n);
+            bad = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double a = y[size_t(i + off)], b = yr[size_t(i + off)];
+                bad += !(std::fabs(a - b) <= 1e-6 * std::fabs(b) + 1e-35);
+            }
+            CHECK_MESSAGE(bad == 0, "silu_mul n=", n);
+            ops::silu_mul(gg.data() + off, gg.data() + off, u.data() + off, n);
+            CHECK(nmse(gg.data() + off, yr.data() + off, n) < 1e-12);
+
+            // add
+            std::vector<float> a = x;
+            ops::add(a.data() + off, g.data() + off, n);
+            bad = 0;
+            for (int64_t i = 0; i < n; ++i) bad += a[size_t(i + off)] != x[size_t(i + off)] + g[size_t(i + off)];
+            CHECK(bad == 0);
+        }
+    }
+    // extremes: softmax of one huge and the rest -inf-ish; silu of large |g|
+    std::vector<float> s = {-1e30f, 0.0f, -1e30f, 88.0f, -88.0f};
+    std::vector<float> sr = s;
+    ops::softmax(s.data(), 5);
+    ops::softmax_ref(sr.data(), 5);
+    for (size_t i = 0; i < 5; ++i) CHECK(std::fabs(s[i] - sr[i]) <= 1e-6f * sr[i] + 1e-38f);
+    std::vector<float> g = {-100.0f, -20.0f, 0.0f, 20.0f, 100.0f, -89.0f, 89.0f}, u(7, 1.0f), y(7), yr(7);
+    ops::silu_mul(y.data(), g.data(), u.data(), 7);
+    ops::silu_mul_ref(yr.data(), g.data(), u.data(), 7);
+    for (size_t i = 0; i < 7; ++i) CHECK(std::fabs(y[i] - yr[i]) <= 1e-6f * std::fabs(yr[i]) + 1e-35f);
+}
+
+TEST_CASE("rope: fast vs reference") {
+    std::mt19937 rng(6);
+    for (int64_t head_dim : {8, 64, 100, 128}) {
+        for (int64_t n_rot : {head_dim, head_dim / 2}) {
+            for (int64_t pos : {0, 1, 7, 300, 4095}) {
+                const int64_t n_head = 5;
+                std::vector<float> x = randn(rng, n_head * head_dim + 1), xr = x;
+                ops::rope(x.data() + 1, n_head, head_dim, n_rot, pos, 10000.0f);
+                ops::rope_ref(xr.data() + 1, n_head, head_dim, n_rot, pos, 10000.0f);
+                // angles up to pos radians: allow a relative angle error of a few ulp of pos
+                CHECK_MESSAGE(nmse(x.data() + 1, xr.data() + 1, n_head * head_dim) < 1e-10,
+                              "head_dim=", head_dim, " n_rot=", n_rot, " pos=", pos);
+                CHECK(x[0] == xr[0]);
+                if (pos == 0) CHECK(std::memcmp(x.data(), xr.data(), x.size() * sizeof(float)) == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("attention_f32 vs reference: n_kv, grouped heads, odd head_dim") {
+    std::mt19937 rng(7);
+    for (int64_t n_kv : {1, 5, 100, 1000}) {
+        for (int64_t n_head_kv : {1, 2, 8}) {
+            for (int64_t head_dim : {64, 36}) {
+                const int64_t n_head = 8;
+                const int64_t kv_stride = n_head_kv * head_dim + (head_dim == 36 ? 3 : 0);
+                std::vector<float> q = randn(rng, n_head * head_dim + 1, 1.0f);
+                std::vector<float> k = randn(rng, n_kv * kv_stride + 1, 1.0f);
+                std::vector<float> v = randn(rng, n_kv * kv_stride + 1, 1.0f);
+                std::vector<float> o(size_t(n_head * head_dim) + 1), orf(size_t(n_head * head_dim) + 1);
+                const float scale = 1.0f / std::sqrt(float(head_dim));
+                ops::attention_f32(o.data() + 1, q.data() + 1, k.data() + 1, v.data() + 1, n_kv, n_head, n_head_kv,
+                                   head_dim, kv_stride, scale);
+                ops::attention_f32_ref(orf.data() + 1, q.data() + 1, k.data() + 1, v.data() + 1, n_kv, n_head, n_head_kv,
+                                       head_dim, kv_stride, scale);
+                CHECK_MESSAGE(nmse(o.data() + 1, orf.data() + 1, n_head * head_dim) < 1e-10,
+                              "n_kv=", n_kv, " n_head_kv=", n_head_kv, " head_dim=", head_dim);
+                if (n_kv == 1) {
+                    // one position: the output is that position's V row
+                    for (int64_t h = 0; h < n_head; ++h) {
+                        const int64_t hk = h / (n_head / n_head_kv);
+                        for (int64_t d = 0; d < head_dim; ++d)
+                            CHECK(std::fabs(o[size_t(1 + h * head_dim + d)] - v[size_t(1 + hk * head_dim + d)]) < 1e-6f);
+                    }
+                }
+            }
+        }
+    }
+}
