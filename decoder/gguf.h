@@ -33,11 +33,17 @@ enum class gguf_type : uint32_t {
     UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
     BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
-const char * gguf_type_name(gguf_type t);
+const char * gguf_type_name(gguf_type t);  // "u8", "string", ...; "unknown" otherwise
+// Bytes of one scalar of type t (0 for STRING, ARRAY and unknown types).
+size_t gguf_type_size(gguf_type t);
 
-// One metadata value. Scalars are widened into the matching field; strings are
+constexpr uint32_t GGUF_DEFAULT_ALIGNMENT = 32;
+
+// One metadata value. Scalars are widened into the matching field (u for
+// unsigned integers and bool, i for signed integers, f for floats); strings are
 // views into the mapping; arrays keep their element type, count and a pointer to
-// the first element in the mapping (string arrays are pre-split into views).
+// the first element in the mapping (string arrays are also pre-split into
+// views). Nested arrays (arr_type ARRAY) are validated but only kept raw.
 struct gguf_value {
     gguf_type type = gguf_type::UINT8;
     uint64_t  u = 0;      // unsigned integers and bool
@@ -46,7 +52,8 @@ struct gguf_value {
     std::string_view str; // STRING
     gguf_type arr_type = gguf_type::UINT8;     // ARRAY: element type
     uint64_t  arr_n = 0;                       // ARRAY: element count
-    const uint8_t * arr_data = nullptr;        // ARRAY of numbers: raw elements
+    const uint8_t * arr_data = nullptr;        // ARRAY: raw elements as stored (any element type)
+    size_t    arr_bytes = 0;                   // ARRAY: bytes of the raw elements
     std::vector<std::string_view> arr_str;     // ARRAY of strings
 };
 
@@ -73,11 +80,16 @@ public:
     const std::string & path() const { return name_; }
     uint32_t version() const { return version_; }
     size_t alignment() const { return alignment_; }
+    // Byte offset of the tensor data section in the file (a multiple of
+    // alignment(); past the end of a file that has no tensors and no padding).
+    size_t data_offset() const { return data_offset_; }
+    // Bytes of the whole image.
+    size_t size() const { return size_; }
 
     // Metadata. `find` returns nullptr when the key is absent. The typed getters
     // return `def` when absent and throw when present with an incompatible type
     // or an out-of-range value (integer getters accept any integer type whose
-    // value fits).
+    // value fits; get_f32 also takes f64 and integers; get_bool only bool).
     const gguf_value * find(std::string_view key) const;
     const std::map<std::string, gguf_value, std::less<>> & metadata() const { return kv_; }
     std::string get_str(std::string_view key, std::string_view def = {}) const;
@@ -105,6 +117,8 @@ private:
     mapped_file map_;
     uint32_t version_ = 0;
     size_t alignment_ = 32;
+    size_t data_offset_ = 0;
+    size_t size_ = 0;
     std::map<std::string, gguf_value, std::less<>> kv_;
     std::vector<gguf_tensor_info> tensors_;
     std::map<std::string, size_t, std::less<>> tensor_index_;

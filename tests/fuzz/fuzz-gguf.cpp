@@ -1,0 +1,54 @@
+// Fuzz target for the GGUF reader: parse an arbitrary image and touch every
+// value and tensor byte the reader hands out. A gloas::error is the expected
+// outcome for a bad image; anything else (a crash, a sanitizer report, another
+// exception) is a bug.
+#include "decoder/gguf.h"
+#include "tensor/error.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace {
+
+volatile uint64_t g_sink;  // keeps the reads below from being optimized away
+
+void touch(const gloas::gguf_file & f) {
+    uint64_t h = f.version() + f.alignment() + f.data_offset();
+    for (const auto & [key, v] : f.metadata()) {
+        h += key.size() + uint64_t(v.type) + v.u + uint64_t(v.i) + uint64_t(v.f == v.f);
+        for (char c : v.str) h += uint8_t(c);
+        for (size_t k = 0; k < v.arr_bytes; ++k) h += v.arr_data[k];
+        for (auto s : v.arr_str)
+            for (char c : s) h += uint8_t(c);
+        // The typed getters must either answer or throw gloas::error.
+        try { h += f.get_u32(key, 0); } catch (const gloas::error &) { h += 1; }
+        try { h += uint64_t(f.get_i64(key, 0)); } catch (const gloas::error &) { h += 1; }
+        try { h += uint64_t(f.get_f32(key, 0) != 0); } catch (const gloas::error &) { h += 1; }
+        try { h += f.get_bool(key, false); } catch (const gloas::error &) { h += 1; }
+        try { h += f.get_str(key).size(); } catch (const gloas::error &) { h += 1; }
+        try { h += f.get_str_array(key).size(); } catch (const gloas::error &) { h += 1; }
+        try { h += f.get_f32_array(key).size(); } catch (const gloas::error &) { h += 1; }
+        try { h += f.get_i32_array(key).size(); } catch (const gloas::error &) { h += 1; }
+    }
+    for (const auto & t : f.tensors()) {
+        const uint8_t * p = static_cast<const uint8_t *>(t.data);
+        // First and last byte of each tensor, and a stride through it.
+        if (t.nbytes) h += p[0] + p[t.nbytes - 1];
+        for (size_t k = 0; k < t.nbytes; k += 4093) h += p[k];
+        const gloas::tensor v = t.view();
+        h += v.nbytes() == t.nbytes;
+        if (f.find_tensor(t.name) != &t) __builtin_trap();  // the index must agree with the list
+    }
+    g_sink = h;
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
+    try {
+        auto f = gloas::gguf_file::parse(data, size, "fuzz.gguf");
+        touch(*f);
+    } catch (const gloas::error &) {
+    }
+    return 0;
+}

@@ -1,0 +1,354 @@
+// gloas-gen-model: writes a Llama model with random weights as GGUF, with the
+// tensor names and metadata llama.cpp writes, for benchmarks at real sizes.
+//
+//   gloas-gen-model --preset tinyllama-1.1b --type q4_0 -o tinyllama-q4_0.gguf
+//
+// Weights are uniform with a standard deviation of 0.02 (norm weights are 1.0)
+// so activations stay finite. Each row's values come from a generator seeded by
+// (seed, tensor, row): the file is the same for any thread count. Tensors are
+// generated and quantized a chunk of rows at a time and streamed to the file.
+#include "decoder/gguf-writer.h"
+#include "decoder/gguf.h"
+#include "quant/types.h"
+#include "tensor/error.h"
+
+#include <omp.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+struct config {
+    int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
+    float   rms_eps = 1e-5f;
+    float   rope_base = 10000.0f;
+    std::string name;
+};
+
+struct preset {
+    const char * name;
+    config c;
+};
+
+const preset PRESETS[] = {
+    {"tinyllama-1.1b", {2048, 22, 32, 4, 5632, 32000, 4096, 1e-5f, 10000.0f, "TinyLlama 1.1B (random weights)"}},
+    {"llama2-7b",      {4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, "Llama 2 7B (random weights)"}},
+    {"stories-15m",    {288, 6, 6, 6, 768, 32000, 256, 1e-5f, 10000.0f, "stories15M shape (random weights)"}},
+    {"tiny",           {64, 2, 4, 2, 192, 512, 256, 1e-5f, 10000.0f, "tiny test model (random weights)"}},
+};
+
+void usage(FILE * out) {
+    std::fprintf(out,
+        "usage: gloas-gen-model [options] -o FILE.gguf\n"
+        "\n"
+        "Writes a Llama-architecture GGUF with random weights (uniform, std 0.02;\n"
+        "norm weights 1.0), tensor names and metadata as llama.cpp writes them.\n"
+        "\n"
+        "  -o, --output FILE     output file (written as FILE.tmp, then renamed)\n"
+        "  --preset NAME         tinyllama-1.1b (default), llama2-7b, stories-15m, tiny\n"
+        "  --type T              weight type: f32, f16, bf16, q8_0, q4_0 (default f16);\n"
+        "                        norm weights stay f32\n"
+        "  --dim N               embedding length\n"
+        "  --layers N            block count\n"
+        "  --heads N             attention heads\n"
+        "  --kv-heads N          key/value heads (grouped-query attention)\n"
+        "  --ffn N               feed-forward length\n"
+        "  --vocab N|FILE.gguf   vocabulary size (a synthetic SentencePiece vocab), or a\n"
+        "                        GGUF whose tokenizer.* metadata is copied (its size wins)\n"
+        "  --ctx N               context length\n"
+        "  --seed N              random seed (default 42)\n"
+        "  --threads N           generator threads (default: all)\n"
+        "  -q, --quiet           no progress on stderr\n"
+        "  -h, --help            this text\n");
+}
+
+[[noreturn]] void usage_error(const std::string & msg) {
+    std::fprintf(stderr, "gloas-gen-model: %s\n(see gloas-gen-model --help)\n", msg.c_str());
+    std::exit(2);
+}
+
+int64_t parse_int(const std::string & flag, const char * s, int64_t lo, int64_t hi) {
+    char * end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(s, &end, 10);
+    if (errno || !end || *end || end == s || v < lo || v > hi)
+        usage_error(format("%s: '%s' is not an integer in %lld..%lld", flag.c_str(), s, (long long) lo, (long long) hi));
+    return v;
+}
+
+bool is_integer(const char * s) {
+    if (!*s) return false;
+    for (; *s; ++s)
+        if (*s < '0' || *s > '9') return false;
+    return true;
+}
+
+// splitmix64: a small, fast, well-mixed generator; one per row.
+struct rng {
+    uint64_t s;
+    uint64_t next() {
+        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+    // Uniform in [-1, 1).
+    float uniform() { return float(int32_t(uint32_t(next() >> 32))) * (1.0f / 2147483648.0f); }
+};
+
+uint64_t mix(uint64_t a, uint64_t b) {
+    rng r{a ^ (b * 0x9e3779b97f4a7c15ull)};
+    return r.next();
+}
+
+// llama.cpp's llama_ftype for a file whose weights are mostly of type t.
+uint32_t file_type_of(type t) {
+    switch (t) {
+        case type::F32:  return 0;   // LLAMA_FTYPE_ALL_F32
+        case type::F16:  return 1;   // LLAMA_FTYPE_MOSTLY_F16
+        case type::Q4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
+        case type::Q8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
+        case type::BF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    }
+    return 0;
+}
+
+// A valid SentencePiece-style vocabulary of n tokens: <unk>, <s>, </s>, the 256
+// byte tokens <0x00>..<0xFF>, then distinct printable pieces ("▁" marks a word
+// start) with decreasing scores.
+void synth_vocab(gguf_writer & w, int64_t n) {
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;  // 1 normal, 2 unknown, 3 control, 6 byte
+    tokens.reserve(size_t(n));
+    auto add = [&](std::string s, float score, int32_t t) {
+        tokens.push_back(std::move(s));
+        scores.push_back(score);
+        types.push_back(t);
+    };
+    add("<unk>", 0.0f, 2);
+    add("<s>", 0.0f, 3);
+    add("</s>", 0.0f, 3);
+    for (int b = 0; b < 256; ++b) add(format("<0x%02X>", b), 0.0f, 6);
+    const std::string space = "\xe2\x96\x81";  // U+2581
+    const std::string letters = "etaoinshrdlcumwfgypbvkjxqz";
+    // Pieces in order of length: single printable characters, then letter
+    // strings of growing length, each also with a leading word marker.
+    std::vector<std::string> pieces;
+    pieces.push_back(space);
+    for (int c = 33; c < 127; ++c) pieces.push_back(std::string(1, char(c)));
+    for (int c = 33; c < 127; ++c) pieces.push_back(space + char(c));
+    std::vector<std::string> level = {""};
+    while (int64_t(tokens.size() + pieces.size()) < n) {
+        std::vector<std::string> next;
+        for (const auto & p : level)
+            for (char c : letters) next.push_back(p + c);
+        for (const auto & p : next) {
+            if (p.size() < 2) continue;
+            pieces.push_back(space + p);
+            pieces.push_back(p);
+        }
+        level.swap(next);
+        if (level.size() > size_t(n) * 26) break;
+    }
+    for (size_t i = 0; int64_t(tokens.size()) < n && i < pieces.size(); ++i)
+        add(pieces[i], -float(i), 1);
+    GLOAS_ASSERT(int64_t(tokens.size()) == n);
+    w.set_str("tokenizer.ggml.model", "llama");
+    w.set_str("tokenizer.ggml.pre", "default");
+    w.set_str_array("tokenizer.ggml.tokens", tokens);
+    w.set_array("tokenizer.ggml.scores", scores);
+    w.set_array("tokenizer.ggml.token_type", types);
+    w.set_u32("tokenizer.ggml.bos_token_id", 1);
+    w.set_u32("tokenizer.ggml.eos_token_id", 2);
+    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    w.set_bool("tokenizer.ggml.add_eos_token", false);
+}
+
+// Fill callback for one tensor: rows of `ne0` values, each row from its own
+// generator, converted to type t. Norm weights (`ones`) are all 1.0.
+gguf_writer::fill_fn make_fill(type t, int64_t ne0, uint64_t seed, bool ones) {
+    return [t, ne0, seed, ones](void * dst, int64_t row0, int64_t n_rows) {
+        const type_traits & tr = traits(t);
+        const size_t rs = row_size(t, ne0);
+        const float a = 0.02f * std::sqrt(3.0f);  // uniform(-a, a) has std 0.02
+        #pragma omp parallel
+        {
+            std::vector<float> row(static_cast<size_t>(ne0));
+            #pragma omp for schedule(static)
+            for (int64_t r = 0; r < n_rows; ++r) {
+                if (ones) {
+                    for (auto & x : row) x = 1.0f;
+                } else {
+                    rng g{mix(seed, uint64_t(row0 + r))};
+                    for (auto & x : row) x = a * g.uniform();
+                }
+                uint8_t * out = static_cast<uint8_t *>(dst) + size_t(r) * rs;
+                if (t == type::F32) std::memcpy(out, row.data(), rs);
+                else tr.from_float(row.data(), out, ne0);
+            }
+        }
+    };
+}
+
+} // namespace
+
+int main(int argc, char ** argv) {
+    config c = PRESETS[0].c;
+    std::string preset_name = PRESETS[0].name;
+    std::string out, vocab_file;
+    type wtype = type::F16;
+    uint64_t seed = 42;
+    int threads = 0;
+    bool quiet = false;
+    config over;  // explicit overrides (0 = not given)
+
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> const char * {
+            if (i + 1 >= argc) usage_error(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "-h" || a == "--help") { usage(stdout); return 0; }
+        else if (a == "-o" || a == "--output") out = value();
+        else if (a == "--preset") {
+            const std::string p = value();
+            bool found = false;
+            for (const auto & pr : PRESETS)
+                if (p == pr.name) { c = pr.c; preset_name = p; found = true; }
+            if (!found) usage_error("--preset: unknown preset '" + p + "' (tinyllama-1.1b, llama2-7b, stories-15m, tiny)");
+        }
+        else if (a == "--type") {
+            const char * s = value();
+            if (!type_from_name(s, &wtype)) usage_error(format("--type: unknown type '%s' (f32, f16, bf16, q8_0, q4_0)", s));
+        }
+        else if (a == "--dim") over.dim = parse_int(a, value(), 1, 1 << 20);
+        else if (a == "--layers") over.layers = parse_int(a, value(), 1, 1024);
+        else if (a == "--heads") over.heads = parse_int(a, value(), 1, 4096);
+        else if (a == "--kv-heads") over.kv_heads = parse_int(a, value(), 1, 4096);
+        else if (a == "--ffn") over.ffn = parse_int(a, value(), 1, 1 << 22);
+        else if (a == "--ctx") over.ctx = parse_int(a, value(), 1, int64_t(1) << 31);
+        else if (a == "--vocab") {
+            const char * s = value();
+            if (is_integer(s)) over.vocab = parse_int(a, s, 1, int64_t(1) << 24);
+            else vocab_file = s;
+        }
+        else if (a == "--seed") seed = uint64_t(parse_int(a, value(), 0, INT64_MAX));
+        else if (a == "--threads") threads = int(parse_int(a, value(), 1, 1024));
+        else if (a == "-q" || a == "--quiet") quiet = true;
+        else usage_error("unknown option '" + a + "'");
+    }
+    if (out.empty()) usage_error("no output file (-o FILE.gguf)");
+    if (over.dim) c.dim = over.dim;
+    if (over.layers) c.layers = over.layers;
+    if (over.heads) c.heads = over.heads;
+    if (over.kv_heads) c.kv_heads = over.kv_heads;
+    if (over.ffn) c.ffn = over.ffn;
+    if (over.vocab) c.vocab = over.vocab;
+    if (over.ctx) c.ctx = over.ctx;
+    if (over.heads && !over.kv_heads && c.kv_heads > c.heads) c.kv_heads = c.heads;
+    if (threads > 0) omp_set_num_threads(threads);
+
+    try {
+        gguf_writer w;
+        std::unique_ptr<gguf_file> vf;
+        if (!vocab_file.empty()) {
+            vf = gguf_file::open(vocab_file);
+            const auto toks = vf->get_str_array("tokenizer.ggml.tokens");
+            if (toks.empty()) throw error(vocab_file + ": tokenizer.ggml.tokens is empty");
+            c.vocab = int64_t(toks.size());
+        }
+        // Shape checks: every matrix row must fill whole blocks of the weight type.
+        const int64_t blck = traits(wtype).blck_size;
+        if (c.dim % c.heads != 0)
+            usage_error(format("--dim %lld is not a multiple of --heads %lld", (long long) c.dim, (long long) c.heads));
+        if (c.heads % c.kv_heads != 0)
+            usage_error(format("--heads %lld is not a multiple of --kv-heads %lld", (long long) c.heads, (long long) c.kv_heads));
+        if (c.dim % blck != 0 || c.ffn % blck != 0)
+            usage_error(format("--dim %lld and --ffn %lld must be multiples of %lld for type %s", (long long) c.dim,
+                               (long long) c.ffn, (long long) blck, type_name(wtype)));
+        if (vocab_file.empty() && c.vocab < 259 + 95)
+            usage_error(format("--vocab %lld is too small for a synthetic vocab (at least 354)", (long long) c.vocab));
+        const int64_t head_dim = c.dim / c.heads;
+        const int64_t kv_dim = head_dim * c.kv_heads;
+
+        w.set_str("general.architecture", "llama");
+        w.set_str("general.name", c.name.empty() ? preset_name : c.name);
+        w.set_u32("general.file_type", file_type_of(wtype));
+        if (traits(wtype).is_quantized) w.set_u32("general.quantization_version", 2);
+        w.set_u32("llama.context_length", uint32_t(c.ctx));
+        w.set_u32("llama.embedding_length", uint32_t(c.dim));
+        w.set_u32("llama.block_count", uint32_t(c.layers));
+        w.set_u32("llama.feed_forward_length", uint32_t(c.ffn));
+        w.set_u32("llama.rope.dimension_count", uint32_t(head_dim));
+        w.set_u32("llama.attention.head_count", uint32_t(c.heads));
+        w.set_u32("llama.attention.head_count_kv", uint32_t(c.kv_heads));
+        w.set_f32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
+        w.set_f32("llama.rope.freq_base", c.rope_base);
+        w.set_u32("llama.vocab_size", uint32_t(c.vocab));
+        if (vf) w.copy_metadata(*vf, "tokenizer.");
+        else synth_vocab(w, c.vocab);
+
+        uint64_t tensor_no = 0;
+        auto add = [&](const std::string & name, int64_t ne0, int64_t ne1) {
+            const bool norm = ne1 == 0;
+            const type t = norm ? type::F32 : wtype;
+            const int64_t ne[2] = {ne0, norm ? 1 : ne1};
+            w.add_tensor(name, t, norm ? 1 : 2, ne, make_fill(t, ne0, mix(seed, ++tensor_no), norm));
+        };
+        add("token_embd.weight", c.dim, c.vocab);
+        for (int64_t l = 0; l < c.layers; ++l) {
+            const std::string p = "blk." + std::to_string(l) + ".";
+            add(p + "attn_norm.weight", c.dim, 0);
+            add(p + "attn_q.weight", c.dim, c.dim);
+            add(p + "attn_k.weight", c.dim, kv_dim);
+            add(p + "attn_v.weight", c.dim, kv_dim);
+            add(p + "attn_output.weight", c.dim, c.dim);
+            add(p + "ffn_norm.weight", c.dim, 0);
+            add(p + "ffn_gate.weight", c.dim, c.ffn);
+            add(p + "ffn_down.weight", c.ffn, c.dim);
+            add(p + "ffn_up.weight", c.dim, c.ffn);
+        }
+        add("output_norm.weight", c.dim, 0);
+        add("output.weight", c.dim, c.vocab);
+
+        const auto t0 = std::chrono::steady_clock::now();
+        double last = -1.0;
+        if (!quiet) {
+            w.set_progress([&](size_t i, size_t n, uint64_t done, uint64_t total) {
+                const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                if (el - last < 0.5 && i < n) return;
+                last = el;
+                std::fprintf(stderr, "\rgloas-gen-model: %s: tensor %zu/%zu, %.0f/%.0f MiB, %.1f s ", out.c_str(), i, n,
+                             double(done) / (1 << 20), double(total) / (1 << 20), el);
+                std::fflush(stderr);
+            });
+        }
+        w.write(out);
+        if (!quiet) {
+            const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::fprintf(stderr, "\ngloas-gen-model: wrote %s (%s, dim %lld, %lld layers, vocab %lld) in %.1f s\n",
+                         out.c_str(), type_name(wtype), (long long) c.dim, (long long) c.layers, (long long) c.vocab, el);
+        }
+    } catch (const error & e) {
+        if (!quiet) std::fprintf(stderr, "\n");
+        std::fprintf(stderr, "gloas-gen-model: %s\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc &) {
+        std::fprintf(stderr, "gloas-gen-model: out of memory\n");
+        return 1;
+    }
+    return 0;
+}
