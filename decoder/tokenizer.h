@@ -8,15 +8,15 @@
 //
 // Encoding follows llama.cpp's SPM tokenizer: spaces become "▁", a "▁" is
 // prepended when add_space_prefix is set, the text is split into UTF-8
-// characters, adjacent symbols are merged highest score first (leftmost on ties)
-// while the merged text is a vocabulary piece, and symbols that are not pieces
-// fall back to <0xXX> byte tokens.
+// characters (each byte of invalid UTF-8 on its own, where llama.cpp would take
+// the bytes after a bad lead byte with it), adjacent symbols are merged highest score first (leftmost on ties)
+// while the merged text is a normal or user-defined piece, and symbols that are
+// not pieces fall back to <0xXX> byte tokens. O(n log n) in the text length.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace gloas {
@@ -50,10 +50,16 @@ public:
 
     // Text of one token while streaming: "▁" becomes ' ', <0xXX> becomes its
     // byte, control tokens become "", and a leading space is dropped right after
-    // BOS (as SentencePiece and llama2.c do). May be a partial UTF-8 sequence.
+    // BOS (as SentencePiece and llama2.c do); the unknown token gives its piece
+    // text. May be a partial UTF-8 sequence. Throws gloas::error if `id` is out
+    // of range.
     std::string token_to_piece(int32_t prev, int32_t id) const;
     // Concatenated pieces of `ids` (BOS and control tokens give no text).
     std::string decode(const std::vector<int32_t> & ids) const;
+
+    // Id of the piece with exactly this text ("▁" for spaces) among the pieces
+    // encode() can produce (normal and user-defined ones), -1 if none.
+    int32_t find_piece(std::string_view piece) const;
 
     int32_t n_vocab() const { return int32_t(v_.pieces.size()); }
     int32_t bos() const { return v_.bos; }
@@ -63,7 +69,13 @@ public:
 
 private:
     vocab v_;
-    std::unordered_map<std::string, int32_t> piece_to_id_;
+    // Open-addressing hash table (linear probing) of the mergeable pieces:
+    // slot -> token id or -1; size a power of two, at least twice their count.
+    std::vector<int32_t> table_;
+    // Bit (a << 8 | b) is set when bytes a, b occur in this order inside some
+    // mergeable piece; no merge can span a character boundary whose pair is
+    // unset, so encode() merges the text between such boundaries separately.
+    std::vector<uint64_t> pair_bits_;
     int32_t byte_ids_[256] = {};  // <0xXX> token of each byte, -1 if absent
 };
 
