@@ -1,0 +1,67 @@
+// The Llama forward pass over one sequence.
+//
+// Per layer: rmsnorm -> q,k,v = x·W -> rope(q, k) -> K/V store -> attention
+// -> x += att·Wo -> rmsnorm -> x += W2(silu(W1 x) * W3 x); then the final norm
+// and the output projection of the last token.
+//
+// Prompts are evaluated in chunks of n_ubatch tokens (PREFILL: one matmul per
+// weight per chunk, every weight read once per chunk); a single token is the
+// DECODE case of the same code. All buffers are allocated here, at creation:
+// nothing is allocated per token.
+#pragma once
+
+#include "decoder/kv-cache.h"
+#include "decoder/model.h"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace gloas {
+
+struct context_params {
+    int32_t n_ctx = 0;       // positions; 0: the model's training context
+    int32_t n_ubatch = 512;  // prefill chunk size (activation memory is linear in it)
+    int32_t n_threads = 0;   // 0: all hardware threads
+};
+
+class context {
+public:
+    // Throws gloas::error for impossible parameters.
+    context(const model & m, const context_params & p);
+
+    // Evaluates `n` tokens at positions [n_past, n_past + n) and returns the
+    // logits (n_vocab) of the last one. Throws gloas::error for token ids out of
+    // range or when the context would overflow; nothing is changed then.
+    const float * eval(const int32_t * tokens, int32_t n);
+
+    int32_t n_past() const { return n_past_; }
+    int32_t n_ctx() const { return n_ctx_; }
+    const model & get_model() const { return m_; }
+    const kv_cache & kv() const { return *kv_; }
+    // Forgets every position: the next eval starts at position 0.
+    void reset();
+
+private:
+    void forward(const int32_t * tokens, int32_t n, int32_t pos0);
+
+    const model & m_;
+    int32_t n_ctx_ = 0;
+    int32_t n_ubatch_ = 0;
+    int32_t n_past_ = 0;
+    std::unique_ptr<kv_cache> kv_;
+
+    // Scratch, rows = tokens of the current chunk.
+    std::vector<float> x_;       // (n_ubatch, n_embd)  residual stream
+    std::vector<float> xb_;      // (n_ubatch, n_embd)  normed input / output projections
+    std::vector<float> q_;       // (n_ubatch, n_embd_q)
+    std::vector<float> k_;       // (n_ubatch, n_embd_kv)
+    std::vector<float> v_;       // (n_ubatch, n_embd_kv)
+    std::vector<float> att_;     // (n_ubatch, n_embd_q)
+    std::vector<float> hb_;      // (n_ubatch, n_ff)
+    std::vector<float> hb2_;     // (n_ubatch, n_ff)
+    std::vector<float> logits_;  // (n_vocab)
+    std::vector<uint8_t> work_;  // matmul activation scratch
+};
+
+} // namespace gloas

@@ -1,0 +1,258 @@
+#include "decoder/model.h"
+
+#include "tensor/error.h"
+
+#include <cerrno>
+#include <cstring>
+#include <sys/stat.h>
+
+namespace gloas {
+
+namespace {
+
+bool file_exists(const std::string & p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string dir_of(const std::string & p) {
+    size_t slash = p.find_last_of('/');
+    return slash == std::string::npos ? std::string(".") : p.substr(0, slash);
+}
+
+std::string base_of(const std::string & p) {
+    size_t slash = p.find_last_of('/');
+    return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+// Shape as "(a, b)" with the outer dimension first, as the comments write it.
+std::string shape_str(int n_dims, const int64_t * ne) {
+    std::string s = "(";
+    for (int i = n_dims - 1; i >= 0; --i) {
+        s += std::to_string(ne[i]);
+        if (i) s += ", ";
+    }
+    return s + ")";
+}
+
+} // namespace
+
+std::string find_llama2c_tokenizer(const std::string & model_path, int32_t n_vocab) {
+    const std::string dir = dir_of(model_path);
+    for (const std::string & name : {"tok" + std::to_string(n_vocab) + ".bin", std::string("tokenizer.bin")}) {
+        std::string p = dir + "/" + name;
+        if (file_exists(p)) return p;
+    }
+    return {};
+}
+
+std::unique_ptr<model> model::load(const model_params & p) {
+    std::unique_ptr<model> m(new model());
+    m->path = p.path;
+    m->name = base_of(p.path);
+    // The first four bytes tell the format apart.
+    {
+        FILE * f = std::fopen(p.path.c_str(), "rb");
+        if (!f) throw error(format("%s: cannot open: %s", p.path.c_str(), std::strerror(errno)));
+        char magic[4] = {};
+        size_t n = std::fread(magic, 1, 4, f);
+        std::fclose(f);
+        if (n == 4 && std::memcmp(magic, "GGUF", 4) == 0) m->load_gguf(p);
+        else m->load_llama2c(p);
+    }
+    m->finish();
+    return m;
+}
+
+void model::load_gguf(const model_params & p) {
+    file_format = "gguf";
+    gguf_ = gguf_file::open(p.path);
+    const gguf_file & f = *gguf_;
+
+    const std::string arch = f.get_str("general.architecture");
+    if (arch.empty()) f.fail("missing general.architecture");
+    if (arch != "llama")
+        f.fail(format("architecture '%s' is not supported (supported: llama)", arch.c_str()));
+    if (!p.tokenizer_path.empty())
+        f.fail("a separate tokenizer (-z) is only for llama2.c checkpoints; GGUF files carry their own");
+    name = f.get_str("general.name", name);
+
+    auto need_u32 = [&](const char * key) {
+        if (!f.find(key)) f.fail(format("missing metadata key %s", key));
+        return int32_t(f.get_u32(key, 0));
+    };
+    hp.n_embd      = need_u32("llama.embedding_length");
+    hp.n_layer     = need_u32("llama.block_count");
+    hp.n_ff        = need_u32("llama.feed_forward_length");
+    hp.n_head      = need_u32("llama.attention.head_count");
+    hp.n_head_kv   = int32_t(f.get_u32("llama.attention.head_count_kv", uint32_t(hp.n_head)));
+    hp.n_ctx_train = need_u32("llama.context_length");
+    hp.rms_eps     = f.get_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    hp.rope_freq_base = f.get_f32("llama.rope.freq_base", 10000.0f);
+    if (hp.n_head <= 0 || hp.n_embd <= 0) f.fail("llama.embedding_length and llama.attention.head_count must be positive");
+    hp.head_dim = int32_t(f.get_u32("llama.attention.key_length", uint32_t(hp.n_embd / hp.n_head)));
+    if (f.find("llama.attention.value_length") &&
+        f.get_u32("llama.attention.value_length", 0) != uint32_t(hp.head_dim))
+        f.fail("llama.attention.value_length differs from key_length (not supported)");
+    hp.n_rot = int32_t(f.get_u32("llama.rope.dimension_count", uint32_t(hp.head_dim)));
+    if (f.find("llama.rope.scaling.type")) {
+        std::string st = f.get_str("llama.rope.scaling.type");
+        if (st != "none" && st != "linear")
+            f.fail(format("llama.rope.scaling.type '%s' is not supported", st.c_str()));
+        if (st == "linear" && f.get_f32("llama.rope.scaling.factor", 1.0f) != 1.0f)
+            f.fail("linear rope scaling is not supported");
+    }
+
+    tok = tokenizer::from_gguf(f);
+    hp.n_vocab = tok.n_vocab();
+    if (f.find("llama.vocab_size") && f.get_u32("llama.vocab_size", 0) != uint32_t(hp.n_vocab))
+        f.fail(format("llama.vocab_size is %u but the tokenizer has %d tokens",
+                      f.get_u32("llama.vocab_size", 0), hp.n_vocab));
+
+    auto get = [&](const std::string & tname, int64_t ne0, int64_t ne1, bool required = true) -> tensor {
+        const gguf_tensor_info * ti = f.find_tensor(tname);
+        if (!ti) {
+            if (required) f.fail(format("missing tensor '%s'", tname.c_str()));
+            return tensor{};
+        }
+        const int64_t want[2] = {ne0, ne1};
+        const int want_dims = ne1 > 0 ? 2 : 1;
+        bool ok = ti->n_dims == want_dims && ti->ne[0] == ne0 && (want_dims == 1 || ti->ne[1] == ne1);
+        if (!ok)
+            f.fail(format("tensor '%s' has shape %s, expected %s", tname.c_str(),
+                          shape_str(ti->n_dims, ti->ne).c_str(), shape_str(want_dims, want).c_str()));
+        return ti->view();
+    };
+    const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
+    tok_embd    = get("token_embd.weight", E, V);
+    output_norm = get("output_norm.weight", E, 0);
+    output      = get("output.weight", E, V, /*required=*/false);
+    if (output.empty()) output = tok_embd;
+    layers.resize(size_t(hp.n_layer));
+    for (int il = 0; il < hp.n_layer; ++il) {
+        const std::string b = "blk." + std::to_string(il) + ".";
+        layer_weights & l = layers[size_t(il)];
+        l.attn_norm = get(b + "attn_norm.weight", E, 0);
+        l.wq        = get(b + "attn_q.weight", E, Q);
+        l.wk        = get(b + "attn_k.weight", E, KV);
+        l.wv        = get(b + "attn_v.weight", E, KV);
+        l.wo        = get(b + "attn_output.weight", Q, E);
+        l.ffn_norm  = get(b + "ffn_norm.weight", E, 0);
+        l.ffn_gate  = get(b + "ffn_gate.weight", E, F);
+        l.ffn_down  = get(b + "ffn_down.weight", F, E);
+        l.ffn_up    = get(b + "ffn_up.weight", E, F);
+    }
+}
+
+void model::load_llama2c(const model_params & p) {
+    file_format = "llama2.c";
+    map_ = mapped_file(p.path);
+    const char * fname = p.path.c_str();
+    const size_t size = map_.size();
+    if (size < 28) throw error(format("%s: not a GGUF file and too small (%zu bytes) for a llama2.c checkpoint", fname, size));
+    int32_t h[7];
+    std::memcpy(h, map_.data(), sizeof h);
+    if (uint32_t(h[0]) == 0x616b3432u)  // "ak42": llama2.c's versioned export
+        throw error(format("%s: llama2.c export version %d is not supported (only the legacy float32 export is)", fname, h[1]));
+    const char * names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
+    for (int i = 0; i < 7; ++i) {
+        int64_t v = i == 5 ? (h[i] < 0 ? -int64_t(h[i]) : h[i]) : h[i];
+        if (v <= 0 || v > (1 << 20))
+            throw error(format("%s: not a GGUF file, and as a llama2.c checkpoint its header field %s = %d is out of range",
+                               fname, names[i], h[i]));
+    }
+    const bool shared = h[5] > 0;
+    hp.n_embd = h[0];
+    hp.n_ff = h[1];
+    hp.n_layer = h[2];
+    hp.n_head = h[3];
+    hp.n_head_kv = h[4];
+    hp.n_vocab = shared ? h[5] : -h[5];
+    hp.n_ctx_train = h[6];
+    if (hp.n_embd % hp.n_head != 0 || hp.n_head % hp.n_head_kv != 0 || (hp.n_embd / hp.n_head) % 2 != 0)
+        throw error(format("%s: llama2.c header is inconsistent: dim %d, n_heads %d, n_kv_heads %d",
+                           fname, hp.n_embd, hp.n_head, hp.n_head_kv));
+    hp.head_dim = hp.n_embd / hp.n_head;
+    hp.n_rot = hp.head_dim;
+    hp.rms_eps = 1e-5f;
+    hp.rope_freq_base = 10000.0f;
+
+    const int64_t E = hp.n_embd, KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab, L = hp.n_layer;
+    const int64_t hs = hp.head_dim;
+    int64_t n_floats = V * E + L * E + L * E * E + 2 * L * KV * E + L * E * E + L * E + 3 * L * F * E + E +
+                       int64_t(hp.n_ctx_train) * hs;
+    if (!shared) n_floats += V * E;
+    const uint64_t want = 28 + uint64_t(n_floats) * 4;
+    if (want != size)
+        throw error(format("%s: llama2.c checkpoint should be %llu bytes for its header (dim %d, layers %d, vocab %d), but is %zu",
+                           fname, (unsigned long long) want, hp.n_embd, hp.n_layer, hp.n_vocab, size));
+
+    const float * w = reinterpret_cast<const float *>(map_.data() + 28);
+    auto take2 = [&](int64_t rows, int64_t cols) {
+        tensor t = make_tensor_2d(type::F32, cols, rows, w);
+        w += rows * cols;
+        return t;
+    };
+    auto take1 = [&](int64_t n) { return take2(1, n); };
+    tok_embd = take2(V, E);
+    layers.resize(size_t(L));
+    for (auto & l : layers) l.attn_norm = take1(E);
+    for (auto & l : layers) l.wq = take2(E, E);
+    for (auto & l : layers) l.wk = take2(KV, E);
+    for (auto & l : layers) l.wv = take2(KV, E);
+    for (auto & l : layers) l.wo = take2(E, E);
+    for (auto & l : layers) l.ffn_norm = take1(E);
+    for (auto & l : layers) l.ffn_gate = take2(F, E);
+    for (auto & l : layers) l.ffn_down = take2(E, F);
+    for (auto & l : layers) l.ffn_up = take2(F, E);
+    output_norm = take1(E);
+    w += int64_t(hp.n_ctx_train) * hs;  // freq_cis_real, freq_cis_imag: recomputed by rope
+    output = shared ? tok_embd : take2(V, E);
+
+    std::string tpath = p.tokenizer_path.empty() ? find_llama2c_tokenizer(p.path, hp.n_vocab) : p.tokenizer_path;
+    if (tpath.empty())
+        throw error(format("%s: llama2.c checkpoint needs a tokenizer: pass -z TOKENIZER (tried tok%d.bin and tokenizer.bin beside the model)",
+                           fname, hp.n_vocab));
+    tok = tokenizer::from_llama2c(tpath, hp.n_vocab);
+}
+
+void model::finish() {
+    const char * fname = path.c_str();
+    if (hp.n_layer <= 0 || hp.n_embd <= 0 || hp.n_ff <= 0 || hp.n_head <= 0 || hp.n_head_kv <= 0 ||
+        hp.head_dim <= 0 || hp.n_vocab <= 0 || hp.n_ctx_train <= 0)
+        throw error(format("%s: model dimensions must be positive (layers %d, dim %d, ffn %d, heads %d/%d, head_dim %d, vocab %d, ctx %d)",
+                           fname, hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_vocab, hp.n_ctx_train));
+    if (hp.n_head % hp.n_head_kv != 0)
+        throw error(format("%s: head_count %d is not a multiple of head_count_kv %d", fname, hp.n_head, hp.n_head_kv));
+    if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
+        throw error(format("%s: rope dimension count %d must be even and at most head_dim %d", fname, hp.n_rot, hp.head_dim));
+    if (tok.n_vocab() != hp.n_vocab)
+        throw error(format("%s: the tokenizer has %d tokens but the model's vocabulary is %d", fname, tok.n_vocab(), hp.n_vocab));
+
+    auto check_f32 = [&](const tensor & t, const char * what) {
+        if (t.t != type::F32)
+            throw error(format("%s: %s must be f32 (is %s)", fname, what, type_name(t.t)));
+    };
+    check_f32(output_norm, "output_norm.weight");
+    weight_bytes = tok_embd.nbytes() + output_norm.nbytes() + (output.data != tok_embd.data ? output.nbytes() : 0);
+    n_params = tok_embd.nelements() + output_norm.nelements() + (output.data != tok_embd.data ? output.nelements() : 0);
+    for (const auto & l : layers) {
+        check_f32(l.attn_norm, "attn_norm.weight");
+        check_f32(l.ffn_norm, "ffn_norm.weight");
+        for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up}) {
+            weight_bytes += t->nbytes();
+            n_params += t->nelements();
+        }
+    }
+    weight_type = layers.empty() ? tok_embd.t : layers[0].ffn_up.t;
+}
+
+size_t model::bytes_per_token() const {
+    size_t b = output.nbytes() + output_norm.nbytes() + tok_embd.row_bytes();
+    for (const auto & l : layers)
+        for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
+            b += t->nbytes();
+    return b;
+}
+
+} // namespace gloas

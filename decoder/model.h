@@ -1,0 +1,102 @@
+// A Llama-family model: hyperparameters, weight views and its tokenizer.
+//
+// Two file formats load:
+//  - GGUF (v2/v3) with general.architecture = "llama" and llama.cpp's metadata
+//    keys and tensor names; weights are views into the read-only mapping.
+//  - llama2.c checkpoints (the legacy export): seven int32 (dim, hidden_dim,
+//    n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size
+//    signals a separate classifier — a hack of that format), then f32 arrays in
+//    the order token_embedding (vocab, dim), rms_att (L, dim), wq (L, dim, dim),
+//    wk (L, kv_dim, dim), wv (L, kv_dim, dim), wo (L, dim, dim), rms_ffn (L, dim),
+//    w1 (L, hidden, dim), w2 (L, dim, hidden), w3 (L, hidden, dim), rms_final
+//    (dim), freq_cis_real and freq_cis_imag (seq_len, head_size/2) each, unused
+//    here, and wcls (vocab, dim) if unshared. Its tokenizer is a separate
+//    tokenizer.bin.
+// Every shape, type and size is checked at load; a bad file throws gloas::error
+// naming the file and the tensor or field.
+#pragma once
+
+#include "decoder/gguf.h"
+#include "decoder/tokenizer.h"
+#include "tensor/mmap.h"
+#include "tensor/tensor.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace gloas {
+
+struct hparams {
+    int32_t n_vocab = 0;
+    int32_t n_ctx_train = 0;   // context length the model was trained with
+    int32_t n_embd = 0;        // model width (dim)
+    int32_t n_ff = 0;          // FFN hidden width
+    int32_t n_head = 0;
+    int32_t n_head_kv = 0;     // grouped-query attention: n_head % n_head_kv == 0
+    int32_t n_layer = 0;
+    int32_t head_dim = 0;      // usually n_embd / n_head
+    int32_t n_rot = 0;         // rotary dims per head (<= head_dim, even)
+    float   rms_eps = 1e-5f;
+    float   rope_freq_base = 10000.0f;
+
+    int32_t n_embd_q() const { return n_head * head_dim; }
+    int32_t n_embd_kv() const { return n_head_kv * head_dim; }
+};
+
+struct layer_weights {
+    tensor attn_norm;  // (n_embd) f32
+    tensor wq;         // (n_embd_q, n_embd)
+    tensor wk;         // (n_embd_kv, n_embd)
+    tensor wv;         // (n_embd_kv, n_embd)
+    tensor wo;         // (n_embd, n_embd_q)
+    tensor ffn_norm;   // (n_embd) f32
+    tensor ffn_gate;   // (n_ff, n_embd)   w1
+    tensor ffn_down;   // (n_embd, n_ff)   w2
+    tensor ffn_up;     // (n_ff, n_embd)   w3
+};
+
+struct model_params {
+    std::string path;
+    std::string tokenizer_path;  // llama2.c only; empty: looked up beside the model
+};
+
+class model {
+public:
+    // Throws gloas::error naming the file and what is wrong.
+    static std::unique_ptr<model> load(const model_params & p);
+
+    hparams hp;
+    tensor tok_embd;      // (n_vocab, n_embd)
+    tensor output_norm;   // (n_embd) f32
+    tensor output;        // (n_vocab, n_embd); tok_embd when tied
+    std::vector<layer_weights> layers;
+    tokenizer tok;
+
+    std::string path;
+    std::string file_format;  // "gguf" or "llama2.c"
+    std::string name;        // general.name or the file name
+    type weight_type = type::F32;  // type of the largest matrices (for display)
+    size_t weight_bytes = 0;       // bytes of all weight tensors
+    int64_t n_params = 0;          // number of weight values
+
+    // Bytes of weights read to decode one token: every matrix once, plus one
+    // row of the embedding table (the bandwidth floor of decode).
+    size_t bytes_per_token() const;
+
+private:
+    model() = default;
+    void load_gguf(const model_params & p);
+    void load_llama2c(const model_params & p);
+    void finish();  // checks shapes, computes sizes
+
+    std::unique_ptr<gguf_file> gguf_;
+    mapped_file map_;  // llama2.c checkpoint
+};
+
+// Finds a tokenizer for a llama2.c checkpoint: tok<vocab>.bin, then tokenizer.bin,
+// in the checkpoint's folder. Empty if none.
+std::string find_llama2c_tokenizer(const std::string & model_path, int32_t n_vocab);
+
+} // namespace gloas

@@ -1,0 +1,222 @@
+// gloas-bench: prefill and decode throughput, in the spirit of llama-bench.
+//
+//   gloas-bench -m MODEL[,MODEL...] [-p 512] [-n 128] [-t 2] [-r 3] [--bandwidth] [-o md|json]
+//
+// pp<N>: one prefill of N tokens from an empty context (in chunks of -b);
+// tg<N>: N single-token decodes from an empty context. Token ids are random
+// (speed does not depend on them); tokenization and sampling are not timed.
+// A warm-up run (which also pulls the weights into the page cache) precedes
+// the timed repetitions. With --bandwidth the machine's read bandwidth is
+// measured and decode is reported against its ceiling, bandwidth / bytes of
+// weights read per token; prefill is also reported in GFLOP/s per thread,
+// counting 2 x matrix parameters per token.
+#include "decoder/llama.h"
+#include "decoder/model.h"
+#include "tensor/bandwidth.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
+
+  -m, --model LIST    models (GGUF or llama2.c), comma-separated or repeated
+  -p, --n-prompt N    prompt tokens for the prefill test (default 512; 0 skips)
+  -n, --n-gen N       tokens for the decode test (default 128; 0 skips)
+  -b, --ubatch N      prefill chunk size (default 512)
+  -t, --threads N     threads (default: all)
+  -r, --repetitions N timed repetitions (default 3)
+      --bandwidth     measure read bandwidth and report decode against it
+  -o, --output FMT    md (default) or json
+  -h, --help
+)";
+
+double now_s() {
+    using namespace std::chrono;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+struct result {
+    std::string model, type, test;
+    double size_mib = 0, params_m = 0;
+    int threads = 0;
+    double mean = 0, sd = 0;     // tokens/s
+    double ceiling_pct = -1;     // decode: % of bandwidth ceiling
+    double gflops_thread = -1;   // prefill: GFLOP/s per thread
+};
+
+void stats(const std::vector<double> & v, double & mean, double & sd) {
+    mean = 0;
+    for (double x : v) mean += x;
+    mean /= double(v.size());
+    sd = 0;
+    for (double x : v) sd += (x - mean) * (x - mean);
+    sd = v.size() > 1 ? std::sqrt(sd / double(v.size() - 1)) : 0.0;
+}
+
+std::vector<std::string> split(const std::string & s) {
+    std::vector<std::string> out;
+    size_t b = 0;
+    while (b <= s.size()) {
+        size_t e = s.find(',', b);
+        if (e == std::string::npos) e = s.size();
+        if (e > b) out.push_back(s.substr(b, e - b));
+        b = e + 1;
+    }
+    return out;
+}
+
+int run(int argc, char ** argv) {
+    std::vector<std::string> models;
+    int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3;
+    bool bandwidth = false;
+    std::string out_fmt = "md";
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) { std::fprintf(stderr, "gloas-bench: %s needs a value\n", a.c_str()); std::exit(2); }
+            return argv[++i];
+        };
+        auto int_value = [&]() {
+            std::string v = value();
+            char * end = nullptr;
+            long x = std::strtol(v.c_str(), &end, 10);
+            if (!end || *end || v.empty() || x < 0 || x > (1 << 24)) {
+                std::fprintf(stderr, "gloas-bench: %s expects a non-negative integer, got '%s'\n", a.c_str(), v.c_str());
+                std::exit(2);
+            }
+            return int(x);
+        };
+        if (a == "-h" || a == "--help") { std::fputs(USAGE, stdout); return 0; }
+        else if (a == "-m" || a == "--model") for (auto & m : split(value())) models.push_back(m);
+        else if (a == "-p" || a == "--n-prompt") n_prompt = int_value();
+        else if (a == "-n" || a == "--n-gen") n_gen = int_value();
+        else if (a == "-b" || a == "--ubatch") ubatch = std::max(1, int_value());
+        else if (a == "-t" || a == "--threads") threads = int_value();
+        else if (a == "-r" || a == "--repetitions") reps = std::max(1, int_value());
+        else if (a == "--bandwidth") bandwidth = true;
+        else if (a == "-o" || a == "--output") out_fmt = value();
+        else { std::fprintf(stderr, "gloas-bench: unknown option '%s'\nTry 'gloas-bench --help'.\n", a.c_str()); return 2; }
+    }
+    if (models.empty()) { std::fprintf(stderr, "gloas-bench: no model given (-m)\n"); return 2; }
+    if (out_fmt != "md" && out_fmt != "json") { std::fprintf(stderr, "gloas-bench: -o must be md or json\n"); return 2; }
+    if (threads > 0) ops::set_n_threads(threads);
+    const int nt = ops::n_threads();
+
+    double bw = 0.0;
+    if (bandwidth) {
+        bw = measure_read_bandwidth(size_t(1) << 30, nt);
+        std::fprintf(stderr, "gloas-bench: read bandwidth with %d threads: %.2f GB/s\n", nt, bw / 1e9);
+    }
+
+    std::vector<result> results;
+    std::mt19937 rng(1234);
+    for (const auto & path : models) {
+        std::fprintf(stderr, "gloas-bench: loading %s\n", path.c_str());
+        auto m = model::load({path, ""});
+        context_params cp;
+        cp.n_ctx = std::max({n_prompt, n_gen, 16}) + 1;
+        cp.n_ubatch = ubatch;
+        context ctx(*m, cp);
+        std::uniform_int_distribution<int32_t> tok(0, m->hp.n_vocab - 1);
+        std::vector<int32_t> prompt(size_t(std::max(n_prompt, 1)));
+        for (auto & t : prompt) t = tok(rng);
+
+        // Matrix parameters: every weight except the norms and the embedding table
+        // (a row lookup), i.e. what the matmuls multiply.
+        double mat_params = double(m->output.nelements());
+        for (const auto & l : m->layers)
+            for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
+                mat_params += double(t->nelements());
+
+        // Warm-up: touches every weight page and every code path.
+        ctx.reset();
+        ctx.eval(prompt.data(), std::min(int32_t(prompt.size()), 16));
+        ctx.eval(prompt.data(), 1);
+
+        auto base = [&](const std::string & test) {
+            result r;
+            r.model = m->name;
+            r.type = type_name(m->weight_type);
+            r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
+            r.params_m = double(m->n_params) / 1e6;
+            r.threads = nt;
+            r.test = test;
+            return r;
+        };
+        if (n_prompt > 0) {
+            std::vector<double> v;
+            for (int r = 0; r < reps; ++r) {
+                ctx.reset();
+                double t0 = now_s();
+                ctx.eval(prompt.data(), n_prompt);
+                v.push_back(double(n_prompt) / (now_s() - t0));
+            }
+            result res = base("pp" + std::to_string(n_prompt));
+            stats(v, res.mean, res.sd);
+            res.gflops_thread = 2.0 * mat_params * res.mean / 1e9 / nt;
+            results.push_back(res);
+        }
+        if (n_gen > 0) {
+            std::vector<double> v;
+            for (int r = 0; r < reps; ++r) {
+                ctx.reset();
+                double t0 = now_s();
+                for (int i = 0; i < n_gen; ++i) ctx.eval(&prompt[size_t(i) % prompt.size()], 1);
+                v.push_back(double(n_gen) / (now_s() - t0));
+            }
+            result res = base("tg" + std::to_string(n_gen));
+            stats(v, res.mean, res.sd);
+            if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / double(m->bytes_per_token()));
+            results.push_back(res);
+        }
+    }
+
+    if (out_fmt == "json") {
+        std::printf("[\n");
+        for (size_t i = 0; i < results.size(); ++i) {
+            const result & r = results[i];
+            std::printf("  {\"model\": \"%s\", \"type\": \"%s\", \"size_mib\": %.2f, \"params_m\": %.2f, \"threads\": %d, "
+                        "\"test\": \"%s\", \"tokens_per_s\": %.3f, \"sd\": %.3f",
+                        r.model.c_str(), r.type.c_str(), r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd);
+            if (r.ceiling_pct >= 0) std::printf(", \"bandwidth_gbs\": %.3f, \"ceiling_pct\": %.1f", bw / 1e9, r.ceiling_pct);
+            if (r.gflops_thread >= 0) std::printf(", \"gflops_per_thread\": %.1f", r.gflops_thread);
+            std::printf("}%s\n", i + 1 < results.size() ? "," : "");
+        }
+        std::printf("]\n");
+    } else {
+        std::printf("| model | type | size | params | threads | test | t/s | notes |\n");
+        std::printf("|---|---|---:|---:|---:|---|---:|---|\n");
+        for (const result & r : results) {
+            std::string notes;
+            if (r.ceiling_pct >= 0) notes = format("%.0f%% of the %.1f GB/s ceiling", r.ceiling_pct, bw / 1e9);
+            if (r.gflops_thread >= 0) notes = format("%.1f GFLOP/s per thread", r.gflops_thread);
+            std::printf("| %s | %s | %.1f MiB | %.1f M | %d | %s | %.2f ± %.2f | %s |\n", r.model.c_str(), r.type.c_str(),
+                        r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd, notes.c_str());
+        }
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char ** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const error & e) {
+        std::fprintf(stderr, "gloas-bench: error: %s\n", e.what());
+        return 1;
+    }
+}

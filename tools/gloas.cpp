@@ -1,0 +1,319 @@
+// gloas: generate text with a Llama-family model.
+//
+// stdout carries the prompt followed by the generated text and nothing else, so
+// runs can be diffed; everything else (load and speed figures, errors) goes to
+// stderr.
+#include "decoder/gguf.h"
+#include "decoder/llama.h"
+#include "decoder/model.h"
+#include "decoder/sampler.h"
+#include "decoder/tokenizer.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+const char * USAGE = R"(usage: gloas [options]
+
+Generates text from a prompt with a Llama-family model (GGUF or llama2.c).
+stdout gets the prompt and the generated text; stderr gets timings.
+
+model:
+  -m, --model FILE        GGUF file or llama2.c checkpoint (default: stories260K,
+                          looked up in ./models, <gloas>/models, $GLOAS_MODELS)
+  -z, --tokenizer FILE    tokenizer.bin for a llama2.c checkpoint (default:
+                          tok<vocab>.bin, then tokenizer.bin beside the model)
+
+generation:
+  -p, --prompt TEXT       prompt (default: empty, generation starts from BOS)
+  -f, --file FILE         read the prompt from FILE
+  -n, --n-predict N       tokens to generate (default: 256; stops earlier at the
+                          end of the context or at an end-of-sequence token)
+      --ignore-eos        keep generating past end-of-sequence tokens
+  -c, --ctx-size N        context size in tokens (default: the model's)
+  -b, --ubatch N          prompt tokens per prefill chunk (default: 512)
+  -t, --threads N         CPU threads (default: all)
+
+sampling:
+      --temp T            temperature; 0 is greedy (default: 0.8)
+      --top-k K           keep the K most likely tokens; 0 disables (default: 40)
+      --top-p P           nucleus sampling; 1.0 disables (default: 0.95)
+      --min-p P           drop tokens below P x the top probability (default: 0)
+      --repeat-penalty R  penalize the last --repeat-last-n tokens (default: 1.0 = off)
+      --repeat-last-n N   (default: 64)
+  -s, --seed N            random seed (default: from the clock; printed)
+
+other:
+      --tokenize          print the prompt's token ids (space-separated) and exit;
+                          works with vocabulary-only GGUF files
+  -v, --verbose           print model details
+  -h, --help              this text
+)";
+
+struct options {
+    std::string model_path;
+    std::string tokenizer_path;
+    std::string prompt;
+    int32_t n_predict = 256;
+    int32_t n_ctx = 0;
+    int32_t n_ubatch = 512;
+    int32_t n_threads = 0;
+    bool ignore_eos = false;
+    bool tokenize_only = false;
+    bool verbose = false;
+    sampler_params sp;
+};
+
+[[noreturn]] void usage_error(const std::string & msg) {
+    std::fprintf(stderr, "gloas: %s\nTry 'gloas --help'.\n", msg.c_str());
+    std::exit(2);
+}
+
+bool is_file(const std::string & p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string exe_dir() {
+    char buf[4096];
+    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return {};
+    buf[n] = '\0';
+    std::string p(buf);
+    return p.substr(0, p.find_last_of('/'));
+}
+
+// The default model: stories260K in ./models, the source tree's models/ (the
+// binary lives in build/bin), then $GLOAS_MODELS.
+std::string find_default_model() {
+    std::vector<std::string> dirs = {"models"};
+    std::string ed = exe_dir();
+    if (!ed.empty()) dirs.push_back(ed + "/../../models");
+    if (const char * env = std::getenv("GLOAS_MODELS")) dirs.push_back(env);
+    for (const auto & d : dirs)
+        for (const char * f : {"stories260K.gguf", "stories260K.bin"})
+            if (is_file(d + "/" + f)) return d + "/" + f;
+    return {};
+}
+
+int32_t parse_int(const char * flag, const char * v, int32_t lo, int32_t hi) {
+    char * end = nullptr;
+    errno = 0;
+    long long x = std::strtoll(v, &end, 10);
+    if (errno || !end || *end || end == v || x < lo || x > hi)
+        usage_error(format("%s expects an integer in [%d, %d], got '%s'", flag, lo, hi, v));
+    return int32_t(x);
+}
+
+float parse_float(const char * flag, const char * v, float lo, float hi) {
+    char * end = nullptr;
+    float x = std::strtof(v, &end);
+    if (!end || *end || end == v || !(x >= lo && x <= hi))
+        usage_error(format("%s expects a number in [%g, %g], got '%s'", flag, lo, hi, v));
+    return x;
+}
+
+options parse_args(int argc, char ** argv) {
+    options o;
+    std::string prompt_file;
+    bool have_prompt = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto value = [&]() -> const char * {
+            if (i + 1 >= argc) usage_error(format("%s needs a value", a.c_str()));
+            return argv[++i];
+        };
+        if (a == "-h" || a == "--help") { std::fputs(USAGE, stdout); std::exit(0); }
+        else if (a == "-m" || a == "--model") o.model_path = value();
+        else if (a == "-z" || a == "--tokenizer") o.tokenizer_path = value();
+        else if (a == "-p" || a == "--prompt") { o.prompt = value(); have_prompt = true; }
+        else if (a == "-f" || a == "--file") prompt_file = value();
+        else if (a == "-n" || a == "--n-predict") o.n_predict = parse_int("-n", value(), 0, 1 << 30);
+        else if (a == "-c" || a == "--ctx-size") o.n_ctx = parse_int("-c", value(), 1, 1 << 24);
+        else if (a == "-b" || a == "--ubatch") o.n_ubatch = parse_int("-b", value(), 1, 1 << 16);
+        else if (a == "-t" || a == "--threads") o.n_threads = parse_int("-t", value(), 1, 1024);
+        else if (a == "--temp") o.sp.temp = parse_float("--temp", value(), 0.0f, 100.0f);
+        else if (a == "--top-k") o.sp.top_k = parse_int("--top-k", value(), 0, 1 << 30);
+        else if (a == "--top-p") o.sp.top_p = parse_float("--top-p", value(), 0.0f, 1.0f);
+        else if (a == "--min-p") o.sp.min_p = parse_float("--min-p", value(), 0.0f, 1.0f);
+        else if (a == "--repeat-penalty") o.sp.repeat_penalty = parse_float("--repeat-penalty", value(), 0.0f, 100.0f);
+        else if (a == "--repeat-last-n") o.sp.repeat_last_n = parse_int("--repeat-last-n", value(), 0, 1 << 20);
+        else if (a == "-s" || a == "--seed") {
+            const char * v = value();
+            char * end = nullptr;
+            errno = 0;
+            unsigned long long s = std::strtoull(v, &end, 10);
+            if (errno || !end || *end || end == v || v[0] == '-') usage_error(format("--seed expects a non-negative integer, got '%s'", v));
+            o.sp.seed = s;
+        }
+        else if (a == "--ignore-eos") o.ignore_eos = true;
+        else if (a == "--tokenize") o.tokenize_only = true;
+        else if (a == "-v" || a == "--verbose") o.verbose = true;
+        else usage_error(format("unknown option '%s'", a.c_str()));
+    }
+    if (!prompt_file.empty()) {
+        if (have_prompt) usage_error("give the prompt with -p or -f, not both");
+        FILE * f = std::fopen(prompt_file.c_str(), "rb");
+        if (!f) throw error(format("%s: cannot open prompt file: %s", prompt_file.c_str(), std::strerror(errno)));
+        char buf[65536];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) o.prompt.append(buf, n);
+        std::fclose(f);
+    }
+    if (o.model_path.empty()) {
+        o.model_path = find_default_model();
+        if (o.model_path.empty())
+            throw error("no model given (-m) and the default model stories260K was not found in ./models, "
+                        "<gloas>/models or $GLOAS_MODELS; run models/fetch.sh --default");
+    }
+    return o;
+}
+
+double now_s() {
+    using namespace std::chrono;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    double r = p * double(v.size() - 1);
+    size_t i = size_t(r);
+    double f = r - double(i);
+    return i + 1 < v.size() ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+// --tokenize: only the tokenizer is loaded, so vocabulary-only GGUFs work.
+int tokenize_only(const options & o) {
+    tokenizer tok;
+    FILE * f = std::fopen(o.model_path.c_str(), "rb");
+    if (!f) throw error(format("%s: cannot open: %s", o.model_path.c_str(), std::strerror(errno)));
+    char magic[4] = {};
+    size_t n = std::fread(magic, 1, 4, f);
+    std::fclose(f);
+    if (n == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
+        tok = tokenizer::from_gguf(*gguf_file::open(o.model_path));
+    } else {
+        tok = model::load({o.model_path, o.tokenizer_path})->tok;
+    }
+    std::vector<int32_t> ids = tok.encode(o.prompt, tok.add_bos());
+    std::string line;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (i) line += ' ';
+        line += std::to_string(ids[i]);
+    }
+    std::printf("%s\n", line.c_str());
+    return 0;
+}
+
+int run(const options & o) {
+    if (o.n_threads > 0) ops::set_n_threads(o.n_threads);
+    if (o.tokenize_only) return tokenize_only(o);
+
+    const double t_load0 = now_s();
+    std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
+    const hparams & hp = m->hp;
+    context_params cp;
+    cp.n_ctx = o.n_ctx;
+    cp.n_ubatch = o.n_ubatch;
+    cp.n_threads = o.n_threads;
+    context ctx(*m, cp);
+    const double t_load = now_s() - t_load0;
+    std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads\n",
+                 m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
+                 double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads());
+    if (o.verbose)
+        std::fprintf(stderr, "gloas: layers %d, dim %d, ffn %d, heads %d (kv %d), head_dim %d, rope dims %d base %g, vocab %d, trained context %d\n",
+                     hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot,
+                     double(hp.rope_freq_base), hp.n_vocab, hp.n_ctx_train);
+
+    std::vector<int32_t> prompt = m->tok.encode(o.prompt, true);
+    if (prompt.empty()) prompt.push_back(m->tok.bos());
+    if (int64_t(prompt.size()) > ctx.n_ctx())
+        throw error(format("the prompt is %zu tokens but the context holds %d (raise -c)", prompt.size(), ctx.n_ctx()));
+
+    // The prompt is echoed as its tokens decode, as llama2.c prints it.
+    for (size_t i = 0; i < prompt.size(); ++i) {
+        std::string piece = m->tok.token_to_piece(i ? prompt[i - 1] : -1, prompt[i]);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+    }
+    std::fflush(stdout);
+
+    sampler smp(o.sp, hp.n_vocab);
+    for (int32_t t : prompt) smp.accept(t);
+
+    const double t0 = now_s();
+    const float * logits = ctx.eval(prompt.data(), int32_t(prompt.size()));
+    const double t_prefill = now_s() - t0;
+
+    std::vector<double> itl;
+    itl.reserve(size_t(std::max(0, o.n_predict)));
+    double t_first = 0.0, t_last = 0.0;
+    int32_t n_gen = 0;
+    int32_t prev = prompt.back();
+    const char * stop = "";
+    while (n_gen < o.n_predict) {
+        const int32_t tok = smp.sample(logits);
+        const double t = now_s();
+        if (n_gen == 0) t_first = t - t0;
+        else itl.push_back(t - t_last);
+        t_last = t;
+        ++n_gen;
+        if (!o.ignore_eos && (tok == m->tok.eos() || tok == m->tok.bos())) {
+            stop = " (end of sequence)";
+            break;
+        }
+        smp.accept(tok);
+        std::string piece = m->tok.token_to_piece(prev, tok);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+        prev = tok;
+        if (n_gen == o.n_predict) break;
+        if (ctx.n_past() >= ctx.n_ctx()) {
+            stop = " (context full)";
+            break;
+        }
+        logits = ctx.eval(&tok, 1);
+    }
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+
+    const double decode_s = t_last - t0 - t_first;
+    std::fprintf(stderr, "gloas: prompt %zu tokens, prefill %.1f tokens/s, time to first token %.1f ms\n",
+                 prompt.size(), double(prompt.size()) / t_prefill, t_first * 1e3);
+    if (n_gen > 1)
+        std::fprintf(stderr, "gloas: generated %d tokens%s, decode %.1f tokens/s, inter-token latency p50 %.2f ms, p95 %.2f ms\n",
+                     n_gen, stop, double(n_gen - 1) / decode_s, percentile(itl, 0.50) * 1e3, percentile(itl, 0.95) * 1e3);
+    else
+        std::fprintf(stderr, "gloas: generated %d tokens%s\n", n_gen, stop);
+    if (o.sp.temp > 0) std::fprintf(stderr, "gloas: seed %llu\n", (unsigned long long) smp.seed());
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char ** argv) {
+    try {
+        return run(parse_args(argc, argv));
+    } catch (const error & e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "gloas: error: %s\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc &) {
+        std::fprintf(stderr, "gloas: error: out of memory\n");
+        return 1;
+    }
+}
