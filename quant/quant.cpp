@@ -87,6 +87,36 @@ void quantize_row_q8_0(const float * x, block_q8_0 * y, int64_t k) {
         _mm_storeu_si128(reinterpret_cast<__m128i *>(y[i].qs), _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128(reinterpret_cast<__m128i *>(y[i].qs + 16), _mm512_cvtepi32_epi8(q1));
     }
+#elif defined(__AVX2__) && defined(__F16C__)
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(int(0x80000000u)));
+    for (; i < nb; ++i) {
+        __m256 v[4];
+        __m256 a = _mm256_setzero_ps();
+        for (int j = 0; j < 4; ++j) {
+            v[j] = _mm256_loadu_ps(x + i * QK8_0 + 8 * j);
+            a = _mm256_max_ps(a, _mm256_and_ps(v[j], abs_mask));
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float d  = _mm_cvtss_f32(m) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        __m256i q[4];
+        for (int j = 0; j < 4; ++j) {
+            // roundf as in the AVX-512 path: t = trunc(|v|), + 1 when |v| - t >= 0.5
+            const __m256 s = _mm256_mul_ps(v[j], _mm256_set1_ps(id));
+            const __m256 av = _mm256_and_ps(s, abs_mask);
+            const __m256 t = _mm256_round_ps(av, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            const __m256 up = _mm256_and_ps(_mm256_cmp_ps(_mm256_sub_ps(av, t), _mm256_set1_ps(0.5f), _CMP_GE_OQ), _mm256_set1_ps(1.0f));
+            q[j] = _mm256_cvttps_epi32(_mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(s, sign_mask)));
+        }
+        // int32 -> int8 with the lane order packs scrambles put back
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        const __m256i r = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(y[i].qs), r);
+    }
 #endif
     if (i < nb) quantize_row_q8_0_ref(x + i * QK8_0, y + i, (nb - i) * QK8_0);
 }

@@ -99,6 +99,16 @@ inline __m512 set_halves(float a, float b) {
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 } // namespace
+#elif defined(__AVX2__)
+namespace {
+// Sums of 4 adjacent products of signed bytes, as 8 floats (exact):
+// |a| * (b with a's sign) through maddubs (u8 x s8 -> s16 pairs, no
+// saturation since |a| <= 128 and |b| <= 127), then pairs of s16 to s32.
+inline __m256 dot_i8_avx2(__m256i a, __m256i b) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+} // namespace
 #endif
 
 float vec_dot_f32(int64_t n, const float * w, const float * x) {
@@ -114,6 +124,16 @@ float vec_dot_f32(int64_t n, const float * w, const float * x) {
     for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
     if (i < n) a1 = _mm512_fmadd_ps(load_tail_ps(w + i, n - i), load_tail_ps(x + i, n - i), a1);
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i),     _mm256_loadu_ps(x + i),     a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = simd::hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; ++i) s += w[i] * x[i];
+    return s;
 #else
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
@@ -136,6 +156,14 @@ float vec_dot_f16(int64_t n, const uint16_t * w, const float * x) {
         a0 = _mm512_fmadd_ps(load_tail_f16(w + i, m), load_tail_ps(x + i, m), a0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    __m256 a0 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + i))), _mm256_loadu_ps(x + i), a0);
+    float s = simd::hsum256(a0);
+    for (; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
+    return s;
 #else
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
@@ -158,6 +186,16 @@ float vec_dot_bf16(int64_t n, const uint16_t * w, const float * x) {
         a0 = _mm512_fmadd_ps(load_tail_bf16(w + i, m), load_tail_ps(x + i, m), a0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + i)));
+        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h, 16)), _mm256_loadu_ps(x + i), a0);
+    }
+    float s = simd::hsum256(a0);
+    for (; i < n; ++i) s += bf16_to_fp32(w[i]) * x[i];
+    return s;
 #else
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += bf16_to_fp32(w[i]) * x[i];
@@ -185,6 +223,14 @@ float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc);
     }
     s = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    __m256 acc = _mm256_setzero_ps();
+    for (; i < nb; ++i) {
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w[i].qs));
+        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
+        acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
+    }
+    s = simd::hsum256(acc);
 #endif
     if (i < nb) s += vec_dot_q8_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;
@@ -208,6 +254,17 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc);
     }
     s = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    __m256 acc = _mm256_setzero_ps();
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    for (; i < nb; ++i) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w[i].qs));
+        const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+        const __m256i wq = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
+        acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
+    }
+    s = simd::hsum256(acc);
 #endif
     if (i < nb) s += vec_dot_q4_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;

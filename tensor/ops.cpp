@@ -42,6 +42,20 @@ void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) 
         const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), r), _mm512_maskz_loadu_ps(m, g + i));
         _mm512_mask_storeu_ps(y + i, m, v);
     }
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(v, v, a0);
+    }
+    float ss = simd::hsum256(a0);
+    for (; i < n; ++i) ss += x[i] * x[i];
+    const float r = float(1.0 / std::sqrt(double(ss) / double(n) + double(eps)));
+    const __m256 vr = _mm256_set1_ps(r);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vr), _mm256_loadu_ps(g + i)));
+    for (; i < n; ++i) y[i] = x[i] * r * g[i];
 #else
     rmsnorm_ref(y, x, g, n, eps);
 #endif
@@ -129,6 +143,28 @@ void softmax(float * x, int64_t n) {
         const __mmask16 m = simd::tail_mask(n - i);
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
     }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (n <= 0) return;
+    int64_t i = 0;
+    float mx = x[0];
+    if (n >= 8) {
+        __m256 vm = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+        mx = simd::hmax256(vm);
+    }
+    for (; i < n; ++i) mx = std::fmax(mx, x[i]);
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = simd::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+        _mm256_storeu_ps(x + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float sum = simd::hsum256(vs);
+    for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+    const float inv = 1.0f / sum;
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
+    for (; i < n; ++i) x[i] *= inv;
 #else
     softmax_ref(x, n);
 #endif
@@ -151,6 +187,14 @@ void silu_mul(float * y, const float * g, const float * u, int64_t n) {
         const __m512 e = simd::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv));
     }
+#elif defined(__AVX2__) && defined(__FMA__)
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 e = simd::exp256_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(u + i)));
+    }
+    silu_mul_ref(y + i, g + i, u + i, n - i);
 #else
     silu_mul_ref(y, g, u, n);
 #endif
@@ -160,6 +204,8 @@ void add(float * y, const float * x, int64_t n) {
     int64_t i = 0;
 #if defined(__AVX512F__)
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_loadu_ps(x + i)));
+#elif defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
 #endif
     for (; i < n; ++i) y[i] += x[i];
 }

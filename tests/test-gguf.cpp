@@ -733,19 +733,19 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> fuzz_seeds() {
     {
         sample s;
         fill_sample(s);
-        r.emplace_back("all-types.gguf", s.w.write_to_memory());
+        r.emplace_back("all-types.seed", s.w.write_to_memory());
     }
     {
         sample s;
         fill_sample(s, 64);
-        r.emplace_back("align64.gguf", s.w.write_to_memory());
+        r.emplace_back("align64.seed", s.w.write_to_memory());
     }
     {
         raw_opts o;
         o.version = 2;
-        r.emplace_back("raw-v2.gguf", make_raw(o).b);
+        r.emplace_back("raw-v2.seed", make_raw(o).b);
     }
-    r.emplace_back("nested.gguf", nested_array_file(3));
+    r.emplace_back("nested.seed", nested_array_file(3));
     {
         gguf_writer w;
         w.set_str("general.architecture", "llama");
@@ -762,7 +762,7 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> fuzz_seeds() {
         w.set_array("tokenizer.ggml.scores", scores);
         w.set_array("tokenizer.ggml.token_type", types);
         w.set_u32("tokenizer.ggml.bos_token_id", 1);
-        r.emplace_back("vocab.gguf", w.write_to_memory());
+        r.emplace_back("vocab.seed", w.write_to_memory());
     }
     return r;
 }
