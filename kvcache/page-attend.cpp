@@ -1,0 +1,478 @@
+// page_attend / page_attend_multi: attention of query heads over one K/V
+// page (kvcache/page.h), K and V dequantized in registers.
+//
+// In the channel-major page every K/V channel d of the head is a row over the
+// page's tokens, so per window of 32 or 64 tokens:
+//   scores  s[g][t] += q[g][d] * K_d[t]   one broadcast FMA per 16 tokens,
+//                                          each K_d vector reused by all heads
+//   output  o[g][d]  = sum_t p[g][t] V_d[t] a dot product along the tokens,
+//                                          each V_d vector reused by all heads
+// The AVX-512 kernel takes heads in chunks of GN = 8, 4, 2, 1. For the output,
+// GN = 8 transposes 16x16 tiles of V in registers and accumulates 16 channels
+// per head with broadcast FMAs; fewer heads keep 16 dot products (GN heads x
+// 16/GN channels) in registers and reduce them together. Other builds (AVX2,
+// scalar), BF16 pages and head_dim > 256 run a portable kernel that
+// dequantizes one 32-token block of a row at a time into a stack buffer; the
+// compiler vectorizes its loops.
+#include "kvcache/page.h"
+
+#include "quant/blocks.h"
+#include "quant/fp16.h"
+#include "quant/simd.h"
+#include "tensor/error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__F16C__)
+#define GLOAS_PAGE_AVX512 1
+#endif
+
+namespace gloas {
+
+namespace {
+
+// Windows of the portable kernel: one block of the block types.
+constexpr int PW = 32;
+
+// Tokens [w0, w0 + nw) of one row as floats in out: the float types read only
+// those tokens, the block types dequantize the whole block of 32 at w0.
+inline void load_window(const type_traits & tt, const char * row, int w0, int nw, float * out) {
+    if (tt.is_quantized) tt.to_float(row + size_t(w0 / tt.blck_size) * tt.type_size, out, PW);
+    else                 tt.to_float(row + size_t(w0) * tt.type_size, out, nw);
+}
+
+// Tokens of each query head: head h (of n_heads, `group` per query token)
+// reads the first n_valid[h / group] tokens of the page.
+struct head_counts {
+    const int32_t * n_valid;
+    int32_t group;
+    int operator()(int h) const { return n_valid[h / group]; }
+};
+
+// Any type, head_dim and number of heads: windows of 32 tokens, one
+// online-softmax step per window and head (none where a head has no token).
+void attend_portable(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
+                     int n_heads, const float * q, attn_state & s) {
+    const type_traits & tt = traits(t);
+    GLOAS_ASSERT(!tt.is_quantized || tt.blck_size == PW);
+    int n_max = 0;
+    for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
+    thread_local std::vector<float> sbuf;
+    sbuf.resize(size_t(n_heads) * PW);
+    float * sc = sbuf.data();  // (n_heads, PW) scores, then probabilities
+    float x[PW];               // one window of one row
+    for (int w0 = 0; w0 < n_max; w0 += PW) {
+        const int nw = std::min(PW, n_max - w0);
+        std::fill(sc, sc + size_t(n_heads) * PW, 0.0f);
+        for (int d = 0; d < D; ++d) {
+            load_window(tt, kr + size_t(d) * rb, w0, nw, x);
+            for (int h = 0; h < n_heads; ++h) {
+                const float qd = q[int64_t(h) * D + d];
+                float * sh = sc + h * PW;
+                for (int i = 0; i < nw; ++i) sh[i] += qd * x[i];
+            }
+        }
+        for (int h = 0; h < n_heads; ++h) {
+            float * sh = sc + h * PW;
+            const int nh = std::max(0, std::min(nw, cnt(h) - w0));
+            std::fill(sh + nh, sh + PW, 0.0f);
+            if (nh == 0) continue;
+            float mx = -INFINITY;
+            for (int i = 0; i < nh; ++i) mx = std::fmax(mx, sh[i]);
+            const float m_new = std::fmax(s.m[h], mx);
+            const float corr = std::exp(s.m[h] - m_new);  // 0 on the first window (m = -inf)
+            float sum = 0.0f;
+            for (int i = 0; i < nh; ++i) {
+                sh[i] = std::exp(sh[i] - m_new);
+                sum += sh[i];
+            }
+            s.l[h] = s.l[h] * corr + sum;
+            s.m[h] = m_new;
+            float * ah = s.acc + int64_t(h) * D;
+            for (int d = 0; d < D; ++d) ah[d] *= corr;
+        }
+        for (int d = 0; d < D; ++d) {
+            load_window(tt, vr + size_t(d) * rb, w0, nw, x);
+            for (int h = 0; h < n_heads; ++h) {
+                const float * ph = sc + h * PW;
+                float o = 0.0f;
+                for (int i = 0; i < nw; ++i) o += ph[i] * x[i];
+                s.acc[int64_t(h) * D + d] += o;
+            }
+        }
+    }
+}
+
+#if defined(GLOAS_PAGE_AVX512)
+
+constexpr int MAX_D = 256;  // head_dim of the register kernel; beyond it the portable one
+
+// Tokens [t0, t0 + 32) of one row (t0 % 32 == 0) as two vectors of 16 floats.
+// Lanes outside m0 / m1 are zero; for the float types their bytes are not
+// read, so a page's unwritten tail or a row shorter than 32 tokens is safe.
+template <type T>
+inline void load32(const char * row, int t0, __mmask16 m0, __mmask16 m1, __m512 & v0, __m512 & v1);
+
+template <>
+inline void load32<type::F32>(const char * row, int t0, __mmask16 m0, __mmask16 m1, __m512 & v0, __m512 & v1) {
+    const float * x = reinterpret_cast<const float *>(row) + t0;
+    v0 = _mm512_maskz_loadu_ps(m0, x);
+    v1 = _mm512_maskz_loadu_ps(m1, x + 16);
+}
+
+template <>
+inline void load32<type::F16>(const char * row, int t0, __mmask16 m0, __mmask16 m1, __m512 & v0, __m512 & v1) {
+    const uint16_t * x = reinterpret_cast<const uint16_t *>(row) + t0;
+    v0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m0, x));
+    v1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m1, x + 16));
+}
+
+// x = d * q: the same float product as dequantize_row_q8_0.
+template <>
+inline void load32<type::Q8_0>(const char * row, int t0, __mmask16 m0, __mmask16 m1, __m512 & v0, __m512 & v1) {
+    const block_q8_0 * b = reinterpret_cast<const block_q8_0 *>(row) + t0 / QK8_0;
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(b->d));
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs));
+    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 16));
+    v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_cvtepi8_epi32(m0, q0)), d);
+    v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_cvtepi8_epi32(m1, q1)), d);
+}
+
+// x = q*d - 8d in one rounding: the same float as d * (q - 8) in dequantize_row_q4_0.
+template <>
+inline void load32<type::Q4_0>(const char * row, int t0, __mmask16 m0, __mmask16 m1, __m512 & v0, __m512 & v1) {
+    const block_q4_0 * b = reinterpret_cast<const block_q4_0 *>(row) + t0 / QK4_0;
+    const float df = _cvtsh_ss(b->d);
+    const __m512 d = _mm512_set1_ps(df), md = _mm512_set1_ps(-8.0f * df);
+    const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs)));
+    v0 = _mm512_maskz_fmadd_ps(m0, _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(15))), d, md);
+    v1 = _mm512_maskz_fmadd_ps(m1, _mm512_cvtepi32_ps(_mm512_srli_epi32(x, 4)), d, md);
+}
+
+// Tokens [t0, t0 + 16) of one row (t0 % 16 == 0) as one vector, lanes
+// outside m zero (the same values as load32).
+template <type T>
+inline __m512 load16(const char * row, int t0, __mmask16 m);
+
+template <>
+inline __m512 load16<type::F32>(const char * row, int t0, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float *>(row) + t0);
+}
+
+template <>
+inline __m512 load16<type::F16>(const char * row, int t0, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + t0));
+}
+
+template <>
+inline __m512 load16<type::Q8_0>(const char * row, int t0, __mmask16 m) {
+    const block_q8_0 * b = reinterpret_cast<const block_q8_0 *>(row) + t0 / QK8_0;
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + t0 % QK8_0));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_cvtepi8_epi32(m, q)), _mm512_set1_ps(_cvtsh_ss(b->d)));
+}
+
+template <>
+inline __m512 load16<type::Q4_0>(const char * row, int t0, __mmask16 m) {
+    const block_q4_0 * b = reinterpret_cast<const block_q4_0 *>(row) + t0 / QK4_0;
+    const float df = _cvtsh_ss(b->d);
+    const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs)));
+    const __m512i q = t0 % QK4_0 == 0 ? _mm512_and_si512(x, _mm512_set1_epi32(15)) : _mm512_srli_epi32(x, 4);
+    return _mm512_maskz_fmadd_ps(m, _mm512_cvtepi32_ps(q), _mm512_set1_ps(df), _mm512_set1_ps(-8.0f * df));
+}
+
+// In place: lane j of r[i] becomes lane i of the old r[j] (64 shuffles).
+inline void transpose16(__m512 * r) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [a0 b0 a1 b1], [a2 b2 a3 b3]
+        t[2 * i]     = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // r[4i+k], 128-bit lane L: element 4L+k of rows 4i..4i+3
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i]     = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; ++k) {  // 4x4 transpose of 128-bit lanes among r[k], r[4+k], r[8+k], r[12+k]
+        const __m512 v0 = _mm512_shuffle_f32x4(r[k], r[4 + k], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 v1 = _mm512_shuffle_f32x4(r[k], r[4 + k], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512 v2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 v3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], _MM_SHUFFLE(3, 2, 3, 2));
+        t[k]      = _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0));
+        t[4 + k]  = _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
+        t[8 + k]  = _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
+        t[12 + k] = _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Output step for many heads (GN >= 8): acc[g][d] = acc[g][d] * corr[g] +
+// sum_t p[g][t] V_d[t], with V in tiles of 16 channels x 16 tokens transposed
+// in registers, so each head accumulates 16 channels with one broadcast FMA
+// per token and nothing needs a horizontal sum.
+template <type T, int GN, int NV>
+void output_transposed(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk,
+                       const float * p, const float * corr, float * acc) {
+    constexpr int W = 16 * NV;
+    for (int d0 = 0; d0 < D; d0 += 16) {
+        const int nd = std::min(16, D - d0);
+        __m512 o[GN];
+        for (int g = 0; g < GN; ++g) o[g] = _mm512_setzero_ps();
+        for (int k = 0; k < NV && mk[k]; ++k) {
+            __m512 r[16];  // r[j]: channel d0 + j, tokens w0 + 16k + [0, 16); then transposed
+            #pragma GCC unroll 16
+            for (int j = 0; j < 16; ++j) r[j] = j < nd ? load16<T>(vr + size_t(d0 + j) * rb, w0 + 16 * k, mk[k]) : _mm512_setzero_ps();
+            transpose16(r);
+            #pragma GCC unroll 16
+            for (int i = 0; i < 16; ++i) {
+                #pragma GCC unroll 8
+                for (int g = 0; g < GN; ++g) o[g] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * W + 16 * k + i]), r[i], o[g]);
+            }
+        }
+        const __mmask16 dm = simd::tail_mask(nd);
+        for (int g = 0; g < GN; ++g) {
+            float * ag = acc + g * D + d0;
+            _mm512_mask_storeu_ps(ag, dm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(dm, ag), _mm512_set1_ps(corr[g]), o[g]));
+        }
+    }
+}
+
+// r[i] = the sum of the 16 lanes of a[i], i = 0..15, in natural order:
+// pairs and quads within 128-bit lanes, then across them (45 instructions).
+inline __m512 hsum16(const __m512 * a) {
+    __m512 c[4];  // c[k] lane 4L+j: the part of a[4k+j]'s sum from 128-bit lane L
+    for (int k = 0; k < 4; ++k) {
+        const __m512 * x = a + 4 * k;
+        const __m512 u01 = _mm512_add_ps(_mm512_unpacklo_ps(x[0], x[1]), _mm512_unpackhi_ps(x[0], x[1]));
+        const __m512 u23 = _mm512_add_ps(_mm512_unpacklo_ps(x[2], x[3]), _mm512_unpackhi_ps(x[2], x[3]));
+        c[k] = _mm512_add_ps(_mm512_shuffle_ps(u01, u23, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    const __m512 f01 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 f23 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(f01, f23, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(f01, f23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Output step for few heads (GN < 8): acc[g][d] = acc[g][d] * corr[g] +
+// sum_t p[g][t] V_d[t], each V_d vector reused by the GN heads; DC = 16 / GN
+// channels x GN heads give 16 sums reduced together by hsum16.
+template <type T, int GN, int NV>
+void output_hsum(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk,
+                 const float * p, const float * corr, float * acc) {
+    constexpr int W = 16 * NV, DC = 16 / GN;
+    // output sums o (GN, Dp) = sum_t p[g][t] V_d[t]; channels d0..d0+DC give
+    // 16 sums a[g * DC + j], reduced together; head g's DC sums go to
+    // o[g][d0..d0+DC) by a masked store whose lane g*DC lands on d0
+    const int Dp = (D + 15) / 16 * 16;  // >= 16 >= DC: the store bases stay inside o
+    alignas(64) float o[GN * MAX_D];
+    for (int d0 = 0; d0 < D; d0 += DC) {
+        __m512 a[16];
+        #pragma GCC unroll 16
+        for (int j = 0; j < DC; ++j) {
+            if (d0 + j < D) {
+                __m512 v[NV];
+                for (int b = 0; b < NV / 2; ++b)
+                    load32<T>(vr + size_t(d0 + j) * rb, w0 + 32 * b, mk[2 * b], mk[2 * b + 1], v[2 * b], v[2 * b + 1]);
+                #pragma GCC unroll 8
+                for (int g = 0; g < GN; ++g) {
+                    __m512 x = _mm512_mul_ps(_mm512_load_ps(p + g * W), v[0]);
+                    for (int k = 1; k < NV; ++k) x = _mm512_fmadd_ps(_mm512_load_ps(p + g * W + 16 * k), v[k], x);
+                    a[g * DC + j] = x;
+                }
+            } else {
+                for (int g = 0; g < GN; ++g) a[g * DC + j] = _mm512_setzero_ps();
+            }
+        }
+        const __m512 r = hsum16(a);
+        #pragma GCC unroll 8
+        for (int g = 0; g < GN; ++g)
+            _mm512_mask_storeu_ps(o + g * (Dp - DC) + d0, __mmask16(((1u << DC) - 1) << (g * DC)), r);
+    }
+
+    // acc[g][d] = acc[g][d] * corr[g] + o[g][d]
+    for (int g = 0; g < GN; ++g) {
+        const __m512 c = _mm512_set1_ps(corr[g]);
+        float * ag = acc + g * D;
+        const float * og = o + g * Dp;
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            const __mmask16 dm = simd::tail_mask(D - d0);
+            _mm512_mask_storeu_ps(ag + d0, dm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(dm, ag + d0), c, _mm512_load_ps(og + d0)));
+        }
+    }
+}
+
+// One online-softmax step of GN query heads over the window of tokens
+// [w0, w0 + 16 * NV) of the K rows kr and V rows vr (D rows each, rb bytes
+// apart), head g reading its first nh[g] (0..16 * NV) tokens; K/V are read up
+// to the largest. q (GN, D); m, l (GN); acc (GN, D).
+template <type T, int GN, int NV>
+void attend_window(const char * kr, const char * vr, size_t rb, int D, int w0, const int * nh,
+                   const float * q, float * m, float * l, float * acc) {
+    static_assert(NV == 2 || NV == 4, "windows of 32 or 64 tokens");
+    static_assert(GN == 1 || GN == 2 || GN == 4 || GN == 8, "chunks of 1, 2, 4 or 8 heads");
+    constexpr int W = 16 * NV;
+    int nw = 0;
+    for (int g = 0; g < GN; ++g) nw = std::max(nw, nh[g]);
+    __mmask16 mk[NV];  // tokens of each 16-token vector that are read
+    for (int k = 0; k < NV; ++k) mk[k] = simd::tail_mask(std::max(0, std::min(16, nw - 16 * k)));
+
+    // scores, one 32-token block at a time: 2 * GN accumulators
+    alignas(64) float p[GN * W];  // (GN, W) scores, then probabilities
+    for (int b = 0; b < NV / 2; ++b) {
+        __m512 s0[GN], s1[GN];
+        for (int g = 0; g < GN; ++g) s0[g] = s1[g] = _mm512_setzero_ps();
+        const char * row = kr;
+        for (int d = 0; d < D; ++d, row += rb) {
+            __m512 k0, k1;
+            load32<T>(row, w0 + 32 * b, mk[2 * b], mk[2 * b + 1], k0, k1);
+            #pragma GCC unroll 8
+            for (int g = 0; g < GN; ++g) {
+                const __m512 qd = _mm512_set1_ps(q[g * D + d]);
+                s0[g] = _mm512_fmadd_ps(qd, k0, s0[g]);
+                s1[g] = _mm512_fmadd_ps(qd, k1, s1[g]);
+            }
+        }
+        for (int g = 0; g < GN; ++g) {
+            _mm512_store_ps(p + g * W + 32 * b, s0[g]);
+            _mm512_store_ps(p + g * W + 32 * b + 16, s1[g]);
+        }
+    }
+
+    // online softmax: probabilities in p (0 past nh[g]), l and m updated; the
+    // per-head scalars (max, correction, sum) as lanes of one vector
+    const __mmask16 hm = __mmask16((1u << GN) - 1);
+    alignas(64) float mx[16], corr[16], sum[16];
+    __mmask16 mh[GN][NV];  // tokens of each vector that head g attends
+    for (int g = 0; g < GN; ++g) {
+        __m512 x = _mm512_set1_ps(-INFINITY);
+        for (int k = 0; k < NV; ++k) {
+            mh[g][k] = simd::tail_mask(std::max(0, std::min(16, nh[g] - 16 * k)));
+            x = _mm512_mask_max_ps(x, mh[g][k], x, _mm512_load_ps(p + g * W + 16 * k));
+        }
+        mx[g] = _mm512_reduce_max_ps(x);  // -inf for a head with no token here
+    }
+    const __m512 m_old = _mm512_maskz_loadu_ps(hm, m);
+    const __m512 mxv = _mm512_maskz_loadu_ps(hm, mx);
+    const __m512 m_new = _mm512_max_ps(m_old, mxv);
+    // 0 (or below 1e-45) on a head's first window, where m = -inf; 1 for a
+    // head with no token in this window
+    _mm512_store_ps(corr, _mm512_mask_mov_ps(simd::exp_ps(_mm512_sub_ps(m_old, m_new)),
+                                             _mm512_cmp_ps_mask(mxv, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ),
+                                             _mm512_set1_ps(1.0f)));
+    _mm512_store_ps(mx, m_new);
+    for (int g = 0; g < GN; ++g) {
+        float * pg = p + g * W;
+        const __m512 mv = _mm512_set1_ps(mx[g]);
+        __m512 sv = _mm512_setzero_ps();
+        for (int k = 0; k < NV; ++k) {
+            const __m512 e = _mm512_maskz_mov_ps(mh[g][k], simd::exp_ps(_mm512_sub_ps(_mm512_load_ps(pg + 16 * k), mv)));
+            sv = _mm512_add_ps(sv, e);
+            _mm512_store_ps(pg + 16 * k, e);
+        }
+        sum[g] = _mm512_reduce_add_ps(sv);
+    }
+    _mm512_mask_storeu_ps(l, hm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(hm, l), _mm512_load_ps(corr), _mm512_load_ps(sum)));
+    _mm512_mask_storeu_ps(m, hm, m_new);
+
+    if constexpr (GN >= 8) output_transposed<T, GN, NV>(vr, rb, D, w0, mk, p, corr, acc);
+    else                   output_hsum<T, GN, NV>(vr, rb, D, w0, mk, p, corr, acc);
+}
+
+// GN heads, head g over tokens [0, n[g]) of the page: windows of 64 tokens
+// while more than 32 remain, else of 32.
+template <type T, int GN>
+void attend_heads(const char * kr, const char * vr, size_t rb, int D, const int * n,
+                  const float * q, float * m, float * l, float * acc) {
+    int n_max = 0;
+    for (int g = 0; g < GN; ++g) n_max = std::max(n_max, n[g]);
+    int nh[GN];
+    for (int w0 = 0; w0 < n_max;) {
+        const int W = n_max - w0 > 32 ? 64 : 32;
+        for (int g = 0; g < GN; ++g) nh[g] = std::max(0, std::min(W, n[g] - w0));
+        if (W == 64) attend_window<T, GN, 4>(kr, vr, rb, D, w0, nh, q, m, l, acc);
+        else         attend_window<T, GN, 2>(kr, vr, rb, D, w0, nh, q, m, l, acc);
+        w0 += W;
+    }
+}
+
+// The heads in chunks of 8, 4, 2 and 1; K/V are read once per chunk.
+template <type T>
+void attend_group(const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
+                  int n_heads, const float * q, attn_state & s) {
+    int n[8];
+    int h = 0;
+    auto run = [&](auto gn) {
+        constexpr int GN = decltype(gn)::value;
+        for (int g = 0; g < GN; ++g) n[g] = cnt(h + g);
+        attend_heads<T, GN>(kr, vr, rb, D, n, q + h * D, s.m + h, s.l + h, s.acc + int64_t(h) * D);
+        h += GN;
+    };
+    while (n_heads - h >= 8) run(std::integral_constant<int, 8>());
+    if (n_heads - h >= 4) run(std::integral_constant<int, 4>());
+    if (n_heads - h >= 2) run(std::integral_constant<int, 2>());
+    if (n_heads - h >= 1) run(std::integral_constant<int, 1>());
+}
+
+#endif // GLOAS_PAGE_AVX512
+
+} // namespace
+
+namespace {
+
+// Heads [0, n_heads) of q, counted by cnt, over one page: the register kernel
+// where it applies, the portable one otherwise.
+void attend_page(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                 const head_counts & cnt, int n_heads, const float * q, attn_state & s) {
+    GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
+    GLOAS_ASSERT(g.head_dim >= 1);
+    const int D = g.head_dim;
+    const size_t rb = g.row_bytes(t);
+    const char * base = static_cast<const char *>(page);
+    const char * kr = base + size_t(g.row_index(layer, 0, kv_head * D)) * rb;  // (D) rows of P tokens
+    const char * vr = base + size_t(g.row_index(layer, 1, kv_head * D)) * rb;
+#if defined(GLOAS_PAGE_AVX512)
+    if (D <= MAX_D) {
+        switch (t) {
+        case type::F32:  attend_group<type::F32>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        case type::F16:  attend_group<type::F16>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        case type::Q8_0: attend_group<type::Q8_0>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        case type::Q4_0: attend_group<type::Q4_0>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        default: break;  // BF16: the portable kernel
+        }
+    }
+#endif
+    attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s);
+}
+
+} // namespace
+
+void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                 int32_t n, const float * q, int32_t group, attn_state & s) {
+    GLOAS_ASSERT(n >= 1 && n <= g.page_tokens && group >= 1);
+    attend_page(g, t, page, layer, kv_head, head_counts{&n, group}, group, q, s);
+}
+
+void page_attend_multi(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                       int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s) {
+    GLOAS_ASSERT(n_q >= 1 && group >= 1);
+    for (int32_t i = 0; i < n_q; ++i) GLOAS_ASSERT(n_valid[i] >= 0 && n_valid[i] <= g.page_tokens);
+    attend_page(g, t, page, layer, kv_head, head_counts{n_valid, group}, n_q * group, q, s);
+}
+
+void page_prefetch(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
+    const size_t rb = g.row_bytes(t), bytes = size_t(g.head_dim) * rb;
+    for (int kind = 0; kind < 2; ++kind) {
+        const char * r = static_cast<const char *>(page) + size_t(g.row_index(layer, kind, kv_head * g.head_dim)) * rb;
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
+    }
+}
+
+} // namespace gloas

@@ -1,0 +1,163 @@
+// Page layout, quantization, the online-softmax state, the scalar reference
+// attention over one page and the key bounds. The fast attention kernels are
+// in page-attend.cpp.
+#include "kvcache/page.h"
+
+#include "tensor/error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace gloas {
+
+void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
+                    const float * k, const float * v) {
+    GLOAS_ASSERT(layer >= 0 && layer < g.n_layer && tok >= 0 && tok < g.page_tokens);
+    const int32_t ne = g.n_embd_kv();
+    const int64_t P = g.page_tokens;
+    float * kr = open_page + g.row_index(layer, 0, 0) * P + tok;  // (n_embd_kv, P) from channel 0
+    float * vr = open_page + g.row_index(layer, 1, 0) * P + tok;
+    for (int32_t c = 0; c < ne; ++c) {
+        kr[c * P] = k[c];
+        vr[c * P] = v[c];
+    }
+}
+
+void page_quantize(const page_geometry & g, const float * open_page, type t, void * dst) {
+    GLOAS_ASSERT(g.valid_for(t));
+    const int64_t P = g.page_tokens;
+    const size_t rb = g.row_bytes(t);
+    const from_float_fn q = traits(t).from_float;
+    char * out = static_cast<char *>(dst);
+    for (int64_t r = 0; r < g.n_rows(); ++r) q(open_page + r * P, out + size_t(r) * rb, P);
+}
+
+void page_convert(const page_geometry & g, const void * src, type from, type to, void * dst) {
+    GLOAS_ASSERT(g.valid_for(from) && g.valid_for(to));
+    const int64_t P = g.page_tokens;
+    const size_t rb_from = g.row_bytes(from), rb_to = g.row_bytes(to);
+    const to_float_fn deq = traits(from).to_float;
+    const from_float_fn q = traits(to).from_float;
+    std::vector<float> row(static_cast<size_t>(P));  // one row at a time, per page (not per token)
+    const char * in = static_cast<const char *>(src);
+    char * out = static_cast<char *>(dst);
+    for (int64_t r = 0; r < g.n_rows(); ++r) {
+        deq(in + size_t(r) * rb_from, row.data(), P);
+        q(row.data(), out + size_t(r) * rb_to, P);
+    }
+}
+
+void attn_state_init(attn_state & s, int32_t group, int32_t head_dim) {
+    for (int32_t h = 0; h < group; ++h) {
+        s.m[h] = -INFINITY;
+        s.l[h] = 0.0f;
+    }
+    std::fill(s.acc, s.acc + int64_t(group) * head_dim, 0.0f);
+}
+
+void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, float * out) {
+    for (int32_t h = 0; h < group; ++h) {
+        const float inv = s.l[h] > 0.0f ? 1.0f / s.l[h] : 0.0f;  // no tokens seen: zeros
+        for (int32_t d = 0; d < head_dim; ++d) out[int64_t(h) * head_dim + d] = s.acc[int64_t(h) * head_dim + d] * inv;
+    }
+}
+
+// The reference: every K/V row of the head is dequantized whole (P values)
+// with the type's to_float, scores and sums in double, one online-softmax
+// step for the page's n tokens.
+void page_attend_ref(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                     int32_t n, const float * q, int32_t group, attn_state & s) {
+    GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
+    GLOAS_ASSERT(n >= 1 && n <= g.page_tokens && group >= 1);
+    const int32_t D = g.head_dim, P = g.page_tokens;
+    const size_t rb = g.row_bytes(t);
+    const to_float_fn deq = traits(t).to_float;
+    const char * base = static_cast<const char *>(page);
+    const char * kr = base + size_t(g.row_index(layer, 0, kv_head * D)) * rb;  // (D) rows of P
+    const char * vr = base + size_t(g.row_index(layer, 1, kv_head * D)) * rb;
+
+    std::vector<float> row(static_cast<size_t>(P));
+    std::vector<double> sc(size_t(group) * size_t(n), 0.0);  // (group, n) scores, then probabilities
+    for (int32_t d = 0; d < D; ++d) {
+        deq(kr + size_t(d) * rb, row.data(), P);
+        for (int32_t h = 0; h < group; ++h) {
+            const double qd = q[int64_t(h) * D + d];
+            for (int32_t i = 0; i < n; ++i) sc[size_t(h) * n + i] += qd * double(row[size_t(i)]);
+        }
+    }
+    std::vector<float> corr(static_cast<size_t>(group));
+    for (int32_t h = 0; h < group; ++h) {
+        double * sh = sc.data() + size_t(h) * n;
+        float mx = -INFINITY;
+        for (int32_t i = 0; i < n; ++i) {
+            sh[i] = double(float(sh[i]));  // scores are floats, as in the fast kernel
+            mx = std::fmax(mx, float(sh[i]));
+        }
+        const float m_new = std::fmax(s.m[h], mx);
+        corr[size_t(h)] = std::exp(s.m[h] - m_new);  // 0 on the first page (m = -inf)
+        double sum = 0.0;
+        for (int32_t i = 0; i < n; ++i) {
+            sh[i] = std::exp(sh[i] - double(m_new));
+            sum += sh[i];
+        }
+        s.l[h] = float(double(s.l[h]) * corr[size_t(h)] + sum);
+        s.m[h] = m_new;
+    }
+    for (int32_t d = 0; d < D; ++d) {
+        deq(vr + size_t(d) * rb, row.data(), P);
+        for (int32_t h = 0; h < group; ++h) {
+            const double * ph = sc.data() + size_t(h) * n;
+            double o = 0.0;
+            for (int32_t i = 0; i < n; ++i) o += ph[i] * double(row[size_t(i)]);
+            float & a = s.acc[int64_t(h) * D + d];
+            a = float(double(a) * corr[size_t(h)] + o);
+        }
+    }
+}
+
+void page_attend_multi_ref(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                           int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s) {
+    const int64_t D = g.head_dim;
+    for (int32_t i = 0; i < n_q; ++i) {
+        GLOAS_ASSERT(n_valid[i] >= 0 && n_valid[i] <= g.page_tokens);
+        if (n_valid[i] == 0) continue;
+        attn_state si{s.m + int64_t(i) * group, s.l + int64_t(i) * group, s.acc + int64_t(i) * group * D};
+        page_attend_ref(g, t, page, layer, kv_head, n_valid[i], q + int64_t(i) * group * D, group, si);
+    }
+}
+
+void page_key_bounds(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                     int32_t n, float * kmin, float * kmax) {
+    GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
+    GLOAS_ASSERT(n >= 1 && n <= g.page_tokens);
+    const int32_t D = g.head_dim;
+    const size_t rb = g.row_bytes(t);
+    const char * kr = static_cast<const char *>(page) + size_t(g.row_index(layer, 0, kv_head * D)) * rb;
+    std::vector<float> row;
+    if (t != type::F32) row.resize(size_t(g.page_tokens));
+    for (int32_t d = 0; d < D; ++d) {
+        const float * x;
+        if (t == type::F32) {
+            x = reinterpret_cast<const float *>(kr + size_t(d) * rb);
+        } else {
+            traits(t).to_float(kr + size_t(d) * rb, row.data(), g.page_tokens);
+            x = row.data();
+        }
+        float lo = x[0], hi = x[0];
+        for (int32_t i = 1; i < n; ++i) {
+            lo = std::min(lo, x[i]);
+            hi = std::max(hi, x[i]);
+        }
+        kmin[d] = lo;
+        kmax[d] = hi;
+    }
+}
+
+void page_key_bounds(const page_geometry & g, const float * open_page, int32_t layer, int32_t kv_head,
+                     int32_t n, float * kmin, float * kmax) {
+    page_key_bounds(g, type::F32, open_page, layer, kv_head, n, kmin, kmax);
+}
+
+} // namespace gloas

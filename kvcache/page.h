@@ -1,0 +1,107 @@
+// Pages of the K/V store and the kernels that read them.
+//
+// A page holds page_tokens (P) consecutive tokens of one sequence: all layers,
+// K and V, all KV heads. Inside a page every (layer, K|V, channel) is one row of
+// P values over the page's tokens — channel-major, as KIVI groups keys — so a
+// quantized page is made of ordinary Q8_0 / Q4_0 blocks of 32 tokens of one
+// channel, whatever the head size (stories260K's head_dim 8 included):
+//
+//   page = [layer 0: K rows c = 0..n_embd_kv-1][layer 0: V rows ...][layer 1: K ...] ...
+//   row  = P values of one channel, type t (F32, F16, Q8_0 or Q4_0; P % 32 == 0
+//          for the block types)
+//   channel c = kv_head * head_dim + d
+//
+// The page being filled (the open page) has the same layout in F32; it is
+// quantized once, when full, row by row with the type's quantizer.
+#pragma once
+
+#include "quant/types.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gloas {
+
+struct page_geometry {
+    int32_t page_tokens = 32;  // P
+    int32_t n_layer = 0;
+    int32_t n_head_kv = 0;
+    int32_t head_dim = 0;
+
+    int32_t n_embd_kv() const { return n_head_kv * head_dim; }
+    // Rows per page: layers x {K, V} x channels.
+    int64_t n_rows() const { return int64_t(n_layer) * 2 * n_embd_kv(); }
+    size_t  row_bytes(type t) const { return row_size(t, page_tokens); }
+    size_t  page_bytes(type t) const { return size_t(n_rows()) * row_bytes(t); }
+    // Row index of (layer, kind 0 = K / 1 = V, channel).
+    int64_t row_index(int32_t layer, int32_t kind, int32_t c) const {
+        return (int64_t(layer) * 2 + kind) * n_embd_kv() + c;
+    }
+    bool valid_for(type t) const { return page_tokens > 0 && page_tokens % int32_t(traits(t).blck_size) == 0; }
+};
+
+// Writes the K and V of token `tok` (0 <= tok < P) of `layer` into an F32 open
+// page; k and v are (n_embd_kv).
+void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
+                    const float * k, const float * v);
+
+// Quantizes / converts an F32 open page into a page of type t (page_bytes(t)).
+void page_quantize(const page_geometry & g, const float * open_page, type t, void * dst);
+// Converts a page of type `from` into type `to` (e.g. Q8_0 -> Q4_0 for the
+// COMPRESSED policy) through F32, row by row.
+void page_convert(const page_geometry & g, const void * src, type from, type to, void * dst);
+
+// Online-softmax attention state of `group` query heads: running max m and sum
+// l per head, and the unnormalized output acc (group, head_dim).
+// The caller owns the arrays. After pages with scores s_t and values v_t:
+//   m = max_t s_t,  l = sum_t exp(s_t - m),  acc = sum_t exp(s_t - m) v_t.
+struct attn_state {
+    float * m;    // (group)
+    float * l;    // (group)
+    float * acc;  // (group, head_dim)
+};
+// m = -inf, l = 0, acc = 0.
+void attn_state_init(attn_state & s, int32_t group, int32_t head_dim);
+// out (group, head_dim) = acc / l.
+void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, float * out);
+
+// Accumulates the attention of `group` query heads q (group, head_dim), already
+// multiplied by the softmax scale, over tokens [0, n) of one page of type t
+// (F32 for the open page), for KV head `kv_head` of `layer`. K and V are
+// dequantized in registers: the page is never expanded in memory.
+// Any group >= 1 and head_dim >= 1; 1 <= n <= P. Tokens at or past n are never
+// read into the result (an open page's unwritten tail may hold anything).
+// page_attend differs from page_attend_ref by float rounding only (summation
+// order and a polynomial exp with relative error about 2e-7).
+void page_attend    (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                     int32_t n, const float * q, int32_t group, attn_state & s);
+void page_attend_ref(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                     int32_t n, const float * q, int32_t group, attn_state & s);
+
+// Prefill: n_q query tokens over one page, so a chunk of queries reads each
+// page once. Query token i has `group` heads, q (n_q, group, head_dim) (scaled),
+// and attends the page's first n_valid[i] tokens (0..P; 0 leaves its state
+// as it was; fewer than P gives causality within the chunk's last page).
+// s holds the n_q * group heads, token-major: m, l (n_q * group),
+// acc (n_q * group, head_dim). Equal to page_attend per query token up to
+// float rounding; page_attend_multi_ref is that loop over page_attend_ref.
+void page_attend_multi    (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                           int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
+void page_attend_multi_ref(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                           int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
+
+// Asks the CPU to start loading the K and V rows of KV head `kv_head` of
+// `layer` (e.g. of the next page of a chain while the current one is
+// attended). Reads nothing into the result; never faults.
+void page_prefetch(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head);
+
+// Quest summary of a page: kmin/kmax (head_dim) = the element-wise min and max
+// over tokens [0, n) (1 <= n <= P) of each key channel of KV head `kv_head` of
+// `layer`, read from an F32 open page.
+void page_key_bounds(const page_geometry & g, const float * open_page, int32_t layer, int32_t kv_head,
+                     int32_t n, float * kmin, float * kmax);
+// The same over a page of any type (the bounds of its dequantized keys).
+void page_key_bounds(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                     int32_t n, float * kmin, float * kmax);
+
+} // namespace gloas

@@ -1,0 +1,469 @@
+// K/V pages: layout, quantization, conversion, key bounds, and page_attend
+// against page_attend_ref and the dense attention reference.
+#include "kvcache/page.h"
+#include "quant/quant.h"
+#include "tensor/ops.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+std::vector<float> randn(std::mt19937 & rng, size_t n, float sigma = 1.0f) {
+    std::normal_distribution<float> nd(0.0f, sigma);
+    std::vector<float> x(n);
+    for (auto & v : x) v = nd(rng);
+    return x;
+}
+
+page_geometry make_geometry(int P, int n_layer, int n_head_kv, int head_dim) {
+    page_geometry g;
+    g.page_tokens = P;
+    g.n_layer = n_layer;
+    g.n_head_kv = n_head_kv;
+    g.head_dim = head_dim;
+    return g;
+}
+
+// K/V of a sequence: (n_layer, n_tok, n_embd_kv) each.
+struct kv_seq {
+    int n_tok = 0;
+    std::vector<float> k, v;
+};
+
+kv_seq random_seq(const page_geometry & g, int n_tok, std::mt19937 & rng) {
+    kv_seq s;
+    s.n_tok = n_tok;
+    s.k = randn(rng, size_t(g.n_layer) * n_tok * g.n_embd_kv());
+    s.v = randn(rng, size_t(g.n_layer) * n_tok * g.n_embd_kv());
+    return s;
+}
+
+// Pages of type t holding the sequence, the last one filled up to n_tok; the
+// unwritten tail of every open page starts as NaN. Each page is page_bytes + 64
+// bytes (so a kernel reading past a page would show under ASan only if it read
+// far).
+std::vector<std::vector<char>> make_pages(const page_geometry & g, const kv_seq & s, type t) {
+    const int P = g.page_tokens, ne = g.n_embd_kv();
+    std::vector<std::vector<char>> pages;
+    std::vector<float> open(size_t(g.n_rows()) * P);
+    for (int p0 = 0; p0 < s.n_tok; p0 += P) {
+        std::fill(open.begin(), open.end(), NAN);
+        const int n = std::min(P, s.n_tok - p0);
+        for (int il = 0; il < g.n_layer; ++il)
+            for (int i = 0; i < n; ++i) {
+                const size_t off = (size_t(il) * s.n_tok + p0 + i) * ne;
+                page_put_token(g, open.data(), il, i, s.k.data() + off, s.v.data() + off);
+            }
+        if (t != type::F32 && n < P)  // a partial page is only quantized once filled: pad with zeros
+            for (float & x : open) if (std::isnan(x)) x = 0.0f;
+        std::vector<char> page(g.page_bytes(t));
+        if (t == type::F32) std::memcpy(page.data(), open.data(), page.size());
+        else page_quantize(g, open.data(), t, page.data());
+        pages.push_back(std::move(page));
+    }
+    return pages;
+}
+
+struct state_buf {
+    std::vector<float> m, l, acc;
+    attn_state s;
+    state_buf(int group, int head_dim) : m(size_t(group)), l(size_t(group)), acc(size_t(group) * head_dim) {
+        s = attn_state{m.data(), l.data(), acc.data()};
+        attn_state_init(s, group, head_dim);
+    }
+};
+
+// Output (group, head_dim) of query heads q (already scaled) of KV head hk of
+// layer il over the first n_tok tokens of the pages, with page_attend (fast) or page_attend_ref.
+std::vector<float> attend_pages(const page_geometry & g, type t, const std::vector<std::vector<char>> & pages,
+                                int n_tok, int il, int hk, const float * q, int group, bool fast) {
+    state_buf st(group, g.head_dim);
+    for (size_t p = 0; p < pages.size() && int(p) * g.page_tokens < n_tok; ++p) {
+        const int n = std::min<int>(g.page_tokens, n_tok - int(p) * g.page_tokens);
+        if (fast) page_attend(g, t, pages[p].data(), il, hk, n, q, group, st.s);
+        else page_attend_ref(g, t, pages[p].data(), il, hk, n, q, group, st.s);
+    }
+    std::vector<float> out(size_t(group) * g.head_dim);
+    attn_state_finish(st.s, group, g.head_dim, out.data());
+    return out;
+}
+
+double max_abs(const std::vector<float> & x) {
+    double m = 0.0;
+    for (float v : x) m = std::max(m, double(std::fabs(v)));
+    return m;
+}
+
+double max_abs_diff(const std::vector<float> & a, const std::vector<float> & b) {
+    double m = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+    return m;
+}
+
+double cosine(const std::vector<float> & a, const std::vector<float> & b) {
+    double ab = 0.0, aa = 0.0, bb = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        ab += double(a[i]) * b[i];
+        aa += double(a[i]) * a[i];
+        bb += double(b[i]) * b[i];
+    }
+    return ab / std::sqrt(aa * bb);
+}
+
+bool all_finite(const std::vector<float> & x) {
+    for (float v : x) if (!std::isfinite(v)) return false;
+    return true;
+}
+
+const type PAGE_TYPES[] = {type::F32, type::F16, type::BF16, type::Q8_0, type::Q4_0};
+
+} // namespace
+
+TEST_CASE("page layout: put tokens, quantize, dequantize rows") {
+    std::mt19937 rng(1);
+    for (int P : {16, 32, 64}) {
+        for (int D : {5, 8, 64}) {
+            const page_geometry g = make_geometry(P, 2, 2, D);
+            const int ne = g.n_embd_kv();
+            const kv_seq s = random_seq(g, P, rng);
+            std::vector<float> open(size_t(g.n_rows()) * P, NAN);
+            for (int il = 0; il < g.n_layer; ++il)
+                for (int i = 0; i < P; ++i) {
+                    const size_t off = (size_t(il) * P + i) * ne;
+                    page_put_token(g, open.data(), il, i, s.k.data() + off, s.v.data() + off);
+                }
+            // every value where the layout says: row (layer, K|V, channel), column token
+            int misplaced = 0;
+            for (int il = 0; il < g.n_layer; ++il)
+                for (int kind = 0; kind < 2; ++kind)
+                    for (int c = 0; c < ne; ++c)
+                        for (int i = 0; i < P; ++i) {
+                            const float want = (kind == 0 ? s.k : s.v)[(size_t(il) * P + i) * ne + c];
+                            misplaced += open[size_t(g.row_index(il, kind, c)) * P + i] != want;
+                        }
+            REQUIRE(misplaced == 0);
+            for (type t : PAGE_TYPES) {
+                if (!g.valid_for(t)) continue;
+                CAPTURE(P); CAPTURE(D); CAPTURE(std::string(type_name(t)));
+                std::vector<char> page(g.page_bytes(t));
+                page_quantize(g, open.data(), t, page.data());
+                const size_t rb = g.row_bytes(t);
+                std::vector<char> want(rb);
+                int out_of_bound = 0;
+                std::vector<float> row(static_cast<size_t>(P));
+                for (int64_t r = 0; r < g.n_rows(); ++r) {
+                    const float * x = open.data() + r * P;
+                    traits(t).from_float_ref(x, want.data(), P);  // the quantizer's bytes, row by row
+                    REQUIRE(std::memcmp(want.data(), page.data() + size_t(r) * rb, rb) == 0);
+                    traits(t).to_float(page.data() + size_t(r) * rb, row.data(), P);
+                    for (int b = 0; b < P; b += int(traits(t).blck_size)) {
+                        const int nb = int(traits(t).blck_size);
+                        float amax = 0.0f;
+                        for (int i = b; i < b + nb; ++i) amax = std::max(amax, std::fabs(x[i]));
+                        for (int i = b; i < b + nb; ++i) {
+                            float bound = 0.0f;
+                            switch (t) {
+                            case type::F16:  bound = std::fabs(x[i]) * 0x1p-11f + 0x1p-25f; break;  // + half the subnormal step
+                            case type::BF16: bound = std::fabs(x[i]) * 0x1p-8f; break;
+                            case type::Q8_0: bound = amax * (0.5f / 127.0f + 0x1p-10f); break;  // half a step + fp16 scale
+                            case type::Q4_0: bound = amax * (1.0f / 8.0f + 0x1p-8f); break;     // a step at the clamped end
+                            default: break;
+                            }
+                            out_of_bound += !(std::fabs(row[size_t(i)] - x[i]) <= bound);
+                        }
+                    }
+                }
+                REQUIRE(out_of_bound == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("page_convert: Q8_0 -> Q4_0 is quantizing the dequantized values; F32 -> T is page_quantize") {
+    std::mt19937 rng(2);
+    for (int P : {32, 64}) {
+        const page_geometry g = make_geometry(P, 3, 2, 8);
+        const kv_seq s = random_seq(g, P, rng);
+        const std::vector<char> q8 = make_pages(g, s, type::Q8_0)[0];
+        const std::vector<char> f32 = make_pages(g, s, type::F32)[0];
+        std::vector<char> q4(g.page_bytes(type::Q4_0));
+        page_convert(g, q8.data(), type::Q8_0, type::Q4_0, q4.data());
+        std::vector<float> row(static_cast<size_t>(P));
+        std::vector<char> want(g.row_bytes(type::Q4_0));
+        for (int64_t r = 0; r < g.n_rows(); ++r) {
+            dequantize_row_q8_0(reinterpret_cast<const block_q8_0 *>(q8.data() + size_t(r) * g.row_bytes(type::Q8_0)), row.data(), P);
+            quantize_row_q4_0_ref(row.data(), reinterpret_cast<block_q4_0 *>(want.data()), P);
+            REQUIRE(std::memcmp(want.data(), q4.data() + size_t(r) * want.size(), want.size()) == 0);
+        }
+        for (type t : PAGE_TYPES) {
+            std::vector<char> a(g.page_bytes(t)), b(g.page_bytes(t));
+            page_convert(g, f32.data(), type::F32, t, a.data());
+            page_quantize(g, reinterpret_cast<const float *>(f32.data()), t, b.data());
+            CHECK(a == b);
+        }
+    }
+}
+
+TEST_CASE("attn_state: init and finish") {
+    state_buf st(3, 4);
+    for (int h = 0; h < 3; ++h) {
+        CHECK(std::isinf(st.m[size_t(h)]));
+        CHECK(st.m[size_t(h)] < 0.0f);
+        CHECK(st.l[size_t(h)] == 0.0f);
+    }
+    std::vector<float> out(12, 1.0f);
+    attn_state_finish(st.s, 3, 4, out.data());  // no tokens: zeros, not NaN
+    for (float x : out) CHECK(x == 0.0f);
+    st.l[1] = 2.0f;
+    st.acc[5] = 3.0f;
+    attn_state_finish(st.s, 3, 4, out.data());
+    CHECK(out[5] == 1.5f);
+}
+
+TEST_CASE("page_attend equals page_attend_ref: every type, head_dim, group, page size and fill") {
+    std::mt19937 rng(3);
+    int cases = 0;
+    for (type t : PAGE_TYPES) {
+        for (int P : {16, 32, 64}) {
+            for (int D : {1, 5, 8, 64, 128}) {
+                const page_geometry g = make_geometry(P, 2, 2, D);
+                if (!g.valid_for(t)) continue;
+                for (int n_last : {1, 7, 31, 32, 33, 63, 64}) {
+                    if (n_last > P || (D == 128 && n_last != 7 && n_last != 33)) continue;  // 128: a sample, for time
+                    const int n_tok = P + n_last;  // a full page and a partial one, through one state
+                    const kv_seq s = random_seq(g, n_tok, rng);
+                    const auto pages = make_pages(g, s, t);
+                    for (int group : {1, 2, 8, 13}) {  // head chunks of 1, 2, 8, 8 + 4 + 1
+                        CAPTURE(std::string(type_name(t))); CAPTURE(P); CAPTURE(D); CAPTURE(n_last); CAPTURE(group);
+                        const std::vector<float> q = randn(rng, size_t(group) * D, 1.0f / std::sqrt(float(D)));
+                        const auto ref = attend_pages(g, t, pages, n_tok, 1, 1, q.data(), group, false);
+                        const auto out = attend_pages(g, t, pages, n_tok, 1, 1, q.data(), group, true);
+                        REQUIRE(all_finite(out));
+                        REQUIRE(max_abs_diff(out, ref) <= 2e-6 * std::max(1.0, max_abs(ref)));
+                        ++cases;
+                    }
+                }
+            }
+        }
+    }
+    MESSAGE("page_attend vs page_attend_ref: ", cases, " cases");
+}
+
+TEST_CASE("page_attend over F32 pages equals ops::attention_f32_ref over the same K/V") {
+    std::mt19937 rng(4);
+    for (int P : {16, 32, 64}) {
+        for (int D : {8, 64}) {
+            for (int n_head_kv : {1, 4}) {
+                for (int group : {1, 2, 8}) {
+                    for (int n_tok : {1, 31, 100}) {
+                        CAPTURE(P); CAPTURE(D); CAPTURE(n_head_kv); CAPTURE(group); CAPTURE(n_tok);
+                        const page_geometry g = make_geometry(P, 1, n_head_kv, D);
+                        const int n_head = n_head_kv * group;
+                        const kv_seq s = random_seq(g, n_tok, rng);
+                        const auto pages = make_pages(g, s, type::F32);
+                        const std::vector<float> q = randn(rng, size_t(n_head) * D);
+                        const float scale = 1.0f / std::sqrt(float(D));
+                        std::vector<float> ref(size_t(n_head) * D);
+                        ops::attention_f32_ref(ref.data(), q.data(), s.k.data(), s.v.data(), n_tok, n_head, n_head_kv, D,
+                                               g.n_embd_kv(), scale);
+                        std::vector<float> qs(q.size());
+                        for (size_t i = 0; i < q.size(); ++i) qs[i] = q[i] * scale;
+                        for (bool fast : {false, true}) {
+                            std::vector<float> out;
+                            for (int hk = 0; hk < n_head_kv; ++hk) {
+                                const auto o = attend_pages(g, type::F32, pages, n_tok, 0, hk, qs.data() + size_t(hk) * group * D,
+                                                            group, fast);
+                                out.insert(out.end(), o.begin(), o.end());
+                            }
+                            CAPTURE(fast);
+                            REQUIRE(max_abs_diff(out, ref) <= 1e-5 * max_abs(ref));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("quantized pages against the F32 reference: measured error bounds") {
+    // Gaussian K, V (sigma 1) and q, 1/sqrt(D) scale, TinyLlama's head shape,
+    // 512 tokens in pages of 32: the output error of each page type.
+    std::mt19937 rng(5);
+    const int D = 64, group = 8, n_head_kv = 2, n_tok = 512;
+    const page_geometry g = make_geometry(32, 1, n_head_kv, D);
+    const float scale = 1.0f / std::sqrt(float(D));
+    struct bound { type t; double max_err; double min_cos; };
+    // measured (this seed, max |ref| 0.26): f16 max abs error 1.1e-4, 1 - cosine 5e-8;
+    // bf16 7.6e-4, 3e-6; q8_0 2.5e-3, 3.5e-5; q4_0 2.6e-2, 7.2e-3
+    const bound bounds[] = {
+        {type::F16, 5e-4, 1.0 - 5e-7},
+        {type::BF16, 3e-3, 1.0 - 2e-5},
+        {type::Q8_0, 1e-2, 1.0 - 2e-4},
+        {type::Q4_0, 0.1, 0.97},
+    };
+    const kv_seq s = random_seq(g, n_tok, rng);
+    const int n_head = n_head_kv * group;
+    const std::vector<float> q = randn(rng, size_t(n_head) * D);
+    std::vector<float> ref(size_t(n_head) * D);
+    ops::attention_f32_ref(ref.data(), q.data(), s.k.data(), s.v.data(), n_tok, n_head, n_head_kv, D, g.n_embd_kv(), scale);
+    std::vector<float> qs(q.size());
+    for (size_t i = 0; i < q.size(); ++i) qs[i] = q[i] * scale;
+    for (const bound & b : bounds) {
+        const auto pages = make_pages(g, s, b.t);
+        std::vector<float> out;
+        for (int hk = 0; hk < n_head_kv; ++hk) {
+            const auto o = attend_pages(g, b.t, pages, n_tok, 0, hk, qs.data() + size_t(hk) * group * D, group, true);
+            out.insert(out.end(), o.begin(), o.end());
+        }
+        const double err = max_abs_diff(out, ref), cs = cosine(out, ref);
+        MESSAGE(std::string(type_name(b.t)), ": max abs error ", err, ", 1 - cosine ", 1.0 - cs, " (max |ref| ", max_abs(ref), ")");
+        CAPTURE(std::string(type_name(b.t)));
+        CHECK(err <= b.max_err);
+        CHECK(cs >= b.min_cos);
+    }
+}
+
+TEST_CASE("page_key_bounds: element-wise min and max of the keys; the Quest bound holds") {
+    std::mt19937 rng(6);
+    for (int P : {32, 64}) {
+        for (int D : {1, 8, 64}) {
+            const page_geometry g = make_geometry(P, 2, 3, D);
+            const kv_seq s = random_seq(g, P, rng);
+            const std::vector<char> f32 = make_pages(g, s, type::F32)[0];
+            const std::vector<char> q8 = make_pages(g, s, type::Q8_0)[0];
+            const float * open = reinterpret_cast<const float *>(f32.data());
+            for (int n : {1, 7, 32, P}) {
+                for (int hk = 0; hk < g.n_head_kv; ++hk) {
+                    CAPTURE(P); CAPTURE(D); CAPTURE(n); CAPTURE(hk);
+                    std::vector<float> lo(static_cast<size_t>(D)), hi(static_cast<size_t>(D));
+                    page_key_bounds(g, open, 1, hk, n, lo.data(), hi.data());
+                    for (int d = 0; d < D; ++d) {
+                        float wlo = INFINITY, whi = -INFINITY;
+                        for (int i = 0; i < n; ++i) {
+                            const float k = s.k[(size_t(1) * P + i) * g.n_embd_kv() + hk * D + d];
+                            wlo = std::min(wlo, k);
+                            whi = std::max(whi, k);
+                        }
+                        REQUIRE(lo[size_t(d)] == wlo);
+                        REQUIRE(hi[size_t(d)] == whi);
+                    }
+                    // Quest: sum_d max(q_d min_d, q_d max_d) >= q.k_t for every token
+                    const std::vector<float> q = randn(rng, size_t(D));
+                    double ub = 0.0;
+                    for (int d = 0; d < D; ++d) ub += std::max(q[size_t(d)] * lo[size_t(d)], q[size_t(d)] * hi[size_t(d)]);
+                    for (int i = 0; i < n; ++i) {
+                        double dot = 0.0;
+                        for (int d = 0; d < D; ++d) dot += double(q[size_t(d)]) * s.k[(size_t(1) * P + i) * g.n_embd_kv() + hk * D + d];
+                        REQUIRE(dot <= ub + 1e-5);
+                    }
+                    // a quantized page: the bounds of its dequantized keys
+                    page_key_bounds(g, type::Q8_0, q8.data(), 1, hk, n, lo.data(), hi.data());
+                    std::vector<float> row(static_cast<size_t>(P));
+                    for (int d = 0; d < D; ++d) {
+                        const size_t r = size_t(g.row_index(1, 0, hk * D + d));
+                        traits(type::Q8_0).to_float(q8.data() + r * g.row_bytes(type::Q8_0), row.data(), P);
+                        REQUIRE(lo[size_t(d)] == *std::min_element(row.begin(), row.begin() + n));
+                        REQUIRE(hi[size_t(d)] == *std::max_element(row.begin(), row.begin() + n));
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("page_attend_multi: a chunk of causal queries over the pages equals page_attend and the dense reference") {
+    std::mt19937 rng(7);
+    for (type t : PAGE_TYPES) {
+        for (int P : {32, 64}) {
+            for (int D : {5, 64}) {
+                for (int group : {1, 3, 8}) {
+                    CAPTURE(std::string(type_name(t))); CAPTURE(P); CAPTURE(D); CAPTURE(group);
+                    const page_geometry g = make_geometry(P, 2, 2, D);
+                    const int n_tok = 2 * P + 9, n_q = 13, pos0 = n_tok - n_q;  // queries at the last 13 positions
+                    const kv_seq s = random_seq(g, n_tok, rng);
+                    const auto pages = make_pages(g, s, t);
+                    const std::vector<float> q = randn(rng, size_t(n_q) * group * D, 1.0f / std::sqrt(float(D)));
+                    const int nh = n_q * group;
+                    state_buf fast(nh, D), ref(nh, D);
+                    std::vector<int32_t> n_valid(static_cast<size_t>(n_q));
+                    for (size_t p = 0; p < pages.size(); ++p) {
+                        for (int i = 0; i < n_q; ++i)  // query at pos0 + i sees positions [0, pos0 + i]
+                            n_valid[size_t(i)] = std::max(0, std::min(P, pos0 + i + 1 - int(p) * P));
+                        page_attend_multi(g, t, pages[p].data(), 1, 0, n_q, n_valid.data(), q.data(), group, fast.s);
+                        page_attend_multi_ref(g, t, pages[p].data(), 1, 0, n_q, n_valid.data(), q.data(), group, ref.s);
+                    }
+                    std::vector<float> out(size_t(nh) * D), want(size_t(nh) * D);
+                    attn_state_finish(fast.s, nh, D, out.data());
+                    attn_state_finish(ref.s, nh, D, want.data());
+                    REQUIRE(all_finite(out));
+                    REQUIRE(max_abs_diff(out, want) <= 2e-6 * std::max(1.0, max_abs(want)));
+                    // each query token alone through page_attend
+                    for (int i = 0; i < n_q; ++i) {
+                        const int n_i = pos0 + i + 1;
+                        const auto one = attend_pages(g, t, pages, n_i, 1, 0, q.data() + size_t(i) * group * D, group, true);
+                        const std::vector<float> mine(out.begin() + size_t(i) * group * D, out.begin() + size_t(i + 1) * group * D);
+                        REQUIRE(max_abs_diff(mine, one) <= 2e-6 * std::max(1.0, max_abs(one)));
+                    }
+                    if (t != type::F32) continue;
+                    // F32 pages: the dense reference over positions [0, pos0 + i]
+                    std::vector<float> kl(s.k.begin() + size_t(n_tok) * g.n_embd_kv(), s.k.end());  // layer 1
+                    std::vector<float> vl(s.v.begin() + size_t(n_tok) * g.n_embd_kv(), s.v.end());
+                    for (int i = 0; i < n_q; ++i) {
+                        std::vector<float> d(size_t(group) * D);
+                        // KV head 0 of 2: query heads [0, group) of a 2*group-head layer read it
+                        std::vector<float> q2(size_t(2 * group) * D, 0.0f);
+                        std::copy(q.begin() + size_t(i) * group * D, q.begin() + size_t(i + 1) * group * D, q2.begin());
+                        std::vector<float> o2(q2.size());
+                        ops::attention_f32_ref(o2.data(), q2.data(), kl.data(), vl.data(), pos0 + i + 1, 2 * group, 2, D,
+                                               g.n_embd_kv(), 1.0f);
+                        std::copy(o2.begin(), o2.begin() + size_t(group) * D, d.begin());
+                        const std::vector<float> mine(out.begin() + size_t(i) * group * D, out.begin() + size_t(i + 1) * group * D);
+                        REQUIRE(max_abs_diff(mine, d) <= 1e-5 * max_abs(d));
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("page_attend_multi: a query token with no token of the page keeps its state") {
+    const page_geometry g = make_geometry(32, 1, 1, 8);
+    std::mt19937 rng(8);
+    const kv_seq s = random_seq(g, 32, rng);
+    const auto pages = make_pages(g, s, type::Q8_0);
+    const std::vector<float> q = randn(rng, 3 * 2 * 8);
+    state_buf st(6, 8);
+    const int32_t n_valid[3] = {0, 5, 0};
+    page_attend_multi(g, type::Q8_0, pages[0].data(), 0, 0, 3, n_valid, q.data(), 2, st.s);
+    for (int h : {0, 1, 4, 5}) {
+        CHECK(std::isinf(st.m[size_t(h)]));
+        CHECK(st.l[size_t(h)] == 0.0f);
+    }
+    for (int i = 0; i < 8; ++i) CHECK(st.acc[size_t(i)] == 0.0f);
+    CHECK(st.l[2] > 0.0f);
+    page_prefetch(g, type::Q8_0, pages[0].data(), 0, 0);  // a hint: no effect to check but no fault
+}
+
+TEST_CASE("page_attend beyond the register kernel's head_dim (the portable path)") {
+    std::mt19937 rng(9);
+    for (type t : {type::F32, type::Q8_0}) {
+        const int D = 260, P = 32, group = 2;
+        const page_geometry g = make_geometry(P, 1, 1, D);
+        const kv_seq s = random_seq(g, P + 5, rng);
+        const auto pages = make_pages(g, s, t);
+        const std::vector<float> q = randn(rng, size_t(group) * D, 1.0f / std::sqrt(float(D)));
+        const auto ref = attend_pages(g, t, pages, P + 5, 0, 0, q.data(), group, false);
+        const auto out = attend_pages(g, t, pages, P + 5, 0, 0, q.data(), group, true);
+        CAPTURE(std::string(type_name(t)));
+        REQUIRE(max_abs_diff(out, ref) <= 2e-6 * std::max(1.0, max_abs(ref)));
+    }
+}
