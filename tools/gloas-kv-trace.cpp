@@ -1,0 +1,338 @@
+// gloas-kv-trace: hit rates of the K/V store's eviction policies on a
+// synthetic multi-user prefix-caching workload.
+//
+//   gloas-kv-trace [--seed N] [--requests N] [--capacity P1,P2,...] [--compressed-share F]
+//                  [--miss-hint]
+//
+// The workload: a few system prompts (20 pages each, Zipf-like popularity);
+// each request is a system prompt followed by a user-specific tail of 1-10
+// pages; some users come back with their whole earlier conversation as prefix
+// plus a new tail; occasionally a one-off long document scans 50-120 new pages
+// once. Pages are named by a prefix hash chained over the request, as the
+// store's prefix index names them.
+//
+// Every policy replays the same trace through the same cache simulation: a
+// request walks its pages in order; a resident page is a hit (an access), a
+// missing one a miss, inserted after evicting until it fits; the request's
+// pages are in use (not evictable) until it ends. Capacities are in pages of
+// FULL_BYTES (a Q8_0 page); COMPRESSED re-quantizes to COMPRESSED_BYTES (Q4_0)
+// and its compressed pages count as hits. Prints one markdown table: hit rate
+// per policy (rows) and capacity (columns).
+#include "kvcache/policy.h"
+#include "tensor/error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+constexpr size_t FULL_BYTES = 34;        // per page, in blocks of bytes: Q8_0
+constexpr size_t COMPRESSED_BYTES = 18;  // Q4_0
+
+uint64_t mix(uint64_t x) {  // splitmix64 finalizer
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+struct workload_params {
+    uint64_t seed = 1;
+    int n_requests = 20000;
+    int n_system = 4;           // system prompts
+    int system_pages = 20;      // pages per system prompt
+    double zipf_s = 1.0;        // popularity of system prompt i ~ 1 / (i + 1)^s
+    int tail_min = 1, tail_max = 10;
+    double p_return = 0.35;     // a request is a returning user's next turn
+    int recent_users = 400;     // returning users come from the most recent ones
+    int max_conversation = 80;  // pages; longer conversations end
+    double p_document = 0.02;   // a request is a one-off long document
+    int doc_min = 50, doc_max = 120;
+};
+
+struct workload {
+    std::vector<std::vector<uint64_t>> requests;  // page hashes, in walk order
+    size_t n_lookups = 0;
+    size_t n_distinct = 0;
+    size_t n_reused = 0;  // distinct pages referenced by more than one request
+};
+
+workload make_workload(const workload_params & wp) {
+    std::mt19937_64 rng(wp.seed);
+    uint64_t fresh = 0;  // content counter: every new page gets new tokens
+    auto new_page = [&](uint64_t parent) { return mix(parent ^ mix(++fresh + (wp.seed << 40))); };
+
+    std::vector<std::vector<uint64_t>> system(size_t(wp.n_system));
+    std::vector<double> weights;
+    for (int s = 0; s < wp.n_system; ++s) {
+        uint64_t h = 0;
+        for (int i = 0; i < wp.system_pages; ++i) system[size_t(s)].push_back(h = new_page(h));
+        weights.push_back(1.0 / std::pow(double(s + 1), wp.zipf_s));
+    }
+    std::discrete_distribution<int> pick_system(weights.begin(), weights.end());
+    std::uniform_int_distribution<int> tail_len(wp.tail_min, wp.tail_max);
+    std::uniform_int_distribution<int> doc_len(wp.doc_min, wp.doc_max);
+    std::uniform_real_distribution<double> u01(0.0, 1.0);
+
+    std::vector<std::vector<uint64_t>> users;  // each user's conversation so far
+    std::vector<size_t> active;                // users that may come back, oldest first
+
+    workload w;
+    for (int r = 0; r < wp.n_requests; ++r) {
+        const double x = u01(rng);
+        std::vector<uint64_t> pages;
+        if (x < wp.p_document) {
+            pages = system[size_t(pick_system(rng))];
+            const int n = doc_len(rng);
+            for (int i = 0; i < n; ++i) pages.push_back(new_page(pages.back()));
+        } else {
+            size_t user;
+            if (x < wp.p_document + wp.p_return && !active.empty()) {
+                // Recent users are likelier to return: the age rank is geometric-ish.
+                const size_t n = std::min(active.size(), size_t(wp.recent_users));
+                const double ur = u01(rng);
+                const size_t rank = std::min(n - 1, size_t(double(n) * ur * ur));
+                const size_t at = active.size() - 1 - rank;
+                user = active[at];
+                active.erase(active.begin() + long(at));
+            } else {
+                user = users.size();
+                users.push_back(system[size_t(pick_system(rng))]);
+            }
+            std::vector<uint64_t> & conv = users[user];
+            const int n = tail_len(rng);
+            for (int i = 0; i < n; ++i) conv.push_back(new_page(conv.back()));
+            pages = conv;
+            if (int(conv.size()) < wp.max_conversation) active.push_back(user);
+            else conv = {};  // the conversation ends; free its memory
+        }
+        w.n_lookups += pages.size();
+        w.requests.push_back(std::move(pages));
+    }
+    std::unordered_map<uint64_t, int> seen;
+    for (const auto & req : w.requests) {
+        for (uint64_t h : req) seen[h] += 1;
+    }
+    w.n_distinct = seen.size();
+    for (const auto & [h, n] : seen) w.n_reused += n > 1;
+    return w;
+}
+
+struct sim_result {
+    uint64_t hits = 0, lookups = 0;
+    uint64_t bypassed = 0;  // misses that could not be cached (everything in use)
+};
+
+// Replays the workload through one policy with `capacity` bytes.
+sim_result simulate(evict_policy kind, const workload & w, size_t capacity, double share, bool miss_hint) {
+    std::unique_ptr<eviction_policy> pol = make_eviction_policy(kind, capacity, share);
+    struct slot_info {
+        uint64_t hash;
+        size_t bytes;
+        bool compressed;
+        uint64_t in_use;  // request id using it, +1 (0: none)
+    };
+    std::vector<slot_info> slots;
+    std::vector<int64_t> free_slots;
+    std::unordered_map<uint64_t, int64_t> resident;
+    size_t used = 0;
+    uint64_t clock = 0;
+    sim_result res;
+    uint64_t req_id = 0;
+    const auto evictable = [&](int64_t s) { return slots[size_t(s)].in_use != req_id; };
+
+    for (const auto & req : w.requests) {
+        ++req_id;  // pages marked with an earlier request id are no longer in use
+        for (uint64_t h : req) {
+            ++res.lookups;
+            auto it = resident.find(h);
+            if (it != resident.end()) {
+                ++res.hits;
+                slots[size_t(it->second)].in_use = req_id;
+                pol->on_access(it->second, ++clock);
+                continue;
+            }
+            if (miss_hint) pol->on_miss(h);
+            bool fits = true;
+            while (used + FULL_BYTES > capacity) {
+                const eviction e = pol->choose(evictable);
+                if (e.slot < 0) {
+                    fits = false;
+                    break;
+                }
+                slot_info & v = slots[size_t(e.slot)];
+                GLOAS_ASSERT(v.in_use != req_id && v.bytes > 0);
+                if (e.action == evict_action::COMPRESS) {
+                    GLOAS_ASSERT(!v.compressed);
+                    used -= v.bytes - COMPRESSED_BYTES;
+                    v.bytes = COMPRESSED_BYTES;
+                    v.compressed = true;
+                    pol->on_compress(e.slot, v.bytes);
+                } else {
+                    used -= v.bytes;
+                    resident.erase(v.hash);
+                    v = slot_info{0, 0, false, 0};
+                    free_slots.push_back(e.slot);
+                    pol->on_remove(e.slot);
+                }
+            }
+            if (!fits) {
+                ++res.bypassed;
+                continue;
+            }
+            int64_t s;
+            if (!free_slots.empty()) {
+                s = free_slots.back();
+                free_slots.pop_back();
+            } else {
+                s = int64_t(slots.size());
+                slots.push_back({});
+            }
+            slots[size_t(s)] = slot_info{h, FULL_BYTES, false, req_id};
+            resident[h] = s;
+            used += FULL_BYTES;
+            GLOAS_ASSERT(used <= capacity);
+            page_stats st;
+            st.slot = s;
+            st.hash = h;
+            st.bytes = FULL_BYTES;
+            st.n_access = 1;
+            st.last_access = st.inserted = ++clock;
+            pol->on_insert(st, clock);
+        }
+    }
+    return res;
+}
+
+std::vector<long> parse_list(const char * flag, const char * s) {
+    std::vector<long> out;
+    std::string str(s);
+    size_t at = 0;
+    while (at <= str.size()) {
+        const size_t comma = std::min(str.find(',', at), str.size());
+        const std::string item = str.substr(at, comma - at);
+        char * end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || v <= 0) {
+            throw error(format("gloas-kv-trace: %s: '%s' is not a list of positive integers", flag, s));
+        }
+        out.push_back(v);
+        at = comma + 1;
+    }
+    return out;
+}
+
+long parse_int(const char * flag, const char * s, long lo, long hi) {
+    char * end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (!*s || *end != '\0' || v < lo || v > hi) {
+        throw error(format("gloas-kv-trace: %s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi));
+    }
+    return v;
+}
+
+void usage(FILE * f) {
+    std::fprintf(f,
+                 "usage: gloas-kv-trace [options]\n"
+                 "\n"
+                 "Replays a synthetic prefix-caching workload (shared system prompts, user\n"
+                 "tails, returning users, one-off long documents) through every eviction\n"
+                 "policy of the K/V store and prints the hit rate per policy and capacity.\n"
+                 "\n"
+                 "  --seed N               workload seed (default 1)\n"
+                 "  --requests N           number of requests (default 20000)\n"
+                 "  --capacity P1,P2,...   store capacities in pages (default 64,128,256,512,1024)\n"
+                 "  --compressed-share F   COMPRESSED: share of the capacity for compressed\n"
+                 "                         pages (default 0.3)\n"
+                 "  --miss-hint            report each miss with on_miss() before making room\n"
+                 "                         for it (ADAPTIVE then adapts before choosing, as ARC\n"
+                 "                         does; the store does not know the hash that early)\n"
+                 "  -h, --help             this text\n");
+}
+
+} // namespace
+
+int main(int argc, char ** argv) {
+    try {
+        workload_params wp;
+        std::vector<long> capacities = {64, 128, 256, 512, 1024};
+        double share = 0.3;
+        bool miss_hint = false;
+        for (int i = 1; i < argc; ++i) {
+            const char * a = argv[i];
+            auto value = [&]() -> const char * {
+                if (i + 1 >= argc) throw error(format("gloas-kv-trace: %s needs a value", a));
+                return argv[++i];
+            };
+            if (!std::strcmp(a, "-h") || !std::strcmp(a, "--help")) {
+                usage(stdout);
+                return 0;
+            } else if (!std::strcmp(a, "--seed")) {
+                wp.seed = uint64_t(parse_int(a, value(), 0, 1L << 40));
+            } else if (!std::strcmp(a, "--requests")) {
+                wp.n_requests = int(parse_int(a, value(), 1, 10000000));
+            } else if (!std::strcmp(a, "--capacity")) {
+                capacities = parse_list(a, value());
+            } else if (!std::strcmp(a, "--miss-hint")) {
+                miss_hint = true;
+            } else if (!std::strcmp(a, "--compressed-share")) {
+                const char * v = value();
+                char * end = nullptr;
+                share = std::strtod(v, &end);
+                if (!*v || *end != '\0' || !(share >= 0.0 && share <= 1.0)) {
+                    throw error(format("gloas-kv-trace: --compressed-share: '%s' is not a number in [0, 1]", v));
+                }
+            } else {
+                usage(stderr);
+                throw error(format("gloas-kv-trace: unknown argument '%s'", a));
+            }
+        }
+
+        const workload w = make_workload(wp);
+        std::printf("workload: seed %llu, %d requests, %zu page lookups, %zu distinct pages, "
+                    "%zu reused by more than one request\n",
+                    (unsigned long long) wp.seed, wp.n_requests, w.n_lookups, w.n_distinct, w.n_reused);
+        std::printf("(%d system prompts of %d pages, Zipf s=%.1f; tails %d-%d pages; %.0f%% returning users; "
+                    "%.0f%% documents of %d-%d pages; compressed share %.2f)\n\n",
+                    wp.n_system, wp.system_pages, wp.zipf_s, wp.tail_min, wp.tail_max, 100 * wp.p_return,
+                    100 * wp.p_document, wp.doc_min, wp.doc_max, share);
+
+        std::printf("| policy     |");
+        for (long c : capacities) std::printf(" %5ld pages |", c);
+        std::printf("\n|------------|");
+        for (size_t i = 0; i < capacities.size(); ++i) std::printf("------------:|");
+        std::printf("\n");
+        std::vector<uint64_t> bypassed(capacities.size(), 0);
+        for (evict_policy p : {evict_policy::LRU, evict_policy::LFU, evict_policy::FIFO, evict_policy::ADAPTIVE,
+                               evict_policy::COMPRESSED}) {
+            std::printf("| %-10s |", evict_policy_name(p));
+            for (size_t i = 0; i < capacities.size(); ++i) {
+                const sim_result r = simulate(p, w, size_t(capacities[i]) * FULL_BYTES, share, miss_hint);
+                std::printf("      %5.1f%% |", 100.0 * double(r.hits) / double(std::max<uint64_t>(r.lookups, 1)));
+                bypassed[i] = std::max(bypassed[i], r.bypassed);
+            }
+            std::printf("\n");
+            std::fflush(stdout);
+        }
+        std::printf("\nhit rate = hits / page lookups. A request's pages are in use until it ends; misses left\n"
+                    "uncached because they filled the whole store (most over the policies):");
+        for (size_t i = 0; i < capacities.size(); ++i) {
+            std::printf("%s %llu", i ? "," : "", (unsigned long long) bypassed[i]);
+        }
+        std::printf(".\n");
+        return 0;
+    } catch (const std::exception & e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    }
+}
