@@ -9,6 +9,8 @@
 // generated and quantized a chunk of rows at a time and streamed to the file.
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
+#include "decoder/llama-gguf.h"
+#include "decoder/tokenizer.h"
 #include "quant/types.h"
 #include "tensor/error.h"
 
@@ -112,35 +114,22 @@ uint64_t mix(uint64_t a, uint64_t b) {
     return r.next();
 }
 
-// llama.cpp's llama_ftype for a file whose weights are mostly of type t.
-uint32_t file_type_of(type t) {
-    switch (t) {
-        case type::F32:  return 0;   // LLAMA_FTYPE_ALL_F32
-        case type::F16:  return 1;   // LLAMA_FTYPE_MOSTLY_F16
-        case type::Q4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
-        case type::Q8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
-        case type::BF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
-    }
-    return 0;
-}
-
 // A valid SentencePiece-style vocabulary of n tokens: <unk>, <s>, </s>, the 256
 // byte tokens <0x00>..<0xFF>, then distinct printable pieces ("▁" marks a word
 // start) with decreasing scores.
 void synth_vocab(gguf_writer & w, int64_t n) {
-    std::vector<std::string> tokens;
-    std::vector<float> scores;
-    std::vector<int32_t> types;  // 1 normal, 2 unknown, 3 control, 6 byte
+    vocab v;
+    std::vector<std::string> & tokens = v.pieces;
     tokens.reserve(size_t(n));
-    auto add = [&](std::string s, float score, int32_t t) {
+    auto add = [&](std::string s, float score, token_type t) {
         tokens.push_back(std::move(s));
-        scores.push_back(score);
-        types.push_back(t);
+        v.scores.push_back(score);
+        v.types.push_back(t);
     };
-    add("<unk>", 0.0f, 2);
-    add("<s>", 0.0f, 3);
-    add("</s>", 0.0f, 3);
-    for (int b = 0; b < 256; ++b) add(format("<0x%02X>", b), 0.0f, 6);
+    add("<unk>", 0.0f, token_type::UNKNOWN);
+    add("<s>", 0.0f, token_type::CONTROL);
+    add("</s>", 0.0f, token_type::CONTROL);
+    for (int b = 0; b < 256; ++b) add(format("<0x%02X>", b), 0.0f, token_type::BYTE);
     const std::string space = "\xe2\x96\x81";  // U+2581
     const std::string letters = "etaoinshrdlcumwfgypbvkjxqz";
     // Pieces in order of length: single printable characters, then letter
@@ -163,18 +152,12 @@ void synth_vocab(gguf_writer & w, int64_t n) {
         if (level.size() > size_t(n) * 26) break;
     }
     for (size_t i = 0; int64_t(tokens.size()) < n && i < pieces.size(); ++i)
-        add(pieces[i], -float(i), 1);
+        add(pieces[i], -float(i), token_type::NORMAL);
     GLOAS_ASSERT(int64_t(tokens.size()) == n);
-    w.set_str("tokenizer.ggml.model", "llama");
-    w.set_str("tokenizer.ggml.pre", "default");
-    w.set_str_array("tokenizer.ggml.tokens", tokens);
-    w.set_array("tokenizer.ggml.scores", scores);
-    w.set_array("tokenizer.ggml.token_type", types);
-    w.set_u32("tokenizer.ggml.bos_token_id", 1);
-    w.set_u32("tokenizer.ggml.eos_token_id", 2);
-    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
-    w.set_bool("tokenizer.ggml.add_bos_token", true);
-    w.set_bool("tokenizer.ggml.add_eos_token", false);
+    v.bos = 1;
+    v.eos = 2;
+    v.unk = 0;
+    llama_gguf_set_vocab(w, v);
 }
 
 // Fill callback for one tensor: rows of `ne0` values, each row from its own
@@ -284,20 +267,20 @@ int main(int argc, char ** argv) {
         const int64_t head_dim = c.dim / c.heads;
         const int64_t kv_dim = head_dim * c.kv_heads;
 
-        w.set_str("general.architecture", "llama");
-        w.set_str("general.name", c.name.empty() ? preset_name : c.name);
-        w.set_u32("general.file_type", file_type_of(wtype));
-        if (traits(wtype).is_quantized) w.set_u32("general.quantization_version", 2);
-        w.set_u32("llama.context_length", uint32_t(c.ctx));
-        w.set_u32("llama.embedding_length", uint32_t(c.dim));
-        w.set_u32("llama.block_count", uint32_t(c.layers));
-        w.set_u32("llama.feed_forward_length", uint32_t(c.ffn));
-        w.set_u32("llama.rope.dimension_count", uint32_t(head_dim));
-        w.set_u32("llama.attention.head_count", uint32_t(c.heads));
-        w.set_u32("llama.attention.head_count_kv", uint32_t(c.kv_heads));
-        w.set_f32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
-        w.set_f32("llama.rope.freq_base", c.rope_base);
-        w.set_u32("llama.vocab_size", uint32_t(c.vocab));
+        llama_gguf_hparams hp;
+        hp.name = c.name.empty() ? preset_name : c.name;
+        hp.n_vocab = c.vocab;
+        hp.n_ctx = c.ctx;
+        hp.n_embd = c.dim;
+        hp.n_ff = c.ffn;
+        hp.n_head = c.heads;
+        hp.n_head_kv = c.kv_heads;
+        hp.n_layer = c.layers;
+        hp.head_dim = head_dim;
+        hp.rms_eps = c.rms_eps;
+        hp.rope_freq_base = c.rope_base;
+        hp.wtype = wtype;
+        llama_gguf_set_hparams(w, hp);
         if (vf) w.copy_metadata(*vf, "tokenizer.");
         else synth_vocab(w, c.vocab);
 
@@ -308,21 +291,20 @@ int main(int argc, char ** argv) {
             const int64_t ne[2] = {ne0, norm ? 1 : ne1};
             w.add_tensor(name, t, norm ? 1 : 2, ne, make_fill(t, ne0, mix(seed, ++tensor_no), norm));
         };
-        add("token_embd.weight", c.dim, c.vocab);
+        add(llama_tensor_name(llama_tensor::TOKEN_EMBD), c.dim, c.vocab);
         for (int64_t l = 0; l < c.layers; ++l) {
-            const std::string p = "blk." + std::to_string(l) + ".";
-            add(p + "attn_norm.weight", c.dim, 0);
-            add(p + "attn_q.weight", c.dim, c.dim);
-            add(p + "attn_k.weight", c.dim, kv_dim);
-            add(p + "attn_v.weight", c.dim, kv_dim);
-            add(p + "attn_output.weight", c.dim, c.dim);
-            add(p + "ffn_norm.weight", c.dim, 0);
-            add(p + "ffn_gate.weight", c.dim, c.ffn);
-            add(p + "ffn_down.weight", c.ffn, c.dim);
-            add(p + "ffn_up.weight", c.dim, c.ffn);
+            add(llama_tensor_name(llama_tensor::ATTN_NORM, l), c.dim, 0);
+            add(llama_tensor_name(llama_tensor::ATTN_Q, l), c.dim, c.dim);
+            add(llama_tensor_name(llama_tensor::ATTN_K, l), c.dim, kv_dim);
+            add(llama_tensor_name(llama_tensor::ATTN_V, l), c.dim, kv_dim);
+            add(llama_tensor_name(llama_tensor::ATTN_OUTPUT, l), c.dim, c.dim);
+            add(llama_tensor_name(llama_tensor::FFN_NORM, l), c.dim, 0);
+            add(llama_tensor_name(llama_tensor::FFN_GATE, l), c.dim, c.ffn);
+            add(llama_tensor_name(llama_tensor::FFN_DOWN, l), c.ffn, c.dim);
+            add(llama_tensor_name(llama_tensor::FFN_UP, l), c.dim, c.ffn);
         }
-        add("output_norm.weight", c.dim, 0);
-        add("output.weight", c.dim, c.vocab);
+        add(llama_tensor_name(llama_tensor::OUTPUT_NORM), c.dim, 0);
+        add(llama_tensor_name(llama_tensor::OUTPUT), c.dim, c.vocab);
 
         const auto t0 = std::chrono::steady_clock::now();
         double last = -1.0;

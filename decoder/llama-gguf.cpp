@@ -1,0 +1,83 @@
+#include "decoder/llama-gguf.h"
+
+#include "tensor/error.h"
+
+#include <vector>
+
+namespace gloas {
+
+uint32_t llama_file_type(type t) {
+    switch (t) {
+        case type::F32:  return 0;
+        case type::F16:  return 1;
+        case type::Q4_0: return 2;
+        case type::Q8_0: return 7;
+        case type::BF16: return 32;
+    }
+    return 0;
+}
+
+void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp) {
+    const int64_t head_dim = hp.head_dim > 0 ? hp.head_dim : (hp.n_head > 0 ? hp.n_embd / hp.n_head : 0);
+    auto u32 = [](const char * what, int64_t v) {
+        if (v <= 0 || v > int64_t(UINT32_MAX)) throw error(format("llama model: %s = %lld is out of range", what, (long long) v));
+        return uint32_t(v);
+    };
+    w.set_str("general.architecture", "llama");
+    w.set_str("general.name", hp.name);
+    w.set_u32("general.file_type", llama_file_type(hp.wtype));
+    if (traits(hp.wtype).is_quantized) w.set_u32("general.quantization_version", 2);
+    w.set_u32("llama.context_length", u32("context_length", hp.n_ctx));
+    w.set_u32("llama.embedding_length", u32("embedding_length", hp.n_embd));
+    w.set_u32("llama.block_count", u32("block_count", hp.n_layer));
+    w.set_u32("llama.feed_forward_length", u32("feed_forward_length", hp.n_ff));
+    w.set_u32("llama.rope.dimension_count", u32("head_dim", head_dim));
+    w.set_u32("llama.attention.head_count", u32("head_count", hp.n_head));
+    w.set_u32("llama.attention.head_count_kv", u32("head_count_kv", hp.n_head_kv));
+    if (head_dim * hp.n_head != hp.n_embd) {
+        w.set_u32("llama.attention.key_length", uint32_t(head_dim));
+        w.set_u32("llama.attention.value_length", uint32_t(head_dim));
+    }
+    w.set_f32("llama.attention.layer_norm_rms_epsilon", hp.rms_eps);
+    w.set_f32("llama.rope.freq_base", hp.rope_freq_base);
+    w.set_u32("llama.vocab_size", u32("vocab_size", hp.n_vocab));
+}
+
+void llama_gguf_set_vocab(gguf_writer & w, const vocab & v) {
+    if (v.scores.size() != v.pieces.size() || v.types.size() != v.pieces.size())
+        throw error("vocabulary: pieces, scores and types differ in length");
+    std::vector<int32_t> types(v.types.size());
+    for (size_t i = 0; i < types.size(); ++i) types[i] = int32_t(v.types[i]);
+    w.set_str("tokenizer.ggml.model", "llama");
+    w.set_str("tokenizer.ggml.pre", "default");
+    w.set_str_array("tokenizer.ggml.tokens", v.pieces);
+    w.set_array("tokenizer.ggml.scores", v.scores);
+    w.set_array("tokenizer.ggml.token_type", types);
+    if (v.bos >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(v.bos));
+    if (v.eos >= 0) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(v.eos));
+    if (v.unk >= 0) w.set_u32("tokenizer.ggml.unknown_token_id", uint32_t(v.unk));
+    w.set_bool("tokenizer.ggml.add_bos_token", v.add_bos);
+    w.set_bool("tokenizer.ggml.add_eos_token", false);
+    if (!v.add_space_prefix) w.set_bool("tokenizer.ggml.add_space_prefix", false);
+}
+
+std::string llama_tensor_name(llama_tensor t, int64_t layer) {
+    const char * s = "";
+    switch (t) {
+        case llama_tensor::TOKEN_EMBD:  return "token_embd.weight";
+        case llama_tensor::OUTPUT_NORM: return "output_norm.weight";
+        case llama_tensor::OUTPUT:      return "output.weight";
+        case llama_tensor::ATTN_NORM:   s = "attn_norm"; break;
+        case llama_tensor::ATTN_Q:      s = "attn_q"; break;
+        case llama_tensor::ATTN_K:      s = "attn_k"; break;
+        case llama_tensor::ATTN_V:      s = "attn_v"; break;
+        case llama_tensor::ATTN_OUTPUT: s = "attn_output"; break;
+        case llama_tensor::FFN_NORM:    s = "ffn_norm"; break;
+        case llama_tensor::FFN_GATE:    s = "ffn_gate"; break;
+        case llama_tensor::FFN_DOWN:    s = "ffn_down"; break;
+        case llama_tensor::FFN_UP:      s = "ffn_up"; break;
+    }
+    return "blk." + std::to_string(layer) + "." + s + ".weight";
+}
+
+} // namespace gloas

@@ -1,0 +1,202 @@
+// gloas-quantize: every quantized tensor equals the reference quantizer applied
+// to the input's values, kept tensors are unchanged, metadata is copied, and
+// the quantized models load and generate.
+#include "decoder/gguf.h"
+#include "decoder/llama.h"
+#include "decoder/model.h"
+#include "decoder/sampler.h"
+#include "quant/fp16.h"
+#include "quant/quant.h"
+#include "tensor/error.h"
+#include "test-util.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+bool file_exists(const std::string & p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0;
+}
+
+bool contains(const std::string & s, const std::string & w) { return s.find(w) != std::string::npos; }
+
+// Greedy text of `n` new tokens after `prompt`.
+std::string generate(const model & m, const std::string & prompt, int n) {
+    context_params cp;
+    context ctx(m, cp);
+    std::vector<int32_t> toks = m.tok.encode(prompt, true);
+    sampler_params sp;
+    sp.temp = 0.0f;
+    sampler smp(sp, m.hp.n_vocab);
+    const float * logits = ctx.eval(toks.data(), int32_t(toks.size()));
+    std::string out;
+    int32_t prev = toks.back();
+    for (int i = 0; i < n; ++i) {
+        int32_t next = smp.sample(logits);
+        out += m.tok.token_to_piece(prev, next);
+        prev = next;
+        logits = ctx.eval(&next, 1);
+    }
+    return out;
+}
+
+// The bytes the reference quantizer gives for tensor `t` (f32, f16 or bf16) as type q.
+std::vector<uint8_t> reference(const gguf_tensor_info & t, type q) {
+    const int64_t ne0 = t.ne[0], rows = t.ne[1] * t.ne[2] * t.ne[3];
+    const size_t rs = row_size(q, ne0);
+    std::vector<uint8_t> out(rs * size_t(rows));
+    std::vector<float> x(static_cast<size_t>(ne0));
+    for (int64_t r = 0; r < rows; ++r) {
+        if (t.t == type::F32) std::memcpy(x.data(), static_cast<const float *>(t.data) + r * ne0, size_t(ne0) * 4);
+        else {
+            const uint16_t * h = static_cast<const uint16_t *>(t.data) + r * ne0;
+            for (int64_t i = 0; i < ne0; ++i) x[size_t(i)] = t.t == type::F16 ? fp16_to_fp32(h[i]) : bf16_to_fp32(h[i]);
+        }
+        uint8_t * o = out.data() + size_t(r) * rs;
+        if (q == type::Q8_0) quantize_row_q8_0_ref(x.data(), reinterpret_cast<block_q8_0 *>(o), ne0);
+        else if (q == type::Q4_0) quantize_row_q4_0_ref(x.data(), reinterpret_cast<block_q4_0 *>(o), ne0);
+        else FAIL("unexpected type");
+    }
+    return out;
+}
+
+// Checks `out` against `in`: each tensor has the expected type (from `want`),
+// quantized ones equal the reference bytes, kept ones equal the input bytes.
+template <typename F>
+void check_quantized(const gguf_file & in, const gguf_file & out, F want) {
+    REQUIRE(out.tensors().size() == in.tensors().size());
+    for (size_t i = 0; i < in.tensors().size(); ++i) {
+        const gguf_tensor_info & a = in.tensors()[i];
+        const gguf_tensor_info & b = out.tensors()[i];
+        INFO("tensor " << a.name);
+        CHECK(a.name == b.name);
+        CHECK(a.n_dims == b.n_dims);
+        for (int d = 0; d < 4; ++d) CHECK(a.ne[d] == b.ne[d]);
+        const type w = want(a);
+        REQUIRE(b.t == w);
+        if (w == a.t) {
+            REQUIRE(a.nbytes == b.nbytes);
+            CHECK(std::memcmp(a.data, b.data, a.nbytes) == 0);
+        } else {
+            const std::vector<uint8_t> ref = reference(a, w);
+            REQUIRE(ref.size() == b.nbytes);
+            CHECK(std::memcmp(ref.data(), b.data, b.nbytes) == 0);
+        }
+    }
+    // Metadata: everything copied, file type updated.
+    for (const auto & [k, v] : in.metadata()) {
+        INFO(k);
+        CHECK(out.find(k) != nullptr);
+    }
+}
+
+} // namespace
+
+TEST_CASE("quantize: stories260K to q8_0 and q4_0 equals the reference quantizers") {
+    const std::string dir = test::temp_dir("quantize");
+    const std::string src = test::require_model("stories260K_f32.gguf");
+    auto in = gguf_file::open(src);
+    for (type q : {type::Q8_0, type::Q4_0}) {
+        INFO(type_name(q));
+        const std::string out = dir + "/s-" + type_name(q) + ".gguf";
+        auto r = test::run_tool("gloas-quantize", {src, out, type_name(q), "-t", "2"});
+        INFO(r.err);
+        REQUIRE(r.status == 0);
+        CHECK(contains(r.err, "MiB ->"));
+        auto f = gguf_file::open(out);
+        // 1-D tensors and the 172-wide ffn_down rows keep f32; output.weight is
+        // q8_0 by default; token_embd.weight (untied here) takes the target type.
+        check_quantized(*in, *f, [&](const gguf_tensor_info & t) {
+            if (t.n_dims < 2 || t.ne[0] % 32 != 0) return t.t;
+            if (t.name == "output.weight") return type::Q8_0;
+            return q;
+        });
+        CHECK(f->get_u32("general.file_type", 99) == (q == type::Q8_0 ? 7u : 2u));
+        CHECK(f->get_u32("general.quantization_version", 0) == 2);
+        auto m = model::load({out, ""});
+        CHECK(m->layers[0].wq.t == q);
+        CHECK(m->layers[0].ffn_down.t == type::F32);
+        CHECK(generate(*m, "Once upon a time", 24).size() > 20);
+    }
+}
+
+TEST_CASE("quantize: a model with 32-multiple dims quantizes every matrix; output and embedding types are selectable") {
+    const std::string dir = test::temp_dir("quantize-tiny");
+    const std::string src = dir + "/tiny-f16.gguf";
+    auto r = test::run_tool("gloas-gen-model", {"--preset", "tiny", "--type", "f16", "--seed", "3", "-q", "-o", src});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    auto in = gguf_file::open(src);
+    const std::string out = dir + "/tiny-q4_0.gguf";
+    r = test::run_tool("gloas-quantize", {src, out, "q4_0", "--output-type", "q4_0", "--embd-type", "q8_0", "-q"});
+    REQUIRE(r.status == 0);
+    auto f = gguf_file::open(out);
+    check_quantized(*in, *f, [&](const gguf_tensor_info & t) {
+        if (t.n_dims < 2) return t.t;
+        if (t.name == "token_embd.weight") return type::Q8_0;
+        return type::Q4_0;
+    });
+    auto m = model::load({out, ""});
+    CHECK(m->weight_type == type::Q4_0);
+    CHECK(generate(*m, "hello", 8).size() > 0);
+
+    // Output types that are not quantized are also accepted.
+    const std::string out2 = dir + "/tiny-q8_0.gguf";
+    r = test::run_tool("gloas-quantize", {src, out2, "q8_0", "--output-type", "f16", "-q"});
+    REQUIRE(r.status == 0);
+    auto f2 = gguf_file::open(out2);
+    CHECK(f2->find_tensor("output.weight")->t == type::F16);
+    CHECK(f2->find_tensor("token_embd.weight")->t == type::Q8_0);
+    CHECK(f2->find_tensor("blk.1.ffn_down.weight")->t == type::Q8_0);
+
+    // A quantized input needs --allow-requantize.
+    const std::string out3 = dir + "/tiny-requant.gguf";
+    r = test::run_tool("gloas-quantize", {out2, out3, "q4_0", "-q"});
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, "--allow-requantize"));
+    CHECK(!file_exists(out3));
+    r = test::run_tool("gloas-quantize", {out2, out3, "q4_0", "-q", "--allow-requantize"});
+    CHECK(r.status == 0);
+    CHECK(gguf_file::open(out3)->find_tensor("blk.0.attn_q.weight")->t == type::Q4_0);
+}
+
+TEST_CASE("quantize: command line and input errors") {
+    const std::string dir = test::temp_dir("quantize-cli");
+    const std::string src = test::require_model("stories260K_f32.gguf");
+    auto r = test::run_tool("gloas-quantize", {"--help"});
+    CHECK(r.status == 0);
+    CHECK(contains(r.out, "--output-type"));
+    CHECK(contains(r.out, "--embd-type"));
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf"});
+    CHECK(r.status == 2);
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q5_k"});
+    CHECK(r.status == 2);
+    CHECK(contains(r.err, "q5_k"));
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "f16"});
+    CHECK(r.status == 2);
+    r = test::run_tool("gloas-quantize", {dir + "/missing.gguf", dir + "/x.gguf", "q8_0"});
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, "missing.gguf"));
+    test::write_file(dir + "/bad.gguf", std::string("GGUF\x03\0\0\0", 8));
+    r = test::run_tool("gloas-quantize", {dir + "/bad.gguf", dir + "/x.gguf", "q8_0"});
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, "bad.gguf"));
+    CHECK(!file_exists(dir + "/x.gguf"));
+    // An existing output needs --force.
+    test::write_file(dir + "/x.gguf", "keep");
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q8_0", "-q"});
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, "--force"));
+    CHECK(test::read_file(dir + "/x.gguf") == "keep");
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q8_0", "-q", "--force"});
+    CHECK(r.status == 0);
+    CHECK(gguf_file::open(dir + "/x.gguf")->find_tensor("blk.0.attn_q.weight")->t == type::Q8_0);
+}
