@@ -21,7 +21,16 @@ context::context(const model & m, const context_params & p) : m_(m) {
     g.n_head = hp.n_head;
     g.n_head_kv = hp.n_head_kv;
     g.head_dim = hp.head_dim;
-    kv_ = std::make_unique<kv_cache_f32>(g);
+    page_geometry pg;
+    pg.page_tokens = p.kv.page_tokens;
+    pg.n_layer = hp.n_layer;
+    pg.n_head_kv = hp.n_head_kv;
+    pg.head_dim = hp.head_dim;
+    if (pg.page_tokens <= 0 || !pg.valid_for(p.kv.kv_type))
+        throw error(format("page size %d tokens must be a positive multiple of %lld for K/V type %s", pg.page_tokens,
+                           (long long) traits(p.kv.kv_type).blck_size, type_name(p.kv.kv_type)));
+    store_ = std::make_unique<kv_store>(p.kv, pg, m.fingerprint);
+    kv_ = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
 
     const size_t U = size_t(n_ubatch_);
     x_.resize(U * size_t(hp.n_embd));
@@ -34,7 +43,7 @@ context::context(const model & m, const context_params & p) : m_(m) {
     hb2_.resize(U * size_t(hp.n_ff));
     logits_.resize(size_t(hp.n_vocab));
 
-    size_t work = ops::matmul_work_size(m.output.t, hp.n_embd, 1);
+    size_t work = ops::matmul_work_size(m.output.t, hp.n_embd, n_ubatch_);
     for (const auto & l : m.layers)
         for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
             work = std::max(work, ops::matmul_work_size(t->t, t->ne[0], n_ubatch_));
@@ -43,10 +52,25 @@ context::context(const model & m, const context_params & p) : m_(m) {
 
 void context::reset() {
     n_past_ = 0;
-    kv_->truncate(0);
+    n_reused_ = 0;
+    kv_->clear();
 }
 
-const float * context::eval(const int32_t * tokens, int32_t n) {
+const float * context::eval_prompt(const int32_t * tokens, int32_t n) {
+    if (n <= 0) throw error("eval: no tokens");
+    if (n_past_ != 0) throw error("eval_prompt: the context is not empty");
+    if (n > n_ctx_) throw error(format("the prompt is %d tokens but the context holds %d", n, n_ctx_));
+    for (int32_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= m_.hp.n_vocab)
+            throw error(format("token id %d is out of range (vocabulary has %d tokens)", tokens[i], m_.hp.n_vocab));
+    n_reused_ = kv_->reuse_prefix(tokens, n);
+    n_past_ = n_reused_;
+    return eval(tokens + n_reused_, n - n_reused_);
+}
+
+const float * context::eval(const int32_t * tokens, int32_t n) { return eval(tokens, n, logits_fn()); }
+
+const float * context::eval(const int32_t * tokens, int32_t n, const logits_fn & on_logits) {
     if (n <= 0) throw error("eval: no tokens");
     if (n_past_ + int64_t(n) > n_ctx_)
         throw error(format("context full: %d positions used, %d more requested, context size is %d",
@@ -56,14 +80,14 @@ const float * context::eval(const int32_t * tokens, int32_t n) {
             throw error(format("token id %d is out of range (vocabulary has %d tokens)", tokens[i], m_.hp.n_vocab));
     for (int32_t done = 0; done < n;) {
         const int32_t chunk = std::min(n_ubatch_, n - done);
-        forward(tokens + done, chunk, n_past_);
+        forward(tokens + done, chunk, n_past_, on_logits ? &on_logits : nullptr);
         n_past_ += chunk;
         done += chunk;
     }
     return logits_.data();
 }
 
-void context::forward(const int32_t * tokens, int32_t n, int32_t pos0) {
+void context::forward(const int32_t * tokens, int32_t n, int32_t pos0, const logits_fn * on_logits) {
     const hparams & hp = m_.hp;
     const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff;
     const float scale = 1.0f / std::sqrt(float(hp.head_dim));
@@ -101,9 +125,20 @@ void context::forward(const int32_t * tokens, int32_t n, int32_t pos0) {
         ops::add(x, xb, int64_t(n) * E);
     }
 
+    kv_->commit(tokens, pos0, n);
+
+    const float * out_norm = static_cast<const float *>(m_.output_norm.data);
+    const int64_t V = hp.n_vocab;
+    if (on_logits) {
+        if (logits_.size() < size_t(n_ubatch_) * size_t(V)) logits_.resize(size_t(n_ubatch_) * size_t(V));
+        for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, out_norm, E, hp.rms_eps);
+        ops::matmul(m_.output, xb, n, logits_.data(), work);
+        for (int32_t t = 0; t < n; ++t) (*on_logits)(pos0 + t, logits_.data() + t * V);
+        if (n > 1) std::copy(logits_.begin() + (n - 1) * V, logits_.begin() + n * V, logits_.begin());
+        return;
+    }
     // Only the last token's logits are needed to continue the sequence.
-    const float * last = x + int64_t(n - 1) * E;
-    ops::rmsnorm(xb, last, static_cast<const float *>(m_.output_norm.data), E, hp.rms_eps);
+    ops::rmsnorm(xb, x + int64_t(n - 1) * E, out_norm, E, hp.rms_eps);
     ops::matmul(m_.output, xb, 1, logits_.data(), work);
 }
 

@@ -2,9 +2,11 @@
 
 #include "tensor/error.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 namespace gloas {
 
@@ -245,6 +247,25 @@ void model::finish() {
         }
     }
     weight_type = layers.empty() ? tok_embd.t : layers[0].ffn_up.t;
+
+    XXH64_state_t * st = XXH64_createState();
+    XXH64_reset(st, 0);
+    XXH64_update(st, &hp, sizeof hp);
+    auto add = [&](const tensor & t) {
+        XXH64_update(st, &t.t, sizeof t.t);
+        XXH64_update(st, t.ne, sizeof t.ne);
+        const size_t n = t.nbytes(), k = std::min<size_t>(n, 4096);
+        const uint8_t * d = static_cast<const uint8_t *>(t.data);
+        XXH64_update(st, d, k);
+        XXH64_update(st, d + n - k, k);
+    };
+    add(tok_embd);
+    add(output_norm);
+    add(output);
+    for (const auto & l : layers)
+        for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up}) add(*t);
+    fingerprint = XXH64_digest(st);
+    XXH64_freeState(st);
 }
 
 size_t model::bytes_per_token() const {

@@ -85,6 +85,10 @@ public:
     // row of the embedding table (the bandwidth floor of decode).
     size_t bytes_per_token() const;
 
+    // Identifies the weights (shape, types and a sample of every tensor's
+    // bytes): K/V pages computed with one model are never reused by another.
+    uint64_t fingerprint = 0;
+
 private:
     model() = default;
     void load_gguf(const model_params & p);

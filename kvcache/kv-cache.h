@@ -1,14 +1,10 @@
 // The attention memory of one sequence, behind the interface the forward pass
-// uses: store the K/V of new positions, attend a query over positions [0, pos].
-//
-// kv_cache_f32 is the simple contiguous implementation: per layer a K and a V
-// buffer of (n_ctx, n_embd_kv) f32. The paged, quantized K/V store replaces it
-// behind the same interface.
+// uses: store the K/V of new positions, attend queries over what is stored,
+// and commit each evaluated chunk (which seals and publishes full pages).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 namespace gloas {
 
@@ -36,29 +32,24 @@ public:
     // [0, pos0 + t], per head with grouped-query sharing of KV heads.
     virtual void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) = 0;
 
-    // Forgets positions >= pos (all with pos = 0).
-    virtual void truncate(int32_t pos) = 0;
+    // Called once all layers of a chunk are stored: `tokens` are the ids at
+    // [pos0, pos0 + n_tok).
+    virtual void commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) = 0;
 
-    // Bytes held in RAM for K/V.
+    // On an empty sequence: takes the leading stored pages of `tokens` (never
+    // all of them: at least the last token is left to evaluate) and returns how
+    // many positions they cover; those positions need no prefill.
+    virtual int32_t reuse_prefix(const int32_t * tokens, int32_t n_tok) = 0;
+
+    // Forgets every position.
+    virtual void clear() = 0;
+
+    // Bytes of K/V this sequence keeps in private RAM (open pages, scratch).
     virtual size_t ram_bytes() const = 0;
 
 protected:
     explicit kv_cache(const kv_geometry & g) : g_(g) {}
     kv_geometry g_;
-};
-
-class kv_cache_f32 final : public kv_cache {
-public:
-    explicit kv_cache_f32(const kv_geometry & g);
-
-    void store(int32_t il, int32_t pos0, int32_t n_tok, const float * k, const float * v) override;
-    void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) override;
-    void truncate(int32_t) override {}
-    size_t ram_bytes() const override { return (k_.size() + v_.size()) * sizeof(float); }
-
-private:
-    std::vector<float> k_;  // (n_layer, n_ctx, n_embd_kv)
-    std::vector<float> v_;  // (n_layer, n_ctx, n_embd_kv)
 };
 
 } // namespace gloas

@@ -22,6 +22,7 @@ namespace {
 std::string generate_like_llama2c(const model & m, const std::string & prompt, int steps, int ubatch = 512) {
     context_params cp;
     cp.n_ubatch = ubatch;
+    cp.kv.kv_type = type::F32;
     context ctx(m, cp);
     std::vector<int32_t> toks = m.tok.encode(prompt, true);
     std::string out;
@@ -78,6 +79,7 @@ TEST_CASE("chunked prefill equals token-by-token prefill") {
     REQUIRE(toks.size() > 10);
     context_params cp;
     cp.n_ubatch = 512;
+    cp.kv.kv_type = type::F32;
     context whole(*m, cp);
     whole.eval(toks.data(), int32_t(toks.size()));
     const float * la = whole.eval(toks.data(), 1);  // one more step after the prompt
@@ -86,6 +88,7 @@ TEST_CASE("chunked prefill equals token-by-token prefill") {
     for (int ub : {1, 3, 7}) {
         context_params cq;
         cq.n_ubatch = ub;
+        cq.kv.kv_type = type::F32;
         context chunked(*m, cq);
         chunked.eval(toks.data(), int32_t(toks.size()));
         const float * lb = chunked.eval(toks.data(), 1);

@@ -94,6 +94,8 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
         ::dup2(out_pipe[1], 1);
         ::dup2(err_pipe[1], 2);
         for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+        // Tools keep K/V pages under the build tree, never in the user's cache.
+        if (!std::getenv("GLOAS_KV_DIR")) ::setenv("GLOAS_KV_DIR", (std::string(GLOAS_BIN_DIR) + "/../test-tmp/kv").c_str(), 1);
         std::vector<char *> argv;
         argv.push_back(const_cast<char *>(exe.c_str()));
         for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
@@ -143,6 +145,36 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
     ::waitpid(pid, &st, 0);
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     return r;
+}
+
+int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
+               const std::string & out_path, const std::string & err_path) {
+    const std::string exe = std::string(GLOAS_BIN_DIR) + "/" + tool;
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int n = ::open("/dev/null", O_RDONLY);
+        if (o < 0 || e < 0 || n < 0) ::_exit(126);
+        ::dup2(n, 0);
+        ::dup2(o, 1);
+        ::dup2(e, 2);
+        if (!std::getenv("GLOAS_KV_DIR")) ::setenv("GLOAS_KV_DIR", (std::string(GLOAS_BIN_DIR) + "/../test-tmp/kv").c_str(), 1);
+        std::vector<char *> argv;
+        argv.push_back(const_cast<char *>(exe.c_str()));
+        for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execv(exe.c_str(), argv.data());
+        ::_exit(127);
+    }
+    return int(pid);
+}
+
+int wait_tool(int pid) {
+    int st = 0;
+    ::waitpid(pid_t(pid), &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 } // namespace gloas::test

@@ -33,4 +33,10 @@ struct run_result {
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data = {});
 
+// Starts a tool in the background with stdout and stderr sent to files;
+// returns its pid. wait_tool() returns its exit code (128+signal if killed).
+int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
+               const std::string & out_path, const std::string & err_path);
+int wait_tool(int pid);
+
 } // namespace gloas::test

@@ -1,9 +1,11 @@
 // gloas-bench: prefill and decode throughput, in the spirit of llama-bench.
 //
-//   gloas-bench -m MODEL[,MODEL...] [-p 512] [-n 128] [-t 2] [-r 3] [--bandwidth] [-o md|json]
+//   gloas-bench -m MODEL[,MODEL...] [-p 512] [-n 128] [-d 0,4096] [--kv-type f16,q8_0]
+//               [-t 2] [-r 3] [--bandwidth] [-o md|json]
 //
-// pp<N>: one prefill of N tokens from an empty context (in chunks of -b);
-// tg<N>: N single-token decodes from an empty context. Token ids are random
+// pp<N>: one prefill of N tokens (in chunks of -b); tg<N>: N single-token
+// decodes; both after -d tokens already in the context (depth; the depth's
+// prefill is not timed). The K/V pages are in memory (no page file). Token ids are random
 // (speed does not depend on them); tokenization and sampling are not timed.
 // A warm-up run (which also pulls the weights into the page cache) precedes
 // the timed repetitions. With --bandwidth the machine's read bandwidth is
@@ -35,6 +37,9 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
   -m, --model LIST    models (GGUF or llama2.c), comma-separated or repeated
   -p, --n-prompt N    prompt tokens for the prefill test (default 512; 0 skips)
   -n, --n-gen N       tokens for the decode test (default 128; 0 skips)
+  -d, --depth LIST    tokens already in the context (default 0)
+      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0 (default f16)
+      --kv-page N     tokens per page (default 32)
   -b, --ubatch N      prefill chunk size (default 512)
   -t, --threads N     threads (default: all)
   -r, --repetitions N timed repetitions (default 3)
@@ -49,7 +54,7 @@ double now_s() {
 }
 
 struct result {
-    std::string model, type, test;
+    std::string model, type, kv, test;
     double size_mib = 0, params_m = 0;
     int threads = 0;
     double mean = 0, sd = 0;     // tokens/s
@@ -80,6 +85,9 @@ std::vector<std::string> split(const std::string & s) {
 
 int run(int argc, char ** argv) {
     std::vector<std::string> models;
+    std::vector<int> depths = {0};
+    std::vector<type> kv_types = {type::F16};
+    int page = 32;
     int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3;
     bool bandwidth = false;
     std::string out_fmt = "md";
@@ -104,6 +112,24 @@ int run(int argc, char ** argv) {
         else if (a == "-p" || a == "--n-prompt") n_prompt = int_value();
         else if (a == "-n" || a == "--n-gen") n_gen = int_value();
         else if (a == "-b" || a == "--ubatch") ubatch = std::max(1, int_value());
+        else if (a == "--kv-page") page = std::max(1, int_value());
+        else if (a == "-d" || a == "--depth") {
+            depths.clear();
+            for (auto & d : split(value())) {
+                char * end = nullptr;
+                long x = std::strtol(d.c_str(), &end, 10);
+                if (!end || *end || x < 0 || x > (1 << 24)) { std::fprintf(stderr, "gloas-bench: bad depth '%s'\n", d.c_str()); return 2; }
+                depths.push_back(int(x));
+            }
+        }
+        else if (a == "--kv-type") {
+            kv_types.clear();
+            for (auto & k : split(value())) {
+                type t;
+                if (!type_from_name(k.c_str(), &t)) { std::fprintf(stderr, "gloas-bench: unknown K/V type '%s'\n", k.c_str()); return 2; }
+                kv_types.push_back(t);
+            }
+        }
         else if (a == "-t" || a == "--threads") threads = int_value();
         else if (a == "-r" || a == "--repetitions") reps = std::max(1, int_value());
         else if (a == "--bandwidth") bandwidth = true;
@@ -126,13 +152,10 @@ int run(int argc, char ** argv) {
     for (const auto & path : models) {
         std::fprintf(stderr, "gloas-bench: loading %s\n", path.c_str());
         auto m = model::load({path, ""});
-        context_params cp;
-        cp.n_ctx = std::max({n_prompt, n_gen, 16}) + 1;
-        cp.n_ubatch = ubatch;
-        context ctx(*m, cp);
+        const int max_depth = *std::max_element(depths.begin(), depths.end());
         std::uniform_int_distribution<int32_t> tok(0, m->hp.n_vocab - 1);
-        std::vector<int32_t> prompt(size_t(std::max(n_prompt, 1)));
-        for (auto & t : prompt) t = tok(rng);
+        std::vector<int32_t> tokens(size_t(max_depth + std::max({n_prompt, n_gen, 16}) + 1));
+        for (auto & t : tokens) t = tok(rng);
 
         // Matrix parameters: every weight except the norms and the embedding table
         // (a row lookup), i.e. what the matmuls multiply.
@@ -141,46 +164,63 @@ int run(int argc, char ** argv) {
             for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
                 mat_params += double(t->nelements());
 
-        // Warm-up: touches every weight page and every code path.
-        ctx.reset();
-        ctx.eval(prompt.data(), std::min(int32_t(prompt.size()), 16));
-        ctx.eval(prompt.data(), 1);
+        for (type kvt : kv_types) {
+            context_params cp;
+            cp.n_ctx = int32_t(tokens.size());
+            cp.n_ubatch = ubatch;
+            cp.kv.kv_type = kvt;
+            cp.kv.page_tokens = page;
+            cp.kv.dir = "";
+            context ctx(*m, cp);
+            // Warm-up: touches every weight page and every code path.
+            ctx.eval(tokens.data(), 16);
+            ctx.eval(tokens.data(), 1);
 
-        auto base = [&](const std::string & test) {
-            result r;
-            r.model = m->name;
-            r.type = type_name(m->weight_type);
-            r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
-            r.params_m = double(m->n_params) / 1e6;
-            r.threads = nt;
-            r.test = test;
-            return r;
-        };
-        if (n_prompt > 0) {
-            std::vector<double> v;
-            for (int r = 0; r < reps; ++r) {
-                ctx.reset();
-                double t0 = now_s();
-                ctx.eval(prompt.data(), n_prompt);
-                v.push_back(double(n_prompt) / (now_s() - t0));
+            auto base = [&](const std::string & test) {
+                result r;
+                r.model = m->name;
+                r.type = type_name(m->weight_type);
+                r.kv = type_name(kvt);
+                r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
+                r.params_m = double(m->n_params) / 1e6;
+                r.threads = nt;
+                r.test = test;
+                return r;
+            };
+            for (int depth : depths) {
+                const std::string at = depth ? " @ d" + std::to_string(depth) : "";
+                // The context holds `depth` tokens before each timed run.
+                auto to_depth = [&]() {
+                    ctx.reset();
+                    if (depth > 0) ctx.eval(tokens.data(), depth);
+                };
+                if (n_prompt > 0) {
+                    std::vector<double> v;
+                    for (int r = 0; r < reps; ++r) {
+                        to_depth();
+                        double t0 = now_s();
+                        ctx.eval(tokens.data() + depth, n_prompt);
+                        v.push_back(double(n_prompt) / (now_s() - t0));
+                    }
+                    result res = base("pp" + std::to_string(n_prompt) + at);
+                    stats(v, res.mean, res.sd);
+                    res.gflops_thread = 2.0 * mat_params * res.mean / 1e9 / nt;
+                    results.push_back(res);
+                }
+                if (n_gen > 0) {
+                    std::vector<double> v;
+                    for (int r = 0; r < reps; ++r) {
+                        to_depth();
+                        double t0 = now_s();
+                        for (int i = 0; i < n_gen; ++i) ctx.eval(&tokens[size_t(depth + i)], 1);
+                        v.push_back(double(n_gen) / (now_s() - t0));
+                    }
+                    result res = base("tg" + std::to_string(n_gen) + at);
+                    stats(v, res.mean, res.sd);
+                    if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / double(m->bytes_per_token()));
+                    results.push_back(res);
+                }
             }
-            result res = base("pp" + std::to_string(n_prompt));
-            stats(v, res.mean, res.sd);
-            res.gflops_thread = 2.0 * mat_params * res.mean / 1e9 / nt;
-            results.push_back(res);
-        }
-        if (n_gen > 0) {
-            std::vector<double> v;
-            for (int r = 0; r < reps; ++r) {
-                ctx.reset();
-                double t0 = now_s();
-                for (int i = 0; i < n_gen; ++i) ctx.eval(&prompt[size_t(i) % prompt.size()], 1);
-                v.push_back(double(n_gen) / (now_s() - t0));
-            }
-            result res = base("tg" + std::to_string(n_gen));
-            stats(v, res.mean, res.sd);
-            if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / double(m->bytes_per_token()));
-            results.push_back(res);
         }
     }
 
@@ -188,23 +228,23 @@ int run(int argc, char ** argv) {
         std::printf("[\n");
         for (size_t i = 0; i < results.size(); ++i) {
             const result & r = results[i];
-            std::printf("  {\"model\": \"%s\", \"type\": \"%s\", \"size_mib\": %.2f, \"params_m\": %.2f, \"threads\": %d, "
-                        "\"test\": \"%s\", \"tokens_per_s\": %.3f, \"sd\": %.3f",
-                        r.model.c_str(), r.type.c_str(), r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd);
+            std::printf("  {\"model\": \"%s\", \"type\": \"%s\", \"kv_type\": \"%s\", \"size_mib\": %.2f, \"params_m\": %.2f, "
+                        "\"threads\": %d, \"test\": \"%s\", \"tokens_per_s\": %.3f, \"sd\": %.3f",
+                        r.model.c_str(), r.type.c_str(), r.kv.c_str(), r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd);
             if (r.ceiling_pct >= 0) std::printf(", \"bandwidth_gbs\": %.3f, \"ceiling_pct\": %.1f", bw / 1e9, r.ceiling_pct);
             if (r.gflops_thread >= 0) std::printf(", \"gflops_per_thread\": %.1f", r.gflops_thread);
             std::printf("}%s\n", i + 1 < results.size() ? "," : "");
         }
         std::printf("]\n");
     } else {
-        std::printf("| model | type | size | params | threads | test | t/s | notes |\n");
-        std::printf("|---|---|---:|---:|---:|---|---:|---|\n");
+        std::printf("| model | type | size | params | threads | kv | test | t/s | notes |\n");
+        std::printf("|---|---|---:|---:|---:|---|---|---:|---|\n");
         for (const result & r : results) {
             std::string notes;
             if (r.ceiling_pct >= 0) notes = format("%.0f%% of the %.1f GB/s ceiling", r.ceiling_pct, bw / 1e9);
             if (r.gflops_thread >= 0) notes = format("%.1f GFLOP/s per thread", r.gflops_thread);
-            std::printf("| %s | %s | %.1f MiB | %.1f M | %d | %s | %.2f ± %.2f | %s |\n", r.model.c_str(), r.type.c_str(),
-                        r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd, notes.c_str());
+            std::printf("| %s | %s | %.1f MiB | %.1f M | %d | %s | %s | %.2f ± %.2f | %s |\n", r.model.c_str(), r.type.c_str(),
+                        r.size_mib, r.params_m, r.threads, r.kv.c_str(), r.test.c_str(), r.mean, r.sd, notes.c_str());
         }
     }
     return 0;

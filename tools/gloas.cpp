@@ -56,6 +56,18 @@ sampling:
       --repeat-last-n N   (default: 64)
   -s, --seed N            random seed (default: from the clock; printed)
 
+K/V cache:
+      --kv-type T         page type: f32, f16, q8_0, q4_0 (default: f16)
+      --kv-dir DIR        folder of page files, reused across runs (default:
+                          $GLOAS_KV_DIR, else ~/.cache/gloas/kv); 'none' keeps
+                          pages in memory only
+      --kv-page N         tokens per page (default: 32)
+      --kv-capacity SIZE  bound on the stored pages: bytes with a k/M/G suffix,
+                          or a page count with a 'p' suffix (default: 4G)
+      --kv-policy P       eviction: lru, lfu, fifo, adaptive, compressed
+                          (default: lru)
+      --metrics FMT       also print the run's metrics as json on stderr
+
 other:
       --tokenize          print the prompt's token ids (space-separated) and exit;
                           works with vocabulary-only GGUF files
@@ -74,7 +86,10 @@ struct options {
     bool ignore_eos = false;
     bool tokenize_only = false;
     bool verbose = false;
+    bool metrics_json = false;
     sampler_params sp;
+    kv_store_params kv;
+    std::string kv_capacity;  // as given; resolved once the page size is known
 };
 
 [[noreturn]] void usage_error(const std::string & msg) {
@@ -109,6 +124,31 @@ std::string find_default_model() {
     return {};
 }
 
+// $GLOAS_KV_DIR, else $XDG_CACHE_HOME/gloas/kv, else ~/.cache/gloas/kv.
+std::string default_kv_dir() {
+    if (const char * d = std::getenv("GLOAS_KV_DIR")) return std::strcmp(d, "none") == 0 ? std::string() : std::string(d);
+    if (const char * x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/gloas/kv";
+    if (const char * h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/gloas/kv";
+    return std::string();
+}
+
+// "4G", "512M", "100k", "123456" (bytes) or "200p" (pages).
+size_t parse_capacity(const std::string & v, size_t page_bytes) {
+    char * end = nullptr;
+    errno = 0;
+    double x = std::strtod(v.c_str(), &end);
+    if (errno || end == v.c_str() || !(x > 0)) usage_error(format("--kv-capacity: cannot read '%s'", v.c_str()));
+    std::string suf(end);
+    double mul = 1;
+    if (suf == "" || suf == "b" || suf == "B") mul = 1;
+    else if (suf == "k" || suf == "K") mul = 1024.0;
+    else if (suf == "m" || suf == "M") mul = 1024.0 * 1024.0;
+    else if (suf == "g" || suf == "G") mul = 1024.0 * 1024.0 * 1024.0;
+    else if (suf == "p") mul = double(page_bytes);
+    else usage_error(format("--kv-capacity: unknown suffix in '%s' (use k, M, G or p for pages)", v.c_str()));
+    return size_t(x * mul);
+}
+
 int32_t parse_int(const char * flag, const char * v, int32_t lo, int32_t hi) {
     char * end = nullptr;
     errno = 0;
@@ -128,8 +168,10 @@ float parse_float(const char * flag, const char * v, float lo, float hi) {
 
 options parse_args(int argc, char ** argv) {
     options o;
+    o.kv.kv_type = type::F16;
     std::string prompt_file;
     bool have_prompt = false;
+    bool kv_dir_given = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> const char * {
@@ -159,6 +201,29 @@ options parse_args(int argc, char ** argv) {
             if (errno || !end || *end || end == v || v[0] == '-') usage_error(format("--seed expects a non-negative integer, got '%s'", v));
             o.sp.seed = s;
         }
+        else if (a == "--kv-type") {
+            const char * v = value();
+            if (!type_from_name(v, &o.kv.kv_type) || (o.kv.kv_type != type::F32 && o.kv.kv_type != type::F16 &&
+                                                      o.kv.kv_type != type::Q8_0 && o.kv.kv_type != type::Q4_0))
+                usage_error(format("--kv-type must be f32, f16, q8_0 or q4_0, got '%s'", v));
+        }
+        else if (a == "--kv-dir") {
+            std::string v = value();
+            o.kv.dir = v == "none" ? std::string() : v;
+            kv_dir_given = true;
+        }
+        else if (a == "--kv-page") o.kv.page_tokens = parse_int("--kv-page", value(), 1, 4096);
+        else if (a == "--kv-capacity") o.kv_capacity = value();
+        else if (a == "--kv-policy") {
+            const char * v = value();
+            if (!evict_policy_from_name(v, &o.kv.policy))
+                usage_error(format("--kv-policy must be lru, lfu, fifo, adaptive or compressed, got '%s'", v));
+        }
+        else if (a == "--metrics") {
+            std::string v = value();
+            if (v != "json") usage_error(format("--metrics takes 'json', got '%s'", v.c_str()));
+            o.metrics_json = true;
+        }
         else if (a == "--ignore-eos") o.ignore_eos = true;
         else if (a == "--tokenize") o.tokenize_only = true;
         else if (a == "-v" || a == "--verbose") o.verbose = true;
@@ -173,6 +238,7 @@ options parse_args(int argc, char ** argv) {
         while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) o.prompt.append(buf, n);
         std::fclose(f);
     }
+    if (!kv_dir_given) o.kv.dir = default_kv_dir();
     if (o.model_path.empty()) {
         o.model_path = find_default_model();
         if (o.model_path.empty())
@@ -230,7 +296,18 @@ int run(const options & o) {
     cp.n_ctx = o.n_ctx;
     cp.n_ubatch = o.n_ubatch;
     cp.n_threads = o.n_threads;
+    cp.kv = o.kv;
+    if (!o.kv_capacity.empty()) {
+        page_geometry pg{o.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
+        cp.kv.capacity_bytes = parse_capacity(o.kv_capacity, pg.page_bytes(o.kv.kv_type));
+    }
     context ctx(*m, cp);
+    kv_store & store = ctx.store();
+    for (std::string n = store.take_notices(); !n.empty();) {
+        size_t e = n.find('\n');
+        std::fprintf(stderr, "gloas: warning: %s\n", n.substr(0, e).c_str());
+        n = e == std::string::npos ? std::string() : n.substr(e + 1);
+    }
     const double t_load = now_s() - t_load0;
     std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads\n",
                  m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
@@ -256,7 +333,7 @@ int run(const options & o) {
     for (int32_t t : prompt) smp.accept(t);
 
     const double t0 = now_s();
-    const float * logits = ctx.eval(prompt.data(), int32_t(prompt.size()));
+    const float * logits = ctx.eval_prompt(prompt.data(), int32_t(prompt.size()));
     const double t_prefill = now_s() - t0;
 
     std::vector<double> itl;
@@ -292,14 +369,45 @@ int run(const options & o) {
     std::fflush(stdout);
 
     const double decode_s = t_last - t0 - t_first;
-    std::fprintf(stderr, "gloas: prompt %zu tokens, prefill %.1f tokens/s, time to first token %.1f ms\n",
-                 prompt.size(), double(prompt.size()) / t_prefill, t_first * 1e3);
+    const int32_t n_prefilled = int32_t(prompt.size()) - ctx.n_reused();
+    std::fprintf(stderr, "gloas: prompt %zu tokens (%d reused from the K/V store, %d prefilled), prefill %.1f tokens/s, time to first token %.1f ms\n",
+                 prompt.size(), ctx.n_reused(), n_prefilled, double(n_prefilled) / t_prefill, t_first * 1e3);
     if (n_gen > 1)
         std::fprintf(stderr, "gloas: generated %d tokens%s, decode %.1f tokens/s, inter-token latency p50 %.2f ms, p95 %.2f ms\n",
                      n_gen, stop, double(n_gen - 1) / decode_s, percentile(itl, 0.50) * 1e3, percentile(itl, 0.95) * 1e3);
     else
         std::fprintf(stderr, "gloas: generated %d tokens%s\n", n_gen, stop);
     if (o.sp.temp > 0) std::fprintf(stderr, "gloas: seed %llu\n", (unsigned long long) smp.seed());
+
+    store.flush();
+    const kv_metrics & km = store.metrics();
+    const double kv_per_token = double(store.page_bytes()) / double(store.geometry().page_tokens);
+    std::fprintf(stderr, "gloas: kv %s pages of %d tokens in %s: %llu hit, %llu missed (hit rate %.0f%%), %llu written, "
+                 "%llu evicted (%s), %llu compressed, %llu corrupt; %.0f bytes/token; store %.1f MiB, file %.1f MiB on disk\n",
+                 type_name(store.kv_type()), store.geometry().page_tokens, store.persistent() ? store.path().c_str() : "memory",
+                 (unsigned long long) km.pages_hit, (unsigned long long) km.pages_missed, 100.0 * km.hit_rate(),
+                 (unsigned long long) km.pages_written, (unsigned long long) km.pages_evicted,
+                 evict_policy_name(store.params().policy), (unsigned long long) km.pages_compressed,
+                 (unsigned long long) km.pages_corrupt, kv_per_token, double(store.stored_bytes()) / 1048576.0,
+                 double(store.file_bytes()) / 1048576.0);
+    if (o.metrics_json) {
+        std::fprintf(stderr,
+                     "{\"prompt_tokens\": %zu, \"reused_tokens\": %d, \"generated_tokens\": %d, \"load_s\": %.4f, "
+                     "\"prefill_tokens_per_s\": %.2f, \"ttft_ms\": %.3f, \"decode_tokens_per_s\": %.2f, "
+                     "\"itl_p50_ms\": %.3f, \"itl_p95_ms\": %.3f, \"itl_p99_ms\": %.3f, "
+                     "\"kv_type\": \"%s\", \"page_tokens\": %d, \"pages_hit\": %llu, \"pages_missed\": %llu, "
+                     "\"hit_rate\": %.4f, \"tokens_reused\": %llu, \"pages_written\": %llu, \"pages_evicted\": %llu, "
+                     "\"pages_compressed\": %llu, \"pages_corrupt\": %llu, \"prefetch_resident\": %llu, "
+                     "\"kv_bytes_per_token\": %.1f, \"kv_ram_bytes\": %zu, \"kv_store_bytes\": %zu, \"kv_file_bytes\": %zu}\n",
+                     prompt.size(), ctx.n_reused(), n_gen, t_load, double(n_prefilled) / t_prefill, t_first * 1e3,
+                     n_gen > 1 ? double(n_gen - 1) / decode_s : 0.0, percentile(itl, 0.50) * 1e3, percentile(itl, 0.95) * 1e3,
+                     percentile(itl, 0.99) * 1e3, type_name(store.kv_type()), store.geometry().page_tokens,
+                     (unsigned long long) km.pages_hit, (unsigned long long) km.pages_missed, km.hit_rate(),
+                     (unsigned long long) km.tokens_reused, (unsigned long long) km.pages_written,
+                     (unsigned long long) km.pages_evicted, (unsigned long long) km.pages_compressed,
+                     (unsigned long long) km.pages_corrupt, (unsigned long long) km.prefetch_resident, kv_per_token,
+                     ctx.kv().ram_bytes(), store.stored_bytes(), store.file_bytes());
+    }
     return 0;
 }
 

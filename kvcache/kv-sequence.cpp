@@ -1,0 +1,151 @@
+#include "kvcache/kv-sequence.h"
+
+#include "quant/quant-mse.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+
+#include <algorithm>
+
+namespace gloas {
+
+kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_chunk)
+    : kv_cache(g), st_(store), pg_(store.geometry()), t_(store.kv_type()), max_chunk_(max_chunk) {
+    GLOAS_ASSERT(pg_.n_layer == g.n_layer && pg_.n_head_kv == g.n_head_kv && pg_.head_dim == g.head_dim);
+    GLOAS_ASSERT(g.n_head % g.n_head_kv == 0 && max_chunk > 0);
+    const int32_t P = pg_.page_tokens;
+    n_staging_ = (max_chunk + P - 1) / P + 2;
+    staging_.assign(size_t(n_staging_) * size_t(pg_.n_rows()) * size_t(P), 0.0f);
+    staging_page_.assign(size_t(n_staging_), -1);
+    const size_t group = size_t(g.n_head / g.n_head_kv), hd = size_t(g.head_dim);
+    scratch_item_ = group * hd + 2 * group + group * hd;
+    scratch_.assign(size_t(max_chunk) * size_t(g.n_head_kv) * scratch_item_, 0.0f);
+    pages_.reserve(size_t(g.n_ctx / P + 1));
+    tokens_.reserve(size_t(g.n_ctx));
+}
+
+kv_sequence::~kv_sequence() { clear(); }
+
+float * kv_sequence::staging(int64_t page) {
+    const size_t i = size_t(page % n_staging_);
+    GLOAS_ASSERT(staging_page_[i] == page);
+    return staging_.data() + i * size_t(pg_.n_rows()) * size_t(pg_.page_tokens);
+}
+
+void kv_sequence::quantize_layer(int64_t page, int32_t il) {
+    const float * src = staging(page);
+    uint8_t * dst = const_cast<uint8_t *>(pages_[size_t(page)].ref.data);
+    const type_traits & tt = traits(t_);
+    const int32_t P = pg_.page_tokens;
+    const size_t rb = pg_.row_bytes(t_);
+    const int64_t r0 = pg_.row_index(il, 0, 0), r1 = r0 + 2 * pg_.n_embd_kv();
+    for (int64_t r = r0; r < r1; ++r) {
+        if (t_ == type::Q4_0) quantize_row_q4_0_mse(src + r * P, reinterpret_cast<block_q4_0 *>(dst + size_t(r) * rb), P);
+        else tt.from_float(src + r * P, dst + size_t(r) * rb, P);
+    }
+}
+
+void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k, const float * v) {
+    GLOAS_ASSERT(il >= 0 && il < g_.n_layer && n_tok <= max_chunk_ && pos0 + n_tok <= g_.n_ctx);
+    GLOAS_ASSERT(pos0 == int32_t(tokens_.size()));
+    const int32_t P = pg_.page_tokens, E = g_.n_embd_kv();
+    for (int32_t t = 0; t < n_tok; ++t) {
+        const int32_t p = pos0 + t;
+        const int64_t pg = p / P;
+        if (il == 0 && pg == int64_t(pages_.size())) {
+            seq_page sp;
+            sp.ref = st_.begin_page();
+            pages_.push_back(sp);
+            staging_page_[size_t(pg % n_staging_)] = pg;
+        }
+        page_put_token(pg_, staging(pg), il, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
+        if (p % P == P - 1) quantize_layer(pg, il);
+    }
+}
+
+void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) {
+    GLOAS_ASSERT(n_tok <= max_chunk_ && pos0 + n_tok <= int32_t(pages_.size()) * pg_.page_tokens);
+    const int32_t P = pg_.page_tokens, hd = g_.head_dim, n_head = g_.n_head, hkv = g_.n_head_kv;
+    const int32_t group = n_head / hkv;
+    const int64_t n_items = int64_t(n_tok) * hkv;
+    // Work per item grows with the position: interleave items over threads.
+#pragma omp parallel for num_threads(ops::n_threads()) schedule(dynamic, 1) if (n_items > 1 && int64_t(pos0 + n_tok) * n_items * hd > 32768)
+    for (int64_t it = 0; it < n_items; ++it) {
+        const int32_t t = int32_t(it / hkv), h = int32_t(it % hkv);
+        const int32_t p = pos0 + t;
+        const int64_t cur = p / P;
+        float * qs = scratch_.data() + size_t(it) * scratch_item_;
+        attn_state s;
+        s.m = qs + size_t(group) * size_t(hd);
+        s.l = s.m + group;
+        s.acc = s.l + group;
+        const float * qh = q + (size_t(t) * size_t(n_head) + size_t(h) * size_t(group)) * size_t(hd);
+        for (int32_t i = 0; i < group * hd; ++i) qs[i] = qh[i] * scale;
+        attn_state_init(s, group, hd);
+        for (int64_t j = 0; j < cur; ++j) {
+            const page_ref & r = pages_[size_t(j)].ref;
+            if (j + 1 < cur) {
+                const page_ref & nx = pages_[size_t(j + 1)].ref;
+                page_prefetch(pg_, nx.t, nx.data, il, h);
+            }
+            page_attend(pg_, r.t, r.data, il, h, P, qs, group, s);
+        }
+        const float * open = staging_.data() + size_t(cur % n_staging_) * size_t(pg_.n_rows()) * size_t(P);
+        page_attend(pg_, type::F32, open, il, h, p % P + 1, qs, group, s);
+        attn_state_finish(s, group, hd, out + (size_t(t) * size_t(n_head) + size_t(h) * size_t(group)) * size_t(hd));
+    }
+}
+
+void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
+    GLOAS_ASSERT(pos0 == int32_t(tokens_.size()));
+    tokens_.insert(tokens_.end(), tokens, tokens + n_tok);
+    const int32_t P = pg_.page_tokens;
+    const size_t n_full = tokens_.size() / size_t(P);
+    for (size_t j = hashes_.size(); j < n_full; ++j) {
+        const uint64_t prev = j == 0 ? PREFIX_SEED : hashes_[j - 1];
+        const uint64_t h = page_hash(prev, tokens_.data() + j * size_t(P), P);
+        hashes_.push_back(h);
+        st_.publish(pages_[j].ref.slot, h, prev, P);
+        pages_[j].published = true;
+    }
+}
+
+int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
+    GLOAS_ASSERT(pages_.empty() && tokens_.empty());
+    const int32_t P = pg_.page_tokens;
+    const int32_t n_full = n_tok > 0 ? (n_tok - 1) / P : 0;
+    if (n_full == 0) return 0;
+    std::vector<uint64_t> hashes(static_cast<size_t>(n_full));
+    uint64_t prev = PREFIX_SEED;
+    for (int32_t j = 0; j < n_full; ++j) prev = hashes[size_t(j)] = page_hash(prev, tokens + size_t(j) * size_t(P), P);
+    std::vector<page_ref> refs(static_cast<size_t>(n_full));
+    const size_t got = st_.acquire_chain(hashes.data(), hashes.size(), refs.data());
+    for (size_t j = 0; j < got; ++j) {
+        seq_page sp;
+        sp.ref = refs[j];
+        sp.published = true;
+        pages_.push_back(sp);
+        hashes_.push_back(hashes[j]);
+    }
+    const int32_t reused = int32_t(got) * P;
+    tokens_.assign(tokens, tokens + reused);
+    kv_metrics & m = st_.metrics();
+    m.pages_hit += got;
+    m.pages_missed += size_t(n_full) - got;
+    m.tokens_reused += uint64_t(reused);
+    return reused;
+}
+
+void kv_sequence::clear() {
+    for (auto & p : pages_) {
+        if (p.published) st_.release(p.ref.slot);
+        else st_.abandon(p.ref.slot);
+    }
+    pages_.clear();
+    tokens_.clear();
+    hashes_.clear();
+    std::fill(staging_page_.begin(), staging_page_.end(), -1);
+}
+
+size_t kv_sequence::ram_bytes() const { return (staging_.size() + scratch_.size()) * sizeof(float); }
+
+} // namespace gloas

@@ -1,0 +1,428 @@
+#include "kvcache/kv-store.h"
+
+#include "tensor/error.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+namespace gloas {
+
+namespace {
+
+// Slots in a new page file's table: enough for the capacity, at least 64Ki
+// (the table is sparse, so unused entries cost address space only).
+uint64_t table_slots(size_t capacity_bytes, size_t page_bytes) {
+    const uint64_t pages = capacity_bytes / std::max<size_t>(page_bytes, 1) + 1;
+    return std::max<uint64_t>(pages, uint64_t(1) << 16);
+}
+
+} // namespace
+
+uint64_t page_hash(uint64_t prev, const int32_t * tokens, int32_t n) {
+    return XXH64(tokens, size_t(n) * sizeof(int32_t), prev);
+}
+
+kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t model_fingerprint)
+    : p_(p), geom_(g) {
+    if (!g.valid_for(p.kv_type))
+        throw error(format("page size %d tokens is not a multiple of the %s block size %lld",
+                           g.page_tokens, type_name(p.kv_type), (long long) traits(p.kv_type).blck_size));
+    page_file::options o;
+    o.dir = p.dir;
+    o.fingerprint = model_fingerprint;
+    o.kv_type = p.kv_type;
+    o.geom = g;
+    o.max_slots = table_slots(p.capacity_bytes, g.page_bytes(p.kv_type));
+    file_ = page_file::open(o, &notices_);
+    policy_ = make_eviction_policy(p.policy, p.capacity_bytes, p.compressed_share);
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        file_->lock_table();
+        sync_locked();
+        file_->unlock_table();
+    }
+    writer_ = std::thread([this] { writer_loop(); });
+}
+
+kv_store::~kv_store() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+    // Locks and mappings go with the file descriptor; pages stay in the file.
+}
+
+std::string kv_store::take_notices() {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::string s;
+    s.swap(notices_);
+    return s;
+}
+
+size_t kv_store::entry_bytes(const slot_entry & e) const { return geom_.page_bytes(type(e.type)); }
+
+// Rebuilds the index, the free list, the byte count and the policy from the
+// slot table when any process (this one included) changed it since we last looked.
+void kv_store::sync_locked() {
+    page_file_header & h = file_->header();
+    if (h.generation == seen_generation_) return;
+    index_.clear();
+    free_.clear();
+    used_bytes_ = 0;
+    std::vector<page_stats> pages;
+    bool changed = false;
+    if (h.slots_used > file_->max_slots()) {
+        notices_ += format("%s: slot count %llu is past the table; clamped\n", file_->path().c_str(), (unsigned long long) h.slots_used);
+        h.slots_used = file_->max_slots();
+        changed = true;
+    }
+    const uint64_t n = h.slots_used;
+    for (uint64_t s = 0; s < n; ++s) {
+        slot_entry & e = file_->entry(s);
+        auto it = local_.find(int64_t(s));
+        const bool ours = it != local_.end() && it->second.refs > 0;
+        if (e.state == uint32_t(slot_state::FREE)) {
+            free_.push_back(int64_t(s));
+            continue;
+        }
+        if (e.state == uint32_t(slot_state::WRITING)) {
+            // A writer that died leaves its slot WRITING with no lock on it.
+            if (!ours && file_->try_lock_slot_exclusive(s)) {
+                file_->unlock_slot(s);
+                e.state = uint32_t(slot_state::FREE);
+                free_.push_back(int64_t(s));
+                changed = true;
+                continue;
+            }
+            used_bytes_ += page_bytes();
+            continue;
+        }
+        const bool type_ok = e.type < TYPE_ID_LIMIT && type_known(e.type) && geom_.valid_for(type(e.type)) &&
+                             (e.type == uint32_t(p_.kv_type) || e.type == uint32_t(type::Q4_0));
+        if (e.state != uint32_t(slot_state::READY) || !type_ok || e.n_tokens != uint32_t(geom_.page_tokens) ||
+            !file_->slot_in_file(s, entry_bytes(e)) || index_.count(e.hash)) {
+            // Not a state we wrote, or data past the end of a truncated file.
+            notices_ += format("%s: slot %llu is invalid (state %u, type %u); freed\n", file_->path().c_str(),
+                               (unsigned long long) s, e.state, e.type);
+            if (!ours) {
+                e.state = uint32_t(slot_state::FREE);
+                free_.push_back(int64_t(s));
+                changed = true;
+            }
+            continue;
+        }
+        index_[e.hash] = int64_t(s);
+        used_bytes_ += entry_bytes(e);
+        page_stats ps;
+        ps.slot = int64_t(s);
+        ps.hash = e.hash;
+        ps.bytes = entry_bytes(e);
+        ps.last_access = e.last_access;
+        ps.n_access = e.n_access;
+        ps.inserted = e.inserted;
+        ps.compressed = e.type != uint32_t(p_.kv_type);
+        pages.push_back(ps);
+    }
+    // Lowest slots first, so a growing store stays dense.
+    std::reverse(free_.begin(), free_.end());
+    policy_->rebuild(pages);
+    if (changed) h.generation++;
+    seen_generation_ = h.generation;
+}
+
+bool kv_store::verify(int64_t slot) {
+    local_slot & ls = local_[slot];
+    if (ls.verified) return true;
+    const slot_entry & e = file_->entry(uint64_t(slot));
+    const uint64_t sum = page_checksum(file_->data(uint64_t(slot)), entry_bytes(e), e.hash);
+    if (sum != e.checksum) return false;
+    ls.verified = true;
+    return true;
+}
+
+bool kv_store::acquire(uint64_t hash, page_ref * out) { return acquire_chain(&hash, 1, out) == 1; }
+
+size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out) {
+    std::lock_guard<std::mutex> lk(mu_);
+    file_->lock_table();
+    sync_locked();
+    page_file_header & h = file_->header();
+    size_t got = 0;
+    for (; got < n; ++got) {
+        auto it = index_.find(hashes[got]);
+        if (it == index_.end()) break;
+        const int64_t s = it->second;
+        slot_entry & e = file_->entry(uint64_t(s));
+        local_slot & ls = local_[s];
+        if (ls.refs++ == 0) file_->lock_slot_shared(uint64_t(s));
+        e.last_access = ++h.clock;
+        e.n_access++;
+        policy_->on_access(s, e.last_access);
+        out[got] = page_ref{s, file_->data(uint64_t(s)), type(e.type)};
+    }
+    // Read the chain ahead; verification below then finds most of it resident.
+    for (size_t i = 0; i < got; ++i) file_->will_need(uint64_t(out[i].slot), geom_.page_bytes(out[i].t));
+    size_t good = got;
+    for (size_t i = 0; i < got; ++i) {
+        const int64_t s = out[i].slot;
+        if (i < good) {
+            unsigned char vec[1] = {0};
+            const uintptr_t a = reinterpret_cast<uintptr_t>(out[i].data) & ~uintptr_t(4095);
+            if (::mincore(reinterpret_cast<void *>(a), 1, vec) == 0 && (vec[0] & 1)) m_.prefetch_resident++;
+            if (!verify(s)) {
+                notices_ += format("%s: page in slot %lld failed its checksum; recomputing it\n",
+                                   file_->path().c_str(), (long long) s);
+                m_.pages_corrupt++;
+                good = i;
+                // Drop it for everyone: nobody may use it.
+                slot_entry & e = file_->entry(uint64_t(s));
+                index_.erase(e.hash);
+                policy_->on_remove(s);
+                used_bytes_ -= std::min(used_bytes_, entry_bytes(e));
+                e.state = uint32_t(slot_state::FREE);
+                h.generation++;
+                seen_generation_ = h.generation;
+                local_[s].verified = false;
+            }
+        }
+        if (i >= good) {
+            local_slot & ls = local_[s];
+            if (--ls.refs == 0) {
+                file_->unlock_slot(uint64_t(s));
+                if (file_->entry(uint64_t(s)).state == uint32_t(slot_state::FREE)) free_.push_back(s);
+            }
+        }
+    }
+    file_->unlock_table();
+    return good;
+}
+
+void kv_store::retain(int64_t slot) {
+    std::lock_guard<std::mutex> lk(mu_);
+    local_slot & ls = local_[slot];
+    GLOAS_ASSERT(ls.refs > 0);
+    ls.refs++;
+}
+
+void kv_store::release(int64_t slot) {
+    std::unique_lock<std::mutex> lk(mu_);
+    // A queued publish of this page must land before the page can be let go.
+    cv_done_.wait(lk, [&] { return jobs_.empty() && busy_ == 0; });
+    auto it = local_.find(slot);
+    GLOAS_ASSERT(it != local_.end() && it->second.refs > 0);
+    if (--it->second.refs > 0) return;
+    file_->lock_table();
+    slot_entry & e = file_->entry(uint64_t(slot));
+    if (e.state == uint32_t(slot_state::WRITING)) {
+        // A page never published (a duplicate of one published first): free it.
+        e.state = uint32_t(slot_state::FREE);
+        used_bytes_ -= std::min(used_bytes_, page_bytes());
+        free_.push_back(slot);
+        local_.erase(it);
+        file_->dont_need(uint64_t(slot), page_bytes());
+        page_file_header & h = file_->header();
+        h.generation++;
+        seen_generation_ = h.generation;
+    }
+    file_->unlock_slot(uint64_t(slot));
+    file_->unlock_table();
+}
+
+void kv_store::drop_locked(int64_t slot) {
+    slot_entry & e = file_->entry(uint64_t(slot));
+    const size_t bytes = entry_bytes(e);
+    index_.erase(e.hash);
+    policy_->on_remove(slot);
+    used_bytes_ -= std::min(used_bytes_, bytes);
+    e.state = uint32_t(slot_state::FREE);
+    free_.push_back(slot);
+    local_.erase(slot);
+    // Give the memory and the disk blocks back.
+    file_->dont_need(uint64_t(slot), bytes);
+    m_.pages_evicted++;
+}
+
+void kv_store::compress_locked(int64_t slot) {
+    slot_entry & e = file_->entry(uint64_t(slot));
+    const type from = type(e.type);
+    const size_t before = entry_bytes(e);
+    std::vector<uint8_t> tmp(geom_.page_bytes(type::Q4_0));
+    page_convert(geom_, file_->data(uint64_t(slot)), from, type::Q4_0, tmp.data());
+    // The entry is not READY while its data changes, so a crash leaves no torn page.
+    e.state = uint32_t(slot_state::WRITING);
+    std::memcpy(file_->data(uint64_t(slot)), tmp.data(), tmp.size());
+    e.type = uint32_t(type::Q4_0);
+    e.checksum = page_checksum(tmp.data(), tmp.size(), e.hash);
+    e.state = uint32_t(slot_state::READY);
+    local_.erase(slot);
+    file_->dont_need(uint64_t(slot), before);
+    used_bytes_ -= before - tmp.size();
+    policy_->on_compress(slot, tmp.size());
+    m_.pages_compressed++;
+}
+
+void kv_store::make_room_locked(size_t need_bytes) {
+    auto evictable = [&](int64_t s) {
+        auto it = local_.find(s);
+        if (it != local_.end() && it->second.refs > 0) return false;
+        // Another process using it holds a shared lock on its entry.
+        if (!file_->try_lock_slot_exclusive(uint64_t(s))) return false;
+        file_->unlock_slot(uint64_t(s));
+        return true;
+    };
+    const bool table_full = file_->header().slots_used >= file_->max_slots();
+    while (used_bytes_ + need_bytes > p_.capacity_bytes || (table_full && free_.empty())) {
+        const eviction ev = policy_->choose(evictable);
+        if (ev.slot < 0) {
+            if (table_full && free_.empty())
+                throw error(format("%s: the K/V store is full: every one of its %llu slots is in use",
+                                   file_->path().c_str(), (unsigned long long) file_->max_slots()));
+            break;  // over capacity, but nothing can go: pages in use are never evicted
+        }
+        if (ev.action == evict_action::COMPRESS && file_->entry(uint64_t(ev.slot)).type != uint32_t(type::Q4_0))
+            compress_locked(ev.slot);
+        else
+            drop_locked(ev.slot);
+    }
+}
+
+page_ref kv_store::begin_page() {
+    std::lock_guard<std::mutex> lk(mu_);
+    file_->lock_table();
+    try {
+        sync_locked();
+        make_room_locked(page_bytes());
+        // A slot another process claimed since our last sync is not FREE any more.
+        int64_t s = -1;
+        page_file_header & h = file_->header();
+        while (!free_.empty()) {
+            const int64_t c = free_.back();
+            free_.pop_back();
+            if (file_->entry(uint64_t(c)).state == uint32_t(slot_state::FREE) && file_->try_lock_slot_exclusive(uint64_t(c))) {
+                s = c;
+                break;
+            }
+        }
+        if (s < 0 && h.slots_used < file_->max_slots() && file_->try_lock_slot_exclusive(h.slots_used)) s = int64_t(h.slots_used++);
+        if (s < 0) throw error(format("%s: no free slot in the K/V store", file_->path().c_str()));
+        file_->ensure_slot(uint64_t(s));
+        slot_entry & e = file_->entry(uint64_t(s));
+        std::memset(&e, 0, sizeof e);
+        e.state = uint32_t(slot_state::WRITING);
+        e.type = uint32_t(p_.kv_type);
+        used_bytes_ += page_bytes();
+        local_slot & ls = local_[s];
+        ls.refs = 1;
+        ls.verified = true;  // we write it
+        h.generation++;
+        seen_generation_ = h.generation;
+        file_->unlock_table();
+        return page_ref{s, file_->data(uint64_t(s)), p_.kv_type};
+    } catch (...) {
+        file_->unlock_table();
+        throw;
+    }
+}
+
+void kv_store::abandon(int64_t slot) {
+    flush();
+    std::lock_guard<std::mutex> lk(mu_);
+    file_->lock_table();
+    slot_entry & e = file_->entry(uint64_t(slot));
+    GLOAS_ASSERT(e.state == uint32_t(slot_state::WRITING));
+    e.state = uint32_t(slot_state::FREE);
+    used_bytes_ -= std::min(used_bytes_, page_bytes());
+    free_.push_back(slot);
+    local_.erase(slot);
+    file_->unlock_slot(uint64_t(slot));
+    file_->dont_need(uint64_t(slot), page_bytes());
+    page_file_header & h = file_->header();
+    h.generation++;
+    seen_generation_ = h.generation;
+    file_->unlock_table();
+}
+
+void kv_store::publish(int64_t slot, uint64_t hash, uint64_t parent, int32_t n_tokens) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        jobs_.push_back(job{slot, hash, parent, n_tokens});
+    }
+    cv_.notify_one();
+}
+
+void kv_store::flush() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_done_.wait(lk, [&] { return jobs_.empty() && busy_ == 0; });
+}
+
+void kv_store::writer_loop() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+        cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
+        if (jobs_.empty()) {
+            if (stop_) return;
+            continue;
+        }
+        job j = jobs_.front();
+        jobs_.pop_front();
+        busy_++;
+        lk.unlock();
+        // The checksum reads the whole page: do it without the lock.
+        const uint64_t sum = page_checksum(file_->data(uint64_t(j.slot)), page_bytes(), j.hash);
+        lk.lock();
+        file_->lock_table();
+        sync_locked();
+        slot_entry & e = file_->entry(uint64_t(j.slot));
+        page_file_header & h = file_->header();
+        auto dup = index_.find(j.hash);
+        if (dup != index_.end() && dup->second != j.slot) {
+            // Another sequence or process published the same page first: ours
+            // stays private to the sequence that made it and is freed when released.
+            e.hash = j.hash;
+            e.parent = j.parent;
+            e.n_tokens = uint32_t(j.n_tokens);
+        } else {
+            e.hash = j.hash;
+            e.parent = j.parent;
+            e.n_tokens = uint32_t(j.n_tokens);
+            e.checksum = sum;
+            e.inserted = e.last_access = ++h.clock;
+            e.n_access = 1;
+            e.state = uint32_t(slot_state::READY);  // last: the page is complete
+            index_[j.hash] = j.slot;
+            page_stats ps;
+            ps.slot = j.slot;
+            ps.hash = j.hash;
+            ps.bytes = page_bytes();
+            ps.last_access = ps.inserted = e.inserted;
+            ps.n_access = 1;
+            policy_->on_insert(ps, e.inserted);
+            m_.pages_written++;
+            // Our exclusive writer lock becomes a shared use lock.
+            file_->lock_slot_shared(uint64_t(j.slot));
+        }
+        h.generation++;
+        seen_generation_ = h.generation;
+        file_->unlock_table();
+        busy_--;
+        if (jobs_.empty() && busy_ == 0) cv_done_.notify_all();
+    }
+}
+
+size_t kv_store::stored_bytes() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return used_bytes_;
+}
+
+size_t kv_store::stored_pages() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return index_.size();
+}
+
+} // namespace gloas

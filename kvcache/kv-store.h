@@ -1,0 +1,154 @@
+// The K/V store: the pages of every sequence of one model, in one page file,
+// indexed by prefix hash, reference counted while sequences use them, and
+// evicted by policy when the store reaches its capacity.
+//
+// Prefix hashes chain: h(0) = xxh64(token ids of page 0, seed = PREFIX_SEED),
+// h(i) = xxh64(token ids of page i, seed = h(i-1)). Two sequences whose first i
+// pages hold the same tokens have the same h(i-1), so a new prompt reuses
+// every leading page already in the store, across sequences and runs.
+//
+// Thread safety: one thread drives the store (the decoder's); a background
+// writer thread publishes full pages (checksum + slot table) off the decode
+// path, and its queue is drained by flush().
+#pragma once
+
+#include "kvcache/page-file.h"
+#include "kvcache/page.h"
+#include "kvcache/policy.h"
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace gloas {
+
+constexpr uint64_t PREFIX_SEED = 0x676c6f61736b7631ull;  // "gloaskv1"
+
+// Prefix hash of a page of `n` token ids following a page whose hash is `prev`
+// (PREFIX_SEED for the first page).
+uint64_t page_hash(uint64_t prev, const int32_t * tokens, int32_t n);
+
+struct kv_store_params {
+    std::string dir;                // page-file folder; empty: in memory, nothing persists
+    type kv_type = type::F16;
+    int32_t page_tokens = 32;
+    size_t capacity_bytes = size_t(4) << 30;  // bound on the bytes of stored pages
+    evict_policy policy = evict_policy::LRU;
+    double compressed_share = 0.3;  // COMPRESSED: share of capacity for compressed pages
+};
+
+struct kv_metrics {
+    uint64_t pages_hit = 0;         // prompt pages found in the store
+    uint64_t pages_missed = 0;      // full prompt pages that had to be computed
+    uint64_t tokens_reused = 0;     // prefill tokens skipped thanks to hits
+    uint64_t pages_written = 0;     // pages published
+    uint64_t pages_evicted = 0;     // dropped by the policy
+    uint64_t pages_compressed = 0;  // re-quantized to Q4_0 by the COMPRESSED policy
+    uint64_t pages_corrupt = 0;     // failed their checksum: recomputed
+    uint64_t prefetch_resident = 0; // reused pages already in memory when verified
+
+    double hit_rate() const {
+        const uint64_t n = pages_hit + pages_missed;
+        return n ? double(pages_hit) / double(n) : 0.0;
+    }
+};
+
+// A page a sequence holds: its slot, data and current type.
+struct page_ref {
+    int64_t slot = -1;
+    const uint8_t * data = nullptr;
+    type t = type::F32;
+};
+
+class kv_store {
+public:
+    // Opens or creates the page file. Throws gloas::error for an unusable
+    // folder; a damaged file is set aside and reported through notices().
+    kv_store(const kv_store_params & p, const page_geometry & g, uint64_t model_fingerprint);
+    ~kv_store();
+    kv_store(const kv_store &) = delete;
+    kv_store & operator=(const kv_store &) = delete;
+
+    const page_geometry & geometry() const { return geom_; }
+    type kv_type() const { return p_.kv_type; }
+    const kv_store_params & params() const { return p_; }
+    const std::string & path() const { return file_->path(); }
+    bool persistent() const { return file_->persistent(); }
+    // Messages about damage found and repaired (set-aside files, bad pages).
+    std::string take_notices();
+
+    // Looks up a published page by prefix hash; on success the page is
+    // referenced (release() when done) and its checksum has been verified.
+    bool acquire(uint64_t hash, page_ref * out);
+    // Looks up a chain of pages (hashes[0..n)), stopping at the first miss or
+    // bad page; returns how many were acquired into out. The pages are read
+    // ahead in the background while they are verified in order.
+    size_t acquire_chain(const uint64_t * hashes, size_t n, page_ref * out);
+    // Adds a reference to a page this process already references.
+    void retain(int64_t slot);
+    void release(int64_t slot);
+
+    // Claims a slot for a new page (evicting if the store is full) and returns
+    // its data (page_bytes(kv_type) writable bytes), referenced once.
+    page_ref begin_page();
+    // Publishes a filled page under its prefix hash, off the calling thread.
+    void publish(int64_t slot, uint64_t hash, uint64_t parent, int32_t n_tokens);
+    // Gives up a claimed page that was never filled.
+    void abandon(int64_t slot);
+    // Waits until every queued publish is done.
+    void flush();
+
+    const kv_metrics & metrics() const { return m_; }
+    kv_metrics & metrics() { return m_; }
+    size_t stored_bytes();          // bytes of the pages in the store
+    size_t stored_pages();
+    size_t file_bytes() const { return file_->disk_bytes(); }
+    size_t page_bytes() const { return geom_.page_bytes(p_.kv_type); }
+    const eviction_policy & policy() const { return *policy_; }
+
+private:
+    struct local_slot {
+        uint32_t refs = 0;
+        bool verified = false;      // checksum checked since this process took it
+    };
+
+    void sync_locked();             // re-reads the table if another process changed it
+    void make_room_locked(size_t need_bytes);
+    void drop_locked(int64_t slot);
+    void compress_locked(int64_t slot);
+    bool verify(int64_t slot);
+    size_t entry_bytes(const slot_entry & e) const;
+    void writer_loop();
+    void do_publish(int64_t slot, uint64_t hash, uint64_t parent, int32_t n_tokens);
+
+    kv_store_params p_;
+    page_geometry geom_;
+    std::unique_ptr<page_file> file_;
+    std::unique_ptr<eviction_policy> policy_;
+    std::string notices_;
+    std::mutex mu_;                                  // guards everything below against the writer
+    std::unordered_map<uint64_t, int64_t> index_;    // prefix hash -> READY slot
+    std::unordered_map<int64_t, local_slot> local_;  // slots this process references
+    std::vector<int64_t> free_;                      // FREE slots (as of the last sync)
+    size_t used_bytes_ = 0;                          // bytes of READY + WRITING slots
+    uint64_t seen_generation_ = ~uint64_t(0);
+    kv_metrics m_;
+
+    // writer thread
+    struct job { int64_t slot; uint64_t hash, parent; int32_t n_tokens; };
+    std::deque<job> jobs_;
+    std::condition_variable cv_;
+    std::condition_variable cv_done_;
+    bool stop_ = false;
+    size_t busy_ = 0;
+    std::thread writer_;
+};
+
+} // namespace gloas

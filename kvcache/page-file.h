@@ -1,0 +1,157 @@
+// The page file: K/V pages of one model, KV type and page geometry in a file
+// mapped MAP_SHARED, so pages outlive the process and are shared by every
+// process that opens the same file.
+//
+// Layout (little-endian):
+//   [0, 4096)                 header (page_file_header), immutable after creation
+//                             except `clock`, `generation` and `slots_used`
+//   [table_offset, +64 x max_slots)   slot table (slot_entry), one per slot
+//   [data_offset + i x slot_stride)   page data of slot i, slot_stride a multiple of 64
+// The file is sparse: it is extended as slots are first used, and the table is
+// only touched where slots are.
+//
+// Publishing: a slot is claimed (state WRITING) under the table lock, its data
+// is written and checksummed (xxh64 seeded with the page hash) outside it, and
+// only then is the entry set READY under the table lock. A crash at any point
+// leaves either a READY slot whose checksum matches or a slot that is not
+// READY; readers verify the checksum before first use, so torn or flipped data
+// is detected and the page recomputed, never used.
+//
+// Concurrency between processes uses open-file-description locks (fcntl
+// F_OFD_SETLK), which the kernel drops when a process dies:
+//   - byte 0: the table lock, held briefly for every table change;
+//   - the 64 bytes of a slot's entry: a shared lock by each process using the
+//     page, an exclusive one while a writer fills it. A slot whose entry another
+//     process has locked is never evicted or overwritten; a WRITING slot whose
+//     lock is free belonged to a writer that died and is free again.
+#pragma once
+
+#include "kvcache/page.h"
+#include "quant/types.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace gloas {
+
+constexpr char     PAGE_FILE_MAGIC[8] = {'G', 'L', 'O', 'A', 'S', 'K', 'V', '\0'};
+constexpr uint32_t PAGE_FILE_VERSION = 1;
+constexpr size_t   PAGE_FILE_HEADER_BYTES = 4096;
+
+struct page_file_header {
+    char     magic[8];
+    uint32_t version;
+    uint32_t header_bytes;
+    uint64_t fingerprint;      // of the model (weights and shape)
+    uint32_t kv_type;          // type of full-precision pages
+    uint32_t page_tokens;
+    uint32_t n_layer;
+    uint32_t n_head_kv;
+    uint32_t head_dim;
+    uint32_t reserved0;
+    uint64_t slot_stride;      // bytes between slots' data
+    uint64_t max_slots;
+    uint64_t table_offset;
+    uint64_t data_offset;
+    uint64_t checksum;         // xxh64 of the bytes above
+    // mutable, under the table lock:
+    uint64_t clock;            // logical access clock shared by all users
+    uint64_t generation;       // bumped on every table change
+    uint64_t slots_used;       // slots [slots_used, max_slots) have never been used
+};
+static_assert(sizeof(page_file_header) == 112, "page_file_header layout");
+
+enum class slot_state : uint32_t { FREE = 0, WRITING = 1, READY = 2 };
+
+struct slot_entry {
+    uint64_t hash;         // prefix hash of the page (chains the previous page's)
+    uint64_t parent;       // prefix hash of the previous page (0 for the first)
+    uint32_t n_tokens;     // tokens in the page (page_tokens when full)
+    uint32_t state;        // slot_state
+    uint32_t type;         // type of the data now (kv_type, or Q4_0 once compressed)
+    uint32_t reserved;
+    uint64_t checksum;     // xxh64(data, page_bytes(type), seed = hash)
+    uint64_t last_access;  // clock of the last use
+    uint64_t n_access;     // uses since insertion
+    uint64_t inserted;     // clock at insertion
+};
+static_assert(sizeof(slot_entry) == 64, "slot_entry must be 64 bytes");
+
+class page_file {
+public:
+    struct options {
+        std::string dir;           // folder of page files; empty: an anonymous in-memory file
+        uint64_t fingerprint = 0;
+        type kv_type = type::F16;
+        page_geometry geom;
+        uint64_t max_slots = 0;    // table size when creating
+    };
+
+    // Opens or creates the page file for these options. A file that exists but
+    // is damaged, of another version or describes other pages is set aside
+    // (renamed *.bad) and a new one created; `notice` then says why.
+    static std::unique_ptr<page_file> open(const options & o, std::string * notice);
+    ~page_file();
+    page_file(const page_file &) = delete;
+    page_file & operator=(const page_file &) = delete;
+
+    const std::string & path() const { return path_; }
+    const page_geometry & geometry() const { return geom_; }
+    type kv_type() const { return kv_type_; }
+    uint64_t max_slots() const { return max_slots_; }
+    size_t slot_stride() const { return slot_stride_; }
+    bool persistent() const { return !path_.empty() && path_[0] != '<'; }
+
+    // Table lock (exclusive, blocking). All slot_entry reads and writes of
+    // state happen under it.
+    void lock_table();
+    void unlock_table();
+    page_file_header & header() { return *hdr_; }
+    slot_entry & entry(uint64_t slot) { return table_[slot]; }
+
+    // Slot use locks (see the header comment). try_* return false on conflict.
+    bool try_lock_slot_exclusive(uint64_t slot);
+    void lock_slot_shared(uint64_t slot);   // converts an exclusive lock we hold
+    void unlock_slot(uint64_t slot);
+
+    // Page data of a slot; ensure_slot() extends the file to cover it first.
+    void ensure_slot(uint64_t slot);
+    // True when `bytes` of the slot's data lie inside the file (a truncated
+    // file may end before a slot its table still lists).
+    bool slot_in_file(uint64_t slot, size_t bytes) const {
+        return slot < max_slots_ && data_offset_ + slot * slot_stride_ + bytes <= file_size();
+    }
+    uint8_t * data(uint64_t slot) { return base_ + data_offset_ + slot * slot_stride_; }
+    // Bytes the file takes on disk (allocated blocks) and its apparent size.
+    size_t disk_bytes() const;
+    size_t file_size() const;
+
+    // Hints the kernel to read a slot's data ahead / that it is not needed soon.
+    void will_need(uint64_t slot, size_t bytes);
+    void dont_need(uint64_t slot, size_t bytes);
+
+private:
+    page_file() = default;
+    void map(int fd, size_t reserve_bytes);
+    void set_lock(short type, off_t start, off_t len, bool wait, bool * ok);
+
+    std::string path_;
+    int fd_ = -1;
+    uint8_t * base_ = nullptr;
+    size_t reserved_ = 0;       // bytes of address space mapped
+    page_file_header * hdr_ = nullptr;
+    slot_entry * table_ = nullptr;
+    page_geometry geom_;
+    type kv_type_ = type::F16;
+    uint64_t max_slots_ = 0;
+    size_t slot_stride_ = 0;
+    size_t data_offset_ = 0;
+    size_t table_offset_ = 0;
+};
+
+uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash);
+
+} // namespace gloas

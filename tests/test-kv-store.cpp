@@ -1,0 +1,320 @@
+// The K/V store through the decoder: pages of every type against the goldens,
+// prefix reuse, persistence, damage, capacity.
+#include "decoder/llama.h"
+#include "decoder/model.h"
+#include "decoder/sampler.h"
+#include "kvcache/kv-store.h"
+#include "tensor/error.h"
+#include "test-util.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <dirent.h>
+#include <csignal>
+#include <fcntl.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+std::unique_ptr<model> load_stories() { return model::load({test::require_model("stories260K.bin"), ""}); }
+
+std::string golden(const std::string & name) { return test::read_file(test::require_model("golden/" + name)); }
+
+context_params kv_params(type t, const std::string & dir, int32_t page = 32) {
+    context_params cp;
+    cp.kv.kv_type = t;
+    cp.kv.dir = dir;
+    cp.kv.page_tokens = page;
+    return cp;
+}
+
+// Greedy text after the prompt, llama2.c style (see test-decoder.cpp).
+std::string greedy(context & ctx, const std::string & prompt, int steps, std::vector<int32_t> * ids = nullptr) {
+    const model & m = ctx.get_model();
+    std::vector<int32_t> toks = m.tok.encode(prompt, true);
+    std::string out;
+    for (size_t i = 1; i < toks.size(); ++i) out += m.tok.token_to_piece(toks[i - 1], toks[i]);
+    sampler_params sp;
+    sp.temp = 0.0f;
+    sampler smp(sp, m.hp.n_vocab);
+    const float * logits = ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+    int32_t prev = toks.back();
+    for (int pos = int(toks.size()) - 1; pos < steps; ++pos) {
+        int32_t next = smp.sample(logits);
+        if (next == m.tok.bos()) break;
+        if (ids) ids->push_back(next);
+        out += m.tok.token_to_piece(prev, next);
+        prev = next;
+        if (pos + 1 < steps) logits = ctx.eval(&next, 1);
+    }
+    return out;
+}
+
+std::string story_text(size_t bytes) {
+    std::string s = test::read_file(test::require_data("tinystories-valid-excerpt.txt"));
+    return s.substr(0, std::min(bytes, s.size()));
+}
+
+// The file in `dir` whose name contains `part` (empty if none).
+std::string only_file(const std::string & dir, const std::string & part) {
+    std::string found;
+    if (DIR * d = ::opendir(dir.c_str())) {
+        while (struct dirent * e = ::readdir(d))
+            if (std::strstr(e->d_name, part.c_str())) found = dir + "/" + e->d_name;
+        ::closedir(d);
+    }
+    return found;
+}
+
+} // namespace
+
+TEST_CASE("F32, F16 and Q8_0 pages give the golden text; Q4_0 stays close") {
+    auto m = load_stories();
+    const std::string want = golden("stories260K_greedy_n128_once_upon_a_time.txt");
+    for (type t : {type::F32, type::F16, type::Q8_0}) {
+        context ctx(*m, kv_params(t, ""));
+        INFO("kv type " << type_name(t));
+        CHECK(greedy(ctx, "Once upon a time", 128) == want);
+    }
+    context f32(*m, kv_params(type::F32, ""));
+    CHECK(greedy(f32, "", 200) == golden("stories260K_greedy_n200_noprompt.txt"));
+
+    // Q4_0: top-1 agreement with F32 pages over a real text, teacher-forced.
+    const std::vector<int32_t> toks = m->tok.encode(story_text(2500), true);
+    REQUIRE(toks.size() > 300);
+    context a(*m, kv_params(type::F32, ""));
+    context b(*m, kv_params(type::Q4_0, ""));
+    int agree = 0, n = 0;
+    for (size_t i = 0; i + 1 < std::min<size_t>(toks.size(), 500); ++i) {
+        const float * la = a.eval(&toks[i], 1);
+        const int32_t ta = int32_t(std::max_element(la, la + m->hp.n_vocab) - la);
+        const float * lb = b.eval(&toks[i], 1);
+        const int32_t tb = int32_t(std::max_element(lb, lb + m->hp.n_vocab) - lb);
+        agree += ta == tb;
+        ++n;
+    }
+    const double rate = double(agree) / n;
+    MESSAGE("Q4_0 pages: top-1 agreement with F32 pages " << rate * 100 << "% over " << n << " positions");
+    CHECK(rate >= 0.90);
+}
+
+TEST_CASE("pages work for every page size and chunking") {
+    auto m = load_stories();
+    const std::string want = golden("stories260K_greedy_n128_once_upon_a_time.txt");
+    for (int32_t page : {16, 32, 64}) {
+        for (int32_t ub : {1, 5, 512}) {
+            context_params cp = kv_params(type::F32, "", page);
+            cp.n_ubatch = ub;
+            context ctx(*m, cp);
+            INFO("page " << page << " ubatch " << ub);
+            CHECK(greedy(ctx, "Once upon a time", 128) == want);
+        }
+    }
+    // Quantized pages: chunking does not change a single logit's argmax.
+    const std::vector<int32_t> toks = m->tok.encode(story_text(600), true);
+    std::vector<float> ref;
+    for (int32_t ub : {512, 7, 1}) {
+        context_params cp = kv_params(type::Q8_0, "");
+        cp.n_ubatch = ub;
+        context ctx(*m, cp);
+        const float * l = ctx.eval(toks.data(), int32_t(toks.size()));
+        if (ref.empty()) ref.assign(l, l + m->hp.n_vocab);
+        double d = 0;
+        for (int i = 0; i < m->hp.n_vocab; ++i) d = std::max(d, double(std::fabs(l[i] - ref[size_t(i)])));
+        INFO("ubatch " << ub);
+        CHECK(d < 1e-3);
+    }
+}
+
+TEST_CASE("a prompt's full pages are reused by the next sequence and the next store") {
+    auto m = load_stories();
+    const std::string dir = test::temp_dir("kv-reuse");
+    const std::string prompt = story_text(700);
+    const std::vector<int32_t> toks = m->tok.encode(prompt, true);
+    const int32_t n_full = (int32_t(toks.size()) - 1) / 32;
+    REQUIRE(n_full >= 3);
+
+    std::string first;
+    {
+        context ctx(*m, kv_params(type::Q8_0, dir));
+        first = greedy(ctx, prompt, int(toks.size()) + 40);
+        CHECK(ctx.n_reused() == 0);
+        CHECK(ctx.store().metrics().pages_missed == uint64_t(n_full));
+        // The same context again: every full prompt page comes from the store.
+        ctx.reset();
+        CHECK(greedy(ctx, prompt, int(toks.size()) + 40) == first);
+        CHECK(ctx.n_reused() == n_full * 32);
+        CHECK(ctx.store().metrics().pages_hit == uint64_t(n_full));
+    }
+    {
+        // A new store on the same folder (as a new process would open it).
+        context ctx(*m, kv_params(type::Q8_0, dir));
+        CHECK(greedy(ctx, prompt, int(toks.size()) + 40) == first);
+        CHECK(ctx.n_reused() == n_full * 32);
+        CHECK(ctx.store().metrics().pages_hit == uint64_t(n_full));
+        CHECK(ctx.store().metrics().pages_missed == 0);
+
+        // A prompt sharing only its first 2 pages (and a bit) reuses exactly 2.
+        std::vector<int32_t> other(toks.begin(), toks.begin() + 70);
+        other.push_back(m->tok.encode(" zebra", false)[0]);
+        for (int i = 0; i < 60; ++i) other.push_back(toks[size_t(10 + i)]);
+        ctx.reset();
+        ctx.eval_prompt(other.data(), int32_t(other.size()));
+        CHECK(ctx.n_reused() == 64);
+    }
+}
+
+TEST_CASE("a damaged page is detected and recomputed; damaged files are set aside") {
+    auto m = load_stories();
+    const std::string dir = test::temp_dir("kv-damage");
+    const std::string prompt = story_text(700);
+    const std::vector<int32_t> toks = m->tok.encode(prompt, true);
+    std::string want;
+    {
+        context ctx(*m, kv_params(type::Q8_0, dir));
+        want = greedy(ctx, prompt, int(toks.size()) + 30);
+    }
+    const std::string path = only_file(dir, ".kv");
+    REQUIRE(!path.empty());
+
+    SUBCASE("flipped bytes inside a page") {
+        {
+            // Slot 1's data: data_offset + 1 x stride + a bit.
+            page_file_header h;
+            int fd = ::open(path.c_str(), O_RDWR);
+            REQUIRE(fd >= 0);
+            REQUIRE(::pread(fd, &h, sizeof h, 0) == ssize_t(sizeof h));
+            const off_t at = off_t(h.data_offset + h.slot_stride + 100);
+            uint8_t b = 0;
+            REQUIRE(::pread(fd, &b, 1, at) == 1);
+            b ^= 0x5a;
+            REQUIRE(::pwrite(fd, &b, 1, at) == 1);
+            ::close(fd);
+        }
+        context ctx(*m, kv_params(type::Q8_0, dir));
+        CHECK(greedy(ctx, prompt, int(toks.size()) + 30) == want);
+        CHECK(ctx.store().metrics().pages_corrupt == 1);
+        CHECK(ctx.n_reused() == 32);  // the chain stops at the bad page
+        CHECK(ctx.store().take_notices().find("checksum") != std::string::npos);
+    }
+    SUBCASE("a truncated file") {
+        struct stat st;
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        REQUIRE(::truncate(path.c_str(), st.st_size / 2) == 0);
+        context ctx(*m, kv_params(type::Q8_0, dir));
+        CHECK(greedy(ctx, prompt, int(toks.size()) + 30) == want);
+    }
+    SUBCASE("a header of another version") {
+        int fd = ::open(path.c_str(), O_RDWR);
+        REQUIRE(fd >= 0);
+        const uint32_t v = 99;
+        REQUIRE(::pwrite(fd, &v, 4, 8) == 4);
+        ::close(fd);
+        context ctx(*m, kv_params(type::Q8_0, dir));
+        const std::string notes = ctx.store().take_notices();
+        CHECK(notes.find("version 99") != std::string::npos);
+        CHECK(notes.find("set aside") != std::string::npos);
+        CHECK(greedy(ctx, prompt, int(toks.size()) + 30) == want);
+        CHECK(ctx.n_reused() == 0);
+        CHECK(!only_file(dir, ".bad-").empty());
+    }
+}
+
+TEST_CASE("capacity bounds the store whatever the policy") {
+    auto m = load_stories();
+    const std::string text = story_text(6000);
+    for (evict_policy pol : {evict_policy::LRU, evict_policy::LFU, evict_policy::FIFO, evict_policy::ADAPTIVE,
+                             evict_policy::COMPRESSED}) {
+        INFO("policy " << evict_policy_name(pol));
+        context_params cp = kv_params(type::Q8_0, "");
+        cp.kv.policy = pol;
+        page_geometry pg{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+        cp.kv.capacity_bytes = 24 * pg.page_bytes(type::Q8_0);
+        context ctx(*m, cp);
+        for (int r = 0; r < 6; ++r) {
+            std::vector<int32_t> toks = m->tok.encode(text.substr(size_t(r) * 700, 1200), true);
+            toks.resize(std::min<size_t>(toks.size(), 300));
+            ctx.reset();
+            ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+            ctx.store().flush();
+            // Pages in use by the live sequence may exceed it; nothing else does.
+            CHECK(ctx.store().stored_bytes() <= cp.kv.capacity_bytes + 10 * pg.page_bytes(type::Q8_0));
+        }
+        ctx.reset();
+        ctx.store().flush();
+        CHECK(ctx.store().stored_bytes() <= cp.kv.capacity_bytes);
+        CHECK(ctx.store().metrics().pages_evicted + ctx.store().metrics().pages_compressed > 0);
+    }
+}
+
+TEST_CASE("K/V bytes per token against F16, at TinyLlama's shape") {
+    // 22 layers, 4 KV heads of 64: the page sizes the store really allocates
+    // (slot stride) plus the slot table entry.
+    const page_geometry g{32, 22, 4, 64};
+    auto per_token = [&](type t) { return double((g.page_bytes(t) + 63) / 64 * 64 + sizeof(slot_entry)) / g.page_tokens; };
+    const double f16 = per_token(type::F16);
+    MESSAGE("bytes per token: f16 " << f16 << ", q8_0 " << per_token(type::Q8_0) << ", q4_0 " << per_token(type::Q4_0));
+    CHECK(per_token(type::Q8_0) / f16 <= 0.54);
+    CHECK(per_token(type::Q4_0) / f16 <= 0.29);
+}
+
+TEST_CASE("processes: reuse across runs, a killed writer, two writers at once") {
+    const std::string dir = test::temp_dir("kv-proc");
+    const std::string prompt = story_text(900);
+    const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                           "--kv-type", "q8_0", "--kv-dir", dir, "-p", prompt};
+    auto args = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    // A reference without any store.
+    auto ref = test::run_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                        "--kv-type", "q8_0", "--kv-dir", "none", "-p", prompt, "-n", "60"});
+    REQUIRE(ref.status == 0);
+
+    auto first = test::run_tool("gloas", args({"-n", "60"}));
+    REQUIRE(first.status == 0);
+    CHECK(first.out == ref.out);
+    CHECK(first.err.find(" 0 hit") != std::string::npos);
+    auto second = test::run_tool("gloas", args({"-n", "60"}));
+    REQUIRE(second.status == 0);
+    CHECK(second.out == ref.out);
+    CHECK(second.err.find(" 0 missed") != std::string::npos);
+    CHECK(second.err.find("reused from the K/V store") != std::string::npos);
+
+    // SIGKILL a writer in the middle of a long generation, then use the store.
+    const std::string other = story_text(1300).substr(900);
+    const int pid = test::spawn_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                               "--kv-type", "q8_0", "--kv-dir", dir, "-p", other, "-n", "100000",
+                                               "--ignore-eos", "-c", "8192"},
+                                     dir + "/killed.out", dir + "/killed.err");
+    ::usleep(400 * 1000);
+    ::kill(pid, SIGKILL);
+    CHECK(test::wait_tool(pid) == 128 + SIGKILL);
+    auto after = test::run_tool("gloas", args({"-n", "60"}));
+    REQUIRE(after.status == 0);
+    CHECK(after.out == ref.out);
+
+    // Two processes on the same folder at once, different prompts sharing a prefix.
+    const int a = test::spawn_tool("gloas", args({"-n", "80"}), dir + "/a.out", dir + "/a.err");
+    const int b = test::spawn_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                             "--kv-type", "q8_0", "--kv-dir", dir, "-p", prompt + " The end.", "-n", "40"},
+                                   dir + "/b.out", dir + "/b.err");
+    CHECK(test::wait_tool(a) == 0);
+    CHECK(test::wait_tool(b) == 0);
+    auto ref_a = test::run_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                          "--kv-type", "q8_0", "--kv-dir", "none", "-p", prompt, "-n", "80"});
+    auto ref_b = test::run_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                          "--kv-type", "q8_0", "--kv-dir", "none", "-p", prompt + " The end.", "-n", "40"});
+    CHECK(test::read_file(dir + "/a.out") == ref_a.out);
+    CHECK(test::read_file(dir + "/b.out") == ref_b.out);
+}
