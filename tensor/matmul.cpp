@@ -1,14 +1,17 @@
 // matmul: y (n_tok, n_out) = x (n_tok, n_in) · w^T.
 //
-// Quantized weights (AVX-512 VNNI): activations are quantized once per row to
-// Q8_0 and laid out for the micro-kernel (act layout below); each thread owns
-// a contiguous range of weight rows, unpacks MR rows at a time into an
-// int8-ready scratch (w_tile layout) and runs an MR x MT micro-kernel of
-// float accumulators over every token of the chunk, so each weight block is
-// read from memory once per chunk of tokens (CHUNK_BYTES of activations) and reused from
-// registers across MT tokens.
-//
-// Float weights (F32/F16/BF16) use the same tiling with f32 FMAs.
+// Quantized weights (AVX-512 VNNI + VBMI): each token row is quantized once
+// to Q8_0 in the act layout below. Each thread owns a contiguous range of
+// weight rows, taken MR at a time:
+//  - up to DIRECT_MAX_TOK tokens (decode): the rows are read straight from
+//    the weights, one pass, with the next tile prefetched (memory bound);
+//  - more tokens (prefill): the MR rows are unpacked once per chunk of tokens
+//    (CHUNK_BYTES of activations, L2-resident) into the w_tile layout, then an
+//    MR x MT micro-kernel of f32 accumulators (integer dot products with
+//    dpbusd) runs over every token of the chunk, in reduction segments of
+//    K_PAIRS pairs that stay in L1.
+// Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
+// micro-kernel. Other builds fall back to one vec_dot per (row, token).
 #include "tensor/ops.h"
 
 #include "quant/fp16.h"
@@ -103,19 +106,14 @@ template <type WT> constexpr size_t PAIR_BYTES = 2 * (WT == type::Q4_0 ? sizeof(
 template <type WT> inline void load_pair(const char * b, bool two, __m512i & u, __m512 & dw);
 
 // vpermb / vpermw indices of load_pair: every qs byte of a Q4_0 block twice
-// (low nibbles are values 0..15, high ones 16..31); the qs bytes of a Q8_0
-// pair; the two scales as [d0 x8, d1 x8].
+// (low nibbles are values 0..15, high ones 16..31); the two scales of a pair
+// as [d0 x8, d1 x8].
 alignas(64) constexpr uint8_t Q4_IDX_B[64] = {
     2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
     2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
     20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
     20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
 alignas(64) constexpr uint16_t Q4_IDX_D[32] = {0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9};
-alignas(64) constexpr uint8_t Q8_IDX_B[64] = {
-    2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
-    18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33,
-    36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67};
 alignas(64) constexpr uint16_t Q8_IDX_D[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
 
 // Q4_0 pair, 36 bytes: d0 [0,2), qs0 [2,18), d1 [18,20), qs1 [20,36).
@@ -132,12 +130,20 @@ template <> inline void load_pair<type::Q4_0>(const char * b, bool two, __m512i 
 
 // Q8_0 pair, 68 bytes: d0 [0,2), qs0 [2,34), d1 [34,36), qs1 [36,68).
 template <> inline void load_pair<type::Q8_0>(const char * b, bool two, __m512i & u, __m512 & dw) {
-    const __m512i idx_b = _mm512_load_si512(Q8_IDX_B);
     const __m512i idx_d = _mm512_load_si512(Q8_IDX_D);
-    const __m512i lo = _mm512_maskz_loadu_epi8(two ? ~__mmask64(0) : __mmask64(0x3ffffffffULL), b);
-    const __m512i hi = two ? _mm512_maskz_loadu_epi8(__mmask64(0xf), b + 64) : _mm512_setzero_si512();
-    u = _mm512_xor_si512(_mm512_permutex2var_epi8(lo, idx_b, hi), _mm512_set1_epi8(char(0x80)));
-    dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx_d, lo)));
+    __m512i q, head;
+    if (two) {
+        q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 2))),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 36)), 1);
+        head = _mm512_loadu_si512(b);  // the 64 bytes that hold both scales
+    } else {
+        // lone last block: read only its 34 bytes
+        head = _mm512_maskz_loadu_epi8(__mmask64(0x3ffffffffULL), b);
+        q = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 2)));
+        q = _mm512_inserti64x4(q, _mm256_setzero_si256(), 1);
+    }
+    u = _mm512_xor_si512(q, _mm512_set1_epi8(char(0x80)));
+    dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx_d, head)));
 }
 
 // One weight row -> w_tile layout.
@@ -332,7 +338,13 @@ void tile_f(const tensor & w, int64_t r0, const float * x, int64_t n_in, float *
     const void * rows[R];
     #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) rows[r] = w.row(r0 + r);
+    // few tokens: memory bound, prefetch the next tile's rows (see tile_direct)
+    const char * next = static_cast<const char *>(rows[0]) + R * w.nb[1];
+    constexpr size_t step = R * 16 * (WT == type::F32 ? 4 : 2);
     for (int64_t i = 0; i < n_in; i += 16) {
+        if (T < MT) {
+            for (size_t o = 0; o < step; o += 64) _mm_prefetch(next + size_t(i / 16) * step + o, _MM_HINT_T0);
+        }
         const __mmask16 m = n_in - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n_in - i)) - 1);
         __m512 wv[R];
         #pragma GCC unroll 4
@@ -433,6 +445,7 @@ static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, flo
 
 void matmul(const tensor & w, const float * x, int64_t n_tok, float * y, void * work) {
     GLOAS_ASSERT(w.nb[0] == traits(w.t).type_size);  // rows are contiguous
+    if (n_tok <= 0 || w.nrows() <= 0) return;
 #if defined(GLOAS_MATMUL_VNNI)
     if (is_quant(w.t)) return matmul_quant(w, x, n_tok, y, work);
 #endif

@@ -20,13 +20,20 @@ void set_n_threads(int n);
 int  n_threads();
 
 // Bytes of scratch that matmul needs for activations x of (n_tok, n_in)
-// converted to w's vec_dot_type.
+// converted to w's vec_dot_type (0 when that is F32). The bytes may be more
+// than n_tok rows of vec_dot_type: with AVX-512 VNNI, quantized weights pair
+// with Q8_0 activations in a layout private to tensor/matmul.cpp (values,
+// f32 scales and block sums, 64-byte aligned), defined by matmul_ref's result.
 size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok);
 
 // y (n_tok, n_out) = x (n_tok, n_in) · w^T, with w of shape (n_out, n_in)
 // (w.ne = {n_in, n_out}) in any known type. Activations are converted to w's
 // vec_dot_type once per row into `work` (matmul_work_size bytes), then every
-// weight row is read once for the whole chunk of tokens.
+// weight row is read once per chunk of tokens (a few hundred KiB of
+// activations) and reused from registers across 4 tokens at a time.
+// matmul differs from matmul_ref only by float rounding: integer block sums
+// are exact, float sums run in another order (the float references sum in
+// double).
 void matmul    (const tensor & w, const float * x, int64_t n_tok, float * y, void * work);
 void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y);
 

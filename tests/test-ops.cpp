@@ -166,6 +166,31 @@ TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many to
     }
 }
 
+TEST_CASE("matmul: unaligned activations, output and work; more threads than cores") {
+    std::mt19937 rng(32);
+    const int saved = ops::n_threads();
+    for (int nth : {1, 3}) {
+        ops::set_n_threads(nth);
+        for (type t : ALL_TYPES) {
+            const int64_t n_in = 160, n_out = 13;
+            std::vector<char> wbuf = make_weights(t, n_out, n_in, rng);
+            const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+            for (int64_t n_tok : {1, 5}) {
+                std::vector<float> x = randn(rng, n_tok * n_in + 1);
+                std::vector<float> y(size_t(n_tok * n_out) + 2, 7.0f), yr(size_t(n_tok * n_out));
+                std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok) + 1);
+                ops::matmul(w, x.data() + 1, n_tok, y.data() + 1, work.data() + 1);
+                ops::matmul_ref(w, x.data() + 1, n_tok, yr.data());
+                CHECK_MESSAGE(nmse(y.data() + 1, yr.data(), n_tok * n_out) < 1e-10, type_name(t), " n_tok=", n_tok, " threads=", nth);
+                CHECK(y[0] == 7.0f);                          // nothing written outside y
+                CHECK(y[size_t(n_tok * n_out) + 1] == 7.0f);
+            }
+            ops::matmul(w, nullptr, 0, nullptr, nullptr);   // no tokens: nothing to do
+        }
+    }
+    ops::set_n_threads(saved);
+}
+
 TEST_CASE("get_row widens / dequantizes one row") {
     std::mt19937 rng(4);
     for (type t : ALL_TYPES) {
@@ -262,7 +287,8 @@ TEST_CASE("attention_f32 vs reference: n_kv, grouped heads, odd head_dim") {
     std::mt19937 rng(7);
     for (int64_t n_kv : {1, 5, 100, 1000}) {
         for (int64_t n_head_kv : {1, 2, 8}) {
-            for (int64_t head_dim : {64, 36}) {
+            for (int64_t head_dim : {64, 36, 128, 272}) {
+                if (head_dim > 64 && n_kv > 100) continue;
                 const int64_t n_head = 8;
                 const int64_t kv_stride = n_head_kv * head_dim + (head_dim == 36 ? 3 : 0);
                 std::vector<float> q = randn(rng, n_head * head_dim + 1, 1.0f);

@@ -115,9 +115,12 @@ TEST_CASE("traits: entry i describes type i") {
 TEST_CASE("q8_0: ggml's reference bytes") {
     // all zero: d = 0, q = 0
     check_q8(pad32({}), 0x0000, std::vector<int>(32, 0));
-    // amax 127 gives d = 1, so x*id = x: ties round half away from zero
-    check_q8(pad32({2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -1.5f, 127.0f, 0.0f, 3.5f, -3.5f, 126.5f, -126.5f}), 0x3c00,
-             {3, -3, 1, -1, 2, -2, 127, 0, 4, -4, 127, -127, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+    // amax 127 gives d = 1, so x*id = x: ties round half away from zero, and
+    // the float just below 0.5 rounds to 0 (trunc(x + 0.5) would give 1)
+    const float bh = std::nextafter(0.5f, 0.0f);
+    check_q8(pad32({2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -1.5f, 127.0f, 0.0f, 3.5f, -3.5f, 126.5f, -126.5f, bh, -bh,
+                    std::nextafter(1.5f, 0.0f), std::nextafter(2.5f, 3.0f)}), 0x3c00,
+             {3, -3, 1, -1, 2, -2, 127, 0, 4, -4, 127, -127, 0, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
     // largest magnitude negative (and first): d = 4/127
     {
         std::vector<float> x(32);
