@@ -31,6 +31,9 @@ context::context(const model & m, const context_params & p) : m_(m) {
                            (long long) traits(p.kv.kv_type).blck_size, type_name(p.kv.kv_type)));
     store_ = std::make_unique<kv_store>(p.kv, pg, m.fingerprint);
     kv_ = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
+    if (!(p.sparse.ratio > 0.0f && p.sparse.ratio <= 1.0f))
+        throw error(format("sparse attention ratio %g must be in (0, 1]", double(p.sparse.ratio)));
+    kv_->set_sparse(p.sparse);
 
     const size_t U = size_t(n_ubatch_);
     x_.resize(U * size_t(hp.n_embd));

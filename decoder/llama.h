@@ -26,6 +26,7 @@ struct context_params {
     int32_t n_ubatch = 512;  // prefill chunk size (activation memory is linear in it)
     int32_t n_threads = 0;   // 0: all hardware threads
     kv_store_params kv;      // K/V pages: type, page size, folder, capacity, policy
+    sparse_params sparse;    // sparse decode attention (ratio 1: dense)
 };
 
 class context {
@@ -53,7 +54,7 @@ public:
     int32_t n_past() const { return n_past_; }
     int32_t n_ctx() const { return n_ctx_; }
     const model & get_model() const { return m_; }
-    const kv_cache & kv() const { return *kv_; }
+    const kv_sequence & kv() const { return *kv_; }
     kv_store & store() { return *store_; }
     // Forgets every position: the next eval starts at position 0.
     void reset();
@@ -67,7 +68,7 @@ private:
     int32_t n_past_ = 0;
     int32_t n_reused_ = 0;
     std::unique_ptr<kv_store> store_;
-    std::unique_ptr<kv_cache> kv_;
+    std::unique_ptr<kv_sequence> kv_;
 
     // Scratch, rows = tokens of the current chunk.
     std::vector<float> x_;       // (n_ubatch, n_embd)  residual stream

@@ -5,6 +5,7 @@
 #include "tensor/ops.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace gloas {
 
@@ -17,9 +18,13 @@ kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_ch
     staging_.assign(size_t(n_staging_) * size_t(pg_.n_rows()) * size_t(P), 0.0f);
     staging_page_.assign(size_t(n_staging_), -1);
     const size_t group = size_t(g.n_head / g.n_head_kv), hd = size_t(g.head_dim);
-    scratch_item_ = group * hd + 2 * group + group * hd;
+    const size_t max_pages = size_t(g.n_ctx / P + 1);
+    max_pages_ = max_pages;
+    scratch_item_ = group * hd + 2 * group + group * hd + max_pages;
     scratch_.assign(size_t(max_chunk) * size_t(g.n_head_kv) * scratch_item_, 0.0f);
-    pages_.reserve(size_t(g.n_ctx / P + 1));
+    selected_.assign(size_t(max_chunk) * size_t(g.n_head_kv) * max_pages, 0);
+    summaries_.assign(max_pages * size_t(g.n_layer) * size_t(g.n_head_kv) * 2 * hd, 0.0f);
+    pages_.reserve(max_pages);
     tokens_.reserve(size_t(g.n_ctx));
 }
 
@@ -44,6 +49,61 @@ void kv_sequence::quantize_layer(int64_t page, int32_t il) {
     }
 }
 
+const float * kv_sequence::key_min(int32_t j, int32_t layer, int32_t kv_head) const {
+    const size_t per_page = size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * size_t(g_.head_dim);
+    return summaries_.data() + size_t(j) * per_page + (size_t(layer) * size_t(g_.n_head_kv) + size_t(kv_head)) * 2 * size_t(g_.head_dim);
+}
+
+// Bounds of the keys as attention will read them: from the page in its type.
+void kv_sequence::summarize(int64_t page, int32_t il) {
+    const page_ref & r = pages_[size_t(page)].ref;
+    for (int32_t h = 0; h < g_.n_head_kv; ++h) {
+        float * mn = const_cast<float *>(key_min(int32_t(page), il, h));
+        page_key_bounds(pg_, r.t, r.data, il, h, pg_.page_tokens, mn, mn + g_.head_dim);
+    }
+}
+
+int32_t kv_sequence::select_pages(int32_t il, int32_t h, int64_t cur, bool decode, const float * qs, int32_t group,
+                                  float * score, int32_t * out) const {
+    const int32_t n = int32_t(cur);
+    const int32_t k = int32_t(std::ceil(double(sparse_.ratio) * double(n)));
+    const bool dense = !decode || sparse_.ratio >= 1.0f || il < sparse_.dense_layers ||
+                       k + sparse_.sink_pages + sparse_.recent_pages >= n;
+    if (dense) {
+        for (int32_t j = 0; j < n; ++j) out[j] = j;
+        return n;
+    }
+    const int32_t hd = g_.head_dim;
+    const int32_t lo = std::min(n, sparse_.sink_pages), hi = std::max(lo, n - sparse_.recent_pages);
+    // Upper bound of q·k over each middle page, the largest over the group's heads.
+    for (int32_t j = lo; j < hi; ++j) {
+        const float * mn = key_min(j, il, h);
+        const float * mx = mn + hd;
+        float best = -INFINITY;
+        for (int32_t g = 0; g < group; ++g) {
+            const float * q = qs + size_t(g) * size_t(hd);
+            float b = 0.0f;
+            for (int32_t d = 0; d < hd; ++d) b += std::max(q[d] * mn[d], q[d] * mx[d]);
+            best = std::max(best, b);
+        }
+        score[j] = best;
+    }
+    int32_t m = 0;
+    for (int32_t j = lo; j < hi; ++j) out[m++] = j;
+    const int32_t take = std::min(k, m);
+    std::nth_element(out, out + take, out + m, [&](int32_t a, int32_t b) {
+        return score[a] != score[b] ? score[a] > score[b] : a < b;
+    });
+    std::sort(out, out + take);
+    // sinks first, then the chosen middle pages, then the recent ones: increasing order
+    int32_t c = take;
+    std::move_backward(out, out + c, out + c + lo);
+    for (int32_t j = 0; j < lo; ++j) out[j] = j;
+    c += lo;
+    for (int32_t j = hi; j < n; ++j) out[c++] = j;
+    return c;
+}
+
 void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k, const float * v) {
     GLOAS_ASSERT(il >= 0 && il < g_.n_layer && n_tok <= max_chunk_ && pos0 + n_tok <= g_.n_ctx);
     GLOAS_ASSERT(pos0 == int32_t(tokens_.size()));
@@ -58,7 +118,10 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
             staging_page_[size_t(pg % n_staging_)] = pg;
         }
         page_put_token(pg_, staging(pg), il, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
-        if (p % P == P - 1) quantize_layer(pg, il);
+        if (p % P == P - 1) {
+            quantize_layer(pg, il);
+            summarize(pg, il);
+        }
     }
 }
 
@@ -78,17 +141,22 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         s.m = qs + size_t(group) * size_t(hd);
         s.l = s.m + group;
         s.acc = s.l + group;
+        float * score = s.acc + size_t(group) * size_t(hd);
+        int32_t * sel = selected_.data() + size_t(it) * max_pages_;
         const float * qh = q + (size_t(t) * size_t(n_head) + size_t(h) * size_t(group)) * size_t(hd);
         for (int32_t i = 0; i < group * hd; ++i) qs[i] = qh[i] * scale;
         attn_state_init(s, group, hd);
-        for (int64_t j = 0; j < cur; ++j) {
-            const page_ref & r = pages_[size_t(j)].ref;
-            if (j + 1 < cur) {
-                const page_ref & nx = pages_[size_t(j + 1)].ref;
+        // Prefill stays dense; a decode query may read only a selection.
+        const int32_t n_sel = select_pages(il, h, cur, n_tok == 1, qs, group, score, sel);
+        for (int32_t i = 0; i < n_sel; ++i) {
+            const page_ref & r = pages_[size_t(sel[i])].ref;
+            if (i + 1 < n_sel) {
+                const page_ref & nx = pages_[size_t(sel[i + 1])].ref;
                 page_prefetch(pg_, nx.t, nx.data, il, h);
             }
             page_attend(pg_, r.t, r.data, il, h, P, qs, group, s);
         }
+        page_reads_ += uint64_t(n_sel);
         const float * open = staging_.data() + size_t(cur % n_staging_) * size_t(pg_.n_rows()) * size_t(P);
         page_attend(pg_, type::F32, open, il, h, p % P + 1, qs, group, s);
         attn_state_finish(s, group, hd, out + (size_t(t) * size_t(n_head) + size_t(h) * size_t(group)) * size_t(hd));
@@ -125,6 +193,7 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
         sp.published = true;
         pages_.push_back(sp);
         hashes_.push_back(hashes[j]);
+        for (int32_t il = 0; il < g_.n_layer; ++il) summarize(int64_t(j), il);
     }
     const int32_t reused = int32_t(got) * P;
     tokens_.assign(tokens, tokens + reused);

@@ -18,11 +18,13 @@ namespace {
 
 // XOR of every 64-bit word, so the loads cannot be optimized away; wide loads
 // with independent accumulators so the core is never the bottleneck.
-uint64_t read_range(const uint64_t * p, size_t n) {
+uint64_t read_range(const uint64_t * p, size_t n, bool prefetch) {
 #if defined(__AVX512F__)
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        if (prefetch)
+            for (int o = 0; o < 256; o += 64) _mm_prefetch(reinterpret_cast<const char *>(p + i) + 4096 + o, _MM_HINT_T0);
         a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
         a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 8));
         a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 16));
@@ -36,6 +38,8 @@ uint64_t read_range(const uint64_t * p, size_t n) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        if (prefetch)
+            for (int o = 0; o < 128; o += 64) _mm_prefetch(reinterpret_cast<const char *>(p + i) + 4096 + o, _MM_HINT_T0);
         a0 = _mm256_xor_si256(a0, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i)));
         a1 = _mm256_xor_si256(a1, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 4)));
         a2 = _mm256_xor_si256(a2, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 8)));
@@ -45,6 +49,7 @@ uint64_t read_range(const uint64_t * p, size_t n) {
     uint64_t r = uint64_t(_mm256_extract_epi64(x, 0) ^ _mm256_extract_epi64(x, 1) ^
                           _mm256_extract_epi64(x, 2) ^ _mm256_extract_epi64(x, 3));
 #else
+    (void) prefetch;
     uint64_t r = 0;
     size_t i = 0;
 #endif
@@ -54,7 +59,7 @@ uint64_t read_range(const uint64_t * p, size_t n) {
 
 } // namespace
 
-double measure_read_bandwidth(size_t bytes, int n_threads, int passes) {
+double measure_read_bandwidth(size_t bytes, int n_threads, int passes, bool prefetch) {
     const size_t n = bytes / sizeof(uint64_t) / 64 * 64;
     std::unique_ptr<uint64_t, decltype(&std::free)> buf(
         static_cast<uint64_t *>(std::aligned_alloc(64, n * sizeof(uint64_t))), &std::free);
@@ -73,7 +78,7 @@ double measure_read_bandwidth(size_t bytes, int n_threads, int passes) {
             const size_t nt = size_t(omp_get_num_threads()), it = size_t(omp_get_thread_num());
             const size_t chunk = (n / nt + 63) / 64 * 64;
             const size_t b = std::min(n, it * chunk), e = std::min(n, b + chunk);
-            acc ^= read_range(p + b, e - b);
+            acc ^= read_range(p + b, e - b, prefetch);
         }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         sink = sink ^ acc;

@@ -9,6 +9,8 @@ namespace gloas {
 // Reads a buffer of `bytes` (allocated and touched first, so it is resident)
 // with `n_threads` OpenMP threads, `passes` times, and returns the best rate in
 // bytes per second. Use a buffer well above the last-level cache (1 GiB).
-double measure_read_bandwidth(size_t bytes, int n_threads, int passes = 5);
+// With `prefetch` each thread also prefetches 4 KiB ahead, as the decode
+// kernels do; the higher of the two is the ceiling decode is measured against.
+double measure_read_bandwidth(size_t bytes, int n_threads, int passes = 5, bool prefetch = false);
 
 } // namespace gloas

@@ -7,6 +7,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/sampler.h"
+#include "decoder/strategy.h"
 #include "decoder/tokenizer.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
@@ -57,7 +58,13 @@ sampling:
   -s, --seed N            random seed (default: from the clock; printed)
 
 K/V cache:
-      --kv-type T         page type: f32, f16, q8_0, q4_0 (default: f16)
+      --strategy S        speed (f16 pages, dense), balanced (q8_0, dense),
+                          aggressive (q4_0, sparse decode attention), or auto:
+                          chosen from the model, context and free RAM
+                          (default: speed); the flags below override it
+      --sparse-ratio R    share of K/V pages a decoded token attends to, plus
+                          the first and latest pages (default: 1 = dense)
+      --kv-type T         page type: f32, f16, q8_0, q4_0
       --kv-dir DIR        folder of page files, reused across runs (default:
                           $GLOAS_KV_DIR, else ~/.cache/gloas/kv); 'none' keeps
                           pages in memory only
@@ -90,6 +97,9 @@ struct options {
     sampler_params sp;
     kv_store_params kv;
     std::string kv_capacity;  // as given; resolved once the page size is known
+    memory_strategy strategy = memory_strategy::SPEED;
+    bool kv_type_given = false;
+    float sparse_ratio = -1.0f;  // < 0: the strategy's
 };
 
 [[noreturn]] void usage_error(const std::string & msg) {
@@ -206,7 +216,14 @@ options parse_args(int argc, char ** argv) {
             if (!type_from_name(v, &o.kv.kv_type) || (o.kv.kv_type != type::F32 && o.kv.kv_type != type::F16 &&
                                                       o.kv.kv_type != type::Q8_0 && o.kv.kv_type != type::Q4_0))
                 usage_error(format("--kv-type must be f32, f16, q8_0 or q4_0, got '%s'", v));
+            o.kv_type_given = true;
         }
+        else if (a == "--strategy") {
+            const char * v = value();
+            if (!memory_strategy_from_name(v, &o.strategy))
+                usage_error(format("--strategy must be speed, balanced, aggressive or auto, got '%s'", v));
+        }
+        else if (a == "--sparse-ratio") o.sparse_ratio = parse_float("--sparse-ratio", value(), 0.001f, 1.0f);
         else if (a == "--kv-dir") {
             std::string v = value();
             o.kv.dir = v == "none" ? std::string() : v;
@@ -297,6 +314,15 @@ int run(const options & o) {
     cp.n_ubatch = o.n_ubatch;
     cp.n_threads = o.n_threads;
     cp.kv = o.kv;
+    memory_strategy strategy = o.strategy;
+    if (strategy == memory_strategy::AUTO) {
+        std::string why;
+        strategy = choose_strategy(*m, o.n_ctx > 0 ? o.n_ctx : hp.n_ctx_train, available_ram_bytes(), &why);
+        std::fprintf(stderr, "gloas: strategy auto: %s\n", why.c_str());
+    }
+    apply_strategy(strategy, cp);
+    if (o.kv_type_given) cp.kv.kv_type = o.kv.kv_type;
+    if (o.sparse_ratio > 0) cp.sparse.ratio = o.sparse_ratio;
     if (!o.kv_capacity.empty()) {
         page_geometry pg{o.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
         cp.kv.capacity_bytes = parse_capacity(o.kv_capacity, pg.page_bytes(o.kv.kv_type));
@@ -382,6 +408,9 @@ int run(const options & o) {
     store.flush();
     const kv_metrics & km = store.metrics();
     const double kv_per_token = double(store.page_bytes()) / double(store.geometry().page_tokens);
+    if (cp.sparse.ratio < 1.0f)
+        std::fprintf(stderr, "gloas: sparse decode attention: ratio %.3g, %llu page reads\n", double(cp.sparse.ratio),
+                     (unsigned long long) ctx.kv().page_reads());
     std::fprintf(stderr, "gloas: kv %s pages of %d tokens in %s: %llu hit, %llu missed (hit rate %.0f%%), %llu written, "
                  "%llu evicted (%s), %llu compressed, %llu corrupt; %.0f bytes/token; store %.1f MiB, file %.1f MiB on disk\n",
                  type_name(store.kv_type()), store.geometry().page_tokens, store.persistent() ? store.path().c_str() : "memory",

@@ -1,0 +1,80 @@
+#include "decoder/strategy.h"
+
+#include "tensor/error.h"
+
+#include <cstdio>
+#include <cstring>
+#include <strings.h>
+
+namespace gloas {
+
+const char * memory_strategy_name(memory_strategy s) {
+    switch (s) {
+        case memory_strategy::SPEED: return "speed";
+        case memory_strategy::BALANCED: return "balanced";
+        case memory_strategy::AGGRESSIVE: return "aggressive";
+        case memory_strategy::AUTO: return "auto";
+    }
+    return "?";
+}
+
+bool memory_strategy_from_name(const char * name, memory_strategy * out) {
+    for (memory_strategy s : {memory_strategy::SPEED, memory_strategy::BALANCED, memory_strategy::AGGRESSIVE, memory_strategy::AUTO})
+        if (strcasecmp(name, memory_strategy_name(s)) == 0) {
+            *out = s;
+            return true;
+        }
+    return false;
+}
+
+void apply_strategy(memory_strategy s, context_params & p) {
+    switch (s) {
+        case memory_strategy::SPEED:
+            p.kv.kv_type = type::F16;
+            p.sparse.ratio = 1.0f;
+            break;
+        case memory_strategy::BALANCED:
+            p.kv.kv_type = type::Q8_0;
+            p.sparse.ratio = 1.0f;
+            break;
+        case memory_strategy::AGGRESSIVE:
+            p.kv.kv_type = type::Q4_0;
+            p.sparse.ratio = 0.1f;
+            break;
+        case memory_strategy::AUTO:
+            GLOAS_ASSERT(!"resolve AUTO with choose_strategy first");
+    }
+}
+
+memory_strategy choose_strategy(const model & m, int32_t n_ctx, size_t ram_available, std::string * why) {
+    const hparams & hp = m.hp;
+    const double per_token_f16 = double(hp.n_layer) * 2.0 * double(hp.n_embd_kv()) * 2.0;
+    const double kv_f16 = per_token_f16 * n_ctx;
+    const double kv_q8 = kv_f16 * 34.0 / 64.0;
+    const double w = double(m.weight_bytes);
+    const double budget = double(ram_available) / 2;
+    memory_strategy s = memory_strategy::AGGRESSIVE;
+    if (ram_available == 0 || w + kv_f16 <= budget) s = memory_strategy::SPEED;
+    else if (w + kv_q8 <= budget) s = memory_strategy::BALANCED;
+    if (why) {
+        auto mib = [](double b) { return b / 1048576.0; };
+        *why = format("weights %.0f MiB; K/V for %d positions: %.0f MiB in f16, %.0f MiB in q8_0; half of the %.0f MiB "
+                      "of available RAM is %.0f MiB -> %s",
+                      mib(w), n_ctx, mib(kv_f16), mib(kv_q8), mib(double(ram_available)), mib(budget), memory_strategy_name(s));
+        if (s == memory_strategy::AGGRESSIVE) *why += " (q4_0 pages, sparse decode; the page file holds what RAM does not)";
+    }
+    return s;
+}
+
+size_t available_ram_bytes() {
+    FILE * f = std::fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    std::fclose(f);
+    return kb * 1024;
+}
+
+} // namespace gloas

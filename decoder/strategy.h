@@ -1,0 +1,37 @@
+// Memory strategies: the K/V configurations users choose between.
+//
+//   SPEED       F16 pages, dense attention
+//   BALANCED    Q8_0 pages, dense attention
+//   AGGRESSIVE  Q4_0 pages, sparse decode attention (ratio 0.1)
+//   AUTO        one of the above from the model, the context wanted and the
+//               memory available (choose_strategy)
+//
+// A strategy only sets defaults: flags given explicitly override them.
+#pragma once
+
+#include "decoder/llama.h"
+#include "decoder/model.h"
+
+#include <cstddef>
+#include <string>
+
+namespace gloas {
+
+enum class memory_strategy { SPEED, BALANCED, AGGRESSIVE, AUTO };
+
+const char * memory_strategy_name(memory_strategy s);
+bool memory_strategy_from_name(const char * name, memory_strategy * out);
+
+// Sets the K/V type and sparse ratio of `p` for a concrete strategy.
+void apply_strategy(memory_strategy s, context_params & p);
+
+// Picks SPEED, BALANCED or AGGRESSIVE for `m` with `n_ctx` positions when
+// `ram_available` bytes are free: the fullest-precision strategy whose weights
+// plus dense K/V fit in half of it (SPEED, then BALANCED); AGGRESSIVE otherwise.
+// `why` gets the numbers behind the choice.
+memory_strategy choose_strategy(const model & m, int32_t n_ctx, size_t ram_available, std::string * why);
+
+// MemAvailable from /proc/meminfo (0 if unknown).
+size_t available_ram_bytes();
+
+} // namespace gloas

@@ -1,0 +1,131 @@
+// Sparse decode attention over page summaries (Quest).
+#include "decoder/llama.h"
+#include "decoder/model.h"
+#include "kvcache/page.h"
+#include "test-util.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+std::unique_ptr<model> load_stories() { return model::load({test::require_model("stories260K.bin"), ""}); }
+
+context_params params(type t, float ratio) {
+    context_params cp;
+    cp.kv.kv_type = t;
+    cp.kv.dir = "";
+    cp.sparse.ratio = ratio;
+    return cp;
+}
+
+std::vector<int32_t> text_tokens(const model & m, size_t n) {
+    std::vector<int32_t> t = m.tok.encode(test::read_file(test::require_data("tinystories-valid-excerpt.txt")), true);
+    t.resize(std::min(t.size(), n));
+    return t;
+}
+
+int32_t argmax(const float * x, int32_t n) { return int32_t(std::max_element(x, x + n) - x); }
+
+} // namespace
+
+TEST_CASE("the page score bounds every key's q·k from above") {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> gauss(0.0f, 1.0f);
+    for (type t : {type::F32, type::F16, type::Q8_0, type::Q4_0}) {
+        for (int32_t hd : {8, 64}) {
+            const page_geometry g{32, 2, 2, hd};
+            std::vector<float> open(size_t(g.n_rows()) * 32);
+            std::vector<float> k(static_cast<size_t>(g.n_embd_kv())), v(static_cast<size_t>(g.n_embd_kv()));
+            for (int32_t tok = 0; tok < 32; ++tok)
+                for (int32_t il = 0; il < 2; ++il) {
+                    for (auto & x : k) x = gauss(rng) * 2.0f + 0.5f;
+                    for (auto & x : v) x = gauss(rng);
+                    page_put_token(g, open.data(), il, tok, k.data(), v.data());
+                }
+            std::vector<uint8_t> page(g.page_bytes(t));
+            page_quantize(g, open.data(), t, page.data());
+            for (int32_t il = 0; il < 2; ++il)
+                for (int32_t h = 0; h < 2; ++h) {
+                    std::vector<float> mn(static_cast<size_t>(hd)), mx(static_cast<size_t>(hd));
+                    page_key_bounds(g, t, page.data(), il, h, 32, mn.data(), mx.data());
+                    // the keys as attention reads them
+                    std::vector<float> rows(size_t(hd) * 32);
+                    for (int32_t d = 0; d < hd; ++d) {
+                        const uint8_t * row = page.data() + size_t(g.row_index(il, 0, h * hd + d)) * g.row_bytes(t);
+                        traits(t).to_float(row, rows.data() + size_t(d) * 32, 32);
+                    }
+                    for (int trial = 0; trial < 50; ++trial) {
+                        std::vector<float> q(static_cast<size_t>(hd));
+                        for (auto & x : q) x = gauss(rng);
+                        double bound = 0, best = -1e30;
+                        for (int32_t d = 0; d < hd; ++d) bound += std::max(q[size_t(d)] * mn[size_t(d)], q[size_t(d)] * mx[size_t(d)]);
+                        for (int32_t tok = 0; tok < 32; ++tok) {
+                            double dot = 0;
+                            for (int32_t d = 0; d < hd; ++d) dot += double(q[size_t(d)]) * rows[size_t(d) * 32 + size_t(tok)];
+                            best = std::max(best, dot);
+                        }
+                        INFO("type " << type_name(t) << " head_dim " << hd);
+                        CHECK(bound >= best - 1e-4 * (1 + std::fabs(best)));
+                    }
+                }
+        }
+    }
+}
+
+TEST_CASE("ratio 1 is exactly dense, and only selected pages are read") {
+    auto m = load_stories();
+    const std::vector<int32_t> toks = text_tokens(*m, 400);
+    context dense(*m, params(type::Q8_0, 1.0f));
+    context sparse(*m, params(type::Q8_0, 1.0f));
+    dense.eval(toks.data(), 300);
+    sparse.eval(toks.data(), 300);
+    for (int i = 300; i < 340; ++i) {
+        const float * a = dense.eval(&toks[size_t(i)], 1);
+        const float * b = sparse.eval(&toks[size_t(i)], 1);
+        CHECK(std::equal(a, a + m->hp.n_vocab, b));
+    }
+
+    // Page reads: prefill is dense; each decode step reads, per layer and KV
+    // head, all sealed pages in the dense layers and sinks + recent + top
+    // ceil(ratio * pages) in the others.
+    context_params cp = params(type::Q8_0, 0.25f);
+    cp.sparse.dense_layers = 2;
+    context ctx(*m, cp);
+    ctx.eval(toks.data(), 320);  // 10 sealed pages
+    const uint64_t before = ctx.kv().page_reads();
+    ctx.eval(&toks[320], 1);     // position 320: 10 sealed pages before its own
+    const uint64_t reads = ctx.kv().page_reads() - before;
+    const int32_t L = m->hp.n_layer, H = m->hp.n_head_kv;
+    const uint64_t dense_part = uint64_t(2) * uint64_t(H) * 10;
+    const uint64_t sparse_part = uint64_t(L - 2) * uint64_t(H) * (1 + 1 + 3);  // sink, recent, ceil(0.25*10)
+    CHECK(reads == dense_part + sparse_part);
+}
+
+TEST_CASE("ratio 0.25 over stories260K's full context agrees with dense on the top token") {
+    auto m = load_stories();
+    const std::vector<int32_t> toks = text_tokens(*m, 512);
+    REQUIRE(toks.size() == 512);
+    for (type t : {type::F16, type::Q4_0}) {
+        context dense(*m, params(t, 1.0f));
+        context sparse(*m, params(t, 0.25f));
+        int agree = 0, n = 0;
+        for (size_t i = 0; i + 1 < toks.size(); ++i) {
+            const int32_t a = argmax(dense.eval(&toks[i], 1), m->hp.n_vocab);
+            const int32_t b = argmax(sparse.eval(&toks[i], 1), m->hp.n_vocab);
+            if (i >= 128) {  // positions with enough pages for sparsity to matter
+                agree += a == b;
+                ++n;
+            }
+        }
+        const double rate = double(agree) / n;
+        MESSAGE(std::string(type_name(t)) << " pages, ratio 0.25: top-1 agreement with dense " << rate * 100 << "% over " << n << " positions");
+        CHECK(rate >= 0.95);
+    }
+}
