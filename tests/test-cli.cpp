@@ -115,3 +115,19 @@ TEST_CASE("bad model files get one clear error naming the file") {
     // A vocabulary-only GGUF has no weights.
     check_one_error(run_tool("gloas", {"-m", require_model("vocab/ggml-vocab-llama-spm.gguf")}), {"ggml-vocab-llama-spm.gguf", "token_embd.weight"});
 }
+
+TEST_CASE("--config loads the specification's shape; flags override it; a shape mismatch names the key") {
+    const std::string spec = std::string(GLOAS_SOURCE_DIR) + "/../shared/spec/gloas-config.yaml";
+    auto bad = run_tool("gloas", {"--config", spec, "-p", "Once", "-n", "4", "--kv-dir", "none"});
+    CHECK(bad.status == 1);
+    CHECK(bad.err.find("gloas-config.yaml:25: ultra_decoder.d_model: 512") != std::string::npos);
+    CHECK(bad.err.find("training only") != std::string::npos);
+
+    const std::string example = std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml";
+    auto ok = run_tool("gloas", {"--config", example, "-p", "Once upon a time", "-n", "20", "--kv-dir", "none", "--temp", "0"});
+    REQUIRE(ok.status == 0);
+    CHECK(ok.err.find("kv q8_0 pages") != std::string::npos);
+    auto over = run_tool("gloas", {"--config", example, "--kv-type", "f32", "-p", "Once upon a time", "-n", "20", "--kv-dir", "none", "--temp", "0"});
+    REQUIRE(over.status == 0);
+    CHECK(over.err.find("kv f32 pages") != std::string::npos);
+}

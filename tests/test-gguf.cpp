@@ -263,7 +263,7 @@ TEST_CASE("gguf: reads stories260K_f32.gguf") {
     }
 }
 
-TEST_CASE("gguf: reads the vocab files and refuses K-quant files clearly") {
+TEST_CASE("gguf: reads the vocab files and the K-quant files") {
     for (const char * name : {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf"}) {
         auto f = gguf_file::open(test::require_model(name));
         CHECK(f->tensors().empty());
@@ -273,16 +273,11 @@ TEST_CASE("gguf: reads the vocab files and refuses K-quant files clearly") {
     CHECK(spm->get_bool("tokenizer.ggml.add_bos_token", false) == true);
     CHECK(spm->get_str("tokenizer.ggml.pre") == "default");
     for (const char * name : {"kquant/synth256_Q4_K.gguf", "kquant/synth256_Q6_K.gguf"}) {
-        const std::string path = test::require_model(name);
-        std::string msg;
-        try {
-            gguf_file::open(path);
-        } catch (const error & e) {
-            msg = e.what();
-        }
-        CHECK(contains(msg, path + ": "));
-        CHECK(contains(msg, "unknown type"));
-        CHECK(contains(msg, "tensor '"));
+        auto f = gguf_file::open(test::require_model(name));
+        CHECK(f->tensors().size() == 12);
+        bool any_k = false;
+        for (const auto & t : f->tensors()) any_k = any_k || (t.t == type::Q4_K || t.t == type::Q6_K);
+        CHECK(any_k);
     }
     auto f32 = gguf_file::open(test::require_model("kquant/synth256_f32.gguf"));
     CHECK(f32->tensors().size() == 12);

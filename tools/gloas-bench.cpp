@@ -14,6 +14,7 @@
 // counting 2 x matrix parameters per token.
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/strategy.h"
 #include "tensor/bandwidth.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
@@ -39,12 +40,14 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
   -n, --n-gen N       tokens for the decode test (default 128; 0 skips)
   -d, --depth LIST    tokens already in the context (default 0)
       --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0 (default f16)
+      --strategy LIST memory strategies speed, balanced, aggressive (each sets
+                      the K/V type and sparse ratio; replaces --kv-type)
       --kv-page N     tokens per page (default 32)
   -b, --ubatch N      prefill chunk size (default 512)
   -t, --threads N     threads (default: all)
   -r, --repetitions N timed repetitions (default 3)
       --bandwidth     measure read bandwidth and report decode against it
-  -o, --output FMT    md (default) or json
+  -o, --output FMT    md (default), json or csv
   -h, --help
 )";
 
@@ -86,7 +89,9 @@ std::vector<std::string> split(const std::string & s) {
 int run(int argc, char ** argv) {
     std::vector<std::string> models;
     std::vector<int> depths = {0};
-    std::vector<type> kv_types = {type::F16};
+    // Each configuration is a K/V type and a sparse ratio, named for the table.
+    struct kv_config { std::string name; type t; float sparse; };
+    std::vector<kv_config> kv_configs = {{"f16", type::F16, 1.0f}};
     int page = 32;
     int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3;
     bool bandwidth = false;
@@ -123,11 +128,26 @@ int run(int argc, char ** argv) {
             }
         }
         else if (a == "--kv-type") {
-            kv_types.clear();
+            kv_configs.clear();
             for (auto & k : split(value())) {
                 type t;
                 if (!type_from_name(k.c_str(), &t)) { std::fprintf(stderr, "gloas-bench: unknown K/V type '%s'\n", k.c_str()); return 2; }
-                kv_types.push_back(t);
+                kv_configs.push_back({type_name(t), t, 1.0f});
+            }
+        }
+        else if (a == "--strategy") {
+            kv_configs.clear();
+            for (auto & k : split(value())) {
+                memory_strategy st;
+                if (!memory_strategy_from_name(k.c_str(), &st) || st == memory_strategy::AUTO) {
+                    std::fprintf(stderr, "gloas-bench: --strategy takes speed, balanced, aggressive; got '%s'\n", k.c_str());
+                    return 2;
+                }
+                context_params cp;
+                apply_strategy(st, cp);
+                kv_configs.push_back({memory_strategy_name(st) + std::string(" (") + type_name(cp.kv.kv_type) +
+                                          (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
+                                      cp.kv.kv_type, cp.sparse.ratio});
             }
         }
         else if (a == "-t" || a == "--threads") threads = int_value();
@@ -137,7 +157,10 @@ int run(int argc, char ** argv) {
         else { std::fprintf(stderr, "gloas-bench: unknown option '%s'\nTry 'gloas-bench --help'.\n", a.c_str()); return 2; }
     }
     if (models.empty()) { std::fprintf(stderr, "gloas-bench: no model given (-m)\n"); return 2; }
-    if (out_fmt != "md" && out_fmt != "json") { std::fprintf(stderr, "gloas-bench: -o must be md or json\n"); return 2; }
+    if (out_fmt != "md" && out_fmt != "json" && out_fmt != "csv") {
+        std::fprintf(stderr, "gloas-bench: -o must be md, json or csv\n");
+        return 2;
+    }
     if (threads > 0) ops::set_n_threads(threads);
     const int nt = ops::n_threads();
 
@@ -167,11 +190,12 @@ int run(int argc, char ** argv) {
             for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
                 mat_params += double(t->nelements());
 
-        for (type kvt : kv_types) {
+        for (const kv_config & kc : kv_configs) {
             context_params cp;
             cp.n_ctx = int32_t(tokens.size());
             cp.n_ubatch = ubatch;
-            cp.kv.kv_type = kvt;
+            cp.kv.kv_type = kc.t;
+            cp.sparse.ratio = kc.sparse;
             cp.kv.page_tokens = page;
             cp.kv.dir = "";
             context ctx(*m, cp);
@@ -183,7 +207,7 @@ int run(int argc, char ** argv) {
                 result r;
                 r.model = m->name;
                 r.type = type_name(m->weight_type);
-                r.kv = type_name(kvt);
+                r.kv = kc.name;
                 r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
                 r.params_m = double(m->n_params) / 1e6;
                 r.threads = nt;
@@ -239,6 +263,13 @@ int run(int argc, char ** argv) {
             std::printf("}%s\n", i + 1 < results.size() ? "," : "");
         }
         std::printf("]\n");
+    } else if (out_fmt == "csv") {
+        std::printf("model,type,kv,size_mib,params_m,threads,test,tokens_per_s,sd,ceiling_pct,gflops_per_thread\n");
+        for (const result & r : results)
+            std::printf("\"%s\",%s,\"%s\",%.2f,%.2f,%d,\"%s\",%.3f,%.3f,%s,%s\n", r.model.c_str(), r.type.c_str(), r.kv.c_str(),
+                        r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd,
+                        r.ceiling_pct >= 0 ? format("%.1f", r.ceiling_pct).c_str() : "",
+                        r.gflops_thread >= 0 ? format("%.1f", r.gflops_thread).c_str() : "");
     } else {
         std::printf("| model | type | size | params | threads | kv | test | t/s | notes |\n");
         std::printf("|---|---|---:|---:|---:|---|---|---:|---|\n");

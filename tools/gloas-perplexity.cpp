@@ -12,6 +12,7 @@
 // agreement with it.
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/strategy.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -38,6 +39,11 @@ const char * USAGE = R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
   -b, --ubatch N       prefill chunk size (default 512)
   -t, --threads N
       --kv-type T      f32, f16, q8_0, q4_0 (default f32)
+      --strategy S     speed, balanced or aggressive (sets K/V type and sparse
+                       ratio; --kv-type / --sparse-ratio given after override)
+      --sparse-ratio R sparse decode attention; below 1 the text is evaluated
+                       one token at a time, as decode reads it (default 1)
+      --decode         evaluate one token at a time even when dense
       --kv-page N      tokens per page (default 32)
       --save-logits F  write the scored positions' logits to F
       --kl-base F      compare with logits saved by an earlier run (KL, top-1)
@@ -70,6 +76,8 @@ int run(int argc, char ** argv) {
     std::string model_path, tok_path, text_path, save_path, base_path;
     int32_t n_ctx = 512, n_chunks = -1, ubatch = 512, threads = 0, page = 32;
     type kv_type = type::F32;
+    float sparse = 1.0f;
+    bool decode = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -96,6 +104,22 @@ int run(int argc, char ** argv) {
             std::string v = value();
             if (!type_from_name(v.c_str(), &kv_type)) usage_error("unknown --kv-type '" + v + "'");
         }
+        else if (a == "--strategy") {
+            std::string v = value();
+            memory_strategy st;
+            if (!memory_strategy_from_name(v.c_str(), &st) || st == memory_strategy::AUTO)
+                usage_error("--strategy takes speed, balanced or aggressive, got '" + v + "'");
+            context_params sp;
+            apply_strategy(st, sp);
+            kv_type = sp.kv.kv_type;
+            sparse = sp.sparse.ratio;
+        }
+        else if (a == "--sparse-ratio") {
+            std::string v = value();
+            sparse = std::strtof(v.c_str(), nullptr);
+            if (!(sparse > 0.0f && sparse <= 1.0f)) usage_error("--sparse-ratio must be in (0, 1], got '" + v + "'");
+        }
+        else if (a == "--decode") decode = true;
         else if (a == "--save-logits") save_path = value();
         else if (a == "--kl-base") base_path = value();
         else usage_error("unknown option '" + a + "'");
@@ -152,9 +176,13 @@ int run(int argc, char ** argv) {
     cp.kv.kv_type = kv_type;
     cp.kv.page_tokens = page;
     cp.kv.dir = "";  // scoring never reuses pages: every chunk is computed
+    cp.sparse.ratio = sparse;
+    // Sparse attention applies to decoded tokens only: score them as decoded.
+    if (sparse < 1.0f) decode = true;
     context ctx(*m, cp);
-    std::fprintf(stderr, "gloas-perplexity: %s, %zu tokens, %d chunks of %d, kv %s pages of %d\n", text_path.c_str(),
-                 toks.size(), chunks, n_ctx, type_name(kv_type), page);
+    std::fprintf(stderr, "gloas-perplexity: %s, %zu tokens, %d chunks of %d, kv %s pages of %d, sparse ratio %g%s\n",
+                 text_path.c_str(), toks.size(), chunks, n_ctx, type_name(kv_type), page, double(sparse),
+                 decode ? ", token by token" : "");
 
     double nll = 0, kl = 0;
     uint64_t count = 0, agree = 0;
@@ -165,7 +193,7 @@ int run(int argc, char ** argv) {
         std::copy(toks.begin() + int64_t(c) * n_ctx, toks.begin() + int64_t(c + 1) * n_ctx, chunk.begin());
         chunk[0] = m->tok.bos();
         ctx.reset();
-        ctx.eval(chunk.data(), n_ctx, [&](int32_t pos, const float * logits) {
+        auto score = [&](int32_t pos, const float * logits) {
             if (pos < first || pos >= n_ctx - 1) return;
             const log_softmax_stats st = lse(logits, V);
             nll += st.logsum - double(logits[chunk[size_t(pos) + 1]]);
@@ -184,7 +212,11 @@ int run(int argc, char ** argv) {
                 kl += d;
                 agree += bs.argmax == st.argmax;
             }
-        });
+        };
+        if (decode)
+            for (int32_t i = 0; i < n_ctx; ++i) ctx.eval(&chunk[size_t(i)], 1, score);
+        else
+            ctx.eval(chunk.data(), n_ctx, score);
         std::fprintf(stderr, "[%d] %.4f\n", c + 1, std::exp(nll / double(count)));
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

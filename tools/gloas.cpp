@@ -3,6 +3,7 @@
 // stdout carries the prompt followed by the generated text and nothing else, so
 // runs can be diffed; everything else (load and speed figures, errors) goes to
 // stderr.
+#include "decoder/config.h"
 #include "decoder/gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
@@ -75,6 +76,10 @@ K/V cache:
                           (default: lru)
       --metrics FMT       also print the run's metrics as json on stderr
 
+configuration:
+      --config FILE       settings in the YAML shape of the specification
+                          (examples/gloas.yaml); flags given too override it
+
 other:
       --tokenize          print the prompt's token ids (space-separated) and exit;
                           works with vocabulary-only GGUF files
@@ -88,7 +93,7 @@ struct options {
     std::string prompt;
     int32_t n_predict = 256;
     int32_t n_ctx = 0;
-    int32_t n_ubatch = 512;
+    int32_t n_ubatch = 0;      // 0: the configuration's (512)
     int32_t n_threads = 0;
     bool ignore_eos = false;
     bool tokenize_only = false;
@@ -98,7 +103,12 @@ struct options {
     kv_store_params kv;
     std::string kv_capacity;  // as given; resolved once the page size is known
     memory_strategy strategy = memory_strategy::SPEED;
+    bool strategy_given = false;
     bool kv_type_given = false;
+    bool kv_page_given = false;
+    bool kv_policy_given = false;
+    bool kv_dir_given = false;
+    std::string config_path;
     float sparse_ratio = -1.0f;  // < 0: the strategy's
 };
 
@@ -181,7 +191,6 @@ options parse_args(int argc, char ** argv) {
     o.kv.kv_type = type::F16;
     std::string prompt_file;
     bool have_prompt = false;
-    bool kv_dir_given = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> const char * {
@@ -222,19 +231,25 @@ options parse_args(int argc, char ** argv) {
             const char * v = value();
             if (!memory_strategy_from_name(v, &o.strategy))
                 usage_error(format("--strategy must be speed, balanced, aggressive or auto, got '%s'", v));
+            o.strategy_given = true;
         }
         else if (a == "--sparse-ratio") o.sparse_ratio = parse_float("--sparse-ratio", value(), 0.001f, 1.0f);
         else if (a == "--kv-dir") {
             std::string v = value();
             o.kv.dir = v == "none" ? std::string() : v;
-            kv_dir_given = true;
+            o.kv_dir_given = true;
         }
-        else if (a == "--kv-page") o.kv.page_tokens = parse_int("--kv-page", value(), 1, 4096);
+        else if (a == "--kv-page") {
+            o.kv.page_tokens = parse_int("--kv-page", value(), 1, 4096);
+            o.kv_page_given = true;
+        }
+        else if (a == "--config") o.config_path = value();
         else if (a == "--kv-capacity") o.kv_capacity = value();
         else if (a == "--kv-policy") {
             const char * v = value();
             if (!evict_policy_from_name(v, &o.kv.policy))
                 usage_error(format("--kv-policy must be lru, lfu, fifo, adaptive or compressed, got '%s'", v));
+            o.kv_policy_given = true;
         }
         else if (a == "--metrics") {
             std::string v = value();
@@ -255,7 +270,7 @@ options parse_args(int argc, char ** argv) {
         while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) o.prompt.append(buf, n);
         std::fclose(f);
     }
-    if (!kv_dir_given) o.kv.dir = default_kv_dir();
+    if (!o.kv_dir_given) o.kv.dir = default_kv_dir();
     if (o.model_path.empty()) {
         o.model_path = find_default_model();
         if (o.model_path.empty())
@@ -309,24 +324,44 @@ int run(const options & o) {
     const double t_load0 = now_s();
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
     const hparams & hp = m->hp;
+    // Precedence: the memory strategy's defaults, then the configuration
+    // file's own settings, then the flags given.
     context_params cp;
-    cp.n_ctx = o.n_ctx;
-    cp.n_ubatch = o.n_ubatch;
-    cp.n_threads = o.n_threads;
     cp.kv = o.kv;
     memory_strategy strategy = o.strategy;
+    std::unique_ptr<run_config> cfg;
+    if (!o.config_path.empty()) {
+        cfg = std::make_unique<run_config>(config_load(o.config_path));
+        for (const auto & w : cfg->warnings) std::fprintf(stderr, "gloas: warning: %s\n", w.c_str());
+        config_check_model(*cfg, hp, m->path);
+        if (!o.strategy_given && !memory_strategy_from_name(cfg->strategy.c_str(), &strategy)) strategy = memory_strategy::SPEED;
+    }
     if (strategy == memory_strategy::AUTO) {
         std::string why;
         strategy = choose_strategy(*m, o.n_ctx > 0 ? o.n_ctx : hp.n_ctx_train, available_ram_bytes(), &why);
         std::fprintf(stderr, "gloas: strategy auto: %s\n", why.c_str());
     }
     apply_strategy(strategy, cp);
+    if (cfg) {
+        const context_params fc = config_context_params(*cfg, hp, o.kv.dir);
+        const sparse_params sp = cp.sparse;
+        cp = fc;
+        cp.sparse = sp;
+        if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
+        if (o.kv_dir_given) cp.kv.dir = o.kv.dir;
+    }
+    if (o.n_ctx > 0) cp.n_ctx = o.n_ctx;
+    if (o.n_ubatch > 0) cp.n_ubatch = o.n_ubatch;
+    if (o.n_threads > 0) cp.n_threads = o.n_threads;
     if (o.kv_type_given) cp.kv.kv_type = o.kv.kv_type;
+    if (o.kv_page_given) cp.kv.page_tokens = o.kv.page_tokens;
+    if (o.kv_policy_given) cp.kv.policy = o.kv.policy;
     if (o.sparse_ratio > 0) cp.sparse.ratio = o.sparse_ratio;
     if (!o.kv_capacity.empty()) {
-        page_geometry pg{o.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
-        cp.kv.capacity_bytes = parse_capacity(o.kv_capacity, pg.page_bytes(o.kv.kv_type));
+        page_geometry pg{cp.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
+        cp.kv.capacity_bytes = parse_capacity(o.kv_capacity, pg.page_bytes(cp.kv.kv_type));
     }
+    if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
     context ctx(*m, cp);
     kv_store & store = ctx.store();
     for (std::string n = store.take_notices(); !n.empty();) {

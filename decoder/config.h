@@ -1,0 +1,198 @@
+// The YAML run configuration: the specification's shape, mapped to settings.
+//
+//   gloas:
+//     ultra_kv_cache:    { the K/V store and the context }
+//     ultra_decoder:     { the model's shape and the decoder }
+//     cache_strategies:  { which eviction policies may be chosen }
+//     memory_strategies: { which memory strategies may be chosen }
+//
+// Every section and key is optional; absent keys keep the defaults of
+// context_params / kv_store_params (or of run_config below). Unknown keys,
+// wrong types and out-of-range values are errors "FILE:LINE: section.key:
+// message". Keys that mean nothing for inference are accepted and add a
+// warning to run_config::warnings (the caller prints them).
+//
+// Key                          Setting (equivalent gloas flag)
+// ---------------------------  ---------------------------------------------------
+// ultra_kv_cache:
+//   max_cache_size  N          bound on the K/V store in tokens, 1..2^40: stored
+//                              pages <= ceil(N / page_tokens) (--kv-capacity Nt;
+//                              --kv-capacity <N/page_tokens>p is the same bound)
+//   cache_chunk_size  N        N <= 64: tokens per K/V page, kv.page_tokens
+//                              (--kv-page N; a multiple of 32 for q8_0/q4_0
+//                              pages); N > 64: the prefill chunk, n_ubatch (-b N),
+//                              up to 65536. Pages are the store's unit of reuse and
+//                              small; a chunk bigger than 64 tokens can only mean
+//                              how many prompt tokens are evaluated at once.
+//   max_sequence_length  N     n_ctx, positions per sequence (-c N)
+//   cache_dtype  T             K/V page type (--kv-type): float32 -> f32,
+//                              float16 -> f16, bfloat16 -> f16 (pages have no bf16
+//                              type; a warning says so), int8 -> q8_0, int4 -> q4_0
+//   use_quantization  B        with quantization_bits 8 -> q8_0, 4 -> q4_0 pages;
+//   quantization_bits  8|4     when true it takes precedence over cache_dtype
+//   use_compression  B         true: evicted pages are first re-quantized to q4_0,
+//                              i.e. the compressed policy when cache_strategy is not
+//                              given (another cache_strategy wins, with a warning);
+//                              cache_strategy: compressed needs it not false
+//   compression_ratio  R       share of the capacity for compressed pages,
+//                              kv.compressed_share, 0 < R <= 1
+//                              (--kv-compressed-share R)
+//   use_memory_mapping  B      the page file (mmap'd, reused across runs) on/off;
+//   memory_layout  L           hierarchical: RAM pages backed by the page file;
+//                              flat: memory only. Pages go to a file only when both
+//                              say so (off: --kv-dir none)
+//   cache_strategy  P          eviction policy lru, lfu, fifo, adaptive, compressed
+//                              (--kv-policy P); must be enabled in cache_strategies
+//   use_async_loading  B       prefetch: matched prefix pages are read ahead by a
+//                              background thread (--no-prefetch when false)
+//   use_parallel_processing B  false: one thread (-t 1; a num_workers other than 1
+//                              is ignored with a warning); true: num_workers threads
+//   num_workers  N             n_threads, 0 = all hardware threads (-t N), 0..1024
+//   use_cuda_streams  B        overlap page uploads with compute on CUDA
+//                              (--cuda-streams / --no-cuda-streams); kept for the
+//                              CUDA backend, no effect on the CPU
+//   use_sparse_attention  B    decode attends only to the top pages (Quest) ...
+//   sparse_attention_ratio R   ... a fraction R of them, 0 < R <= 1
+//                              (--sparse-ratio R; --no-sparse)
+// ultra_decoder:
+//   d_model, n_heads, n_layers, d_ff, vocab_size
+//                              the model's shape: n_embd, n_head, n_layer, n_ff,
+//                              n_vocab. Checked against a loaded model
+//                              (config_check_model); without a model they define a
+//                              random-weight one (config_random_model_shape)
+//   memory_strategy  S         speed, balanced, aggressive or auto (--strategy S);
+//                              must be enabled in memory_strategies; keys given
+//                              explicitly (cache_dtype, ...) win over the strategy
+//   use_quantization  B        weight type of a random-weight model: q8_0 / q4_0;
+//   quantization_bits  8|4     a loaded model keeps its own weights (gloas-quantize)
+//   use_mixed_precision  B     weight type of a random-weight model when not
+//                              quantized: f16 (true) or f32 (false). Activations are
+//                              f32, K/V pages cache_dtype, either way
+//   use_async_processing  B    full K/V pages are published by a background
+//                              writer thread (false: --no-async-writeback)
+//   use_gradient_checkpointing, use_activation_checkpointing
+//                              training only: accepted, ignored, with a warning
+//   max_sequence_length, use_sparse_attention, sparse_attention_ratio,
+//   use_parallel_processing, num_workers, use_cuda_streams, use_compression,
+//   compression_ratio          the same settings as in ultra_kv_cache; when both
+//                              sections give one, the values must agree
+// cache_strategies:
+//   lru, lfu, fifo, adaptive, compressed  B
+//                              policies that may be chosen (by cache_strategy or
+//                              the automatic configuration); absent = enabled. At
+//                              least one must stay enabled; with no cache_strategy
+//                              (and no use_compression: true) the default, lru,
+//                              or if it is disabled the first enabled one in this
+//                              order is used
+// memory_strategies:
+//   aggressive, balanced, speed  B
+//                              the same for memory_strategy
+#pragma once
+
+#include "decoder/llama-gguf.h"
+#include "decoder/llama.h"
+#include "decoder/model.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gloas {
+
+// A bound on the K/V store in some unit; resolved to bytes once the page size
+// is known (config_context_params).
+struct kv_capacity {
+    enum class unit { DEFAULT, BYTES, PAGES, TOKENS };
+    unit u = unit::DEFAULT;  // DEFAULT: ctx.kv.capacity_bytes as it is
+    uint64_t n = 0;
+};
+
+// The model shape of ultra_decoder; 0 = not given.
+struct model_shape {
+    int32_t d_model = 0;      // n_embd
+    int32_t n_heads = 0;      // n_head
+    int32_t n_layers = 0;     // n_layer
+    int32_t d_ff = 0;         // n_ff
+    int32_t vocab_size = 0;   // n_vocab
+};
+
+constexpr int N_EVICT_POLICIES = 5;    // evict_policy LRU .. COMPRESSED
+constexpr int N_MEMORY_STRATEGIES = 3; // speed, balanced, aggressive
+
+struct run_config {
+    std::string path;           // the file it was read from; empty: defaults / flags only
+
+    context_params ctx;         // n_ctx, n_ubatch, n_threads, kv (type, page_tokens,
+                                // policy, compressed_share, dir; capacity: see below)
+    kv_capacity capacity;       // max_cache_size / --kv-capacity
+    bool kv_file = true;        // pages in the page file under ctx.kv.dir (the caller's
+                                // default folder when empty); false: memory only
+    bool prefetch = true;       // use_async_loading
+    bool async_writeback = true;  // use_async_processing
+    bool use_cuda_streams = false;
+
+    std::string strategy = "auto";  // memory_strategy: speed, balanced, aggressive, auto
+    bool use_sparse_attention = false;
+    double sparse_ratio = 0.1;      // sparse_attention_ratio, used when use_sparse_attention
+
+    model_shape shape;              // ultra_decoder shape keys
+    int32_t shape_line[5] = {};     // their lines in the file (0: not given), shape order
+    type weight_type = type::F16;   // random-weight models: see use_quantization / use_mixed_precision
+
+    bool policy_enabled[N_EVICT_POLICIES] = {true, true, true, true, true};  // by evict_policy
+    bool strategy_enabled[N_MEMORY_STRATEGIES] = {true, true, true};        // speed, balanced, aggressive
+
+    std::vector<std::string> warnings;  // "FILE:LINE: ..." for the caller to print
+};
+
+// "speed", "balanced", "aggressive" (the memory_strategies order); index -1 for
+// anything else ("auto" included).
+int memory_strategy_index(const std::string & name);
+
+// Parses a configuration text; `name` (the file name) prefixes errors and
+// warnings. Starts from `base` (defaults unless given), so a file only changes
+// the keys it has. Throws gloas::error.
+run_config config_parse(const std::string & text, const std::string & name, const run_config & base = run_config());
+// Reads a configuration file (config_parse of its text).
+run_config config_load(const std::string & path, const run_config & base = run_config());
+
+// Applies the gloas command-line flag at args[i] (with its value at args[i+1]
+// if it takes one) to cfg, so flags given after --config override the file.
+// Returns the number of arguments used, 0 if args[i] is not one of these flags.
+// Throws gloas::error "FLAG: message" for a bad or missing value. Flags:
+//   -c/--ctx-size N, -b/--ubatch N, -t/--threads N, --kv-type T, --kv-page N,
+//   --kv-capacity SIZE (bytes with k/M/G, pages with p, tokens with t),
+//   --kv-policy P, --kv-compressed-share R, --kv-dir DIR|none, --strategy S,
+//   --sparse-ratio R, --no-sparse, --prefetch, --no-prefetch,
+//   --async-writeback, --no-async-writeback, --cuda-streams, --no-cuda-streams.
+// --config FILE is the caller's: it loads the file first (config_load), whatever
+// its position, and then applies the other flags in order.
+size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args, size_t i);
+// Help text of those flags, in the style of gloas --help.
+extern const char * const CONFIG_FLAGS_USAGE;
+
+// The settings of cfg in the specification's shape, every key written (the
+// file parses back into the same settings). What the keys cannot say is a
+// comment: a capacity in bytes, and the prefill chunk when the page size is
+// not the default too (cache_chunk_size holds one of them).
+std::string config_to_yaml(const run_config & cfg);
+
+// Throws gloas::error naming the key, the configured value and the model's
+// ("cfg.yaml:27: ultra_decoder.d_model: 512, but the model stories260K.bin has
+// 64") unless every shape key given equals the model's.
+void config_check_model(const run_config & cfg, const hparams & hp, const std::string & model_name);
+
+// The shape of a random-weight model from ultra_decoder (as gloas-gen-model
+// makes them): d_model, n_heads and n_layers are needed; d_ff defaults to
+// 4 * d_model, vocab_size to 32000, the context to max_sequence_length (2048);
+// n_head_kv = n_heads, head_dim = d_model / n_heads, weights cfg.weight_type.
+// Throws gloas::error naming the key that is missing or impossible.
+llama_gguf_hparams config_random_model_shape(const run_config & cfg);
+
+// The context parameters for a model: cfg.ctx with the capacity resolved to
+// bytes (page geometry of hp), and kv.dir: empty when !kv_file, else cfg's
+// folder or, when that is empty, `default_kv_dir`.
+context_params config_context_params(const run_config & cfg, const hparams & hp,
+                                     const std::string & default_kv_dir = std::string());
+
+} // namespace gloas
