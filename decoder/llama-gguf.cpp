@@ -13,8 +13,17 @@ uint32_t llama_file_type(type t) {
         case type::Q4_0: return 2;
         case type::Q8_0: return 7;
         case type::BF16: return 32;
+        // llama.cpp's llama_ftype ids; K-quants as the "S" mixes
+        case type::Q4_1: return 3;
+        case type::Q5_0: return 8;
+        case type::Q5_1: return 9;
+        case type::Q2_K: return 10;
+        case type::Q3_K: return 11;
+        case type::Q4_K: return 14;
+        case type::Q5_K: return 16;
+        case type::Q6_K: return 18;
+        default: return 0;
     }
-    return 0;
 }
 
 void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp) {

@@ -9,6 +9,15 @@
 #include <cmath>
 
 
+// The reference quantizers match ggml's plain C, whose float operations each
+// round: no contraction into fused multiply-adds (q4_0's x*id + 8.5 would
+// round differently), so llama.cpp's bytes come out on every build.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace gloas {
 
 void quantize_row_q8_0_ref(const float * x, block_q8_0 * y, int64_t k) {

@@ -2,7 +2,8 @@
 //
 // The numeric values are GGUF's ggml_type ids, so a tensor type read from a
 // GGUF file is a valid `type` after a range/known check (see type_known()).
-// Quant blocks hold 32 values; their byte layouts are in quant/blocks.h.
+// Legacy quant blocks hold 32 values, K-quant super-blocks 256; their byte
+// layouts are in quant/blocks.h.
 #pragma once
 
 #include <cstddef>
@@ -14,7 +15,17 @@ enum class type : uint32_t {
     F32  = 0,
     F16  = 1,
     Q4_0 = 2,
+    Q4_1 = 3,
+    Q5_0 = 6,
+    Q5_1 = 7,
     Q8_0 = 8,
+    Q8_1 = 9,   // activations of Q4_1/Q5_1 dot products
+    Q2_K = 10,
+    Q3_K = 11,
+    Q4_K = 12,
+    Q5_K = 13,
+    Q6_K = 14,
+    Q8_K = 15,  // activations of K-quant dot products
     BF16 = 30,
 };
 
@@ -38,6 +49,7 @@ struct type_traits {
     from_float_fn from_float;     // fastest quantizer, byte-identical to the reference
     vec_dot_fn    vec_dot;        // fastest dot product against vec_dot_type
     type          vec_dot_type;   // what activations are converted to for vec_dot
+    vec_dot_fn    vec_dot_ref;    // scalar reference of vec_dot (what it is tested against)
 };
 
 // True when `id` names a type this build implements.
@@ -47,7 +59,8 @@ const type_traits & traits(type t);
 const char * type_name(type t);
 // Bytes of one row of `n` values; n must be a multiple of the block size.
 size_t row_size(type t, int64_t n);
-// Parses "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive); false if unknown.
+// Parses a type name as type_traits::name spells it ("f32", "q4_0", "q4_K",
+// ...), case-insensitive; false if unknown.
 bool type_from_name(const char * name, type * out);
 
 } // namespace gloas

@@ -11,7 +11,9 @@
 //    dpbusd) runs over every token of the chunk, in reduction segments of
 //    K_PAIRS pairs that stay in L1.
 // Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
-// micro-kernel. Other builds fall back to one vec_dot per (row, token).
+// micro-kernel. Other block types (K-quants, Q4_1/Q5_0/Q5_1) and other
+// builds use matmul_blocks: one vec_dot per (row, token), rows split by
+// thread, tokens chunked so activations stay in L2.
 #include "tensor/ops.h"
 
 #include "quant/fp16.h"
@@ -39,7 +41,10 @@ constexpr size_t  CHUNK_BYTES = 768 << 10;  // activations of a token chunk: sta
 }
 constexpr size_t  ALIGN = 64;
 
+// Types of the integer tile kernels below (the other block types take the
+// K-quant / generic paths); float types of the FMA tiles.
 [[maybe_unused]] bool is_quant(type t) { return t == type::Q8_0 || t == type::Q4_0; }
+[[maybe_unused]] bool is_float(type t) { return t == type::F32 || t == type::F16 || t == type::BF16; }
 
 // Pairs of 32-value blocks in a row of n_in values (the last may be half padding).
 [[maybe_unused]] int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
@@ -393,13 +398,16 @@ void matmul_float(const tensor & w, const float * x, int64_t n_tok, float * y) {
 
 } // namespace
 
+// Bytes of one activation row of `vt` in the work area of matmul_blocks.
+static size_t act_row_bytes(type vt, int64_t n_in) { return (row_size(vt, n_in) + ALIGN - 1) & ~(ALIGN - 1); }
+
 size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
     const type vt = traits(wt).vec_dot_type;
     if (vt == type::F32) return 0;
 #if defined(GLOAS_MATMUL_VNNI)
     if (is_quant(wt)) return size_t(n_pairs(n_in)) * ACT_PAIR * size_t(n_tok) + ALIGN;
 #endif
-    return row_size(vt, n_in) * size_t(n_tok);
+    return act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
 }
 
 void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
@@ -409,37 +417,54 @@ void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
     std::vector<char> xq(row_size(tw.vec_dot_type, n_in));
     for (int64_t t = 0; t < n_tok; ++t) {
         tv.from_float_ref(x + t * n_in, xq.data(), n_in);
-        for (int64_t r = 0; r < n_out; ++r) {
-            const void * wr = w.row(r);
-            float v = 0.0f;
-            switch (w.t) {
-            case type::F32:  v = vec_dot_f32_ref(n_in, static_cast<const float *>(wr), reinterpret_cast<const float *>(xq.data())); break;
-            case type::F16:  v = vec_dot_f16_ref(n_in, static_cast<const uint16_t *>(wr), reinterpret_cast<const float *>(xq.data())); break;
-            case type::BF16: v = vec_dot_bf16_ref(n_in, static_cast<const uint16_t *>(wr), reinterpret_cast<const float *>(xq.data())); break;
-            case type::Q8_0: v = vec_dot_q8_0_q8_0_ref(n_in, static_cast<const block_q8_0 *>(wr), reinterpret_cast<const block_q8_0 *>(xq.data())); break;
-            case type::Q4_0: v = vec_dot_q4_0_q8_0_ref(n_in, static_cast<const block_q4_0 *>(wr), reinterpret_cast<const block_q8_0 *>(xq.data())); break;
-            }
-            y[t * n_out + r] = v;
-        }
+        for (int64_t r = 0; r < n_out; ++r) y[t * n_out + r] = tw.vec_dot_ref(n_in, w.row(r), xq.data());
     }
 }
 
-// Any type, any build: one vec_dot per (row, token).
-static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y, void * work) {
+// Float weights in builds without the AVX-512 tiles: one vec_dot per (row, token).
+static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const int64_t n_in = w.ne[0], n_out = w.nrows();
-    const char * xv = reinterpret_cast<const char *>(x);
-    size_t vrow = size_t(n_in) * sizeof(float);
-    if (tw.vec_dot_type != type::F32) {
-        const type_traits & tv = traits(tw.vec_dot_type);
-        vrow = row_size(tw.vec_dot_type, n_in);
-        for (int64_t t = 0; t < n_tok; ++t) tv.from_float(x + t * n_in, static_cast<char *>(work) + size_t(t) * vrow, n_in);
-        xv = static_cast<const char *>(work);
-    }
     const int nth = n_threads();
     #pragma omp parallel for num_threads(nth) schedule(static)
     for (int64_t r = 0; r < n_out; ++r) {
-        for (int64_t t = 0; t < n_tok; ++t) y[t * n_out + r] = tw.vec_dot(n_in, w.row(r), xv + size_t(t) * vrow);
+        for (int64_t t = 0; t < n_tok; ++t) y[t * n_out + r] = tw.vec_dot(n_in, w.row(r), x + t * n_in);
+    }
+}
+
+// Block weights without a tile kernel above (the K-quants, Q4_1/Q5_0/Q5_1,
+// and every block type in builds without VNNI): each token row is quantized
+// once to the type's vec_dot_type (act_row_bytes apart in `work`); each
+// thread owns a contiguous range of weight rows and, per chunk of tokens
+// whose activations stay in L2, reads each of its rows once (then from L1)
+// for every token of the chunk. With one token (decode) that is one pass over
+// the weights, the next rows prefetched.
+static void matmul_blocks(const tensor & w, const float * x, int64_t n_tok, float * y, void * work) {
+    const type_traits & tw = traits(w.t);
+    const type_traits & tv = traits(tw.vec_dot_type);
+    const int64_t n_in = w.ne[0], n_out = w.nrows();
+    const size_t vrow = act_row_bytes(tw.vec_dot_type, n_in);
+    char * act = align_up(work);
+    const int nth = int(std::min<int64_t>(n_threads(), n_out));
+    const int64_t chunk = std::max<int64_t>(1, int64_t(CHUNK_BYTES / vrow));
+    const size_t w_row = w.nb[1];
+    #pragma omp parallel num_threads(nth)
+    {
+        const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < n_tok; ++t) tv.from_float(x + t * n_in, act + size_t(t) * vrow, n_in);
+        const int64_t per = (n_out + nt - 1) / nt;
+        const int64_t r0 = std::min(n_out, ith * per), r1 = std::min(n_out, (ith + 1) * per);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+            const int64_t t1 = std::min(n_tok, t0 + chunk);
+            for (int64_t r = r0; r < r1; ++r) {
+                const char * wr = static_cast<const char *>(w.row(r));
+                // two rows ahead
+                if (r + 2 < r1)
+                    for (size_t o = 0; o < w_row; o += 64) __builtin_prefetch(wr + 2 * w_row + o, 0, 3);
+                for (int64_t t = t0; t < t1; ++t) y[t * n_out + r] = tw.vec_dot(n_in, wr, act + size_t(t) * vrow);
+            }
+        }
     }
 }
 
@@ -450,9 +475,10 @@ void matmul(const tensor & w, const float * x, int64_t n_tok, float * y, void * 
     if (is_quant(w.t)) return matmul_quant(w, x, n_tok, y, work);
 #endif
 #if defined(GLOAS_MATMUL_AVX512_FLOAT)
-    if (!is_quant(w.t)) return matmul_float(w, x, n_tok, y);
+    if (is_float(w.t)) return matmul_float(w, x, n_tok, y);
 #endif
-    matmul_generic(w, x, n_tok, y, work);
+    if (traits(w.t).vec_dot_type != type::F32) return matmul_blocks(w, x, n_tok, y, work);
+    matmul_generic(w, x, n_tok, y);
 }
 
 } // namespace gloas::ops

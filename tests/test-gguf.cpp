@@ -910,7 +910,7 @@ TEST_CASE("gguf: gloas-gen-model copies a tokenizer and refuses bad options") {
     CHECK(f->get_f32_array("tokenizer.ggml.scores") == v->get_f32_array("tokenizer.ggml.scores"));
     CHECK(f->get_bool("tokenizer.ggml.add_bos_token", false));
 
-    CHECK(test::run_tool("gloas-gen-model", {"--type", "q5_k", "-o", path}).status != 0);
+    CHECK(test::run_tool("gloas-gen-model", {"--type", "q7_k", "-o", path}).status != 0);
     CHECK(test::run_tool("gloas-gen-model", {"--dim", "48", "--heads", "4", "--type", "q4_0", "-o", path}).status != 0);
     CHECK(test::run_tool("gloas-gen-model", {"--dim", "abc", "-o", path}).status != 0);
     CHECK(test::run_tool("gloas-gen-model", {"--preset", "tiny"}).status != 0);

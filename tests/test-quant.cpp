@@ -15,7 +15,8 @@ using namespace gloas;
 
 namespace {
 
-const type ALL_TYPES[] = {type::F32, type::F16, type::BF16, type::Q8_0, type::Q4_0};
+const type ALL_TYPES[] = {type::F32,  type::F16,  type::BF16, type::Q8_0, type::Q4_0, type::Q4_1, type::Q5_0, type::Q5_1,
+                          type::Q8_1, type::Q2_K, type::Q3_K, type::Q4_K, type::Q5_K, type::Q6_K, type::Q8_K};
 
 std::vector<float> pad32(std::vector<float> v) {
     v.resize(32, 0.0f);
@@ -74,6 +75,8 @@ TEST_CASE("traits: entry i describes type i") {
         CHECK(bool(tr.from_float_ref));
         CHECK(bool(tr.from_float));
         CHECK(bool(tr.vec_dot));
+        CHECK(bool(tr.vec_dot_ref));
+        CHECK(type_known(uint32_t(tr.vec_dot_type)));
     }
     CHECK(traits(type::F32).blck_size == 1);
     CHECK(traits(type::F32).type_size == 4);
@@ -92,8 +95,10 @@ TEST_CASE("traits: entry i describes type i") {
 
     int known = 0;
     for (uint32_t id = 0; id < TYPE_ID_LIMIT + 5; ++id) known += type_known(id);
-    CHECK(known == 5);
-    CHECK_FALSE(type_known(3));
+    CHECK(known == 15);
+    CHECK_FALSE(type_known(4));  // ggml's removed Q4_2
+    CHECK_FALSE(type_known(5));
+    CHECK_FALSE(type_known(16));  // IQ2_XXS: not implemented
     CHECK_FALSE(type_known(TYPE_ID_LIMIT));
     CHECK_FALSE(type_known(0xffffffffu));
 
@@ -110,6 +115,16 @@ TEST_CASE("traits: entry i describes type i") {
     CHECK(row_size(type::F16, 7) == 14);
     CHECK(row_size(type::Q8_0, 64) == 68);
     CHECK(row_size(type::Q4_0, 4096) == 128 * 18);
+    CHECK(row_size(type::Q4_K, 4096) == 16 * 144);
+    CHECK(row_size(type::Q6_K, 512) == 2 * 210);
+    CHECK(traits(type::Q4_K).vec_dot_type == type::Q8_K);
+    CHECK(traits(type::Q4_1).vec_dot_type == type::Q8_1);
+    CHECK(traits(type::Q5_0).vec_dot_type == type::Q8_0);
+    CHECK(type_from_name("q4_k", &t));
+    CHECK(t == type::Q4_K);
+    CHECK(type_from_name("Q6_K", &t));
+    CHECK(t == type::Q6_K);
+    CHECK(std::strcmp(type_name(type::Q5_K), "q5_K") == 0);
 }
 
 TEST_CASE("q8_0: ggml's reference bytes") {

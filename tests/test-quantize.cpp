@@ -177,9 +177,15 @@ TEST_CASE("quantize: command line and input errors") {
     CHECK(contains(r.out, "--embd-type"));
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf"});
     CHECK(r.status == 2);
-    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q5_k"});
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q7_k"});
     CHECK(r.status == 2);
-    CHECK(contains(r.err, "q5_k"));
+    CHECK(contains(r.err, "q7_k"));
+    r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q8_K"});  // an activation type
+    CHECK(r.status == 2);
+    r = test::run_tool("gloas-quantize", {"--dequantize", "q4_0", src, dir + "/x.gguf"});
+    CHECK(r.status == 2);
+    r = test::run_tool("gloas-quantize", {"--dequantize", "f32", src, dir + "/x.gguf", "q8_0"});
+    CHECK(r.status == 2);
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "f16"});
     CHECK(r.status == 2);
     r = test::run_tool("gloas-quantize", {dir + "/missing.gguf", dir + "/x.gguf", "q8_0"});
@@ -199,4 +205,80 @@ TEST_CASE("quantize: command line and input errors") {
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q8_0", "-q", "--force"});
     CHECK(r.status == 0);
     CHECK(gguf_file::open(dir + "/x.gguf")->find_tensor("blk.0.attn_q.weight")->t == type::Q8_0);
+}
+
+// K-quants: our files equal llama-quantize's, tensor for tensor and byte for
+// byte (--pure files: every matrix of the type, hence --output-type; the
+// Q4_K_M mix: its per-tensor types), and --dequantize reads them back.
+TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's files") {
+    const std::string dir = test::temp_dir("quantize-kquant");
+    const std::string kq = test::require_model("kquant");
+    const std::string src = kq + "/synth256_f32.gguf";
+    struct job { const char * type; const char * theirs; bool pure; };
+    const job jobs[] = {{"q4_K", "synth256_Q4_K.gguf", true}, {"q5_K", "synth256_Q5_K.gguf", true},
+                        {"q6_K", "synth256_Q6_K.gguf", true}, {"q4_K_M", "synth256_Q4_K_M.gguf", false}};
+    for (const job & j : jobs) {
+        INFO(j.type);
+        const std::string out = dir + "/ours-" + j.type + ".gguf";
+        std::vector<std::string> args = {src, out, j.type, "-q", "-t", "2"};
+        if (j.pure) { args.push_back("--output-type"); args.push_back(j.type); }
+        auto r = test::run_tool("gloas-quantize", args);
+        INFO(r.err);
+        REQUIRE(r.status == 0);
+        auto ours = gguf_file::open(out);
+        auto theirs = gguf_file::open(kq + "/" + j.theirs);
+        REQUIRE(ours->tensors().size() == theirs->tensors().size());
+        for (const gguf_tensor_info & b : theirs->tensors()) {
+            INFO(b.name);
+            const gguf_tensor_info * a = ours->find_tensor(b.name);
+            REQUIRE(a != nullptr);
+            CHECK(a->t == b.t);
+            REQUIRE(a->nbytes == b.nbytes);
+            CHECK(std::memcmp(a->data, b.data, b.nbytes) == 0);
+        }
+        CHECK(ours->get_u32("general.file_type", 0) == (std::string(j.type) == "q4_K_M" ? 15u : std::string(j.type) == "q4_K" ? 14u
+                                                        : std::string(j.type) == "q5_K" ? 16u : 18u));
+    }
+    // q5_K_M: q5_K with q6_K where q4_K_M has it
+    const std::string m5 = dir + "/ours-q5_K_M.gguf";
+    REQUIRE(test::run_tool("gloas-quantize", {src, m5, "q5_K_M", "-q"}).status == 0);
+    auto f5 = gguf_file::open(m5);
+    auto t4 = gguf_file::open(kq + "/synth256_Q4_K_M.gguf");
+    for (const gguf_tensor_info & b : t4->tensors()) {
+        INFO(b.name);
+        const type want = b.t == type::Q4_K ? type::Q5_K : b.t;
+        CHECK(f5->find_tensor(b.name)->t == want);
+    }
+    CHECK(f5->get_u32("general.file_type", 0) == 17u);
+
+    // --dequantize: every value as the library dequantizes it (f32), or that rounded to f16
+    for (const char * to : {"f32", "f16"}) {
+        INFO(to);
+        const std::string out = dir + std::string("/back-") + to + ".gguf";
+        auto r = test::run_tool("gloas-quantize", {"--dequantize", to, kq + "/synth256_Q4_K_M.gguf", out, "-q"});
+        INFO(r.err);
+        REQUIRE(r.status == 0);
+        auto back = gguf_file::open(out);
+        CHECK(back->get_u32("general.file_type", 99) == (std::string(to) == "f32" ? 0u : 1u));
+        for (const gguf_tensor_info & q : t4->tensors()) {
+            INFO(q.name);
+            const gguf_tensor_info * b = back->find_tensor(q.name);
+            REQUIRE(b != nullptr);
+            const type want = q.t == type::F32 ? type::F32 : (std::string(to) == "f32" ? type::F32 : type::F16);
+            REQUIRE(b->t == want);
+            const int64_t n = q.ne[0] * q.ne[1];
+            std::vector<float> v(static_cast<size_t>(n));
+            for (int64_t r0 = 0; r0 < q.ne[1]; ++r0)
+                traits(q.t).to_float(static_cast<const char *>(q.data) + size_t(r0) * row_size(q.t, q.ne[0]), v.data() + r0 * q.ne[0], q.ne[0]);
+            int bad = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                if (want == type::F32) bad += static_cast<const float *>(b->data)[i] != v[size_t(i)];
+                else bad += static_cast<const uint16_t *>(b->data)[i] != fp32_to_fp16(v[size_t(i)]);
+            }
+            CHECK(bad == 0);
+        }
+        // and the result runs
+        auto m = model::load({out, ""});
+        CHECK(m->n_params > 0);
+    }
 }

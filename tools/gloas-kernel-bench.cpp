@@ -1,6 +1,6 @@
 // gloas-kernel-bench: throughput of the matmul kernels on Llama-shaped weights.
 //
-//   gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,f16] [--quick]
+//   gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick]
 //
 // Prints a read-bandwidth probe (sum of a 1 GiB buffer with 1 and THREADS
 // threads), then per weight type and shape: decode (n_tok = 1) as GB/s of
@@ -9,6 +9,7 @@
 // thread (2 * rows * cols * tokens / seconds).
 #include "quant/simd.h"
 #include "quant/types.h"
+#include "tensor/bandwidth.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -31,64 +32,33 @@ double now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// GB/s of summing `bytes` of memory with `nth` threads (best of `reps`);
-// with `prefetch`, each thread also prefetches 4 KiB ahead, as the decode
-// kernels do.
-double read_bandwidth(const std::vector<float> & buf, int nth, int reps, bool prefetch) {
-    const int64_t n = int64_t(buf.size());
-    double best = 0.0;
-    volatile float sink = 0.0f;
-    for (int rep = 0; rep < reps; ++rep) {
-        const double t0 = now();
-        float total = 0.0f;
-        #pragma omp parallel for num_threads(nth) reduction(+ : total) schedule(static)
-        for (int64_t c = 0; c < n; c += 1 << 16) {
-            const int64_t e = std::min(n, c + (1 << 16));
-#if defined(__AVX512F__)
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-            for (int64_t i = c; i + 64 <= e; i += 64) {
-                if (prefetch) {
-                    const char * p = reinterpret_cast<const char *>(buf.data() + i) + 4096;
-                    for (int o = 0; o < 256; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-                }
-                a0 = _mm512_add_ps(a0, _mm512_loadu_ps(&buf[size_t(i)]));
-                a1 = _mm512_add_ps(a1, _mm512_loadu_ps(&buf[size_t(i + 16)]));
-                a2 = _mm512_add_ps(a2, _mm512_loadu_ps(&buf[size_t(i + 32)]));
-                a3 = _mm512_add_ps(a3, _mm512_loadu_ps(&buf[size_t(i + 48)]));
-            }
-            total += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#else
-            float s = 0.0f;
-            for (int64_t i = c; i < e; ++i) s += buf[size_t(i)];
-            total += s;
-#endif
-        }
-        const double dt = now() - t0;
-        sink = sink + total;
-        best = std::max(best, double(n) * sizeof(float) / dt / 1e9);
-    }
-    return best;
-}
 
 struct shape {
     const char * name;
     int64_t n_out, n_in;
 };
 
-std::vector<char> make_matrix(type t, int64_t n_out, int64_t n_in, std::mt19937 & rng) {
+// Random N(0, 0.02) rows quantized to `t` (rows in parallel: the K-quant
+// reference quantizers are slow), the same matrix for any thread count.
+std::vector<char> make_matrix(type t, int64_t n_out, int64_t n_in, uint32_t seed) {
     const size_t rb = row_size(t, n_in);
     std::vector<char> w(rb * size_t(n_out));
-    std::vector<float> row(static_cast<size_t>(n_in));
-    std::normal_distribution<float> nd(0.0f, 0.02f);
-    for (int64_t r = 0; r < n_out; ++r) {
-        for (auto & v : row) v = nd(rng);
-        traits(t).from_float(row.data(), w.data() + size_t(r) * rb, n_in);
+    #pragma omp parallel
+    {
+        std::vector<float> row(static_cast<size_t>(n_in));
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < n_out; ++r) {
+            std::mt19937 rng(seed + uint32_t(r));
+            std::normal_distribution<float> nd(0.0f, 0.02f);
+            for (auto & v : row) v = nd(rng);
+            traits(t).from_float(row.data(), w.data() + size_t(r) * rb, n_in);
+        }
     }
     return w;
 }
 
 void usage() {
-    std::printf("usage: gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,f16] [--quick]\n");
+    std::printf("usage: gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick]\n");
 }
 
 } // namespace
@@ -97,7 +67,7 @@ int main(int argc, char ** argv) {
     int nth = 2;
     int64_t n_prefill = 512;
     bool quick = false;
-    std::string types_arg = "q4_0,q8_0,f16";
+    std::string types_arg = "q4_0,q8_0,q4_K,q5_K,q6_K,f16";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "-t" && i + 1 < argc) nth = std::atoi(argv[++i]);
@@ -122,13 +92,13 @@ int main(int argc, char ** argv) {
 
     // read bandwidth
     {
-        std::vector<float> buf(size_t(quick ? 1 << 26 : 1 << 28), 1.0f);  // 256 MiB / 1 GiB
-        const double bw1 = read_bandwidth(buf, 1, 3, false);
-        const double bwn = read_bandwidth(buf, nth, 3, false);
-        const double pf1 = read_bandwidth(buf, 1, 3, true);
-        const double pfn = read_bandwidth(buf, nth, 3, true);
+        const size_t bytes = size_t(quick ? 256 : 1024) << 20;
+        const double bw1 = measure_read_bandwidth(bytes, 1, 3) / 1e9;
+        const double bwn = measure_read_bandwidth(bytes, nth, 3) / 1e9;
+        const double pf1 = measure_read_bandwidth(bytes, 1, 3, true) / 1e9;
+        const double pfn = measure_read_bandwidth(bytes, nth, 3, true) / 1e9;
         std::printf("read bandwidth (%zu MiB buffer): 1 thread %.1f GB/s, %d threads %.1f GB/s\n",
-                    buf.size() * sizeof(float) >> 20, bw1, nth, bwn);
+                    bytes >> 20, bw1, nth, bwn);
         std::printf("  with software prefetch:        1 thread %.1f GB/s, %d threads %.1f GB/s\n\n", pf1, nth, pfn);
     }
 
@@ -145,7 +115,7 @@ int main(int argc, char ** argv) {
     std::printf("|---|---|---|---|---|---|---|\n");
     for (type t : types) {
         for (const shape & s : shapes) {
-            std::vector<char> w0 = make_matrix(t, s.n_out, s.n_in, rng);
+            std::vector<char> w0 = make_matrix(t, s.n_out, s.n_in, uint32_t(rng()));
             const size_t bytes = w0.size();
             // copies so that the decode working set exceeds the caches
             const size_t target = size_t(quick ? 64 : 256) << 20;

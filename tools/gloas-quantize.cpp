@@ -1,26 +1,34 @@
-// gloas-quantize: rewrites a GGUF with Q8_0 or Q4_0 weight matrices.
+// gloas-quantize: rewrites a GGUF with quantized weight matrices, or reads
+// one back out to F32/F16.
 //
-//   gloas-quantize model-f16.gguf model-q4_0.gguf q4_0
+//   gloas-quantize model-f16.gguf model-q4_K_M.gguf q4_K_M
+//   gloas-quantize --dequantize f32 model-q4_K_M.gguf model-f32.gguf
 //
-// Which tensors change (as llama.cpp's llama-quantize decides for these types):
-//  - matrices (2 dims or more) take the target type;
+// TYPE is one of the weight types (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K,
+// q4_K, q5_K, q6_K) or a mix, q4_K_M / q5_K_M. Which tensors get which type
+// follows llama.cpp's llama-quantize (llama_tensor_get_type) for a llama
+// model without an importance matrix:
 //  - 1-D tensors (norm weights) keep their type;
-//  - output.weight takes --output-type, by default q8_0. llama.cpp picks q6_K for
-//    a q4_0 mix when the row length is a multiple of 256 and q8_0 otherwise;
-//    gloas has no q6_K, so q8_0, the nearest type above it, is the default;
-//  - token_embd.weight takes --embd-type, by default the target type, or the
-//    output type when the model has no output.weight (tied embeddings), as
-//    llama.cpp does;
-//  - a tensor whose rows are not a multiple of the 32-value block keeps its
-//    type (llama.cpp refuses such a tensor for q4_0/q8_0; stories260K's 172-wide
-//    FFN matrices are the common case).
+//  - output.weight (and token_embd.weight when the embeddings are tied, i.e.
+//    there is no output.weight) takes q6_K, or q8_0 when its rows are not a
+//    multiple of 256 or TYPE is q8_0 (--output-type overrides);
+//  - the mixes: q4_K_M / q5_K_M are q4_K / q5_K with attn_v.weight and
+//    ffn_down.weight in q6_K for the layers use_more_bits picks (the first
+//    and last eighth of the layers and every third one between);
+//  - other matrices (token_embd.weight included, unless --embd-type) take the
+//    base type;
+//  - a tensor whose rows are not a multiple of the type's block falls back as
+//    llama.cpp does (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, q2_K/q3_K ->
+//    q4_0), or keeps its type when even 32 does not divide them (stories260K's
+//    172-wide FFN matrices).
 // Values are quantized from f32 (f16/bf16 widened exactly; an already quantized
 // tensor is dequantized first, only with --allow-requantize) with the library's
-// quantizers, byte-identical to ggml's reference formulas. Metadata is copied;
-// general.file_type and general.quantization_version are set.
+// reference quantizers, byte-identical to ggml's. Metadata is copied;
+// general.file_type (llama.cpp's LLAMA_FTYPE numbering) and
+// general.quantization_version are set.
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
-#include "decoder/llama-gguf.h"
+#include "quant/blocks.h"
 #include "quant/types.h"
 #include "tensor/error.h"
 
@@ -43,11 +51,17 @@ namespace {
 void usage(FILE * out) {
     std::fprintf(out,
         "usage: gloas-quantize [options] IN.gguf OUT.gguf TYPE\n"
+        "       gloas-quantize [options] --dequantize f32|f16 IN.gguf OUT.gguf\n"
         "\n"
-        "Quantizes the weight matrices of a GGUF model. TYPE is q8_0 or q4_0.\n"
+        "Quantizes the weight matrices of a GGUF model. TYPE is a weight type (q4_0, q4_1,\n"
+        "q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K) or a mix as llama.cpp makes\n"
+        "them: q4_K_M or q5_K_M (q4_K / q5_K, with q6_K for attn_v and ffn_down in\n"
+        "some layers and for the output).\n"
         "\n"
-        "  --output-type T       type of output.weight: f32, f16, bf16, q8_0, q4_0\n"
-        "                        (default q8_0, where llama.cpp would use q6_K or q8_0)\n"
+        "  --dequantize T        write every quantized tensor back out as T (f32 or f16;\n"
+        "                        with f16, 1-D tensors stay f32), nothing is quantized\n"
+        "  --output-type T       type of output.weight (default q6_K, or q8_0 when its\n"
+        "                        rows are not a multiple of 256 or TYPE is q8_0)\n"
         "  --embd-type T         type of token_embd.weight (default TYPE, or the output\n"
         "                        type when the embeddings are tied to the output)\n"
         "  --allow-requantize    accept input tensors that are already quantized\n"
@@ -57,9 +71,9 @@ void usage(FILE * out) {
         "  -q, --quiet           no per-tensor lines or progress on stderr\n"
         "  -h, --help            this text\n"
         "\n"
-        "Norm weights and other 1-D tensors keep their type, and so do matrices whose\n"
-        "rows are not a multiple of 32 values. Metadata is copied; general.file_type\n"
-        "is set to the target type.\n");
+        "Norm weights and other 1-D tensors keep their type; a matrix whose rows are\n"
+        "not a multiple of the type's block takes llama.cpp's fallback type or keeps\n"
+        "its own. Metadata is copied; general.file_type is set.\n");
 }
 
 [[noreturn]] void usage_error(const std::string & msg) {
@@ -76,11 +90,77 @@ int64_t parse_int(const std::string & flag, const char * s, int64_t lo, int64_t 
     return v;
 }
 
+// Types a weight tensor may be written as (Q8_1 / Q8_K are activation types).
+const type WEIGHT_TYPES[] = {type::F32,  type::F16,  type::BF16, type::Q4_0, type::Q4_1, type::Q5_0, type::Q5_1,
+                             type::Q8_0, type::Q2_K, type::Q3_K, type::Q4_K, type::Q5_K, type::Q6_K};
+const char * WEIGHT_TYPE_LIST = "f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K";
+const char * TARGET_LIST = "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, q4_K_M, q5_K_M";
+
 type parse_type(const std::string & flag, const char * s, bool quantized_only) {
     type t;
-    if (!type_from_name(s, &t) || (quantized_only && !traits(t).is_quantized))
-        usage_error(format("%s: unknown type '%s' (%s)", flag.c_str(), s, quantized_only ? "q8_0, q4_0" : "f32, f16, bf16, q8_0, q4_0"));
+    bool ok = type_from_name(s, &t);
+    if (ok) {
+        ok = false;
+        for (type w : WEIGHT_TYPES) ok = ok || (w == t && (!quantized_only || traits(t).is_quantized));
+    }
+    if (!ok) usage_error(format("%s: unknown type '%s' (%s)", flag.c_str(), s, quantized_only ? TARGET_LIST : WEIGHT_TYPE_LIST));
     return t;
+}
+
+// A quantization target: the base type, and for the _M mixes the rule that
+// moves some attn_v / ffn_down matrices to q6_K.
+struct target {
+    type base = type::Q8_0;
+    bool mix_m = false;     // q4_K_M / q5_K_M
+    std::string name;       // as given, for messages
+    uint32_t file_type = 0; // llama.cpp's LLAMA_FTYPE_MOSTLY_*
+};
+
+target parse_target(const char * s) {
+    std::string lower = s;
+    for (auto & c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    target t;
+    t.name = s;
+    if (lower == "q4_k_m" || lower == "q5_k_m") {
+        t.base = lower == "q4_k_m" ? type::Q4_K : type::Q5_K;
+        t.mix_m = true;
+        t.file_type = lower == "q4_k_m" ? 15 : 17;
+        return t;
+    }
+    t.base = parse_type("TYPE", s, true);
+    switch (t.base) {  // LLAMA_FTYPE_MOSTLY_*; a pure K type is numbered as its _S mix
+        case type::Q4_0: t.file_type = 2; break;
+        case type::Q4_1: t.file_type = 3; break;
+        case type::Q8_0: t.file_type = 7; break;
+        case type::Q5_0: t.file_type = 8; break;
+        case type::Q5_1: t.file_type = 9; break;
+        case type::Q2_K: t.file_type = 10; break;
+        case type::Q3_K: t.file_type = 11; break;
+        case type::Q4_K: t.file_type = 14; break;
+        case type::Q5_K: t.file_type = 16; break;
+        case type::Q6_K: t.file_type = 18; break;
+        default: usage_error(format("TYPE: unknown type '%s' (%s)", s, TARGET_LIST));
+    }
+    return t;
+}
+
+// llama.cpp's use_more_bits: the first and last eighth of the layers, and
+// every third layer between.
+bool use_more_bits(int i_layer, int n_layers) {
+    return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
+}
+
+// The type a tensor of rows of `ne0` values falls back to when its rows are
+// not a multiple of `t`'s block (llama.cpp's choices), or `t` when they are.
+type fallback(type t, int64_t ne0) {
+    if (ne0 % traits(t).blck_size == 0) return t;
+    switch (t) {
+        case type::Q2_K: case type::Q3_K: return type::Q4_0;
+        case type::Q4_K: return type::Q5_0;
+        case type::Q5_K: return type::Q5_1;
+        case type::Q6_K: return type::Q8_0;
+        default: return t;
+    }
 }
 
 bool exists(const std::string & p) {
@@ -114,8 +194,8 @@ gguf_writer::fill_fn make_fill(const uint8_t * src, type st, type dt, int64_t ne
 
 int main(int argc, char ** argv) {
     std::vector<std::string> pos;
-    type out_type = type::Q8_0, embd_type = type::F32;
-    bool embd_set = false, force = false, quiet = false, requant = false;
+    type out_type = type::Q6_K, embd_type = type::F32, deq_type = type::F32;
+    bool out_set = false, embd_set = false, force = false, quiet = false, requant = false, dequant = false;
     int threads = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -124,8 +204,14 @@ int main(int argc, char ** argv) {
             return argv[++i];
         };
         if (a == "-h" || a == "--help") { usage(stdout); return 0; }
-        else if (a == "--output-type") out_type = parse_type(a, value(), false);
+        else if (a == "--output-type") { out_type = parse_type(a, value(), false); out_set = true; }
         else if (a == "--embd-type" || a == "--token-embedding-type") { embd_type = parse_type(a, value(), false); embd_set = true; }
+        else if (a == "--dequantize") {
+            const char * v = value();
+            if (!type_from_name(v, &deq_type) || (deq_type != type::F32 && deq_type != type::F16))
+                usage_error(format("--dequantize: '%s' is not f32 or f16", v));
+            dequant = true;
+        }
         else if (a == "--allow-requantize") requant = true;
         else if (a == "-t" || a == "--threads") threads = int(parse_int(a, value(), 1, 1024));
         else if (a == "--force") force = true;
@@ -133,9 +219,16 @@ int main(int argc, char ** argv) {
         else if (!a.empty() && a[0] == '-') usage_error("unknown option '" + a + "'");
         else pos.push_back(a);
     }
-    if (pos.size() != 3) usage_error("expected IN.gguf OUT.gguf TYPE");
+    if (pos.size() != (dequant ? 2u : 3u)) usage_error(dequant ? "expected IN.gguf OUT.gguf after --dequantize T" : "expected IN.gguf OUT.gguf TYPE");
     const std::string in_path = pos[0], out_path = pos[1];
-    const type target = parse_type("TYPE", pos[2].c_str(), true);
+    target tgt;
+    if (dequant) {
+        tgt.base = deq_type;
+        tgt.name = type_name(deq_type);
+        tgt.file_type = deq_type == type::F32 ? 0 : 1;
+    } else {
+        tgt = parse_target(pos[2].c_str());
+    }
     if (threads > 0) omp_set_num_threads(threads);
 
     try {
@@ -143,12 +236,18 @@ int main(int argc, char ** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         auto in = gguf_file::open(in_path);
         const bool has_output = in->find_tensor("output.weight") != nullptr;
-        if (!embd_set) embd_type = has_output ? target : out_type;
+
+        // llama.cpp counts attn_v / ffn_down tensors in file order for use_more_bits
+        int n_attn_v = 0, n_ffn_down = 0, i_attn_v = 0, i_ffn_down = 0;
+        for (const gguf_tensor_info & t : in->tensors()) {
+            n_attn_v += t.name.find("attn_v.weight") != std::string::npos;
+            n_ffn_down += t.name.find("ffn_down") != std::string::npos;
+        }
 
         gguf_writer w;
         w.copy_metadata(*in);
-        w.set_u32("general.file_type", llama_file_type(target));
-        w.set_u32("general.quantization_version", 2);
+        w.set_u32("general.file_type", tgt.file_type);
+        if (!dequant) w.set_u32("general.quantization_version", 2);
 
         const size_t n = in->tensors().size();
         uint64_t bytes_in = 0, bytes_out = 0;
@@ -156,16 +255,44 @@ int main(int argc, char ** argv) {
         for (size_t i = 0; i < n; ++i) {
             const gguf_tensor_info & t = in->tensors()[i];
             type want = t.t;
-            if (t.name == "output.weight") want = out_type;
-            else if (t.name == "token_embd.weight") want = embd_type;
-            else if (t.n_dims >= 2) want = target;
             std::string note_s;
+            if (dequant) {
+                // quantized tensors -> T (1-D ones to f32); with f32, f16/bf16 tensors widen too
+                if (traits(t.t).is_quantized) want = deq_type == type::F16 && t.n_dims >= 2 ? type::F16 : type::F32;
+                else if (deq_type == type::F32) want = type::F32;
+            } else {
+                const bool is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
+                const bool is_attn_v = t.name.find("attn_v.weight") != std::string::npos;
+                const bool is_ffn_down = t.name.find("ffn_down") != std::string::npos;
+                if (is_output) {
+                    if (out_set) want = out_type;
+                    else if (t.ne[0] % QK_K != 0 || tgt.base == type::Q8_0) want = type::Q8_0;
+                    else want = type::Q6_K;
+                    if (t.name == "token_embd.weight" && embd_set) want = embd_type;
+                } else if (t.name == "token_embd.weight") {
+                    want = embd_set ? embd_type : tgt.base;
+                } else if (t.n_dims >= 2) {
+                    want = tgt.base;
+                    if (tgt.mix_m && is_attn_v && use_more_bits(i_attn_v, n_attn_v)) want = type::Q6_K;
+                    if (tgt.mix_m && is_ffn_down && use_more_bits(i_ffn_down, n_ffn_down)) want = type::Q6_K;
+                }
+                i_attn_v += is_attn_v;
+                i_ffn_down += is_ffn_down;
+                if (want != t.t) {
+                    const type fb = fallback(want, t.ne[0]);
+                    if (fb != want && t.ne[0] % traits(fb).blck_size == 0) {
+                        note_s = format(" (rows of %lld values are not a multiple of %lld: %s)", (long long) t.ne[0],
+                                        (long long) traits(want).blck_size, type_name(fb));
+                        want = fb;
+                    }
+                }
+            }
             if (want != t.t && t.ne[0] % traits(want).blck_size != 0) {
                 note_s = format(" (rows of %lld values are not a multiple of %lld: kept)", (long long) t.ne[0],
                                 (long long) traits(want).blck_size);
                 want = t.t;
             }
-            if (want != t.t && traits(t.t).is_quantized && !requant)
+            if (!dequant && want != t.t && traits(t.t).is_quantized && !requant)
                 throw error(format("%s: tensor '%s' is already %s; pass --allow-requantize to quantize it again to %s",
                                    in_path.c_str(), t.name.c_str(), type_name(t.t), type_name(want)));
             if (want == t.t) w.add_tensor(t.name, t.t, t.n_dims, t.ne, t.data);
@@ -197,9 +324,9 @@ int main(int argc, char ** argv) {
         w.write(out_path);
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!quiet) std::fprintf(stderr, "\n");
-        std::fprintf(stderr, "gloas-quantize: %s -> %s (%s): %zu of %zu tensors quantized, weights %.2f MiB -> %.2f MiB, %.2f s, %d threads\n",
-                     in_path.c_str(), out_path.c_str(), type_name(target), n_quantized, n, double(bytes_in) / (1 << 20),
-                     double(bytes_out) / (1 << 20), el, omp_get_max_threads());
+        std::fprintf(stderr, "gloas-quantize: %s -> %s (%s): %zu of %zu tensors %s, weights %.2f MiB -> %.2f MiB, %.2f s, %d threads\n",
+                     in_path.c_str(), out_path.c_str(), tgt.name.c_str(), n_quantized, n, dequant ? "dequantized" : "quantized",
+                     double(bytes_in) / (1 << 20), double(bytes_out) / (1 << 20), el, omp_get_max_threads());
     } catch (const error & e) {
         std::fprintf(stderr, "gloas-quantize: %s\n", e.what());
         return 1;
