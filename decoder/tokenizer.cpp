@@ -1,6 +1,7 @@
 #include "decoder/tokenizer.h"
 
 #include "decoder/gguf.h"
+#include "decoder/pretokenize.h"
 #include "tensor/error.h"
 
 #include <cerrno>
@@ -76,6 +77,19 @@ std::string printable(std::string_view s) {
 
 size_t hash_piece(std::string_view s) { return std::hash<std::string_view>{}(s); }
 
+// The end-of-turn token of a vocabulary whose file names none, found by its
+// text as llama.cpp does; -1 if none (the lowest id among equals).
+int32_t find_eot_by_text(const vocab & v) {
+    static const char * const k_texts[] = {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
+        "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>",  // DeepSeek's <｜end▁of▁sentence｜>
+    };
+    for (size_t i = 0; i < v.pieces.size(); ++i)
+        for (const char * t : k_texts)
+            if (v.pieces[i] == t) return int32_t(i);
+    return -1;
+}
+
 } // namespace
 
 tokenizer::tokenizer(vocab v) : v_(std::move(v)) {
@@ -83,6 +97,7 @@ tokenizer::tokenizer(vocab v) : v_(std::move(v)) {
     if (n == 0) throw error("tokenizer: empty vocabulary");
     if (n > size_t(std::numeric_limits<int32_t>::max() / 4))
         throw error(format("tokenizer: vocabulary of %zu pieces is too large", n));
+    if (v_.kind == vocab_kind::BPE && v_.scores.empty()) v_.scores.assign(n, 0.0f);
     if (v_.scores.size() != n || v_.types.size() != n)
         throw error(format("tokenizer: %zu pieces but %zu scores and %zu token types", n,
                            v_.scores.size(), v_.types.size()));
@@ -93,13 +108,28 @@ tokenizer::tokenizer(vocab v) : v_(std::move(v)) {
     check_id(v_.bos, "BOS");
     check_id(v_.eos, "EOS");
     check_id(v_.unk, "unknown");
+    check_id(v_.eot, "end-of-turn");
+
+    for (size_t i = 0; i < n; ++i) {
+        const token_type t = v_.types[i];
+        if (int32_t(t) < 0 || int32_t(t) > int32_t(token_type::BYTE))
+            throw error(format("tokenizer: token %zu has unknown type %d", i, int(t)));
+        if ((t == token_type::CONTROL || t == token_type::USER_DEFINED || t == token_type::UNKNOWN) &&
+            !v_.pieces[i].empty())
+            special_.push_back(int32_t(i));
+    }
+    std::stable_sort(special_.begin(), special_.end(), [&](int32_t a, int32_t b) {
+        return v_.pieces[size_t(a)].size() > v_.pieces[size_t(b)].size();
+    });
+    if (v_.kind == vocab_kind::BPE) {
+        init_bpe();
+        return;
+    }
 
     for (int & b : byte_ids_) b = -1;
     size_t n_mergeable = 0;
     for (size_t i = 0; i < n; ++i) {
         const token_type t = v_.types[i];
-        if (int32_t(t) < 0 || int32_t(t) > int32_t(token_type::BYTE))
-            throw error(format("tokenizer: token %zu has unknown type %d", i, int(t)));
         if (t == token_type::BYTE) {
             int b = parse_byte_piece(v_.pieces[i]);
             if (b < 0)
@@ -135,6 +165,7 @@ tokenizer::tokenizer(vocab v) : v_(std::move(v)) {
 }
 
 int32_t tokenizer::find_piece(std::string_view piece) const {
+    if (bpe_) return bpe_find_piece(piece);
     if (table_.empty()) return -1;
     const size_t mask = table_.size() - 1;
     for (size_t h = hash_piece(piece) & mask;; h = (h + 1) & mask) {
@@ -220,11 +251,25 @@ tokenizer tokenizer::from_llama2c(const std::string & path, int32_t n_vocab_expe
 tokenizer tokenizer::from_gguf(const gguf_file & f) {
     const std::string model = f.get_str("tokenizer.ggml.model");
     if (model.empty()) f.fail("no tokenizer (tokenizer.ggml.model is missing)");
-    if (model != "llama")
+    if (model != "llama" && model != "gpt2")
         f.fail("tokenizer.ggml.model is '" + printable(model) +
-               "'; only 'llama' (SentencePiece BPE) is supported");
+               "'; only 'llama' (SentencePiece BPE) and 'gpt2' (byte-level BPE) are supported");
+    const bool bpe = model == "gpt2";
 
     vocab v;
+    bool bpe_add_bos = false;  // the pre-tokenizer's default for add_bos_token
+    if (bpe) {
+        v.kind = vocab_kind::BPE;
+        v.pre = f.get_str("tokenizer.ggml.pre");
+        pretokenizer pre;
+        bool ignore_merges;
+        if (!pretokenizer_from_name(v.pre, pre, ignore_merges, bpe_add_bos))
+            f.fail("tokenizer.ggml.pre is '" + printable(v.pre) + "', a pre-tokenizer gloas does not know");
+        if (!f.find("tokenizer.ggml.merges")) f.fail("tokenizer.ggml.merges is missing (needed by a 'gpt2' tokenizer)");
+        const std::vector<std::string_view> merges = f.get_str_array("tokenizer.ggml.merges");
+        v.merges.reserve(merges.size());
+        for (auto m : merges) v.merges.emplace_back(m);
+    }
     const std::vector<std::string_view> tokens = f.get_str_array("tokenizer.ggml.tokens");
     const size_t n = tokens.size();
     if (n == 0) f.fail("tokenizer.ggml.tokens is empty");
@@ -264,11 +309,18 @@ tokenizer tokenizer::from_gguf(const gguf_file & f) {
             f.fail(format("%s = %lld is out of range [0, %zu)", key, (long long) id, n));
         return int32_t(id);
     };
-    v.bos = get_id("tokenizer.ggml.bos_token_id", n > 1 ? 1 : -1);
-    v.eos = get_id("tokenizer.ggml.eos_token_id", n > 2 ? 2 : -1);
-    v.unk = get_id("tokenizer.ggml.unknown_token_id", 0);
-    v.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", true);
-    v.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", true);
+    v.bos = get_id("tokenizer.ggml.bos_token_id", bpe ? -1 : n > 1 ? 1 : -1);
+    v.eos = get_id("tokenizer.ggml.eos_token_id", bpe ? -1 : n > 2 ? 2 : -1);
+    v.unk = get_id("tokenizer.ggml.unknown_token_id", bpe ? -1 : 0);
+    v.eot = get_id("tokenizer.ggml.eot_token_id", -1);
+    if (v.eot < 0) {
+        // Found by its text, it is made a control token (as llama.cpp does),
+        // so it is cut out of prompts and gives no text.
+        v.eot = find_eot_by_text(v);
+        if (v.eot >= 0) v.types[size_t(v.eot)] = token_type::CONTROL;
+    }
+    v.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", bpe ? bpe_add_bos : true);
+    v.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", !bpe);
     try {
         return tokenizer(std::move(v));
     } catch (const error & e) {
@@ -306,16 +358,37 @@ struct bigram_order {
 
 } // namespace
 
-std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos) const {
+std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
     if (v_.pieces.empty()) throw error("tokenizer: no vocabulary loaded");
     std::vector<int32_t> out;
     if (add_bos && v_.bos >= 0) out.push_back(v_.bos);
-    if (text.empty()) return out;
+    if (v_.kind == vocab_kind::SPM && !parse_special) {
+        encode_spm(text, v_.add_space_prefix, out);
+        return out;
+    }
+    // Cut the special tokens out, then encode the text between them.
+    bool after_special = true;
+    for (const fragment & fr : partition_special(text, parse_special)) {
+        if (fr.id >= 0) {
+            out.push_back(fr.id);
+            after_special = true;
+            continue;
+        }
+        const std::string_view t = text.substr(fr.off, fr.len);
+        if (v_.kind == vocab_kind::SPM) encode_spm(t, v_.add_space_prefix && after_special, out);
+        else encode_bpe(t, out);
+        after_special = false;
+    }
+    return out;
+}
+
+void tokenizer::encode_spm(std::string_view text, bool space_prefix, std::vector<int32_t> & out) const {
+    if (text.empty()) return;
 
     // Escape spaces and add the space prefix.
     std::string s;
     s.reserve(text.size() + 3);
-    if (v_.add_space_prefix) s += k_space_marker;
+    if (space_prefix) s += k_space_marker;
     for (char c : text) {
         if (c == ' ') s += k_space_marker;
         else s.push_back(c);
@@ -395,7 +468,6 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos) cons
             else if (v_.unk >= 0) out.push_back(v_.unk);
         }
     }
-    return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -404,6 +476,7 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos) cons
 std::string tokenizer::token_to_piece(int32_t prev, int32_t id) const {
     if (id < 0 || id >= n_vocab())
         throw error(format("tokenizer: token id %d out of range [0, %d)", id, n_vocab()));
+    if (bpe_) return bpe_token_to_piece(id);
     const std::string & p = v_.pieces[size_t(id)];
     switch (v_.types[size_t(id)]) {
         case token_type::BYTE: {

@@ -1,16 +1,25 @@
 // Fuzz target for the tokenizer.
 //
 // Input: byte 0 picks the options (bit 0: add BOS; bit 1: the built-in
-// vocabulary instead of tok512; bit 2: add_space_prefix off), the rest is the
-// text, any bytes (invalid UTF-8 included). The ids must be in range, decoding
+// vocabulary instead of tok512; bit 2: add_space_prefix off; bit 3: a
+// byte-level BPE vocabulary instead, see below), the rest is the text, any
+// bytes (invalid UTF-8 included). The ids must be in range, decoding
 // must succeed, and with BOS the text must come back exactly unless it holds
 // a literal "▁" (U+2581, which decodes as a space). An input starting with
 // "GGUF" is instead parsed as a GGUF image and loaded with from_gguf, which
 // must either give a working tokenizer or throw gloas::error.
 //
+// BPE mode (bit 3): bits 4-6 pick the pre-tokenizer, bit 7 parse_special. A
+// built-in "gpt2" vocabulary (the 256 byte characters, merges, control and
+// user-defined tokens) encodes the text; ids must be in range, the text must
+// come back exactly without parse_special, streaming through
+// utf8_complete_prefix must give the decoded text, and every pre-tokenizer's
+// words must be non-empty and cover the text.
+//
 // tok512.bin is loaded once from $GLOAS_MODELS or GLOAS_SOURCE_DIR/models; the
 // built-in vocabulary is used alone when it is not found.
 #include "decoder/gguf.h"
+#include "decoder/pretokenize.h"
 #include "decoder/tokenizer.h"
 #include "tensor/error.h"
 
@@ -114,6 +123,87 @@ void check(const gloas::tokenizer & tok, std::string_view text, bool bos) {
     }
 }
 
+// GPT-2's byte-to-unicode text of raw bytes.
+std::string byte_text(std::string_view raw) {
+    std::string s;
+    for (char ch : raw) {
+        const unsigned b = uint8_t(ch);
+        auto self = [](unsigned x) { return (x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE; };
+        unsigned cp = b;
+        if (!self(b)) {
+            cp = 0x100;
+            for (unsigned x = 0; x < b; ++x) cp += !self(x);
+        }
+        if (cp < 0x80) s += char(cp);
+        else s += {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
+    }
+    return s;
+}
+
+// The 256 byte characters, merges with ties and chains (digits, spaces,
+// letters, a CJK word, an emoji), control and user-defined tokens.
+gloas::tokenizer builtin_bpe(gloas::pretokenizer pre) {
+    gloas::vocab v;
+    v.kind = gloas::vocab_kind::BPE;
+    v.pre = gloas::pretokenizer_name(pre);
+    auto add = [&](std::string p, gloas::token_type t) {
+        v.pieces.push_back(std::move(p));
+        v.types.push_back(t);
+        return int32_t(v.pieces.size() - 1);
+    };
+    for (int b = 0; b < 256; ++b) add(byte_text(std::string(1, char(b))), gloas::token_type::NORMAL);
+    const char * merges[][2] = {
+        {"1", "2"}, {"12", "3"}, {" ", " "}, {"  ", " "}, {"  ", "  "}, {"'", "s"}, {"t", "h"}, {"th", "e"},
+        {" ", "the"}, {"e", "r"}, {"r", "e"}, {"er", "e"}, {"\n", "\n"}, {" ", "\n"},
+        {"\xe4\xbd", "\xa0"}, {"\xe4", "\xbd"}, {"\xe5", "\xa5"}, {"\xe5\xa5", "\xbd"},
+        {"\xe4\xbd\xa0", "\xe5\xa5\xbd"}, {"\xf0\x9f", "\xa6"}, {"\xf0", "\x9f"}, {"\xf0\x9f\xa6", "\x99"},
+    };
+    for (auto & m : merges) {
+        v.merges.push_back(byte_text(m[0]) + " " + byte_text(m[1]));
+        add(byte_text(std::string(m[0]) + m[1]), gloas::token_type::NORMAL);
+    }
+    v.bos = add("<|endoftext|>", gloas::token_type::CONTROL);
+    v.eos = v.bos;
+    v.eot = add("<|im_end|>", gloas::token_type::CONTROL);
+    add("<|im_start|>", gloas::token_type::CONTROL);
+    add("<tool>", gloas::token_type::USER_DEFINED);
+    add("<tool>x", gloas::token_type::USER_DEFINED);
+    v.add_bos = false;
+    return gloas::tokenizer(std::move(v));
+}
+
+void check_bpe(const gloas::tokenizer & tok, std::string_view text, bool bos, bool parse_special) {
+    const std::vector<int32_t> ids = tok.encode(text, bos, parse_special);
+    for (int32_t id : ids)
+        if (id < 0 || id >= tok.n_vocab()) __builtin_trap();
+    if (bos && tok.bos() >= 0 && (ids.empty() || ids[0] != tok.bos())) __builtin_trap();
+    const std::string back = tok.decode(ids);
+    // Exact unless special tokens were cut out (control tokens give no text)
+    // or the vocabulary lacks byte characters (a GGUF image).
+    bool all_bytes = true;
+    for (int b = 0; b < 256 && all_bytes; ++b) all_bytes = tok.find_piece(byte_text(std::string(1, char(b)))) >= 0;
+    if (!parse_special && all_bytes && back != text) __builtin_trap();
+    std::string printed, pending;
+    for (int32_t id : ids) {
+        pending += tok.token_to_piece(-1, id);
+        const size_t n = gloas::utf8_complete_prefix(pending);
+        if (n > pending.size()) __builtin_trap();
+        printed.append(pending, 0, n);
+        pending.erase(0, n);
+    }
+    if (printed + pending != back) __builtin_trap();
+    for (int k = 0; k < gloas::PRETOKENIZER_COUNT; ++k) {
+        std::vector<std::string_view> words;
+        gloas::pretokenize(gloas::pretokenizer(k), text, words);
+        size_t off = 0;
+        for (std::string_view w : words) {
+            if (w.empty() || w.data() != text.data() + off) __builtin_trap();
+            off += w.size();
+        }
+        if (off != text.size()) __builtin_trap();
+    }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
@@ -125,7 +215,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
         try {
             auto f = gloas::gguf_file::parse(data, size, "fuzz.gguf");
             gloas::tokenizer tok = gloas::tokenizer::from_gguf(*f);
-            check(tok, "Hello world \xc3\xa9\xff", true);
+            if (tok.kind() == gloas::vocab_kind::BPE) check_bpe(tok, "Hello world \xc3\xa9\xff 123", true, true);
+            else check(tok, "Hello world \xc3\xa9\xff", true);
         } catch (const gloas::error &) {
         }
         return 0;
@@ -134,6 +225,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     const uint8_t opt = data[0];
     const std::string_view text(reinterpret_cast<const char *>(data + 1), size - 1);
     const bool bos = opt & 1;
+    if (opt & 8) {
+        static const std::vector<gloas::tokenizer> bpe = [] {
+            std::vector<gloas::tokenizer> t;
+            for (int k = 0; k < gloas::PRETOKENIZER_COUNT; ++k) t.push_back(builtin_bpe(gloas::pretokenizer(k)));
+            return t;
+        }();
+        check_bpe(bpe[size_t((opt >> 4) & 7) % bpe.size()], text, bos, opt & 0x80);
+        return 0;
+    }
     const gloas::tokenizer * tok = (opt & 4) ? &builtin_no_prefix : &builtin;
     if (!(opt & 2) && !(opt & 4) && tok512) tok = tok512.get();
     check(*tok, text, bos);
