@@ -29,11 +29,16 @@ context::context(const model & m, const context_params & p) : m_(m) {
     if (pg.page_tokens <= 0 || !pg.valid_for(p.kv.kv_type))
         throw error(format("page size %d tokens must be a positive multiple of %lld for K/V type %s", pg.page_tokens,
                            (long long) traits(p.kv.kv_type).blck_size, type_name(p.kv.kv_type)));
-    store_ = std::make_unique<kv_store>(p.kv, pg, m.fingerprint);
-    kv_ = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
+    if (p.n_seq_max < 1 || p.n_seq_max > 4096)
+        throw error(format("context: %d sequences asked for, expected 1 to 4096", p.n_seq_max));
     if (!(p.sparse.ratio > 0.0f && p.sparse.ratio <= 1.0f))
         throw error(format("sparse attention ratio %g must be in (0, 1]", double(p.sparse.ratio)));
-    kv_->set_sparse(p.sparse);
+    store_ = std::make_unique<kv_store>(p.kv, pg, m.fingerprint);
+    seqs_.resize(size_t(p.n_seq_max));
+    for (sequence & sq : seqs_) {
+        sq.kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
+        sq.kv->set_sparse(p.sparse);
+    }
 
     const size_t U = size_t(n_ubatch_);
     x_.resize(U * size_t(hp.n_embd));
@@ -53,21 +58,37 @@ context::context(const model & m, const context_params & p) : m_(m) {
     work_.resize(work);
 }
 
+context::~context() = default;
+
 void context::reset() {
-    n_past_ = 0;
     n_reused_ = 0;
-    kv_->clear();
+    for (size_t s = 0; s < seqs_.size(); ++s) seq_clear(int32_t(s));
+}
+
+void context::seq_clear(int32_t s) {
+    GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
+    sequence & sq = seqs_[size_t(s)];
+    sq.kv->clear();
+    sq.n_past = 0;
+    sq.tokens.clear();
+}
+
+void context::check_tokens(const int32_t * tokens, int32_t n) const {
+    for (int32_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= m_.hp.n_vocab)
+            throw error(format("token id %d is out of range (vocabulary has %d tokens)", tokens[i], m_.hp.n_vocab));
 }
 
 const float * context::eval_prompt(const int32_t * tokens, int32_t n) {
     if (n <= 0) throw error("eval: no tokens");
-    if (n_past_ != 0) throw error("eval_prompt: the context is not empty");
-    if (n > n_ctx_) throw error(format("the prompt is %d tokens but the context holds %d", n, n_ctx_));
-    for (int32_t i = 0; i < n; ++i)
-        if (tokens[i] < 0 || tokens[i] >= m_.hp.n_vocab)
-            throw error(format("token id %d is out of range (vocabulary has %d tokens)", tokens[i], m_.hp.n_vocab));
-    n_reused_ = kv_->reuse_prefix(tokens, n);
-    n_past_ = n_reused_;
+    sequence & sq = seqs_[0];
+    if (sq.n_past != 0) throw error("eval_prompt: the context is not empty");
+    if (n > n_ctx_) throw context_full_error(format("the prompt is %d tokens but the context holds %d", n, n_ctx_));
+    check_tokens(tokens, n);
+    store_->flush();  // pages published by earlier evaluations become findable
+    n_reused_ = sq.kv->reuse_prefix(tokens, n);
+    sq.n_past = n_reused_;
+    sq.tokens.assign(tokens, tokens + n_reused_);
     return eval(tokens + n_reused_, n - n_reused_);
 }
 
@@ -75,22 +96,177 @@ const float * context::eval(const int32_t * tokens, int32_t n) { return eval(tok
 
 const float * context::eval(const int32_t * tokens, int32_t n, const logits_fn & on_logits) {
     if (n <= 0) throw error("eval: no tokens");
-    if (n_past_ + int64_t(n) > n_ctx_)
-        throw error(format("context full: %d positions used, %d more requested, context size is %d",
-                           n_past_, n, n_ctx_));
-    for (int32_t i = 0; i < n; ++i)
-        if (tokens[i] < 0 || tokens[i] >= m_.hp.n_vocab)
-            throw error(format("token id %d is out of range (vocabulary has %d tokens)", tokens[i], m_.hp.n_vocab));
+    sequence & sq = seqs_[0];
+    if (sq.n_past + int64_t(n) > n_ctx_)
+        throw context_full_error(format("context full: %d positions used, %d more requested, context size is %d",
+                                        sq.n_past, n, n_ctx_));
+    check_tokens(tokens, n);
+    const int64_t V = m_.hp.n_vocab;
+    if (on_logits && logits_.size() < size_t(n_ubatch_) * size_t(V)) logits_.resize(size_t(n_ubatch_) * size_t(V));
     for (int32_t done = 0; done < n;) {
         const int32_t chunk = std::min(n_ubatch_, n - done);
-        forward(tokens + done, chunk, n_past_, on_logits ? &on_logits : nullptr);
-        n_past_ += chunk;
+        run r;
+        r.n = chunk;
+        r.pos0 = sq.n_past;
+        b_rows_.clear();
+        if (on_logits)
+            for (int32_t t = 0; t < chunk; ++t) b_rows_.push_back(t);
+        else if (done + chunk == n)
+            b_rows_.push_back(chunk - 1);
+        forward(tokens + done, chunk, &r, 1, b_rows_.data(), int32_t(b_rows_.size()), logits_.data());
+        if (on_logits) {
+            for (int32_t t = 0; t < chunk; ++t) on_logits(r.pos0 + t, logits_.data() + t * V);
+            if (chunk > 1) std::copy(logits_.begin() + (chunk - 1) * V, logits_.begin() + chunk * V, logits_.begin());
+        }
         done += chunk;
     }
     return logits_.data();
 }
 
-void context::forward(const int32_t * tokens, int32_t n, int32_t pos0, const logits_fn * on_logits) {
+void context::decode(const batch & b) {
+    if (b.n_tokens <= 0) throw error("decode: the batch has no tokens");
+    if (!b.token) throw error("decode: the batch has no token array");
+    const int32_t n = b.n_tokens;
+    const int32_t S = int32_t(seqs_.size());
+    check_tokens(b.token, n);
+    auto seq_of = [&](int32_t i) { return b.seq ? b.seq[i] : 0; };
+    auto wanted = [&](int32_t i) { return b.logits ? b.logits[i] != 0 : i == n - 1; };
+
+    // Validate everything before changing anything.
+    b_next_.resize(size_t(S));
+    b_first_.assign(size_t(S), -1);
+    for (int32_t s = 0; s < S; ++s) b_next_[size_t(s)] = seqs_[size_t(s)].n_past;
+    for (int32_t i = 0, prev = -1; i < n; ++i) {
+        const int32_t s = seq_of(i);
+        if (s < 0 || s >= S)
+            throw error(format("decode: token %d has sequence id %d, outside [0, %d)", i, s, S));
+        if (s != prev && b_first_[size_t(s)] >= 0)
+            throw error(format("decode: the tokens of sequence %d are not contiguous in the batch", s));
+        if (b_first_[size_t(s)] < 0) b_first_[size_t(s)] = i;
+        const int32_t expect = b_next_[size_t(s)];
+        if (b.pos && b.pos[i] != expect)
+            throw error(format("decode: token %d of sequence %d is at position %d; the sequence continues at %d",
+                               i, s, b.pos[i], expect));
+        if (expect >= n_ctx_)
+            throw context_full_error(format("context full: sequence %d would reach position %d, context size is %d",
+                                            s, expect, n_ctx_));
+        b_next_[size_t(s)] = expect + 1;
+        prev = s;
+    }
+
+    // Empty sequences first take their stored prefix, then the rest is compacted.
+    n_batch_reused_ = 0;
+    bool flushed = false;
+    b_tok_.clear();
+    b_seq_.clear();
+    b_pos_.clear();
+    b_row_.clear();
+    b_logit_row_.assign(size_t(n), -1);
+    int32_t n_kept = 0;
+    for (int32_t i = 0; i < n;) {
+        const int32_t s = seq_of(i);
+        int32_t j = i;
+        while (j < n && seq_of(j) == s) ++j;
+        sequence & sq = seqs_[size_t(s)];
+        const int32_t base = sq.n_past;
+        int32_t skip = 0;
+        if (base == 0 && j - i > 1) {
+            int32_t lim = j - i;
+            for (int32_t k = i; k < j; ++k)
+                if (wanted(k)) { lim = k - i + 1; break; }
+            if (lim > 1) {
+                if (!flushed) store_->flush();
+                flushed = true;
+                skip = sq.kv->reuse_prefix(b.token + i, lim);
+                sq.n_past = skip;
+                sq.tokens.assign(b.token + i, b.token + i + skip);
+                n_batch_reused_ += skip;
+            }
+        }
+        for (int32_t k = i + skip; k < j; ++k) {
+            b_tok_.push_back(b.token[k]);
+            b_seq_.push_back(s);
+            b_pos_.push_back(base + (k - i));
+            b_row_.push_back(k);
+            if (wanted(k)) b_logit_row_[size_t(k)] = n_kept++;
+        }
+        i = j;
+    }
+
+    const int64_t V = m_.hp.n_vocab;
+    if (batch_logits_.size() < size_t(n_kept) * size_t(V)) batch_logits_.resize(size_t(n_kept) * size_t(V));
+    const int32_t N = int32_t(b_tok_.size());
+    int32_t row_base = 0;
+    for (int32_t done = 0; done < N;) {
+        const int32_t chunk = std::min(n_ubatch_, N - done);
+        b_runs_.clear();
+        b_rows_.clear();
+        for (int32_t t = 0; t < chunk; ++t) {
+            const int32_t k = done + t;
+            if (t == 0 || b_seq_[size_t(k)] != b_seq_[size_t(k - 1)]) {
+                run r;
+                r.seq = b_seq_[size_t(k)];
+                r.start = t;
+                r.pos0 = b_pos_[size_t(k)];
+                b_runs_.push_back(r);
+            }
+            ++b_runs_.back().n;
+            if (b_logit_row_[size_t(b_row_[size_t(k)])] >= 0) b_rows_.push_back(t);
+        }
+        forward(b_tok_.data() + done, chunk, b_runs_.data(), int32_t(b_runs_.size()), b_rows_.data(),
+                int32_t(b_rows_.size()), batch_logits_.data() + size_t(row_base) * size_t(V));
+        row_base += int32_t(b_rows_.size());
+        done += chunk;
+    }
+}
+
+const float * context::batch_logits(int32_t i) const {
+    if (i < 0 || size_t(i) >= b_logit_row_.size() || b_logit_row_[size_t(i)] < 0) return nullptr;
+    return batch_logits_.data() + size_t(b_logit_row_[size_t(i)]) * size_t(m_.hp.n_vocab);
+}
+
+const float * context::seq_restore(int32_t s, const int32_t * tokens, int32_t n) {
+    GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
+    if (n > n_ctx_)
+        throw context_full_error(format("the sequence is %d tokens but the context holds %d", n, n_ctx_));
+    check_tokens(tokens, n);
+    seq_clear(s);
+    if (n <= 0) return nullptr;
+    std::vector<int32_t> seq(size_t(n), s);
+    batch b;
+    b.n_tokens = n;
+    b.token = tokens;
+    b.seq = seq.data();
+    decode(b);
+    return batch_logits(n - 1);
+}
+
+const float * context::seq_fork(int32_t src, int32_t dst) {
+    GLOAS_ASSERT(src >= 0 && size_t(src) < seqs_.size() && dst >= 0 && size_t(dst) < seqs_.size());
+    if (src == dst) throw error(format("seq_fork: source and destination are both sequence %d", src));
+    const std::vector<int32_t> toks = seqs_[size_t(src)].tokens;
+    return seq_restore(dst, toks.data(), int32_t(toks.size()));
+}
+
+int32_t context::seq_n_shared_pages(int32_t s) const {
+    GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
+    const kv_sequence & a = *seqs_[size_t(s)].kv;
+    int32_t shared = 0;
+    for (int32_t j = 0; j < a.n_pages(); ++j) {
+        const int64_t slot = a.page(j).slot;
+        bool found = false;
+        for (size_t t = 0; t < seqs_.size() && !found; ++t) {
+            if (int32_t(t) == s) continue;
+            const kv_sequence & o = *seqs_[t].kv;
+            for (int32_t k = 0; k < o.n_pages() && !found; ++k) found = o.page(k).slot == slot;
+        }
+        shared += found;
+    }
+    return shared;
+}
+
+void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32_t n_runs, const int32_t * rows,
+                      int32_t n_rows, float * out) {
     const hparams & hp = m_.hp;
     const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff;
     const float scale = 1.0f / std::sqrt(float(hp.head_dim));
@@ -105,17 +281,23 @@ void context::forward(const int32_t * tokens, int32_t n, int32_t pos0, const log
         const float * attn_norm = static_cast<const float *>(l.attn_norm.data);
         const float * ffn_norm = static_cast<const float *>(l.ffn_norm.data);
 
-        // attention
+        // attention: the projections take every token; rope, K/V and
+        // attention go to each token's sequence at its position.
         for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, attn_norm, E, hp.rms_eps);
         ops::matmul(l.wq, xb, n, q_.data(), work);
         ops::matmul(l.wk, xb, n, k_.data(), work);
         ops::matmul(l.wv, xb, n, v_.data(), work);
-        for (int32_t t = 0; t < n; ++t) {
-            ops::rope(q_.data() + t * Q, hp.n_head, hp.head_dim, hp.n_rot, pos0 + t, hp.rope_freq_base);
-            ops::rope(k_.data() + t * KV, hp.n_head_kv, hp.head_dim, hp.n_rot, pos0 + t, hp.rope_freq_base);
+        for (int32_t r = 0; r < n_runs; ++r) {
+            const run & ru = runs[r];
+            for (int32_t t = ru.start; t < ru.start + ru.n; ++t) {
+                const int32_t pos = ru.pos0 + (t - ru.start);
+                ops::rope(q_.data() + t * Q, hp.n_head, hp.head_dim, hp.n_rot, pos, hp.rope_freq_base);
+                ops::rope(k_.data() + t * KV, hp.n_head_kv, hp.head_dim, hp.n_rot, pos, hp.rope_freq_base);
+            }
+            kv_sequence & kv = *seqs_[size_t(ru.seq)].kv;
+            kv.store(il, ru.pos0, ru.n, k_.data() + ru.start * KV, v_.data() + ru.start * KV);
+            kv.attend(il, ru.pos0, ru.n, q_.data() + ru.start * Q, att_.data() + ru.start * Q, scale);
         }
-        kv_->store(il, pos0, n, k_.data(), v_.data());
-        kv_->attend(il, pos0, n, q_.data(), att_.data(), scale);
         ops::matmul(l.wo, att_.data(), n, xb, work);
         ops::add(x, xb, int64_t(n) * E);
 
@@ -128,21 +310,19 @@ void context::forward(const int32_t * tokens, int32_t n, int32_t pos0, const log
         ops::add(x, xb, int64_t(n) * E);
     }
 
-    kv_->commit(tokens, pos0, n);
-
-    const float * out_norm = static_cast<const float *>(m_.output_norm.data);
-    const int64_t V = hp.n_vocab;
-    if (on_logits) {
-        if (logits_.size() < size_t(n_ubatch_) * size_t(V)) logits_.resize(size_t(n_ubatch_) * size_t(V));
-        for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, out_norm, E, hp.rms_eps);
-        ops::matmul(m_.output, xb, n, logits_.data(), work);
-        for (int32_t t = 0; t < n; ++t) (*on_logits)(pos0 + t, logits_.data() + t * V);
-        if (n > 1) std::copy(logits_.begin() + (n - 1) * V, logits_.begin() + n * V, logits_.begin());
-        return;
+    for (int32_t r = 0; r < n_runs; ++r) {
+        const run & ru = runs[r];
+        sequence & sq = seqs_[size_t(ru.seq)];
+        sq.kv->commit(tokens + ru.start, ru.pos0, ru.n);
+        sq.tokens.insert(sq.tokens.end(), tokens + ru.start, tokens + ru.start + ru.n);
+        sq.n_past = ru.pos0 + ru.n;
     }
-    // Only the last token's logits are needed to continue the sequence.
-    ops::rmsnorm(xb, x + int64_t(n - 1) * E, out_norm, E, hp.rms_eps);
-    ops::matmul(m_.output, xb, 1, logits_.data(), work);
+
+    // Only the rows asked for go through the output projection.
+    if (n_rows == 0) return;
+    const float * out_norm = static_cast<const float *>(m_.output_norm.data);
+    for (int32_t k = 0; k < n_rows; ++k) ops::rmsnorm(xb + k * E, x + int64_t(rows[k]) * E, out_norm, E, hp.rms_eps);
+    ops::matmul(m_.output, xb, n_rows, out, work);
 }
 
 } // namespace gloas

@@ -1,4 +1,4 @@
-// The Llama forward pass over one sequence.
+// The Llama forward pass over one or several sequences.
 //
 // Per layer: rmsnorm -> q,k,v = x·W -> rope(q, k) -> K/V store -> attention
 // -> x += att·Wo -> rmsnorm -> x += W2(silu(W1 x) * W3 x); then the final norm
@@ -6,13 +6,20 @@
 //
 // Prompts are evaluated in chunks of n_ubatch tokens (PREFILL: one matmul per
 // weight per chunk, every weight read once per chunk); a single token is the
-// DECODE case of the same code. All buffers are allocated here, at creation:
-// nothing is allocated per token.
+// DECODE case of the same code. A batch may mix tokens of several sequences
+// (HYBRID: prefill chunks of some, decode tokens of others): the matmuls take
+// all of a chunk's tokens at once (every weight read once per chunk), while
+// rope, the K/V store and attention go per sequence, each token at its own
+// position. Every sequence is its own kv_sequence on the context's one
+// kv_store, so sequences with a common prefix share its sealed pages.
+// All buffers are allocated at creation (the batch bookkeeping grows to the
+// largest batch seen): nothing is allocated per token.
 #pragma once
 
 #include "kvcache/kv-sequence.h"
 #include "kvcache/kv-store.h"
 #include "decoder/model.h"
+#include "tensor/error.h"
 
 #include <cstdint>
 #include <functional>
@@ -27,12 +34,39 @@ struct context_params {
     int32_t n_threads = 0;   // 0: all hardware threads
     kv_store_params kv;      // K/V pages: type, page size, folder, capacity, policy
     sparse_params sparse;    // sparse decode attention (ratio 1: dense)
+    int32_t n_seq_max = 1;   // sequences the context holds, ids [0, n_seq_max)
+};
+
+// Thrown when positions would go past the context size (a gloas::error, so
+// callers that catch error keep working; the C API maps it to CONTEXT_FULL).
+struct context_full_error : error {
+    using error::error;
+};
+
+// Tokens of several sequences evaluated together. Arrays of n_tokens entries;
+// pos and seq may be null (sequence 0; each token continues its sequence),
+// logits may be null (only the last token's logits are kept).
+// Preconditions checked by decode (gloas::error otherwise, nothing changed):
+// token ids in the vocabulary, sequence ids in [0, n_seq_max), the tokens of
+// one sequence contiguous in the batch at consecutive positions starting at
+// that sequence's n_past, and every position below n_ctx.
+struct batch {
+    int32_t n_tokens = 0;
+    const int32_t * token = nullptr;  // (n_tokens)
+    const int32_t * pos = nullptr;    // (n_tokens) or null
+    const int32_t * seq = nullptr;    // (n_tokens) or null
+    const int8_t * logits = nullptr;  // (n_tokens) non-zero: keep this token's logits; or null
 };
 
 class context {
 public:
     // Throws gloas::error for impossible parameters.
     context(const model & m, const context_params & p);
+    ~context();
+    context(const context &) = delete;
+    context & operator=(const context &) = delete;
+
+    // eval, eval_prompt, n_past, n_reused, kv and reset act on sequence 0.
 
     // Evaluates `n` tokens at positions [n_past, n_past + n) and returns the
     // logits (n_vocab) of the last one. Throws gloas::error for token ids out of
@@ -51,24 +85,82 @@ public:
     // Positions the last eval_prompt took from the store.
     int32_t n_reused() const { return n_reused_; }
 
-    int32_t n_past() const { return n_past_; }
+    int32_t n_past() const { return seqs_[0].n_past; }
     int32_t n_ctx() const { return n_ctx_; }
     const model & get_model() const { return m_; }
-    const kv_sequence & kv() const { return *kv_; }
+    const kv_sequence & kv() const { return *seqs_[0].kv; }
     kv_store & store() { return *store_; }
-    // Forgets every position: the next eval starts at position 0.
+    // Forgets every position of every sequence: the next eval starts at position 0.
     void reset();
 
+    // Evaluates a batch (see `batch`) in one forward pass per n_ubatch chunk.
+    // A sequence that is empty before the batch first takes the leading pages
+    // of its tokens already in the store (reuse_prefix; never past its first
+    // token whose logits are kept): those positions are not computed again.
+    // The kept logits are readable through batch_logits until the next call.
+    void decode(const batch & b);
+    // Logits (n_vocab) of token i of the last decode; null if not kept.
+    const float * batch_logits(int32_t i) const;
+    // Tokens of the last decode (0 before the first).
+    int32_t batch_size() const { return int32_t(b_logit_row_.size()); }
+    // Positions the last decode took from the store, all sequences together.
+    int32_t n_batch_reused() const { return n_batch_reused_; }
+
+    int32_t n_seq_max() const { return int32_t(seqs_.size()); }
+    // Preconditions (GLOAS_ASSERT): 0 <= s < n_seq_max.
+    int32_t seq_n_past(int32_t s) const { return seqs_[size_t(s)].n_past; }
+    const std::vector<int32_t> & seq_tokens(int32_t s) const { return seqs_[size_t(s)].tokens; }
+    const kv_sequence & seq_kv(int32_t s) const { return *seqs_[size_t(s)].kv; }
+    // Forgets sequence s (its pages are released to the store).
+    void seq_clear(int32_t s);
+    // Makes sequence `dst` (cleared first) hold the tokens of `src`: every
+    // sealed page of src is shared (dst references the same store slots,
+    // found through the prefix index), and only the positions of src's open
+    // page are computed again. Returns the logits of the last token (null if
+    // src is empty). Precision rule of kv_sequence: the results are identical.
+    const float * seq_fork(int32_t src, int32_t dst);
+    // Fills sequence s (cleared first) with `tokens`, reusing stored pages.
+    // Returns the last token's logits.
+    const float * seq_restore(int32_t s, const int32_t * tokens, int32_t n);
+    // Pages of sequence s whose store slot another sequence of this context
+    // also holds.
+    int32_t seq_n_shared_pages(int32_t s) const;
+
 private:
-    void forward(const int32_t * tokens, int32_t n, int32_t pos0, const logits_fn * on_logits);
+    // A contiguous run of one sequence's tokens inside a chunk.
+    struct run {
+        int32_t seq = 0;
+        int32_t start = 0;  // first row of the chunk
+        int32_t n = 0;
+        int32_t pos0 = 0;   // position of the first token
+    };
+    struct sequence {
+        std::unique_ptr<kv_sequence> kv;
+        int32_t n_past = 0;
+        std::vector<int32_t> tokens;  // committed token ids, (n_past)
+    };
+
+    // Evaluates n tokens (n <= n_ubatch) made of `runs`; writes the logits of
+    // the rows listed in `rows` (n_rows) to out (n_rows, n_vocab).
+    void forward(const int32_t * tokens, int32_t n, const run * runs, int32_t n_runs, const int32_t * rows,
+                 int32_t n_rows, float * out);
+    void check_tokens(const int32_t * tokens, int32_t n) const;
 
     const model & m_;
     int32_t n_ctx_ = 0;
     int32_t n_ubatch_ = 0;
-    int32_t n_past_ = 0;
     int32_t n_reused_ = 0;
+    int32_t n_batch_reused_ = 0;
     std::unique_ptr<kv_store> store_;
-    std::unique_ptr<kv_sequence> kv_;
+    std::vector<sequence> seqs_;
+
+    // Batch bookkeeping (grows to the largest batch, then reused).
+    std::vector<int32_t> b_tok_, b_seq_, b_pos_, b_row_;  // compacted batch; kept row per token
+    std::vector<int32_t> b_rows_;                         // chunk rows whose logits are kept
+    std::vector<int32_t> b_logit_row_;                    // batch index -> row of batch_logits_, -1
+    std::vector<float> batch_logits_;                     // (kept rows, n_vocab)
+    std::vector<run> b_runs_;
+    std::vector<int32_t> b_next_, b_first_;               // per sequence: next position, first index
 
     // Scratch, rows = tokens of the current chunk.
     std::vector<float> x_;       // (n_ubatch, n_embd)  residual stream

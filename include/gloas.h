@@ -1,0 +1,305 @@
+/* gloas: the plain C API (C99; no C++ type, exception or header crosses it).
+ *
+ * Usage:
+ *   gloas_model_params mp = gloas_model_default_params();
+ *   gloas_status st;
+ *   gloas_model * m = gloas_model_load("stories260K.bin", &mp, &st);
+ *   if (!m) { fprintf(stderr, "%s\n", gloas_last_error(NULL)); ... }
+ *   gloas_context_params cp = gloas_context_default_params();
+ *   gloas_context * ctx = gloas_context_new(m, &cp);
+ *   ... gloas_tokenize / gloas_decode / gloas_get_logits / gloas_sampler_sample,
+ *       or gloas_generate with a token callback ...
+ *   gloas_context_free(ctx);
+ *   gloas_model_free(m);
+ *
+ * ABI: handles are opaque. Params structs are passed by const pointer and
+ * obtained from their *_default_params() function; their fields are only ever
+ * appended at the end, never reordered or removed. Enum values never change.
+ *
+ * Errors: every fallible call returns a gloas_status (or NULL for a handle)
+ * and records a message naming the file or argument at fault. Read it with
+ * gloas_last_error(ctx) for calls that take a context, gloas_last_error(NULL)
+ * for the others (a thread-local: the last failing context-less call of the
+ * calling thread; calls with a context also set it). No call aborts or throws
+ * on bad input; NULL arguments are reported as GLOAS_ERR_INVALID_ARG.
+ *
+ * Thread safety: a gloas_model is read-only once loaded and may be shared by
+ * any number of threads and contexts (tokenize, token_to_piece, detokenize
+ * and context_new may be called concurrently on it). A gloas_context, and a
+ * gloas_sampler, is used by one thread at a time. The CPU thread count is
+ * process-wide (the last n_threads set wins).
+ *
+ * Sequences: a context holds n_seq_max sequences (ids 0 .. n_seq_max-1) on one
+ * K/V store of pages. Sequences whose tokens share a prefix share its sealed
+ * pages (found through the store's prefix index). gloas_decode evaluates the
+ * tokens of several sequences in one forward pass (each weight read once per
+ * chunk of n_ubatch tokens). */
+#ifndef GLOAS_H
+#define GLOAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define GLOAS_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define GLOAS_API __attribute__((visibility("default")))
+#else
+#define GLOAS_API
+#endif
+
+typedef struct gloas_model gloas_model;
+typedef struct gloas_context gloas_context;
+typedef struct gloas_sampler gloas_sampler;
+
+typedef int32_t gloas_token;
+typedef int32_t gloas_pos;
+typedef int32_t gloas_seq_id;
+
+typedef enum gloas_status {
+    GLOAS_OK = 0,
+    GLOAS_ERR_IO = 1,             /* a file could not be opened, read or written */
+    GLOAS_ERR_FORMAT = 2,         /* a file is not what it should be (bad model, bad sequence file) */
+    GLOAS_ERR_INVALID_ARG = 3,    /* NULL, out of range, bad token id, buffer too small, ... */
+    GLOAS_ERR_CONTEXT_FULL = 4,   /* positions would go past n_ctx; nothing was changed */
+    GLOAS_ERR_OOM = 5,
+    GLOAS_ERR_CANCELLED = 6,      /* the token callback asked to stop */
+    GLOAS_ERR_INTERNAL = 7
+} gloas_status;
+
+/* K/V page element types. */
+enum {
+    GLOAS_KV_F32 = 0,
+    GLOAS_KV_F16 = 1,
+    GLOAS_KV_Q8_0 = 2,
+    GLOAS_KV_Q4_0 = 3
+};
+
+/* Eviction policies of the K/V store. */
+enum {
+    GLOAS_EVICT_LRU = 0,
+    GLOAS_EVICT_LFU = 1,
+    GLOAS_EVICT_FIFO = 2,
+    GLOAS_EVICT_ADAPTIVE = 3,
+    GLOAS_EVICT_COMPRESSED = 4
+};
+
+/* Name of a status ("GLOAS_OK", ...). Never NULL. */
+GLOAS_API const char * gloas_status_name(gloas_status st);
+
+/* The message of the last failure (see "Errors" above); "" if none. The
+ * string stays valid until the next failing call on the same context/thread. */
+GLOAS_API const char * gloas_last_error(const gloas_context * ctx);
+
+/* ---- model ---- */
+
+typedef struct gloas_model_params {
+    const char * tokenizer_path;  /* llama2.c checkpoints: tokenizer.bin; NULL: looked up beside the model */
+    int32_t n_threads;            /* CPU threads; 0: all hardware threads */
+} gloas_model_params;
+
+GLOAS_API gloas_model_params gloas_model_default_params(void);
+
+/* Loads a GGUF file or a llama2.c checkpoint. Returns NULL on failure with
+ * *status (if status is not NULL) GLOAS_ERR_IO (cannot open/read),
+ * GLOAS_ERR_FORMAT (not a usable model), GLOAS_ERR_INVALID_ARG or
+ * GLOAS_ERR_OOM; params may be NULL (defaults). */
+GLOAS_API gloas_model * gloas_model_load(const char * path, const gloas_model_params * params, gloas_status * status);
+GLOAS_API void gloas_model_free(gloas_model * model);  /* NULL is fine; free contexts first */
+
+GLOAS_API int32_t gloas_model_n_vocab(const gloas_model * model);
+GLOAS_API int32_t gloas_model_n_ctx_train(const gloas_model * model);
+GLOAS_API gloas_token gloas_token_bos(const gloas_model * model);
+GLOAS_API gloas_token gloas_token_eos(const gloas_model * model);
+/* Non-zero for end-of-generation tokens (eos, end of turn). */
+GLOAS_API int gloas_token_is_eog(const gloas_model * model, gloas_token token);
+
+/* ---- tokenizer ---- */
+
+/* Encodes text[0..len) (len < 0: up to the terminating NUL). Writes at most
+ * max tokens; *n_tokens gets the count needed. If max is too small, returns
+ * GLOAS_ERR_INVALID_ARG with *n_tokens set, so the caller can retry. */
+GLOAS_API gloas_status gloas_tokenize(const gloas_model * model, const char * text, int32_t len, int add_bos,
+                                      gloas_token * tokens_out, int32_t max, int32_t * n_tokens);
+
+/* The text of `token` following `prev` (-1: none; SentencePiece drops the
+ * leading space after BOS). Writes at most buf_size bytes, NUL-terminated when
+ * room is left; *len gets the byte length of the piece (without NUL). If
+ * buf_size <= length, returns GLOAS_ERR_INVALID_ARG with *len set. The piece
+ * of a byte-fallback token may be an incomplete UTF-8 sequence. */
+GLOAS_API gloas_status gloas_token_to_piece(const gloas_model * model, gloas_token prev, gloas_token token,
+                                            char * buf, size_t buf_size, size_t * len);
+
+/* The text of tokens[0..n), as gloas_token_to_piece would give piece by piece;
+ * the same buffer contract. */
+GLOAS_API gloas_status gloas_detokenize(const gloas_model * model, const gloas_token * tokens, int32_t n,
+                                        char * buf, size_t buf_size, size_t * len);
+
+/* ---- context ---- */
+
+typedef struct gloas_context_params {
+    int32_t n_ctx;              /* positions per sequence; 0: the model's training context */
+    int32_t n_ubatch;           /* tokens per forward pass (chunk) */
+    int32_t n_threads;          /* 0: keep the current setting (all threads by default) */
+    int32_t n_seq_max;          /* sequences the context holds */
+    int32_t kv_type;            /* GLOAS_KV_* (default F16) */
+    int32_t kv_page_tokens;     /* tokens per K/V page */
+    const char * kv_dir;        /* folder of page files reused across runs; NULL or "": memory only */
+    uint64_t kv_capacity_bytes; /* bound on the bytes of stored pages */
+    int32_t kv_policy;          /* GLOAS_EVICT_* */
+    float sparse_ratio;         /* share of pages a decoded token attends to; 1: dense */
+} gloas_context_params;
+
+GLOAS_API gloas_context_params gloas_context_default_params(void);
+
+/* Returns NULL on failure (message in gloas_last_error(NULL)). params may be
+ * NULL (defaults). The model must outlive the context. */
+GLOAS_API gloas_context * gloas_context_new(const gloas_model * model, const gloas_context_params * params);
+GLOAS_API void gloas_context_free(gloas_context * ctx);  /* NULL is fine */
+
+GLOAS_API int32_t gloas_n_ctx(const gloas_context * ctx);
+GLOAS_API int32_t gloas_n_seq_max(const gloas_context * ctx);
+
+/* ---- decoding ---- */
+
+/* Tokens of one or several sequences to evaluate together.
+ * token: (n_tokens) ids; pos: (n_tokens) positions, or NULL (each token
+ * continues its sequence); seq_id: (n_tokens), or NULL (all sequence 0);
+ * logits: (n_tokens) non-zero where that token's logits are wanted, or NULL
+ * (only the last token's).
+ * Rules: the tokens of one sequence are contiguous in the batch, at
+ * consecutive positions starting where the sequence ends (gloas_seq_n_tokens).
+ * A sequence that is empty before the batch first reuses the leading pages of
+ * its tokens found in the K/V store (never past its first token whose logits
+ * are wanted). */
+typedef struct gloas_batch {
+    int32_t n_tokens;
+    const gloas_token * token;
+    const gloas_pos * pos;
+    const gloas_seq_id * seq_id;
+    const int8_t * logits;
+} gloas_batch;
+
+/* Evaluates a batch in one forward pass per n_ubatch chunk. On any error
+ * (bad token id, sequence id or position: GLOAS_ERR_INVALID_ARG; past n_ctx:
+ * GLOAS_ERR_CONTEXT_FULL) nothing is changed. */
+GLOAS_API gloas_status gloas_decode(gloas_context * ctx, const gloas_batch * batch);
+
+/* Logits (n_vocab floats) of token i of the last gloas_decode (i = -1: its
+ * last token), valid until the next decode on ctx. NULL (with a message) if
+ * those logits were not asked for. */
+GLOAS_API const float * gloas_get_logits(gloas_context * ctx, int32_t i);
+
+/* ---- sampling ---- */
+
+typedef struct gloas_sampler_params {
+    float temp;            /* <= 0: greedy (argmax, lowest id on ties) */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* 1: off */
+    float min_p;           /* 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* tokens the penalty looks back over */
+    uint64_t seed;         /* GLOAS_SEED_RANDOM: from the clock */
+} gloas_sampler_params;
+
+#define GLOAS_SEED_RANDOM 0xFFFFFFFFFFFFFFFFull
+
+/* temp 0.8, top_k 40, top_p 0.95, min_p 0, no repetition penalty, random seed. */
+GLOAS_API gloas_sampler_params gloas_sampler_default_params(void);
+/* Steps in llama.cpp's order: repetition penalty, top-k, top-p, min-p,
+ * temperature, draw. Returns NULL for rejected parameters (NaN temperature,
+ * penalty <= 0, ...), message in gloas_last_error(NULL). */
+GLOAS_API gloas_sampler * gloas_sampler_new(const gloas_sampler_params * params);
+GLOAS_API void gloas_sampler_free(gloas_sampler * s);  /* NULL is fine */
+/* Samples from the logits of token i of ctx's last decode (i = -1: the last
+ * token). Returns the token id, or -1 on error (message on ctx). Does not
+ * accept the token. */
+GLOAS_API gloas_token gloas_sampler_sample(gloas_sampler * s, gloas_context * ctx, int32_t i);
+/* Remembers a token (prompt or generated) for the repetition penalty. */
+GLOAS_API gloas_status gloas_sampler_accept(gloas_sampler * s, gloas_token token);
+/* Forgets accepted tokens and restarts the generator from the seed. */
+GLOAS_API void gloas_sampler_reset(gloas_sampler * s);
+
+/* ---- generation ---- */
+
+/* Called for each generated token with its text (not NUL-terminated). Return
+ * 0 to go on, non-zero to stop (gloas_generate then returns
+ * GLOAS_ERR_CANCELLED). */
+typedef int (*gloas_token_callback)(gloas_token token, const char * piece, size_t piece_len, void * user_data);
+
+typedef struct gloas_generate_params {
+    int32_t n_predict;                      /* tokens to sample at most */
+    const gloas_sampler_params * sampling;  /* NULL: greedy */
+    gloas_seq_id seq_id;                    /* the sequence to extend */
+    int32_t add_bos;                        /* prepend BOS to the prompt when the sequence is empty */
+    int32_t ignore_eos;                     /* keep going past end-of-generation tokens */
+    int32_t * n_generated;                  /* if not NULL: receives the count of tokens sampled */
+} gloas_generate_params;
+
+GLOAS_API gloas_generate_params gloas_generate_default_params(void);
+
+/* Appends the prompt's tokens to sequence seq_id (an empty sequence first
+ * reuses stored pages of the prompt), then samples up to n_predict tokens,
+ * calling callback (may be NULL) for each. Stops, returning GLOAS_OK, after
+ * n_predict tokens, at an end-of-generation token (not passed to the
+ * callback, as the CLI does) or when the context is full. A prompt that does
+ * not fit returns GLOAS_ERR_CONTEXT_FULL with nothing changed. An empty
+ * prompt on an empty sequence starts from BOS. */
+GLOAS_API gloas_status gloas_generate(gloas_context * ctx, const char * prompt, const gloas_generate_params * params,
+                                      gloas_token_callback callback, void * user_data);
+
+/* ---- sequences ---- */
+
+GLOAS_API int32_t gloas_seq_n_tokens(const gloas_context * ctx, gloas_seq_id seq);
+/* Forgets a sequence; its pages go back to the store (and stay findable by
+ * prefix while not evicted). */
+GLOAS_API gloas_status gloas_seq_remove(gloas_context * ctx, gloas_seq_id seq);
+/* Makes dst (cleared first) a copy of src: dst references the same sealed
+ * pages as src (shared, reference counted in the store); only the positions of
+ * src's last, still open page are computed again. */
+GLOAS_API gloas_status gloas_seq_fork(gloas_context * ctx, gloas_seq_id src, gloas_seq_id dst);
+/* Pages of seq that another sequence of ctx shares. */
+GLOAS_API int32_t gloas_seq_n_shared_pages(const gloas_context * ctx, gloas_seq_id seq);
+/* Writes a sequence's token ids (and the model's fingerprint) to path. The K/V
+ * values are not written: they live in the store's pages. */
+GLOAS_API gloas_status gloas_seq_save(gloas_context * ctx, gloas_seq_id seq, const char * path);
+/* Reads a file from gloas_seq_save into seq (cleared first). Its leading full
+ * pages are taken from the K/V store through the prefix index (from this
+ * context's memory, or from the page file of an earlier run when kv_dir is
+ * set); only the rest is computed. GLOAS_ERR_FORMAT for a file of another
+ * model or a damaged one. */
+GLOAS_API gloas_status gloas_seq_restore(gloas_context * ctx, gloas_seq_id seq, const char * path);
+
+/* ---- metrics ---- */
+
+/* Fields are only appended. */
+typedef struct gloas_metrics {
+    uint64_t pages_hit;          /* prompt pages found in the store */
+    uint64_t pages_missed;       /* full prompt pages computed */
+    uint64_t tokens_reused;      /* prefill positions skipped thanks to hits */
+    uint64_t pages_written;      /* pages published to the store */
+    uint64_t pages_evicted;
+    uint64_t pages_compressed;
+    uint64_t pages_corrupt;      /* failed their checksum: recomputed */
+    double   hit_rate;           /* pages_hit / (pages_hit + pages_missed) */
+    double   kv_bytes_per_token; /* stored K/V bytes per position */
+    uint64_t kv_store_bytes;     /* bytes of the pages in the store */
+    uint64_t kv_file_bytes;      /* bytes of the page file on disk (0: memory only) */
+    uint64_t kv_ram_bytes;       /* private K/V RAM of the context's sequences */
+    uint64_t shared_pages;       /* pages held by more than one sequence of the context, counted per holder */
+    uint64_t tokens_evaluated;   /* tokens that went through the forward pass */
+    uint64_t decode_calls;       /* gloas_decode calls (gloas_generate's included) */
+    double   eval_seconds;       /* wall time spent in forward passes */
+} gloas_metrics;
+
+GLOAS_API gloas_status gloas_get_metrics(gloas_context * ctx, gloas_metrics * out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GLOAS_H */
