@@ -16,30 +16,12 @@ using namespace gloas;
 
 namespace {
 
-// llama2.c's run.c: `-n steps` counts positions, BOS and prompt included; it
-// prints the pieces of every token after BOS and stops at BOS. Returns what
-// its stdout would hold, without the final newline.
 std::string generate_like_llama2c(const model & m, const std::string & prompt, int steps, int ubatch = 512) {
     context_params cp;
     cp.n_ubatch = ubatch;
     cp.kv.kv_type = type::F32;
     context ctx(m, cp);
-    std::vector<int32_t> toks = m.tok.encode(prompt, true);
-    std::string out;
-    for (size_t i = 1; i < toks.size(); ++i) out += m.tok.token_to_piece(toks[i - 1], toks[i]);
-    sampler_params sp;
-    sp.temp = 0.0f;
-    sampler smp(sp, m.hp.n_vocab);
-    const float * logits = ctx.eval(toks.data(), int32_t(toks.size()));
-    int32_t prev = toks.back();
-    for (int pos = int(toks.size()) - 1; pos < steps; ++pos) {
-        int32_t next = smp.sample(logits);
-        if (next == m.tok.bos()) break;
-        out += m.tok.token_to_piece(prev, next);
-        prev = next;
-        if (pos + 1 < steps) logits = ctx.eval(&next, 1);
-    }
-    return out;
+    return test::generate_like_llama2c(ctx, prompt, steps);
 }
 
 std::string golden(const std::string & name) { return test::read_file(test::require_model("golden/" + name)); }

@@ -36,26 +36,8 @@ context_params kv_params(type t, const std::string & dir, int32_t page = 32) {
     return cp;
 }
 
-// Greedy text after the prompt, llama2.c style (see test-decoder.cpp).
-std::string greedy(context & ctx, const std::string & prompt, int steps, std::vector<int32_t> * ids = nullptr) {
-    const model & m = ctx.get_model();
-    std::vector<int32_t> toks = m.tok.encode(prompt, true);
-    std::string out;
-    for (size_t i = 1; i < toks.size(); ++i) out += m.tok.token_to_piece(toks[i - 1], toks[i]);
-    sampler_params sp;
-    sp.temp = 0.0f;
-    sampler smp(sp, m.hp.n_vocab);
-    const float * logits = ctx.eval_prompt(toks.data(), int32_t(toks.size()));
-    int32_t prev = toks.back();
-    for (int pos = int(toks.size()) - 1; pos < steps; ++pos) {
-        int32_t next = smp.sample(logits);
-        if (next == m.tok.bos()) break;
-        if (ids) ids->push_back(next);
-        out += m.tok.token_to_piece(prev, next);
-        prev = next;
-        if (pos + 1 < steps) logits = ctx.eval(&next, 1);
-    }
-    return out;
+std::string greedy(context & ctx, const std::string & prompt, int steps) {
+    return test::generate_like_llama2c(ctx, prompt, steps);
 }
 
 std::string story_text(size_t bytes) {

@@ -6,7 +6,19 @@
 #include <string>
 #include <vector>
 
+namespace gloas {
+class context;
+}
+
 namespace gloas::test {
+
+// llama2.c's run.c greedy loop on a fresh context: `steps` counts positions,
+// BOS and prompt included; returns the pieces of every token after BOS,
+// stopping at BOS — what its stdout holds, without the final newline. The
+// prompt goes through eval_prompt, so stored pages are reused. `ids`, if
+// given, receives the generated token ids.
+std::string generate_like_llama2c(context & ctx, const std::string & prompt, int steps,
+                                  std::vector<int32_t> * ids = nullptr);
 
 // Path of a model file (or folder) by name, looked up in <source>/models, then
 // $GLOAS_MODELS, then <source>/../shared/models. Empty if not found.
