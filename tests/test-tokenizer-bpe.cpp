@@ -17,6 +17,8 @@
 using namespace gloas;
 using gloas::test::read_file;
 using gloas::test::require_model;
+using gloas::test::read_vocab_cases;
+using gloas::test::vocab_case;
 
 namespace {
 
@@ -26,37 +28,6 @@ std::string ids_str(const std::vector<int32_t> & ids) {
     return s;
 }
 
-// --- llama.cpp's vocab corpus: .inp cases end with "\n__ggml_vocab_test__\n";
-// .out holds one line of ids per case (no BOS) --------------------------------
-struct vocab_case {
-    std::string text;
-    std::vector<int32_t> ids;
-};
-
-std::vector<vocab_case> read_vocab_cases(const std::string & base) {
-    const std::string inp = read_file(base + ".inp");
-    const std::string out = read_file(base + ".out");
-    const std::string sep = "\n__ggml_vocab_test__\n";
-    std::vector<vocab_case> cases;
-    for (size_t pos = 0; pos < inp.size();) {
-        const size_t e = inp.find(sep, pos);
-        REQUIRE_MESSAGE(e != std::string::npos, "case " << cases.size() << " has no separator");
-        cases.push_back({inp.substr(pos, e - pos), {}});
-        pos = e + sep.size();
-    }
-    std::istringstream lines(out);
-    std::string line;
-    size_t k = 0;
-    while (std::getline(lines, line)) {
-        REQUIRE_MESSAGE(k < cases.size(), ".out has more lines than .inp has cases");
-        std::istringstream ids(line);
-        int64_t id;
-        while (ids >> id) cases[k].ids.push_back(int32_t(id));
-        ++k;
-    }
-    REQUIRE_MESSAGE(k == cases.size(), ".out has " << k << " lines for " << cases.size() << " cases");
-    return cases;
-}
 
 const char * k_gpt2_vocab = "vocab/ggml-vocab-gpt-2.gguf";
 

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <csignal>
+#include <sstream>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -169,6 +170,31 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
     ::waitpid(pid, &st, 0);
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     return r;
+}
+
+std::vector<vocab_case> read_vocab_cases(const std::string & base) {
+    const std::string inp = read_file(base + ".inp");
+    const std::string out = read_file(base + ".out");
+    const std::string sep = "\n__ggml_vocab_test__\n";
+    std::vector<vocab_case> cases;
+    for (size_t pos = 0; pos < inp.size();) {
+        const size_t e = inp.find(sep, pos);
+        REQUIRE_MESSAGE(e != std::string::npos, "case " << cases.size() << " has no separator");
+        cases.push_back({inp.substr(pos, e - pos), {}});
+        pos = e + sep.size();
+    }
+    std::istringstream lines(out);
+    std::string line;
+    size_t k = 0;
+    while (std::getline(lines, line)) {
+        REQUIRE_MESSAGE(k < cases.size(), ".out has more lines than .inp has cases");
+        std::istringstream ids(line);
+        int64_t id;
+        while (ids >> id) cases[k].ids.push_back(int32_t(id));
+        ++k;
+    }
+    REQUIRE_MESSAGE(k == cases.size(), ".out has " << k << " lines for " << cases.size() << " cases");
+    return cases;
 }
 
 int spawn_tool(const std::string & tool, const std::vector<std::string> & args,

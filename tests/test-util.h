@@ -45,6 +45,14 @@ struct run_result {
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data = {});
 
+// llama.cpp's tokenizer corpora: BASE.inp holds cases each ending with
+// "\n__ggml_vocab_test__\n"; BASE.out one line of ids per case (no BOS).
+struct vocab_case {
+    std::string text;
+    std::vector<int32_t> ids;
+};
+std::vector<vocab_case> read_vocab_cases(const std::string & base);
+
 // Starts a tool in the background with stdout and stderr sent to files;
 // returns its pid. wait_tool() returns its exit code (128+signal if killed).
 int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
