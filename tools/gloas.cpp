@@ -403,6 +403,7 @@ int run(const options & o) {
     int32_t n_gen = 0;
     int32_t prev = prompt.back();
     const char * stop = "";
+    std::string pending;  // bytes of an unfinished UTF-8 character
     while (n_gen < o.n_predict) {
         const int32_t tok = smp.sample(logits);
         const double t = now_s();
@@ -415,9 +416,13 @@ int run(const options & o) {
             break;
         }
         smp.accept(tok);
-        std::string piece = m->tok.token_to_piece(prev, tok);
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        // A token may end inside a UTF-8 character (byte-level BPE, byte
+        // fallback): print whole characters, keep the rest for the next token.
+        pending += m->tok.token_to_piece(prev, tok);
+        const size_t ready = utf8_complete_prefix(pending);
+        std::fwrite(pending.data(), 1, ready, stdout);
         std::fflush(stdout);
+        pending.erase(0, ready);
         prev = tok;
         if (n_gen == o.n_predict) break;
         if (ctx.n_past() >= ctx.n_ctx()) {
@@ -426,6 +431,7 @@ int run(const options & o) {
         }
         logits = ctx.eval(&tok, 1);
     }
+    std::fwrite(pending.data(), 1, pending.size(), stdout);
     std::fputc('\n', stdout);
     std::fflush(stdout);
 
