@@ -15,6 +15,7 @@
 // head, the rows of the two halves are interleaved again).
 //
 // 1-D tensors (norm weights) are always f32; matrices take --outtype.
+#include "tools/cli.h"
 #include "decoder/gguf-writer.h"
 #include "decoder/llama-gguf.h"
 #include "decoder/model.h"
@@ -49,6 +50,9 @@ using json = nlohmann::json;
 
 namespace {
 
+using cli::parse_int;
+using cli::usage_error;
+
 void usage(FILE * out) {
     std::fprintf(out,
         "usage: gloas-convert [options] INPUT -o OUTPUT.gguf\n"
@@ -76,11 +80,6 @@ void usage(FILE * out) {
         "  -t, --threads N      conversion threads (default: all)\n"
         "  -q, --quiet          no progress on stderr\n"
         "  -h, --help           this text\n");
-}
-
-[[noreturn]] void usage_error(const std::string & msg) {
-    std::fprintf(stderr, "gloas-convert: %s\n(see gloas-convert --help)\n", msg.c_str());
-    std::exit(2);
 }
 
 bool is_dir(const std::string & p) {
@@ -621,18 +620,10 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
     }
 }
 
-int64_t parse_int(const std::string & flag, const char * s, int64_t lo, int64_t hi) {
-    char * end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(s, &end, 10);
-    if (errno || !end || *end || end == s || v < lo || v > hi)
-        usage_error(format("%s: '%s' is not an integer in %lld..%lld", flag.c_str(), s, (long long) lo, (long long) hi));
-    return v;
-}
-
 } // namespace
 
 int main(int argc, char ** argv) {
+    cli::prog = "gloas-convert";
     options o;
     int threads = 0;
     for (int i = 1; i < argc; ++i) {

@@ -7,6 +7,7 @@
 // so activations stay finite. Each row's values come from a generator seeded by
 // (seed, tensor, row): the file is the same for any thread count. Tensors are
 // generated and quantized a chunk of rows at a time and streamed to the file.
+#include "tools/cli.h"
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
 #include "decoder/llama-gguf.h"
@@ -30,6 +31,9 @@
 using namespace gloas;
 
 namespace {
+
+using cli::parse_int;
+using cli::usage_error;
 
 struct config {
     int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
@@ -73,20 +77,6 @@ void usage(FILE * out) {
         "  --threads N           generator threads (default: all)\n"
         "  -q, --quiet           no progress on stderr\n"
         "  -h, --help            this text\n");
-}
-
-[[noreturn]] void usage_error(const std::string & msg) {
-    std::fprintf(stderr, "gloas-gen-model: %s\n(see gloas-gen-model --help)\n", msg.c_str());
-    std::exit(2);
-}
-
-int64_t parse_int(const std::string & flag, const char * s, int64_t lo, int64_t hi) {
-    char * end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(s, &end, 10);
-    if (errno || !end || *end || end == s || v < lo || v > hi)
-        usage_error(format("%s: '%s' is not an integer in %lld..%lld", flag.c_str(), s, (long long) lo, (long long) hi));
-    return v;
 }
 
 bool is_integer(const char * s) {
@@ -189,6 +179,7 @@ gguf_writer::fill_fn make_fill(type t, int64_t ne0, uint64_t seed, bool ones) {
 } // namespace
 
 int main(int argc, char ** argv) {
+    cli::prog = "gloas-gen-model";
     config c = PRESETS[0].c;
     std::string preset_name = PRESETS[0].name;
     std::string out, vocab_file;

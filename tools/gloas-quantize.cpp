@@ -26,6 +26,7 @@
 // reference quantizers, byte-identical to ggml's. Metadata is copied;
 // general.file_type (llama.cpp's LLAMA_FTYPE numbering) and
 // general.quantization_version are set.
+#include "tools/cli.h"
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
 #include "quant/blocks.h"
@@ -47,6 +48,9 @@
 using namespace gloas;
 
 namespace {
+
+using cli::parse_int;
+using cli::usage_error;
 
 void usage(FILE * out) {
     std::fprintf(out,
@@ -74,20 +78,6 @@ void usage(FILE * out) {
         "Norm weights and other 1-D tensors keep their type; a matrix whose rows are\n"
         "not a multiple of the type's block takes llama.cpp's fallback type or keeps\n"
         "its own. Metadata is copied; general.file_type is set.\n");
-}
-
-[[noreturn]] void usage_error(const std::string & msg) {
-    std::fprintf(stderr, "gloas-quantize: %s\n(see gloas-quantize --help)\n", msg.c_str());
-    std::exit(2);
-}
-
-int64_t parse_int(const std::string & flag, const char * s, int64_t lo, int64_t hi) {
-    char * end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(s, &end, 10);
-    if (errno || !end || *end || end == s || v < lo || v > hi)
-        usage_error(format("%s: '%s' is not an integer in %lld..%lld", flag.c_str(), s, (long long) lo, (long long) hi));
-    return v;
 }
 
 // Types a weight tensor may be written as (Q8_1 / Q8_K are activation types).
@@ -193,6 +183,7 @@ gguf_writer::fill_fn make_fill(const uint8_t * src, type st, type dt, int64_t ne
 } // namespace
 
 int main(int argc, char ** argv) {
+    cli::prog = "gloas-quantize";
     std::vector<std::string> pos;
     type out_type = type::Q6_K, embd_type = type::F32, deq_type = type::F32;
     bool out_set = false, embd_set = false, force = false, quiet = false, requant = false, dequant = false;
