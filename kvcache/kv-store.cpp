@@ -203,13 +203,6 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
     return good;
 }
 
-void kv_store::retain(int64_t slot) {
-    std::lock_guard<std::mutex> lk(mu_);
-    local_slot & ls = local_[slot];
-    GLOAS_ASSERT(ls.refs > 0);
-    ls.refs++;
-}
-
 void kv_store::release(int64_t slot) {
     std::unique_lock<std::mutex> lk(mu_);
     // A queued publish of this page must land before the page can be let go.

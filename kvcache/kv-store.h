@@ -91,8 +91,6 @@ public:
     // bad page; returns how many were acquired into out. The pages are read
     // ahead in the background while they are verified in order.
     size_t acquire_chain(const uint64_t * hashes, size_t n, page_ref * out);
-    // Adds a reference to a page this process already references.
-    void retain(int64_t slot);
     void release(int64_t slot);
 
     // Claims a slot for a new page (evicting if the store is full) and returns

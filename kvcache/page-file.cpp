@@ -137,6 +137,7 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
         } else {
             if (make_dirs(o.dir) != 0)
                 throw error(format("%s: cannot create the K/V folder: %s", o.dir.c_str(), std::strerror(errno)));
+            f->persistent_ = true;
             f->path_ = o.dir + "/" + format("%016" PRIx64 "-%s-p%d.kv", o.fingerprint, type_name(o.kv_type), o.geom.page_tokens);
             fd = ::open(f->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
             if (fd < 0) throw error(format("%s: cannot open: %s", f->path_.c_str(), std::strerror(errno)));

@@ -103,7 +103,7 @@ public:
     type kv_type() const { return kv_type_; }
     uint64_t max_slots() const { return max_slots_; }
     size_t slot_stride() const { return slot_stride_; }
-    bool persistent() const { return !path_.empty() && path_[0] != '<'; }
+    bool persistent() const { return persistent_; }
 
     // Table lock (exclusive, blocking). All slot_entry reads and writes of
     // state happen under it.
@@ -139,6 +139,7 @@ private:
     void set_lock(short type, off_t start, off_t len, bool wait, bool * ok);
 
     std::string path_;
+    bool persistent_ = false;   // false: an anonymous in-memory file
     int fd_ = -1;
     uint8_t * base_ = nullptr;
     size_t reserved_ = 0;       // bytes of address space mapped
