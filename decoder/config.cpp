@@ -409,6 +409,19 @@ kv_capacity flag_capacity(const std::string & flag, const std::string & v) {
 
 } // namespace
 
+kv_capacity parse_kv_capacity(const std::string & flag, const std::string & value) { return flag_capacity(flag, value); }
+
+size_t kv_capacity_bytes(const kv_capacity & c, size_t page_bytes, int32_t page_tokens, size_t def) {
+    const uint64_t tok = uint64_t(std::max(1, page_tokens));
+    switch (c.u) {
+        case kv_capacity::unit::DEFAULT: return def;
+        case kv_capacity::unit::BYTES: return size_t(c.n);
+        case kv_capacity::unit::PAGES: return size_t(c.n) * page_bytes;
+        case kv_capacity::unit::TOKENS: return size_t((c.n + tok - 1) / tok) * page_bytes;
+    }
+    return def;
+}
+
 int memory_strategy_index(const std::string & name) {
     for (int i = 0; i < N_MEMORY_STRATEGIES; ++i)
         if (name == STRATEGY_NAMES[i]) return i;
@@ -682,14 +695,7 @@ context_params config_context_params(const run_config & cfg, const hparams & hp,
         throw error(format("%s: %s pages need a page size that is a multiple of %lld, got %d",
                            cfg.path.empty() ? "--kv-page" : cfg.path.c_str(), type_name(p.kv.kv_type),
                            (long long) traits(p.kv.kv_type).blck_size, p.kv.page_tokens));
-    const size_t page = g.page_bytes(p.kv.kv_type);
-    const size_t tok = size_t(std::max(1, p.kv.page_tokens));
-    switch (cfg.capacity.u) {
-        case kv_capacity::unit::DEFAULT: break;
-        case kv_capacity::unit::BYTES: p.kv.capacity_bytes = size_t(cfg.capacity.n); break;
-        case kv_capacity::unit::PAGES: p.kv.capacity_bytes = size_t(cfg.capacity.n) * page; break;
-        case kv_capacity::unit::TOKENS: p.kv.capacity_bytes = size_t((cfg.capacity.n + tok - 1) / tok) * page; break;
-    }
+    p.kv.capacity_bytes = kv_capacity_bytes(cfg.capacity, g.page_bytes(p.kv.kv_type), p.kv.page_tokens, p.kv.capacity_bytes);
     return p;
 }
 

@@ -71,7 +71,7 @@ K/V cache:
                           pages in memory only
       --kv-page N         tokens per page (default: 32)
       --kv-capacity SIZE  bound on the stored pages: bytes with a k/M/G suffix,
-                          or a page count with a 'p' suffix (default: 4G)
+                          pages with 'p', tokens with 't' (default: 4G)
       --kv-policy P       eviction: lru, lfu, fifo, adaptive, compressed
                           (default: lru)
       --metrics FMT       also print the run's metrics as json on stderr
@@ -101,7 +101,7 @@ struct options {
     bool metrics_json = false;
     sampler_params sp;
     kv_store_params kv;
-    std::string kv_capacity;  // as given; resolved once the page size is known
+    kv_capacity capacity;     // --kv-capacity; resolved once the page size is known
     memory_strategy strategy = memory_strategy::SPEED;
     bool strategy_given = false;
     bool kv_type_given = false;
@@ -150,23 +150,6 @@ std::string default_kv_dir() {
     if (const char * x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/gloas/kv";
     if (const char * h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/gloas/kv";
     return std::string();
-}
-
-// "4G", "512M", "100k", "123456" (bytes) or "200p" (pages).
-size_t parse_capacity(const std::string & v, size_t page_bytes) {
-    char * end = nullptr;
-    errno = 0;
-    double x = std::strtod(v.c_str(), &end);
-    if (errno || end == v.c_str() || !(x > 0)) usage_error(format("--kv-capacity: cannot read '%s'", v.c_str()));
-    std::string suf(end);
-    double mul = 1;
-    if (suf == "" || suf == "b" || suf == "B") mul = 1;
-    else if (suf == "k" || suf == "K") mul = 1024.0;
-    else if (suf == "m" || suf == "M") mul = 1024.0 * 1024.0;
-    else if (suf == "g" || suf == "G") mul = 1024.0 * 1024.0 * 1024.0;
-    else if (suf == "p") mul = double(page_bytes);
-    else usage_error(format("--kv-capacity: unknown suffix in '%s' (use k, M, G or p for pages)", v.c_str()));
-    return size_t(x * mul);
 }
 
 int32_t parse_int(const char * flag, const char * v, int32_t lo, int32_t hi) {
@@ -244,7 +227,14 @@ options parse_args(int argc, char ** argv) {
             o.kv_page_given = true;
         }
         else if (a == "--config") o.config_path = value();
-        else if (a == "--kv-capacity") o.kv_capacity = value();
+        else if (a == "--kv-capacity") {
+            const char * v = value();
+            try {
+                o.capacity = parse_kv_capacity(a, v);
+            } catch (const error & e) {
+                usage_error(e.what());
+            }
+        }
         else if (a == "--kv-policy") {
             const char * v = value();
             if (!evict_policy_from_name(v, &o.kv.policy))
@@ -357,9 +347,9 @@ int run(const options & o) {
     if (o.kv_page_given) cp.kv.page_tokens = o.kv.page_tokens;
     if (o.kv_policy_given) cp.kv.policy = o.kv.policy;
     if (o.sparse_ratio > 0) cp.sparse.ratio = o.sparse_ratio;
-    if (!o.kv_capacity.empty()) {
-        page_geometry pg{cp.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
-        cp.kv.capacity_bytes = parse_capacity(o.kv_capacity, pg.page_bytes(cp.kv.kv_type));
+    {
+        const page_geometry pg{cp.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
+        cp.kv.capacity_bytes = kv_capacity_bytes(o.capacity, pg.page_bytes(cp.kv.kv_type), cp.kv.page_tokens, cp.kv.capacity_bytes);
     }
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
     context ctx(*m, cp);
