@@ -63,4 +63,15 @@ void mapped_file::release() {
     size_ = 0;
 }
 
+int make_dirs(const std::string & dir) {
+    for (size_t i = 0; i <= dir.size();) {
+        size_t j = dir.find('/', i);
+        if (j == std::string::npos) j = dir.size();
+        const std::string cur = dir.substr(0, j);
+        if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) return -1;
+        i = j + 1;
+    }
+    return 0;
+}
+
 } // namespace gloas

@@ -29,4 +29,8 @@ private:
     size_t size_ = 0;
 };
 
+// Creates `dir` and its missing parents (mode 0755), like `mkdir -p`.
+// Returns 0, or -1 with errno set.
+int make_dirs(const std::string & dir);
+
 } // namespace gloas
