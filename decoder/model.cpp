@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <set>
+#include <utility>
 #include <sys/stat.h>
 #include <xxhash.h>
 
@@ -35,6 +38,27 @@ std::string shape_str(int n_dims, const int64_t * ne) {
         if (i) s += ", ";
     }
     return s + ")";
+}
+
+// Architectures whose blocks are the Llama ones (see model.h), with llama.cpp's
+// names and rope types (llama_model_rope_type).
+struct arch_info {
+    const char * name;
+    ops::rope_style rope;
+};
+constexpr arch_info k_archs[] = {
+    {"llama", ops::rope_style::NORM},
+    {"qwen2", ops::rope_style::NEOX},
+};
+
+// Calls fn(const tensor &) for every weight of a layer, the optional biases
+// only when present.
+template <class F>
+void for_each_weight(const layer_weights & l, F fn) {
+    for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
+        fn(*t);
+    for (const tensor * t : {&l.bq, &l.bk, &l.bv, &l.bo})
+        if (!t->empty()) fn(*t);
 }
 
 } // namespace
@@ -71,52 +95,76 @@ void model::load_gguf(const model_params & p) {
     gguf_ = gguf_file::open(p.path);
     const gguf_file & f = *gguf_;
 
-    const std::string arch = f.get_str("general.architecture");
+    arch = f.get_str("general.architecture");
     if (arch.empty()) f.fail("missing general.architecture");
-    if (arch != "llama")
-        f.fail(format("architecture '%s' is not supported (supported: llama)", arch.c_str()));
+    const arch_info * ai = nullptr;
+    std::string known;
+    for (const arch_info & a : k_archs) {
+        if (arch == a.name) ai = &a;
+        known += known.empty() ? a.name : std::string(", ") + a.name;
+    }
+    if (!ai) f.fail(format("architecture '%s' is not supported (supported: %s)", arch.c_str(), known.c_str()));
+    hp.rope_type = ai->rope;
     if (!p.tokenizer_path.empty())
         f.fail("a separate tokenizer (-z) is only for llama2.c checkpoints; GGUF files carry their own");
     name = f.get_str("general.name", name);
 
-    auto need_u32 = [&](const char * key) {
-        if (!f.find(key)) f.fail(format("missing metadata key %s", key));
-        return int32_t(f.get_u32(key, 0));
+    // "<arch>.<suffix>"
+    auto key = [&](const char * suffix) { return arch + "." + suffix; };
+    auto need_u32 = [&](const char * suffix) {
+        const std::string k = key(suffix);
+        if (!f.find(k)) f.fail(format("missing metadata key %s", k.c_str()));
+        return int32_t(f.get_u32(k, 0));
     };
-    hp.n_embd      = need_u32("llama.embedding_length");
-    hp.n_layer     = need_u32("llama.block_count");
-    hp.n_ff        = need_u32("llama.feed_forward_length");
-    hp.n_head      = need_u32("llama.attention.head_count");
-    hp.n_head_kv   = int32_t(f.get_u32("llama.attention.head_count_kv", uint32_t(hp.n_head)));
-    hp.n_ctx_train = need_u32("llama.context_length");
-    hp.rms_eps     = f.get_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    hp.rope_freq_base = f.get_f32("llama.rope.freq_base", 10000.0f);
-    if (hp.n_head <= 0 || hp.n_embd <= 0) f.fail("llama.embedding_length and llama.attention.head_count must be positive");
-    hp.head_dim = int32_t(f.get_u32("llama.attention.key_length", uint32_t(hp.n_embd / hp.n_head)));
-    if (f.find("llama.attention.value_length") &&
-        f.get_u32("llama.attention.value_length", 0) != uint32_t(hp.head_dim))
-        f.fail("llama.attention.value_length differs from key_length (not supported)");
-    hp.n_rot = int32_t(f.get_u32("llama.rope.dimension_count", uint32_t(hp.head_dim)));
-    if (f.find("llama.rope.scaling.type")) {
-        std::string st = f.get_str("llama.rope.scaling.type");
-        if (st != "none" && st != "linear")
-            f.fail(format("llama.rope.scaling.type '%s' is not supported", st.c_str()));
-        if (st == "linear" && f.get_f32("llama.rope.scaling.factor", 1.0f) != 1.0f)
-            f.fail("linear rope scaling is not supported");
+    hp.n_embd      = need_u32("embedding_length");
+    hp.n_layer     = need_u32("block_count");
+    hp.n_ff        = need_u32("feed_forward_length");
+    hp.n_head      = need_u32("attention.head_count");
+    hp.n_head_kv   = int32_t(f.get_u32(key("attention.head_count_kv"), uint32_t(hp.n_head)));
+    hp.n_ctx_train = need_u32("context_length");
+    hp.rms_eps     = f.get_f32(key("attention.layer_norm_rms_epsilon"), 1e-5f);
+    hp.rope_freq_base = f.get_f32(key("rope.freq_base"), 10000.0f);
+    if (hp.n_head <= 0 || hp.n_embd <= 0)
+        f.fail(format("%s and %s must be positive", key("embedding_length").c_str(), key("attention.head_count").c_str()));
+    if (!(hp.rope_freq_base > 0.0f) || !std::isfinite(hp.rope_freq_base))
+        f.fail(format("%s = %g must be positive", key("rope.freq_base").c_str(), double(hp.rope_freq_base)));
+    hp.head_dim = int32_t(f.get_u32(key("attention.key_length"), uint32_t(hp.n_embd / hp.n_head)));
+    if (f.find(key("attention.value_length")) &&
+        f.get_u32(key("attention.value_length"), 0) != uint32_t(hp.head_dim))
+        f.fail(format("%s differs from key_length (not supported)", key("attention.value_length").c_str()));
+    hp.n_rot = int32_t(f.get_u32(key("rope.dimension_count"), uint32_t(hp.head_dim)));
+
+    // Rope scaling: none, or linear (positions divided by the factor); the
+    // older key rope.scale_linear means linear too.
+    {
+        std::string st = f.get_str(key("rope.scaling.type"), f.find(key("rope.scale_linear")) ? "linear" : "none");
+        float factor = 1.0f;
+        if (st == "linear") {
+            factor = f.get_f32(key("rope.scaling.factor"), f.get_f32(key("rope.scale_linear"), 1.0f));
+            if (factor == 0.0f) factor = 1.0f;  // llama.cpp reads 0 as "not set"
+        } else if (st != "none") {
+            f.fail(format("%s '%s' is not supported (supported: none, linear)", key("rope.scaling.type").c_str(),
+                          st.c_str()));
+        }
+        if (!(factor > 0.0f) || !std::isfinite(factor))
+            f.fail(format("%s = %g must be positive", key("rope.scaling.factor").c_str(), double(factor)));
+        hp.rope_freq_scale = 1.0f / factor;
     }
 
     tok = tokenizer::from_gguf(f);
     hp.n_vocab = tok.n_vocab();
-    if (f.find("llama.vocab_size") && f.get_u32("llama.vocab_size", 0) != uint32_t(hp.n_vocab))
-        f.fail(format("llama.vocab_size is %u but the tokenizer has %d tokens",
-                      f.get_u32("llama.vocab_size", 0), hp.n_vocab));
+    if (f.find(key("vocab_size")) && f.get_u32(key("vocab_size"), 0) != uint32_t(hp.n_vocab))
+        f.fail(format("%s is %u but the tokenizer has %d tokens", key("vocab_size").c_str(),
+                      f.get_u32(key("vocab_size"), 0), hp.n_vocab));
 
+    std::set<std::string> used;  // names of the tensors taken
     auto get = [&](const std::string & tname, int64_t ne0, int64_t ne1, bool required = true) -> tensor {
         const gguf_tensor_info * ti = f.find_tensor(tname);
         if (!ti) {
             if (required) f.fail(format("missing tensor '%s'", tname.c_str()));
             return tensor{};
         }
+        used.insert(tname);
         const int64_t want[2] = {ne0, ne1};
         const int want_dims = ne1 > 0 ? 2 : 1;
         bool ok = ti->n_dims == want_dims && ti->ne[0] == ne0 && (want_dims == 1 || ti->ne[1] == ne1);
@@ -129,7 +177,19 @@ void model::load_gguf(const model_params & p) {
     tok_embd    = get("token_embd.weight", E, V);
     output_norm = get("output_norm.weight", E, 0);
     output      = get("output.weight", E, V, /*required=*/false);
-    if (output.empty()) output = tok_embd;
+    if (output.empty()) output = tok_embd;  // tied embeddings
+    // Llama 3.1 rope scaling: n_rot/2 factors (n_rot's range and the factors'
+    // values are checked in finish()).
+    {
+        const gguf_tensor_info * ti = f.find_tensor("rope_freqs.weight");
+        if (ti) {
+            if (ti->n_dims != 1 || ti->ne[0] != hp.n_rot / 2 || hp.n_rot <= 0)
+                f.fail(format("tensor 'rope_freqs.weight' has shape %s, expected (%d) (rope dimension count / 2)",
+                              shape_str(ti->n_dims, ti->ne).c_str(), hp.n_rot / 2));
+            rope_freqs = ti->view();
+            used.insert(ti->name);
+        }
+    }
     layers.resize(size_t(hp.n_layer));
     for (int il = 0; il < hp.n_layer; ++il) {
         const std::string b = "blk." + std::to_string(il) + ".";
@@ -143,7 +203,19 @@ void model::load_gguf(const model_params & p) {
         l.ffn_gate  = get(b + "ffn_gate.weight", E, F);
         l.ffn_down  = get(b + "ffn_down.weight", F, E);
         l.ffn_up    = get(b + "ffn_up.weight", E, F);
+        l.bq        = get(b + "attn_q.bias", Q, 0, /*required=*/false);
+        l.bk        = get(b + "attn_k.bias", KV, 0, /*required=*/false);
+        l.bv        = get(b + "attn_v.bias", KV, 0, /*required=*/false);
+        l.bo        = get(b + "attn_output.bias", E, 0, /*required=*/false);
     }
+
+    // A tensor nothing reads belongs to a variant this loader does not know
+    // (FFN biases, extra norms, more layers): refused rather than ignored.
+    if (used.size() != f.tensors().size())
+        for (const gguf_tensor_info & ti : f.tensors())
+            if (!used.count(ti.name))
+                f.fail(format("tensor '%s' is not used by architecture '%s' (a variant gloas does not support)",
+                              ti.name.c_str(), arch.c_str()));
 }
 
 void model::load_llama2c(const model_params & p) {
@@ -238,13 +310,28 @@ void model::finish() {
     check_f32(output_norm, "output_norm.weight");
     weight_bytes = tok_embd.nbytes() + output_norm.nbytes() + (output.data != tok_embd.data ? output.nbytes() : 0);
     n_params = tok_embd.nelements() + output_norm.nelements() + (output.data != tok_embd.data ? output.nelements() : 0);
+    if (!rope_freqs.empty()) {
+        check_f32(rope_freqs, "rope_freqs.weight");
+        const float * fr = static_cast<const float *>(rope_freqs.data);
+        for (int64_t i = 0; i < rope_freqs.ne[0]; ++i)
+            if (!(fr[i] > 0.0f) || !std::isfinite(fr[i]))
+                throw error(format("%s: rope_freqs.weight[%lld] = %g must be positive", fname, (long long) i, double(fr[i])));
+        weight_bytes += rope_freqs.nbytes();
+        n_params += rope_freqs.nelements();
+    }
     for (const auto & l : layers) {
         check_f32(l.attn_norm, "attn_norm.weight");
         check_f32(l.ffn_norm, "ffn_norm.weight");
-        for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up}) {
-            weight_bytes += t->nbytes();
-            n_params += t->nelements();
-        }
+        const std::pair<const tensor *, const char *> biases[] = {
+            {&l.bq, "attn_q.bias"}, {&l.bk, "attn_k.bias"}, {&l.bv, "attn_v.bias"}, {&l.bo, "attn_output.bias"}};
+        for (const auto & b : biases)
+            if (!b.first->empty() && b.first->t != type::F32)
+                throw error(format("%s: blk.%zu.%s must be f32 (is %s)", fname, size_t(&l - layers.data()), b.second,
+                                   type_name(b.first->t)));
+        for_each_weight(l, [&](const tensor & t) {
+            weight_bytes += t.nbytes();
+            n_params += t.nelements();
+        });
     }
     weight_type = layers.empty() ? tok_embd.t : layers[0].ffn_up.t;
 
@@ -262,18 +349,26 @@ void model::finish() {
     add(tok_embd);
     add(output_norm);
     add(output);
-    for (const auto & l : layers)
-        for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up}) add(*t);
+    if (!rope_freqs.empty()) add(rope_freqs);
+    for (const auto & l : layers) for_each_weight(l, add);
     fingerprint = XXH64_digest(st);
     XXH64_freeState(st);
 }
 
 size_t model::bytes_per_token() const {
     size_t b = output.nbytes() + output_norm.nbytes() + tok_embd.row_bytes();
-    for (const auto & l : layers)
-        for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
-            b += t->nbytes();
+    if (!rope_freqs.empty()) b += rope_freqs.nbytes();
+    for (const auto & l : layers) for_each_weight(l, [&](const tensor & t) { b += t.nbytes(); });
     return b;
+}
+
+ops::rope_params model::rope() const {
+    ops::rope_params r;
+    r.style = hp.rope_type;
+    r.freq_base = hp.rope_freq_base;
+    r.freq_scale = hp.rope_freq_scale;
+    r.factors = rope_freqs.empty() ? nullptr : static_cast<const float *>(rope_freqs.data);
+    return r;
 }
 
 } // namespace gloas

@@ -1,8 +1,20 @@
 // A Llama-family model: hyperparameters, weight views and its tokenizer.
 //
 // Two file formats load:
-//  - GGUF (v2/v3) with general.architecture = "llama" and llama.cpp's metadata
-//    keys and tensor names; weights are views into the read-only mapping.
+//  - GGUF (v2/v3) with llama.cpp's metadata keys (prefixed by the architecture
+//    name, "<arch>.context_length", ...) and tensor names; weights are views
+//    into the read-only mapping. Architectures (general.architecture):
+//      "llama": Llama 1/2/3, TinyLlama, Mistral, SmolLM (llama.cpp names them
+//               all so); NORM rope; optional Q/K/V/O biases.
+//      "qwen2": the same blocks with Q/K/V biases; NEOX rope.
+//    Both: <arch>.attention.key_length is head_dim when present (it may differ
+//    from n_embd / n_head), <arch>.rope.dimension_count is n_rot,
+//    <arch>.rope.freq_base the rope base, "linear" rope scaling by
+//    <arch>.rope.scaling.factor, the optional rope_freqs.weight (n_rot/2 f32,
+//    Llama 3.1 scaling: the angle of pair i is divided by factor i), and a
+//    missing output.weight means the output is tied to token_embd.
+//    Other architectures are refused naming them; a missing required tensor,
+//    or a tensor nothing reads (a variant not supported), is refused naming it.
 //  - llama2.c checkpoints (the legacy export): seven int32 (dim, hidden_dim,
 //    n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size
 //    signals a separate classifier — a hack of that format), then f32 arrays in
@@ -19,6 +31,7 @@
 #include "decoder/gguf.h"
 #include "decoder/tokenizer.h"
 #include "tensor/mmap.h"
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 #include <cstdint>
@@ -40,6 +53,8 @@ struct hparams {
     int32_t n_rot = 0;         // rotary dims per head (<= head_dim, even)
     float   rms_eps = 1e-5f;
     float   rope_freq_base = 10000.0f;
+    float   rope_freq_scale = 1.0f;  // 1 / linear rope scaling factor
+    ops::rope_style rope_type = ops::rope_style::NORM;
 
     int32_t n_embd_q() const { return n_head * head_dim; }
     int32_t n_embd_kv() const { return n_head_kv * head_dim; }
@@ -55,6 +70,11 @@ struct layer_weights {
     tensor ffn_gate;   // (n_ff, n_embd)   w1
     tensor ffn_down;   // (n_embd, n_ff)   w2
     tensor ffn_up;     // (n_ff, n_embd)   w3
+    // Optional f32 biases added after the projections; empty when absent.
+    tensor bq;         // (n_embd_q)
+    tensor bk;         // (n_embd_kv)
+    tensor bv;         // (n_embd_kv)
+    tensor bo;         // (n_embd)
 };
 
 struct model_params {
@@ -71,11 +91,13 @@ public:
     tensor tok_embd;      // (n_vocab, n_embd)
     tensor output_norm;   // (n_embd) f32
     tensor output;        // (n_vocab, n_embd); tok_embd when tied
+    tensor rope_freqs;    // (n_rot/2) f32 rope frequency factors, or empty
     std::vector<layer_weights> layers;
     tokenizer tok;
 
     std::string path;
     std::string file_format;  // "gguf" or "llama2.c"
+    std::string arch = "llama";  // general.architecture ("llama" for llama2.c)
     std::string name;        // general.name or the file name
     type weight_type = type::F32;  // type of the largest matrices (for display)
     size_t weight_bytes = 0;       // bytes of all weight tensors
@@ -84,6 +106,10 @@ public:
     // Bytes of weights read to decode one token: every matrix once, plus one
     // row of the embedding table (the bandwidth floor of decode).
     size_t bytes_per_token() const;
+
+    // The rope of this model for ops::rope_ex: style, base, scale and the
+    // factors (pointing into the weights; valid while the model lives).
+    ops::rope_params rope() const;
 
     // Identifies the weights (shape, types and a sample of every tensor's
     // bytes): K/V pages computed with one model are never reused by another.

@@ -31,6 +31,18 @@ namespace gloas::ops {
 
 namespace {
 
+// Matrices multiplied by the same activations: y[i] = x · w[i]^T.
+struct mm_set {
+    const tensor * const * w;
+    float * const * y;
+    int n;
+    int64_t max_rows() const {
+        int64_t m = 0;
+        for (int i = 0; i < n; ++i) m = std::max(m, w[i]->nrows());
+        return m;
+    }
+};
+
 constexpr int     MR = 4;           // weight rows per micro-tile
 constexpr int     MT = 4;           // tokens per micro-tile
 constexpr size_t  CHUNK_BYTES = 768 << 10;  // activations of a token chunk: stay in L2 while the rows stream
@@ -262,13 +274,14 @@ using tile_q_fn = void (*)(const char *, size_t, const char *, size_t, int64_t, 
 template <int R> constexpr tile_q_fn tile_q_row[MT] = {tile_q<R, 1>, tile_q<R, 2>, tile_q<R, 3>, tile_q<R, 4>};
 constexpr const tile_q_fn * TILE_Q[MR] = {tile_q_row<1>, tile_q_row<2>, tile_q_row<3>, tile_q_row<4>};
 
-void matmul_quant(const tensor & w, const float * x, int64_t n_tok, float * y, void * work) {
-    const int64_t n_in = w.ne[0], n_out = w.nrows(), np = n_pairs(n_in);
-    const int k_off = w.t == type::Q4_0 ? 8 : 128;
+void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * work) {
+    const tensor & w0 = *set.w[0];
+    const int64_t n_in = w0.ne[0], np = n_pairs(n_in);
+    const int k_off = w0.t == type::Q4_0 ? 8 : 128;
     const size_t a_row = size_t(np) * ACT_PAIR;
     char * act = align_up(work);
-    const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (n_out + MR - 1) / MR)));
-    const bool q4 = w.t == type::Q4_0;
+    const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (set.max_rows() + MR - 1) / MR)));
+    const bool q4 = w0.t == type::Q4_0;
 
     #pragma omp parallel num_threads(nth)
     {
@@ -279,36 +292,43 @@ void matmul_quant(const tensor & w, const float * x, int64_t n_tok, float * y, v
         #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tok; ++t) quantize_act(x + t * n_in, n_in, k_off, act + size_t(t) * a_row, tmp);
 
-        // contiguous row range of this thread, in whole tiles
-        const int64_t n_tiles = (n_out + MR - 1) / MR;
-        const int64_t per = (n_tiles + nt - 1) / nt;
-        const int64_t r0 = std::min(n_out, ith * per * MR), r1 = std::min(n_out, (ith + 1) * per * MR);
-        if (n_tok <= DIRECT_MAX_TOK) {
-            const tile_direct_fn * const * table = q4 ? TILE_DIRECT<type::Q4_0> : TILE_DIRECT<type::Q8_0>;
-            for (int64_t r = r0; r < r1; r += MR) {
-                const int R = int(std::min<int64_t>(MR, r1 - r));
-                table[R - 1][n_tok - 1](w, r, act, n_in, y + r, n_out);
-            }
-        } else {
-            const int64_t chunk = tok_chunk(a_row);
-            for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-                const int64_t t1 = std::min(n_tok, t0 + chunk);
+        // Each matrix in turn, without a barrier between them (the activations
+        // are read-only from here on).
+        for (int iw = 0; iw < set.n; ++iw) {
+            const tensor & w = *set.w[iw];
+            float * y = set.y[iw];
+            const int64_t n_out = w.nrows();
+            // contiguous row range of this thread, in whole tiles
+            const int64_t n_tiles = (n_out + MR - 1) / MR;
+            const int64_t per = (n_tiles + nt - 1) / nt;
+            const int64_t r0 = std::min(n_out, ith * per * MR), r1 = std::min(n_out, (ith + 1) * per * MR);
+            if (n_tok <= DIRECT_MAX_TOK) {
+                const tile_direct_fn * const * table = q4 ? TILE_DIRECT<type::Q4_0> : TILE_DIRECT<type::Q8_0>;
                 for (int64_t r = r0; r < r1; r += MR) {
                     const int R = int(std::min<int64_t>(MR, r1 - r));
-                    #pragma GCC unroll 4
-                    for (int i = 0; i < R; ++i) {
-                        char * o = wt + size_t(i) * size_t(np) * W_PAIR;
-                        if (q4) unpack_row<type::Q4_0>(w.row(r + i), n_in, o);
-                        else    unpack_row<type::Q8_0>(w.row(r + i), n_in, o);
-                    }
-                    // the reduction in segments whose weights and activations stay in L1
-                    for (int64_t p0 = 0; p0 < np; p0 += K_PAIRS) {
-                        const int64_t p1 = std::min(np, p0 + K_PAIRS);
-                        for (int64_t t = t0; t < t1; t += MT) {
-                            const int T = int(std::min<int64_t>(MT, t1 - t));
-                            TILE_Q[R - 1][T - 1](wt + size_t(p0) * W_PAIR, size_t(np) * W_PAIR,
-                                                 act + size_t(t) * a_row + size_t(p0) * ACT_PAIR, a_row, p1 - p0,
-                                                 y + t * n_out + r, n_out, p0 > 0);
+                    table[R - 1][n_tok - 1](w, r, act, n_in, y + r, n_out);
+                }
+            } else {
+                const int64_t chunk = tok_chunk(a_row);
+                for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+                    const int64_t t1 = std::min(n_tok, t0 + chunk);
+                    for (int64_t r = r0; r < r1; r += MR) {
+                        const int R = int(std::min<int64_t>(MR, r1 - r));
+                        #pragma GCC unroll 4
+                        for (int i = 0; i < R; ++i) {
+                            char * o = wt + size_t(i) * size_t(np) * W_PAIR;
+                            if (q4) unpack_row<type::Q4_0>(w.row(r + i), n_in, o);
+                            else    unpack_row<type::Q8_0>(w.row(r + i), n_in, o);
+                        }
+                        // the reduction in segments whose weights and activations stay in L1
+                        for (int64_t p0 = 0; p0 < np; p0 += K_PAIRS) {
+                            const int64_t p1 = std::min(np, p0 + K_PAIRS);
+                            for (int64_t t = t0; t < t1; t += MT) {
+                                const int T = int(std::min<int64_t>(MT, t1 - t));
+                                TILE_Q[R - 1][T - 1](wt + size_t(p0) * W_PAIR, size_t(np) * W_PAIR,
+                                                     act + size_t(t) * a_row + size_t(p0) * ACT_PAIR, a_row, p1 - p0,
+                                                     y + t * n_out + r, n_out, p0 > 0);
+                            }
                         }
                     }
                 }
@@ -371,12 +391,16 @@ using tile_f_fn = void (*)(const tensor &, int64_t, const float *, int64_t, floa
 template <type WT, int R> constexpr tile_f_fn tile_f_row[MT] = {tile_f<WT, R, 1>, tile_f<WT, R, 2>, tile_f<WT, R, 3>, tile_f<WT, R, 4>};
 template <type WT> constexpr const tile_f_fn * TILE_F[MR] = {tile_f_row<WT, 1>, tile_f_row<WT, 2>, tile_f_row<WT, 3>, tile_f_row<WT, 4>};
 
-void matmul_float(const tensor & w, const float * x, int64_t n_tok, float * y) {
-    const int64_t n_in = w.ne[0], n_out = w.nrows();
-    const tile_f_fn * const * table = w.t == type::F32 ? TILE_F<type::F32> : w.t == type::F16 ? TILE_F<type::F16> : TILE_F<type::BF16>;
-    const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (n_out + MR - 1) / MR)));
+void matmul_float(const mm_set & set, const float * x, int64_t n_tok) {
+    const tensor & w0 = *set.w[0];
+    const int64_t n_in = w0.ne[0];
+    const tile_f_fn * const * table = w0.t == type::F32 ? TILE_F<type::F32> : w0.t == type::F16 ? TILE_F<type::F16> : TILE_F<type::BF16>;
+    const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (set.max_rows() + MR - 1) / MR)));
     #pragma omp parallel num_threads(nth)
-    {
+    for (int iw = 0; iw < set.n; ++iw) {
+        const tensor & w = *set.w[iw];
+        float * y = set.y[iw];
+        const int64_t n_out = w.nrows();
         const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
         const int64_t n_tiles = (n_out + MR - 1) / MR;
         const int64_t per = (n_tiles + nt - 1) / nt;
@@ -439,46 +463,73 @@ static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, flo
 // whose activations stay in L2, reads each of its rows once (then from L1)
 // for every token of the chunk. With one token (decode) that is one pass over
 // the weights, the next rows prefetched.
-static void matmul_blocks(const tensor & w, const float * x, int64_t n_tok, float * y, void * work) {
-    const type_traits & tw = traits(w.t);
+static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, void * work) {
+    const type_traits & tw = traits(set.w[0]->t);
     const type_traits & tv = traits(tw.vec_dot_type);
-    const int64_t n_in = w.ne[0], n_out = w.nrows();
+    const int64_t n_in = set.w[0]->ne[0];
     const size_t vrow = act_row_bytes(tw.vec_dot_type, n_in);
     char * act = align_up(work);
-    const int nth = int(std::min<int64_t>(n_threads(), n_out));
+    const int nth = int(std::min<int64_t>(n_threads(), set.max_rows()));
     const int64_t chunk = std::max<int64_t>(1, int64_t(CHUNK_BYTES / vrow));
-    const size_t w_row = w.nb[1];
     #pragma omp parallel num_threads(nth)
     {
         const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
         #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tok; ++t) tv.from_float(x + t * n_in, act + size_t(t) * vrow, n_in);
-        const int64_t per = (n_out + nt - 1) / nt;
-        const int64_t r0 = std::min(n_out, ith * per), r1 = std::min(n_out, (ith + 1) * per);
-        for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-            const int64_t t1 = std::min(n_tok, t0 + chunk);
-            for (int64_t r = r0; r < r1; ++r) {
-                const char * wr = static_cast<const char *>(w.row(r));
-                // two rows ahead
-                if (r + 2 < r1)
-                    for (size_t o = 0; o < w_row; o += 64) __builtin_prefetch(wr + 2 * w_row + o, 0, 3);
-                for (int64_t t = t0; t < t1; ++t) y[t * n_out + r] = tw.vec_dot(n_in, wr, act + size_t(t) * vrow);
+        for (int iw = 0; iw < set.n; ++iw) {
+            const tensor & w = *set.w[iw];
+            float * y = set.y[iw];
+            const int64_t n_out = w.nrows();
+            const size_t w_row = w.nb[1];
+            const int64_t per = (n_out + nt - 1) / nt;
+            const int64_t r0 = std::min(n_out, ith * per), r1 = std::min(n_out, (ith + 1) * per);
+            for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+                const int64_t t1 = std::min(n_tok, t0 + chunk);
+                for (int64_t r = r0; r < r1; ++r) {
+                    const char * wr = static_cast<const char *>(w.row(r));
+                    // two rows ahead
+                    if (r + 2 < r1)
+                        for (size_t o = 0; o < w_row; o += 64) __builtin_prefetch(wr + 2 * w_row + o, 0, 3);
+                    for (int64_t t = t0; t < t1; ++t) y[t * n_out + r] = tw.vec_dot(n_in, wr, act + size_t(t) * vrow);
+                }
             }
         }
     }
 }
 
+// Matrices of one type and input width, with the same input rows: the
+// activations are converted once and every matrix is computed in one
+// parallel region.
+static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void * work) {
+    const tensor & w = *set.w[0];
+#if defined(GLOAS_MATMUL_VNNI)
+    if (is_quant(w.t)) return matmul_quant(set, x, n_tok, work);
+#endif
+#if defined(GLOAS_MATMUL_AVX512_FLOAT)
+    if (is_float(w.t)) return matmul_float(set, x, n_tok);
+#endif
+    if (traits(w.t).vec_dot_type != type::F32) return matmul_blocks(set, x, n_tok, work);
+    for (int i = 0; i < set.n; ++i) matmul_generic(*set.w[i], x, n_tok, set.y[i]);
+}
+
 void matmul(const tensor & w, const float * x, int64_t n_tok, float * y, void * work) {
     GLOAS_ASSERT(w.nb[0] == traits(w.t).type_size);  // rows are contiguous
     if (n_tok <= 0 || w.nrows() <= 0) return;
-#if defined(GLOAS_MATMUL_VNNI)
-    if (is_quant(w.t)) return matmul_quant(w, x, n_tok, y, work);
-#endif
-#if defined(GLOAS_MATMUL_AVX512_FLOAT)
-    if (is_float(w.t)) return matmul_float(w, x, n_tok, y);
-#endif
-    if (traits(w.t).vec_dot_type != type::F32) return matmul_blocks(w, x, n_tok, y, work);
-    matmul_generic(w, x, n_tok, y);
+    const tensor * ws[1] = {&w};
+    float * ys[1] = {y};
+    matmul_set(mm_set{ws, ys, 1}, x, n_tok, work);
+}
+
+void matmul_n(const tensor * const * w, float * const * y, int n, const float * x, int64_t n_tok, void * work) {
+    if (n_tok <= 0) return;
+    // Runs of matrices of one type and width go together.
+    for (int i = 0; i < n;) {
+        GLOAS_ASSERT(w[i]->nb[0] == traits(w[i]->t).type_size && w[i]->ne[0] == w[0]->ne[0]);
+        int j = i + 1;
+        while (j < n && w[j]->t == w[i]->t) ++j;
+        if (w[i]->nrows() > 0) matmul_set(mm_set{w + i, y + i, j - i}, x, n_tok, work);
+        i = j;
+    }
 }
 
 } // namespace gloas::ops

@@ -61,32 +61,83 @@ void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) 
 #endif
 }
 
-void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
-    GLOAS_ASSERT(n_rot % 2 == 0 && n_rot <= head_dim);
+const char * rope_style_name(rope_style s) {
+    switch (s) {
+        case rope_style::NORM: return "norm";
+        case rope_style::NEOX: return "neox";
+    }
+    return "unknown";
+}
+
+namespace {
+
+// Angle of pair i at `pos` (ops.h), in double.
+double rope_theta(int64_t i, int64_t n_rot, int64_t pos, const rope_params & p) {
+    double theta = double(pos) * std::pow(double(p.freq_base), -2.0 * double(i) / double(n_rot));
+    if (p.freq_scale != 1.0f) theta *= double(p.freq_scale);
+    if (p.factors) theta /= double(p.factors[i]);
+    return theta;
+}
+
+} // namespace
+
+void rope_ex_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const rope_params & p) {
+    GLOAS_ASSERT(n_rot >= 0 && n_rot % 2 == 0 && n_rot <= head_dim);
+    const int64_t half = n_rot / 2;
+    const bool neox = p.style == rope_style::NEOX;
     for (int64_t h = 0; h < n_head; ++h) {
         float * xh = x + h * head_dim;
-        for (int64_t i = 0; i < n_rot / 2; ++i) {
-            const double theta = double(pos) * std::pow(double(freq_base), -2.0 * double(i) / double(n_rot));
+        for (int64_t i = 0; i < half; ++i) {
+            const double theta = rope_theta(i, n_rot, pos, p);
             const float c = float(std::cos(theta));
             const float s = float(std::sin(theta));
-            const float x0 = xh[2 * i];
-            const float x1 = xh[2 * i + 1];
-            xh[2 * i]     = x0 * c - x1 * s;
-            xh[2 * i + 1] = x0 * s + x1 * c;
+            float * a = neox ? xh + i : xh + 2 * i;
+            float * b = neox ? xh + i + half : xh + 2 * i + 1;
+            const float x0 = *a, x1 = *b;
+            *a = x0 * c - x1 * s;
+            *b = x0 * s + x1 * c;
         }
     }
 }
 
+void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
+    rope_params p;
+    p.freq_base = freq_base;
+    rope_ex_ref(x, n_head, head_dim, n_rot, pos, p);
+}
+
 // The angles are the reference's, computed once per call instead of once per
-// head; the rotation is vectorized over pairs: y = x*c + swap(x)*(-s, s).
-void rope(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
-    GLOAS_ASSERT(n_rot % 2 == 0 && n_rot <= head_dim);
-    thread_local std::vector<float> cs;  // (n_rot) cos per pair, twice; then (n_rot) (-sin, sin)
+// head. NORM is vectorized over pairs: y = x*c + swap(x)*(-s, s); NEOX rotates
+// the two halves as whole vectors (the compiler vectorizes that loop).
+void rope_ex(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const rope_params & p) {
+    GLOAS_ASSERT(n_rot >= 0 && n_rot % 2 == 0 && n_rot <= head_dim);
+    thread_local std::vector<float> cs;  // NORM: (n_rot) cos per pair, twice; then (n_rot) (-sin, sin)
+                                         // NEOX: (n_rot/2) cos, then (n_rot/2) sin
     cs.resize(size_t(2 * n_rot));
+    const int64_t half = n_rot / 2;
+    if (p.style == rope_style::NEOX) {
+        float * c = cs.data();
+        float * s = cs.data() + half;
+        for (int64_t i = 0; i < half; ++i) {
+            const double theta = rope_theta(i, n_rot, pos, p);
+            c[i] = float(std::cos(theta));
+            s[i] = float(std::sin(theta));
+        }
+        for (int64_t h = 0; h < n_head; ++h) {
+            float * a = x + h * head_dim;
+            float * b = a + half;
+            for (int64_t i = 0; i < half; ++i) {
+                const float x0 = a[i], x1 = b[i];
+                a[i] = x0 * c[i] - x1 * s[i];
+                b[i] = x0 * s[i] + x1 * c[i];
+            }
+        }
+        return;
+    }
     float * c = cs.data();
     float * s = cs.data() + n_rot;
-    for (int64_t i = 0; i < n_rot / 2; ++i) {
-        const double theta = double(pos) * std::pow(double(freq_base), -2.0 * double(i) / double(n_rot));
+    for (int64_t i = 0; i < half; ++i) {
+        const double theta = rope_theta(i, n_rot, pos, p);
         const float ci = float(std::cos(theta)), si = float(std::sin(theta));
         c[2 * i] = c[2 * i + 1] = ci;
         s[2 * i] = -si;
@@ -110,6 +161,12 @@ void rope(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t po
             xh[i + 1] = x1 * c[i] + x0 * s[i + 1];
         }
     }
+}
+
+void rope(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
+    rope_params p;
+    p.freq_base = freq_base;
+    rope_ex(x, n_head, head_dim, n_rot, pos, p);
 }
 
 void softmax_ref(float * x, int64_t n) {

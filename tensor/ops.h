@@ -36,6 +36,12 @@ size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok);
 // double).
 void matmul    (const tensor & w, const float * x, int64_t n_tok, float * y, void * work);
 void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y);
+// y[i] (n_tok, rows of w[i]) = x · w[i]^T for n matrices of the same input
+// width (the projections of one normed input: Q, K, V; gate and up): the
+// activations are converted once per run of matrices of one type and those
+// are computed in one parallel region. work: the largest matmul_work_size of
+// the matrices. Results equal matmul's for each matrix.
+void matmul_n(const tensor * const * w, float * const * y, int n, const float * x, int64_t n_tok, void * work);
 
 // y (n) = row `i` of w (dequantized / widened).
 void get_row(const tensor & w, int64_t i, float * y);
@@ -48,8 +54,36 @@ void rmsnorm_ref(float * y, const float * x, const float * g, int64_t n, float e
 // the first n_rot dims of each head as adjacent pairs (x[2i], x[2i+1]) with
 // angle pos * freq_base^(-2i/n_rot) (GGUF/llama.cpp "NORM" ordering, as
 // llama2.c).
+// rope is rope_ex with rope_params{NORM, freq_base} (bit for bit).
 void rope    (float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base);
 void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base);
+
+// Which dims of a head rotate together (llama.cpp's rope types; the values are
+// its LLAMA_ROPE_TYPE_* numbers).
+enum class rope_style : int32_t {
+    NORM = 0,  // pairs (x[2i], x[2i+1]): Llama, Mistral, TinyLlama, SmolLM, llama2.c
+    NEOX = 2,  // pairs (x[i], x[i + n_rot/2]): Qwen2, GPT-NeoX
+};
+const char * rope_style_name(rope_style s);  // "norm", "neox"
+
+struct rope_params {
+    rope_style style = rope_style::NORM;
+    float freq_base = 10000.0f;
+    float freq_scale = 1.0f;          // linear scaling: 1 / rope.scaling.factor
+    const float * factors = nullptr;  // (n_rot/2) or null: Llama 3 rope_freqs.weight
+};
+
+// Rotary embedding in place on x (n_head, head_dim) at position `pos`: pair i
+// of the first n_rot dims of each head (dims past n_rot are left alone) turns
+// by the angle
+//   theta_i = pos * freq_scale * freq_base^(-2i/n_rot) / factors[i]
+// (factors[i] taken as 1 when null), as llama.cpp's ggml_rope_ext with
+// freq_factors. The angle is linear in pos and pos may be negative, so
+// rope_ex(pos) followed by rope_ex(-d) equals rope_ex(pos - d) up to float
+// rounding (re-positioning cached keys relies on this).
+// Preconditions (GLOAS_ASSERT): n_rot even, 0 < n_rot <= head_dim.
+void rope_ex    (float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const rope_params & p);
+void rope_ex_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const rope_params & p);
 
 // In-place softmax over n values.
 void softmax    (float * x, int64_t n);

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -186,6 +187,49 @@ TEST_CASE("matmul: unaligned activations, output and work; more threads than cor
                 CHECK(y[size_t(n_tok * n_out) + 1] == 7.0f);
             }
             ops::matmul(w, nullptr, 0, nullptr, nullptr);   // no tokens: nothing to do
+        }
+    }
+    ops::set_n_threads(saved);
+}
+
+TEST_CASE("matmul_n equals matmul on each matrix: one type, and runs of several types") {
+    std::mt19937 rng(33);
+    const int saved = ops::n_threads();
+    for (int nth : {1, 2, 3}) {
+        ops::set_n_threads(nth);
+        const int64_t n_in = 256;
+        // QKV-like sets (different row counts), and a mix of types as K-quant files have
+        const std::vector<std::vector<type>> sets = {
+            {type::Q4_0, type::Q4_0, type::Q4_0}, {type::Q8_0, type::Q8_0}, {type::F16, type::F16, type::F16},
+            {type::Q4_K, type::Q4_K, type::Q6_K}, {type::Q4_0, type::F32, type::F32, type::Q8_0}};
+        for (const auto & types : sets) {
+            const int n = int(types.size());
+            const int64_t rows[4] = {67, 9, 9, 130};
+            std::vector<std::vector<char>> bufs;
+            std::vector<tensor> ws;
+            size_t work_bytes = 0;
+            for (int i = 0; i < n; ++i) bufs.push_back(make_weights(types[size_t(i)], rows[i], n_in, rng));
+            for (int i = 0; i < n; ++i) ws.push_back(make_tensor_2d(types[size_t(i)], n_in, rows[i], bufs[size_t(i)].data()));
+            for (int64_t n_tok : {1, 2, 5, 40}) {
+                for (int i = 0; i < n; ++i) work_bytes = std::max(work_bytes, ops::matmul_work_size(types[size_t(i)], n_in, n_tok));
+                std::vector<char> work(work_bytes), work1(work_bytes);
+                const std::vector<float> x = randn(rng, n_tok * n_in);
+                std::vector<std::vector<float>> y(static_cast<size_t>(n)), y1(static_cast<size_t>(n));
+                std::vector<const tensor *> wp;
+                std::vector<float *> yp;
+                for (int i = 0; i < n; ++i) {
+                    y[size_t(i)].assign(size_t(n_tok * rows[i]), -1.0f);
+                    y1[size_t(i)].assign(size_t(n_tok * rows[i]), -2.0f);
+                    wp.push_back(&ws[size_t(i)]);
+                    yp.push_back(y[size_t(i)].data());
+                }
+                ops::matmul_n(wp.data(), yp.data(), n, x.data(), n_tok, work.data());
+                for (int i = 0; i < n; ++i) {
+                    ops::matmul(ws[size_t(i)], x.data(), n_tok, y1[size_t(i)].data(), work1.data());
+                    CHECK_MESSAGE(y[size_t(i)] == y1[size_t(i)], type_name(types[size_t(i)]), " matrix ", i,
+                                  " n_tok=", n_tok, " threads=", nth);
+                }
+            }
         }
     }
     ops::set_n_threads(saved);

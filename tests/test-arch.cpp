@@ -1,0 +1,707 @@
+// Architectures and variants: tiny synthetic GGUF models (written with
+// gguf_writer) of every variant the loader accepts — qwen2 with Q/K/V biases
+// and NEOX rope, llama with head_dim != n_embd / n_head, n_rot < head_dim,
+// rope_freqs factors, linear rope scaling, tied and untied output — are run
+// through context::eval and compared with a naive scalar forward pass written
+// here from the definitions (double accumulation, f32 weights, full causal
+// attention). Negative controls check the comparison would catch a wrong
+// rope ordering, missing factors or missing biases. Also: the rope kernels,
+// the refusals (unknown architecture, missing tensor, bad shapes) and the
+// profiler.
+#include "decoder/gguf-writer.h"
+#include "decoder/llama-gguf.h"
+#include "decoder/llama.h"
+#include "decoder/model.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+#include "tensor/profile.h"
+#include "test-util.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace gloas;
+
+namespace {
+
+// Shape and variant of a synthetic model.
+struct spec {
+    std::string arch = "llama";
+    int n_vocab = 48, n_embd = 32, n_ff = 40, n_head = 4, n_head_kv = 2, n_layer = 2;
+    int head_dim = 8;   // written as key_length when != n_embd / n_head
+    int n_rot = 8;      // written as rope.dimension_count
+    float rope_base = 10000.0f;
+    float rms_eps = 1e-5f;
+    float linear_factor = 0.0f;  // > 0: rope.scaling.type "linear" with this factor
+    bool qkv_bias = false, o_bias = false;
+    bool tied = false;           // no output.weight
+    bool rope_freqs = false;     // rope_freqs.weight
+    bool neox() const { return arch == "qwen2"; }
+};
+
+// Weights by GGUF tensor name, row-major (rows = output features).
+using weights = std::map<std::string, std::vector<float>>;
+
+weights make_weights(const spec & s, uint32_t seed) {
+    std::mt19937 rng(seed);
+    weights w;
+    auto fill = [&](const std::string & name, size_t n, float lo, float hi) {
+        std::uniform_real_distribution<float> d(lo, hi);
+        std::vector<float> & v = w[name];
+        v.resize(n);
+        for (float & x : v) x = d(rng);
+    };
+    const size_t E = size_t(s.n_embd), Q = size_t(s.n_head * s.head_dim), KV = size_t(s.n_head_kv * s.head_dim);
+    const size_t F = size_t(s.n_ff), V = size_t(s.n_vocab);
+    auto mat = [&](const std::string & name, size_t rows, size_t cols) {
+        const float a = 1.0f / std::sqrt(float(cols));
+        fill(name, rows * cols, -a, a);
+    };
+    fill("token_embd.weight", V * E, -1.0f, 1.0f);
+    fill("output_norm.weight", E, 0.5f, 1.5f);
+    if (!s.tied) mat("output.weight", V, E);
+    if (s.rope_freqs) fill("rope_freqs.weight", size_t(s.n_rot / 2), 1.0f, 8.0f);
+    for (int il = 0; il < s.n_layer; ++il) {
+        const std::string b = "blk." + std::to_string(il) + ".";
+        fill(b + "attn_norm.weight", E, 0.5f, 1.5f);
+        // Large enough Q/K that attention is far from uniform (rope matters).
+        fill(b + "attn_q.weight", Q * E, -0.6f, 0.6f);
+        fill(b + "attn_k.weight", KV * E, -0.6f, 0.6f);
+        mat(b + "attn_v.weight", KV, E);
+        mat(b + "attn_output.weight", E, Q);
+        fill(b + "ffn_norm.weight", E, 0.5f, 1.5f);
+        mat(b + "ffn_gate.weight", F, E);
+        mat(b + "ffn_up.weight", F, E);
+        mat(b + "ffn_down.weight", E, F);
+        if (s.qkv_bias) {
+            fill(b + "attn_q.bias", Q, -0.5f, 0.5f);
+            fill(b + "attn_k.bias", KV, -0.5f, 0.5f);
+            fill(b + "attn_v.bias", KV, -0.5f, 0.5f);
+        }
+        if (s.o_bias) fill(b + "attn_output.bias", E, -0.5f, 0.5f);
+    }
+    return w;
+}
+
+// A SentencePiece vocabulary of n pieces: <unk>, <s>, </s>, then "p3", "p4"...
+vocab make_vocab(int n) {
+    vocab v;
+    for (int i = 0; i < n; ++i) {
+        v.pieces.push_back(i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "p" + std::to_string(i));
+        v.scores.push_back(-float(i));
+        v.types.push_back(i == 0 ? token_type::UNKNOWN : i < 3 ? token_type::CONTROL : token_type::NORMAL);
+    }
+    return v;
+}
+
+// Writes the model `s` with weights `w` to `path`; `skip` names a tensor left
+// out (for the refusal tests).
+void write_model(const std::string & path, const spec & s, const weights & w, const std::string & skip = {}) {
+    gguf_writer g;
+    const std::string a = s.arch + ".";
+    g.set_str("general.architecture", s.arch);
+    g.set_str("general.name", "synthetic " + s.arch);
+    g.set_u32(a + "context_length", 256);
+    g.set_u32(a + "embedding_length", uint32_t(s.n_embd));
+    g.set_u32(a + "block_count", uint32_t(s.n_layer));
+    g.set_u32(a + "feed_forward_length", uint32_t(s.n_ff));
+    g.set_u32(a + "attention.head_count", uint32_t(s.n_head));
+    g.set_u32(a + "attention.head_count_kv", uint32_t(s.n_head_kv));
+    if (s.head_dim * s.n_head != s.n_embd) {
+        g.set_u32(a + "attention.key_length", uint32_t(s.head_dim));
+        g.set_u32(a + "attention.value_length", uint32_t(s.head_dim));
+    }
+    g.set_u32(a + "rope.dimension_count", uint32_t(s.n_rot));
+    g.set_f32(a + "rope.freq_base", s.rope_base);
+    if (s.linear_factor > 0.0f) {
+        g.set_str(a + "rope.scaling.type", "linear");
+        g.set_f32(a + "rope.scaling.factor", s.linear_factor);
+    }
+    g.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
+    llama_gguf_set_vocab(g, make_vocab(s.n_vocab));
+    const int64_t E = s.n_embd, Q = s.n_head * s.head_dim, KV = s.n_head_kv * s.head_dim, F = s.n_ff;
+    // GGUF shapes, innermost first.
+    auto shape_of = [&](const std::string & name, int64_t * ne) -> int {
+        auto ends = [&](const char * suf) {
+            const size_t n = std::strlen(suf);
+            return name.size() >= n && name.compare(name.size() - n, n, suf) == 0;
+        };
+        if (name == "token_embd.weight" || name == "output.weight") { ne[0] = E; ne[1] = s.n_vocab; return 2; }
+        if (name == "rope_freqs.weight") { ne[0] = s.n_rot / 2; return 1; }
+        if (ends("norm.weight")) { ne[0] = E; return 1; }
+        if (ends("attn_q.weight")) { ne[0] = E; ne[1] = Q; return 2; }
+        if (ends("attn_k.weight") || ends("attn_v.weight")) { ne[0] = E; ne[1] = KV; return 2; }
+        if (ends("attn_output.weight")) { ne[0] = Q; ne[1] = E; return 2; }
+        if (ends("ffn_gate.weight") || ends("ffn_up.weight")) { ne[0] = E; ne[1] = F; return 2; }
+        if (ends("ffn_down.weight")) { ne[0] = F; ne[1] = E; return 2; }
+        if (ends("attn_q.bias")) { ne[0] = Q; return 1; }
+        if (ends("attn_k.bias") || ends("attn_v.bias")) { ne[0] = KV; return 1; }
+        if (ends("attn_output.bias")) { ne[0] = E; return 1; }
+        FAIL("no shape for " << name);
+        return 0;
+    };
+    for (const auto & kv : w) {
+        if (kv.first == skip) continue;
+        int64_t ne[4] = {1, 1, 1, 1};
+        const int nd = shape_of(kv.first, ne);
+        REQUIRE(size_t(ne[0] * ne[1]) == kv.second.size());
+        g.add_tensor(kv.first, type::F32, nd, ne, kv.second.data());
+    }
+    g.write(path);
+}
+
+// The rope of the definition: pair i of the first n_rot dims turns by
+// pos * scale * base^(-2i/n_rot) / factor_i; NORM pairs (2i, 2i+1), NEOX
+// (i, i + n_rot/2).
+void ref_rope(double * x, int n_head, int head_dim, int n_rot, int pos, bool neox, double base, double scale,
+              const float * factors) {
+    for (int h = 0; h < n_head; ++h) {
+        double * xh = x + h * head_dim;
+        for (int i = 0; i < n_rot / 2; ++i) {
+            double theta = pos * scale * std::pow(base, -2.0 * i / n_rot);
+            if (factors) theta /= factors[i];
+            const int a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+            const double x0 = xh[a], x1 = xh[b];
+            xh[a] = x0 * std::cos(theta) - x1 * std::sin(theta);
+            xh[b] = x0 * std::sin(theta) + x1 * std::cos(theta);
+        }
+    }
+}
+
+// Logits (n_vocab) of every position of `toks` by the textbook forward pass
+// of model `s` with weights `w`.
+std::vector<std::vector<double>> ref_forward(const spec & s, const weights & w, const std::vector<int32_t> & toks) {
+    const int E = s.n_embd, HD = s.head_dim, Q = s.n_head * HD, KV = s.n_head_kv * HD, F = s.n_ff;
+    const int T = int(toks.size());
+    auto W = [&](const std::string & name) -> const std::vector<float> & {
+        auto it = w.find(name);
+        REQUIRE_MESSAGE(it != w.end(), name);
+        return it->second;
+    };
+    // y (rows) = m (rows, cols) x (cols)
+    auto matvec = [](const std::vector<float> & m, const std::vector<double> & x, int rows) {
+        const size_t cols = x.size();
+        std::vector<double> y(size_t(rows), 0.0);
+        for (int r = 0; r < rows; ++r)
+            for (size_t c = 0; c < cols; ++c) y[size_t(r)] += double(m[size_t(r) * cols + c]) * x[c];
+        return y;
+    };
+    auto rmsnorm = [&](const std::vector<double> & x, const std::vector<float> & g) {
+        double ss = 0.0;
+        for (double v : x) ss += v * v;
+        const double r = 1.0 / std::sqrt(ss / double(x.size()) + double(s.rms_eps));
+        std::vector<double> y(x.size());
+        for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * double(g[i]);
+        return y;
+    };
+    auto add_bias = [&](std::vector<double> & y, const std::string & name) {
+        if (!w.count(name)) return;
+        const auto & b = W(name);
+        for (size_t i = 0; i < y.size(); ++i) y[i] += double(b[i]);
+    };
+    const float * factors = s.rope_freqs ? W("rope_freqs.weight").data() : nullptr;
+    const double scale = s.linear_factor > 0.0f ? 1.0 / double(s.linear_factor) : 1.0;
+
+    const size_t nt = toks.size();
+    std::vector<std::vector<double>> x(nt, std::vector<double>(size_t(E)));
+    for (int t = 0; t < T; ++t)
+        for (int i = 0; i < E; ++i) x[size_t(t)][size_t(i)] = double(W("token_embd.weight")[size_t(toks[size_t(t)]) * size_t(E) + size_t(i)]);
+
+    for (int il = 0; il < s.n_layer; ++il) {
+        const std::string b = "blk." + std::to_string(il) + ".";
+        std::vector<std::vector<double>> q(nt), k(nt), v(nt);
+        for (int t = 0; t < T; ++t) {
+            const auto xn = rmsnorm(x[size_t(t)], W(b + "attn_norm.weight"));
+            q[size_t(t)] = matvec(W(b + "attn_q.weight"), xn, Q);
+            k[size_t(t)] = matvec(W(b + "attn_k.weight"), xn, KV);
+            v[size_t(t)] = matvec(W(b + "attn_v.weight"), xn, KV);
+            if (s.qkv_bias) {
+                add_bias(q[size_t(t)], b + "attn_q.bias");
+                add_bias(k[size_t(t)], b + "attn_k.bias");
+                add_bias(v[size_t(t)], b + "attn_v.bias");
+            }
+            ref_rope(q[size_t(t)].data(), s.n_head, HD, s.n_rot, t, s.neox(), s.rope_base, scale, factors);
+            ref_rope(k[size_t(t)].data(), s.n_head_kv, HD, s.n_rot, t, s.neox(), s.rope_base, scale, factors);
+        }
+        for (int t = 0; t < T; ++t) {
+            std::vector<double> att(size_t(Q), 0.0);
+            for (int h = 0; h < s.n_head; ++h) {
+                const int hk = h / (s.n_head / s.n_head_kv);
+                std::vector<double> sc(size_t(t + 1));
+                double mx = -1e300;
+                for (int j = 0; j <= t; ++j) {
+                    double d = 0.0;
+                    for (int i = 0; i < HD; ++i) d += q[size_t(t)][size_t(h * HD + i)] * k[size_t(j)][size_t(hk * HD + i)];
+                    sc[size_t(j)] = d / std::sqrt(double(HD));
+                    mx = std::max(mx, sc[size_t(j)]);
+                }
+                double sum = 0.0;
+                for (double & e : sc) sum += (e = std::exp(e - mx));
+                for (int j = 0; j <= t; ++j)
+                    for (int i = 0; i < HD; ++i)
+                        att[size_t(h * HD + i)] += sc[size_t(j)] / sum * v[size_t(j)][size_t(hk * HD + i)];
+            }
+            auto o = matvec(W(b + "attn_output.weight"), att, E);
+            if (s.o_bias) add_bias(o, b + "attn_output.bias");
+            for (int i = 0; i < E; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
+            const auto xn = rmsnorm(x[size_t(t)], W(b + "ffn_norm.weight"));
+            auto g = matvec(W(b + "ffn_gate.weight"), xn, F);
+            const auto u = matvec(W(b + "ffn_up.weight"), xn, F);
+            for (int i = 0; i < F; ++i) g[size_t(i)] = g[size_t(i)] / (1.0 + std::exp(-g[size_t(i)])) * u[size_t(i)];
+            const auto d = matvec(W(b + "ffn_down.weight"), g, E);
+            for (int i = 0; i < E; ++i) x[size_t(t)][size_t(i)] += d[size_t(i)];
+        }
+    }
+    std::vector<std::vector<double>> logits;
+    const auto & out = W(s.tied ? "token_embd.weight" : "output.weight");
+    for (int t = 0; t < T; ++t) logits.push_back(matvec(out, rmsnorm(x[size_t(t)], W("output_norm.weight")), s.n_vocab));
+    return logits;
+}
+
+// Largest |a - b| over all positions.
+double max_diff(const std::vector<std::vector<float>> & a, const std::vector<std::vector<double>> & b) {
+    REQUIRE(a.size() == b.size());
+    double d = 0.0;
+    for (size_t t = 0; t < a.size(); ++t) {
+        REQUIRE(a[t].size() == b[t].size());
+        for (size_t i = 0; i < a[t].size(); ++i) d = std::max(d, std::fabs(double(a[t][i]) - b[t][i]));
+    }
+    return d;
+}
+
+context_params f32_params(int32_t n_ubatch) {
+    context_params cp;
+    cp.n_ctx = 64;
+    cp.n_ubatch = n_ubatch;
+    cp.kv.kv_type = type::F32;
+    cp.kv.page_tokens = 4;  // the test's positions cross sealed pages
+    return cp;
+}
+
+// Logits of every position: one eval in chunks of n_ubatch.
+std::vector<std::vector<float>> run_prefill(const model & m, const std::vector<int32_t> & toks, int32_t n_ubatch) {
+    context ctx(m, f32_params(n_ubatch));
+    std::vector<std::vector<float>> out;
+    const int V = m.hp.n_vocab;
+    ctx.eval(toks.data(), int32_t(toks.size()),
+             [&](int32_t, const float * l) { out.emplace_back(l, l + V); });
+    return out;
+}
+
+// Logits of every position: one token per eval.
+std::vector<std::vector<float>> run_stepwise(const model & m, const std::vector<int32_t> & toks) {
+    context ctx(m, f32_params(8));
+    std::vector<std::vector<float>> out;
+    const int V = m.hp.n_vocab;
+    for (int32_t t : toks) {
+        const float * l = ctx.eval(&t, 1);
+        out.emplace_back(l, l + V);
+    }
+    return out;
+}
+
+const std::vector<int32_t> k_tokens = {1, 7, 23, 5, 40, 12, 12, 3, 31, 19, 8};
+
+// Tolerance of the context's f32 logits against the double reference: the
+// kernels sum in float in another order (logits here are O(1..10); the
+// differences seen are about 3e-6).
+constexpr double TOL = 1e-4;
+// A wrong variant must miss the reference by far more than that.
+constexpr double WRONG = 100 * TOL;
+
+std::string load_error(const std::string & path) {
+    try {
+        model::load({path, ""});
+    } catch (const error & e) {
+        return e.what();
+    }
+    return "(loaded without error)";
+}
+
+// Checks model `s` against the reference, prefill in chunks and stepwise.
+std::unique_ptr<model> check_model(const spec & s, const std::string & path, uint32_t seed) {
+    const weights w = make_weights(s, seed);
+    write_model(path, s, w);
+    auto m = model::load({path, ""});
+    const auto ref = ref_forward(s, w, k_tokens);
+    const double d1 = max_diff(run_prefill(*m, k_tokens, 3), ref);
+    const double d2 = max_diff(run_stepwise(*m, k_tokens), ref);
+    INFO("prefill diff " << d1 << ", stepwise diff " << d2);
+    CHECK(d1 < TOL);
+    CHECK(d2 < TOL);
+    return m;
+}
+
+} // namespace
+
+TEST_CASE("rope_ex: NEOX and NORM pair layouts, factors, scaling, kernel against reference") {
+    const int64_t n_head = 3, head_dim = 24, n_rot = 16;
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+    std::vector<float> base(size_t(n_head * head_dim));
+    for (float & v : base) v = d(rng);
+    std::vector<float> factors(size_t(n_rot / 2));
+    for (float & f : factors) f = 1.0f + 3.0f * std::fabs(d(rng));
+
+    SUBCASE("pair layouts: a unit vector in dim 0 turns into its partner by pos radians") {
+        for (auto st : {ops::rope_style::NORM, ops::rope_style::NEOX}) {
+            std::vector<float> x(size_t(head_dim), 0.0f);
+            x[0] = 1.0f;
+            ops::rope_params p;
+            p.style = st;
+            ops::rope_ex(x.data(), 1, head_dim, n_rot, 3, p);  // pair 0 turns by exactly pos
+            const size_t partner = st == ops::rope_style::NEOX ? size_t(n_rot / 2) : 1;
+            CHECK(x[0] == doctest::Approx(std::cos(3.0)).epsilon(1e-6));
+            CHECK(x[partner] == doctest::Approx(std::sin(3.0)).epsilon(1e-6));
+            for (size_t i = 0; i < x.size(); ++i)
+                if (i != 0 && i != partner) CHECK(x[i] == 0.0f);
+        }
+    }
+    SUBCASE("kernel equals reference; dims past n_rot untouched") {
+        for (auto st : {ops::rope_style::NORM, ops::rope_style::NEOX})
+            for (bool use_f : {false, true})
+                for (float fs : {1.0f, 0.25f})
+                    for (int64_t pos : {0, 1, 17, 1000, -5}) {
+                        ops::rope_params p;
+                        p.style = st;
+                        p.freq_base = 500000.0f;
+                        p.freq_scale = fs;
+                        p.factors = use_f ? factors.data() : nullptr;
+                        std::vector<float> a = base, b = base;
+                        ops::rope_ex(a.data(), n_head, head_dim, n_rot, pos, p);
+                        ops::rope_ex_ref(b.data(), n_head, head_dim, n_rot, pos, p);
+                        for (size_t i = 0; i < a.size(); ++i) {
+                            CHECK(std::fabs(a[i] - b[i]) <= 1e-6f);
+                            if (int64_t(i) % head_dim >= n_rot) CHECK(a[i] == base[i]);
+                        }
+                    }
+    }
+    SUBCASE("rope is the NORM rope_ex, bit for bit") {
+        for (int64_t pos : {0, 5, 333}) {
+            std::vector<float> a = base, b = base, c = base, e = base;
+            ops::rope(a.data(), n_head, head_dim, n_rot, pos, 10000.0f);
+            ops::rope_params p;
+            ops::rope_ex(b.data(), n_head, head_dim, n_rot, pos, p);
+            ops::rope_ref(c.data(), n_head, head_dim, n_rot, pos, 10000.0f);
+            ops::rope_ex_ref(e.data(), n_head, head_dim, n_rot, pos, p);
+            CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+            CHECK(std::memcmp(c.data(), e.data(), c.size() * sizeof(float)) == 0);
+        }
+    }
+    SUBCASE("a pure rotation linear in pos: rope(pos) then rope(-d) is rope(pos - d)") {
+        for (auto st : {ops::rope_style::NORM, ops::rope_style::NEOX}) {
+            ops::rope_params p;
+            p.style = st;
+            p.factors = factors.data();
+            p.freq_scale = 0.5f;
+            for (int64_t pos : {10, 700, 4000}) {
+                const int64_t dd = pos / 2 + 3;
+                std::vector<float> a = base, b = base;
+                ops::rope_ex(a.data(), n_head, head_dim, n_rot, pos, p);
+                ops::rope_ex(a.data(), n_head, head_dim, n_rot, -dd, p);
+                ops::rope_ex(b.data(), n_head, head_dim, n_rot, pos - dd, p);
+                for (size_t i = 0; i < a.size(); ++i) CHECK(std::fabs(a[i] - b[i]) <= 1e-5f);
+                // and the norm of each pair is kept
+                double n0 = 0.0, n1 = 0.0;
+                for (size_t i = 0; i < a.size(); ++i) {
+                    n0 += double(base[i]) * base[i];
+                    n1 += double(a[i]) * a[i];
+                }
+                CHECK(n1 == doctest::Approx(n0).epsilon(1e-5));
+            }
+        }
+    }
+}
+
+TEST_CASE("qwen2: Q/K/V biases and NEOX rope match the reference forward pass (tied output)") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "qwen2";
+    s.qkv_bias = true;
+    s.tied = true;  // as Qwen2-0.5B
+    s.rms_eps = 1e-6f;
+    s.rope_base = 1000000.0f / 64.0f;
+    s.n_ff = 48;
+    const std::string path = dir + "/qwen2.gguf";
+    auto m = check_model(s, path, 1);
+    CHECK(m->arch == "qwen2");
+    CHECK(m->hp.rope_type == ops::rope_style::NEOX);
+    CHECK(m->output.data == m->tok_embd.data);
+    CHECK(!m->layers[0].bq.empty());
+    CHECK(m->layers[0].bo.empty());
+    CHECK(m->rope().style == ops::rope_style::NEOX);
+
+    // Negative controls: the reference with the wrong rope ordering, or
+    // without the biases, is far off.
+    const weights w = make_weights(s, 1);
+    const auto got = run_prefill(*m, k_tokens, 4);
+    spec norm = s;
+    norm.arch = "llama";  // NORM ordering in ref_forward
+    CHECK(max_diff(got, ref_forward(norm, w, k_tokens)) > WRONG);
+    spec nobias = s;
+    nobias.qkv_bias = false;
+    CHECK(max_diff(got, ref_forward(nobias, w, k_tokens)) > WRONG);
+}
+
+TEST_CASE("llama: head_dim != n_embd / n_head, n_rot < head_dim, rope_freqs, freq_base, output bias") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.n_embd = 24;
+    s.n_head = 4;
+    s.n_head_kv = 1;
+    s.head_dim = 12;  // 4 * 12 = 48 != 24
+    s.n_rot = 8;      // dims 8..11 of each head are not rotated
+    s.rope_base = 500000.0f;
+    s.rope_freqs = true;
+    s.o_bias = true;
+    auto m = check_model(s, dir + "/llama3ish.gguf", 2);
+    CHECK(m->hp.head_dim == 12);
+    CHECK(m->hp.n_rot == 8);
+    CHECK(m->hp.n_embd_q() == 48);
+    CHECK(m->hp.rope_type == ops::rope_style::NORM);
+    CHECK(m->hp.rope_freq_base == 500000.0f);
+    CHECK(!m->rope_freqs.empty());
+    CHECK(m->rope().factors != nullptr);
+    CHECK(m->output.data != m->tok_embd.data);
+
+    // Without the factors the reference is far off.
+    const weights w = make_weights(s, 2);
+    spec nof = s;
+    nof.rope_freqs = false;
+    CHECK(max_diff(run_prefill(*m, k_tokens, 5), ref_forward(nof, w, k_tokens)) > WRONG);
+}
+
+TEST_CASE("llama: linear rope scaling, grouped-query attention, tied output") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.linear_factor = 4.0f;
+    s.tied = true;
+    s.n_head = 8;
+    s.n_head_kv = 2;
+    s.head_dim = 4;
+    s.n_rot = 4;
+    s.n_layer = 3;
+    auto m = check_model(s, dir + "/linear.gguf", 3);
+    CHECK(m->hp.rope_freq_scale == 0.25f);
+    const weights w = make_weights(s, 3);
+    spec unscaled = s;
+    unscaled.linear_factor = 0.0f;
+    CHECK(max_diff(run_prefill(*m, k_tokens, 11), ref_forward(unscaled, w, k_tokens)) > WRONG);
+}
+
+TEST_CASE("qwen2: a batch mixing two sequences (prefill of one, decode of the other) matches the reference") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "qwen2";
+    s.qkv_bias = true;
+    s.rope_freqs = true;
+    const weights w = make_weights(s, 6);
+    write_model(dir + "/q.gguf", s, w);
+    auto m = model::load({dir + "/q.gguf", ""});
+    context_params cp = f32_params(4);
+    cp.n_seq_max = 2;
+    context ctx(*m, cp);
+
+    const std::vector<int32_t> a = {1, 9, 14, 30, 2, 17, 44};
+    const std::vector<int32_t> b = {1, 33, 6, 6, 21};
+    const auto ref_a = ref_forward(s, w, a), ref_b = ref_forward(s, w, b);
+    // Sequence 1 first takes b[0..2] alone; then one batch: the rest of b
+    // (positions 3, 4) after all of a (positions 0..6), every logit kept.
+    std::vector<int32_t> tok(b.begin(), b.begin() + 3), seq(3, 1);
+    batch first;
+    first.n_tokens = 3;
+    first.token = tok.data();
+    first.seq = seq.data();
+    ctx.decode(first);
+    tok = a;
+    tok.insert(tok.end(), b.begin() + 3, b.end());
+    seq.assign(a.size(), 0);
+    seq.insert(seq.end(), 2, 1);
+    std::vector<int8_t> keep(tok.size(), 1);
+    batch both;
+    both.n_tokens = int32_t(tok.size());
+    both.token = tok.data();
+    both.seq = seq.data();
+    both.logits = keep.data();
+    ctx.decode(both);
+    double d = 0.0;
+    for (size_t i = 0; i < tok.size(); ++i) {
+        const float * l = ctx.batch_logits(int32_t(i));
+        REQUIRE(l);
+        const std::vector<double> & r = i < a.size() ? ref_a[i] : ref_b[3 + (i - a.size())];
+        for (int v = 0; v < s.n_vocab; ++v) d = std::max(d, std::fabs(double(l[v]) - r[size_t(v)]));
+    }
+    CHECK(d < TOL);
+}
+
+TEST_CASE("refusals name the architecture, the tensor or the key") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    const weights w = make_weights(s, 4);
+
+    spec other = s;
+    other.arch = "gptneox";
+    write_model(dir + "/neox.gguf", other, w);
+    std::string e = load_error(dir + "/neox.gguf");
+    CHECK_MESSAGE(e.find("neox.gguf") != std::string::npos, e);
+    CHECK_MESSAGE(e.find("architecture 'gptneox' is not supported") != std::string::npos, e);
+    CHECK_MESSAGE(e.find("llama, qwen2") != std::string::npos, e);
+
+    write_model(dir + "/missing.gguf", s, w, "blk.1.ffn_up.weight");
+    e = load_error(dir + "/missing.gguf");
+    CHECK_MESSAGE(e.find("missing.gguf") != std::string::npos, e);
+    CHECK_MESSAGE(e.find("missing tensor 'blk.1.ffn_up.weight'") != std::string::npos, e);
+
+    write_model(dir + "/noembd.gguf", s, w, "token_embd.weight");
+    e = load_error(dir + "/noembd.gguf");
+    CHECK_MESSAGE(e.find("missing tensor 'token_embd.weight'") != std::string::npos, e);
+
+    // Keys are read with the architecture's prefix: a qwen2 file with llama.*
+    // keys misses qwen2.embedding_length.
+    {
+        gguf_writer g;
+        g.set_str("general.architecture", "qwen2");
+        g.set_u32("llama.embedding_length", 32);
+        g.write(dir + "/prefix.gguf");
+        e = load_error(dir + "/prefix.gguf");
+        CHECK_MESSAGE(e.find("missing metadata key qwen2.embedding_length") != std::string::npos, e);
+    }
+
+    // rope_freqs.weight of the wrong length.
+    {
+        gguf_writer g;  // rope_freqs with n_rot entries instead of n_rot / 2
+        spec f = s;
+        weights wf = make_weights(f, 4);
+        write_model(dir + "/base.gguf", f, wf);
+        auto src = gguf_file::open(dir + "/base.gguf");
+        g.copy_metadata(*src);
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        std::vector<float> fr(size_t(f.n_rot), 1.0f);
+        const int64_t ne[1] = {f.n_rot};
+        g.add_tensor("rope_freqs.weight", type::F32, 1, ne, fr.data());
+        g.write(dir + "/freqs.gguf");
+        e = load_error(dir + "/freqs.gguf");
+        CHECK_MESSAGE(e.find("freqs.gguf") != std::string::npos, e);
+        CHECK_MESSAGE(e.find("rope_freqs.weight") != std::string::npos, e);
+        CHECK_MESSAGE(e.find("expected (4)") != std::string::npos, e);
+    }
+    // A bias of the wrong length names the tensor.
+    {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/base.gguf");
+        g.copy_metadata(*src);
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        std::vector<float> b(7, 0.0f);
+        const int64_t ne[1] = {7};
+        g.add_tensor("blk.0.attn_k.bias", type::F32, 1, ne, b.data());
+        g.write(dir + "/bias.gguf");
+        e = load_error(dir + "/bias.gguf");
+        CHECK_MESSAGE(e.find("'blk.0.attn_k.bias' has shape (7)") != std::string::npos, e);
+    }
+    // Biases must be f32.
+    {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/base.gguf");
+        g.copy_metadata(*src);
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        std::vector<uint16_t> b(size_t(s.n_head * s.head_dim), 0);
+        const int64_t ne[1] = {s.n_head * s.head_dim};
+        g.add_tensor("blk.0.attn_q.bias", type::F16, 1, ne, b.data());
+        g.write(dir + "/f16bias.gguf");
+        e = load_error(dir + "/f16bias.gguf");
+        CHECK_MESSAGE(e.find("blk.0.attn_q.bias must be f32 (is f16)") != std::string::npos, e);
+    }
+    // A tensor of a variant the loader does not know is refused, not ignored.
+    {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/base.gguf");
+        g.copy_metadata(*src);
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        std::vector<float> b(size_t(s.n_ff), 0.0f);
+        const int64_t ne[1] = {s.n_ff};
+        g.add_tensor("blk.1.ffn_up.bias", type::F32, 1, ne, b.data());
+        g.write(dir + "/extra.gguf");
+        e = load_error(dir + "/extra.gguf");
+        CHECK_MESSAGE(e.find("extra.gguf") != std::string::npos, e);
+        CHECK_MESSAGE(e.find("tensor 'blk.1.ffn_up.bias' is not used by architecture 'llama'") != std::string::npos, e);
+        // and the same file without it loads
+        CHECK_NOTHROW(model::load({dir + "/base.gguf", ""}));
+    }
+    // Rope scaling types other than none and linear.
+    {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/base.gguf");
+        g.copy_metadata(*src);
+        g.set_str("llama.rope.scaling.type", "yarn");
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        g.write(dir + "/yarn.gguf");
+        e = load_error(dir + "/yarn.gguf");
+        CHECK_MESSAGE(e.find("llama.rope.scaling.type 'yarn' is not supported") != std::string::npos, e);
+    }
+}
+
+TEST_CASE("profile: per op type and per layer when enabled, nothing when disabled") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "qwen2";
+    s.qkv_bias = true;
+    s.n_layer = 3;
+    write_model(dir + "/p.gguf", s, make_weights(s, 5));
+    auto m = model::load({dir + "/p.gguf", ""});
+
+    profile::enable(false);
+    profile::reset();
+    run_prefill(*m, k_tokens, 4);
+    {
+        const profile::report r = profile::snapshot();
+        CHECK(r.total_ns() == 0);
+        CHECK(r.op_calls[int(profile::op::MATMUL)] == 0);
+        CHECK(r.layer_ns.empty());
+    }
+
+    profile::enable(true);
+    run_prefill(*m, k_tokens, 4);  // 3 chunks
+    profile::enable(false);
+    const profile::report r = profile::snapshot();
+    using profile::op;
+    CHECK(r.op_ns[int(op::MATMUL)] > 0);
+    CHECK(r.op_calls[int(op::MATMUL)] == 3 * s.n_layer * 4);  // per chunk and layer: QKV, O, gate+up, down
+    CHECK(r.op_calls[int(op::GET_ROWS)] == 3);
+    CHECK(r.op_calls[int(op::OUTPUT)] == 3);                    // every chunk keeps logits here
+    CHECK(r.op_calls[int(op::BIAS)] == 3 * s.n_layer);
+    CHECK(r.op_calls[int(op::ROPE)] == 3 * s.n_layer);
+    CHECK(r.op_calls[int(op::ATTENTION)] == 3 * s.n_layer);
+    REQUIRE(r.layer_ns.size() == size_t(s.n_layer));
+    for (size_t l = 0; l < r.layer_ns.size(); ++l) {
+        CHECK(r.layer_ns[l] > 0);
+        CHECK(r.layer_calls[l] > 0);
+    }
+    int64_t layers = 0;
+    for (int64_t v : r.layer_ns) layers += v;
+    CHECK(layers < r.total_ns());  // get_rows and output are outside the layers
+
+    // Recording stops when disabled.
+    run_prefill(*m, k_tokens, 4);
+    CHECK(profile::snapshot().total_ns() == r.total_ns());
+
+    const std::string out = dir + "/profile.txt";
+    std::FILE * f = std::fopen(out.c_str(), "w");
+    REQUIRE(f);
+    profile::print(f);
+    std::fclose(f);
+    const std::string text = test::read_file(out);
+    CHECK_MESSAGE(text.find("matmul") != std::string::npos, text);
+    CHECK_MESSAGE(text.find("attention") != std::string::npos, text);
+    CHECK_MESSAGE(text.find("layer") != std::string::npos, text);
+    CHECK_MESSAGE(text.find("\n  2 ") != std::string::npos, text);  // the last layer's row
+    profile::reset();
+    CHECK(profile::snapshot().total_ns() == 0);
+}
