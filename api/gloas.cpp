@@ -259,6 +259,7 @@ gloas_context_params gloas_context_default_params(void) {
     p.kv_capacity_bytes = uint64_t(4) << 30;
     p.kv_policy = GLOAS_EVICT_LRU;
     p.sparse_ratio = 1.0f;
+    p.ctx_slide = 0;
     return p;
 }
 
@@ -286,6 +287,7 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
             fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_policy %d is not a GLOAS_EVICT_* value", p.kv_policy));
         cp.kv.policy = evict_policy(p.kv_policy);
         cp.sparse.ratio = p.sparse_ratio;
+        cp.slide.on = p.ctx_slide != 0;
         auto c = std::make_unique<gloas_context>();
         c->model = model;
         c->ctx = std::make_unique<context>(*model->m, cp);
@@ -438,7 +440,7 @@ gloas_status gloas_generate(gloas_context * ctx, const char * prompt, const gloa
         std::vector<int32_t> seqv(toks.size(), s);
         int32_t prev = c.seq_n_past(s) > 0 ? c.seq_tokens(s).back() : -1;
         if (!toks.empty()) {
-            if (c.seq_n_past(s) + int64_t(toks.size()) > c.n_ctx())
+            if (!c.slides() && c.seq_n_past(s) + int64_t(toks.size()) > c.n_ctx())
                 fail(GLOAS_ERR_CONTEXT_FULL, format("gloas_generate: the prompt is %zu tokens, sequence %d holds %d of "
                                                     "a context of %d", toks.size(), s, c.seq_n_past(s), c.n_ctx()));
             batch b;
@@ -463,7 +465,7 @@ gloas_status gloas_generate(gloas_context * ctx, const char * prompt, const gloa
             prev = tok;
             if (callback && callback(tok, piece.data(), piece.size(), user_data) != 0)
                 fail(GLOAS_ERR_CANCELLED, "gloas_generate: stopped by the token callback");
-            if (n_gen == p.n_predict || c.seq_n_past(s) >= c.n_ctx()) break;
+            if (n_gen == p.n_predict || (!c.slides() && c.seq_n_past(s) >= c.n_ctx())) break;
             batch b;
             b.n_tokens = 1;
             b.token = &tok;

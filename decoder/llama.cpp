@@ -2,11 +2,23 @@
 
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tensor/profile.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace gloas {
+
+namespace {
+
+// y (n, width) += b (width) per row; nothing when b is empty (no bias).
+void add_bias(float * y, const tensor & b, int32_t n, int64_t width) {
+    if (b.empty()) return;
+    const float * bb = static_cast<const float *>(b.data);
+    for (int32_t t = 0; t < n; ++t) ops::add(y + t * width, bb, width);
+}
+
+} // namespace
 
 context::context(const model & m, const context_params & p) : m_(m) {
     const hparams & hp = m.hp;
@@ -38,12 +50,15 @@ context::context(const model & m, const context_params & p) : m_(m) {
     for (sequence & sq : seqs_) {
         sq.kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
         sq.kv->set_sparse(p.sparse);
+        sq.kv->set_slide(p.slide);
+        store_->add_fixed_ram(sq.kv->ram_bytes());  // counted against the store's RAM budget
     }
 
     const size_t U = size_t(n_ubatch_);
     x_.resize(U * size_t(hp.n_embd));
     xb_.resize(U * size_t(hp.n_embd));
     q_.resize(U * size_t(hp.n_embd_q()));
+    if (p.slide.on) q_sink_.resize(U * size_t(hp.n_embd_q()));
     k_.resize(U * size_t(hp.n_embd_kv()));
     v_.resize(U * size_t(hp.n_embd_kv()));
     att_.resize(U * size_t(hp.n_embd_q()));
@@ -83,7 +98,8 @@ const float * context::eval_prompt(const int32_t * tokens, int32_t n) {
     if (n <= 0) throw error("eval: no tokens");
     sequence & sq = seqs_[0];
     if (sq.n_past != 0) throw error("eval_prompt: the context is not empty");
-    if (n > n_ctx_) throw context_full_error(format("the prompt is %d tokens but the context holds %d", n, n_ctx_));
+    if (n > n_ctx_ && !slides())
+        throw context_full_error(format("the prompt is %d tokens but the context holds %d", n, n_ctx_));
     check_tokens(tokens, n);
     store_->flush();  // pages published by earlier evaluations become findable
     n_reused_ = sq.kv->reuse_prefix(tokens, n);
@@ -97,7 +113,7 @@ const float * context::eval(const int32_t * tokens, int32_t n) { return eval(tok
 const float * context::eval(const int32_t * tokens, int32_t n, const logits_fn & on_logits) {
     if (n <= 0) throw error("eval: no tokens");
     sequence & sq = seqs_[0];
-    if (sq.n_past + int64_t(n) > n_ctx_)
+    if (sq.n_past + int64_t(n) > (slides() ? int64_t(INT32_MAX) : int64_t(n_ctx_)))
         throw context_full_error(format("context full: %d positions used, %d more requested, context size is %d",
                                         sq.n_past, n, n_ctx_));
     check_tokens(tokens, n);
@@ -147,7 +163,7 @@ void context::decode(const batch & b) {
         if (b.pos && b.pos[i] != expect)
             throw error(format("decode: token %d of sequence %d is at position %d; the sequence continues at %d",
                                i, s, b.pos[i], expect));
-        if (expect >= n_ctx_)
+        if (expect >= (slides() ? INT32_MAX : n_ctx_))
             throw context_full_error(format("context full: sequence %d would reach position %d, context size is %d",
                                             s, expect, n_ctx_));
         b_next_[size_t(s)] = expect + 1;
@@ -227,7 +243,7 @@ const float * context::batch_logits(int32_t i) const {
 
 const float * context::seq_restore(int32_t s, const int32_t * tokens, int32_t n) {
     GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
-    if (n > n_ctx_)
+    if (n > n_ctx_ && !slides())
         throw context_full_error(format("the sequence is %d tokens but the context holds %d", n, n_ctx_));
     check_tokens(tokens, n);
     seq_clear(s);
@@ -270,11 +286,16 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
     const hparams & hp = m_.hp;
     const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff;
     const float scale = 1.0f / std::sqrt(float(hp.head_dim));
+    const ops::rope_params rope = m_.rope();
     float * x = x_.data();
     float * xb = xb_.data();
     void * work = work_.data();
+    using profile::op;  // profile::timer pt(op, layer) times its scope when --profile is on
 
-    for (int32_t t = 0; t < n; ++t) ops::get_row(m_.tok_embd, tokens[t], x + t * E);
+    {
+        profile::timer pt(op::GET_ROWS);
+        for (int32_t t = 0; t < n; ++t) ops::get_row(m_.tok_embd, tokens[t], x + t * E);
+    }
 
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const layer_weights & l = m_.layers[size_t(il)];
@@ -283,31 +304,67 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
 
         // attention: the projections take every token; rope, K/V and
         // attention go to each token's sequence at its position.
-        for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, attn_norm, E, hp.rms_eps);
-        ops::matmul(l.wq, xb, n, q_.data(), work);
-        ops::matmul(l.wk, xb, n, k_.data(), work);
-        ops::matmul(l.wv, xb, n, v_.data(), work);
+        {
+            profile::timer pt(op::RMSNORM, il);
+            for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, attn_norm, E, hp.rms_eps);
+        }
+        {
+            // one parallel region for the three (one for each type in K-quant mixes)
+            profile::timer pt(op::MATMUL, il);
+            const tensor * w[3] = {&l.wq, &l.wk, &l.wv};
+            float * y[3] = {q_.data(), k_.data(), v_.data()};
+            ops::matmul_n(w, y, 3, xb, n, work);
+        }
+        if (!l.bq.empty() || !l.bk.empty() || !l.bv.empty()) {
+            profile::timer pt(op::BIAS, il);
+            add_bias(q_.data(), l.bq, n, Q);
+            add_bias(k_.data(), l.bk, n, KV);
+            add_bias(v_.data(), l.bv, n, KV);
+        }
         for (int32_t r = 0; r < n_runs; ++r) {
             const run & ru = runs[r];
-            for (int32_t t = ru.start; t < ru.start + ru.n; ++t) {
-                const int32_t pos = ru.pos0 + (t - ru.start);
-                ops::rope(q_.data() + t * Q, hp.n_head, hp.head_dim, hp.n_rot, pos, hp.rope_freq_base);
-                ops::rope(k_.data() + t * KV, hp.n_head_kv, hp.head_dim, hp.n_rot, pos, hp.rope_freq_base);
-            }
             kv_sequence & kv = *seqs_[size_t(ru.seq)].kv;
-            kv.store(il, ru.pos0, ru.n, k_.data() + ru.start * KV, v_.data() + ru.start * KV);
-            kv.attend(il, ru.pos0, ru.n, q_.data() + ru.start * Q, att_.data() + ru.start * Q, scale);
+            // Past a slide, the attention sinks are read by a copy of q
+            // rotated at the logical position pos - shift (kv-sequence.h).
+            const bool slid = kv.slide_shift(ru.pos0 + ru.n - 1) > 0;
+            {
+                profile::timer pt(op::ROPE, il);
+                for (int32_t t = ru.start; t < ru.start + ru.n; ++t) {
+                    const int32_t pos = ru.pos0 + (t - ru.start);
+                    if (const int32_t shift = kv.slide_shift(pos); shift > 0) {
+                        float * qk = q_sink_.data() + t * Q;
+                        std::copy(q_.data() + t * Q, q_.data() + (t + 1) * Q, qk);
+                        ops::rope_ex(qk, hp.n_head, hp.head_dim, hp.n_rot, pos - shift, rope);
+                    }
+                    ops::rope_ex(q_.data() + t * Q, hp.n_head, hp.head_dim, hp.n_rot, pos, rope);
+                    ops::rope_ex(k_.data() + t * KV, hp.n_head_kv, hp.head_dim, hp.n_rot, pos, rope);
+                }
+            }
+            { profile::timer pt(op::KV_STORE, il); kv.store(il, ru.pos0, ru.n, k_.data() + ru.start * KV, v_.data() + ru.start * KV); }
+            {
+                profile::timer pt(op::ATTENTION, il);
+                kv.attend(il, ru.pos0, ru.n, q_.data() + ru.start * Q, slid ? q_sink_.data() + ru.start * Q : nullptr,
+                          att_.data() + ru.start * Q, scale);
+            }
         }
-        ops::matmul(l.wo, att_.data(), n, xb, work);
-        ops::add(x, xb, int64_t(n) * E);
+        { profile::timer pt(op::MATMUL, il); ops::matmul(l.wo, att_.data(), n, xb, work); }
+        if (!l.bo.empty()) { profile::timer pt(op::BIAS, il); add_bias(xb, l.bo, n, E); }
+        { profile::timer pt(op::ADD, il); ops::add(x, xb, int64_t(n) * E); }
 
         // feed-forward
-        for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, ffn_norm, E, hp.rms_eps);
-        ops::matmul(l.ffn_gate, xb, n, hb_.data(), work);
-        ops::matmul(l.ffn_up, xb, n, hb2_.data(), work);
-        ops::silu_mul(hb_.data(), hb_.data(), hb2_.data(), int64_t(n) * F);
-        ops::matmul(l.ffn_down, hb_.data(), n, xb, work);
-        ops::add(x, xb, int64_t(n) * E);
+        {
+            profile::timer pt(op::RMSNORM, il);
+            for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, ffn_norm, E, hp.rms_eps);
+        }
+        {
+            profile::timer pt(op::MATMUL, il);
+            const tensor * w[2] = {&l.ffn_gate, &l.ffn_up};
+            float * y[2] = {hb_.data(), hb2_.data()};
+            ops::matmul_n(w, y, 2, xb, n, work);
+        }
+        { profile::timer pt(op::FFN_ACT, il); ops::silu_mul(hb_.data(), hb_.data(), hb2_.data(), int64_t(n) * F); }
+        { profile::timer pt(op::MATMUL, il); ops::matmul(l.ffn_down, hb_.data(), n, xb, work); }
+        { profile::timer pt(op::ADD, il); ops::add(x, xb, int64_t(n) * E); }
     }
 
     for (int32_t r = 0; r < n_runs; ++r) {
@@ -320,6 +377,7 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
 
     // Only the rows asked for go through the output projection.
     if (n_rows == 0) return;
+    profile::timer pt(op::OUTPUT);
     const float * out_norm = static_cast<const float *>(m_.output_norm.data);
     for (int32_t k = 0; k < n_rows; ++k) ops::rmsnorm(xb + k * E, x + int64_t(rows[k]) * E, out_norm, E, hp.rms_eps);
     ops::matmul(m_.output, xb, n_rows, out, work);

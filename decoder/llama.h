@@ -34,6 +34,11 @@ struct context_params {
     int32_t n_threads = 0;   // 0: all hardware threads
     kv_store_params kv;      // K/V pages: type, page size, folder, capacity, policy
     sparse_params sparse;    // sparse decode attention (ratio 1: dense)
+    // Past n_ctx positions: off, eval/decode throw context_full_error; on,
+    // each sequence keeps its first sink_pages pages and slides a window over
+    // the rest (StreamingLLM; kv-sequence.h), so positions grow without bound
+    // while at most n_ctx of them are attended. Needs n_ctx >= (sink_pages + 2) * page_tokens.
+    slide_params slide;
     int32_t n_seq_max = 1;   // sequences the context holds, ids [0, n_seq_max)
 };
 
@@ -49,7 +54,8 @@ struct context_full_error : error {
 // Preconditions checked by decode (gloas::error otherwise, nothing changed):
 // token ids in the vocabulary, sequence ids in [0, n_seq_max), the tokens of
 // one sequence contiguous in the batch at consecutive positions starting at
-// that sequence's n_past, and every position below n_ctx.
+// that sequence's n_past, and every position below n_ctx (unless the context
+// slides).
 struct batch {
     int32_t n_tokens = 0;
     const int32_t * token = nullptr;  // (n_tokens)
@@ -70,7 +76,8 @@ public:
 
     // Evaluates `n` tokens at positions [n_past, n_past + n) and returns the
     // logits (n_vocab) of the last one. Throws gloas::error for token ids out of
-    // range or when the context would overflow; nothing is changed then.
+    // range or when the context would overflow (never when it slides);
+    // nothing is changed then.
     const float * eval(const int32_t * tokens, int32_t n);
 
     // Like eval, and also hands the logits (n_vocab) of every token, in order,
@@ -87,6 +94,8 @@ public:
 
     int32_t n_past() const { return seqs_[0].n_past; }
     int32_t n_ctx() const { return n_ctx_; }
+    // Whether sequences slide past n_ctx positions (context_params::slide).
+    bool slides() const { return seqs_[0].kv->slide().on; }
     const model & get_model() const { return m_; }
     const kv_sequence & kv() const { return *seqs_[0].kv; }
     kv_store & store() { return *store_; }
@@ -166,6 +175,7 @@ private:
     std::vector<float> x_;       // (n_ubatch, n_embd)  residual stream
     std::vector<float> xb_;      // (n_ubatch, n_embd)  normed input / output projections
     std::vector<float> q_;       // (n_ubatch, n_embd_q)
+    std::vector<float> q_sink_;  // (n_ubatch, n_embd_q) q rotated at logical positions; empty unless sliding
     std::vector<float> k_;       // (n_ubatch, n_embd_kv)
     std::vector<float> v_;       // (n_ubatch, n_embd_kv)
     std::vector<float> att_;     // (n_ubatch, n_embd_q)

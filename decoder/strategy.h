@@ -1,8 +1,10 @@
 // Memory strategies: the K/V configurations users choose between.
 //
-//   SPEED       F16 pages, dense attention
-//   BALANCED    Q8_0 pages, dense attention
-//   AGGRESSIVE  Q4_0 pages, sparse decode attention (ratio 0.1)
+//   SPEED       F16 pages, dense attention, no RAM budget
+//   BALANCED    Q8_0 pages, dense attention, no RAM budget
+//   AGGRESSIVE  Q4_0 pages, sparse decode attention (ratio 0.1), K/V RAM
+//               budget AGGRESSIVE_KV_RAM_BYTES (kv_store_params::ram_bytes):
+//               the page file holds what does not fit
 //   AUTO        one of the above from the model, the context wanted and the
 //               memory available (choose_strategy)
 //
@@ -22,7 +24,11 @@ enum class memory_strategy { SPEED, BALANCED, AGGRESSIVE, AUTO };
 const char * memory_strategy_name(memory_strategy s);
 bool memory_strategy_from_name(const char * name, memory_strategy * out);
 
-// Sets the K/V type and sparse ratio of `p` for a concrete strategy.
+// Resident K/V bound of AGGRESSIVE: page-file pages mapped plus the
+// sequences' fixed buffers (kv-store.h).
+constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(64) << 20;
+
+// Sets the K/V type, sparse ratio and K/V RAM budget of `p` for a concrete strategy.
 void apply_strategy(memory_strategy s, context_params & p);
 
 // Picks SPEED, BALANCED or AGGRESSIVE for `m` with `n_ctx` positions when

@@ -152,6 +152,11 @@ typedef struct gloas_context_params {
     uint64_t kv_capacity_bytes; /* bound on the bytes of stored pages */
     int32_t kv_policy;          /* GLOAS_EVICT_* */
     float sparse_ratio;         /* share of pages a decoded token attends to; 1: dense */
+    int32_t ctx_slide;          /* non-zero: a sequence reaching n_ctx positions keeps its first
+                                   K/V page and slides a window over the latest ones
+                                   (StreamingLLM) instead of failing with CONTEXT_FULL;
+                                   n_ctx must hold the sink page and two more pages;
+                                   gloas_seq_restore still takes at most n_ctx tokens */
 } gloas_context_params;
 
 GLOAS_API gloas_context_params gloas_context_default_params(void);

@@ -18,6 +18,22 @@
 // and attends only to the top `ratio` of pages plus the first pages
 // (attention sinks) and the most recent ones. The first `dense_layers`
 // layers and all prefill stay dense; ratio 1 is exactly dense.
+//
+// Sliding window (StreamingLLM), opt-in: past n_ctx positions the sequence
+// keeps its first `sink_pages` pages (attention sinks) and a window of the
+// most recent pages, dropping whole pages in between. A query at absolute
+// position p sees the d(p) pages after the sinks dropped, where
+//   d(p) = max(0, ceil((p + 1 - n_ctx) / P)),
+// so it sees at most n_ctx positions, and so does the sequence between
+// evaluations (within one chunk it holds up to n_ctx + chunk positions: each
+// token of a chunk attends its own window, which makes the results
+// independent of chunking, as above). Keys stay as stored, rotated at their
+// absolute positions: the window keeps its relative distances, and the sinks
+// are read with a second query rotated at the logical position p - D(p),
+// D(p) = d(p) * P (slide_shift), as if the dropped tokens had never been.
+// Pages that hold a position past n_ctx (built from a slid window) are never
+// published to the prefix index: a later prompt cannot take them for the
+// unslid K/V of their tokens. Dropped pages are released to the store.
 #pragma once
 
 #include "kvcache/kv-cache.h"
@@ -36,6 +52,11 @@ struct sparse_params {
     int32_t dense_layers = 2;    // layers kept dense
 };
 
+struct slide_params {
+    bool on = false;             // past n_ctx: slide a window (off: the sequence is full)
+    int32_t sink_pages = 1;      // leading pages kept as attention sinks (0: a plain window)
+};
+
 class kv_sequence final : public kv_cache {
 public:
     // max_chunk: the most tokens a single store/attend call carries.
@@ -46,6 +67,9 @@ public:
 
     void store(int32_t il, int32_t pos0, int32_t n_tok, const float * k, const float * v) override;
     void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) override;
+    void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, const float * q_sink, float * out,
+                float scale) override;
+    int32_t slide_shift(int32_t pos) const override;
     void commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) override;
     int32_t reuse_prefix(const int32_t * tokens, int32_t n_tok) override;
     void clear() override;
@@ -53,12 +77,23 @@ public:
 
     void set_sparse(const sparse_params & sp) { sparse_ = sp; }
     const sparse_params & sparse() const { return sparse_; }
+    // Throws gloas::error if the window cannot hold the sinks and two pages
+    // (n_ctx < (sink_pages + 2) * P). Set before the first token.
+    void set_slide(const slide_params & sl);
+    const slide_params & slide() const { return slide_; }
+    // Pages dropped so far between the sinks and the window.
+    int32_t n_dropped() const { return n_dropped_; }
+    // Positions the held pages cover (at most n_ctx between evaluations).
+    int32_t n_held() const;
     // Sealed-page reads by attention (one per page, layer and KV head) since creation.
     uint64_t page_reads() const { return page_reads_.load(); }
-    // Key bounds of page j: kmin, kmax (head_dim) of `layer`, `kv_head`.
+    // Key bounds of sealed page j (absolute page number, held): kmin, kmax
+    // (head_dim) of `layer`, `kv_head`.
     const float * key_min(int32_t j, int32_t layer, int32_t kv_head) const;
     const float * key_max(int32_t j, int32_t layer, int32_t kv_head) const { return key_min(j, layer, kv_head) + g_.head_dim; }
 
+    // Pages held, in increasing position order: the sinks, then the window
+    // (page j holds positions [j*P, (j+1)*P) until a slide drops some).
     int32_t n_pages() const { return int32_t(pages_.size()); }
     const page_ref & page(int32_t j) const { return pages_[size_t(j)].ref; }
 
@@ -67,13 +102,22 @@ private:
         page_ref ref;
         bool published = false;  // handed to the store (or reused from it)
     };
+    // Pages dropped as seen by a query at position p: d(p) above.
+    int32_t drop_pages(int64_t p) const;
+    // Index in pages_ of held absolute page a.
+    size_t held(int64_t a) const { return size_t(a < slide_.sink_pages ? a : a - n_dropped_); }
+    // Summary slot of held absolute page a.
+    size_t summary_slot(int64_t a) const;
+    void alloc(size_t max_pages);
     float * staging(int64_t page);
     void quantize_layer(int64_t page, int32_t il);
     void summarize(int64_t page, int32_t il);
-    // Pages [0, cur) to attend for one query of KV head h: all of them, or in
-    // decode the sparse selection; in increasing order. Returns the count.
-    int32_t select_pages(int32_t il, int32_t h, int64_t cur, bool decode, const float * qs, int32_t group,
-                         float * score, int32_t * out) const;
+    // Sealed pages to attend for one query of KV head h, as absolute page
+    // numbers in increasing order: pages [0, cur) less the `drop` after the
+    // sinks, all of them or in decode the sparse selection. qs scores the
+    // window pages, qk the slide's sink pages. Returns the count.
+    int32_t select_pages(int32_t il, int32_t h, int64_t cur, int32_t drop, bool decode, const float * qs,
+                         const float * qk, int32_t group, float * score, int32_t * out) const;
 
     kv_store & st_;
     page_geometry pg_;
@@ -89,8 +133,10 @@ private:
     size_t scratch_item_ = 0;            // floats per item
     size_t max_pages_ = 0;               // pages a sequence can hold
     std::vector<int32_t> selected_;      // per (token, kv head): selected pages
-    std::vector<float> summaries_;       // (pages, n_layer, n_head_kv, 2, head_dim) key min/max
+    std::vector<float> summaries_;       // (max_pages, n_layer, n_head_kv, 2, head_dim) key min/max, by summary_slot
     sparse_params sparse_;
+    slide_params slide_;
+    int32_t n_dropped_ = 0;              // pages dropped after the sinks (absolute page = index + n_dropped_ past them)
     std::atomic<uint64_t> page_reads_{0};
 };
 

@@ -39,6 +39,16 @@ kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t 
     o.max_slots = table_slots(p.capacity_bytes, g.page_bytes(p.kv_type));
     file_ = page_file::open(o, &notices_);
     policy_ = make_eviction_policy(p.policy, p.capacity_bytes, p.compressed_share);
+    if (p.ram_bytes > 0) {
+        // Recency of every slot, for the budget's trims only.
+        n_stamps_ = file_->max_slots();
+        stamps_.reset(new std::atomic<uint32_t>[size_t(n_stamps_)]);
+        for (uint64_t i = 0; i < n_stamps_; ++i) stamps_[size_t(i)].store(0, std::memory_order_relaxed);
+    }
+    if (p.ram_bytes > 0 && !file_->persistent())
+        notices_ += format("K/V RAM budget %.1f MiB: the pages are in memory only (no page file), so the budget "
+                           "bounds this process's mapping of them while the in-memory file still holds them all\n",
+                           double(p.ram_bytes) / 1048576.0);
     {
         std::lock_guard<std::mutex> lk(mu_);
         file_->lock_table();
@@ -403,9 +413,142 @@ void kv_store::writer_loop() {
         h.generation++;
         seen_generation_ = h.generation;
         file_->unlock_table();
+        if (p_.ram_bytes > 0 && file_->persistent()) {
+            // Clean pages in the page cache are the warm tier the kernel may reclaim.
+            lk.unlock();
+            file_->start_writeback(uint64_t(j.slot), page_bytes());
+            lk.lock();
+        }
         busy_--;
         if (jobs_.empty() && busy_ == 0) cv_done_.notify_all();
     }
+}
+
+void kv_store::add_fixed_ram(size_t bytes) {
+    std::lock_guard<std::mutex> lk(mu_);
+    fixed_ram_ += bytes;
+    if (p_.ram_bytes > 0 && fixed_ram_ >= p_.ram_bytes && !budget_noticed_) {
+        budget_noticed_ = true;
+        notices_ += format("K/V RAM budget %.2f MiB is below the %.2f MiB of the sequences' fixed buffers (open pages, "
+                           "scratch, page summaries; raise it, or lower -b / -c): only pages being written stay mapped\n",
+                           double(p_.ram_bytes) / 1048576.0, double(fixed_ram_) / 1048576.0);
+    }
+}
+
+size_t kv_store::resident_bytes() {
+    std::lock_guard<std::mutex> lk(mu_);
+    bool exact = false;
+    size_t first = 0;
+    const size_t n = resident_locked(&exact, &first);
+    return exact ? n : file_->mapped_rss_bytes();
+}
+
+// Resident bytes of the header and the used part of the slot table, and of
+// the used slots' data, each with the 64 KiB around it that the kernel's
+// fault-around may map; present_ is left holding the flags of the second
+// range, from OS page *first on. *exact: false when pagemap could not be read.
+size_t kv_store::resident_locked(bool * exact, size_t * first) {
+    const size_t os = page_file::os_page_bytes();
+    const uint64_t n_slots = std::min<uint64_t>(file_->header().slots_used, file_->max_slots());
+    const size_t data0 = file_->data_offset();
+    const size_t table_end = std::min(data0, (size_t(file_->header().table_offset) + size_t(n_slots) * sizeof(slot_entry) +
+                                              2 * 65536) / 65536 * 65536);
+    const size_t begin = std::max(table_end, data0 > 65536 ? data0 - 65536 : size_t(0));
+    size_t n = 0;
+    *exact = file_->resident_pages(0, table_end, present_);
+    for (uint8_t b : present_) n += b;
+    *first = begin / os;
+    *exact = file_->resident_pages(begin, data0 + size_t(n_slots) * file_->slot_stride(), present_) && *exact;
+    for (uint8_t b : present_) n += b;
+    return n * os;
+}
+
+void kv_store::trim() {
+    if (p_.ram_bytes == 0) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    // Touches from here on belong to the next pass.
+    epoch_.fetch_add(1, std::memory_order_relaxed);
+    const size_t os = page_file::os_page_bytes();
+    const size_t stride = file_->slot_stride();
+    const size_t data0 = file_->data_offset();
+    const uint64_t n_slots = std::min<uint64_t>(file_->header().slots_used, file_->max_slots());
+    bool exact = false;
+    size_t first = 0;  // OS page of present_[0]
+    size_t resident = resident_locked(&exact, &first);
+    if (!exact) resident = file_->mapped_rss_bytes();
+    m_.resident_peak = std::max(m_.resident_peak, resident);
+    const size_t budget = p_.ram_bytes > fixed_ram_ ? p_.ram_bytes - fixed_ram_ : 0;
+    if (resident <= budget) return;
+
+    // Slots being written (ours claimed and unpublished, or another
+    // process's) keep their mapping, and so do the OS pages they share.
+    auto writing = [&](uint64_t s) { return s < n_slots && file_->entry(s).state == uint32_t(slot_state::WRITING); };
+    // OS pages [lo, hi) a slot's data overlaps.
+    auto pages_of = [&](uint64_t s, size_t & lo, size_t & hi) {
+        lo = (data0 + size_t(s) * stride) / os;
+        hi = (data0 + size_t(s + 1) * stride + os - 1) / os;
+    };
+    candidates_.clear();
+    for (uint64_t s = 0; s < n_slots; ++s) {
+        if (writing(s)) continue;
+        size_t lo, hi;
+        pages_of(s, lo, hi);
+        bool any = !exact;
+        for (size_t i = lo; i < hi && i - first < present_.size() && !any; ++i) any = present_[i - first] != 0;
+        if (any) candidates_.push_back({stamps_[size_t(s)].load(std::memory_order_relaxed), int64_t(s)});
+    }
+    // Least recently touched first; this pass's own pages last.
+    std::sort(candidates_.begin(), candidates_.end(), [](const trim_candidate & a, const trim_candidate & b) {
+        return a.stamp != b.stamp ? a.stamp < b.stamp : a.slot < b.slot;
+    });
+    size_t over = resident - budget;
+    {
+        // Slot-table pages past the used entries (mapped by fault-around
+        // next to the first slots' data) hold nothing yet.
+        const size_t unused = (size_t(file_->header().table_offset) + size_t(n_slots) * sizeof(slot_entry) + os - 1) / os * os;
+        if (unused < data0) {
+            file_->unmap_bytes(unused, data0 - unused);
+            for (size_t i = std::max(first, unused / os); i < data0 / os && i - first < present_.size(); ++i) {
+                over -= std::min(over, present_[i - first] * os);
+                present_[i - first] = 0;
+            }
+        }
+    }
+    for (const trim_candidate & c : candidates_) {
+        if (over == 0) break;
+        const uint64_t s = uint64_t(c.slot);
+        const bool keep_before = s > 0 && writing(s - 1);
+        const bool keep_after = writing(s + 1);
+        size_t lo, hi;
+        pages_of(s, lo, hi);
+        // Pages the unmapping covers: shared edge pages only when the neighbour allows.
+        if (keep_before && (data0 + size_t(s) * stride) % os != 0) ++lo;
+        if (keep_after && (data0 + size_t(s + 1) * stride) % os != 0) --hi;
+        size_t freed = 0;
+        if (exact) {
+            for (size_t i = lo; i < hi && i - first < present_.size(); ++i) {
+                freed += present_[i - first];
+                present_[i - first] = 0;
+            }
+        } else {
+            freed = hi > lo ? hi - lo : 0;
+        }
+        chosen_.push_back(c.slot);
+        over -= std::min(over, freed * os);
+    }
+    // One madvise per run of adjacent slots: each call flushes the TLBs of
+    // every thread of the process.
+    std::sort(chosen_.begin(), chosen_.end());
+    for (size_t i = 0; i < chosen_.size();) {
+        size_t j = i + 1;
+        while (j < chosen_.size() && chosen_[j] == chosen_[j - 1] + 1) ++j;
+        const uint64_t a = uint64_t(chosen_[i]), n = uint64_t(j - i);
+        file_->unmap_slots(a, n, a > 0 && writing(a - 1), writing(a + n));
+        i = j;
+    }
+    m_.slots_unmapped += chosen_.size();
+    chosen_.clear();
+    m_.ram_trims++;
 }
 
 size_t kv_store::stored_bytes() {

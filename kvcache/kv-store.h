@@ -9,13 +9,37 @@
 //
 // Thread safety: one thread drives the store (the decoder's); a background
 // writer thread publishes full pages (checksum + slot table) off the decode
-// path, and its queue is drained by flush().
+// path, and its queue is drained by flush(). touch() may be called from any
+// thread (the decoder's OpenMP workers).
+//
+// RAM budget (kv_store_params::ram_bytes, --kv-ram). Tiers: hot = page-file
+// pages mapped in this process (plus the sequences' fixed buffers: open pages
+// in F32, scratch, page summaries); warm = the OS page cache; cold = the file
+// on disk. "Resident" is the hot tier: OS pages of the page-file mapping
+// present in this process's page tables (its Rss in /proc/self/smaps, read
+// exactly from /proc/self/pagemap), plus the fixed bytes the sequences
+// registered (add_fixed_ram). After each forward pass (kv_sequence::commit)
+// trim() unmaps (MADV_DONTNEED) whole slots, least recently touched first,
+// until that sum is within the budget; between trims a pass maps what it reads
+// (and the kernel's fault-around maps up to 64 KiB around each read), so the
+// budget holds at pass boundaries and resident_peak records how far a pass
+// went. A budget below what one pass maps makes every pass unmap and fault
+// in again what it reads: bounded, but slower (gloas-bench shows by how much).
+// Unmapping a MAP_SHARED page loses nothing (a dirty page stays dirty in the
+// page cache and reaches the file), but slots being written (claimed, not yet
+// published) are never unmapped, nor the OS pages they share with a
+// neighbour. Published pages of a persistent file are written back right
+// away when a budget is set, so the page cache holds them clean and the
+// kernel can reclaim them (no POSIX_FADV_DONTNEED: a dropped page would turn
+// each later sparse read of it into a disk read). An in-memory store (no
+// folder) keeps every page in RAM whatever the budget: only its mapping shrinks.
 #pragma once
 
 #include "kvcache/page-file.h"
 #include "kvcache/page.h"
 #include "kvcache/policy.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +66,7 @@ struct kv_store_params {
     size_t capacity_bytes = size_t(4) << 30;  // bound on the bytes of stored pages
     evict_policy policy = evict_policy::LRU;
     double compressed_share = 0.3;  // COMPRESSED: share of capacity for compressed pages
+    size_t ram_bytes = 0;           // bound on resident K/V bytes (see above); 0: unbounded
 };
 
 struct kv_metrics {
@@ -53,6 +78,9 @@ struct kv_metrics {
     uint64_t pages_compressed = 0;  // re-quantized to Q4_0 by the COMPRESSED policy
     uint64_t pages_corrupt = 0;     // failed their checksum: recomputed
     uint64_t prefetch_resident = 0; // reused pages already in memory when verified
+    uint64_t ram_trims = 0;         // trims that unmapped pages to stay within ram_bytes
+    uint64_t slots_unmapped = 0;    // page slots those trims unmapped
+    size_t resident_peak = 0;       // most mapped page-file bytes a trim found (before unmapping)
 
     double hit_rate() const {
         const uint64_t n = pages_hit + pages_missed;
@@ -103,6 +131,27 @@ public:
     // Waits until every queued publish is done.
     void flush();
 
+    // Marks a slot as read by the current pass (for the RAM budget's LRU
+    // order). Cheap and thread-safe; slot < 0 is ignored.
+    void touch(int64_t slot) {
+        if (slot < 0 || uint64_t(slot) >= n_stamps_) return;
+        std::atomic<uint32_t> & a = stamps_[size_t(slot)];
+        const uint32_t e = epoch_.load(std::memory_order_relaxed);
+        if (a.load(std::memory_order_relaxed) != e) a.store(e, std::memory_order_relaxed);
+    }
+    // After a forward pass: unmaps least recently touched slots until the
+    // resident bytes are within ram_bytes (nothing when ram_bytes is 0), and
+    // starts the next pass's recency epoch.
+    void trim();
+    // Bytes of the page-file mapping resident in this process now (header and
+    // slot table included), from /proc/self/pagemap (smaps if unreadable).
+    size_t resident_bytes();
+    // The same from /proc/self/smaps (an independent reading; slow).
+    size_t resident_bytes_smaps() const { return file_->mapped_rss_bytes(); }
+    // The sequences' fixed K/V buffers, counted against ram_bytes.
+    void add_fixed_ram(size_t bytes);
+    size_t fixed_ram_bytes() const { return fixed_ram_; }
+
     const kv_metrics & metrics() const { return m_; }
     kv_metrics & metrics() { return m_; }
     size_t stored_bytes();          // bytes of the pages in the store
@@ -118,6 +167,7 @@ private:
     };
 
     void sync_locked();             // re-reads the table if another process changed it
+    size_t resident_locked(bool * exact, size_t * first);
     void make_room_locked(size_t need_bytes);
     void drop_locked(int64_t slot);
     void compress_locked(int64_t slot);
@@ -147,6 +197,17 @@ private:
     bool stop_ = false;
     size_t busy_ = 0;
     std::thread writer_;
+
+    // RAM budget
+    uint64_t n_stamps_ = 0;
+    std::unique_ptr<std::atomic<uint32_t>[]> stamps_;  // (max_slots) epoch of each slot's last touch
+    std::atomic<uint32_t> epoch_{1};
+    size_t fixed_ram_ = 0;
+    bool budget_noticed_ = false;
+    std::vector<uint8_t> present_;                    // trim scratch: OS pages present
+    struct trim_candidate { uint32_t stamp; int64_t slot; };
+    std::vector<trim_candidate> candidates_;
+    std::vector<int64_t> chosen_;                     // trim scratch: slots to unmap
 };
 
 } // namespace gloas

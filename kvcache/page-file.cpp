@@ -1,9 +1,12 @@
 #include "kvcache/page-file.h"
 
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 
 #include <cerrno>
+#include <algorithm>
 #include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
@@ -17,6 +20,7 @@ namespace gloas {
 namespace {
 
 constexpr size_t ALIGN = 64;
+const size_t OS_PAGE = page_file::os_page_bytes();
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
@@ -24,22 +28,17 @@ uint64_t header_checksum(const page_file_header & h) {
     return XXH64(&h, offsetof(page_file_header, checksum), 0);
 }
 
-int make_dirs(const std::string & dir) {
-    std::string cur;
-    size_t i = 0;
-    while (i <= dir.size()) {
-        size_t j = dir.find('/', i);
-        if (j == std::string::npos) j = dir.size();
-        cur = dir.substr(0, j);
-        if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) return -1;
-        i = j + 1;
-    }
-    return 0;
-}
-
 } // namespace
 
 uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash) { return XXH64(data, bytes, hash); }
+
+size_t page_file::os_page_bytes() {
+    static const size_t n = [] {
+        const long v = ::sysconf(_SC_PAGESIZE);
+        return v > 0 ? size_t(v) : size_t(4096);
+    }();
+    return n;
+}
 
 void page_file::set_lock(short type, off_t start, off_t len, bool wait, bool * ok) {
     struct flock fl;
@@ -117,6 +116,76 @@ void page_file::dont_need(uint64_t slot, size_t bytes) {
     const uintptr_t b = (reinterpret_cast<uintptr_t>(data(slot)) + 4095) & ~uintptr_t(4095);
     const uintptr_t e = (reinterpret_cast<uintptr_t>(data(slot)) + bytes) & ~uintptr_t(4095);
     if (e > b) ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
+}
+
+bool page_file::resident_pages(size_t begin, size_t end, std::vector<uint8_t> & present) {
+    end = std::min(end, reserved_);
+    const size_t first = begin / OS_PAGE;
+    const size_t n = end > first * OS_PAGE ? (end + OS_PAGE - 1) / OS_PAGE - first : 0;
+    present.assign(n, 0);
+    if (n == 0) return true;
+    if (pagemap_fd_ == -2) pagemap_fd_ = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap_fd_ < 0) return false;
+    // One 64-bit entry per virtual page; bit 63: present in RAM.
+    pagemap_buf_.resize(n);
+    const off_t at = off_t((reinterpret_cast<uintptr_t>(base_) / OS_PAGE + first) * sizeof(uint64_t));
+    size_t got = 0;
+    while (got < n * sizeof(uint64_t)) {
+        const ssize_t r = ::pread(pagemap_fd_, reinterpret_cast<uint8_t *>(pagemap_buf_.data()) + got,
+                                  n * sizeof(uint64_t) - got, at + off_t(got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            ::close(pagemap_fd_);
+            pagemap_fd_ = -1;
+            present.assign(n, 0);
+            return false;
+        }
+        got += size_t(r);
+    }
+    for (size_t i = 0; i < n; ++i) present[i] = uint8_t(pagemap_buf_[i] >> 63);
+    return true;
+}
+
+size_t page_file::mapped_rss_bytes() const {
+    FILE * f = std::fopen("/proc/self/smaps", "r");
+    if (!f) return 0;
+    char line[512];
+    bool in = false;
+    size_t kb = 0;
+    const uintptr_t b = reinterpret_cast<uintptr_t>(base_);
+    while (std::fgets(line, sizeof line, f)) {
+        unsigned long lo = 0, hi = 0;
+        // A mapping line: "lo-hi perms offset dev inode path".
+        if (std::sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && std::strchr(line, '-') < std::strchr(line, ' ')) {
+            in = lo >= b && lo < b + reserved_;
+            continue;
+        }
+        size_t v = 0;
+        if (in && std::sscanf(line, "Rss: %zu kB", &v) == 1) kb += v;
+    }
+    std::fclose(f);
+    return kb * 1024;
+}
+
+void page_file::unmap_slots(uint64_t first, uint64_t n, bool keep_before, bool keep_after) {
+    GLOAS_ASSERT(first + n <= max_slots_);
+    if (n == 0) return;
+    const uintptr_t s = reinterpret_cast<uintptr_t>(data(first));
+    const uintptr_t e = reinterpret_cast<uintptr_t>(data(first)) + n * slot_stride_;
+    const uintptr_t b = keep_before ? (s + OS_PAGE - 1) & ~uintptr_t(OS_PAGE - 1) : s & ~uintptr_t(OS_PAGE - 1);
+    const uintptr_t t = keep_after ? e & ~uintptr_t(OS_PAGE - 1) : (e + OS_PAGE - 1) & ~uintptr_t(OS_PAGE - 1);
+    if (t > b) ::madvise(reinterpret_cast<void *>(b), t - b, MADV_DONTNEED);
+}
+
+void page_file::unmap_bytes(size_t offset, size_t bytes) {
+    const size_t b = (offset + OS_PAGE - 1) / OS_PAGE * OS_PAGE;
+    const size_t e = std::min(offset + bytes, reserved_) / OS_PAGE * OS_PAGE;
+    if (e > b) ::madvise(base_ + b, e - b, MADV_DONTNEED);
+}
+
+void page_file::start_writeback(uint64_t slot, size_t bytes) {
+    if (!persistent_) return;
+    ::sync_file_range(fd_, off64_t(data_offset_ + slot * slot_stride_), off64_t(bytes), SYNC_FILE_RANGE_WRITE);
 }
 
 std::unique_ptr<page_file> page_file::open(const options & o, std::string * notice) {
@@ -233,6 +302,7 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
 }
 
 page_file::~page_file() {
+    if (pagemap_fd_ >= 0) ::close(pagemap_fd_);
     if (base_) ::munmap(base_, reserved_);
     if (fd_ >= 0) ::close(fd_);
 }

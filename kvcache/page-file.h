@@ -133,6 +133,37 @@ public:
     void will_need(uint64_t slot, size_t bytes);
     void dont_need(uint64_t slot, size_t bytes);
 
+    // Residency. "Resident" means mapped in this process: OS pages of the
+    // mapping present in its page tables (the mapping's Rss in
+    // /proc/self/smaps), not pages merely in the OS page cache (mincore's
+    // answer for a file mapping). MAP_SHARED file pages are clean or dirty
+    // page-cache pages: unmapping them (unmap_slots) loses nothing, a dirty
+    // page stays dirty in the page cache and reaches the file by writeback
+    // (for an in-memory file it stays in RAM: only the mapping shrinks).
+    //
+    // Bytes of an OS page (the unit of residency).
+    static size_t os_page_bytes();
+    // Present flags of the OS pages covering the file's bytes [begin, end),
+    // one per page from the one holding byte `begin`, from /proc/self/pagemap.
+    // False (present all zero) when pagemap cannot be read.
+    bool resident_pages(size_t begin, size_t end, std::vector<uint8_t> & present);
+    // Rss of the whole mapping (header, table and data) from /proc/self/smaps
+    // (slow: for checks and metrics); 0 when it cannot be read.
+    size_t mapped_rss_bytes() const;
+    // Unmaps (MADV_DONTNEED) the OS pages covering slots [first, first + n):
+    // whole slots, rounded outward to OS pages, except that a page shared with
+    // a neighbouring slot is kept when keep_before (slot first - 1) /
+    // keep_after (slot first + n) says so.
+    void unmap_slots(uint64_t first, uint64_t n, bool keep_before, bool keep_after);
+    // Unmaps the whole OS pages inside the file's bytes [offset, offset + bytes).
+    void unmap_bytes(size_t offset, size_t bytes);
+    // Starts writeback of a slot's data (sync_file_range, no waiting), so its
+    // page-cache pages become clean and the kernel may reclaim them. No-op for
+    // an in-memory file.
+    void start_writeback(uint64_t slot, size_t bytes);
+    // Offset of slot 0's data in the file.
+    size_t data_offset() const { return data_offset_; }
+
 private:
     page_file() = default;
     void map(int fd, size_t reserve_bytes);
@@ -151,6 +182,8 @@ private:
     size_t slot_stride_ = 0;
     size_t data_offset_ = 0;
     size_t table_offset_ = 0;
+    int pagemap_fd_ = -2;       // /proc/self/pagemap, opened on first use; -1: unreadable
+    std::vector<uint64_t> pagemap_buf_;
 };
 
 uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash);

@@ -470,6 +470,40 @@ static void test_errors(void) {
     gloas_context_free(ctx);
 }
 
+/* ---- a context that slides past n_ctx (ctx_slide) ---- */
+
+static void test_slide(void) {
+    static struct text_buf out;
+    int32_t n_gen = -1;
+    gloas_generate_params gp = gloas_generate_default_params();
+    gloas_context_params cp = gloas_context_default_params();
+    gloas_context * ctx;
+    CHECK(cp.ctx_slide == 0);
+    cp.kv_dir = NULL;
+    cp.n_ctx = 128;  /* the sink page and at least two more pages of 32 tokens */
+    /* without the slide, generation stops at the context's end */
+    ctx = gloas_context_new(g_model, &cp);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    gp.n_predict = 300;
+    gp.ignore_eos = 1;
+    gp.n_generated = &n_gen;
+    out.n = 0;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    CHECK(n_gen > 0 && n_gen < 128);
+    gloas_context_free(ctx);
+    /* with it, the 300 tokens come (more than twice the context) */
+    cp.ctx_slide = 1;
+    ctx = gloas_context_new(g_model, &cp);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    out.n = 0;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    CHECK(n_gen == 300);
+    CHECK(out.n > 300);
+    gloas_context_free(ctx);
+}
+
 int main(void) {
     struct {
         const char * name;
@@ -479,6 +513,7 @@ int main(void) {
         {"batched sequences equal single ones", test_batch},
         {"fork and save/restore share pages", test_fork_and_restore},
         {"error paths", test_errors},
+        {"a sliding context generates past n_ctx", test_slide},
     };
     int passed = 0, failed = 0;
     size_t i;

@@ -5,6 +5,7 @@
 #include "decoder/sampler.h"
 #include "kvcache/kv-store.h"
 #include "tensor/error.h"
+#include "tensor/ops.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>
@@ -299,4 +300,194 @@ TEST_CASE("processes: reuse across runs, a killed writer, two writers at once") 
                                           "--kv-type", "q8_0", "--kv-dir", "none", "-p", prompt + " The end.", "-n", "40"});
     CHECK(test::read_file(dir + "/a.out") == ref_a.out);
     CHECK(test::read_file(dir + "/b.out") == ref_b.out);
+}
+
+TEST_CASE("a RAM budget bounds the resident pages, and the output does not change") {
+    // One thread: hundreds of single-token passes of a tiny model would spend
+    // their time waking OpenMP workers.
+    const int saved_threads = ops::n_threads();
+    ops::set_n_threads(1);
+    auto m = load_stories();
+    const std::string dir = test::temp_dir("kv-ram");
+    const std::vector<int32_t> toks = m->tok.encode(story_text(2500), true);
+    REQUIRE(toks.size() > 450);
+    const int32_t n = 450;
+    const size_t os = page_file::os_page_bytes();
+
+    // Reference: unbounded, pages in memory.
+    std::vector<float> ref;
+    {
+        context ctx(*m, kv_params(type::Q8_0, ""));
+        for (int32_t i = 0; i < n; ++i) {
+            const float * l = ctx.eval(&toks[size_t(i)], 1);
+            ref.insert(ref.end(), l, l + m->hp.n_vocab);
+        }
+    }
+    const page_geometry pg{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+    const size_t slot = (pg.page_bytes(type::Q8_0) + 63) / 64 * 64;
+    context_params cp = kv_params(type::Q8_0, dir);
+    // Room for the header and the slot table's first pages (the kernel maps
+    // 64 KiB around a first touch) and the two pages a pass may be writing;
+    // the 14 sealed pages of 450 tokens (about 150 KiB) do not fit.
+    const size_t map_budget = std::max<size_t>(65536, 2 * os) + 2 * (slot + 2 * os);
+    size_t fixed = 0;
+    {
+        context probe(*m, kv_params(type::Q8_0, ""));
+        fixed = probe.store().fixed_ram_bytes();
+    }
+    REQUIRE(fixed > 0);
+    cp.kv.ram_bytes = fixed + map_budget;
+    {
+        context ctx(*m, cp);
+        CHECK(ctx.store().fixed_ram_bytes() == fixed);
+        size_t most = 0;
+        bool same = true;
+        for (int32_t i = 0; i < n; ++i) {
+            const float * l = ctx.eval(&toks[size_t(i)], 1);
+            same = same && std::memcmp(l, ref.data() + size_t(i) * size_t(m->hp.n_vocab), size_t(m->hp.n_vocab) * sizeof(float)) == 0;
+            most = std::max(most, ctx.store().resident_bytes());
+        }
+        CHECK(same);  // unmapped pages come back from the file unchanged
+        MESSAGE("mapping budget " << map_budget << " bytes; most resident after a pass " << most << ", peak before a trim "
+                                  << ctx.store().metrics().resident_peak << ", " << ctx.store().metrics().ram_trims << " trims");
+        // Within the budget, with one OS page of slack (a page shared with a slot being written).
+        CHECK(most + fixed <= cp.kv.ram_bytes + os);
+        CHECK(ctx.store().metrics().ram_trims > 0);
+        CHECK(ctx.store().metrics().slots_unmapped > 0);
+        CHECK(ctx.store().metrics().resident_peak > map_budget);  // the bound did something
+        // Two independent readings of residency agree.
+        ctx.store().flush();
+        CHECK(ctx.store().resident_bytes() == ctx.store().resident_bytes_smaps());
+        // Greedy text with the budget equals the unbounded one.
+        ctx.reset();
+        context free_ctx(*m, kv_params(type::Q8_0, ""));
+        CHECK(greedy(ctx, "Once upon a time", 300) == greedy(free_ctx, "Once upon a time", 300));
+    }
+    {
+        // The unmapped pages reach the file intact: a new store reuses them, checksums verified.
+        context ctx(*m, cp);
+        ctx.eval_prompt(toks.data(), n);
+        CHECK(ctx.n_reused() == (n - 1) / 32 * 32);
+        CHECK(ctx.store().metrics().pages_corrupt == 0);
+        const float * l = ctx.eval(&toks[size_t(n)], 1);
+        context ref_ctx(*m, kv_params(type::Q8_0, ""));
+        const float * r = ref_ctx.eval(toks.data(), n + 1);
+        CHECK(std::memcmp(l, r, size_t(m->hp.n_vocab) * sizeof(float)) == 0);
+    }
+    ops::set_n_threads(saved_threads);
+}
+
+TEST_CASE("unmapping page-file pages loses nothing, published or still being written") {
+    const std::string dir = test::temp_dir("kv-unmap");
+    const page_geometry g{32, 2, 2, 64};  // F16 pages of 32 KiB: 8 OS pages, slots not page-aligned after the first
+    const size_t pb = g.page_bytes(type::F16);
+    auto pattern = [](uint8_t * p, size_t n, int seed) {
+        for (size_t i = 0; i < n; ++i) p[i] = uint8_t((i * 131 + size_t(seed) * 7) >> 3);
+    };
+    auto same = [&](const uint8_t * p, size_t n, int seed) {
+        std::vector<uint8_t> want(n);
+        pattern(want.data(), n, seed);
+        return std::memcmp(p, want.data(), n) == 0;
+    };
+    SUBCASE("the page file: dirty pages unmapped, then read back through the mapping and the file") {
+        page_file::options o;
+        o.dir = dir;
+        o.fingerprint = 42;
+        o.kv_type = type::F16;
+        o.geom = g;
+        o.max_slots = 8;
+        auto f = page_file::open(o, nullptr);
+        for (uint64_t s = 0; s < 4; ++s) {
+            f->ensure_slot(s);
+            pattern(f->data(s), pb, int(s));
+        }
+        const size_t end = f->data_offset() + 4 * f->slot_stride();
+        std::vector<uint8_t> present;
+        REQUIRE(f->resident_pages(f->data_offset(), end, present));
+        size_t before = 0, after = 0;
+        for (uint8_t b : present) before += b;
+        CHECK(before >= 4 * pb / page_file::os_page_bytes());
+        f->unmap_slots(0, 4, false, false);
+        REQUIRE(f->resident_pages(f->data_offset(), end, present));
+        for (uint8_t b : present) after += b;
+        CHECK(after == 0);
+        for (uint64_t s = 0; s < 4; ++s) CHECK(same(f->data(s), pb, int(s)));
+        // Another descriptor reads the same bytes (the page cache holds them).
+        std::vector<uint8_t> buf(pb);
+        const int fd = ::open(f->path().c_str(), O_RDONLY);
+        REQUIRE(fd >= 0);
+        for (uint64_t s = 0; s < 4; ++s) {
+            REQUIRE(::pread(fd, buf.data(), pb, off_t(f->data_offset() + s * f->slot_stride())) == ssize_t(pb));
+            CHECK(same(buf.data(), pb, int(s)));
+        }
+        ::close(fd);
+    }
+    SUBCASE("the store: a page being written stays mapped; published ones are unmapped and verify") {
+        kv_store_params p;
+        p.dir = dir;
+        p.kv_type = type::F16;
+        p.ram_bytes = 1;  // nothing but pages being written may stay
+        kv_store st(p, g, 43);
+        std::vector<page_ref> refs;
+        for (int i = 0; i < 3; ++i) {
+            refs.push_back(st.begin_page());
+            pattern(const_cast<uint8_t *>(refs.back().data), pb, 10 + i);
+        }
+        const int32_t tok[32] = {1, 2, 3};
+        uint64_t h[3];
+        h[0] = page_hash(PREFIX_SEED, tok, 32);
+        st.publish(refs[0].slot, h[0], PREFIX_SEED, 32);
+        st.flush();
+        const size_t mapped = st.resident_bytes();
+        st.trim();
+        const size_t trimmed = st.resident_bytes();
+        // Slots 1 and 2 (being written) keep all their pages; slot 0 loses its own.
+        CHECK(trimmed >= 2 * (pb / page_file::os_page_bytes() - 1) * page_file::os_page_bytes());
+        CHECK(trimmed < mapped);
+        CHECK(same(refs[1].data, pb, 11));
+        CHECK(same(refs[2].data, pb, 12));
+        for (int i = 1; i < 3; ++i) {
+            h[i] = page_hash(h[i - 1], tok, 32);
+            st.publish(refs[size_t(i)].slot, h[i], h[i - 1], 32);
+        }
+        st.flush();
+        st.trim();
+        CHECK(st.resident_bytes() < trimmed);
+        for (auto & r : refs) st.release(r.slot);
+        // A second store (as another process) verifies every page's checksum.
+        p.ram_bytes = 0;
+        kv_store other(p, g, 43);
+        page_ref got[3];
+        CHECK(other.acquire_chain(h, 3, got) == 3);
+        CHECK(other.metrics().pages_corrupt == 0);
+        for (int i = 0; i < 3; ++i) CHECK(same(got[i].data, pb, 10 + i));
+        for (auto & r : got) other.release(r.slot);
+    }
+}
+
+TEST_CASE("gloas --kv-ram: the same text, and the budget reported") {
+    const std::string dir = test::temp_dir("kv-ram-cli");
+    const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                           "--kv-type", "q8_0", "-p", "Once upon a time", "-n", "200"};
+    auto args = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    auto ref = test::run_tool("gloas", args({"--kv-dir", "none"}));
+    REQUIRE(ref.status == 0);
+    auto small = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-ram", "2M", "--metrics", "json"}));
+    REQUIRE(small.status == 0);
+    CHECK(small.out == ref.out);
+    CHECK(small.err.find("kv RAM budget 2.0 MiB") != std::string::npos);
+    CHECK(small.err.find("\"kv_ram_budget\": 2097152") != std::string::npos);
+    CHECK(small.err.find("\"kv_resident_bytes\": ") != std::string::npos);
+    // Below the fixed buffers: a warning, and still the same text.
+    auto tiny = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-ram", "64k"}));
+    REQUIRE(tiny.status == 0);
+    CHECK(tiny.out == ref.out);
+    CHECK(tiny.err.find("below the") != std::string::npos);
+    auto bad = test::run_tool("gloas", args({"--kv-ram", "lots"}));
+    CHECK(bad.status == 2);
+    CHECK(bad.err.find("--kv-ram") != std::string::npos);
 }

@@ -9,7 +9,9 @@
 // scored: token j+1 against the logits at j. The closing line is `PPL = X`.
 // --save-logits writes the scored logits; --kl-base reads such a file (from an
 // F32 run) and adds the mean KL divergence KL(base || this) and the top-1
-// agreement with it.
+// agreement with it. --ctx-slide N evaluates each chunk in a context of N
+// positions that slides, so the scored half lies past that context.
+#include "decoder/config.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/strategy.h"
@@ -36,6 +38,10 @@ const char * USAGE = R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
   -f, --file FILE      text to score
   -c, --ctx-size N     tokens per chunk (default 512)
       --chunks N       score at most N chunks (default: all)
+      --ctx-slide N    evaluate each chunk in a context of N < -c positions that
+                       slides past its end (StreamingLLM), to measure the
+                       quality of text beyond the context (default: off)
+      --slide-sinks K  pages kept as attention sinks when sliding (default: 1)
   -b, --ubatch N       prefill chunk size (default 512)
   -t, --threads N
       --kv-type T      f32, f16, q8_0, q4_0 (default f32)
@@ -45,6 +51,9 @@ const char * USAGE = R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
                        one token at a time, as decode reads it (default 1)
       --decode         evaluate one token at a time even when dense
       --kv-page N      tokens per page (default 32)
+      --kv-ram SIZE    K/V RAM budget (bytes with k/M/G, tokens with t; 0 =
+                       unbounded; default: the strategy's); the scores do not
+                       depend on it (pages are in memory: only the mapping shrinks)
       --save-logits F  write the scored positions' logits to F
       --kl-base F      compare with logits saved by an earlier run (KL, top-1)
   -h, --help
@@ -78,6 +87,10 @@ int run(int argc, char ** argv) {
     type kv_type = type::F32;
     float sparse = 1.0f;
     bool decode = false;
+    int32_t slide_ctx = 0, slide_sinks = 1;
+    size_t strategy_ram = 0;  // the strategy's K/V RAM budget
+    bool ram_given = false;   // --kv-ram
+    kv_capacity ram;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -97,6 +110,8 @@ int run(int argc, char ** argv) {
         else if (a == "-f" || a == "--file") text_path = value();
         else if (a == "-c" || a == "--ctx-size") n_ctx = int_value(8);
         else if (a == "--chunks") n_chunks = int_value(1);
+        else if (a == "--ctx-slide") slide_ctx = int_value(8);
+        else if (a == "--slide-sinks") slide_sinks = int_value(0);
         else if (a == "-b" || a == "--ubatch") ubatch = int_value(1);
         else if (a == "-t" || a == "--threads") threads = int_value(1);
         else if (a == "--kv-page") page = int_value(1);
@@ -113,6 +128,16 @@ int run(int argc, char ** argv) {
             apply_strategy(st, sp);
             kv_type = sp.kv.kv_type;
             sparse = sp.sparse.ratio;
+            strategy_ram = sp.kv.ram_bytes;
+        }
+        else if (a == "--kv-ram") {
+            const std::string v = value();
+            try {
+                ram = v == "0" ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
+            } catch (const error & e) {
+                usage_error(e.what());
+            }
+            ram_given = true;
         }
         else if (a == "--sparse-ratio") {
             std::string v = value();
@@ -170,19 +195,29 @@ int run(int argc, char ** argv) {
         std::fwrite(&n_scored, 8, 1, save);
     }
 
+    if (slide_ctx >= n_ctx) usage_error("--ctx-slide must be below -c (the chunk would never slide)");
     context_params cp;
-    cp.n_ctx = n_ctx;
+    cp.n_ctx = slide_ctx > 0 ? slide_ctx : n_ctx;
+    cp.slide.on = slide_ctx > 0;
+    cp.slide.sink_pages = slide_sinks;
     cp.n_ubatch = ubatch;
     cp.kv.kv_type = kv_type;
     cp.kv.page_tokens = page;
     cp.kv.dir = "";  // scoring never reuses pages: every chunk is computed
     cp.sparse.ratio = sparse;
+    cp.kv.ram_bytes = strategy_ram;
+    if (ram_given) {
+        const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+        cp.kv.ram_bytes = kv_capacity_bytes(ram, pg.page_bytes(kv_type), page, 0);
+    }
     // Sparse attention applies to decoded tokens only: score them as decoded.
     if (sparse < 1.0f) decode = true;
     context ctx(*m, cp);
     std::fprintf(stderr, "gloas-perplexity: %s, %zu tokens, %d chunks of %d, kv %s pages of %d, sparse ratio %g%s\n",
                  text_path.c_str(), toks.size(), chunks, n_ctx, type_name(kv_type), page, double(sparse),
                  decode ? ", token by token" : "");
+    if (slide_ctx > 0)
+        std::fprintf(stderr, "gloas-perplexity: context of %d sliding with %d sink page(s)\n", slide_ctx, slide_sinks);
 
     double nll = 0, kl = 0;
     uint64_t count = 0, agree = 0;
