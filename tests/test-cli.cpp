@@ -131,3 +131,113 @@ TEST_CASE("--config loads the specification's shape; flags override it; a shape 
     REQUIRE(over.status == 0);
     CHECK(over.err.find("kv f32 pages") != std::string::npos);
 }
+
+TEST_CASE("--chat: two turns through stdin give the template's exact text; the second turn keeps the first's K/V") {
+    const std::string model = require_model("stories260K.bin");
+    // --verbose-prompt prints "gloas: turn N prompt, B bytes:\n" then the B bytes.
+    auto prompt_text = [](const std::string & err, int turn) {
+        const std::string head = "gloas: turn " + std::to_string(turn) + " prompt, ";
+        const size_t at = err.find(head);
+        if (at == std::string::npos) return std::string("(no prompt text for this turn)");
+        const size_t n = std::stoul(err.substr(at + head.size()));
+        const size_t text = err.find(":\n", at) + 2;
+        return err.substr(text, n);
+    };
+    struct turn_stats {
+        int tokens = -1, prefilled = -1, kept = -1, earlier = -1, reused = -1, reply = -1;
+        std::string stop;
+    };
+    auto stats = [](const std::string & err, int turn) {
+        turn_stats s;
+        const std::string head = "gloas: turn " + std::to_string(turn) + ": ";
+        for (size_t at = err.find(head); at != std::string::npos; at = err.find(head, at + 1)) {
+            const std::string line = err.substr(at, err.find('\n', at) - at);
+            int t = 0;
+            char stop[64] = {};
+            if (line.find("reply") != std::string::npos) {
+                if (std::sscanf(line.c_str(), "gloas: turn %d: reply %d tokens (%63[^)])", &t, &s.reply, stop) == 3) s.stop = stop;
+            } else {
+                std::sscanf(line.c_str(), "gloas: turn %d: %d tokens, %d prefilled (%*f tokens/s), %d positions kept (%d from earlier turns, %d reused",
+                            &t, &s.tokens, &s.prefilled, &s.kept, &s.earlier, &s.reused);
+            }
+        }
+        return s;
+    };
+    // Token count of `text` by the tool's own tokenizer, BOS excluded.
+    auto n_tokens = [&](const std::string & text) {
+        auto r = run_tool("gloas", {"-m", model, "--tokenize", "-p", text});
+        REQUIRE(r.status == 0);
+        const int n = int(std::count(r.out.begin(), r.out.end(), ' ')) + 1;
+        return r.out.rfind("1 ", 0) == 0 ? n - 1 : n;  // stories260K: BOS is 1
+    };
+
+    struct expected {
+        const char * name;
+        std::string turn1, turn2;
+    };
+    const expected formats[] = {
+        {"chatml",
+         "<|im_start|>system\nYou tell stories.<|im_end|>\n<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n",
+         "<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n"},
+        {"llama3",
+         "<|start_header_id|>system<|end_header_id|>\n\nYou tell stories.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+         "Tell me a story.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+         "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnd then?<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+    };
+    for (const expected & f : formats) {
+        INFO("template " << f.name);
+        auto r = run_tool("gloas", {"--chat", "-m", model, "--chat-template", f.name, "--system", "You tell stories.",
+                                    "--verbose-prompt", "--temp", "0", "-n", "12", "--kv-dir", "none", "--kv-page", "16"},
+                          "Tell me a story.\nAnd then?\n");
+        INFO("stderr: " << r.err);
+        REQUIRE(r.status == 0);
+        CHECK(prompt_text(r.err, 1) == f.turn1);
+        CHECK(prompt_text(r.err, 2) == f.turn2);
+        CHECK(r.err.find("gloas: turn 3") == std::string::npos);
+        CHECK(r.err.find("chat ended after 2 turns") != std::string::npos);
+        CHECK(!r.out.empty());
+        CHECK(r.out.back() == '\n');
+
+        const turn_stats t1 = stats(r.err, 1), t2 = stats(r.err, 2);
+        REQUIRE(t1.reply >= 0);
+        REQUIRE(t2.reply >= 0);
+        // Turn 1: BOS + its text, all prefilled on the empty context.
+        CHECK(t1.tokens == 1 + n_tokens(f.turn1));
+        CHECK(t1.prefilled == t1.tokens);
+        CHECK(t1.kept == 0);
+        // A reply cut by -n leaves its last token to the next turn.
+        REQUIRE((t1.stop == "limit" || t1.stop == "end of turn"));
+        const int carried = t1.stop == "limit" ? 1 : 0;
+        // Turn 2 prefills only its own text: every position of turn 1 and of
+        // its reply is kept (more than one sealed page of 16).
+        CHECK(t2.tokens == carried + n_tokens(f.turn2));
+        CHECK(t2.prefilled == t2.tokens);
+        CHECK(t2.earlier == t1.tokens + t1.reply - carried);
+        CHECK(t2.kept == t2.earlier);
+        CHECK(t2.kept > 16);
+        CHECK(t2.reused == 0);
+    }
+}
+
+TEST_CASE("--chat: a missing or unknown format, and flags that need --chat") {
+    const std::string model = require_model("stories260K.bin");
+    auto none = run_tool("gloas", {"--chat", "-m", model, "--kv-dir", "none"}, "hello\n");
+    CHECK(none.status == 1);
+    CHECK(none.err.find("stories260K.bin: the model has no chat template") != std::string::npos);
+    CHECK(none.err.find("--chat-template NAME (one of chatml, llama2") != std::string::npos);
+
+    auto unknown = run_tool("gloas", {"--chat", "-m", model, "--chat-template", "chatgpt"});
+    CHECK(unknown.status == 2);
+    CHECK(unknown.err.find("'chatgpt'") != std::string::npos);
+    CHECK(unknown.err.find("known: chatml, llama2, ") != std::string::npos);
+
+    CHECK(run_tool("gloas", {"--system", "be nice", "-p", "hi"}).status == 2);
+    CHECK(run_tool("gloas", {"--chat", "-p", "hi"}).status == 2);
+
+    // End of input at once: no turn, a clean exit.
+    auto empty = run_tool("gloas", {"--chat", "-m", model, "--chat-template", "chatml", "--kv-dir", "none"});
+    CHECK(empty.status == 0);
+    CHECK(empty.out.empty());
+    CHECK(empty.err.find("chat ended after 0 turns") != std::string::npos);
+}

@@ -12,21 +12,28 @@
 // measured and decode is reported against its ceiling, bandwidth / bytes of
 // weights read per token; prefill is also reported in GFLOP/s per thread,
 // counting 2 x matrix parameters per token.
+#include "decoder/config.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/random-model.h"
 #include "decoder/strategy.h"
 #include "tensor/bandwidth.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <dirent.h>
+#include <memory>
 #include <random>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 using namespace gloas;
@@ -43,7 +50,23 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
       --strategy LIST memory strategies speed, balanced, aggressive (each sets
                       the K/V type and sparse ratio; replaces --kv-type)
       --kv-page N     tokens per page (default 32)
+      --config FILE   settings from a YAML file in the specification's shape:
+                      K/V type and sparsity, page size, ubatch, threads; with no
+                      -m, a random-weight model of its ultra_decoder shape
+                      (cached under $XDG_CACHE_HOME/gloas/models); flags
+                      given too override it
   -b, --ubatch N      prefill chunk size (default 512)
+      --fill MODE     how each depth is reached: prefill (default: the model
+                      computes it) or random: random K/V rows are stored page
+                      by page through the K/V path and taken as a reused prefix,
+                      with no prefill, so long depths are affordable (decode
+                      cost depends on the K/V size, not its values; sparse
+                      selection scores every page whatever the values)
+      --kv-dir DIR    page file in a private folder under DIR, removed at exit
+                      (default: pages in memory; resident figures only mean
+                      RAM saved with a file on disk)
+      --kv-ram SIZE   K/V RAM budget (bytes with k/M/G, tokens with t) for every
+                      configuration (default: the strategy's; 0 = unbounded)
   -t, --threads N     threads (default: all)
   -r, --repetitions N timed repetitions (default 3)
       --bandwidth     measure read bandwidth and report decode against it
@@ -56,6 +79,12 @@ double now_s() {
     return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+double cpu_s() {
+    struct timespec ts;
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
 struct result {
     std::string model, type, kv, test;
     double size_mib = 0, params_m = 0;
@@ -63,6 +92,12 @@ struct result {
     double mean = 0, sd = 0;     // tokens/s
     double ceiling_pct = -1;     // decode: % of bandwidth ceiling
     double gflops_thread = -1;   // prefill: GFLOP/s per thread
+    // decode, per token: K/V bytes read (pages attended + page summaries
+    // scored + the open page), weight bytes read; resident K/V after the run
+    bool kv_stats = false;
+    double cpu_per_token = 0;  // process CPU seconds per token (all threads; robust to a busy machine)
+    double kv_read = 0, summary_read = 0, weight_read = 0;
+    size_t budget = 0, resident = 0, peak = 0, fixed = 0, file = 0;
 };
 
 void stats(const std::vector<double> & v, double & mean, double & sd) {
@@ -86,16 +121,84 @@ std::vector<std::string> split(const std::string & s) {
     return out;
 }
 
+// Fills sequence 0 of ctx (empty) to `depth` positions without a forward pass:
+// random K/V rows (windows of `pool`) are stored through a kv_sequence on the
+// context's store and published, then eval_prompt takes them as a reused
+// prefix (only the open page's positions and the last token are computed).
+// tokens: depth + 1 ids.
+void fill_random(context & ctx, const model & m, const int32_t * tokens, int depth, const std::vector<float> & pool,
+                 std::mt19937 & rng) {
+    const hparams & hp = m.hp;
+    kv_geometry g;
+    g.n_layer = hp.n_layer;
+    g.n_ctx = ctx.n_ctx();
+    g.n_head = hp.n_head;
+    g.n_head_kv = hp.n_head_kv;
+    g.head_dim = hp.head_dim;
+    const int32_t chunk = 64;
+    const size_t E = size_t(hp.n_embd_kv()), rows = size_t(chunk) * E;
+    GLOAS_ASSERT(pool.size() > 2 * rows);
+    std::uniform_int_distribution<size_t> at(0, pool.size() - 2 * rows);
+    {
+        kv_sequence fill(ctx.store(), g, chunk);
+        for (int32_t pos0 = 0; pos0 < depth; pos0 += chunk) {
+            const int32_t n = std::min(chunk, depth - pos0);
+            for (int32_t il = 0; il < hp.n_layer; ++il) {
+                const float * k = pool.data() + at(rng);
+                fill.store(il, pos0, n, k, k + rows);
+            }
+            fill.commit(tokens + pos0, pos0, n);
+        }
+        ctx.store().flush();
+        ctx.eval_prompt(tokens, depth + 1);
+    }
+    const int32_t P = ctx.store().geometry().page_tokens;
+    if (ctx.n_reused() < depth / P * P)
+        std::fprintf(stderr, "gloas-bench: warning: only %d of %d filled positions were reused\n", ctx.n_reused(), depth);
+}
+
+// Removes the files of a folder made by this program (not the folder).
+void remove_files(const std::string & dir) {
+    if (dir.empty()) return;
+    if (DIR * d = ::opendir(dir.c_str())) {
+        while (struct dirent * e = ::readdir(d))
+            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ::unlink((dir + "/" + e->d_name).c_str());
+        ::closedir(d);
+    }
+}
+
 int run(int argc, char ** argv) {
     std::vector<std::string> models;
     std::vector<int> depths = {0};
     // Each configuration is a K/V type and a sparse ratio, named for the table.
-    struct kv_config { std::string name; type t; float sparse; };
+    struct kv_config { std::string name; type t; float sparse; size_t ram = 0; };
     std::vector<kv_config> kv_configs = {{"f16", type::F16, 1.0f}};
     int page = 32;
     int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3;
     bool bandwidth = false;
+    bool fill = false;          // --fill random
+    std::string kv_dir;         // --kv-dir
+    bool ram_given = false;     // --kv-ram
+    kv_capacity ram;
     std::string out_fmt = "md";
+    // --config first, wherever it is: the other flags override it.
+    std::unique_ptr<run_config> cfg;
+    for (int i = 1; i + 1 < argc; ++i)
+        if (std::strcmp(argv[i], "--config") == 0) {
+            cfg = std::make_unique<run_config>(config_load(argv[i + 1]));
+            for (const auto & w : cfg->warnings) std::fprintf(stderr, "gloas-bench: warning: %s\n", w.c_str());
+            memory_strategy st = memory_strategy::SPEED;
+            context_params cp = cfg->ctx;
+            if (memory_strategy_from_name(cfg->strategy.c_str(), &st) && st != memory_strategy::AUTO) apply_strategy(st, cp);
+            else cp.sparse.ratio = 1.0f;
+            if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
+            kv_configs = {{std::string("config (") + type_name(cfg->ctx.kv.kv_type) +
+                               (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
+                           cfg->ctx.kv.kv_type, cp.sparse.ratio}};
+            page = cfg->ctx.kv.page_tokens;
+            ubatch = cfg->ctx.n_ubatch;
+            if (cfg->ctx.n_threads > 0) threads = cfg->ctx.n_threads;
+        }
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -147,16 +250,44 @@ int run(int argc, char ** argv) {
                 apply_strategy(st, cp);
                 kv_configs.push_back({memory_strategy_name(st) + std::string(" (") + type_name(cp.kv.kv_type) +
                                           (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
-                                      cp.kv.kv_type, cp.sparse.ratio});
+                                      cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes});
             }
         }
         else if (a == "-t" || a == "--threads") threads = int_value();
         else if (a == "-r" || a == "--repetitions") reps = std::max(1, int_value());
         else if (a == "--bandwidth") bandwidth = true;
+        else if (a == "--fill") {
+            const std::string v = value();
+            if (v != "random" && v != "prefill") { std::fprintf(stderr, "gloas-bench: --fill takes random or prefill, got '%s'\n", v.c_str()); return 2; }
+            fill = v == "random";
+        }
+        else if (a == "--kv-dir") kv_dir = value();
+        else if (a == "--kv-ram") {
+            const std::string v = value();
+            try {
+                ram = v == "0" ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
+            } catch (const error & e) {
+                std::fprintf(stderr, "gloas-bench: %s\n", e.what());
+                return 2;
+            }
+            ram_given = true;
+        }
+        else if (a == "--config") ++i;
         else if (a == "-o" || a == "--output") out_fmt = value();
         else { std::fprintf(stderr, "gloas-bench: unknown option '%s'\nTry 'gloas-bench --help'.\n", a.c_str()); return 2; }
     }
-    if (models.empty()) { std::fprintf(stderr, "gloas-bench: no model given (-m)\n"); return 2; }
+    if (models.empty() && cfg) {
+        const char * xdg = std::getenv("XDG_CACHE_HOME");
+        const char * home = std::getenv("HOME");
+        const std::string dir = xdg && *xdg ? std::string(xdg) + "/gloas/models"
+                              : std::string(home && *home ? home : ".") + "/.cache/gloas/models";
+        llama_gguf_hparams hp = config_random_model_shape(*cfg);
+        std::fprintf(stderr, "gloas-bench: random-weight model of %s's shape (dim %lld, %lld layers, %lld heads, ffn %lld, "
+                     "vocab %lld, %s) in %s\n", cfg->path.c_str(), (long long) hp.n_embd, (long long) hp.n_layer,
+                     (long long) hp.n_head, (long long) hp.n_ff, (long long) hp.n_vocab, type_name(hp.wtype), dir.c_str());
+        models.push_back(cached_random_model(dir, hp));
+    }
+    if (models.empty()) { std::fprintf(stderr, "gloas-bench: no model given (-m or --config)\n"); return 2; }
     if (out_fmt != "md" && out_fmt != "json" && out_fmt != "csv") {
         std::fprintf(stderr, "gloas-bench: -o must be md, json or csv\n");
         return 2;
@@ -173,11 +304,30 @@ int run(int argc, char ** argv) {
                      nt, plain / 1e9, pref / 1e9);
     }
 
+    // A private page-file folder (each configuration's file is removed after it).
+    std::string page_dir;
+    if (!kv_dir.empty()) {
+        std::string tmpl = kv_dir + "/gloas-bench-XXXXXX";
+        if (!::mkdtemp(&tmpl[0])) throw error(format("%s: cannot create a folder in it: %s", kv_dir.c_str(), std::strerror(errno)));
+        page_dir = tmpl;
+    }
+    if (fill)
+        std::fprintf(stderr, "gloas-bench: --fill random: each depth's K/V is random rows stored through the K/V path and "
+                     "reused as a prefix, not a prefill; decode cost depends on the K/V size, not its values, and sparse "
+                     "selection scores every page whatever they are\n");
+    std::vector<float> pool;
+    if (fill) {
+        std::mt19937 prng(99);
+        std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+        pool.resize(size_t(1) << 20);
+        for (float & x : pool) x = u(prng);
+    }
     std::vector<result> results;
     std::mt19937 rng(1234);
     for (const auto & path : models) {
         std::fprintf(stderr, "gloas-bench: loading %s\n", path.c_str());
         auto m = model::load({path, ""});
+        if (cfg) config_check_model(*cfg, m->hp, path);
         const int max_depth = *std::max_element(depths.begin(), depths.end());
         std::uniform_int_distribution<int32_t> tok(0, m->hp.n_vocab - 1);
         std::vector<int32_t> tokens(size_t(max_depth + std::max({n_prompt, n_gen, 16}) + 1));
@@ -197,11 +347,20 @@ int run(int argc, char ** argv) {
             cp.kv.kv_type = kc.t;
             cp.sparse.ratio = kc.sparse;
             cp.kv.page_tokens = page;
-            cp.kv.dir = "";
-            context ctx(*m, cp);
+            cp.kv.dir = page_dir;
+            cp.kv.ram_bytes = kc.ram;
+            const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+            if (ram_given) cp.kv.ram_bytes = kv_capacity_bytes(ram, pg.page_bytes(kc.t), page, 0);
+            // Room for two sequences of the longest depth: an old fill is evicted, not piled up.
+            if (fill) cp.kv.capacity_bytes = pg.page_bytes(kc.t) * size_t(2 * (cp.n_ctx / page + 2));
+            remove_files(page_dir);
+            // A fresh context (and mapping) per filled depth: resident figures are one sequence's.
+            std::unique_ptr<context> ctx = std::make_unique<context>(*m, cp);
+            for (std::string n = ctx->store().take_notices(); !n.empty(); n.clear())
+                std::fprintf(stderr, "gloas-bench: %s: %s", kc.name.c_str(), n.c_str());
             // Warm-up: touches every weight page and every code path.
-            ctx.eval(tokens.data(), 16);
-            ctx.eval(tokens.data(), 1);
+            ctx->eval(tokens.data(), 16);
+            ctx->eval(tokens.data(), 1);
 
             auto base = [&](const std::string & test) {
                 result r;
@@ -218,15 +377,24 @@ int run(int argc, char ** argv) {
                 const std::string at = depth ? " @ d" + std::to_string(depth) : "";
                 // The context holds `depth` tokens before each timed run.
                 auto to_depth = [&]() {
-                    ctx.reset();
-                    if (depth > 0) ctx.eval(tokens.data(), depth);
+                    ctx->reset();
+                    if (fill) {
+                        ctx.reset();
+                        ctx = std::make_unique<context>(*m, cp);
+                    }
+                    if (depth > 0 && fill) {
+                        for (int i = 0; i <= depth; ++i) tokens[size_t(i)] = tok(rng);  // new pages, not last run's
+                        fill_random(*ctx, *m, tokens.data(), depth, pool, rng);
+                    } else if (depth > 0) {
+                        ctx->eval(tokens.data(), depth);
+                    }
                 };
                 if (n_prompt > 0) {
                     std::vector<double> v;
                     for (int r = 0; r < reps; ++r) {
                         to_depth();
                         double t0 = now_s();
-                        ctx.eval(tokens.data() + depth, n_prompt);
+                        ctx->eval(tokens.data() + depth, n_prompt);
                         v.push_back(double(n_prompt) / (now_s() - t0));
                     }
                     result res = base("pp" + std::to_string(n_prompt) + at);
@@ -236,15 +404,56 @@ int run(int argc, char ** argv) {
                 }
                 if (n_gen > 0) {
                     std::vector<double> v;
+                    uint64_t reads = 0;
+                    double summaries = 0, open = 0, cpu = 0;
                     for (int r = 0; r < reps; ++r) {
                         to_depth();
-                        double t0 = now_s();
-                        for (int i = 0; i < n_gen; ++i) ctx.eval(&tokens[size_t(depth + i)], 1);
+                        kv_store & st = ctx->store();
+                        st.metrics().resident_peak = 0;
+                        const uint64_t reads0 = ctx->kv().page_reads();
+                        const int32_t p0 = ctx->n_past();
+                        double t0 = now_s(), c0 = cpu_s();
+                        for (int i = 0; i < n_gen; ++i) ctx->eval(&tokens[size_t(p0 + i)], 1);
                         v.push_back(double(n_gen) / (now_s() - t0));
+                        cpu += cpu_s() - c0;
+                        reads += ctx->kv().page_reads() - reads0;
+                        // What attention read besides the pages: the Quest summaries
+                        // it scored (F32 key min and max per page, layer and KV head;
+                        // the rule of kv_sequence::select_pages) and the F32 open page.
+                        const sparse_params & sp = ctx->kv().sparse();
+                        const hparams & hp = m->hp;
+                        for (int i = 0; i < n_gen; ++i) {
+                            const int32_t p = p0 + i, n = p / page;
+                            const int32_t k = int32_t(std::ceil(double(sp.ratio) * double(n)));
+                            const int32_t lo = std::min(n, sp.sink_pages), hi = std::max(lo, n - sp.recent_pages);
+                            if (sp.ratio < 1.0f && k + sp.sink_pages + sp.recent_pages < n)
+                                summaries += double(std::max(0, hp.n_layer - sp.dense_layers)) * hp.n_head_kv * (hi - lo) * 2.0 *
+                                             hp.head_dim * sizeof(float);
+                            open += double(hp.n_layer) * hp.n_head_kv * (p % page + 1) * 2.0 * hp.head_dim * sizeof(float);
+                        }
                     }
                     result res = base("tg" + std::to_string(n_gen) + at);
                     stats(v, res.mean, res.sd);
-                    if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / double(m->bytes_per_token()));
+                    std::fprintf(stderr, "gloas-bench: %s, %s: %.2f tokens/s, %.3f CPU s/token\n", kc.name.c_str(),
+                                 res.test.c_str(), res.mean, cpu / (double(n_gen) * reps));
+                    {
+                        // One page read = the K and V rows of one layer and KV head.
+                        kv_store & st = ctx->store();
+                        const double seg = 2.0 * m->hp.head_dim * double(pg.row_bytes(kc.t));
+                        const double n_tok = double(n_gen) * reps;
+                        res.kv_stats = true;
+                        res.cpu_per_token = cpu / n_tok;
+                        res.summary_read = summaries / n_tok;
+                        res.kv_read = (double(reads) * seg + open) / n_tok + res.summary_read;
+                        res.weight_read = double(m->bytes_per_token());
+                        st.flush();
+                        res.budget = cp.kv.ram_bytes;
+                        res.resident = st.resident_bytes();
+                        res.peak = st.metrics().resident_peak;
+                        res.fixed = st.fixed_ram_bytes();
+                        res.file = st.file_bytes();
+                    }
+                    if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / (res.weight_read + res.kv_read));
                     results.push_back(res);
                 }
             }
@@ -260,6 +469,11 @@ int run(int argc, char ** argv) {
                         r.model.c_str(), r.type.c_str(), r.kv.c_str(), r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd);
             if (r.ceiling_pct >= 0) std::printf(", \"bandwidth_gbs\": %.3f, \"ceiling_pct\": %.1f", bw / 1e9, r.ceiling_pct);
             if (r.gflops_thread >= 0) std::printf(", \"gflops_per_thread\": %.1f", r.gflops_thread);
+            if (r.kv_stats)
+                std::printf(", \"cpu_s_per_token\": %.4f, \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, \"summary_bytes_per_token\": %.0f, "
+                            "\"kv_ram_budget\": %zu, \"kv_resident_bytes\": %zu, \"kv_resident_peak_bytes\": %zu, "
+                            "\"kv_fixed_ram_bytes\": %zu, \"kv_file_bytes\": %zu",
+                            r.cpu_per_token, r.weight_read, r.kv_read, r.summary_read, r.budget, r.resident, r.peak, r.fixed, r.file);
             std::printf("}%s\n", i + 1 < results.size() ? "," : "");
         }
         std::printf("]\n");
@@ -280,7 +494,29 @@ int run(int argc, char ** argv) {
             std::printf("| %s | %s | %.1f MiB | %.1f M | %d | %s | %s | %.2f ± %.2f | %s |\n", r.model.c_str(), r.type.c_str(),
                         r.size_mib, r.params_m, r.threads, r.kv.c_str(), r.test.c_str(), r.mean, r.sd, notes.c_str());
         }
+        // Decode traffic and residency: per token, weights and K/V read (pages
+        // attended + summaries scored + open page); after the run, page-file
+        // pages mapped (most at a pass end when a budget trims them) and the
+        // sequences' fixed buffers.
+        bool any = false;
+        for (const result & r : results) any = any || r.kv_stats;
+        if (any) {
+            auto mib = [](double b) { return b / 1048576.0; };
+            std::printf("\n| kv | test | t/s | CPU ms/tok | weights MiB/tok | K/V MiB/tok (summaries) | GB/s moved | budget MiB | "
+                        "resident MiB (mapped + fixed) | mapped at a pass end, most | file MiB |\n");
+            std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for (const result & r : results) {
+                if (!r.kv_stats) continue;
+                std::printf("| %s | %s | %.2f | %.2f | %.1f | %.2f (%.2f) | %.2f | %s | %.1f (%.1f + %.1f) | %s | %.1f |\n", r.kv.c_str(),
+                            r.test.c_str(), r.mean, r.cpu_per_token * 1e3, mib(r.weight_read), mib(r.kv_read), mib(r.summary_read),
+                            r.mean * (r.weight_read + r.kv_read) / 1e9, r.budget ? format("%.1f", mib(double(r.budget))).c_str() : "-",
+                            mib(double(r.resident + r.fixed)), mib(double(r.resident)), mib(double(r.fixed)),
+                            r.peak ? format("%.1f", mib(double(r.peak))).c_str() : "-", mib(double(r.file)));
+            }
+        }
     }
+    remove_files(page_dir);
+    if (!page_dir.empty()) ::rmdir(page_dir.c_str());
     return 0;
 }
 

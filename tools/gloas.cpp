@@ -3,6 +3,7 @@
 // stdout carries the prompt followed by the generated text and nothing else, so
 // runs can be diffed; everything else (load and speed figures, errors) goes to
 // stderr.
+#include "decoder/autoconfig.h"
 #include "decoder/config.h"
 #include "decoder/gguf.h"
 #include "decoder/llama.h"
@@ -12,6 +13,8 @@
 #include "decoder/tokenizer.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tensor/profile.h"
+#include "tools/chat-loop.h"
 
 #include <algorithm>
 #include <chrono>
@@ -43,10 +46,19 @@ generation:
   -p, --prompt TEXT       prompt (default: empty, generation starts from BOS)
   -f, --file FILE         read the prompt from FILE
   -n, --n-predict N       tokens to generate (default: 256; stops earlier at the
-                          end of the context or at an end-of-sequence token)
+                          end of the context, unless --ctx-slide, or at an
+                          end-of-sequence token)
       --ignore-eos        keep generating past end-of-sequence tokens
   -c, --ctx-size N        context size in tokens (default: the model's)
-  -b, --ubatch N          prompt tokens per prefill chunk (default: 512)
+      --ctx-slide         at the end of the context, keep going: keep the first
+                          K/V page (attention sinks) and slide a window over the
+                          latest positions (StreamingLLM); a long prompt slides
+                          too (alias: --context-shift; default: off, stop there)
+  -b, --ubatch N          PREFILL runs the prompt in chunks of N tokens, so
+                          activation memory stays bounded however long it is
+                          (default: 512); DECODE then runs one token at a time;
+                          a prompt partly in the K/V store (HYBRID) prefills only
+                          its uncached tail and decodes from the reused pages
   -t, --threads N         CPU threads (default: all)
 
 sampling:
@@ -57,6 +69,22 @@ sampling:
       --repeat-penalty R  penalize the last --repeat-last-n tokens (default: 1.0 = off)
       --repeat-last-n N   (default: 64)
   -s, --seed N            random seed (default: from the clock; printed)
+
+chat:
+      --chat              interactive chat: one user message per line of stdin
+                          (a trailing \ continues the line), each reply on
+                          stdout; turns keep the conversation's K/V, so each
+                          prefills only its own text; -n bounds each reply;
+                          Ctrl-C stops a reply, Ctrl-C twice at the prompt or
+                          end of input quits
+      --system TEXT       the chat's system message
+      --chat-template NAME  the prompt format (default: recognized from the
+                          model's tokenizer.chat_template): chatml, llama2,
+                          llama2-sys, llama2-sys-bos, llama2-sys-strip,
+                          mistral-v1, mistral-v3, mistral-v3-tekken,
+                          mistral-v7, llama3, zephyr, phi3, gemma, deepseek,
+                          deepseek2, deepseek3
+      --verbose-prompt    print each turn's exact prompt text on stderr
 
 K/V cache:
       --strategy S        speed (f16 pages, dense), balanced (q8_0, dense),
@@ -74,15 +102,28 @@ K/V cache:
                           pages with 'p', tokens with 't' (default: 4G)
       --kv-policy P       eviction: lru, lfu, fifo, adaptive, compressed
                           (default: lru)
+      --kv-ram SIZE       bound on the K/V RAM: page-file pages mapped by this
+                          process plus the fixed buffers (open pages, page
+                          summaries), in the units of --kv-capacity; least
+                          recently read pages are unmapped after each pass and
+                          the page file holds them (default: the strategy's,
+                          64M for aggressive; 0 = unbounded)
       --metrics FMT       also print the run's metrics as json on stderr
 
 configuration:
       --config FILE       settings in the YAML shape of the specification
                           (examples/gloas.yaml); flags given too override it
+      --auto              choose strategy, K/V type, page size, K/V RAM budget,
+                          threads and ubatch from the model, the context and
+                          the machine (flags given too override each choice)
+      --explain           with --auto: print the choices and the numbers behind
+                          them, then exit without generating
 
 other:
       --tokenize          print the prompt's token ids (space-separated) and exit;
                           works with vocabulary-only GGUF files
+      --profile           time every op of the forward pass: a table per op type
+                          and per layer on stderr at the end
   -v, --verbose           print model details
   -h, --help              this text
 )";
@@ -96,12 +137,18 @@ struct options {
     int32_t n_ubatch = 0;      // 0: the configuration's (512)
     int32_t n_threads = 0;
     bool ignore_eos = false;
+    bool ctx_slide = false;
     bool tokenize_only = false;
     bool verbose = false;
+    bool profile = false;        // --profile
+    bool chat = false;                  // --chat
+    chat_cli::chat_options chat_opts;   // --system, --chat-template, --verbose-prompt
     bool metrics_json = false;
     sampler_params sp;
     kv_store_params kv;
     kv_capacity capacity;     // --kv-capacity; resolved once the page size is known
+    kv_capacity kv_ram;       // --kv-ram; likewise
+    bool kv_ram_given = false;
     memory_strategy strategy = memory_strategy::SPEED;
     bool strategy_given = false;
     bool kv_type_given = false;
@@ -110,6 +157,8 @@ struct options {
     bool kv_dir_given = false;
     std::string config_path;
     float sparse_ratio = -1.0f;  // < 0: the strategy's
+    bool auto_config = false;    // --auto
+    bool explain = false;        // --explain
 };
 
 [[noreturn]] void usage_error(const std::string & msg) {
@@ -227,6 +276,17 @@ options parse_args(int argc, char ** argv) {
             o.kv_page_given = true;
         }
         else if (a == "--config") o.config_path = value();
+        else if (a == "--auto") o.auto_config = true;
+        else if (a == "--explain") o.explain = true;
+        else if (a == "--kv-ram") {
+            const char * v = value();
+            try {
+                o.kv_ram = std::strcmp(v, "0") == 0 ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
+            } catch (const error & e) {
+                usage_error(e.what());
+            }
+            o.kv_ram_given = true;
+        }
         else if (a == "--kv-capacity") {
             const char * v = value();
             try {
@@ -247,10 +307,26 @@ options parse_args(int argc, char ** argv) {
             o.metrics_json = true;
         }
         else if (a == "--ignore-eos") o.ignore_eos = true;
+        else if (a == "--ctx-slide" || a == "--context-shift") o.ctx_slide = true;
         else if (a == "--tokenize") o.tokenize_only = true;
+        else if (a == "--chat") o.chat = true;
+        else if (a == "--system") o.chat_opts.system = value();
+        else if (a == "--chat-template") {
+            const char * v = value();
+            chat_template t;
+            if (!chat_template_from_name(v, &t))
+                usage_error(format("--chat-template: unknown template '%s'; known: %s", v, chat_template_names().c_str()));
+            o.chat_opts.template_name = v;
+        }
+        else if (a == "--verbose-prompt") o.chat_opts.verbose_prompt = true;
         else if (a == "-v" || a == "--verbose") o.verbose = true;
+        else if (a == "--profile") o.profile = true;
         else usage_error(format("unknown option '%s'", a.c_str()));
     }
+    if (o.chat && (have_prompt || !prompt_file.empty()))
+        usage_error("--chat reads the user's messages from stdin; give a system message with --system, not -p or -f");
+    if (!o.chat && (!o.chat_opts.system.empty() || !o.chat_opts.template_name.empty() || o.chat_opts.verbose_prompt))
+        usage_error("--system, --chat-template and --verbose-prompt go with --chat");
     if (!prompt_file.empty()) {
         if (have_prompt) usage_error("give the prompt with -p or -f, not both");
         FILE * f = std::fopen(prompt_file.c_str(), "rb");
@@ -326,6 +402,14 @@ int run(const options & o) {
         config_check_model(*cfg, hp, m->path);
         if (!o.strategy_given && !memory_strategy_from_name(cfg->strategy.c_str(), &strategy)) strategy = memory_strategy::SPEED;
     }
+    std::unique_ptr<auto_config> ac;
+    if (o.auto_config || o.explain) {
+        auto_config_input in;
+        in.n_ctx = o.n_ctx;
+        in.ram_available = available_ram_bytes();
+        ac = std::make_unique<auto_config>(choose_config(*m, in));
+        if (!o.strategy_given) strategy = ac->strategy;
+    }
     if (strategy == memory_strategy::AUTO) {
         std::string why;
         strategy = choose_strategy(*m, o.n_ctx > 0 ? o.n_ctx : hp.n_ctx_train, available_ram_bytes(), &why);
@@ -335,12 +419,23 @@ int run(const options & o) {
     if (cfg) {
         const context_params fc = config_context_params(*cfg, hp, o.kv.dir);
         const sparse_params sp = cp.sparse;
+        const size_t ram = cp.kv.ram_bytes;  // the strategy's; the file has no such key
         cp = fc;
         cp.sparse = sp;
+        cp.kv.ram_bytes = ram;
         if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
         if (o.kv_dir_given) cp.kv.dir = o.kv.dir;
     }
+    if (ac) {
+        // --auto's choices, under the flags given
+        cp.n_ctx = ac->n_ctx;
+        cp.n_ubatch = ac->n_ubatch;
+        cp.n_threads = ac->n_threads;
+        cp.kv.page_tokens = ac->page_tokens;
+        cp.kv.ram_bytes = ac->kv_ram_bytes;
+    }
     if (o.n_ctx > 0) cp.n_ctx = o.n_ctx;
+    cp.slide.on = o.ctx_slide;
     if (o.n_ubatch > 0) cp.n_ubatch = o.n_ubatch;
     if (o.n_threads > 0) cp.n_threads = o.n_threads;
     if (o.kv_type_given) cp.kv.kv_type = o.kv.kv_type;
@@ -350,8 +445,21 @@ int run(const options & o) {
     {
         const page_geometry pg{cp.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
         cp.kv.capacity_bytes = kv_capacity_bytes(o.capacity, pg.page_bytes(cp.kv.kv_type), cp.kv.page_tokens, cp.kv.capacity_bytes);
+        if (o.kv_ram_given) cp.kv.ram_bytes = kv_capacity_bytes(o.kv_ram, pg.page_bytes(cp.kv.kv_type), cp.kv.page_tokens, 0);
     }
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
+    if (o.explain) {
+        std::fputs(ac->explanation.c_str(), stdout);
+        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu -c %d -b %d -t %d\n",
+                    memory_strategy_name(strategy), type_name(cp.kv.kv_type), double(cp.sparse.ratio), cp.kv.page_tokens,
+                    cp.kv.ram_bytes, cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
+        return 0;
+    }
+    if (ac)
+        std::fprintf(stderr, "gloas: auto: %s, %s pages of %d tokens, K/V RAM budget %s, %d threads (--explain says why)\n",
+                     memory_strategy_name(strategy), type_name(cp.kv.kv_type), cp.kv.page_tokens,
+                     cp.kv.ram_bytes ? format("%.0f MiB", double(cp.kv.ram_bytes) / 1048576.0).c_str() : "unbounded",
+                     ops::n_threads());
     context ctx(*m, cp);
     kv_store & store = ctx.store();
     for (std::string n = store.take_notices(); !n.empty();) {
@@ -364,14 +472,26 @@ int run(const options & o) {
                  m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
                  double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads());
     if (o.verbose)
-        std::fprintf(stderr, "gloas: layers %d, dim %d, ffn %d, heads %d (kv %d), head_dim %d, rope dims %d base %g, vocab %d, trained context %d\n",
-                     hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot,
-                     double(hp.rope_freq_base), hp.n_vocab, hp.n_ctx_train);
+        std::fprintf(stderr, "gloas: %s: layers %d, dim %d, ffn %d, heads %d (kv %d), head_dim %d, rope %s dims %d base %g, "
+                     "vocab %d, trained context %d\n", m->arch.c_str(), hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head,
+                     hp.n_head_kv, hp.head_dim, ops::rope_style_name(hp.rope_type), hp.n_rot, double(hp.rope_freq_base),
+                     hp.n_vocab, hp.n_ctx_train);
+    if (o.profile) profile::enable(true);
+
+    if (o.chat) {
+        chat_cli::chat_options co = o.chat_opts;
+        co.n_predict = o.n_predict;
+        co.ignore_eos = o.ignore_eos;
+        const int rc = chat_cli::chat_loop(*m, ctx, o.sp, co);
+        if (o.profile) profile::print(stderr);
+        return rc;
+    }
 
     std::vector<int32_t> prompt = m->tok.encode(o.prompt, true);
     if (prompt.empty()) prompt.push_back(m->tok.bos());
-    if (int64_t(prompt.size()) > ctx.n_ctx())
-        throw error(format("the prompt is %zu tokens but the context holds %d (raise -c)", prompt.size(), ctx.n_ctx()));
+    if (int64_t(prompt.size()) > ctx.n_ctx() && !ctx.slides())
+        throw error(format("the prompt is %zu tokens but the context holds %d (raise -c or add --ctx-slide)",
+                           prompt.size(), ctx.n_ctx()));
 
     // The prompt is echoed as its tokens decode, as llama2.c prints it.
     for (size_t i = 0; i < prompt.size(); ++i) {
@@ -415,8 +535,8 @@ int run(const options & o) {
         pending.erase(0, ready);
         prev = tok;
         if (n_gen == o.n_predict) break;
-        if (ctx.n_past() >= ctx.n_ctx()) {
-            stop = " (context full)";
+        if (ctx.n_past() >= ctx.n_ctx() && !ctx.slides()) {
+            stop = " (context full; --ctx-slide keeps going)";
             break;
         }
         logits = ctx.eval(&tok, 1);
@@ -435,6 +555,9 @@ int run(const options & o) {
     else
         std::fprintf(stderr, "gloas: generated %d tokens%s\n", n_gen, stop);
     if (o.sp.temp > 0) std::fprintf(stderr, "gloas: seed %llu\n", (unsigned long long) smp.seed());
+    if (ctx.kv().n_dropped() > 0)
+        std::fprintf(stderr, "gloas: context slid past %d positions: %d pages of %d tokens dropped after the sink page(s)\n",
+                     ctx.n_ctx(), ctx.kv().n_dropped(), store.geometry().page_tokens);
 
     store.flush();
     const kv_metrics & km = store.metrics();
@@ -450,6 +573,14 @@ int run(const options & o) {
                  evict_policy_name(store.params().policy), (unsigned long long) km.pages_compressed,
                  (unsigned long long) km.pages_corrupt, kv_per_token, double(store.stored_bytes()) / 1048576.0,
                  double(store.file_bytes()) / 1048576.0);
+    // Page-file pages mapped in this process (kv-store.h: what "resident" means).
+    const size_t resident = store.resident_bytes();
+    if (cp.kv.ram_bytes > 0)
+        std::fprintf(stderr, "gloas: kv RAM budget %.1f MiB: resident %.1f MiB (%.1f MiB of mapped pages, %.1f MiB of fixed "
+                     "buffers), %.1f MiB mapped at most at a pass end, %llu trims\n", double(cp.kv.ram_bytes) / 1048576.0,
+                     double(resident + store.fixed_ram_bytes()) / 1048576.0, double(resident) / 1048576.0,
+                     double(store.fixed_ram_bytes()) / 1048576.0, double(km.resident_peak) / 1048576.0,
+                     (unsigned long long) km.ram_trims);
     if (o.metrics_json) {
         std::fprintf(stderr,
                      "{\"prompt_tokens\": %zu, \"reused_tokens\": %d, \"generated_tokens\": %d, \"load_s\": %.4f, "
@@ -458,7 +589,9 @@ int run(const options & o) {
                      "\"kv_type\": \"%s\", \"page_tokens\": %d, \"pages_hit\": %llu, \"pages_missed\": %llu, "
                      "\"hit_rate\": %.4f, \"tokens_reused\": %llu, \"pages_written\": %llu, \"pages_evicted\": %llu, "
                      "\"pages_compressed\": %llu, \"pages_corrupt\": %llu, \"prefetch_resident\": %llu, "
-                     "\"kv_bytes_per_token\": %.1f, \"kv_ram_bytes\": %zu, \"kv_store_bytes\": %zu, \"kv_file_bytes\": %zu}\n",
+                     "\"kv_bytes_per_token\": %.1f, \"kv_ram_bytes\": %zu, \"kv_store_bytes\": %zu, \"kv_file_bytes\": %zu, "
+                     "\"kv_ram_budget\": %zu, \"kv_resident_bytes\": %zu, \"kv_fixed_ram_bytes\": %zu, "
+                     "\"kv_resident_peak_bytes\": %zu, \"kv_ram_trims\": %llu}\n",
                      prompt.size(), ctx.n_reused(), n_gen, t_load, double(n_prefilled) / t_prefill, t_first * 1e3,
                      n_gen > 1 ? double(n_gen - 1) / decode_s : 0.0, percentile(itl, 0.50) * 1e3, percentile(itl, 0.95) * 1e3,
                      percentile(itl, 0.99) * 1e3, type_name(store.kv_type()), store.geometry().page_tokens,
@@ -466,8 +599,10 @@ int run(const options & o) {
                      (unsigned long long) km.tokens_reused, (unsigned long long) km.pages_written,
                      (unsigned long long) km.pages_evicted, (unsigned long long) km.pages_compressed,
                      (unsigned long long) km.pages_corrupt, (unsigned long long) km.prefetch_resident, kv_per_token,
-                     ctx.kv().ram_bytes(), store.stored_bytes(), store.file_bytes());
+                     ctx.kv().ram_bytes(), store.stored_bytes(), store.file_bytes(), cp.kv.ram_bytes, resident,
+                     store.fixed_ram_bytes(), km.resident_peak, (unsigned long long) km.ram_trims);
     }
+    if (o.profile) profile::print(stderr);
     return 0;
 }
 
