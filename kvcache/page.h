@@ -67,16 +67,43 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 
 // Accumulates the attention of `group` query heads q (group, head_dim), already
 // multiplied by the softmax scale, over tokens [0, n) of one page of type t
-// (F32 for the open page), for KV head `kv_head` of `layer`. K and V are
-// dequantized in registers: the page is never expanded in memory.
+// (F32 for the open page), for KV head `kv_head` of `layer`. K and V are read
+// in registers: the page is never expanded in memory.
 // Any group >= 1 and head_dim >= 1; 1 <= n <= P. Tokens at or past n are never
 // read into the result (an open page's unwritten tail may hold anything).
-// page_attend differs from page_attend_ref by float rounding only (summation
-// order and a polynomial exp with relative error about 2e-7).
-void page_attend    (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
-                     int32_t n, const float * q, int32_t group, attn_state & s);
-void page_attend_ref(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
-                     int32_t n, const float * q, int32_t group, attn_state & s);
+//
+// F32, F16, BF16 and Q4_0 pages run the float algorithm: page_attend differs
+// from page_attend_ref by float rounding only (summation order and a
+// polynomial exp with relative error about 2e-7).
+//
+// Q8_0 pages run the integer algorithm, per window of 32 tokens (one block of
+// every K/V row) and query head, with k_c, v_c the block's int8 values and
+// dk_c, dv_c its scales for channel c:
+//   query   x_c = q_c * dk_c; sq = max_c |x_c| / 127; qi_c = round(x_c / sq)
+//           (int8)
+//   scores  s_t = sq * sum_c qi_c * k_c[t]           (integers summed exactly)
+//   softmax m' = max(m, max_t s_t); e_t = exp(s_t - m'); pm = max_t e_t;
+//           u_t = round(255 * e_t / pm) (u8); l = l * exp(m - m') + pm/255 * sum_t u_t
+//   output  acc_c = acc_c * exp(m - m') + dv_c * pm/255 * sum_t u_t * v_c[t]
+// so the query is rounded to 8 bits per channel (relative to the head's
+// largest |q_c dk_c|) and the probabilities to 8 bits (relative to the
+// window's largest), on top of the page's own quantization: an error of the
+// order of Q8_0's (tests/test-page.cpp measures it against page_attend_ref;
+// stories260K's perplexity moves by 0.02%). (Q4_0 stays float: there the
+// same rounding cost 0.3% perplexity on top of Q4_0's own 1.8%.)
+//
+// page_attend_scalar is page_attend's scalar twin, the same algorithm for
+// every type in plain C++ (the kernel of builds without AVX-512 VNNI); the
+// two differ by float rounding only (for Q8_0 the integers are equal and, on
+// builds with FMA, so are the float operations and their order).
+void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                        int32_t n, const float * q, int32_t group, attn_state & s);
+void page_attend_scalar(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                        int32_t n, const float * q, int32_t group, attn_state & s);
+// The exact attention: K and V dequantized with the type's to_float, scores
+// and sums in double, exp from <cmath>.
+void page_attend_ref   (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                        int32_t n, const float * q, int32_t group, attn_state & s);
 
 // Prefill: n_q query tokens over one page, so a chunk of queries reads each
 // page once. Query token i has `group` heads, q (n_q, group, head_dim) (scaled),
@@ -84,11 +111,14 @@ void page_attend_ref(const page_geometry & g, type t, const void * page, int32_t
 // as it was; fewer than P gives causality within the chunk's last page).
 // s holds the n_q * group heads, token-major: m, l (n_q * group),
 // acc (n_q * group, head_dim). Equal to page_attend per query token up to
-// float rounding; page_attend_multi_ref is that loop over page_attend_ref.
-void page_attend_multi    (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
-                           int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
-void page_attend_multi_ref(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
-                           int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
+// float rounding (the same algorithm per type); page_attend_multi_scalar is
+// its scalar twin, page_attend_multi_ref the loop over page_attend_ref.
+void page_attend_multi       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                              int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
+void page_attend_multi_scalar(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                              int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
+void page_attend_multi_ref   (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                              int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
 
 // Asks the CPU to start loading the K and V rows of KV head `kv_head` of
 // `layer` (e.g. of the next page of a chain while the current one is

@@ -1,12 +1,24 @@
-// gloas-kernel-bench: throughput of the matmul kernels on Llama-shaped weights.
+// gloas-kernel-bench: throughput of the matmul kernels on Llama-shaped weights,
+// or of attention over K/V pages.
 //
 //   gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick]
+//   gloas-kernel-bench --pages [-t THREADS] [-d DEPTH] [--types f16,q8_0,q4_0] [--quick]
 //
-// Prints a read-bandwidth probe (sum of a 1 GiB buffer with 1 and THREADS
-// threads), then per weight type and shape: decode (n_tok = 1) as GB/s of
-// weights streamed, cycling over enough copies of the matrix to exceed the
+// Matmul: prints a read-bandwidth probe (sum of a 1 GiB buffer with 1 and
+// THREADS threads), then per weight type and shape: decode (n_tok = 1) as GB/s
+// of weights streamed, cycling over enough copies of the matrix to exceed the
 // caches, and prefill (n_tok = PREFILL_TOKENS) as GFLOP/s in total and per
 // thread (2 * rows * cols * tokens / seconds).
+//
+// --pages: one decode token's attention over DEPTH tokens (default 4096) of
+// TinyLlama-shaped pages (32 tokens, 22 layers, 4 KV heads, head_dim 64, 8
+// query heads per KV head), as kv_sequence runs it: KV heads over THREADS
+// threads, each reading its pages in order with the next one prefetched.
+// Per page type, in thread CPU time (so that other processes on a shared
+// machine count less): ms per token (summed over threads), ns per page per KV
+// head, the same with one layer's pages hot in cache, and the scalar
+// reference's ns per page per KV head.
+#include "kvcache/page.h"
 #include "quant/simd.h"
 #include "quant/types.h"
 #include "tensor/bandwidth.h"
@@ -17,9 +29,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -58,7 +72,91 @@ std::vector<char> make_matrix(type t, int64_t n_out, int64_t n_in, uint32_t seed
 }
 
 void usage() {
-    std::printf("usage: gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick]\n");
+    std::printf("usage: gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick]\n"
+                "       gloas-kernel-bench --pages [-t THREADS] [-d DEPTH] [--types f16,q8_0,q4_0] [--quick]\n");
+}
+
+// CPU seconds of the calling thread (a loaded machine's preemption does not count).
+double thread_cpu_now() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Thread CPU seconds, summed over the threads, of one decode token's attention
+// of layers [0, n_layers) and every KV head over pages (pages[i] is a whole
+// page), KV heads over nth threads; `fast` picks page_attend or page_attend_ref.
+double attend_token(const page_geometry & g, type t, const std::vector<const char *> & pages, int n_layers,
+                    const std::vector<float> & q, int group, int nth, bool fast) {
+    const int D = g.head_dim, P = g.page_tokens, n_pages = int(pages.size());
+    double cpu = 0.0;
+    for (int il = 0; il < n_layers; ++il) {
+        #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) reduction(+ : cpu)
+        for (int h = 0; h < g.n_head_kv; ++h) {
+            const double c0 = thread_cpu_now();
+            std::vector<float> st(size_t(group) * (D + 2));
+            attn_state s{st.data(), st.data() + group, st.data() + 2 * group};
+            attn_state_init(s, group, D);
+            const float * qh = q.data() + size_t(h) * size_t(group) * size_t(D);
+            for (int i = 0; i < n_pages; ++i) {
+                if (i + 1 < n_pages) page_prefetch(g, t, pages[size_t(i) + 1], il, h);
+                if (fast) page_attend(g, t, pages[size_t(i)], il, h, P, qh, group, s);
+                else page_attend_ref(g, t, pages[size_t(i)], il, h, P, qh, group, s);
+            }
+            if (!std::isfinite(s.l[0])) std::printf("(non-finite)\n");  // keeps the result alive
+            cpu += thread_cpu_now() - c0;
+        }
+    }
+    return cpu;
+}
+
+int bench_pages(const std::vector<type> & types, int nth, int depth, bool quick) {
+    page_geometry g;
+    g.page_tokens = 32;
+    g.n_layer = 22;
+    g.n_head_kv = 4;
+    g.head_dim = 64;
+    const int group = 8, n_pages = std::max(1, depth / g.page_tokens);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    // a few distinct random open pages, quantized in turn into every page
+    const int n_src = 4;
+    std::vector<std::vector<float>> src(n_src, std::vector<float>(size_t(g.n_rows()) * size_t(g.page_tokens)));
+    for (auto & o : src) for (auto & v : o) v = nd(rng);
+    std::vector<float> q(size_t(g.n_head_kv) * group * g.head_dim);
+    for (auto & v : q) v = nd(rng) / 8.0f;  // scaled by 1/sqrt(head_dim): scores ~ N(0, 1)
+    const int rounds = quick ? 2 : 5;
+    const double items = double(n_pages) * g.n_layer * g.n_head_kv;  // page x layer x KV head
+    std::printf("page attention, depth %d (%d pages of %d tokens), %d threads; times are thread CPU time, summed over threads\n\n",
+                n_pages * g.page_tokens, n_pages, g.page_tokens, nth);
+    std::printf("| page type | CPU ms / token | ns / page / KV head | hot: ns / page / KV head | ref: ns / page / KV head |\n");
+    std::printf("|---|---:|---:|---:|---:|\n");
+    for (type t : types) {
+        if (!g.valid_for(t)) {
+            std::fprintf(stderr, "gloas-kernel-bench: type %s is not a page type\n", type_name(t));
+            return 1;
+        }
+        const size_t pb = g.page_bytes(t);
+        std::vector<char> store(pb * size_t(n_pages));
+        for (int i = 0; i < n_pages; ++i) {
+            char * dst = store.data() + pb * size_t(i);
+            if (t == type::F32) std::memcpy(dst, src[size_t(i % n_src)].data(), pb);
+            else page_quantize(g, src[size_t(i % n_src)].data(), t, dst);
+        }
+        std::vector<const char *> pages(static_cast<size_t>(n_pages));
+        for (int i = 0; i < n_pages; ++i) pages[size_t(i)] = store.data() + pb * size_t(i);
+        // every layer (cold: the pages exceed the caches), then one layer
+        // repeated (hot), then the reference on one layer
+        double cold = 1e30, hot = 1e30;
+        attend_token(g, t, pages, g.n_layer, q, group, nth, true);
+        for (int r = 0; r < rounds; ++r) cold = std::min(cold, attend_token(g, t, pages, g.n_layer, q, group, nth, true));
+        for (int r = 0; r < 10 * rounds; ++r) hot = std::min(hot, attend_token(g, t, pages, 1, q, group, nth, true));
+        const double ref = attend_token(g, t, pages, 1, q, group, nth, false);
+        const double per = 1e9 / items, per1 = per * g.n_layer;
+        std::printf("| %s | %.2f | %.0f | %.0f | %.0f |\n", type_name(t), cold * 1e3, cold * per, hot * per1, ref * per1);
+        std::fflush(stdout);
+    }
+    return 0;
 }
 
 } // namespace
@@ -66,18 +164,22 @@ void usage() {
 int main(int argc, char ** argv) {
     int nth = 2;
     int64_t n_prefill = 512;
-    bool quick = false;
-    std::string types_arg = "q4_0,q8_0,q4_K,q5_K,q6_K,f16";
+    bool quick = false, pages = false;
+    int depth = 4096;
+    std::string types_arg;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "-t" && i + 1 < argc) nth = std::atoi(argv[++i]);
         else if (a == "-n" && i + 1 < argc) n_prefill = std::atoll(argv[++i]);
         else if (a == "--types" && i + 1 < argc) types_arg = argv[++i];
         else if (a == "--quick") quick = true;
+        else if (a == "--pages") pages = true;
+        else if (a == "-d" && i + 1 < argc) depth = std::atoi(argv[++i]);
         else if (a == "-h" || a == "--help") { usage(); return 0; }
         else { usage(); return 1; }
     }
-    if (nth < 1 || n_prefill < 1) { usage(); return 1; }
+    if (nth < 1 || n_prefill < 1 || depth < 1) { usage(); return 1; }
+    if (types_arg.empty()) types_arg = pages ? "f16,q8_0,q4_0" : "q4_0,q8_0,q4_K,q5_K,q6_K,f16";
     std::vector<type> types;
     for (size_t p = 0; p <= types_arg.size();) {
         const size_t e = std::min(types_arg.find(',', p), types_arg.size());
@@ -89,6 +191,7 @@ int main(int argc, char ** argv) {
         types.push_back(t);
         p = e + 1;
     }
+    if (pages) return bench_pages(types, nth, depth, quick);
 
     // read bandwidth
     {
