@@ -119,15 +119,7 @@ int32_t kv_sequence::select_pages(int32_t il, int32_t h, int64_t cur, int32_t dr
     for (int32_t v = lo; v < hi; ++v) {
         const float * mn = key_min(page_of(v), il, h);
         const float * mx = mn + hd;
-        const float * qv = v < S ? qk : qs;
-        float best = -INFINITY;
-        for (int32_t g = 0; g < group; ++g) {
-            const float * q = qv + size_t(g) * size_t(hd);
-            float b = 0.0f;
-            for (int32_t d = 0; d < hd; ++d) b += std::max(q[d] * mn[d], q[d] * mx[d]);
-            best = std::max(best, b);
-        }
-        score[v] = best;
+        score[v] = page_score_bound(v < S ? qk : qs, group, hd, mn, mx);
     }
     int32_t m = 0;
     for (int32_t v = lo; v < hi; ++v) out[m++] = v;

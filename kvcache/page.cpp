@@ -3,6 +3,7 @@
 // in page-attend.cpp.
 #include "kvcache/page.h"
 
+#include "quant/simd.h"
 #include "tensor/error.h"
 
 #include <algorithm>
@@ -158,6 +159,38 @@ void page_key_bounds(const page_geometry & g, type t, const void * page, int32_t
 void page_key_bounds(const page_geometry & g, const float * open_page, int32_t layer, int32_t kv_head,
                      int32_t n, float * kmin, float * kmax) {
     page_key_bounds(g, type::F32, open_page, layer, kv_head, n, kmin, kmax);
+}
+
+float page_score_bound_ref(const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax) {
+    float best = -INFINITY;
+    for (int32_t g = 0; g < group; ++g) {
+        const float * qg = q + size_t(g) * size_t(head_dim);
+        float b = 0.0f;
+        for (int32_t d = 0; d < head_dim; ++d) b += std::max(qg[d] * kmin[d], qg[d] * kmax[d]);
+        best = std::max(best, b);
+    }
+    return best;
+}
+
+float page_score_bound(const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax) {
+#if defined(__AVX512F__)
+    float best = -INFINITY;
+    for (int32_t g = 0; g < group; ++g) {
+        const float * qg = q + size_t(g) * size_t(head_dim);
+        __m512 acc = _mm512_setzero_ps();
+        for (int32_t d = 0; d < head_dim; d += 16) {
+            const __mmask16 m = simd::tail_mask(head_dim - d);
+            const __m512 qv = _mm512_maskz_loadu_ps(m, qg + d);
+            const __m512 lo = _mm512_mul_ps(qv, _mm512_maskz_loadu_ps(m, kmin + d));
+            const __m512 hi = _mm512_mul_ps(qv, _mm512_maskz_loadu_ps(m, kmax + d));
+            acc = _mm512_add_ps(acc, _mm512_max_ps(lo, hi));
+        }
+        best = std::max(best, _mm512_reduce_add_ps(acc));
+    }
+    return best;
+#else
+    return page_score_bound_ref(q, group, head_dim, kmin, kmax);
+#endif
 }
 
 } // namespace gloas

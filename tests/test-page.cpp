@@ -527,3 +527,26 @@ TEST_CASE("page_attend beyond the register kernel's head_dim (the portable path)
         REQUIRE(max_abs_diff(twin, ref) <= scalar_vs_ref_bound(t) * std::max(1.0, max_abs(ref)));
     }
 }
+
+TEST_CASE("page_score_bound vs reference: group sizes, odd head_dim") {
+    std::mt19937 rng(77);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (int32_t hd : {1, 5, 8, 16, 64, 80, 128}) {
+        for (int32_t group : {1, 2, 8, 13}) {
+            std::vector<float> q(size_t(group) * size_t(hd)), lo(static_cast<size_t>(hd)), hi(static_cast<size_t>(hd));
+            for (auto & x : q) x = nd(rng);
+            for (int32_t d = 0; d < hd; ++d) {
+                const float a = nd(rng), b = nd(rng);
+                lo[size_t(d)] = std::min(a, b);
+                hi[size_t(d)] = std::max(a, b);
+            }
+            const float f = page_score_bound(q.data(), group, hd, lo.data(), hi.data());
+            const float r = page_score_bound_ref(q.data(), group, hd, lo.data(), hi.data());
+            double mag = 0.0;  // sum of the terms' magnitudes bounds the rounding
+            for (int32_t g = 0; g < group; ++g)
+                for (int32_t d = 0; d < hd; ++d)
+                    mag = std::max(mag, double(std::fabs(q[size_t(g * hd + d)])) * (std::fabs(lo[size_t(d)]) + std::fabs(hi[size_t(d)])));
+            CHECK_MESSAGE(std::fabs(double(f) - double(r)) <= 1e-6 * mag * hd + 1e-30, "hd=", hd, " group=", group);
+        }
+    }
+}
