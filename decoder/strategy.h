@@ -24,9 +24,12 @@ enum class memory_strategy { SPEED, BALANCED, AGGRESSIVE, AUTO };
 const char * memory_strategy_name(memory_strategy s);
 bool memory_strategy_from_name(const char * name, memory_strategy * out);
 
-// Resident K/V bound of AGGRESSIVE: page-file pages mapped plus the
-// sequences' fixed buffers (kv-store.h).
-constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(64) << 20;
+// Resident K/V bound of AGGRESSIVE: page-file pages mapped (kv-store.h). A
+// sparse decode pass of a 1.1B-shape model at depth 16384 maps about 100 MiB
+// of its Q4_0 pages (the kernel maps 64 KiB around each first read): a budget
+// below that unmaps and faults in again every pass and halves decode speed
+// there (BENCHMARKS.md), so the bound sits just above it.
+constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(128) << 20;
 
 // Sets the K/V type, sparse ratio and K/V RAM budget of `p` for a concrete strategy.
 void apply_strategy(memory_strategy s, context_params & p);

@@ -427,12 +427,6 @@ void kv_store::writer_loop() {
 void kv_store::add_fixed_ram(size_t bytes) {
     std::lock_guard<std::mutex> lk(mu_);
     fixed_ram_ += bytes;
-    if (p_.ram_bytes > 0 && fixed_ram_ >= p_.ram_bytes && !budget_noticed_) {
-        budget_noticed_ = true;
-        notices_ += format("K/V RAM budget %.2f MiB is below the %.2f MiB of the sequences' fixed buffers (open pages, "
-                           "scratch, page summaries; raise it, or lower -b / -c): only pages being written stay mapped\n",
-                           double(p_.ram_bytes) / 1048576.0, double(fixed_ram_) / 1048576.0);
-    }
 }
 
 size_t kv_store::resident_bytes() {
@@ -477,7 +471,7 @@ void kv_store::trim() {
     size_t resident = resident_locked(&exact, &first);
     if (!exact) resident = file_->mapped_rss_bytes();
     m_.resident_peak = std::max(m_.resident_peak, resident);
-    const size_t budget = p_.ram_bytes > fixed_ram_ ? p_.ram_bytes - fixed_ram_ : 0;
+    const size_t budget = p_.ram_bytes;
     if (resident <= budget) return;
 
     // Slots being written (ours claimed and unpublished, or another

@@ -13,14 +13,15 @@
 // thread (the decoder's OpenMP workers).
 //
 // RAM budget (kv_store_params::ram_bytes, --kv-ram). Tiers: hot = page-file
-// pages mapped in this process (plus the sequences' fixed buffers: open pages
-// in F32, scratch, page summaries); warm = the OS page cache; cold = the file
-// on disk. "Resident" is the hot tier: OS pages of the page-file mapping
-// present in this process's page tables (its Rss in /proc/self/smaps, read
-// exactly from /proc/self/pagemap), plus the fixed bytes the sequences
-// registered (add_fixed_ram). After each forward pass (kv_sequence::commit)
-// trim() unmaps (MADV_DONTNEED) whole slots, least recently touched first,
-// until that sum is within the budget; between trims a pass maps what it reads
+// pages mapped in this process; warm = the OS page cache; cold = the file on
+// disk. "Resident" is the hot tier: OS pages of the page-file mapping present
+// in this process's page tables (its Rss in /proc/self/smaps, read exactly
+// from /proc/self/pagemap). The sequences' fixed buffers (open pages in F32,
+// scratch, page summaries: sized by the context and the prefill chunk, not by
+// what is stored) are registered with add_fixed_ram and reported beside it,
+// not counted against the budget. After each forward pass
+// (kv_sequence::commit) trim() unmaps (MADV_DONTNEED) whole slots, least
+// recently touched first, until the resident bytes are within the budget; between trims a pass maps what it reads
 // (and the kernel's fault-around maps up to 64 KiB around each read), so the
 // budget holds at pass boundaries and resident_peak records how far a pass
 // went. A budget below what one pass maps makes every pass unmap and fault
@@ -203,7 +204,6 @@ private:
     std::unique_ptr<std::atomic<uint32_t>[]> stamps_;  // (max_slots) epoch of each slot's last touch
     std::atomic<uint32_t> epoch_{1};
     size_t fixed_ram_ = 0;
-    bool budget_noticed_ = false;
     std::vector<uint8_t> present_;                    // trim scratch: OS pages present
     struct trim_candidate { uint32_t stamp; int64_t slot; };
     std::vector<trim_candidate> candidates_;

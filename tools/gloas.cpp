@@ -102,12 +102,13 @@ K/V cache:
                           pages with 'p', tokens with 't' (default: 4G)
       --kv-policy P       eviction: lru, lfu, fifo, adaptive, compressed
                           (default: lru)
-      --kv-ram SIZE       bound on the K/V RAM: page-file pages mapped by this
-                          process plus the fixed buffers (open pages, page
-                          summaries), in the units of --kv-capacity; least
-                          recently read pages are unmapped after each pass and
-                          the page file holds them (default: the strategy's,
-                          64M for aggressive; 0 = unbounded)
+      --kv-ram SIZE       bound on the K/V pages resident in RAM (page-file pages
+                          mapped by this process; the fixed buffers of open
+                          pages, scratch and summaries come on top), in the
+                          units of --kv-capacity; least recently read pages
+                          are unmapped after each pass and the page file holds
+                          them (default: the strategy's, 128M for aggressive;
+                          0 = unbounded)
       --metrics FMT       also print the run's metrics as json on stderr
 
 configuration:
@@ -576,11 +577,10 @@ int run(const options & o) {
     // Page-file pages mapped in this process (kv-store.h: what "resident" means).
     const size_t resident = store.resident_bytes();
     if (cp.kv.ram_bytes > 0)
-        std::fprintf(stderr, "gloas: kv RAM budget %.1f MiB: resident %.1f MiB (%.1f MiB of mapped pages, %.1f MiB of fixed "
-                     "buffers), %.1f MiB mapped at most at a pass end, %llu trims\n", double(cp.kv.ram_bytes) / 1048576.0,
-                     double(resident + store.fixed_ram_bytes()) / 1048576.0, double(resident) / 1048576.0,
-                     double(store.fixed_ram_bytes()) / 1048576.0, double(km.resident_peak) / 1048576.0,
-                     (unsigned long long) km.ram_trims);
+        std::fprintf(stderr, "gloas: kv RAM budget %.1f MiB: %.1f MiB of pages resident (and %.1f MiB of fixed buffers), "
+                     "%.1f MiB mapped at most at a pass end, %llu trims\n", double(cp.kv.ram_bytes) / 1048576.0,
+                     double(resident) / 1048576.0, double(store.fixed_ram_bytes()) / 1048576.0,
+                     double(km.resident_peak) / 1048576.0, (unsigned long long) km.ram_trims);
     if (o.metrics_json) {
         std::fprintf(stderr,
                      "{\"prompt_tokens\": %zu, \"reused_tokens\": %d, \"generated_tokens\": %d, \"load_s\": %.4f, "
