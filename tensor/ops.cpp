@@ -245,13 +245,17 @@ void silu_mul(float * y, const float * g, const float * u, int64_t n) {
         _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv));
     }
 #elif defined(__AVX2__) && defined(__FMA__)
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 gv = _mm256_loadu_ps(g + i);
+    // The tail goes through the same vector exp (masked), so an element's
+    // result does not depend on where the array ends: a chunk of tokens gives
+    // each token the values it gets alone.
+    for (int64_t i = 0; i < n; i += 8) {
+        const int r = int(std::min<int64_t>(8, n - i));
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 gv = _mm256_maskload_ps(g + i, m);
         const __m256 e = simd::exp256_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv));
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(u + i)));
+        const __m256 yv = _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_maskload_ps(u + i, m));
+        _mm256_maskstore_ps(y + i, m, yv);
     }
-    silu_mul_ref(y + i, g + i, u + i, n - i);
 #else
     silu_mul_ref(y, g, u, n);
 #endif

@@ -235,6 +235,22 @@ TEST_CASE("matmul_n equals matmul on each matrix: one type, and runs of several 
     ops::set_n_threads(saved);
 }
 
+TEST_CASE("silu_mul: a token's values do not depend on the chunk around it") {
+    // The decoder applies silu_mul to a whole chunk at once; results must be
+    // bit-identical to one token at a time (the precision rule of kv-sequence.h).
+    std::mt19937 rng(34);
+    for (int64_t F : {172, 5, 16, 37}) {
+        const int64_t n_tok = 7;
+        const std::vector<float> g = randn(rng, n_tok * F), u = randn(rng, n_tok * F);
+        std::vector<float> all(static_cast<size_t>(n_tok * F)), one(static_cast<size_t>(F));
+        ops::silu_mul(all.data(), g.data(), u.data(), n_tok * F);
+        for (int64_t t = 0; t < n_tok; ++t) {
+            ops::silu_mul(one.data(), g.data() + t * F, u.data() + t * F, F);
+            CHECK_MESSAGE(std::memcmp(one.data(), all.data() + t * F, size_t(F) * sizeof(float)) == 0, "F=", F, " token ", t);
+        }
+    }
+}
+
 TEST_CASE("get_row widens / dequantizes one row") {
     std::mt19937 rng(4);
     for (type t : ALL_TYPES) {
