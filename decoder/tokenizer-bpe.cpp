@@ -1,5 +1,6 @@
 // Byte-level BPE (tokenizer.ggml.model = "gpt2"), special-token partition and
 // UTF-8 helpers of decoder/tokenizer.h.
+#include "decoder/bigram-merge.h"
 #include "decoder/pretokenize.h"
 #include "decoder/tokenizer.h"
 #include "tensor/error.h"
@@ -112,12 +113,8 @@ private:
     std::vector<int32_t> vals_;
 };
 
-// A run of bytes of a word (in byte-to-unicode text), linked to its live
-// neighbours.
-struct symbol {
-    int32_t prev, next;  // -1 at the ends
-    uint32_t off, n;     // n == 0 once merged into its left neighbour
-};
+// Symbols are runs of bytes of a word (in byte-to-unicode text).
+using symbol = detail::merge_symbol;
 
 // A candidate merge of two adjacent symbols; `size` is their combined length
 // when queued, so an entry made stale by another merge can be recognised.
@@ -246,21 +243,7 @@ void tokenizer::encode_bpe(std::string_view text, std::vector<int32_t> & out) co
         };
         for (size_t i = 1; i < sym.size(); ++i) try_add(int32_t(i - 1), int32_t(i));
         seeding = false;
-        std::make_heap(heap.begin(), heap.end(), bigram_order{});
-        while (!heap.empty()) {
-            std::pop_heap(heap.begin(), heap.end(), bigram_order{});
-            const bigram bg = heap.back();
-            heap.pop_back();
-            symbol & l = sym[size_t(bg.left)];
-            symbol & r = sym[size_t(bg.right)];
-            if (l.n == 0 || r.n == 0 || l.n + r.n != bg.size) continue;  // stale
-            l.n += r.n;
-            r.n = 0;
-            l.next = r.next;
-            if (r.next >= 0) sym[size_t(r.next)].prev = bg.left;
-            try_add(l.prev, bg.left);
-            try_add(bg.left, l.next);
-        }
+        detail::merge_bigrams<bigram, bigram_order>(sym, heap, try_add);
 
         for (int32_t i = 0; i >= 0; i = sym[size_t(i)].next) {
             const symbol & x = sym[size_t(i)];

@@ -1,6 +1,7 @@
 #include "decoder/tokenizer.h"
 
 #include "decoder/gguf.h"
+#include "decoder/bigram-merge.h"
 #include "decoder/pretokenize.h"
 #include "tensor/error.h"
 
@@ -333,13 +334,8 @@ tokenizer tokenizer::from_gguf(const gguf_file & f) {
 
 namespace {
 
-// A run of bytes of the (escaped) text, linked to its live neighbours.
-struct symbol {
-    int32_t prev;
-    int32_t next;    // -1 at the ends
-    uint32_t off;    // start in the text
-    uint32_t n;      // length in bytes; 0 once merged into its left neighbour
-};
+// Symbols are runs of bytes of the (escaped) text.
+using symbol = detail::merge_symbol;
 
 // A candidate merge of two adjacent symbols; `size` is their combined length
 // when queued, so an entry made stale by another merge can be recognised.
@@ -434,21 +430,7 @@ void tokenizer::encode_spm(std::string_view text, bool space_prefix, std::vector
         seeding = true;
         for (size_t i = begin + 1; i < end; ++i) try_add(int32_t(i - 1), int32_t(i));
         seeding = false;
-        std::make_heap(heap.begin(), heap.end(), bigram_order{});
-        while (!heap.empty()) {
-            std::pop_heap(heap.begin(), heap.end(), bigram_order{});
-            const bigram bg = heap.back();
-            heap.pop_back();
-            symbol & l = sym[size_t(bg.left)];
-            symbol & r = sym[size_t(bg.right)];
-            if (l.n == 0 || r.n == 0 || l.n + r.n != bg.size) continue;  // stale
-            l.n += r.n;
-            r.n = 0;
-            l.next = r.next;
-            if (r.next >= 0) sym[size_t(r.next)].prev = bg.left;
-            try_add(l.prev, bg.left);
-            try_add(bg.left, l.next);
-        }
+        detail::merge_bigrams<bigram, bigram_order>(sym, heap, try_add);
         begin = end;
     }
 
