@@ -4,6 +4,7 @@
 #include "kvcache/page.h"
 #include "kvcache/policy.h"
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -463,22 +464,7 @@ run_config config_parse(const std::string & text, const std::string & name, cons
 }
 
 run_config config_load(const std::string & path, const run_config & base) {
-    FILE * f = std::fopen(path.c_str(), "rb");
-    if (!f) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
-    std::string text;
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-        text.append(buf, n);
-        if (text.size() > (size_t(1) << 20)) {
-            std::fclose(f);
-            throw error(format("%s: larger than 1 MiB; not a configuration file", path.c_str()));
-        }
-    }
-    const bool bad = std::ferror(f) != 0;
-    std::fclose(f);
-    if (bad) throw error(format("%s: read error", path.c_str()));
-    return config_parse(text, path, base);
+    return config_parse(read_whole_file(path, size_t(1) << 20, "configuration file"), path, base);
 }
 
 const char * const CONFIG_FLAGS_USAGE = R"(context and K/V cache (these override --config):

@@ -4,6 +4,7 @@
 #include "decoder/bigram-merge.h"
 #include "decoder/pretokenize.h"
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 
 #include <cerrno>
 #include <cmath>
@@ -182,15 +183,7 @@ int32_t tokenizer::find_piece(std::string_view piece) const {
 tokenizer tokenizer::from_llama2c(const std::string & path, int32_t n_vocab_expected) {
     // tokenizer.bin: u32 max_token_length, then per token f32 score, i32 length,
     // `length` bytes (spaces as ' '). The vocabulary size is not stored.
-    FILE * f = std::fopen(path.c_str(), "rb");
-    if (!f) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
-    std::string data;
-    char buf[65536];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, got);
-    const bool read_error = std::ferror(f) != 0;
-    std::fclose(f);
-    if (read_error) throw error(format("%s: read error", path.c_str()));
+    const std::string data = read_whole_file(path);
 
     const char * p = path.c_str();
     size_t off = 0;

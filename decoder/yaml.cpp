@@ -528,23 +528,6 @@ yaml_node yaml_parse(const std::string & text, const std::string & name) {
     return p.document();
 }
 
-yaml_node yaml_load(const std::string & path) {
-    FILE * f = std::fopen(path.c_str(), "rb");
-    if (!f) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
-    std::string text;
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-        text.append(buf, n);
-        if (text.size() > (size_t(64) << 20)) {
-            std::fclose(f);
-            throw error(format("%s: larger than 64 MiB; not a configuration file", path.c_str()));
-        }
-    }
-    const bool bad = std::ferror(f) != 0;
-    std::fclose(f);
-    if (bad) throw error(format("%s: read error", path.c_str()));
-    return yaml_parse(text, path);
-}
+
 
 } // namespace gloas

@@ -65,7 +65,4 @@ struct yaml_entry {
 // document (only comments) is a NUL node.
 yaml_node yaml_parse(const std::string & text, const std::string & name);
 
-// Reads and parses a file. Throws gloas::error naming the path.
-yaml_node yaml_load(const std::string & path);
-
 } // namespace gloas

@@ -3,6 +3,7 @@
 #include "tensor/error.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -61,6 +62,25 @@ void mapped_file::release() {
     if (data_) ::munmap(const_cast<uint8_t *>(data_), size_);
     data_ = nullptr;
     size_ = 0;
+}
+
+std::string read_whole_file(const std::string & path, size_t max_bytes, const char * what) {
+    FILE * f = std::fopen(path.c_str(), "rb");
+    if (!f) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
+    std::string s;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+        s.append(buf, n);
+        if (s.size() > max_bytes) {
+            std::fclose(f);
+            throw error(format("%s: larger than %zu bytes; not a %s", path.c_str(), max_bytes, what));
+        }
+    }
+    const bool bad = std::ferror(f) != 0;
+    std::fclose(f);
+    if (bad) throw error(format("%s: read error", path.c_str()));
+    return s;
 }
 
 int make_dirs(const std::string & dir) {

@@ -29,6 +29,11 @@ private:
     size_t size_ = 0;
 };
 
+// The whole file at `path`. Throws gloas::error "PATH: cannot open: ...",
+// "PATH: read error", or, past max_bytes, "PATH: larger than N bytes; not a
+// WHAT".
+std::string read_whole_file(const std::string & path, size_t max_bytes = SIZE_MAX, const char * what = "");
+
 // Creates `dir` and its missing parents (mode 0755), like `mkdir -p`.
 // Returns 0, or -1 with errno set.
 int make_dirs(const std::string & dir);

@@ -25,6 +25,7 @@
 #include "quant/fp16.h"
 #include "quant/types.h"
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -102,21 +103,8 @@ std::string base_name(std::string p, bool strip_ext = true) {
     return p;
 }
 
-std::string read_text(const std::string & path) {
-    FILE * f = std::fopen(path.c_str(), "rb");
-    if (!f) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
-    std::string s;
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-    const bool bad = std::ferror(f) != 0;
-    std::fclose(f);
-    if (bad) throw error(format("%s: read error", path.c_str()));
-    return s;
-}
-
 json read_json(const std::string & path) {
-    const std::string text = read_text(path);
+    const std::string text = read_whole_file(path);
     try {
         return json::parse(text);
     } catch (const json::exception & e) {

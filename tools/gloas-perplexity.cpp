@@ -16,6 +16,7 @@
 #include "decoder/model.h"
 #include "decoder/strategy.h"
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 #include "tensor/ops.h"
 
 #include <algorithm>
@@ -153,15 +154,7 @@ int run(int argc, char ** argv) {
     if (threads > 0) ops::set_n_threads(threads);
 
     auto m = model::load({model_path, tok_path});
-    std::string text;
-    {
-        FILE * f = std::fopen(text_path.c_str(), "rb");
-        if (!f) throw error(format("%s: cannot open: %s", text_path.c_str(), std::strerror(errno)));
-        char buf[65536];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-        std::fclose(f);
-    }
+    const std::string text = read_whole_file(text_path);
     const std::vector<int32_t> toks = m->tok.encode(text, true);
     const int32_t available = int32_t(toks.size()) / n_ctx;
     if (available == 0)

@@ -12,6 +12,7 @@
 #include "decoder/strategy.h"
 #include "decoder/tokenizer.h"
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"
 #include "tools/chat-loop.h"
@@ -330,12 +331,7 @@ options parse_args(int argc, char ** argv) {
         usage_error("--system, --chat-template and --verbose-prompt go with --chat");
     if (!prompt_file.empty()) {
         if (have_prompt) usage_error("give the prompt with -p or -f, not both");
-        FILE * f = std::fopen(prompt_file.c_str(), "rb");
-        if (!f) throw error(format("%s: cannot open prompt file: %s", prompt_file.c_str(), std::strerror(errno)));
-        char buf[65536];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) o.prompt.append(buf, n);
-        std::fclose(f);
+        o.prompt = read_whole_file(prompt_file);
     }
     if (!o.kv_dir_given) o.kv.dir = default_kv_dir();
     if (o.model_path.empty()) {
