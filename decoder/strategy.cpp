@@ -33,16 +33,19 @@ void apply_strategy(memory_strategy s, context_params & p) {
             p.kv.kv_type = type::F16;
             p.sparse.ratio = 1.0f;
             p.kv.ram_bytes = 0;
+            p.kv.read_copy = false;
             break;
         case memory_strategy::BALANCED:
             p.kv.kv_type = type::Q8_0;
             p.sparse.ratio = 1.0f;
             p.kv.ram_bytes = 0;
+            p.kv.read_copy = false;
             break;
         case memory_strategy::AGGRESSIVE:
             p.kv.kv_type = type::Q4_0;
             p.sparse.ratio = 0.1f;
             p.kv.ram_bytes = AGGRESSIVE_KV_RAM_BYTES;
+            p.kv.read_copy = true;
             break;
         case memory_strategy::AUTO:
             GLOAS_ASSERT(!"resolve AUTO with choose_strategy first");

@@ -2,8 +2,9 @@
 //
 //   SPEED       F16 pages, dense attention, no RAM budget
 //   BALANCED    Q8_0 pages, dense attention, no RAM budget
-//   AGGRESSIVE  Q4_0 pages, sparse decode attention (ratio 0.1), K/V RAM
-//               budget AGGRESSIVE_KV_RAM_BYTES (kv_store_params::ram_bytes):
+//   AGGRESSIVE  Q4_0 pages, sparse decode attention (ratio 0.1) over pieces
+//               copied out of the page file (kv_store_params::read_copy), K/V
+//               RAM budget AGGRESSIVE_KV_RAM_BYTES (kv_store_params::ram_bytes):
 //               the page file holds what does not fit
 //   AUTO        one of the above from the model, the context wanted and the
 //               memory available (choose_strategy)
@@ -24,12 +25,13 @@ enum class memory_strategy { SPEED, BALANCED, AGGRESSIVE, AUTO };
 const char * memory_strategy_name(memory_strategy s);
 bool memory_strategy_from_name(const char * name, memory_strategy * out);
 
-// Resident K/V bound of AGGRESSIVE: page-file pages mapped (kv-store.h). A
-// sparse decode pass of a 1.1B-shape model at depth 16384 maps about 100 MiB
-// of its Q4_0 pages (the kernel maps 64 KiB around each first read): a budget
-// below that unmaps and faults in again every pass and halves decode speed
-// there (BENCHMARKS.md), so the bound sits just above it.
-constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(128) << 20;
+// Resident K/V bound of AGGRESSIVE: page-file pages mapped (kv-store.h).
+// Decode copies what it reads, so only the pages being written and what a
+// prefill chunk leaves mapped count against it; 16 MiB holds a 1.1B-shape
+// model's page being written 80 times over (and a Llama-3-8B's 14 times).
+// Reads through the mapping (--kv-read map) would map nearly the whole file
+// on every sparse pass and thrash under this bound.
+constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(16) << 20;
 
 // Sets the K/V type, sparse ratio and K/V RAM budget of `p` for a concrete strategy.
 void apply_strategy(memory_strategy s, context_params & p);

@@ -1,11 +1,13 @@
 #include "kvcache/kv-sequence.h"
 
+#include "kvcache/file-reader.h"
 #include "quant/quant-mse.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace gloas {
 
@@ -14,9 +16,13 @@ kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_ch
     GLOAS_ASSERT(pg_.n_layer == g.n_layer && pg_.n_head_kv == g.n_head_kv && pg_.head_dim == g.head_dim);
     GLOAS_ASSERT(g.n_head % g.n_head_kv == 0 && max_chunk > 0);
     const int32_t P = pg_.page_tokens;
-    n_staging_ = (max_chunk + P - 1) / P + 2;
-    staging_.assign(size_t(n_staging_) * size_t(pg_.n_rows()) * size_t(P), 0.0f);
-    staging_page_.assign(size_t(n_staging_), -1);
+    pg1_ = pg_;
+    pg1_.n_layer = 1;
+    // A chunk of max_chunk tokens touches at most (max_chunk + P - 2) / P + 1
+    // pages: its first and last are open pages, the others are inside.
+    const int32_t n_inside = std::max(0, (max_chunk + P - 2) / P - 1);
+    open_.assign(2 * size_t(pg_.n_rows()) * size_t(P), 0.0f);
+    inside_.assign(size_t(n_inside) * size_t(pg1_.n_rows()) * size_t(P), 0.0f);
     alloc(size_t(g.n_ctx / P + 1));
     tokens_.reserve(size_t(g.n_ctx));
 }
@@ -25,11 +31,9 @@ kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_ch
 void kv_sequence::alloc(size_t max_pages) {
     const size_t group = size_t(g_.n_head / g_.n_head_kv), hd = size_t(g_.head_dim);
     max_pages_ = max_pages;
-    // per item: scaled q, m, l, acc, page scores, scaled sink q
+    // per (query token, KV head) being attended: scaled q, m, l, acc, page scores, scaled sink q
     scratch_item_ = group * hd + 2 * group + group * hd + max_pages + group * hd;
-    scratch_.assign(size_t(max_chunk_) * size_t(g_.n_head_kv) * scratch_item_, 0.0f);
-    selected_.assign(size_t(max_chunk_) * size_t(g_.n_head_kv) * max_pages, 0);
-    summaries_.assign(max_pages * size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * hd, 0.0f);
+    summaries_.assign(max_pages * size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * hd, 0);
     pages_.reserve(max_pages);
 }
 
@@ -67,26 +71,42 @@ size_t kv_sequence::summary_slot(int64_t a) const {
 
 kv_sequence::~kv_sequence() { clear(); }
 
-float * kv_sequence::staging(int64_t page) {
-    const size_t i = size_t(page % n_staging_);
-    GLOAS_ASSERT(staging_page_[i] == page);
-    return staging_.data() + i * size_t(pg_.n_rows()) * size_t(pg_.page_tokens);
+void kv_sequence::begin_chunk(int32_t pos0, int32_t n_tok) {
+    const int32_t P = pg_.page_tokens;
+    chunk_first_ = pos0 / P;
+    chunk_last_ = (pos0 + n_tok - 1) / P;
+    // Open buffers of pages before the chunk are done with (their pages are sealed).
+    for (int64_t & o : open_page_)
+        if (o != chunk_first_ && o != chunk_last_) o = -1;
+    for (const int64_t pg : {chunk_first_, chunk_last_}) {
+        if (open_page_[0] == pg || open_page_[1] == pg) continue;
+        // A page the chunk starts mid-way was open in the last chunk: it has its buffer.
+        GLOAS_ASSERT(pg != chunk_first_ || pos0 % P == 0);
+        (open_page_[0] < 0 ? open_page_[0] : open_page_[1]) = pg;
+    }
+}
+
+const float * kv_sequence::staging(int64_t page, int32_t il) const {
+    const size_t P = size_t(pg_.page_tokens);
+    for (int i = 0; i < 2; ++i)
+        if (open_page_[i] == page) return open_.data() + (size_t(i) * size_t(pg_.n_rows()) + size_t(pg_.row_index(il, 0, 0))) * P;
+    GLOAS_ASSERT(page > chunk_first_ && page < chunk_last_);
+    return inside_.data() + size_t(page - chunk_first_ - 1) * size_t(pg1_.n_rows()) * P;
 }
 
 void kv_sequence::quantize_layer(int64_t page, int32_t il) {
-    const float * src = staging(page);
-    uint8_t * dst = const_cast<uint8_t *>(pages_[held(page)].ref.data);
+    const float * src = staging(page, il);
+    uint8_t * dst = const_cast<uint8_t *>(pages_[held(page)].ref.data) + size_t(pg_.row_index(il, 0, 0)) * pg_.row_bytes(t_);
     const type_traits & tt = traits(t_);
     const int32_t P = pg_.page_tokens;
     const size_t rb = pg_.row_bytes(t_);
-    const int64_t r0 = pg_.row_index(il, 0, 0), r1 = r0 + 2 * pg_.n_embd_kv();
-    for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t r = 0; r < pg1_.n_rows(); ++r) {
         if (t_ == type::Q4_0) quantize_row_q4_0_mse(src + r * P, reinterpret_cast<block_q4_0 *>(dst + size_t(r) * rb), P);
         else tt.from_float(src + r * P, dst + size_t(r) * rb, P);
     }
 }
 
-const float * kv_sequence::key_min(int32_t j, int32_t layer, int32_t kv_head) const {
+const uint16_t * kv_sequence::key_min(int32_t j, int32_t layer, int32_t kv_head) const {
     const size_t per_page = size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * size_t(g_.head_dim);
     return summaries_.data() + summary_slot(j) * per_page + (size_t(layer) * size_t(g_.n_head_kv) + size_t(kv_head)) * 2 * size_t(g_.head_dim);
 }
@@ -95,8 +115,8 @@ const float * kv_sequence::key_min(int32_t j, int32_t layer, int32_t kv_head) co
 void kv_sequence::summarize(int64_t page, int32_t il) {
     const page_ref & r = pages_[held(page)].ref;
     for (int32_t h = 0; h < g_.n_head_kv; ++h) {
-        float * mn = const_cast<float *>(key_min(int32_t(page), il, h));
-        page_key_bounds(pg_, r.t, r.data, il, h, pg_.page_tokens, mn, mn + g_.head_dim);
+        uint16_t * mn = const_cast<uint16_t *>(key_min(int32_t(page), il, h));
+        page_key_bounds_f16(pg_, r.t, r.data, il, h, pg_.page_tokens, mn, mn + g_.head_dim);
     }
 }
 
@@ -117,9 +137,8 @@ int32_t kv_sequence::select_pages(int32_t il, int32_t h, int64_t cur, int32_t dr
     const int32_t lo = std::min(n, sparse_.sink_pages), hi = std::max(lo, n - sparse_.recent_pages);
     // Upper bound of q·k over each middle page, the largest over the group's heads.
     for (int32_t v = lo; v < hi; ++v) {
-        const float * mn = key_min(page_of(v), il, h);
-        const float * mx = mn + hd;
-        score[v] = page_score_bound(v < S ? qk : qs, group, hd, mn, mx);
+        const uint16_t * mn = key_min(page_of(v), il, h);
+        score[v] = page_score_bound_f16(v < S ? qk : qs, group, hd, mn, mn + hd);
     }
     int32_t m = 0;
     for (int32_t v = lo; v < hi; ++v) out[m++] = v;
@@ -142,6 +161,8 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
     GLOAS_ASSERT(il >= 0 && il < g_.n_layer && n_tok <= max_chunk_ && (slide_.on || pos0 + n_tok <= g_.n_ctx));
     GLOAS_ASSERT(pos0 == int32_t(tokens_.size()));
     const int32_t P = pg_.page_tokens, E = g_.n_embd_kv();
+    if (il == 0) begin_chunk(pos0, n_tok);
+    GLOAS_ASSERT(chunk_first_ == pos0 / P && chunk_last_ == (pos0 + n_tok - 1) / P);
     for (int32_t t = 0; t < n_tok; ++t) {
         const int32_t p = pos0 + t;
         const int64_t pg = p / P;
@@ -150,9 +171,8 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
             seq_page sp;
             sp.ref = st_.begin_page();
             pages_.push_back(sp);
-            staging_page_[size_t(pg % n_staging_)] = pg;
         }
-        page_put_token(pg_, staging(pg), il, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
+        page_put_token(pg1_, const_cast<float *>(staging(pg, il)), 0, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
         if (p % P == P - 1) {
             quantize_layer(pg, il);
             summarize(pg, il);
@@ -171,20 +191,26 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
     const int32_t P = pg_.page_tokens, hd = g_.head_dim, n_head = g_.n_head, hkv = g_.n_head_kv;
     const int32_t group = n_head / hkv;
     const int64_t n_items = int64_t(n_tok) * hkv;
+    const bool copy = n_tok == 1 && st_.params().read_copy;  // decode: copies (kv-store.h)
     // Work per item grows with the position: interleave items over threads.
 #pragma omp parallel for num_threads(ops::n_threads()) schedule(dynamic, 1) if (n_items > 1 && int64_t(pos0 + n_tok) * n_items * hd > 32768)
     for (int64_t it = 0; it < n_items; ++it) {
         const int32_t t = int32_t(it / hkv), h = int32_t(it % hkv);
         const int32_t p = pos0 + t;
         const int64_t cur = p / P;
-        float * qs = scratch_.data() + size_t(it) * scratch_item_;
+        // Per-thread scratch: nothing of an item outlives it.
+        static thread_local std::vector<float> tl_scratch;
+        static thread_local std::vector<int32_t> tl_selected;
+        if (tl_scratch.size() < scratch_item_) tl_scratch.resize(scratch_item_);
+        if (tl_selected.size() < max_pages_) tl_selected.resize(max_pages_);
+        float * qs = tl_scratch.data();
         attn_state s;
         s.m = qs + size_t(group) * size_t(hd);
         s.l = s.m + group;
         s.acc = s.l + group;
         float * score = s.acc + size_t(group) * size_t(hd);
         float * qk = score + max_pages_;
-        int32_t * sel = selected_.data() + size_t(it) * max_pages_;
+        int32_t * sel = tl_selected.data();
         const size_t q_off = (size_t(t) * size_t(n_head) + size_t(h) * size_t(group)) * size_t(hd);
         const float * qh = q + q_off;
         for (int32_t i = 0; i < group * hd; ++i) qs[i] = qh[i] * scale;
@@ -198,7 +224,8 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         attn_state_init(s, group, hd);
         // Prefill stays dense; a decode query may read only a selection.
         const int32_t n_sel = select_pages(il, h, cur, drop, n_tok == 1, qs, qk, group, score, sel);
-        for (int32_t i = 0; i < n_sel; ++i) {
+        if (copy) attend_copied(il, h, sel, n_sel, S, qs, qk, group, s);
+        else for (int32_t i = 0; i < n_sel; ++i) {
             const page_ref & r = pages_[held(sel[i])].ref;
             st_.touch(r.slot);  // recency for the store's RAM budget
             if (i + 1 < n_sel) {
@@ -208,9 +235,57 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
             page_attend(pg_, r.t, r.data, il, h, P, sel[i] < S ? qk : qs, group, s);
         }
         page_reads_ += uint64_t(n_sel);
-        const float * open = staging_.data() + size_t(cur % n_staging_) * size_t(pg_.n_rows()) * size_t(P);
-        page_attend(pg_, type::F32, open, il, h, p % P + 1, qs, group, s);
+        page_attend(pg1_, type::F32, staging(cur, il), 0, h, p % P + 1, qs, group, s);
         attn_state_finish(s, group, hd, out + q_off);
+    }
+}
+
+size_t kv_sequence::copy_buffer_bytes() const {
+    return size_t(COPY_BATCH) * 2 * size_t(g_.head_dim) * pg_.row_bytes(t_);
+}
+
+void kv_sequence::attend_copied(int32_t il, int32_t h, const int32_t * sel, int32_t n_sel, int32_t n_sink,
+                                const float * qs, const float * qk, int32_t group, attn_state & s) {
+    // A piece: the K rows then the V rows of one layer and KV head, one
+    // contiguous range of the page laid out as the page of a one-layer,
+    // one-head geometry (page.h): one read each, and page_attend reads it as
+    // it reads a page.
+    page_geometry one = pg_;
+    one.n_layer = 1;
+    one.n_head_kv = 1;
+    const int32_t D = g_.head_dim, P = pg_.page_tokens;
+    struct thread_scratch {
+        batch_reader reader;
+        std::vector<uint8_t> buf;
+        std::vector<read_op> ops;
+    };
+    static thread_local thread_scratch ts;
+    const size_t max_piece = 2 * size_t(D) * pg_.row_bytes(t_);  // pages are never larger than the store's type
+    if (ts.buf.size() < copy_buffer_bytes()) ts.buf.resize(copy_buffer_bytes());
+    ts.ops.resize(size_t(COPY_BATCH));
+    const int fd = st_.file_fd();
+    for (int32_t i0 = 0; i0 < n_sel; i0 += COPY_BATCH) {
+        const int32_t n = std::min(COPY_BATCH, n_sel - i0);
+        for (int32_t j = 0; j < n; ++j) {
+            const page_ref & r = pages_[held(sel[i0 + j])].ref;
+            const size_t rb = pg_.row_bytes(r.t);
+            GLOAS_ASSERT(2 * size_t(D) * rb <= max_piece);
+            read_op & op = ts.ops[size_t(j)];
+            op.offset = st_.slot_offset(r.slot) + uint64_t(pg_.row_index(il, 0, h * D)) * rb;
+            op.bytes = uint32_t(2 * size_t(D) * rb);
+            op.dst = ts.buf.data() + size_t(j) * max_piece;
+        }
+        bytes_copied_ += ts.reader.read(fd, ts.ops.data(), size_t(n));
+        for (int32_t j = 0; j < n; ++j) {
+            const page_ref & r = pages_[held(sel[i0 + j])].ref;
+            const read_op & op = ts.ops[size_t(j)];
+            if (!op.ok) {
+                // The file could not be read there: the mapping has the same bytes.
+                std::memcpy(op.dst, r.data + (op.offset - st_.slot_offset(r.slot)), op.bytes);
+                ++copy_fallbacks_;
+            }
+            page_attend(one, r.t, ts.buf.data() + size_t(j) * max_piece, 0, 0, P, sel[i0 + j] < n_sink ? qk : qs, group, s);
+        }
     }
 }
 
@@ -278,11 +353,15 @@ void kv_sequence::clear() {
     tokens_.clear();
     hashes_.clear();
     n_dropped_ = 0;
-    std::fill(staging_page_.begin(), staging_page_.end(), -1);
+    open_page_[0] = open_page_[1] = -1;
+    chunk_first_ = chunk_last_ = -1;
 }
 
 size_t kv_sequence::ram_bytes() const {
-    return (staging_.size() + scratch_.size() + summaries_.size()) * sizeof(float) + selected_.size() * sizeof(int32_t);
+    // the per-thread buffers of attend, one set per thread
+    const size_t per_thread = scratch_item_ * sizeof(float) + max_pages_ * sizeof(int32_t) +
+                              (st_.params().read_copy ? copy_buffer_bytes() : 0);
+    return (open_.size() + inside_.size()) * sizeof(float) + summaries_.size() * sizeof(uint16_t) + per_thread * size_t(ops::n_threads());
 }
 
 } // namespace gloas

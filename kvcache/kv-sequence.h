@@ -12,7 +12,8 @@
 // the same K/V values.
 //
 // Sparse decode (Quest): every sealed page keeps, per layer and KV head, the
-// element-wise min and max of its keys (its summary, in RAM). A decode query
+// element-wise min and max of its keys (its summary, in RAM, in F16 rounded
+// outward so the bound below still holds). A decode query
 // scores each page by the upper bound sum_d max(q_d*min_d, q_d*max_d) of q·k
 // over the page (the largest over the query heads of a KV head's group),
 // and attends only to the top `ratio` of pages plus the first pages
@@ -87,10 +88,18 @@ public:
     int32_t n_held() const;
     // Sealed-page reads by attention (one per page, layer and KV head) since creation.
     uint64_t page_reads() const { return page_reads_.load(); }
+    // Bytes decode copied out of the page file (kv_store_params::read_copy),
+    // as the kernel counted them, and pieces it had to read through the
+    // mapping instead (a failed read).
+    uint64_t bytes_copied() const { return bytes_copied_.load(); }
+    uint64_t copy_fallbacks() const { return copy_fallbacks_.load(); }
+    // Pages per batch of copy reads, and the per-thread buffer it takes.
+    static constexpr int32_t COPY_BATCH = 64;
+    size_t copy_buffer_bytes() const;
     // Key bounds of sealed page j (absolute page number, held): kmin, kmax
-    // (head_dim) of `layer`, `kv_head`.
-    const float * key_min(int32_t j, int32_t layer, int32_t kv_head) const;
-    const float * key_max(int32_t j, int32_t layer, int32_t kv_head) const { return key_min(j, layer, kv_head) + g_.head_dim; }
+    // (head_dim) of `layer`, `kv_head`, in F16 rounded outward (page.h).
+    const uint16_t * key_min(int32_t j, int32_t layer, int32_t kv_head) const;
+    const uint16_t * key_max(int32_t j, int32_t layer, int32_t kv_head) const { return key_min(j, layer, kv_head) + g_.head_dim; }
 
     // Pages held, in increasing position order: the sinks, then the window
     // (page j holds positions [j*P, (j+1)*P) until a slide drops some).
@@ -109,7 +118,11 @@ private:
     // Summary slot of held absolute page a.
     size_t summary_slot(int64_t a) const;
     void alloc(size_t max_pages);
-    float * staging(int64_t page);
+    // Staging (the F32 rows of pages being filled; see the comment of open_).
+    void begin_chunk(int32_t pos0, int32_t n_tok);
+    // Rows of `layer` of a page of the current chunk: (2 * n_embd_kv, P), laid
+    // out as a page of geometry pg1_.
+    const float * staging(int64_t page, int32_t layer) const;
     void quantize_layer(int64_t page, int32_t il);
     void summarize(int64_t page, int32_t il);
     // Sealed pages to attend for one query of KV head h, as absolute page
@@ -118,6 +131,11 @@ private:
     // window pages, qk the slide's sink pages. Returns the count.
     int32_t select_pages(int32_t il, int32_t h, int64_t cur, int32_t drop, bool decode, const float * qs,
                          const float * qk, int32_t group, float * score, int32_t * out) const;
+    // Attends KV head h of layer il over the sealed pages sel[0, n_sel),
+    // copying each one's K and V rows out of the page file first; pages
+    // before `n_sink` are read with qk, the others with qs.
+    void attend_copied(int32_t il, int32_t h, const int32_t * sel, int32_t n_sel, int32_t n_sink, const float * qs,
+                       const float * qk, int32_t group, attn_state & s);
 
     kv_store & st_;
     page_geometry pg_;
@@ -126,18 +144,25 @@ private:
     std::vector<seq_page> pages_;
     std::vector<int32_t> tokens_;        // committed token ids
     std::vector<uint64_t> hashes_;       // prefix hash of each full page
-    int32_t n_staging_ = 0;
-    std::vector<float> staging_;         // (n_staging, n_rows, P) F32 open pages
-    std::vector<int64_t> staging_page_;  // page held by each staging buffer, -1: none
-    std::vector<float> scratch_;         // per (token, kv head): scaled q, m, l, acc, page scores
-    size_t scratch_item_ = 0;            // floats per item
+    // Staging. A chunk of tokens (one store per layer, then its attend)
+    // starts and ends in open pages, which keep all their layers in F32
+    // between chunks; the pages strictly inside it are filled within the
+    // chunk, sealed layer by layer as they fill, and read in F32 only by the
+    // chunk's own queries of that layer, so they share one layer's rows.
+    page_geometry pg1_;                  // pg_ with one layer: the rows of one layer of a page
+    std::vector<float> open_;            // (2, n_rows, P): the open pages open_page_[0..1]
+    int64_t open_page_[2] = {-1, -1};
+    std::vector<float> inside_;          // (pages inside a chunk, pg1_.n_rows(), P): the current layer's rows
+    int64_t chunk_first_ = -1, chunk_last_ = -1;  // pages of the chunk being stored
+    size_t scratch_item_ = 0;            // floats of attend's per-thread scratch
     size_t max_pages_ = 0;               // pages a sequence can hold
-    std::vector<int32_t> selected_;      // per (token, kv head): selected pages
-    std::vector<float> summaries_;       // (max_pages, n_layer, n_head_kv, 2, head_dim) key min/max, by summary_slot
+    std::vector<uint16_t> summaries_;    // (max_pages, n_layer, n_head_kv, 2, head_dim) key min/max (F16), by summary_slot
     sparse_params sparse_;
     slide_params slide_;
     int32_t n_dropped_ = 0;              // pages dropped after the sinks (absolute page = index + n_dropped_ past them)
     std::atomic<uint64_t> page_reads_{0};
+    std::atomic<uint64_t> bytes_copied_{0};
+    std::atomic<uint64_t> copy_fallbacks_{0};
 };
 
 } // namespace gloas

@@ -34,6 +34,17 @@
 // kernel can reclaim them (no POSIX_FADV_DONTNEED: a dropped page would turn
 // each later sparse read of it into a disk read). An in-memory store (no
 // folder) keeps every page in RAM whatever the budget: only its mapping shrinks.
+//
+// Copy reads (kv_store_params::read_copy, --kv-read copy): a sparse decode
+// step reads a piece (one layer and KV head) of a tenth of the pages, but
+// through the mapping the kernel maps at least 64 KiB around each piece, so
+// the mapping, and with it the resident set, grows to nearly the whole file
+// between trims. With copy reads, decode attention copies exactly the pieces
+// it selected out of the file into a small per-thread buffer
+// (kvcache/file-reader.h: batched io_uring reads, pread where unavailable);
+// the rest stays in the OS page cache or on disk, and resident K/V is what
+// the budget allows the writes and prefill to leave mapped. Prefill still reads
+// through the mapping (a chunk of queries reads every page).
 #pragma once
 
 #include "kvcache/page-file.h"
@@ -68,6 +79,7 @@ struct kv_store_params {
     evict_policy policy = evict_policy::LRU;
     double compressed_share = 0.3;  // COMPRESSED: share of capacity for compressed pages
     size_t ram_bytes = 0;           // bound on resident K/V bytes (see above); 0: unbounded
+    bool read_copy = false;         // decode copies the pieces it reads out of the file (see below)
 };
 
 struct kv_metrics {
@@ -159,6 +171,9 @@ public:
     size_t stored_pages();
     size_t file_bytes() const { return file_->disk_bytes(); }
     size_t page_bytes() const { return geom_.page_bytes(p_.kv_type); }
+    // Where copy reads find a slot's data: the file and the data's offset in it.
+    int file_fd() const { return file_->fd(); }
+    uint64_t slot_offset(int64_t slot) const { return file_->data_offset() + uint64_t(slot) * file_->slot_stride(); }
     const eviction_policy & policy() const { return *policy_; }
 
 private:

@@ -38,7 +38,7 @@
 namespace gloas {
 
 constexpr char     PAGE_FILE_MAGIC[8] = {'G', 'L', 'O', 'A', 'S', 'K', 'V', '\0'};
-constexpr uint32_t PAGE_FILE_VERSION = 1;
+constexpr uint32_t PAGE_FILE_VERSION = 2;  // 2: a page's rows grouped by (layer, KV head) (page.h)
 constexpr size_t   PAGE_FILE_HEADER_BYTES = 4096;
 
 struct page_file_header {
@@ -163,6 +163,8 @@ public:
     void start_writeback(uint64_t slot, size_t bytes);
     // Offset of slot 0's data in the file.
     size_t data_offset() const { return data_offset_; }
+    // The open file (for reads that bypass the mapping).
+    int fd() const { return fd_; }
 
 private:
     page_file() = default;

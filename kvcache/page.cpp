@@ -3,6 +3,7 @@
 // in page-attend.cpp.
 #include "kvcache/page.h"
 
+#include "quant/fp16.h"
 #include "quant/simd.h"
 #include "tensor/error.h"
 
@@ -16,13 +17,15 @@ namespace gloas {
 void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
                     const float * k, const float * v) {
     GLOAS_ASSERT(layer >= 0 && layer < g.n_layer && tok >= 0 && tok < g.page_tokens);
-    const int32_t ne = g.n_embd_kv();
+    const int32_t D = g.head_dim;
     const int64_t P = g.page_tokens;
-    float * kr = open_page + g.row_index(layer, 0, 0) * P + tok;  // (n_embd_kv, P) from channel 0
-    float * vr = open_page + g.row_index(layer, 1, 0) * P + tok;
-    for (int32_t c = 0; c < ne; ++c) {
-        kr[c * P] = k[c];
-        vr[c * P] = v[c];
+    for (int32_t h = 0; h < g.n_head_kv; ++h) {
+        float * kr = open_page + g.row_index(layer, 0, h * D) * P + tok;  // (D, P) rows of the piece
+        float * vr = open_page + g.row_index(layer, 1, h * D) * P + tok;
+        for (int32_t d = 0; d < D; ++d) {
+            kr[d * P] = k[h * D + d];
+            vr[d * P] = v[h * D + d];
+        }
     }
 }
 
@@ -170,6 +173,64 @@ float page_score_bound_ref(const float * q, int32_t group, int32_t head_dim, con
         best = std::max(best, b);
     }
     return best;
+}
+
+uint16_t fp16_floor(float x) {
+    const uint16_t h = fp32_to_fp16(x);
+    if (fp16_to_fp32(h) <= x) return h;
+    // one F16 step towards -inf: a positive value shrinks, +0 becomes the
+    // smallest negative subnormal, a negative one grows in magnitude
+    if (h == 0x0000) return 0x8001;
+    return (h & 0x8000) ? uint16_t(h + 1) : uint16_t(h - 1);
+}
+
+uint16_t fp16_ceil(float x) {
+    const uint16_t h = fp32_to_fp16(x);
+    if (fp16_to_fp32(h) >= x) return h;
+    if (h == 0x8000) return 0x0001;
+    return (h & 0x8000) ? uint16_t(h - 1) : uint16_t(h + 1);
+}
+
+void page_key_bounds_f16(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                         int32_t n, uint16_t * kmin, uint16_t * kmax) {
+    const size_t D = size_t(g.head_dim);
+    std::vector<float> b(2 * D);
+    float * mn = b.data(), * mx = mn + D;
+    page_key_bounds(g, t, page, layer, kv_head, n, mn, mx);
+    for (size_t d = 0; d < D; ++d) {
+        kmin[d] = fp16_floor(mn[d]);
+        kmax[d] = fp16_ceil(mx[d]);
+    }
+}
+
+float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax) {
+    std::vector<float> mn(static_cast<size_t>(head_dim)), mx(static_cast<size_t>(head_dim));
+    for (int32_t d = 0; d < head_dim; ++d) {
+        mn[size_t(d)] = fp16_to_fp32(kmin[d]);
+        mx[size_t(d)] = fp16_to_fp32(kmax[d]);
+    }
+    return page_score_bound_ref(q, group, head_dim, mn.data(), mx.data());
+}
+
+float page_score_bound_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    float best = -INFINITY;
+    for (int32_t g = 0; g < group; ++g) {
+        const float * qg = q + size_t(g) * size_t(head_dim);
+        __m512 acc = _mm512_setzero_ps();
+        for (int32_t d = 0; d < head_dim; d += 16) {
+            const __mmask16 m = simd::tail_mask(head_dim - d);
+            const __m512 qv = _mm512_maskz_loadu_ps(m, qg + d);
+            const __m512 lo = _mm512_mul_ps(qv, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kmin + d)));
+            const __m512 hi = _mm512_mul_ps(qv, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kmax + d)));
+            acc = _mm512_add_ps(acc, _mm512_max_ps(lo, hi));
+        }
+        best = std::max(best, _mm512_reduce_add_ps(acc));
+    }
+    return best;
+#else
+    return page_score_bound_f16_ref(q, group, head_dim, kmin, kmax);
+#endif
 }
 
 float page_score_bound(const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax) {

@@ -6,10 +6,15 @@
 // quantized page is made of ordinary Q8_0 / Q4_0 blocks of 32 tokens of one
 // channel, whatever the head size (stories260K's head_dim 8 included):
 //
-//   page = [layer 0: K rows c = 0..n_embd_kv-1][layer 0: V rows ...][layer 1: K ...] ...
-//   row  = P values of one channel, type t (F32, F16, Q8_0 or Q4_0; P % 32 == 0
-//          for the block types)
+//   page  = [layer 0: piece of KV head 0][layer 0: piece of KV head 1] ... [layer 1: ...] ...
+//   piece = [K rows d = 0..head_dim-1][V rows d = 0..head_dim-1]
+//   row   = P values of one channel, type t (F32, F16, Q8_0 or Q4_0; P % 32 == 0
+//           for the block types)
 //   channel c = kv_head * head_dim + d
+//
+// A piece is what attention reads for one layer and KV head: one contiguous
+// range (one read when decode copies it out of the page file), laid out as
+// the whole page of a geometry of one layer and one KV head.
 //
 // The page being filled (the open page) has the same layout in F32; it is
 // quantized once, when full, row by row with the type's quantizer.
@@ -35,7 +40,7 @@ struct page_geometry {
     size_t  page_bytes(type t) const { return size_t(n_rows()) * row_bytes(t); }
     // Row index of (layer, kind 0 = K / 1 = V, channel).
     int64_t row_index(int32_t layer, int32_t kind, int32_t c) const {
-        return (int64_t(layer) * 2 + kind) * n_embd_kv() + c;
+        return ((int64_t(layer) * n_head_kv + c / head_dim) * 2 + kind) * head_dim + c % head_dim;
     }
     bool valid_for(type t) const { return page_tokens > 0 && page_tokens % int32_t(traits(t).blck_size) == 0; }
 };
@@ -141,5 +146,17 @@ void page_key_bounds(const page_geometry & g, type t, const void * page, int32_t
 // (summation order).
 float page_score_bound    (const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax);
 float page_score_bound_ref(const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax);
+
+// Summaries as sequences keep them: F16, the min rounded down and the max
+// rounded up (fp16_floor / fp16_ceil), so the bound stays an upper bound at
+// half the RAM (and half the bytes a decode step reads to score every page).
+uint16_t fp16_floor(float x);  // the largest F16 <= x (x not NaN)
+uint16_t fp16_ceil(float x);   // the smallest F16 >= x
+void page_key_bounds_f16(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                         int32_t n, uint16_t * kmin, uint16_t * kmax);
+// page_score_bound over F16 bounds; the _ref twin widens them to F32 and runs
+// page_score_bound_ref (the two differ by float rounding only).
+float page_score_bound_f16    (const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax);
+float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax);
 
 } // namespace gloas

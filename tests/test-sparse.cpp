@@ -2,6 +2,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "kvcache/page.h"
+#include "quant/fp16.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>
@@ -127,5 +128,61 @@ TEST_CASE("ratio 0.25 over stories260K's full context agrees with dense on the t
         const double rate = double(agree) / n;
         MESSAGE(std::string(type_name(t)) << " pages, ratio 0.25: top-1 agreement with dense " << rate * 100 << "% over " << n << " positions");
         CHECK(rate >= 0.95);
+    }
+}
+
+TEST_CASE("summaries in F16 are rounded outward, and the F16 score bound still bounds every key") {
+    // fp16_floor / fp16_ceil: the nearest F16 on the right side, never past it.
+    std::mt19937 rng(5);
+    std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, 1e-8f, -1e-8f, 65504.0f, -65504.0f, 3.14159f, -2.71828f, 6.1e-5f, -6.1e-5f};
+    std::normal_distribution<float> gauss(0.0f, 1.0f);
+    for (int i = 0; i < 2000; ++i) xs.push_back(gauss(rng) * std::pow(10.0f, float(int(rng() % 9) - 4)));
+    int loose = 0;
+    for (float x : xs) {
+        const float lo = fp16_to_fp32(fp16_floor(x)), hi = fp16_to_fp32(fp16_ceil(x));
+        INFO("x = " << x);
+        CHECK(lo <= x);
+        CHECK(hi >= x);
+        // tight: within one F16 step (relative 2^-10, or a subnormal step near 0)
+        loose += (hi - lo) > std::max(std::fabs(x) * 0x1p-9f, 0x1p-23f);
+    }
+    CHECK(loose == 0);
+
+    // The bound over F16 summaries: its SIMD path against its scalar twin, and
+    // never below the largest q·k of the page's keys.
+    for (type t : {type::F16, type::Q8_0, type::Q4_0}) {
+        for (int32_t hd : {8, 20, 64}) {
+            const page_geometry g{32, 1, 1, hd};
+            std::vector<float> open(size_t(g.n_rows()) * 32);
+            std::vector<float> k(static_cast<size_t>(hd)), v(static_cast<size_t>(hd));
+            for (int32_t tok = 0; tok < 32; ++tok) {
+                for (auto & x : k) x = gauss(rng) * 3.0f - 0.5f;
+                for (auto & x : v) x = gauss(rng);
+                page_put_token(g, open.data(), 0, tok, k.data(), v.data());
+            }
+            std::vector<uint8_t> page(g.page_bytes(t));
+            page_quantize(g, open.data(), t, page.data());
+            std::vector<uint16_t> mn(static_cast<size_t>(hd)), mx(static_cast<size_t>(hd));
+            page_key_bounds_f16(g, t, page.data(), 0, 0, 32, mn.data(), mx.data());
+            std::vector<float> rows(size_t(hd) * 32);
+            for (int32_t d = 0; d < hd; ++d)
+                traits(t).to_float(page.data() + size_t(g.row_index(0, 0, d)) * g.row_bytes(t), rows.data() + size_t(d) * 32, 32);
+            for (int32_t group : {1, 3, 8}) {
+                std::vector<float> q(size_t(group) * size_t(hd));
+                for (auto & x : q) x = gauss(rng);
+                const float fast = page_score_bound_f16(q.data(), group, hd, mn.data(), mx.data());
+                const float ref = page_score_bound_f16_ref(q.data(), group, hd, mn.data(), mx.data());
+                INFO("type " << type_name(t) << " head_dim " << hd << " group " << group);
+                CHECK(std::fabs(fast - ref) <= 1e-5f * (1.0f + std::fabs(ref)));
+                double best = -1e30;
+                for (int32_t gi = 0; gi < group; ++gi)
+                    for (int32_t tok = 0; tok < 32; ++tok) {
+                        double dot = 0;
+                        for (int32_t d = 0; d < hd; ++d) dot += double(q[size_t(gi * hd + d)]) * rows[size_t(d) * 32 + size_t(tok)];
+                        best = std::max(best, dot);
+                    }
+                CHECK(ref >= best - 1e-4 * (1 + std::fabs(best)));
+            }
+        }
     }
 }

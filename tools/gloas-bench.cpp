@@ -67,6 +67,10 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
                       RAM saved with a file on disk)
       --kv-ram SIZE   K/V RAM budget (bytes with k/M/G, tokens with t) for every
                       configuration (default: the strategy's; 0 = unbounded)
+      --kv-read LIST  how decode reads pages: map (through the mapping) or
+                      copy (copies of the selected pieces out of the file);
+                      each configuration runs with each (default: the
+                      strategy's)
   -t, --threads N     threads (default: all)
   -r, --repetitions N timed repetitions (default 3)
       --bandwidth     measure read bandwidth and report decode against it
@@ -97,6 +101,7 @@ struct result {
     bool kv_stats = false;
     double cpu_per_token = 0;  // process CPU seconds per token (all threads; robust to a busy machine)
     double kv_read = 0, summary_read = 0, weight_read = 0;
+    double copied = -1;        // K/V bytes per token copied out of the page file (--kv-read copy), as the kernel counted them
     size_t budget = 0, resident = 0, peak = 0, fixed = 0, file = 0;
 };
 
@@ -171,7 +176,7 @@ int run(int argc, char ** argv) {
     std::vector<std::string> models;
     std::vector<int> depths = {0};
     // Each configuration is a K/V type and a sparse ratio, named for the table.
-    struct kv_config { std::string name; type t; float sparse; size_t ram = 0; };
+    struct kv_config { std::string name; type t; float sparse; size_t ram = 0; bool copy = false; };
     std::vector<kv_config> kv_configs = {{"f16", type::F16, 1.0f}};
     int page = 32;
     int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3;
@@ -180,6 +185,7 @@ int run(int argc, char ** argv) {
     std::string kv_dir;         // --kv-dir
     bool ram_given = false;     // --kv-ram
     kv_capacity ram;
+    std::vector<std::string> read_modes;  // --kv-read
     std::string out_fmt = "md";
     // --config first, wherever it is: the other flags override it.
     std::unique_ptr<run_config> cfg;
@@ -250,7 +256,7 @@ int run(int argc, char ** argv) {
                 apply_strategy(st, cp);
                 kv_configs.push_back({memory_strategy_name(st) + std::string(" (") + type_name(cp.kv.kv_type) +
                                           (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
-                                      cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes});
+                                      cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes, cp.kv.read_copy});
             }
         }
         else if (a == "-t" || a == "--threads") threads = int_value();
@@ -272,6 +278,11 @@ int run(int argc, char ** argv) {
             }
             ram_given = true;
         }
+        else if (a == "--kv-read") {
+            read_modes = split(value());
+            for (const auto & r : read_modes)
+                if (r != "map" && r != "copy") { std::fprintf(stderr, "gloas-bench: --kv-read takes map or copy, got '%s'\n", r.c_str()); return 2; }
+        }
         else if (a == "--config") ++i;
         else if (a == "-o" || a == "--output") out_fmt = value();
         else { std::fprintf(stderr, "gloas-bench: unknown option '%s'\nTry 'gloas-bench --help'.\n", a.c_str()); return 2; }
@@ -288,6 +299,17 @@ int run(int argc, char ** argv) {
         models.push_back(cached_random_model(dir, hp));
     }
     if (models.empty()) { std::fprintf(stderr, "gloas-bench: no model given (-m or --config)\n"); return 2; }
+    if (!read_modes.empty()) {
+        std::vector<kv_config> each;
+        for (const kv_config & kc : kv_configs)
+            for (const auto & r : read_modes) {
+                kv_config c = kc;
+                c.copy = r == "copy";
+                c.name += " " + r;
+                each.push_back(c);
+            }
+        kv_configs = each;
+    }
     if (out_fmt != "md" && out_fmt != "json" && out_fmt != "csv") {
         std::fprintf(stderr, "gloas-bench: -o must be md, json or csv\n");
         return 2;
@@ -349,6 +371,7 @@ int run(int argc, char ** argv) {
             cp.kv.page_tokens = page;
             cp.kv.dir = page_dir;
             cp.kv.ram_bytes = kc.ram;
+            cp.kv.read_copy = kc.copy;
             const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
             if (ram_given) cp.kv.ram_bytes = kv_capacity_bytes(ram, pg.page_bytes(kc.t), page, 0);
             // Room for two sequences of the longest depth: an old fill is evicted, not piled up.
@@ -404,19 +427,20 @@ int run(int argc, char ** argv) {
                 }
                 if (n_gen > 0) {
                     std::vector<double> v;
-                    uint64_t reads = 0;
+                    uint64_t reads = 0, copied = 0;
                     double summaries = 0, open = 0, cpu = 0;
                     for (int r = 0; r < reps; ++r) {
                         to_depth();
                         kv_store & st = ctx->store();
                         st.metrics().resident_peak = 0;
-                        const uint64_t reads0 = ctx->kv().page_reads();
+                        const uint64_t reads0 = ctx->kv().page_reads(), copied0 = ctx->kv().bytes_copied();
                         const int32_t p0 = ctx->n_past();
                         double t0 = now_s(), c0 = cpu_s();
                         for (int i = 0; i < n_gen; ++i) ctx->eval(&tokens[size_t(p0 + i)], 1);
                         v.push_back(double(n_gen) / (now_s() - t0));
                         cpu += cpu_s() - c0;
                         reads += ctx->kv().page_reads() - reads0;
+                        copied += ctx->kv().bytes_copied() - copied0;
                         // What attention read besides the pages: the Quest summaries
                         // it scored (F32 key min and max per page, layer and KV head;
                         // the rule of kv_sequence::select_pages) and the F32 open page.
@@ -446,6 +470,7 @@ int run(int argc, char ** argv) {
                         res.summary_read = summaries / n_tok;
                         res.kv_read = (double(reads) * seg + open) / n_tok + res.summary_read;
                         res.weight_read = double(m->bytes_per_token());
+                        if (cp.kv.read_copy) res.copied = double(copied) / n_tok;
                         st.flush();
                         res.budget = cp.kv.ram_bytes;
                         res.resident = st.resident_bytes();
@@ -474,6 +499,7 @@ int run(int argc, char ** argv) {
                             "\"kv_ram_budget\": %zu, \"kv_resident_bytes\": %zu, \"kv_resident_peak_bytes\": %zu, "
                             "\"kv_fixed_ram_bytes\": %zu, \"kv_file_bytes\": %zu",
                             r.cpu_per_token, r.weight_read, r.kv_read, r.summary_read, r.budget, r.resident, r.peak, r.fixed, r.file);
+            if (r.copied >= 0) std::printf(", \"kv_copied_bytes_per_token\": %.0f", r.copied);
             std::printf("}%s\n", i + 1 < results.size() ? "," : "");
         }
         std::printf("]\n");
@@ -502,14 +528,14 @@ int run(int argc, char ** argv) {
         for (const result & r : results) any = any || r.kv_stats;
         if (any) {
             auto mib = [](double b) { return b / 1048576.0; };
-            std::printf("\n| kv | test | t/s | CPU ms/tok | weights MiB/tok | K/V MiB/tok (summaries) | GB/s moved | budget MiB | "
-                        "resident MiB (mapped + fixed) | mapped at a pass end, most | file MiB |\n");
-            std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            std::printf("\n| kv | test | t/s | CPU ms/tok | weights MiB/tok | K/V MiB/tok (summaries) | copied MiB/tok | GB/s moved | "
+                        "budget MiB | resident MiB (mapped + fixed) | mapped at a pass end, most | file MiB |\n");
+            std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for (const result & r : results) {
                 if (!r.kv_stats) continue;
-                std::printf("| %s | %s | %.2f | %.2f | %.1f | %.2f (%.2f) | %.2f | %s | %.1f (%.1f + %.1f) | %s | %.1f |\n", r.kv.c_str(),
+                std::printf("| %s | %s | %.2f | %.2f | %.1f | %.2f (%.2f) | %s | %.2f | %s | %.1f (%.1f + %.1f) | %s | %.1f |\n", r.kv.c_str(),
                             r.test.c_str(), r.mean, r.cpu_per_token * 1e3, mib(r.weight_read), mib(r.kv_read), mib(r.summary_read),
-                            r.mean * (r.weight_read + r.kv_read) / 1e9, r.budget ? format("%.1f", mib(double(r.budget))).c_str() : "-",
+                            r.copied >= 0 ? format("%.2f", mib(r.copied)).c_str() : "-", r.mean * (r.weight_read + r.kv_read) / 1e9, r.budget ? format("%.1f", mib(double(r.budget))).c_str() : "-",
                             mib(double(r.resident + r.fixed)), mib(double(r.resident)), mib(double(r.fixed)),
                             r.peak ? format("%.1f", mib(double(r.peak))).c_str() : "-", mib(double(r.file)));
             }

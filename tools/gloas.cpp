@@ -108,8 +108,13 @@ K/V cache:
                           pages, scratch and summaries come on top), in the
                           units of --kv-capacity; least recently read pages
                           are unmapped after each pass and the page file holds
-                          them (default: the strategy's, 128M for aggressive;
+                          them (default: the strategy's, 16M for aggressive;
                           0 = unbounded)
+      --kv-read MODE      how decode reads pages of a page file: map (through
+                          the mapping) or copy (copies only the pieces it
+                          selected, so they are never mapped: resident K/V
+                          stays within --kv-ram; default: the strategy's,
+                          copy for aggressive)
       --metrics FMT       also print the run's metrics as json on stderr
 
 configuration:
@@ -151,6 +156,7 @@ struct options {
     kv_capacity capacity;     // --kv-capacity; resolved once the page size is known
     kv_capacity kv_ram;       // --kv-ram; likewise
     bool kv_ram_given = false;
+    int kv_read = -1;         // --kv-read: -1 the strategy's, 0 map, 1 copy
     memory_strategy strategy = memory_strategy::SPEED;
     bool strategy_given = false;
     bool kv_type_given = false;
@@ -289,6 +295,11 @@ options parse_args(int argc, char ** argv) {
             }
             o.kv_ram_given = true;
         }
+        else if (a == "--kv-read") {
+            const std::string v = value();
+            if (v != "map" && v != "copy") usage_error("--kv-read takes map or copy, got '" + v + "'");
+            o.kv_read = v == "copy";
+        }
         else if (a == "--kv-capacity") {
             const char * v = value();
             try {
@@ -416,10 +427,12 @@ int run(const options & o) {
     if (cfg) {
         const context_params fc = config_context_params(*cfg, hp, o.kv.dir);
         const sparse_params sp = cp.sparse;
-        const size_t ram = cp.kv.ram_bytes;  // the strategy's; the file has no such key
+        const size_t ram = cp.kv.ram_bytes;  // the strategy's; the file has no such keys
+        const bool copy = cp.kv.read_copy;
         cp = fc;
         cp.sparse = sp;
         cp.kv.ram_bytes = ram;
+        cp.kv.read_copy = copy;
         if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
         if (o.kv_dir_given) cp.kv.dir = o.kv.dir;
     }
@@ -439,6 +452,7 @@ int run(const options & o) {
     if (o.kv_page_given) cp.kv.page_tokens = o.kv.page_tokens;
     if (o.kv_policy_given) cp.kv.policy = o.kv.policy;
     if (o.sparse_ratio > 0) cp.sparse.ratio = o.sparse_ratio;
+    if (o.kv_read >= 0) cp.kv.read_copy = o.kv_read == 1;
     {
         const page_geometry pg{cp.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
         cp.kv.capacity_bytes = kv_capacity_bytes(o.capacity, pg.page_bytes(cp.kv.kv_type), cp.kv.page_tokens, cp.kv.capacity_bytes);
@@ -447,9 +461,9 @@ int run(const options & o) {
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
     if (o.explain) {
         std::fputs(ac->explanation.c_str(), stdout);
-        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu -c %d -b %d -t %d\n",
+        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu --kv-read %s -c %d -b %d -t %d\n",
                     memory_strategy_name(strategy), type_name(cp.kv.kv_type), double(cp.sparse.ratio), cp.kv.page_tokens,
-                    cp.kv.ram_bytes, cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
+                    cp.kv.ram_bytes, cp.kv.read_copy ? "copy" : "map", cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
         return 0;
     }
     if (ac)
