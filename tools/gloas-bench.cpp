@@ -442,7 +442,7 @@ int run(int argc, char ** argv) {
                         reads += ctx->kv().page_reads() - reads0;
                         copied += ctx->kv().bytes_copied() - copied0;
                         // What attention read besides the pages: the Quest summaries
-                        // it scored (F32 key min and max per page, layer and KV head;
+                        // it scored (F16 key min and max per page, layer and KV head;
                         // the rule of kv_sequence::select_pages) and the F32 open page.
                         const sparse_params & sp = ctx->kv().sparse();
                         const hparams & hp = m->hp;
@@ -452,7 +452,7 @@ int run(int argc, char ** argv) {
                             const int32_t lo = std::min(n, sp.sink_pages), hi = std::max(lo, n - sp.recent_pages);
                             if (sp.ratio < 1.0f && k + sp.sink_pages + sp.recent_pages < n)
                                 summaries += double(std::max(0, hp.n_layer - sp.dense_layers)) * hp.n_head_kv * (hi - lo) * 2.0 *
-                                             hp.head_dim * sizeof(float);
+                                             hp.head_dim * sizeof(uint16_t);
                             open += double(hp.n_layer) * hp.n_head_kv * (p % page + 1) * 2.0 * hp.head_dim * sizeof(float);
                         }
                     }
