@@ -181,3 +181,29 @@ TEST_CASE("decode over copied pieces equals decode through the mapping, and maps
     }
     ops::set_n_threads(saved_threads);
 }
+
+TEST_CASE("gloas --kv-read: copies give the same text; aggressive copies by default") {
+    const std::string dir = test::temp_dir("kv-read-cli");
+    const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
+                                           "--kv-type", "q4_0", "--sparse-ratio", "0.25", "-p", "Once upon a time", "-n", "300"};
+    auto args = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    auto ref = test::run_tool("gloas", args({"--kv-dir", "none"}));
+    REQUIRE(ref.status == 0);
+    auto copy = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-read", "copy", "--kv-ram", "64k"}));
+    REQUIRE(copy.status == 0);
+    CHECK(copy.out == ref.out);
+    auto map = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-read", "map"}));
+    REQUIRE(map.status == 0);
+    CHECK(map.out == ref.out);
+    auto bad = test::run_tool("gloas", args({"--kv-read", "mmap"}));
+    CHECK(bad.status == 2);
+    CHECK(bad.err.find("--kv-read takes map or copy") != std::string::npos);
+    auto explain = test::run_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--strategy", "aggressive", "--auto",
+                                            "--explain", "-t", "1"});
+    REQUIRE(explain.status == 0);
+    CHECK(explain.out.find("--kv-read copy") != std::string::npos);
+}
