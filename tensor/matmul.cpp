@@ -1,17 +1,19 @@
 // matmul: y (n_tok, n_out) = x (n_tok, n_in) · w^T.
 //
-// Quantized weights (AVX-512 VNNI + VBMI): each token row is quantized once
-// to Q8_0 in the act layout below. Each thread owns a contiguous range of
-// weight rows, taken MR at a time:
+// Quantized weights with a tile format (AVX-512 VNNI + VBMI: Q4_0, Q8_0 and
+// the K-quants Q4_K, Q5_K, Q6_K): each token row is quantized once to 8 bits
+// (Q8_0 for Q4_0/Q8_0, Q8_K for the K-quants, as matmul_ref does) in the act
+// layout below. Each thread owns a contiguous range of weight rows, taken MR
+// at a time:
 //  - up to DIRECT_MAX_TOK tokens (decode): the rows are read straight from
 //    the weights, one pass, with the next tile prefetched (memory bound);
 //  - more tokens (prefill): the MR rows are unpacked once per chunk of tokens
 //    (CHUNK_BYTES of activations, L2-resident) into the w_tile layout, then an
 //    MR x MT micro-kernel of f32 accumulators (integer dot products with
-//    dpbusd) runs over every token of the chunk, in reduction segments of
-//    K_PAIRS pairs that stay in L1.
+//    dpbusd) runs over every token of the chunk, in reduction segments that
+//    stay in L1.
 // Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
-// micro-kernel. Other block types (K-quants, Q4_1/Q5_0/Q5_1) and other
+// micro-kernel. Other block types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1) and other
 // builds use matmul_blocks: one vec_dot per (row, token), rows split by
 // thread, tokens chunked so activations stay in L2.
 #include "tensor/ops.h"
@@ -24,6 +26,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -53,27 +56,30 @@ constexpr size_t  CHUNK_BYTES = 768 << 10;  // activations of a token chunk: sta
 }
 constexpr size_t  ALIGN = 64;
 
-// Types of the integer tile kernels below (the other block types take the
-// K-quant / generic paths); float types of the FMA tiles.
-[[maybe_unused]] bool is_quant(type t) { return t == type::Q8_0 || t == type::Q4_0; }
 [[maybe_unused]] bool is_float(type t) { return t == type::F32 || t == type::F16 || t == type::BF16; }
 
-// Pairs of 32-value blocks in a row of n_in values (the last may be half padding).
-[[maybe_unused]] int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
-
-// act layout, per token, per pair p of blocks (2p, 2p+1): 192 bytes
-//   qs  [64] int8   values of block 2p, then of block 2p+1 (zero past the row)
-//   dxv [16] f32    lanes 0..7 = scale of 2p, lanes 8..15 = scale of 2p+1
-//   cx  [16] int32  lane 0 = -K*sum(qs of 2p), lane 8 = -K*sum(qs of 2p+1), others 0
-// where K is the offset the weight bytes carry (8 for Q4_0, 128 for Q8_0), so
-// dpbusd(cx, w + K, x) is the exact int32 dot of each block, split over lanes.
+// act layout, per token, per pair p of 32-value blocks (2p, 2p+1): 192 bytes
+//   qs  [64] int8   the 64 values (zero past the row)
+//   dxv [16] f32    lane i = the activation scale of the values lane i sums
+//   cx  [16] int32  per group of lanes under one weight scale (8 lanes = 32
+//                   values; Q6_K: 4 lanes = 16 values): -K * (sum of the
+//                   group's values) in its first lane, 0 in the others
+// where K is the offset the weight bytes carry (8 for Q4_0, 128 for Q8_0, 32
+// for Q6_K, 0 for Q4_K/Q5_K), so dpbusd(cx, w + K, x) is the exact int32 dot
+// of each group, split over its lanes.
 constexpr size_t ACT_PAIR = 192;
 // w_tile layout, per row, per pair: 128 bytes
-//   u   [64] uint8  weight values + K (Q4_0: the nibbles; Q8_0: q ^ 0x80)
-//   dwv [16] f32    lanes 0..7 = scale of 2p, lanes 8..15 = scale of 2p+1
+//   u   [64] uint8  weight levels + K (Q4_0: the nibbles; Q8_0: q ^ 0x80)
+//   dwv [16] f32    lane i = the weight scale of the values lane i sums
 constexpr size_t W_PAIR = 128;
-// Pairs per reduction segment: MR w_tile rows + MT act rows of it fit in L1.
-constexpr int64_t K_PAIRS = 32;
+// The K-quants group 4 pairs (one super-block of 256 values); Q4_K/Q5_K add
+// their mins term per super-block, sm · xm with
+//   w_tile: sm [16] f32  lanes j < 8: d * sc_j, lanes 8 + j: dmin * m_j
+//   act:    xm [16] f32  lanes j < 8: 0,        lanes 8 + j: -d_x * sum(x of sub-block j)
+// after the super-block's 4 pairs.
+constexpr size_t MINS_BYTES = 64;
+// L1 budget of a reduction segment: MR w_tile rows + MT act rows of it.
+constexpr size_t SEG_BYTES = 40 << 10;
 
 [[maybe_unused]] char * align_up(void * p) {
     return reinterpret_cast<char *>((reinterpret_cast<uintptr_t>(p) + ALIGN - 1) & ~uintptr_t(ALIGN - 1));
@@ -89,8 +95,15 @@ constexpr int64_t K_PAIRS = 32;
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define GLOAS_MATMUL_VNNI 1
 
-// One token row -> act layout.
-void quantize_act(const float * x, int64_t n_in, int k_off, char * out, block_q8_0 * tmp) {
+// ---- Q4_0 / Q8_0: groups of one pair of blocks ---------------------------------
+
+// Pairs of 32-value blocks in a row of n_in values (the last may be half padding).
+int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
+
+// One token row -> act layout (Q8_0 values, K = k_off); tmp: n_in/32 block_q8_0.
+template <int K>
+void quantize_act(const float * x, int64_t n_in, char * out, void * tmp_) {
+    block_q8_0 * tmp = static_cast<block_q8_0 *>(tmp_);
     const int64_t nb = n_in / 32, np = n_pairs(n_in);
     quantize_row_q8_0(x, tmp, n_in);
     for (int64_t p = 0; p < np; ++p) {
@@ -104,7 +117,7 @@ void quantize_act(const float * x, int64_t n_in, int k_off, char * out, block_q8
                 dx[h] = _cvtsh_ss(tmp[b].d);
                 int s = 0;
                 for (int j = 0; j < 32; ++j) s += tmp[b].qs[j];
-                sx[h] = -k_off * s;
+                sx[h] = -K * s;
             } else {
                 std::memset(a + 32 * h, 0, 32);
             }
@@ -177,6 +190,186 @@ void unpack_row(const void * row, int64_t n_in, char * out) {
     }
 }
 
+// ---- K-quants Q4_K / Q5_K / Q6_K: groups of one super-block (4 pairs) ----------
+
+template <type WT> struct kq;
+template <> struct kq<type::Q4_K> { using block = block_q4_K; static constexpr bool MINS = true;  static constexpr int K = 0; };
+template <> struct kq<type::Q5_K> { using block = block_q5_K; static constexpr bool MINS = true;  static constexpr int K = 0; };
+template <> struct kq<type::Q6_K> { using block = block_q6_K; static constexpr bool MINS = false; static constexpr int K = 32; };
+
+// The byte offsets k_scales / k_levels read.
+static_assert(offsetof(block_q4_K, scales) == 4 && offsetof(block_q4_K, qs) == 16, "block_q4_K layout");
+static_assert(offsetof(block_q5_K, scales) == 4 && offsetof(block_q5_K, qh) == 16 && offsetof(block_q5_K, qs) == 48,
+              "block_q5_K layout");
+static_assert(offsetof(block_q6_K, qh) == 128 && offsetof(block_q6_K, scales) == 192 && offsetof(block_q6_K, d) == 208,
+              "block_q6_K layout");
+
+template <type WT> constexpr size_t K_AGROUP = 4 * ACT_PAIR + (kq<WT>::MINS ? MINS_BYTES : 0);
+template <type WT> constexpr size_t K_WGROUP = 4 * W_PAIR + (kq<WT>::MINS ? MINS_BYTES : 0);
+
+// One token row -> K act layout (Q8_K values); tmp: n_in/256 block_q8_K.
+template <type WT>
+void quantize_act_k(const float * x, int64_t n_in, char * out, void * tmp_) {
+    block_q8_K * q = static_cast<block_q8_K *>(tmp_);
+    const int64_t nsb = n_in / QK_K;
+    quantize_row_q8_K(x, q, n_in);
+    for (int64_t i = 0; i < nsb; ++i) {
+        char * a = out + size_t(i) * K_AGROUP<WT>;
+        const __m512 dx = _mm512_set1_ps(q[i].d);
+        for (int p = 0; p < 4; ++p) {
+            char * ap = a + p * ACT_PAIR;
+            _mm512_store_si512(ap, _mm512_loadu_si512(q[i].qs + 64 * p));
+            _mm512_store_ps(reinterpret_cast<float *>(ap + 64), dx);
+            alignas(64) int32_t cx[16] = {};
+            for (int g = 0; g < 4; ++g) cx[4 * g] = -kq<WT>::K * q[i].bsums[4 * p + g];
+            _mm512_store_si512(ap + 128, _mm512_load_si512(cx));
+        }
+        if (kq<WT>::MINS) {
+            alignas(64) float xm[16] = {};
+            for (int j = 0; j < 8; ++j) xm[8 + j] = -q[i].d * float(q[i].bsums[2 * j] + q[i].bsums[2 * j + 1]);
+            _mm512_store_ps(reinterpret_cast<float *>(a + 4 * ACT_PAIR), _mm512_load_ps(xm));
+        }
+    }
+}
+
+// The scales of super-block b: Q4_K/Q5_K the sm vector above; Q6_K lanes
+// j = d * scales[j] (the 16 sub-blocks of 16).
+template <type WT> inline __m512 k_scales(const char * b);
+// Levels + K of pair p (values 64p .. 64p+63) of super-block b, unsigned bytes.
+template <type WT> inline __m512i k_levels(const char * b, int p);
+
+// Lane i of pair p's dw: Q4_K/Q5_K sub-block 2p + i/8, Q6_K sub-block 4p + i/4.
+alignas(64) constexpr int32_t K4_IDX[4][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1}, {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5}, {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
+alignas(64) constexpr int32_t K6_IDX[4][16] = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}, {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11}, {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+alignas(64) constexpr int32_t DD_IDX[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+
+template <type WT> inline __m512 k_pair_scale(__m512 sc, int p) {
+    return _mm512_permutexvar_ps(_mm512_load_si512(WT == type::Q6_K ? K6_IDX[p] : K4_IDX[p]), sc);
+}
+
+// Q4_K/Q5_K: d, dmin at [0, 4), the 12 packed scale bytes at [4, 16)
+// (unpacked as detail::scales_mins_k4: 32-bit words u0..u2 ->
+//  sc 0..3 = u0 & 0x3f..., sc 4..7 = u2 & 0x0f.. | (u0 >> 6 & 3..) << 4,
+//  m 0..3 = u1 & 0x3f..,   m 4..7 = u2 >> 4 & 0x0f.. | (u1 >> 6 & 3..) << 4).
+inline __m512 k4_scales(const char * b) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 4));
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));   // u0 u2 u1 u2
+    const __m128i c = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));   // u0 u0 u1 u1
+    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i hi = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(c, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303)), 4);
+    const __m512 s = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_or_si128(lo, hi)));
+    int32_t ddw;
+    std::memcpy(&ddw, b, 4);
+    const __m512 dd = _mm512_permutexvar_ps(_mm512_load_si512(DD_IDX),
+                                            _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(ddw))));
+    return _mm512_mul_ps(s, dd);
+}
+template <> inline __m512 k_scales<type::Q4_K>(const char * b) { return k4_scales(b); }
+template <> inline __m512 k_scales<type::Q5_K>(const char * b) { return k4_scales(b); }
+// Q6_K: int8 scales at [192, 208), d at [208, 210).
+template <> inline __m512 k_scales<type::Q6_K>(const char * b) {
+    const __m512 s = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 192))));
+    uint16_t d;
+    std::memcpy(&d, b + 208, 2);
+    return _mm512_mul_ps(s, _mm512_set1_ps(_cvtsh_ss(d)));
+}
+
+// Q4_K: qs at [16, 144); pair p is qs[32p, 32p+32): low nibbles then high ones.
+inline __m512i k4_nibbles(const char * qs, int p) {
+    const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * p)));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(x, __mmask32(0xffff0000u), x, 4), _mm512_set1_epi8(0x0f));
+}
+template <> inline __m512i k_levels<type::Q4_K>(const char * b, int p) { return k4_nibbles(b + 16, p); }
+// Q5_K: qh at [16, 48), qs at [48, 176); bit 4 of value 32j + l is bit j of qh[l].
+template <> inline __m512i k_levels<type::Q5_K>(const char * b, int p) {
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 16)));
+    const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(char(1 << (2 * p))), _mm256_set1_epi8(char(1 << (2 * p + 1))), 1);
+    const __m512i u = k4_nibbles(b + 48, p);
+    return _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh, bit), u, _mm512_set1_epi8(0x10));
+}
+// Q6_K: ql at [0, 128), qh at [128, 192). Pair p = 2h + g: low nibbles (g = 0)
+// or high nibbles (g = 1) of ql[64h, 64h+64); high 2 bits from qh[32h, 32h+32):
+// bits 4g..4g+1 for the first 32 values, 4g+2..4g+3 for the next 32.
+template <> inline __m512i k_levels<type::Q6_K>(const char * b, int p) {
+    const int h = p / 2, g = p % 2;
+    __m512i ql = _mm512_loadu_si512(b + 64 * h);
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 128 + 32 * h)));
+    // move the two bits to bits 4..5 of each byte (16-bit lane shifts: what
+    // crosses a byte boundary is masked off)
+    __m512i hb;
+    if (g == 0) {
+        hb = _mm512_sllv_epi16(qh, _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1));
+    } else {
+        ql = _mm512_srli_epi16(ql, 4);
+        hb = _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1));
+    }
+    return _mm512_or_si512(_mm512_and_si512(ql, _mm512_set1_epi8(0x0f)), _mm512_and_si512(hb, _mm512_set1_epi8(0x30)));
+}
+
+// One weight row -> K w_tile layout.
+template <type WT>
+void unpack_row_k(const void * row, int64_t n_in, char * out) {
+    const int64_t nsb = n_in / QK_K;
+    for (int64_t i = 0; i < nsb; ++i) {
+        const char * b = static_cast<const char *>(row) + size_t(i) * sizeof(typename kq<WT>::block);
+        char * o = out + size_t(i) * K_WGROUP<WT>;
+        const __m512 sc = k_scales<WT>(b);
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+            _mm512_store_si512(o + p * W_PAIR, k_levels<WT>(b, p));
+            _mm512_store_ps(reinterpret_cast<float *>(o + p * W_PAIR + 64), k_pair_scale<WT>(sc, p));
+        }
+        if (kq<WT>::MINS) _mm512_store_ps(reinterpret_cast<float *>(o + 4 * W_PAIR), sc);
+    }
+}
+
+// ---- micro-kernels ---------------------------------------------------------------
+
+// acc[r][t] += the pair at `a` (act rows a_row bytes apart) · weight pair
+// (u[r], dw[r]) of row r, for R rows and T tokens. DX: dw is multiplied by
+// the activation scales dxv (false: dw already holds them); CX: the weights
+// carry an offset K (false: K = 0, cx is not read).
+template <int R, int T, bool DX, bool CX>
+inline void pair_step(const __m512i * u, const __m512 * dw, const char * a0, size_t a_row, __m512 (&acc)[R][T]) {
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        const char * a = a0 + t * a_row;
+        const __m512i s  = _mm512_load_si512(a);
+        const __m512i c  = CX ? _mm512_load_si512(a + 128) : _mm512_setzero_si512();
+        #pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+            const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, u[r], s));
+            const __m512 scale = DX ? _mm512_mul_ps(dw[r], _mm512_load_ps(reinterpret_cast<const float *>(a + 64))) : dw[r];
+            acc[r][t] = _mm512_fmadd_ps(f, scale, acc[r][t]);
+        }
+    }
+}
+
+template <int R, int T>
+inline void acc_zero(__m512 (&acc)[R][T]) {
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+}
+
+// y[t * y_stride + r] (=, or += when `accumulate`) = the lanes of acc[r][t] summed.
+template <int R, int T>
+inline void acc_store(__m512 (&acc)[R][T], float * y, int64_t y_stride, bool accumulate) {
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+            const float v = _mm512_reduce_add_ps(acc[r][t]);
+            y[t * y_stride + r] = accumulate ? y[t * y_stride + r] + v : v;
+        }
+}
+
 // Small token counts: y[t * y_stride + r] for R rows starting at row r0 and T
 // tokens, reading the weights directly (no unpacked copy).
 template <type WT, int R, int T>
@@ -184,10 +377,7 @@ void tile_direct(const tensor & w, int64_t r0, const char * act, int64_t n_in, f
     const int64_t nb = n_in / 32, np = n_pairs(n_in);
     const size_t a_row = size_t(np) * ACT_PAIR;
     __m512 acc[R][T];
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
-        #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    acc_zero(acc);
     const char * rows[R];
     #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) rows[r] = static_cast<const char *>(w.row(r0 + r));
@@ -202,23 +392,57 @@ void tile_direct(const tensor & w, int64_t r0, const char * act, int64_t n_in, f
         __m512 dw[R];
         #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) load_pair<WT>(rows[r] + size_t(p) * PAIR_BYTES<WT>, two, u[r], dw[r]);
+        pair_step<R, T, true, true>(u, dw, act + size_t(p) * ACT_PAIR, a_row, acc);
+    }
+    acc_store(acc, y, y_stride, false);
+}
+
+// The same for the K-quants, a super-block at a time.
+template <type WT, int R, int T>
+void tile_direct_k(const tensor & w, int64_t r0, const char * act, int64_t n_in, float * y, int64_t y_stride) {
+    constexpr size_t BB = sizeof(typename kq<WT>::block);
+    const int64_t nsb = n_in / QK_K;
+    const size_t a_row = size_t(nsb) * K_AGROUP<WT>;
+    __m512 acc[R][T];
+    acc_zero(acc);
+    const char * rows[R];
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) rows[r] = static_cast<const char *>(w.row(r0 + r));
+    const char * next = rows[0] + R * w.nb[1];
+    constexpr size_t step = R * BB;
+    for (int64_t i = 0; i < nsb; ++i) {
+        for (size_t o = 0; o < step; o += 64) _mm_prefetch(next + size_t(i) * step + o, _MM_HINT_T0);
+        const char * a = act + size_t(i) * K_AGROUP<WT>;
+        // one token: its scale (one per super-block) goes into the weight
+        // scales once per super-block rather than once per pair
+        const __m512 dx1 = _mm512_load_ps(reinterpret_cast<const float *>(a + 64));
+        __m512 sc[R], scx[R];
         #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-            const char * a = act + t * a_row + size_t(p) * ACT_PAIR;
-            const __m512i s  = _mm512_load_si512(a);
-            const __m512  dx = _mm512_load_ps(reinterpret_cast<const float *>(a + 64));
-            const __m512i c  = _mm512_load_si512(a + 128);
+        for (int r = 0; r < R; ++r) {
+            sc[r] = k_scales<WT>(rows[r] + size_t(i) * BB);
+            scx[r] = T == 1 ? _mm512_mul_ps(sc[r], dx1) : sc[r];
+        }
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+            __m512i u[R];
+            __m512 dw[R];
             #pragma GCC unroll 4
             for (int r = 0; r < R; ++r) {
-                const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, u[r], s));
-                acc[r][t] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw[r], dx), acc[r][t]);
+                u[r] = k_levels<WT>(rows[r] + size_t(i) * BB, p);
+                dw[r] = k_pair_scale<WT>(scx[r], p);
+            }
+            pair_step<R, T, T != 1, kq<WT>::K != 0>(u, dw, a + p * ACT_PAIR, a_row, acc);
+        }
+        if (kq<WT>::MINS) {
+            #pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) {
+                const __m512 xm = _mm512_load_ps(reinterpret_cast<const float *>(a + t * a_row + 4 * ACT_PAIR));
+                #pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(sc[r], xm, acc[r][t]);
             }
         }
     }
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
-        #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) y[t * y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
+    acc_store(acc, y, y_stride, false);
 }
 
 constexpr int DIRECT_MAX_TOK = 3;  // up to this many tokens, read weights directly
@@ -227,70 +451,113 @@ template <type WT, int R> constexpr tile_direct_fn tile_direct_row[DIRECT_MAX_TO
     tile_direct<WT, R, 1>, tile_direct<WT, R, 2>, tile_direct<WT, R, 3>};
 template <type WT> constexpr const tile_direct_fn * TILE_DIRECT[MR] = {
     tile_direct_row<WT, 1>, tile_direct_row<WT, 2>, tile_direct_row<WT, 3>, tile_direct_row<WT, 4>};
+template <type WT, int R> constexpr tile_direct_fn tile_direct_k_row[DIRECT_MAX_TOK] = {
+    tile_direct_k<WT, R, 1>, tile_direct_k<WT, R, 2>, tile_direct_k<WT, R, 3>};
+template <type WT> constexpr const tile_direct_fn * TILE_DIRECT_K[MR] = {
+    tile_direct_k_row<WT, 1>, tile_direct_k_row<WT, 2>, tile_direct_k_row<WT, 3>, tile_direct_k_row<WT, 4>};
+
+// The groups of a tile format: G pairs, then the mins term when MINS; CX:
+// the weights carry an offset K != 0.
+struct pair_group { static constexpr int G = 1; static constexpr bool MINS = false, CX = true; };
+template <type WT> struct k_group {
+    static constexpr int G = 4;
+    static constexpr bool MINS = kq<WT>::MINS, CX = kq<WT>::K != 0;
+};
 
 // y[t * y_stride + r] (=, or += when `accumulate`) row r of the tile · token t
-// over `np` pairs, for R rows (w_tile rows `w_row` bytes apart) and T tokens
-// (act rows `a_row` bytes apart).
-template <int R, int T>
-void tile_q(const char * wt, size_t w_row, const char * act, size_t a_row, int64_t np, float * y, int64_t y_stride,
+// over `ng` groups GR, for R rows (w_tile rows `w_row` bytes apart) and T
+// tokens (act rows `a_row` bytes apart).
+template <int R, int T, typename GR>
+void tile_q(const char * wt, size_t w_row, const char * act, size_t a_row, int64_t ng, float * y, int64_t y_stride,
             bool accumulate) {
+    constexpr int G = GR::G;
+    constexpr bool MINS = GR::MINS;
+    constexpr size_t WG = G * W_PAIR + (MINS ? MINS_BYTES : 0), AG = G * ACT_PAIR + (MINS ? MINS_BYTES : 0);
     __m512 acc[R][T];
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
+    acc_zero(acc);
+    for (int64_t g = 0; g < ng; ++g) {
         #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < np; ++p) {
-        __m512i u[R];
-        __m512 dw[R];
-        #pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-            const char * o = wt + r * w_row + size_t(p) * W_PAIR;
-            u[r]  = _mm512_load_si512(o);
-            dw[r] = _mm512_load_ps(reinterpret_cast<const float *>(o + 64));
-        }
-        #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-            const char * a = act + t * a_row + size_t(p) * ACT_PAIR;
-            const __m512i s  = _mm512_load_si512(a);
-            const __m512  dx = _mm512_load_ps(reinterpret_cast<const float *>(a + 64));
-            const __m512i c  = _mm512_load_si512(a + 128);
+        for (int p = 0; p < G; ++p) {
+            __m512i u[R];
+            __m512 dw[R];
             #pragma GCC unroll 4
             for (int r = 0; r < R; ++r) {
-                const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, u[r], s));
-                acc[r][t] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw[r], dx), acc[r][t]);
+                const char * o = wt + r * w_row + size_t(g) * WG + p * W_PAIR;
+                u[r]  = _mm512_load_si512(o);
+                dw[r] = _mm512_load_ps(reinterpret_cast<const float *>(o + 64));
+            }
+            pair_step<R, T, true, GR::CX>(u, dw, act + size_t(g) * AG + p * ACT_PAIR, a_row, acc);
+        }
+        if (MINS) {
+            #pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) {
+                const __m512 xm = _mm512_load_ps(reinterpret_cast<const float *>(act + t * a_row + size_t(g) * AG + G * ACT_PAIR));
+                #pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) {
+                    const __m512 sm = _mm512_load_ps(reinterpret_cast<const float *>(wt + r * w_row + size_t(g) * WG + G * W_PAIR));
+                    acc[r][t] = _mm512_fmadd_ps(sm, xm, acc[r][t]);
+                }
             }
         }
     }
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
-        #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-            const float v = _mm512_reduce_add_ps(acc[r][t]);
-            y[t * y_stride + r] = accumulate ? y[t * y_stride + r] + v : v;
-        }
+    acc_store(acc, y, y_stride, accumulate);
 }
 
 using tile_q_fn = void (*)(const char *, size_t, const char *, size_t, int64_t, float *, int64_t, bool);
-template <int R> constexpr tile_q_fn tile_q_row[MT] = {tile_q<R, 1>, tile_q<R, 2>, tile_q<R, 3>, tile_q<R, 4>};
-constexpr const tile_q_fn * TILE_Q[MR] = {tile_q_row<1>, tile_q_row<2>, tile_q_row<3>, tile_q_row<4>};
+template <int R, typename GR> constexpr tile_q_fn tile_q_row[MT] = {
+    tile_q<R, 1, GR>, tile_q<R, 2, GR>, tile_q<R, 3, GR>, tile_q<R, 4, GR>};
+template <typename GR> constexpr const tile_q_fn * TILE_Q[MR] = {
+    tile_q_row<1, GR>, tile_q_row<2, GR>, tile_q_row<3, GR>, tile_q_row<4, GR>};
 
-void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * work) {
+// A weight type's tile format: a row is n_groups groups of group_vals values
+// (the last one may be partly padding), a_group / w_group bytes each in the
+// act / w_tile layouts.
+struct qformat {
+    int64_t group_vals;
+    size_t  a_group, w_group;
+    size_t  tmp_group;   // quantizer scratch per group
+    void (*quantize)(const float * x, int64_t n_in, char * out, void * tmp);
+    void (*unpack)(const void * row, int64_t n_in, char * out);
+    const tile_direct_fn * const * direct;
+    const tile_q_fn * const * tile;
+    int64_t n_groups(int64_t n_in) const { return (n_in + group_vals - 1) / group_vals; }
+};
+
+template <type WT> constexpr qformat LEGACY_FORMAT = {
+    64, ACT_PAIR, W_PAIR, 2 * sizeof(block_q8_0), quantize_act<WT == type::Q4_0 ? 8 : 128>, unpack_row<WT>,
+    TILE_DIRECT<WT>, TILE_Q<pair_group>};
+template <type WT> constexpr qformat K_FORMAT = {
+    QK_K, K_AGROUP<WT>, K_WGROUP<WT>, sizeof(block_q8_K), quantize_act_k<WT>, unpack_row_k<WT>,
+    TILE_DIRECT_K<WT>, TILE_Q<k_group<WT>>};
+
+// The tile format of weight type t, or null (matmul_blocks).
+const qformat * tile_format(type t) {
+    switch (t) {
+    case type::Q4_0: return &LEGACY_FORMAT<type::Q4_0>;
+    case type::Q8_0: return &LEGACY_FORMAT<type::Q8_0>;
+    case type::Q4_K: return &K_FORMAT<type::Q4_K>;
+    case type::Q5_K: return &K_FORMAT<type::Q5_K>;
+    case type::Q6_K: return &K_FORMAT<type::Q6_K>;
+    default: return nullptr;
+    }
+}
+
+void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * work, const qformat & f) {
     const tensor & w0 = *set.w[0];
-    const int64_t n_in = w0.ne[0], np = n_pairs(n_in);
-    const int k_off = w0.t == type::Q4_0 ? 8 : 128;
-    const size_t a_row = size_t(np) * ACT_PAIR;
+    const int64_t n_in = w0.ne[0], ng = f.n_groups(n_in);
+    const size_t a_row = size_t(ng) * f.a_group, w_row = size_t(ng) * f.w_group;
+    // groups per reduction segment: MR weight rows and MT act rows of it in L1
+    const int64_t seg = std::max<int64_t>(1, int64_t(SEG_BYTES / (MR * f.w_group + MT * f.a_group)));
     char * act = align_up(work);
     const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (set.max_rows() + MR - 1) / MR)));
-    const bool q4 = w0.t == type::Q4_0;
 
     #pragma omp parallel num_threads(nth)
     {
         const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
-        block_q8_0 * tmp = reinterpret_cast<block_q8_0 *>(
-            thread_scratch(size_t(n_in / 32) * sizeof(block_q8_0) + ALIGN + MR * size_t(np) * W_PAIR));
-        char * wt = align_up(tmp + n_in / 32);
+        char * tmp = thread_scratch(size_t(ng) * f.tmp_group + ALIGN + MR * w_row);
+        char * wt = align_up(tmp + size_t(ng) * f.tmp_group);
         #pragma omp for schedule(static)
-        for (int64_t t = 0; t < n_tok; ++t) quantize_act(x + t * n_in, n_in, k_off, act + size_t(t) * a_row, tmp);
+        for (int64_t t = 0; t < n_tok; ++t) f.quantize(x + t * n_in, n_in, act + size_t(t) * a_row, tmp);
 
         // Each matrix in turn, without a barrier between them (the activations
         // are read-only from here on).
@@ -303,10 +570,9 @@ void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * wor
             const int64_t per = (n_tiles + nt - 1) / nt;
             const int64_t r0 = std::min(n_out, ith * per * MR), r1 = std::min(n_out, (ith + 1) * per * MR);
             if (n_tok <= DIRECT_MAX_TOK) {
-                const tile_direct_fn * const * table = q4 ? TILE_DIRECT<type::Q4_0> : TILE_DIRECT<type::Q8_0>;
                 for (int64_t r = r0; r < r1; r += MR) {
                     const int R = int(std::min<int64_t>(MR, r1 - r));
-                    table[R - 1][n_tok - 1](w, r, act, n_in, y + r, n_out);
+                    f.direct[R - 1][n_tok - 1](w, r, act, n_in, y + r, n_out);
                 }
             } else {
                 const int64_t chunk = tok_chunk(a_row);
@@ -314,20 +580,15 @@ void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * wor
                     const int64_t t1 = std::min(n_tok, t0 + chunk);
                     for (int64_t r = r0; r < r1; r += MR) {
                         const int R = int(std::min<int64_t>(MR, r1 - r));
-                        #pragma GCC unroll 4
-                        for (int i = 0; i < R; ++i) {
-                            char * o = wt + size_t(i) * size_t(np) * W_PAIR;
-                            if (q4) unpack_row<type::Q4_0>(w.row(r + i), n_in, o);
-                            else    unpack_row<type::Q8_0>(w.row(r + i), n_in, o);
-                        }
+                        for (int i = 0; i < R; ++i) f.unpack(w.row(r + i), n_in, wt + size_t(i) * w_row);
                         // the reduction in segments whose weights and activations stay in L1
-                        for (int64_t p0 = 0; p0 < np; p0 += K_PAIRS) {
-                            const int64_t p1 = std::min(np, p0 + K_PAIRS);
+                        for (int64_t g0 = 0; g0 < ng; g0 += seg) {
+                            const int64_t g1 = std::min(ng, g0 + seg);
                             for (int64_t t = t0; t < t1; t += MT) {
                                 const int T = int(std::min<int64_t>(MT, t1 - t));
-                                TILE_Q[R - 1][T - 1](wt + size_t(p0) * W_PAIR, size_t(np) * W_PAIR,
-                                                     act + size_t(t) * a_row + size_t(p0) * ACT_PAIR, a_row, p1 - p0,
-                                                     y + t * n_out + r, n_out, p0 > 0);
+                                f.tile[R - 1][T - 1](wt + size_t(g0) * f.w_group, w_row,
+                                                     act + size_t(t) * a_row + size_t(g0) * f.a_group, a_row, g1 - g0,
+                                                     y + t * n_out + r, n_out, g0 > 0);
                             }
                         }
                     }
@@ -429,7 +690,7 @@ size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
     const type vt = traits(wt).vec_dot_type;
     if (vt == type::F32) return 0;
 #if defined(GLOAS_MATMUL_VNNI)
-    if (is_quant(wt)) return size_t(n_pairs(n_in)) * ACT_PAIR * size_t(n_tok) + ALIGN;
+    if (const qformat * f = tile_format(wt)) return size_t(f->n_groups(n_in)) * f->a_group * size_t(n_tok) + ALIGN;
 #endif
     return act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
 }
@@ -456,7 +717,7 @@ static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, flo
     }
 }
 
-// Block weights without a tile kernel above (the K-quants, Q4_1/Q5_0/Q5_1,
+// Block weights without a tile format above (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1,
 // and every block type in builds without VNNI): each token row is quantized
 // once to the type's vec_dot_type (act_row_bytes apart in `work`); each
 // thread owns a contiguous range of weight rows and, per chunk of tokens
@@ -503,7 +764,7 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
 static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void * work) {
     const tensor & w = *set.w[0];
 #if defined(GLOAS_MATMUL_VNNI)
-    if (is_quant(w.t)) return matmul_quant(set, x, n_tok, work);
+    if (const qformat * f = tile_format(w.t)) return matmul_quant(set, x, n_tok, work, *f);
 #endif
 #if defined(GLOAS_MATMUL_AVX512_FLOAT)
     if (is_float(w.t)) return matmul_float(set, x, n_tok);

@@ -21,9 +21,10 @@ int  n_threads();
 
 // Bytes of scratch that matmul needs for activations x of (n_tok, n_in)
 // converted to w's vec_dot_type (0 when that is F32). The bytes may be more
-// than n_tok rows of vec_dot_type: with AVX-512 VNNI, quantized weights pair
-// with Q8_0 activations in a layout private to tensor/matmul.cpp (values,
-// f32 scales and block sums, 64-byte aligned), defined by matmul_ref's result.
+// than n_tok rows of vec_dot_type: with AVX-512 VNNI, Q4_0 / Q8_0 weights pair
+// with Q8_0 activations and Q4_K / Q5_K / Q6_K weights with Q8_K activations,
+// in a layout private to tensor/matmul.cpp (values, f32 scales and block
+// sums, 64-byte aligned), defined by matmul_ref's result.
 size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok);
 
 // y (n_tok, n_out) = x (n_tok, n_in) · w^T, with w of shape (n_out, n_in)

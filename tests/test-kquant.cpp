@@ -323,6 +323,35 @@ TEST_CASE("quantize -> dequantize: relative RMS error per type") {
     }
 }
 
+namespace {
+
+// Elements of y (n_tok, n_out) = x · w^T that differ from matmul_ref's yr by
+// more than 2e-5 * |w_r|_2 |x_t|_2 (+ Q4_1/Q5_1's fp16 s: |w_r|_1 |x_t|_inf 2^-11 1e-3 * 32).
+int count_bad(const tensor & w, const std::vector<float> & x, int64_t n_tok, const std::vector<float> & y,
+              const std::vector<float> & yr) {
+    const int64_t n_in = w.ne[0], n_out = w.nrows();
+    int bad = 0;
+    std::vector<float> wr(static_cast<size_t>(n_in));
+    for (int64_t r = 0; r < n_out; ++r) {
+        ops::get_row(w, r, wr.data());
+        double wn = 0.0, wa = 0.0;
+        for (float v : wr) { wn += double(v) * v; wa += std::fabs(double(v)); }
+        for (int64_t tk = 0; tk < n_tok; ++tk) {
+            double xn = 0.0, xa = 0.0;
+            for (int64_t i = 0; i < n_in; ++i) {
+                xn += double(x[size_t(tk * n_in + i)]) * x[size_t(tk * n_in + i)];
+                xa = std::max(xa, std::fabs(double(x[size_t(tk * n_in + i)])));
+            }
+            const double tol = 2e-5 * std::sqrt(wn * xn) + wa * xa * 1e-3 * 0x1p-11 * 32 + 1e-30;
+            const size_t k = size_t(tk * n_out + r);
+            bad += !(std::fabs(double(y[k]) - double(yr[k])) <= tol);
+        }
+    }
+    return bad;
+}
+
+} // namespace
+
 TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row counts, threads") {
     std::mt19937 rng(8);
     const int saved = ops::n_threads();
@@ -342,24 +371,7 @@ TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row co
                         std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok) + 1);
                         ops::matmul(w, x.data(), n_tok, y.data(), work.data());
                         ops::matmul_ref(w, x.data(), n_tok, yr.data());
-                        // element-wise |y - yr| <= 2e-5 * |w|_2 |x|_2 (+ Q4_1/Q5_1's fp16 s)
-                        int bad = 0;
-                        std::vector<float> wr(static_cast<size_t>(n_in));
-                        for (int64_t r = 0; r < n_out; ++r) {
-                            ops::get_row(w, r, wr.data());
-                            double wn = 0.0, wa = 0.0;
-                            for (float v : wr) { wn += double(v) * v; wa += std::fabs(double(v)); }
-                            for (int64_t tk = 0; tk < n_tok; ++tk) {
-                                double xn = 0.0, xa = 0.0;
-                                for (int64_t i = 0; i < n_in; ++i) {
-                                    xn += double(x[size_t(tk * n_in + i)]) * x[size_t(tk * n_in + i)];
-                                    xa = std::max(xa, std::fabs(double(x[size_t(tk * n_in + i)])));
-                                }
-                                const double tol = 2e-5 * std::sqrt(wn * xn) + wa * xa * 1e-3 * 0x1p-11 * 32 + 1e-30;
-                                const size_t k = size_t(tk * n_out + r);
-                                bad += !(std::fabs(double(y[k]) - double(yr[k])) <= tol);
-                            }
-                        }
+                        const int bad = count_bad(w, x, n_tok, y, yr);
                         CHECK_MESSAGE(bad == 0, type_name(t), " n_in=", n_in, " n_out=", n_out, " n_tok=", n_tok, " threads=", nth);
                     }
                 }
@@ -367,6 +379,67 @@ TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row co
         }
     }
     ops::set_n_threads(saved);
+}
+
+// The tiled K-quant paths (AVX-512 VNNI builds; matmul_blocks elsewhere):
+// decode (1..3 tokens, weights read directly) and prefill (unpacked tiles)
+// on rows longer than one reduction segment (9 super-blocks), row counts
+// that are not a multiple of the 4-row tile, token counts around the 4-token
+// tile and past one token chunk (~100 tokens of 2304 values), outlier
+// activations and all-zero, constant and one-signed weight rows.
+TEST_CASE("matmul vs matmul_ref: K-quant tiles, long rows, many tokens, odd rows and tokens, 1 and 3 threads") {
+    std::mt19937 rng(81);
+    const int saved = ops::n_threads();
+    const int64_t n_in = 2304;
+    for (type t : {type::Q4_K, type::Q5_K, type::Q6_K}) {
+        const int64_t n_out = 11;
+        const std::vector<float> wf = weight_rows(rng, n_out, n_in);
+        std::vector<uint8_t> wq(row_size(t, n_in) * size_t(n_out));
+        for (int64_t r = 0; r < n_out; ++r)
+            traits(t).from_float_ref(wf.data() + r * n_in, wq.data() + size_t(r) * row_size(t, n_in), n_in);
+        const tensor w = make_tensor_2d(t, n_in, n_out, wq.data());
+        for (int64_t n_tok : {1, 2, 3, 5, 150}) {
+            std::vector<float> x = randn(rng, n_tok * n_in, 1.0f);
+            for (int64_t tk = 0; tk < n_tok; tk += 2) x[size_t(tk * n_in + 300 + tk)] = -60.0f;  // outliers
+            std::vector<float> yr(size_t(n_tok * n_out), -2.0f);
+            ops::matmul_ref(w, x.data(), n_tok, yr.data());
+            for (int nth : {1, 3}) {
+                ops::set_n_threads(nth);
+                std::vector<float> y(size_t(n_tok * n_out), -1.0f);
+                std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+                ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+                const int bad = count_bad(w, x, n_tok, y, yr);
+                CHECK_MESSAGE(bad == 0, type_name(t), " n_tok=", n_tok, " threads=", nth);
+            }
+        }
+    }
+    ops::set_n_threads(saved);
+}
+
+// A token's result does not depend on the other tokens of the call: the
+// decode path (1 token) and the prefill path (the token inside a batch)
+// agree with each other within the bound above.
+TEST_CASE("matmul: K-quant decode and prefill paths agree on the same token") {
+    std::mt19937 rng(82);
+    const int64_t n_in = 768, n_out = 9, n_tok = 13;
+    for (type t : {type::Q4_K, type::Q5_K, type::Q6_K}) {
+        const std::vector<float> wf = weight_rows(rng, n_out, n_in);
+        std::vector<uint8_t> wq(row_size(t, n_in) * size_t(n_out));
+        for (int64_t r = 0; r < n_out; ++r)
+            traits(t).from_float_ref(wf.data() + r * n_in, wq.data() + size_t(r) * row_size(t, n_in), n_in);
+        const tensor w = make_tensor_2d(t, n_in, n_out, wq.data());
+        const std::vector<float> x = randn(rng, n_tok * n_in, 1.0f);
+        std::vector<float> yb(size_t(n_tok * n_out));
+        std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+        ops::matmul(w, x.data(), n_tok, yb.data(), work.data());
+        for (int64_t tk = 0; tk < n_tok; tk += 4) {
+            const std::vector<float> x1(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
+            std::vector<float> y1(static_cast<size_t>(n_out));
+            std::vector<float> yb1(yb.begin() + tk * n_out, yb.begin() + (tk + 1) * n_out);
+            ops::matmul(w, x1.data(), 1, y1.data(), work.data());
+            CHECK_MESSAGE(count_bad(w, x1, 1, y1, yb1) == 0, type_name(t), " token ", tk);
+        }
+    }
 }
 
 namespace {
