@@ -224,15 +224,17 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         attn_state_init(s, group, hd);
         // Prefill stays dense; a decode query may read only a selection.
         const int32_t n_sel = select_pages(il, h, cur, drop, n_tok == 1, qs, qk, group, score, sel);
-        if (copy) attend_copied(il, h, sel, n_sel, S, qs, qk, group, s);
-        else for (int32_t i = 0; i < n_sel; ++i) {
-            const page_ref & r = pages_[held(sel[i])].ref;
-            st_.touch(r.slot);  // recency for the store's RAM budget
-            if (i + 1 < n_sel) {
-                const page_ref & nx = pages_[held(sel[i + 1])].ref;
-                page_prefetch(pg_, nx.t, nx.data, il, h);
+        if (copy) {
+            attend_copied(il, h, sel, n_sel, S, qs, qk, group, s);
+        } else {
+            for (int32_t i = 0; i < n_sel; ++i) {
+                const page_ref & r = pages_[held(sel[i])].ref;
+                st_.touch(r.slot);  // recency for the store's RAM budget
+                // the next page's piece streams in while this one is attended
+                const page_ref * nx = i + 1 < n_sel ? &pages_[held(sel[i + 1])].ref : nullptr;
+                page_attend(pg_, r.t, r.data, il, h, P, sel[i] < S ? qk : qs, group, s, nx ? nx->data : nullptr,
+                            nx ? nx->t : r.t);
             }
-            page_attend(pg_, r.t, r.data, il, h, P, sel[i] < S ? qk : qs, group, s);
         }
         page_reads_ += uint64_t(n_sel);
         page_attend(pg1_, type::F32, staging(cur, il), 0, h, p % P + 1, qs, group, s);

@@ -30,6 +30,15 @@
 // scalar), BF16 pages and head_dim > 256 run a portable kernel that
 // dequantizes one 32-token block of a row at a time into a stack buffer; the
 // compiler vectorizes its loops.
+//
+// Memory: a decode query reads one piece per page (a layer and KV head's K
+// and V rows: 2 x 4 KiB for F16 pages of 32 tokens, each row one cache line),
+// and consecutive pieces are a page apart, so every piece starts on a new OS
+// page where the hardware prefetchers stop. Given the next page (page_attend's
+// `next`), every kernel streams the next piece in as it reads the current
+// one, the next piece's K (V) rows as it reads the same rows of its own K
+// (V) (next_prefetch): over cold F16 pages that took page_attend from about
+// 2x its in-cache time to within about 10% of it (gloas-kernel-bench --pages).
 #include "kvcache/page.h"
 
 #include "quant/blocks.h"
@@ -72,10 +81,41 @@ struct head_counts {
     int operator()(int h) const { return n_valid[h / group]; }
 };
 
+// The piece (K rows, V rows) of the page attended next, streamed into the
+// cache while the kernel works on the current piece: as the kernel reads n
+// rows of its K (V) it calls k_rows(n) (v_rows(n)), which prefetches as many
+// bytes of the next piece's K (V) rows, one line ahead, so the next piece
+// arrives at the pace the current one is read. A piece of F16 rows is 128
+// lines in 2 OS pages: one burst of prefetches would fill the miss buffers
+// and stall the core; spread over the work they overlap it. A default-
+// constructed one (no next page) prefetches nothing; past the piece's end
+// nothing either, so only the first chunk of heads and window of a call
+// prefetch. Kernels copy it into a local and back, to keep it in registers.
+class next_prefetch {
+public:
+    next_prefetch() = default;
+    // kr, vr: the next piece's D rows of K and of V, rb bytes each.
+    next_prefetch(const char * kr, const char * vr, size_t rb, int D)
+        : k_(line_of(kr)), v_(line_of(vr)), k_end_(kr + size_t(D) * rb), v_end_(vr + size_t(D) * rb),
+          k_due_(size_t(kr - k_) + 64), v_due_(size_t(vr - v_) + 64), rb_(rb) {}
+    void k_rows(int n) { fetch(k_, k_end_, k_due_, size_t(n) * rb_); }
+    void v_rows(int n) { fetch(v_, v_end_, v_due_, size_t(n) * rb_); }
+
+private:
+    static const char * line_of(const char * p) { return p - (reinterpret_cast<uintptr_t>(p) & 63); }
+    static void fetch(const char *& cur, const char * end, size_t & due, size_t bytes) {
+        for (due += bytes; due >= 64 && cur < end; due -= 64, cur += 64) __builtin_prefetch(cur, 0, 3);
+    }
+    const char * k_ = nullptr, * v_ = nullptr;          // next line to prefetch
+    const char * k_end_ = nullptr, * v_end_ = nullptr;  // end of the next piece's K and V rows
+    size_t k_due_ = 0, v_due_ = 0;                      // bytes due to be prefetched
+    size_t rb_ = 0;                                     // the next piece's row bytes
+};
+
 // Any type, head_dim and number of heads: windows of 32 tokens, one
 // online-softmax step per window and head (none where a head has no token).
 void attend_portable(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
-                     int n_heads, const float * q, attn_state & s) {
+                     int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
     const type_traits & tt = traits(t);
     GLOAS_ASSERT(!tt.is_quantized || tt.blck_size == PW);
     int n_max = 0;
@@ -88,6 +128,7 @@ void attend_portable(type t, const char * kr, const char * vr, size_t rb, int D,
         const int nw = std::min(PW, n_max - w0);
         std::fill(sc, sc + size_t(n_heads) * PW, 0.0f);
         for (int d = 0; d < D; ++d) {
+            pf.k_rows(1);
             load_window(tt, kr + size_t(d) * rb, w0, nw, x);
             for (int h = 0; h < n_heads; ++h) {
                 const float qd = q[int64_t(h) * D + d];
@@ -115,6 +156,7 @@ void attend_portable(type t, const char * kr, const char * vr, size_t rb, int D,
             for (int d = 0; d < D; ++d) ah[d] *= corr;
         }
         for (int d = 0; d < D; ++d) {
+            pf.v_rows(1);
             load_window(tt, vr + size_t(d) * rb, w0, nw, x);
             for (int h = 0; h < n_heads; ++h) {
                 const float * ph = sc + h * PW;
@@ -182,7 +224,7 @@ inline int block_value(const char * b, int i) { return int(int8_t(b[2 + i])); }
 
 // Scalar twin of the VNNI kernel, any head_dim and number of heads.
 void attend_int_portable(const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
-                         int n_heads, const float * q, attn_state & s) {
+                         int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
     const size_t bs = sizeof(block_q8_0);
     const int off = 128;  // K as dpbusd's unsigned operand: k + 128
     int n_max = 0;
@@ -201,6 +243,8 @@ void attend_int_portable(const char * kr, const char * vr, size_t rb, int D, con
     for (int w0 = 0; w0 < n_max; w0 += IW) {
         const size_t boff = size_t(w0 / IW) * bs;
         for (int d = 0; d < D; ++d) {
+            pf.k_rows(1);
+            pf.v_rows(1);
             const char * kb = kr + size_t(d) * rb + boff, * vb = vr + size_t(d) * rb + boff;
             dk[d] = block_scale(kb);
             dv[d] = block_scale(vb);
@@ -371,17 +415,25 @@ inline void transpose16(__m512 * r) {
 // per token and nothing needs a horizontal sum.
 template <type T, int GN, int NV>
 void output_transposed(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk,
-                       const float * p, const float * corr, float * acc) {
+                       const float * p, const float * corr, float * acc, next_prefetch & pf_io) {
     constexpr int W = 16 * NV;
+    next_prefetch pf = pf_io;
     for (int d0 = 0; d0 < D; d0 += 16) {
         const int nd = std::min(16, D - d0);
         __m512 o[GN];
         for (int g = 0; g < GN; ++g) o[g] = _mm512_setzero_ps();
         for (int k = 0; k < NV && mk[k]; ++k) {
             __m512 r[16];  // r[j]: channel d0 + j, tokens w0 + 16k + [0, 16); then transposed
-            #pragma GCC unroll 16
-            for (int j = 0; j < 16; ++j) r[j] = j < nd ? load16<T>(vr + size_t(d0 + j) * rb, w0 + 16 * k, mk[k]) : _mm512_setzero_ps();
+            if (k == 0) pf.v_rows(nd / 2);  // the tile's rows of the next piece, in two halves
+            if (nd == 16) {
+                const char * row = vr + size_t(d0) * rb;
+                #pragma GCC unroll 16
+                for (int j = 0; j < 16; ++j) r[j] = load16<T>(row + size_t(j) * rb, w0 + 16 * k, mk[k]);
+            } else {
+                for (int j = 0; j < 16; ++j) r[j] = j < nd ? load16<T>(vr + size_t(d0 + j) * rb, w0 + 16 * k, mk[k]) : _mm512_setzero_ps();
+            }
             transpose16(r);
+            if (k == 0) pf.v_rows(nd - nd / 2);
             #pragma GCC unroll 16
             for (int i = 0; i < 16; ++i) {
                 #pragma GCC unroll 8
@@ -394,6 +446,7 @@ void output_transposed(const char * vr, size_t rb, int D, int w0, const __mmask1
             _mm512_mask_storeu_ps(ag, dm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(dm, ag), _mm512_set1_ps(corr[g]), o[g]));
         }
     }
+    pf_io = pf;
 }
 
 // r[i] = the sum of the 16 lanes of a[i], i = 0..15, in natural order:
@@ -415,13 +468,32 @@ inline __m512 hsum16(const __m512 * a) {
                          _mm512_shuffle_f32x4(f01, f23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// r lane g = op over the 16 lanes of a[g], g = 0..7 (lanes 8..15: unspecified):
+// pairs and quads within 128-bit lanes, then across them (24 instructions,
+// against 8 dependent chains of ~9 for one reduction per vector).
+template <class Op>
+inline __m512 hreduce8(const __m512 * a, Op op) {
+    __m512 c[2];  // c[k] lane 4L+j: op over 128-bit lane L of a[4k+j]
+    for (int k = 0; k < 2; ++k) {
+        const __m512 * x = a + 4 * k;
+        const __m512 u01 = op(_mm512_unpacklo_ps(x[0], x[1]), _mm512_unpackhi_ps(x[0], x[1]));
+        const __m512 u23 = op(_mm512_unpacklo_ps(x[2], x[3]), _mm512_unpackhi_ps(x[2], x[3]));
+        c[k] = op(_mm512_shuffle_ps(u01, u23, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    // f lane 4B+j: a[j] (B = 0, 1) or a[4+j] (B = 2, 3) over 128-bit lanes {B % 2, B % 2 + 2}
+    const __m512 f = op(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                        _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return op(_mm512_shuffle_f32x4(f, f, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(f, f, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 // Output step for few heads (GN < 8): acc[g][d] = acc[g][d] * corr[g] +
 // sum_t p[g][t] V_d[t], each V_d vector reused by the GN heads; DC = 16 / GN
 // channels x GN heads give 16 sums reduced together by hsum16.
 template <type T, int GN, int NV>
 void output_hsum(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk,
-                 const float * p, const float * corr, float * acc) {
+                 const float * p, const float * corr, float * acc, next_prefetch & pf_io) {
     constexpr int W = 16 * NV, DC = 16 / GN;
+    next_prefetch pf = pf_io;
     // output sums o (GN, Dp) = sum_t p[g][t] V_d[t]; channels d0..d0+DC give
     // 16 sums a[g * DC + j], reduced together; head g's DC sums go to
     // o[g][d0..d0+DC) by a masked store whose lane g*DC lands on d0
@@ -432,6 +504,7 @@ void output_hsum(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk
         #pragma GCC unroll 16
         for (int j = 0; j < DC; ++j) {
             if (d0 + j < D) {
+                pf.v_rows(1);
                 __m512 v[NV];
                 for (int b = 0; b < NV / 2; ++b)
                     load32<T>(vr + size_t(d0 + j) * rb, w0 + 32 * b, mk[2 * b], mk[2 * b + 1], v[2 * b], v[2 * b + 1]);
@@ -461,6 +534,7 @@ void output_hsum(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk
             _mm512_mask_storeu_ps(ag + d0, dm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(dm, ag + d0), c, _mm512_load_ps(og + d0)));
         }
     }
+    pf_io = pf;
 }
 
 // One online-softmax step of GN query heads over the window of tokens
@@ -469,7 +543,7 @@ void output_hsum(const char * vr, size_t rb, int D, int w0, const __mmask16 * mk
 // to the largest. q (GN, D); m, l (GN); acc (GN, D).
 template <type T, int GN, int NV>
 void attend_window(const char * kr, const char * vr, size_t rb, int D, int w0, const int * nh,
-                   const float * q, float * m, float * l, float * acc) {
+                   const float * q, float * m, float * l, float * acc, next_prefetch & pf_io) {
     static_assert(NV == 2 || NV == 4, "windows of 32 or 64 tokens");
     static_assert(GN == 1 || GN == 2 || GN == 4 || GN == 8, "chunks of 1, 2, 4 or 8 heads");
     constexpr int W = 16 * NV;
@@ -480,11 +554,13 @@ void attend_window(const char * kr, const char * vr, size_t rb, int D, int w0, c
 
     // scores, one 32-token block at a time: 2 * GN accumulators
     alignas(64) float p[GN * W];  // (GN, W) scores, then probabilities
+    next_prefetch pf = pf_io;
     for (int b = 0; b < NV / 2; ++b) {
         __m512 s0[GN], s1[GN];
         for (int g = 0; g < GN; ++g) s0[g] = s1[g] = _mm512_setzero_ps();
         const char * row = kr;
         for (int d = 0; d < D; ++d, row += rb) {
+            if (d % 4 == 0) pf.k_rows(4);  // (a call per 4 rows: less bookkeeping)
             __m512 k0, k1;
             load32<T>(row, w0 + 32 * b, mk[2 * b], mk[2 * b + 1], k0, k1);
             #pragma GCC unroll 8
@@ -503,18 +579,22 @@ void attend_window(const char * kr, const char * vr, size_t rb, int D, int w0, c
     // online softmax: probabilities in p (0 past nh[g]), l and m updated; the
     // per-head scalars (max, correction, sum) as lanes of one vector
     const __mmask16 hm = __mmask16((1u << GN) - 1);
-    alignas(64) float mx[16], corr[16], sum[16];
+    const auto max_op = [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); };
+    const auto add_op = [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); };
+    alignas(64) float mx[16], corr[16];
     __mmask16 mh[GN][NV];  // tokens of each vector that head g attends
+    __m512 xs[8];          // per head, then padded with head 0's
     for (int g = 0; g < GN; ++g) {
         __m512 x = _mm512_set1_ps(-INFINITY);
         for (int k = 0; k < NV; ++k) {
             mh[g][k] = simd::tail_mask(std::max(0, std::min(16, nh[g] - 16 * k)));
             x = _mm512_mask_max_ps(x, mh[g][k], x, _mm512_load_ps(p + g * W + 16 * k));
         }
-        mx[g] = _mm512_reduce_max_ps(x);  // -inf for a head with no token here
+        xs[g] = x;
     }
+    for (int g = GN; g < 8; ++g) xs[g] = xs[0];
     const __m512 m_old = _mm512_maskz_loadu_ps(hm, m);
-    const __m512 mxv = _mm512_maskz_loadu_ps(hm, mx);
+    const __m512 mxv = _mm512_maskz_mov_ps(hm, hreduce8(xs, max_op));  // lane g: head g's max, -inf with no token here
     const __m512 m_new = _mm512_max_ps(m_old, mxv);
     // 0 (or below 1e-45) on a head's first window, where m = -inf; 1 for a
     // head with no token in this window
@@ -522,37 +602,40 @@ void attend_window(const char * kr, const char * vr, size_t rb, int D, int w0, c
                                              _mm512_cmp_ps_mask(mxv, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ),
                                              _mm512_set1_ps(1.0f)));
     _mm512_store_ps(mx, m_new);
+    __m512 sv[8];  // per head, then padded with head 0's
     for (int g = 0; g < GN; ++g) {
         float * pg = p + g * W;
         const __m512 mv = _mm512_set1_ps(mx[g]);
-        __m512 sv = _mm512_setzero_ps();
+        sv[g] = _mm512_setzero_ps();
         for (int k = 0; k < NV; ++k) {
             const __m512 e = _mm512_maskz_mov_ps(mh[g][k], simd::exp_ps(_mm512_sub_ps(_mm512_load_ps(pg + 16 * k), mv)));
-            sv = _mm512_add_ps(sv, e);
+            sv[g] = _mm512_add_ps(sv[g], e);
             _mm512_store_ps(pg + 16 * k, e);
         }
-        sum[g] = _mm512_reduce_add_ps(sv);
     }
-    _mm512_mask_storeu_ps(l, hm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(hm, l), _mm512_load_ps(corr), _mm512_load_ps(sum)));
+    for (int g = GN; g < 8; ++g) sv[g] = sv[0];
+    const __m512 sum = hreduce8(sv, add_op);  // lane g: head g's sum
+    _mm512_mask_storeu_ps(l, hm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(hm, l), _mm512_load_ps(corr), sum));
     _mm512_mask_storeu_ps(m, hm, m_new);
 
-    if constexpr (GN >= 8) output_transposed<T, GN, NV>(vr, rb, D, w0, mk, p, corr, acc);
-    else                   output_hsum<T, GN, NV>(vr, rb, D, w0, mk, p, corr, acc);
+    if constexpr (GN >= 8) output_transposed<T, GN, NV>(vr, rb, D, w0, mk, p, corr, acc, pf);
+    else                   output_hsum<T, GN, NV>(vr, rb, D, w0, mk, p, corr, acc, pf);
+    pf_io = pf;
 }
 
 // GN heads, head g over tokens [0, n[g]) of the page: windows of 64 tokens
 // while more than 32 remain, else of 32.
 template <type T, int GN>
 void attend_heads(const char * kr, const char * vr, size_t rb, int D, const int * n,
-                  const float * q, float * m, float * l, float * acc) {
+                  const float * q, float * m, float * l, float * acc, next_prefetch & pf) {
     int n_max = 0;
     for (int g = 0; g < GN; ++g) n_max = std::max(n_max, n[g]);
     int nh[GN];
     for (int w0 = 0; w0 < n_max;) {
         const int W = n_max - w0 > 32 ? 64 : 32;
         for (int g = 0; g < GN; ++g) nh[g] = std::max(0, std::min(W, n[g] - w0));
-        if (W == 64) attend_window<T, GN, 4>(kr, vr, rb, D, w0, nh, q, m, l, acc);
-        else         attend_window<T, GN, 2>(kr, vr, rb, D, w0, nh, q, m, l, acc);
+        if (W == 64) attend_window<T, GN, 4>(kr, vr, rb, D, w0, nh, q, m, l, acc, pf);
+        else         attend_window<T, GN, 2>(kr, vr, rb, D, w0, nh, q, m, l, acc, pf);
         w0 += W;
     }
 }
@@ -617,7 +700,7 @@ inline void load_v_tile(const Row & row, __m512i * o) {
 // attend_int_portable. q (GN, D); m, l (GN); acc (GN, D).
 template <int GN>
 void attend_window_int(const char * kr, const char * vr, size_t rb, int D, int w0, const int * nh,
-                       const float * q, float * m, float * l, float * acc) {
+                       const float * q, float * m, float * l, float * acc, next_prefetch & pf_io) {
     static_assert(GN == 1 || GN == 2 || GN == 4 || GN == 8, "chunks of 1, 2, 4 or 8 heads");
     constexpr size_t BS = sizeof(block_q8_0);
     constexpr int OFF = 128;  // K as dpbusd's unsigned operand: k + 128
@@ -667,9 +750,11 @@ void attend_window_int(const char * kr, const char * vr, size_t rb, int D, int w
     }
 
     // scores: 4 channels at a time, tokens 0..15 in slo, 16..31 in shi
+    next_prefetch pf = pf_io;
     __m512i slo[GN], shi[GN];
     for (int g = 0; g < GN; ++g) slo[g] = shi[g] = _mm512_setzero_si512();
     for (int c = 0; c < D; c += 4) {
+        pf.k_rows(4);
         const __m512i a = load2x32(krow(c) + 2, krow(c + 1) + 2), b = load2x32(krow(c + 2) + 2, krow(c + 3) + 2);
         const __m512i x80 = _mm512_set1_epi8(char(0x80));
         const __m512i klo = _mm512_xor_si512(_mm512_permutex2var_epi8(a, load_idx(X.k8[0]), b), x80);
@@ -734,6 +819,7 @@ void attend_window_int(const char * kr, const char * vr, size_t rb, int D, int w
     // output: tiles of 16 channels
     for (int d0 = 0; d0 < D; d0 += 16) {
         __m512i vt[8];
+        pf.v_rows(16);
         load_v_tile([&](int i) { return vrow(d0 + i); }, vt);
         __m512i o[GN];
         for (int g = 0; g < GN; ++g) o[g] = _mm512_setzero_si512();
@@ -755,18 +841,19 @@ void attend_window_int(const char * kr, const char * vr, size_t rb, int D, int w
             _mm512_mask_storeu_ps(ag, dm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(dm, ag), _mm512_set1_ps(corr[g]), x));
         }
     }
+    pf_io = pf;
 }
 
 // GN heads, head g over tokens [0, n[g]) of the page, in windows of 32.
 template <int GN>
 void attend_heads_int(const char * kr, const char * vr, size_t rb, int D, const int * n,
-                      const float * q, float * m, float * l, float * acc) {
+                      const float * q, float * m, float * l, float * acc, next_prefetch & pf) {
     int n_max = 0;
     for (int g = 0; g < GN; ++g) n_max = std::max(n_max, n[g]);
     int nh[GN];
     for (int w0 = 0; w0 < n_max; w0 += IW) {
         for (int g = 0; g < GN; ++g) nh[g] = std::max(0, std::min(IW, n[g] - w0));
-        attend_window_int<GN>(kr, vr, rb, D, w0, nh, q, m, l, acc);
+        attend_window_int<GN>(kr, vr, rb, D, w0, nh, q, m, l, acc, pf);
     }
 }
 
@@ -776,17 +863,17 @@ void attend_heads_int(const char * kr, const char * vr, size_t rb, int D, const 
 // the integer kernel (Q8_0), else the float one.
 template <type T, bool INT = false>
 void attend_group(const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
-                  int n_heads, const float * q, attn_state & s) {
+                  int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
     int n[8];
     int h = 0;
     auto run = [&](auto gn) {
         constexpr int GN = decltype(gn)::value;
         for (int g = 0; g < GN; ++g) n[g] = cnt(h + g);
 #if defined(GLOAS_PAGE_VNNI)
-        if constexpr (INT) attend_heads_int<GN>(kr, vr, rb, D, n, q + h * D, s.m + h, s.l + h, s.acc + int64_t(h) * D);
+        if constexpr (INT) attend_heads_int<GN>(kr, vr, rb, D, n, q + h * D, s.m + h, s.l + h, s.acc + int64_t(h) * D, pf);
         else
 #endif
-        attend_heads<T, GN>(kr, vr, rb, D, n, q + h * D, s.m + h, s.l + h, s.acc + int64_t(h) * D);
+        attend_heads<T, GN>(kr, vr, rb, D, n, q + h * D, s.m + h, s.l + h, s.acc + int64_t(h) * D, pf);
         h += GN;
     };
     while (n_heads - h >= 8) run(std::integral_constant<int, 8>());
@@ -804,7 +891,7 @@ namespace {
 // Heads [0, n_heads) of q, counted by cnt, over one page: the register kernel
 // where it applies, the portable one otherwise.
 void attend_page(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
-                 const head_counts & cnt, int n_heads, const float * q, attn_state & s) {
+                 const head_counts & cnt, int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
     GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
     GLOAS_ASSERT(g.head_dim >= 1);
     const int D = g.head_dim;
@@ -815,18 +902,18 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
 #if defined(GLOAS_PAGE_AVX512)
     if (D <= MAX_D) {
         switch (t) {
-        case type::F32:  attend_group<type::F32>(kr, vr, rb, D, cnt, n_heads, q, s); return;
-        case type::F16:  attend_group<type::F16>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        case type::F32:  attend_group<type::F32>(kr, vr, rb, D, cnt, n_heads, q, s, pf); return;
+        case type::F16:  attend_group<type::F16>(kr, vr, rb, D, cnt, n_heads, q, s, pf); return;
 #if defined(GLOAS_PAGE_VNNI)
-        case type::Q8_0: attend_group<type::Q8_0, true>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        case type::Q8_0: attend_group<type::Q8_0, true>(kr, vr, rb, D, cnt, n_heads, q, s, pf); return;
 #endif
-        case type::Q4_0: attend_group<type::Q4_0>(kr, vr, rb, D, cnt, n_heads, q, s); return;
+        case type::Q4_0: attend_group<type::Q4_0>(kr, vr, rb, D, cnt, n_heads, q, s, pf); return;
         default: break;  // BF16, and Q8_0 without VNNI: the portable kernels
         }
     }
 #endif
-    if (t == type::Q8_0) attend_int_portable(kr, vr, rb, D, cnt, n_heads, q, s);
-    else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s);
+    if (t == type::Q8_0) attend_int_portable(kr, vr, rb, D, cnt, n_heads, q, s, pf);
+    else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
 }
 
 // The scalar twin of attend_page: the same algorithm per type.
@@ -839,23 +926,43 @@ void attend_page_scalar(const page_geometry & g, type t, const void * page, int3
     const char * base = static_cast<const char *>(page);
     const char * kr = base + size_t(g.row_index(layer, 0, kv_head * D)) * rb;
     const char * vr = base + size_t(g.row_index(layer, 1, kv_head * D)) * rb;
-    if (t == type::Q8_0) attend_int_portable(kr, vr, rb, D, cnt, n_heads, q, s);
-    else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s);
+    next_prefetch none;
+    if (t == type::Q8_0) attend_int_portable(kr, vr, rb, D, cnt, n_heads, q, s, none);
+    else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, none);
+}
+
+// The prefetcher of the piece (layer, kv_head) of page `next` of type tn
+// (none where next is null).
+next_prefetch prefetch_of(const page_geometry & g, const void * next, type tn, int32_t layer, int32_t kv_head) {
+    if (!next) return next_prefetch();
+    GLOAS_ASSERT(g.valid_for(tn));
+    const int D = g.head_dim;
+    const size_t rb = g.row_bytes(tn);
+    const char * base = static_cast<const char *>(next);
+    return next_prefetch(base + size_t(g.row_index(layer, 0, kv_head * D)) * rb,
+                         base + size_t(g.row_index(layer, 1, kv_head * D)) * rb, rb, D);
 }
 
 } // namespace
 
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s) {
+    page_attend(g, t, page, layer, kv_head, n, q, group, s, nullptr, t);
+}
+
+void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                 int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next) {
     GLOAS_ASSERT(n >= 1 && n <= g.page_tokens && group >= 1);
-    attend_page(g, t, page, layer, kv_head, head_counts{&n, group}, group, q, s);
+    next_prefetch pf = prefetch_of(g, next, t_next, layer, kv_head);
+    attend_page(g, t, page, layer, kv_head, head_counts{&n, group}, group, q, s, pf);
 }
 
 void page_attend_multi(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                        int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s) {
     GLOAS_ASSERT(n_q >= 1 && group >= 1);
     for (int32_t i = 0; i < n_q; ++i) GLOAS_ASSERT(n_valid[i] >= 0 && n_valid[i] <= g.page_tokens);
-    attend_page(g, t, page, layer, kv_head, head_counts{n_valid, group}, n_q * group, q, s);
+    next_prefetch none;
+    attend_page(g, t, page, layer, kv_head, head_counts{n_valid, group}, n_q * group, q, s, none);
 }
 
 void page_attend_scalar(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,

@@ -103,6 +103,16 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // builds with FMA, so are the float operations and their order).
 void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                         int32_t n, const float * q, int32_t group, attn_state & s);
+// page_attend that also streams in the piece (layer, kv_head) of `next`, the
+// page (of type t_next, same geometry) the caller attends after this one;
+// null: none. The prefetches are spread over the work, the next piece's rows
+// as the kernel reads the same rows of this one, so that a chain of
+// pages streams from memory while the kernel computes (page_prefetch's one
+// burst of 128 prefetches for an F16 piece stalls the core instead: measured
+// 1.7x slower over cold pages). The result is page_attend's, bit for bit;
+// `next` is never read into it and a bad address never faults.
+void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
+                        int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next);
 void page_attend_scalar(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                         int32_t n, const float * q, int32_t group, attn_state & s);
 // The exact attention: K and V dequantized with the type's to_float, scores
@@ -126,8 +136,9 @@ void page_attend_multi_ref   (const page_geometry & g, type t, const void * page
                               int32_t n_q, const int32_t * n_valid, const float * q, int32_t group, attn_state & s);
 
 // Asks the CPU to start loading the K and V rows of KV head `kv_head` of
-// `layer` (e.g. of the next page of a chain while the current one is
-// attended). Reads nothing into the result; never faults.
+// `layer`, all at once. Reads nothing into the result; never faults. (To
+// stream a chain of pages, page_attend's `next` spreads the prefetches over
+// the work instead: gloas-kernel-bench --pages compares the two.)
 void page_prefetch(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head);
 
 // Quest summary of a page: kmin/kmax (head_dim) = the element-wise min and max

@@ -83,24 +83,35 @@ struct state_buf {
     }
 };
 
-enum class kernel { FAST, SCALAR, REF };  // page_attend, page_attend_scalar, page_attend_ref
+// page_attend, page_attend_scalar, page_attend_ref, and page_attend streaming
+// in the next page (of type `next_t` where given: its own pages of that type,
+// else the next page of the chain; the last page's next is the first)
+enum class kernel { FAST, SCALAR, REF, FAST_NEXT };
 
 // Output (group, head_dim) of query heads q (already scaled) of KV head hk of
 // layer il over the first n_tok tokens of the pages, with kernel k.
 std::vector<float> attend_pages(const page_geometry & g, type t, const std::vector<std::vector<char>> & pages,
-                                int n_tok, int il, int hk, const float * q, int group, kernel k) {
+                                int n_tok, int il, int hk, const float * q, int group, kernel k,
+                                const std::vector<std::vector<char>> * next_pages = nullptr, type next_t = type::F32) {
     state_buf st(group, g.head_dim);
-    for (size_t p = 0; p < pages.size() && int(p) * g.page_tokens < n_tok; ++p) {
+    const size_t n_pages = pages.size();
+    for (size_t p = 0; p < n_pages && int(p) * g.page_tokens < n_tok; ++p) {
         const int n = std::min<int>(g.page_tokens, n_tok - int(p) * g.page_tokens);
+        const char * next = next_pages ? (*next_pages)[(p + 1) % next_pages->size()].data() : pages[(p + 1) % n_pages].data();
         switch (k) {
-        case kernel::FAST:   page_attend(g, t, pages[p].data(), il, hk, n, q, group, st.s); break;
-        case kernel::SCALAR: page_attend_scalar(g, t, pages[p].data(), il, hk, n, q, group, st.s); break;
-        case kernel::REF:    page_attend_ref(g, t, pages[p].data(), il, hk, n, q, group, st.s); break;
+        case kernel::FAST:      page_attend(g, t, pages[p].data(), il, hk, n, q, group, st.s); break;
+        case kernel::SCALAR:    page_attend_scalar(g, t, pages[p].data(), il, hk, n, q, group, st.s); break;
+        case kernel::REF:       page_attend_ref(g, t, pages[p].data(), il, hk, n, q, group, st.s); break;
+        case kernel::FAST_NEXT: page_attend(g, t, pages[p].data(), il, hk, n, q, group, st.s, next, next_pages ? next_t : t); break;
         }
     }
     std::vector<float> out(size_t(group) * g.head_dim);
     attn_state_finish(st.s, group, g.head_dim, out.data());
     return out;
+}
+
+bool bitwise_equal(const std::vector<float> & a, const std::vector<float> & b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 double max_abs(const std::vector<float> & x) {
@@ -265,6 +276,8 @@ TEST_CASE("page_attend equals its scalar twin, and the twin is near page_attend_
                         const auto out = attend_pages(g, t, pages, n_tok, 1, 1, q.data(), group, kernel::FAST);
                         REQUIRE(all_finite(out));
                         REQUIRE(max_abs_diff(out, twin) <= 2e-6 * std::max(1.0, max_abs(twin)));
+                        // streaming the next page in changes nothing
+                        REQUIRE(bitwise_equal(attend_pages(g, t, pages, n_tok, 1, 1, q.data(), group, kernel::FAST_NEXT), out));
                         const double e = max_abs_diff(twin, ref) / std::max(1.0, max_abs(ref));
                         REQUIRE(e <= scalar_vs_ref_bound(t));
                         if (integer_pages(t)) worst[D >= 5] = std::max(worst[D >= 5], e);
@@ -509,6 +522,36 @@ TEST_CASE("page_attend_multi: a query token with no token of the page keeps its 
     for (int i = 0; i < 8; ++i) CHECK(st.acc[size_t(i)] == 0.0f);
     CHECK(st.l[2] > 0.0f);
     page_prefetch(g, type::Q8_0, pages[0].data(), 0, 0);  // a hint: no effect to check but no fault
+}
+
+TEST_CASE("page_attend with the next page streamed in: the same bits, whatever the next page's type") {
+    std::mt19937 rng(10);
+    int cases = 0;
+    for (type t : PAGE_TYPES) {
+        for (int P : {32, 64}) {
+            for (int D : {5, 64, 260}) {  // 260: the portable kernel
+                const page_geometry g = make_geometry(P, 3, 2, D);
+                const int n_tok = 2 * P + 3;
+                const kv_seq s = random_seq(g, n_tok, rng);
+                const auto pages = make_pages(g, s, t);
+                for (type tn : PAGE_TYPES) {
+                    const auto next = make_pages(g, random_seq(g, P, rng), tn);
+                    for (int group : {1, 8}) {
+                        CAPTURE(std::string(type_name(t))); CAPTURE(std::string(type_name(tn))); CAPTURE(P); CAPTURE(D);
+                        CAPTURE(group);
+                        const std::vector<float> q = randn(rng, size_t(group) * D, 1.0f / std::sqrt(float(D)));
+                        for (int il : {0, 2}) {
+                            const auto out = attend_pages(g, t, pages, n_tok, il, 1, q.data(), group, kernel::FAST);
+                            REQUIRE(bitwise_equal(attend_pages(g, t, pages, n_tok, il, 1, q.data(), group, kernel::FAST_NEXT,
+                                                               &next, tn), out));
+                            ++cases;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    MESSAGE(cases, " cases");
 }
 
 TEST_CASE("page_attend beyond the register kernel's head_dim (the portable path)") {
