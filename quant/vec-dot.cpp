@@ -99,7 +99,9 @@ inline __m512 set_halves(float a, float b) {
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 } // namespace
-#elif defined(__AVX2__)
+#endif
+
+#if defined(__AVX2__)
 namespace {
 // Sums of 4 adjacent products of signed bytes, as 8 floats (exact):
 // |a| * (b with a's sign) through maddubs (u8 x s8 -> s16 pairs, no
@@ -230,7 +232,7 @@ float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
-    s = simd::hsum256(acc);
+    s = simd::hsum256_ps(acc);
 #endif
     if (i < nb) s += vec_dot_q8_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;
@@ -264,7 +266,7 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
-    s = simd::hsum256(acc);
+    s = simd::hsum256_ps(acc);
 #endif
     if (i < nb) s += vec_dot_q4_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;
