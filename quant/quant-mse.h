@@ -15,5 +15,9 @@ namespace gloas {
 // candidates around the reference scale and refined by least squares; never
 // worse than quantize_row_q4_0_ref in squared error.
 void quantize_row_q4_0_mse(const float * x, block_q4_0 * y, int64_t k);
+// Its scalar twin: the same candidates, the errors summed in another order
+// (the two may pick different scales only where two candidates' errors tie
+// within float rounding).
+void quantize_row_q4_0_mse_scalar(const float * x, block_q4_0 * y, int64_t k);
 
 } // namespace gloas
