@@ -106,7 +106,7 @@ void kv_sequence::quantize_layer(int64_t page, int32_t il) {
     }
 }
 
-const uint16_t * kv_sequence::key_min(int32_t j, int32_t layer, int32_t kv_head) const {
+const uint16_t * kv_sequence::key_bounds(int32_t j, int32_t layer, int32_t kv_head) const {
     const size_t per_page = size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * size_t(g_.head_dim);
     return summaries_.data() + summary_slot(j) * per_page + (size_t(layer) * size_t(g_.n_head_kv) + size_t(kv_head)) * 2 * size_t(g_.head_dim);
 }
@@ -115,7 +115,7 @@ const uint16_t * kv_sequence::key_min(int32_t j, int32_t layer, int32_t kv_head)
 void kv_sequence::summarize(int64_t page, int32_t il) {
     const page_ref & r = pages_[held(page)].ref;
     for (int32_t h = 0; h < g_.n_head_kv; ++h) {
-        uint16_t * mn = const_cast<uint16_t *>(key_min(int32_t(page), il, h));
+        uint16_t * mn = const_cast<uint16_t *>(key_bounds(int32_t(page), il, h));
         page_key_bounds_f16(pg_, r.t, r.data, il, h, pg_.page_tokens, mn, mn + g_.head_dim);
     }
 }
@@ -137,7 +137,7 @@ int32_t kv_sequence::select_pages(int32_t il, int32_t h, int64_t cur, int32_t dr
     const int32_t lo = std::min(n, sparse_.sink_pages), hi = std::max(lo, n - sparse_.recent_pages);
     // Upper bound of q·k over each middle page, the largest over the group's heads.
     for (int32_t v = lo; v < hi; ++v) {
-        const uint16_t * mn = key_min(page_of(v), il, h);
+        const uint16_t * mn = key_bounds(page_of(v), il, h);
         score[v] = page_score_bound_f16(v < S ? qk : qs, group, hd, mn, mn + hd);
     }
     int32_t m = 0;
@@ -172,7 +172,7 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
             sp.ref = st_.begin_page();
             pages_.push_back(sp);
         }
-        page_put_token(pg1_, const_cast<float *>(staging(pg, il)), 0, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
+        page_put_token(pg1_, staging(pg, il), 0, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
         if (p % P == P - 1) {
             quantize_layer(pg, il);
             summarize(pg, il);

@@ -96,10 +96,6 @@ public:
     // Pages per batch of copy reads, and the per-thread buffer it takes.
     static constexpr int32_t COPY_BATCH = 64;
     size_t copy_buffer_bytes() const;
-    // Key bounds of sealed page j (absolute page number, held): kmin, kmax
-    // (head_dim) of `layer`, `kv_head`, in F16 rounded outward (page.h).
-    const uint16_t * key_min(int32_t j, int32_t layer, int32_t kv_head) const;
-    const uint16_t * key_max(int32_t j, int32_t layer, int32_t kv_head) const { return key_min(j, layer, kv_head) + g_.head_dim; }
 
     // Pages held, in increasing position order: the sinks, then the window
     // (page j holds positions [j*P, (j+1)*P) until a slide drops some).
@@ -117,12 +113,18 @@ private:
     size_t held(int64_t a) const { return size_t(a < slide_.sink_pages ? a : a - n_dropped_); }
     // Summary slot of held absolute page a.
     size_t summary_slot(int64_t a) const;
+    // Key bounds of sealed page j (absolute page number, held): kmin, then
+    // kmax (head_dim each) of `layer`, `kv_head`, in F16 rounded outward (page.h).
+    const uint16_t * key_bounds(int32_t j, int32_t layer, int32_t kv_head) const;
     void alloc(size_t max_pages);
     // Staging (the F32 rows of pages being filled; see the comment of open_).
     void begin_chunk(int32_t pos0, int32_t n_tok);
     // Rows of `layer` of a page of the current chunk: (2 * n_embd_kv, P), laid
     // out as a page of geometry pg1_.
     const float * staging(int64_t page, int32_t layer) const;
+    float * staging(int64_t page, int32_t layer) {
+        return const_cast<float *>(static_cast<const kv_sequence &>(*this).staging(page, layer));
+    }
     void quantize_layer(int64_t page, int32_t il);
     void summarize(int64_t page, int32_t il);
     // Sealed pages to attend for one query of KV head h, as absolute page

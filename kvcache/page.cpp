@@ -212,15 +212,8 @@ float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim,
     return page_score_bound_ref(q, group, head_dim, mn.data(), mx.data());
 }
 
+float page_score_bound_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-namespace {
-
-inline __m512 load_bounds(const float * p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 load_bounds(const uint16_t * p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-
-// page_score_bound on 16 lanes for F32 or F16 bounds.
-template <typename B>
-float score_bound_avx512(const float * q, int32_t group, int32_t head_dim, const B * kmin, const B * kmax) {
     float best = -INFINITY;
     for (int32_t g = 0; g < group; ++g) {
         const float * qg = q + size_t(g) * size_t(head_dim);
@@ -228,32 +221,15 @@ float score_bound_avx512(const float * q, int32_t group, int32_t head_dim, const
         for (int32_t d = 0; d < head_dim; d += 16) {
             const __mmask16 m = simd::tail_mask(head_dim - d);
             const __m512 qv = _mm512_maskz_loadu_ps(m, qg + d);
-            const __m512 lo = _mm512_mul_ps(qv, load_bounds(kmin + d, m));
-            const __m512 hi = _mm512_mul_ps(qv, load_bounds(kmax + d, m));
+            const __m512 lo = _mm512_mul_ps(qv, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kmin + d)));
+            const __m512 hi = _mm512_mul_ps(qv, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kmax + d)));
             acc = _mm512_add_ps(acc, _mm512_max_ps(lo, hi));
         }
         best = std::max(best, _mm512_reduce_add_ps(acc));
     }
     return best;
-}
-
-} // namespace
-#define GLOAS_SCORE_AVX512 1
-#endif
-
-float page_score_bound_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax) {
-#if defined(GLOAS_SCORE_AVX512)
-    return score_bound_avx512(q, group, head_dim, kmin, kmax);
 #else
     return page_score_bound_f16_ref(q, group, head_dim, kmin, kmax);
-#endif
-}
-
-float page_score_bound(const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax) {
-#if defined(GLOAS_SCORE_AVX512)
-    return score_bound_avx512(q, group, head_dim, kmin, kmax);
-#else
-    return page_score_bound_ref(q, group, head_dim, kmin, kmax);
 #endif
 }
 

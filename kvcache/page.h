@@ -153,9 +153,6 @@ void page_key_bounds(const page_geometry & g, type t, const void * page, int32_t
 // Quest's upper bound of q·k over a page for a group of query heads:
 //   max over g < group of sum_d max(q[g][d] * kmin[d], q[g][d] * kmax[d])
 // with q (group, head_dim) and the page's key bounds kmin, kmax (head_dim).
-// page_score_bound differs from page_score_bound_ref by float rounding only
-// (summation order).
-float page_score_bound    (const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax);
 float page_score_bound_ref(const float * q, int32_t group, int32_t head_dim, const float * kmin, const float * kmax);
 
 // Summaries as sequences keep them: F16, the min rounded down and the max
