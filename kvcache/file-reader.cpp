@@ -122,6 +122,7 @@ size_t batch_reader::read_ring(int fd, read_op * ops, size_t n) {
     size_t total = 0, reaped = 0;
     unsigned to_submit = unsigned(n);
     bool broken = false;
+    uint64_t seen[RING_ENTRIES / 64] = {};  // ops whose completion was reaped
     while (reaped < n) {
         const int rc = sys_io_uring_enter(ring_fd_, to_submit, 1, IORING_ENTER_GETEVENTS);
         if (rc < 0) {
@@ -135,6 +136,7 @@ size_t batch_reader::read_ring(int fd, read_op * ops, size_t n) {
         for (; head != ctail; ++head, ++reaped) {
             const io_uring_cqe & c = cqes[head & cq_mask_];
             read_op & op = ops[size_t(c.user_data)];
+            seen[c.user_data / 64] |= uint64_t(1) << (c.user_data % 64);
             if (c.res == int32_t(op.bytes)) {
                 op.ok = true;
                 total += op.bytes;
@@ -151,9 +153,10 @@ size_t batch_reader::read_ring(int fd, read_op * ops, size_t n) {
         __atomic_store_n(cq_head_, head, __ATOMIC_RELEASE);
     }
     if (broken) {
-        // Ops never completed by the ring: unsubmitted or lost with it.
+        // Ops the ring never completed (unsubmitted, or lost with it); the
+        // reaped ones were finished above, read or not.
         for (size_t i = 0; i < n; ++i)
-            if (!ops[i].ok) total += read_pread(fd, ops[i]);
+            if (!(seen[i / 64] >> (i % 64) & 1)) total += read_pread(fd, ops[i]);
         close_ring();
     }
     return total;
