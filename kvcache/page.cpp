@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace gloas {
@@ -230,6 +231,89 @@ float page_score_bound_f16(const float * q, int32_t group, int32_t head_dim, con
     return best;
 #else
     return page_score_bound_f16_ref(q, group, head_dim, kmin, kmax);
+#endif
+}
+
+namespace {
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// Heads q (GN, hd) over columns [0, n), a tile of 32 at a time: out[c] = the
+// largest head's bound, or max(out[c], it) unless `first`.
+template <int GN>
+void bounds_chunk(const float * q, int32_t hd, const uint16_t * tiles, int32_t n, float * out, bool first) {
+    static_assert(SUMMARY_TILE == 32, "two vectors per tile");
+    // sel[g * hd + d]: every lane where q[g][d] >= 0 (its term reads kmax), none where it reads kmin
+    thread_local std::vector<__mmask16> sel;
+    sel.resize(size_t(GN) * size_t(hd));
+    for (size_t i = 0; i < sel.size(); ++i) sel[i] = q[i] >= 0.0f ? __mmask16(0xFFFF) : __mmask16(0);
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+    const size_t tile = 2 * size_t(hd) * SUMMARY_TILE;
+    for (int32_t c0 = 0; c0 < n; c0 += SUMMARY_TILE) {
+        const __mmask16 m0 = simd::tail_mask(n - c0), m1 = n - c0 > 16 ? simd::tail_mask(n - c0 - 16) : __mmask16(0);
+        const uint16_t * lo = tiles + size_t(c0 / SUMMARY_TILE) * tile;
+        const uint16_t * hi = lo + size_t(hd) * SUMMARY_TILE;
+        __m512 a0[GN], a1[GN];
+        for (int g = 0; g < GN; ++g) a0[g] = a1[g] = _mm512_setzero_ps();
+        for (int32_t d = 0; d < hd; ++d, lo += SUMMARY_TILE, hi += SUMMARY_TILE) {
+            const __m512 lo0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m0, lo));
+            const __m512 lo1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m1, lo + 16));
+            const __m512 hi0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m0, hi));
+            const __m512 hi1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m1, hi + 16));
+            for (int g = 0; g < GN; ++g) {
+                const __m512 qv = _mm512_set1_ps(q[g * hd + d]);
+                const __mmask16 k = sel[size_t(g * hd + d)];
+                a0[g] = _mm512_fmadd_ps(qv, _mm512_mask_blend_ps(k, lo0, hi0), a0[g]);
+                a1[g] = _mm512_fmadd_ps(qv, _mm512_mask_blend_ps(k, lo1, hi1), a1[g]);
+            }
+        }
+        __m512 b0 = first ? _mm512_set1_ps(-INFINITY) : _mm512_maskz_loadu_ps(m0, out + c0);
+        __m512 b1 = first ? _mm512_set1_ps(-INFINITY) : _mm512_maskz_loadu_ps(m1, out + c0 + 16);
+        for (int g = 0; g < GN; ++g) {
+            b0 = _mm512_max_ps(b0, _mm512_mask_mov_ps(a0[g], _mm512_cmp_ps_mask(a0[g], a0[g], _CMP_UNORD_Q), inf));
+            b1 = _mm512_max_ps(b1, _mm512_mask_mov_ps(a1[g], _mm512_cmp_ps_mask(a1[g], a1[g], _CMP_UNORD_Q), inf));
+        }
+        _mm512_mask_storeu_ps(out + c0, m0, b0);
+        _mm512_mask_storeu_ps(out + c0 + 16, m1, b1);
+    }
+}
+#endif
+
+} // namespace
+
+void page_score_bounds_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
+                               float * out) {
+    GLOAS_ASSERT(group >= 1 && head_dim >= 1);
+    for (int32_t c = 0; c < n; ++c) {
+        double best = -INFINITY;
+        for (int32_t g = 0; g < group; ++g) {
+            const float * qg = q + size_t(g) * size_t(head_dim);
+            double b = 0.0;
+            for (int32_t d = 0; d < head_dim; ++d) {
+                const uint16_t bound = tiles[summary_index(head_dim, c, qg[d] >= 0.0f ? 1 : 0, d)];
+                b += double(qg[d]) * double(fp16_to_fp32(bound));
+            }
+            best = std::max(best, std::isnan(b) ? double(INFINITY) : b);
+        }
+        out[c] = float(best);
+    }
+}
+
+void page_score_bounds_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
+                           float * out) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    GLOAS_ASSERT(group >= 1 && head_dim >= 1);
+    int32_t g = 0;
+    auto run = [&](auto gn) {
+        constexpr int GN = decltype(gn)::value;
+        bounds_chunk<GN>(q + size_t(g) * size_t(head_dim), head_dim, tiles, n, out, g == 0);
+        g += GN;
+    };
+    while (group - g >= 8) run(std::integral_constant<int, 8>());
+    if (group - g >= 4) run(std::integral_constant<int, 4>());
+    if (group - g >= 2) run(std::integral_constant<int, 2>());
+    if (group - g >= 1) run(std::integral_constant<int, 1>());
+#else
+    page_score_bounds_f16_ref(q, group, head_dim, tiles, n, out);
 #endif
 }
 

@@ -167,4 +167,25 @@ void page_key_bounds_f16(const page_geometry & g, type t, const void * page, int
 float page_score_bound_f16    (const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax);
 float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax);
 
+// The bounds of n pages at once, their F16 summaries stored as sequences keep
+// them: in tiles of SUMMARY_TILE pages, each tile (2, head_dim, SUMMARY_TILE)
+// = the tile's pages' kmin of channel 0, 1, ..., then their kmax (so a tile is
+// one contiguous stream: summary_index). out[c] = max over g < group of
+//   sum_d q[g][d] * (q[g][d] >= 0 ? kmax[d] : kmin[d])
+// (the same bound: for a min below the max, that term is the larger of the
+// two products). A head whose sum is NaN (an infinite bound times a zero
+// query value) counts as +inf, so such a page is always a candidate. Pages run
+// in the lanes of vectors, each summary vector serving every head of the
+// group. The _ref twin computes each page in double; the two differ by float
+// rounding only. Columns at or past n are never read.
+constexpr int32_t SUMMARY_TILE = 32;
+// Index of page c's kmin (kind 0) or kmax (kind 1) of channel d.
+inline size_t summary_index(int32_t head_dim, int64_t c, int32_t kind, int32_t d) {
+    return ((size_t(c / SUMMARY_TILE) * 2 + size_t(kind)) * size_t(head_dim) + size_t(d)) * SUMMARY_TILE + size_t(c % SUMMARY_TILE);
+}
+void page_score_bounds_f16    (const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
+                               float * out);
+void page_score_bounds_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
+                               float * out);
+
 } // namespace gloas

@@ -186,3 +186,61 @@ TEST_CASE("summaries in F16 are rounded outward, and the F16 score bound still b
         }
     }
 }
+
+TEST_CASE("page_score_bounds_f16: many pages at once against the scalar twin and the per-page bound") {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> gauss(0.0f, 1.0f);
+    for (int32_t hd : {1, 5, 8, 64}) {
+        for (int32_t group : {1, 2, 3, 8, 13}) {
+            for (int32_t n : {1, 15, 16, 17, 33, 100}) {
+                const int32_t n_tiles = (n + SUMMARY_TILE - 1) / SUMMARY_TILE;
+                // NaN in the last tile's columns past n: never read
+                std::vector<uint16_t> tiles(size_t(n_tiles) * 2 * size_t(hd) * SUMMARY_TILE, 0x7e00);
+                std::vector<uint16_t> mn(size_t(n) * size_t(hd)), mx(size_t(n) * size_t(hd));  // (n, hd)
+                for (int32_t c = 0; c < n; ++c)
+                    for (int32_t d = 0; d < hd; ++d) {
+                        const float a = gauss(rng) * 2.0f, b = gauss(rng) * 2.0f;
+                        const size_t i = size_t(c) * size_t(hd) + size_t(d);
+                        mn[i] = tiles[summary_index(hd, c, 0, d)] = fp16_floor(std::min(a, b));
+                        mx[i] = tiles[summary_index(hd, c, 1, d)] = fp16_ceil(std::max(a, b));
+                    }
+                std::vector<float> q(size_t(group) * size_t(hd));
+                for (auto & x : q) x = gauss(rng);
+                std::vector<float> fast(static_cast<size_t>(n)), twin(static_cast<size_t>(n));
+                page_score_bounds_f16(q.data(), group, hd, tiles.data(), n, fast.data());
+                page_score_bounds_f16_ref(q.data(), group, hd, tiles.data(), n, twin.data());
+                for (int32_t c = 0; c < n; ++c) {
+                    const uint16_t * cmn = mn.data() + size_t(c) * size_t(hd), * cmx = mx.data() + size_t(c) * size_t(hd);
+                    const float one = page_score_bound_f16_ref(q.data(), group, hd, cmn, cmx);
+                    double mag = 0.0;  // the terms' magnitudes bound the rounding
+                    for (int32_t g = 0; g < group; ++g)
+                        for (int32_t d = 0; d < hd; ++d)
+                            mag += std::fabs(double(q[size_t(g * hd + d)])) *
+                                   (std::fabs(fp16_to_fp32(cmn[d])) + std::fabs(fp16_to_fp32(cmx[d])));
+                    INFO("hd " << hd << " group " << group << " n " << n << " column " << c);
+                    CHECK(std::fabs(double(fast[size_t(c)]) - double(twin[size_t(c)])) <= 1e-6 * mag + 1e-30);
+                    CHECK(std::fabs(double(one) - double(twin[size_t(c)])) <= 1e-6 * mag + 1e-30);
+                }
+            }
+        }
+    }
+
+    // An infinite bound times a zero query value: the page stays a candidate.
+    const int32_t hd = 4, n = 20;
+    std::vector<uint16_t> tiles(2 * size_t(hd) * SUMMARY_TILE);
+    for (int32_t c = 0; c < n; ++c)
+        for (int32_t d = 0; d < hd; ++d) {
+            tiles[summary_index(hd, c, 0, d)] = fp16_floor(-1.0f);
+            tiles[summary_index(hd, c, 1, d)] = fp16_ceil(1.0f);
+        }
+    tiles[summary_index(hd, 7, 1, 2)] = 0x7c00;  // +inf: a key past F16's range
+    const std::vector<float> q = {0.5f, -0.25f, 0.0f, 1.0f};
+    std::vector<float> fast(static_cast<size_t>(n)), twin(static_cast<size_t>(n));
+    page_score_bounds_f16(q.data(), 1, hd, tiles.data(), n, fast.data());
+    page_score_bounds_f16_ref(q.data(), 1, hd, tiles.data(), n, twin.data());
+    for (int32_t c = 0; c < n; ++c) {
+        const float want = c == 7 ? INFINITY : 1.75f;
+        CHECK(fast[size_t(c)] == want);
+        CHECK(twin[size_t(c)] == want);
+    }
+}
