@@ -26,12 +26,13 @@ const char * memory_strategy_name(memory_strategy s);
 bool memory_strategy_from_name(const char * name, memory_strategy * out);
 
 // Resident K/V bound of AGGRESSIVE: page-file pages mapped (kv-store.h).
-// Decode copies what it reads, so only the pages being written and what a
-// prefill chunk leaves mapped count against it; 16 MiB holds a 1.1B-shape
-// model's page being written 80 times over (and a Llama-3-8B's 14 times).
-// Reads through the mapping (--kv-read map) would map nearly the whole file
-// on every sparse pass and thrash under this bound.
-constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(16) << 20;
+// Decode copies what it reads (and keeps the dense layers in a fixed buffer,
+// kv-sequence.h), so only the pages being written and what a prefill chunk
+// leaves mapped count against it; 8 MiB holds a 1.1B-shape model's page
+// being written 40 times over (and a Llama-3-8B's 7 times). Reads through
+// the mapping (--kv-read map) would map nearly the whole file on every
+// sparse pass and thrash under this bound.
+constexpr size_t AGGRESSIVE_KV_RAM_BYTES = size_t(8) << 20;
 
 // Sets the K/V type, sparse ratio and K/V RAM budget of `p` for a concrete strategy.
 void apply_strategy(memory_strategy s, context_params & p);

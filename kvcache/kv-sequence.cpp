@@ -31,10 +31,41 @@ kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_ch
 void kv_sequence::alloc(size_t max_pages) {
     const size_t group = size_t(g_.n_head / g_.n_head_kv), hd = size_t(g_.head_dim);
     max_pages_ = max_pages;
-    // per (query token, KV head) being attended: scaled q, m, l, acc, page scores, scaled sink q
-    scratch_item_ = group * hd + 2 * group + group * hd + max_pages + group * hd;
-    summaries_.assign(max_pages * size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * hd, 0);
+    // per (query token, KV head) being attended: scaled q, m, l, acc, page scores, scaled sink q, slot scores
+    scratch_item_ = group * hd + 2 * group + group * hd + max_pages + group * hd + max_pages;
+    summary_tiles_ = (max_pages + SUMMARY_TILE - 1) / SUMMARY_TILE;
     pages_.reserve(max_pages);
+    alloc_sparse();
+}
+
+void kv_sequence::alloc_sparse() {
+    GLOAS_ASSERT(pages_.empty());
+    const bool sparse = sparse_.ratio < 1.0f;
+    const int32_t dense = std::min(std::max(sparse_.dense_layers, 0), g_.n_layer);
+    // Summaries of the layers sparse decode scores.
+    first_scored_ = sparse ? dense : g_.n_layer;
+    summaries_.assign(size_t(g_.n_layer - first_scored_) * size_t(g_.n_head_kv) * summary_tiles_ * 2 *
+                      size_t(g_.head_dim) * SUMMARY_TILE, 0);
+    summaries_.shrink_to_fit();
+    dense_n_ = sparse && st_.params().read_copy ? dense : 0;
+    dense_region_ = size_t(pg1_.n_rows()) * pg_.row_bytes(t_);
+    dense_.assign(max_pages_ * size_t(dense_n_) * dense_region_, 0);
+    dense_.shrink_to_fit();
+}
+
+void kv_sequence::set_sparse(const sparse_params & sp) {
+    sparse_ = sp;
+    alloc_sparse();
+}
+
+// The dense layers' RAM copy of layer il of held page `page`, as stored (in
+// the page's type: a reused page may be of a lower tier, never larger).
+void kv_sequence::keep_dense(int64_t page, int32_t il) {
+    if (il >= dense_n_) return;
+    const page_ref & r = pages_[held(page)].ref;
+    const size_t bytes = size_t(pg1_.n_rows()) * pg_.row_bytes(r.t);
+    GLOAS_ASSERT(bytes <= dense_region_);
+    std::memcpy(dense_rows(page, il), r.data + size_t(pg_.row_index(il, 0, 0)) * pg_.row_bytes(r.t), bytes);
 }
 
 void kv_sequence::set_slide(const slide_params & sl) {
@@ -106,22 +137,29 @@ void kv_sequence::quantize_layer(int64_t page, int32_t il) {
     }
 }
 
-const uint16_t * kv_sequence::key_bounds(int32_t j, int32_t layer, int32_t kv_head) const {
-    const size_t per_page = size_t(g_.n_layer) * size_t(g_.n_head_kv) * 2 * size_t(g_.head_dim);
-    return summaries_.data() + summary_slot(j) * per_page + (size_t(layer) * size_t(g_.n_head_kv) + size_t(kv_head)) * 2 * size_t(g_.head_dim);
+const uint16_t * kv_sequence::summary_tiles(int32_t layer, int32_t kv_head) const {
+    GLOAS_ASSERT(layer >= first_scored_);
+    return summaries_.data() + (size_t(layer - first_scored_) * size_t(g_.n_head_kv) + size_t(kv_head)) * summary_tiles_ * 2 *
+                               size_t(g_.head_dim) * SUMMARY_TILE;
 }
 
 // Bounds of the keys as attention will read them: from the page in its type.
 void kv_sequence::summarize(int64_t page, int32_t il) {
+    if (il < first_scored_) return;
     const page_ref & r = pages_[held(page)].ref;
+    const int32_t hd = g_.head_dim;
+    const size_t slot = summary_slot(page);
+    std::vector<uint16_t> b(2 * size_t(hd));  // kmin, kmax of one KV head
     for (int32_t h = 0; h < g_.n_head_kv; ++h) {
-        uint16_t * mn = const_cast<uint16_t *>(key_bounds(int32_t(page), il, h));
-        page_key_bounds_f16(pg_, r.t, r.data, il, h, pg_.page_tokens, mn, mn + g_.head_dim);
+        page_key_bounds_f16(pg_, r.t, r.data, il, h, pg_.page_tokens, b.data(), b.data() + hd);
+        uint16_t * tiles = const_cast<uint16_t *>(summary_tiles(il, h));
+        for (int32_t kind = 0; kind < 2; ++kind)
+            for (int32_t d = 0; d < hd; ++d) tiles[summary_index(hd, int64_t(slot), kind, d)] = b[size_t(kind * hd + d)];
     }
 }
 
 int32_t kv_sequence::select_pages(int32_t il, int32_t h, int64_t cur, int32_t drop, bool decode, const float * qs,
-                                  const float * qk, int32_t group, float * score, int32_t * out) const {
+                                  const float * qk, int32_t group, float * score, float * slot_score, int32_t * out) const {
     // Candidates v in [0, n): the sinks, then the window past the dropped pages.
     const int32_t S = drop > 0 ? slide_.sink_pages : 0;
     const auto page_of = [&](int32_t v) { return v < S ? v : v + drop; };
@@ -135,10 +173,24 @@ int32_t kv_sequence::select_pages(int32_t il, int32_t h, int64_t cur, int32_t dr
     }
     const int32_t hd = g_.head_dim;
     const int32_t lo = std::min(n, sparse_.sink_pages), hi = std::max(lo, n - sparse_.recent_pages);
-    // Upper bound of q·k over each middle page, the largest over the group's heads.
-    for (int32_t v = lo; v < hi; ++v) {
-        const uint16_t * mn = key_bounds(page_of(v), il, h);
-        score[v] = page_score_bound_f16(v < S ? qk : qs, group, hd, mn, mn + hd);
+    // Upper bound of q·k over each middle page, the largest over the group's
+    // heads: all slots at once (page j's summary is column summary_slot(j)).
+    const uint16_t * tiles = summary_tiles(il, h);
+    if (drop == 0) {
+        page_score_bounds_f16(qs, group, hd, tiles, hi, score);  // nothing slid: slot == page == v
+    } else {
+        page_score_bounds_f16(qs, group, hd, tiles, int32_t(max_pages_), slot_score);
+        for (int32_t v = lo; v < hi; ++v) {
+            const size_t c = summary_slot(page_of(v));
+            if (v < S) {  // a sink, scored with its own query: the tile that holds it
+                float tile[SUMMARY_TILE];
+                page_score_bounds_f16(qk, group, hd, tiles + summary_index(hd, int64_t(c - c % SUMMARY_TILE), 0, 0),
+                                      SUMMARY_TILE, tile);
+                score[v] = tile[c % SUMMARY_TILE];
+            } else {
+                score[v] = slot_score[c];
+            }
+        }
     }
     int32_t m = 0;
     for (int32_t v = lo; v < hi; ++v) out[m++] = v;
@@ -176,6 +228,7 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
         if (p % P == P - 1) {
             quantize_layer(pg, il);
             summarize(pg, il);
+            keep_dense(pg, il);
         }
     }
 }
@@ -210,6 +263,7 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         s.acc = s.l + group;
         float * score = s.acc + size_t(group) * size_t(hd);
         float * qk = score + max_pages_;
+        float * slot_score = qk + size_t(group) * size_t(hd);
         int32_t * sel = tl_selected.data();
         const size_t q_off = (size_t(t) * size_t(n_head) + size_t(h) * size_t(group)) * size_t(hd);
         const float * qh = q + q_off;
@@ -223,8 +277,17 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         }
         attn_state_init(s, group, hd);
         // Prefill stays dense; a decode query may read only a selection.
-        const int32_t n_sel = select_pages(il, h, cur, drop, n_tok == 1, qs, qk, group, score, sel);
-        if (copy) {
+        const int32_t n_sel = select_pages(il, h, cur, drop, n_tok == 1, qs, qk, group, score, slot_score, sel);
+        if (copy && il < dense_n_) {
+            // the dense layers' RAM copy: every page, read as a one-layer page
+            for (int32_t i = 0; i < n_sel; ++i) {
+                const page_ref & r = pages_[held(sel[i])].ref;
+                const bool nx = i + 1 < n_sel;
+                page_attend(pg1_, r.t, dense_rows(sel[i], il), 0, h, P, sel[i] < S ? qk : qs, group, s,
+                            nx ? dense_rows(sel[i + 1], il) : nullptr, nx ? pages_[held(sel[i + 1])].ref.t : r.t);
+            }
+            dense_reads_ += uint64_t(n_sel);
+        } else if (copy) {
             attend_copied(il, h, sel, n_sel, S, qs, qk, group, s);
         } else {
             for (int32_t i = 0; i < n_sel; ++i) {
@@ -335,7 +398,10 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
         sp.published = true;
         pages_.push_back(sp);
         hashes_.push_back(hashes[j]);
-        for (int32_t il = 0; il < g_.n_layer; ++il) summarize(int64_t(j), il);
+        for (int32_t il = 0; il < g_.n_layer; ++il) {
+            summarize(int64_t(j), il);
+            keep_dense(int64_t(j), il);
+        }
     }
     const int32_t reused = int32_t(got) * P;
     tokens_.assign(tokens, tokens + reused);
@@ -363,7 +429,8 @@ size_t kv_sequence::ram_bytes() const {
     // the per-thread buffers of attend, one set per thread
     const size_t per_thread = scratch_item_ * sizeof(float) + max_pages_ * sizeof(int32_t) +
                               (st_.params().read_copy ? copy_buffer_bytes() : 0);
-    return (open_.size() + inside_.size()) * sizeof(float) + summaries_.size() * sizeof(uint16_t) + per_thread * size_t(ops::n_threads());
+    return (open_.size() + inside_.size()) * sizeof(float) + summaries_.size() * sizeof(uint16_t) + dense_.size() +
+           per_thread * size_t(ops::n_threads());
 }
 
 } // namespace gloas

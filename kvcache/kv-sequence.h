@@ -11,14 +11,23 @@
 // prefill, and a prefill that starts after reused pages therefore see exactly
 // the same K/V values.
 //
-// Sparse decode (Quest): every sealed page keeps, per layer and KV head, the
-// element-wise min and max of its keys (its summary, in RAM, in F16 rounded
-// outward so the bound below still holds). A decode query
+// Sparse decode (Quest): every sealed page keeps, per KV head of each layer
+// past the dense ones, the element-wise min and max of its keys (its summary,
+// in RAM, in F16 rounded outward so the bound below still holds; none when
+// the ratio is 1). A decode query
 // scores each page by the upper bound sum_d max(q_d*min_d, q_d*max_d) of q·k
 // over the page (the largest over the query heads of a KV head's group),
 // and attends only to the top `ratio` of pages plus the first pages
 // (attention sinks) and the most recent ones. The first `dense_layers`
 // layers and all prefill stay dense; ratio 1 is exactly dense.
+//
+// With copy reads (kv_store_params::read_copy) and sparse decode, the dense
+// layers' K/V of every held page is also kept in RAM (a copy made as the page
+// is sealed or reused, the size of the summaries' order: 2 of TinyLlama's 22
+// layers of Q4_0 pages are 9 MiB at 16k positions): every decode step reads
+// all of it, and copying it out of the page file each step cost as much as
+// copying the sparse layers' selection. Like the summaries it is a fixed
+// buffer sized by the context (ram_bytes), not by what is stored.
 //
 // Sliding window (StreamingLLM), opt-in: past n_ctx positions the sequence
 // keeps its first `sink_pages` pages (attention sinks) and a window of the
@@ -76,7 +85,8 @@ public:
     void clear() override;
     size_t ram_bytes() const override;
 
-    void set_sparse(const sparse_params & sp) { sparse_ = sp; }
+    // Set before the first token (it sizes the dense layers' RAM copy).
+    void set_sparse(const sparse_params & sp);
     const sparse_params & sparse() const { return sparse_; }
     // Throws gloas::error if the window cannot hold the sinks and two pages
     // (n_ctx < (sink_pages + 2) * P). Set before the first token.
@@ -92,6 +102,8 @@ public:
     // as the kernel counted them, and pieces it had to read through the
     // mapping instead (a failed read).
     uint64_t bytes_copied() const { return bytes_copied_.load(); }
+    // Sealed-page reads served by the dense layers' RAM copy (counted in page_reads too).
+    uint64_t dense_reads() const { return dense_reads_.load(); }
     uint64_t copy_fallbacks() const { return copy_fallbacks_.load(); }
     // Pages per batch of copy reads, and the per-thread buffer it takes.
     static constexpr int32_t COPY_BATCH = 64;
@@ -113,10 +125,20 @@ private:
     size_t held(int64_t a) const { return size_t(a < slide_.sink_pages ? a : a - n_dropped_); }
     // Summary slot of held absolute page a.
     size_t summary_slot(int64_t a) const;
-    // Key bounds of sealed page j (absolute page number, held): kmin, then
-    // kmax (head_dim each) of `layer`, `kv_head`, in F16 rounded outward (page.h).
-    const uint16_t * key_bounds(int32_t j, int32_t layer, int32_t kv_head) const;
+    // Key bounds of `layer` (>= first_scored_), `kv_head` for every slot, in
+    // F16 rounded outward, in the tiles of page_score_bounds_f16 (page.h):
+    // page j's are column summary_slot(j).
+    const uint16_t * summary_tiles(int32_t layer, int32_t kv_head) const;
     void alloc(size_t max_pages);
+    // Sizes the summaries and the dense layers' RAM copy for the sparse
+    // settings and max_pages_.
+    void alloc_sparse();
+    // The dense layers' copy of `layer` of held absolute page a: its rows as a
+    // page of geometry pg1_.
+    uint8_t * dense_rows(int64_t a, int32_t layer) {
+        return dense_.data() + (summary_slot(a) * size_t(dense_n_) + size_t(layer)) * dense_region_;
+    }
+    void keep_dense(int64_t page, int32_t il);
     // Staging (the F32 rows of pages being filled; see the comment of open_).
     void begin_chunk(int32_t pos0, int32_t n_tok);
     // Rows of `layer` of a page of the current chunk: (2 * n_embd_kv, P), laid
@@ -131,8 +153,9 @@ private:
     // numbers in increasing order: pages [0, cur) less the `drop` after the
     // sinks, all of them or in decode the sparse selection. qs scores the
     // window pages, qk the slide's sink pages. Returns the count.
+    // score: (cur) scratch by candidate, slot_score: (max_pages_) by summary slot.
     int32_t select_pages(int32_t il, int32_t h, int64_t cur, int32_t drop, bool decode, const float * qs,
-                         const float * qk, int32_t group, float * score, int32_t * out) const;
+                         const float * qk, int32_t group, float * score, float * slot_score, int32_t * out) const;
     // Attends KV head h of layer il over the sealed pages sel[0, n_sel),
     // copying each one's K and V rows out of the page file first; pages
     // before `n_sink` are read with qk, the others with qs.
@@ -158,13 +181,22 @@ private:
     int64_t chunk_first_ = -1, chunk_last_ = -1;  // pages of the chunk being stored
     size_t scratch_item_ = 0;            // floats of attend's per-thread scratch
     size_t max_pages_ = 0;               // pages a sequence can hold
-    std::vector<uint16_t> summaries_;    // (max_pages, n_layer, n_head_kv, 2, head_dim) key min/max (F16), by summary_slot
+    std::vector<uint16_t> summaries_;    // (layers from first_scored_, n_head_kv, summary_tiles_, 2, head_dim, SUMMARY_TILE) key min/max (F16)
+    int32_t first_scored_ = 0;           // first layer sparse decode scores (n_layer: dense, no summaries)
+    size_t summary_tiles_ = 0;           // tiles of SUMMARY_TILE slots: max_pages_ rounded up
     sparse_params sparse_;
     slide_params slide_;
     int32_t n_dropped_ = 0;              // pages dropped after the sinks (absolute page = index + n_dropped_ past them)
     std::atomic<uint64_t> page_reads_{0};
     std::atomic<uint64_t> bytes_copied_{0};
     std::atomic<uint64_t> copy_fallbacks_{0};
+    std::atomic<uint64_t> dense_reads_{0};
+    // The dense layers' RAM copy: (max_pages_ by summary_slot, dense_n_) regions of
+    // dense_region_ bytes (one layer of a page in the store's type); empty
+    // unless copy reads and sparse decode.
+    std::vector<uint8_t> dense_;
+    int32_t dense_n_ = 0;
+    size_t dense_region_ = 0;
 };
 
 } // namespace gloas

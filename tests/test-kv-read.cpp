@@ -153,7 +153,7 @@ TEST_CASE("decode over copied pieces equals decode through the mapping, and maps
         cp.kv.read_copy = true;
         context ctx(*m, cp);
         ctx.eval(toks.data(), n_prompt);
-        const uint64_t reads0 = ctx.kv().page_reads(), copied0 = ctx.kv().bytes_copied();
+        const uint64_t reads0 = ctx.kv().page_reads(), copied0 = ctx.kv().bytes_copied(), dense0 = ctx.kv().dense_reads();
         bool same = true;
         size_t most = 0;
         for (int32_t i = n_prompt; i < int32_t(toks.size()); ++i) {
@@ -164,10 +164,16 @@ TEST_CASE("decode over copied pieces equals decode through the mapping, and maps
             most = std::max(most, ctx.store().metrics().resident_peak);
         }
         CHECK(same);  // the same bytes through the same kernels
-        // Every page read was a copy of exactly its K and V rows.
+        // Every page read of a sparse layer was a copy of exactly its K and V
+        // rows; the dense layers (every page, each step) read their RAM copy.
         const uint64_t reads = ctx.kv().page_reads() - reads0, copied = ctx.kv().bytes_copied() - copied0;
-        CHECK(reads > 0);
-        CHECK(copied == reads * 2 * uint64_t(m->hp.head_dim) * pg.row_bytes(t));
+        const uint64_t dense = ctx.kv().dense_reads() - dense0;
+        uint64_t dense_want = 0;  // pages before each step's own, per dense layer and KV head
+        for (int32_t i = n_prompt; i < int32_t(toks.size()); ++i)
+            dense_want += uint64_t(i / 32) * uint64_t(cp.sparse.dense_layers) * uint64_t(m->hp.n_head_kv);
+        CHECK(dense == dense_want);
+        CHECK(reads > dense);
+        CHECK(copied == (reads - dense) * 2 * uint64_t(m->hp.head_dim) * pg.row_bytes(t));
         CHECK(ctx.kv().copy_fallbacks() == 0);
         // Decode maps only the pages it writes: the most mapped at any pass end
         // stays within the budget and the two pages that may be in flight (the

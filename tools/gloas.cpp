@@ -108,7 +108,7 @@ K/V cache:
                           pages, scratch and summaries come on top), in the
                           units of --kv-capacity; least recently read pages
                           are unmapped after each pass and the page file holds
-                          them (default: the strategy's, 16M for aggressive;
+                          them (default: the strategy's, 8M for aggressive;
                           0 = unbounded)
       --kv-read MODE      how decode reads pages of a page file: map (through
                           the mapping) or copy (copies only the pieces it
