@@ -73,6 +73,10 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
                       strategy's)
   -t, --threads N     threads (default: all)
   -r, --repetitions N timed repetitions (default 3)
+      --rounds N      run every configuration N times in turn (default 1),
+                      the repetitions of all rounds pooled: on a shared
+                      machine a slow spell then spreads over all of them
+                      instead of falling on one
       --bandwidth     measure read bandwidth and report decode against it
   -o, --output FMT    md (default), json or csv
   -h, --help
@@ -94,6 +98,7 @@ struct result {
     double size_mib = 0, params_m = 0;
     int threads = 0;
     double mean = 0, sd = 0;     // tokens/s
+    std::vector<double> samples; // tokens/s of each repetition
     double ceiling_pct = -1;     // decode: % of bandwidth ceiling
     double gflops_thread = -1;   // prefill: GFLOP/s per thread
     // decode, per token: K/V bytes read (pages attended + page summaries
@@ -179,7 +184,7 @@ int run(int argc, char ** argv) {
     struct kv_config { std::string name; type t; float sparse; size_t ram = 0; bool copy = false; };
     std::vector<kv_config> kv_configs = {{"f16", type::F16, 1.0f}};
     int page = 32;
-    int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3;
+    int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3, rounds = 1;
     bool bandwidth = false;
     bool fill = false;          // --fill random
     std::string kv_dir;         // --kv-dir
@@ -261,6 +266,7 @@ int run(int argc, char ** argv) {
         }
         else if (a == "-t" || a == "--threads") threads = int_value();
         else if (a == "-r" || a == "--repetitions") reps = std::max(1, int_value());
+        else if (a == "--rounds") rounds = std::max(1, int_value());
         else if (a == "--bandwidth") bandwidth = true;
         else if (a == "--fill") {
             const std::string v = value();
@@ -345,6 +351,22 @@ int run(int argc, char ** argv) {
         for (float & x : pool) x = u(prng);
     }
     std::vector<result> results;
+    // A result of a later round joins the first round's: samples pooled, CPU
+    // time averaged over them (the other figures do not depend on the round).
+    auto add_result = [&](result r) {
+        for (result & o : results) {
+            if (o.model != r.model || o.kv != r.kv || o.test != r.test) continue;
+            const double n0 = double(o.samples.size()), n1 = double(r.samples.size());
+            o.cpu_per_token = (o.cpu_per_token * n0 + r.cpu_per_token * n1) / (n0 + n1);
+            o.samples.insert(o.samples.end(), r.samples.begin(), r.samples.end());
+            const double old_mean = o.mean;
+            stats(o.samples, o.mean, o.sd);
+            if (o.ceiling_pct >= 0) o.ceiling_pct *= o.mean / old_mean;
+            if (o.gflops_thread >= 0) o.gflops_thread *= o.mean / old_mean;
+            return;
+        }
+        results.push_back(std::move(r));
+    };
     std::mt19937 rng(1234);
     for (const auto & path : models) {
         std::fprintf(stderr, "gloas-bench: loading %s\n", path.c_str());
@@ -362,6 +384,7 @@ int run(int argc, char ** argv) {
             for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
                 mat_params += double(t->nelements());
 
+        for (int round = 0; round < rounds; ++round)
         for (const kv_config & kc : kv_configs) {
             context_params cp;
             cp.n_ctx = int32_t(tokens.size());
@@ -421,9 +444,10 @@ int run(int argc, char ** argv) {
                         v.push_back(double(n_prompt) / (now_s() - t0));
                     }
                     result res = base("pp" + std::to_string(n_prompt) + at);
+                    res.samples = v;
                     stats(v, res.mean, res.sd);
                     res.gflops_thread = 2.0 * mat_params * res.mean / 1e9 / nt;
-                    results.push_back(res);
+                    add_result(res);
                 }
                 if (n_gen > 0) {
                     std::vector<double> v;
@@ -457,6 +481,7 @@ int run(int argc, char ** argv) {
                         }
                     }
                     result res = base("tg" + std::to_string(n_gen) + at);
+                    res.samples = v;
                     stats(v, res.mean, res.sd);
                     std::fprintf(stderr, "gloas-bench: %s, %s: %.2f tokens/s, %.3f CPU s/token\n", kc.name.c_str(),
                                  res.test.c_str(), res.mean, cpu / (double(n_gen) * reps));
@@ -479,7 +504,7 @@ int run(int argc, char ** argv) {
                         res.file = st.file_bytes();
                     }
                     if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / (res.weight_read + res.kv_read));
-                    results.push_back(res);
+                    add_result(res);
                 }
             }
         }
