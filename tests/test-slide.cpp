@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -303,6 +304,31 @@ TEST_CASE("sparse decode attention over a slid window") {
     const double rate = double(agree) / n;
     MESSAGE("slid window, sparse ratio 0.25: top-1 agreement with dense " << rate * 100 << "% over " << n << " positions");
     CHECK(rate >= 0.9);
+}
+
+TEST_CASE("sparse decode over a slid window: copy reads (dense layers from their RAM copy) equal mapped reads") {
+    // The dense layers' RAM copy follows the summaries' ring of slots: a
+    // window sliding past many pages reuses every slot several times.
+    auto m = load_stories();
+    const std::vector<int32_t> toks = text_tokens(*m, 420);
+    REQUIRE(toks.size() == 420);
+    context_params cp = slide_params_for(128, true, type::Q4_0);
+    cp.sparse.ratio = 0.25f;
+    cp.kv.dir = test::temp_dir("slide-copy-map");
+    context mapped(*m, cp);
+    cp.kv.dir = test::temp_dir("slide-copy");
+    cp.kv.read_copy = true;
+    context copied(*m, cp);
+    bool same = true;
+    for (size_t i = 0; i + 1 < toks.size(); ++i) {
+        const float * a = mapped.eval(&toks[i], 1);
+        const float * b = copied.eval(&toks[i], 1);
+        same = same && std::memcmp(a, b, size_t(m->hp.n_vocab) * sizeof(float)) == 0;
+    }
+    CHECK(same);
+    CHECK(copied.kv().dense_reads() > 0);
+    CHECK(copied.kv().bytes_copied() > 0);
+    CHECK(mapped.kv().dense_reads() == 0);
 }
 
 TEST_CASE("gloas --ctx-slide generates past the context; without it gloas stops there") {
