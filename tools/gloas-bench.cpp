@@ -74,9 +74,10 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
   -t, --threads N     threads (default: all)
   -r, --repetitions N timed repetitions (default 3)
       --rounds N      run every configuration N times in turn (default 1),
-                      the repetitions of all rounds pooled: on a shared
-                      machine a slow spell then spreads over all of them
-                      instead of falling on one
+                      the repetitions of all rounds pooled, and report their
+                      median: on a shared machine a slow spell then spreads
+                      over all configurations instead of falling on one, and
+                      does not move the figure
       --bandwidth     measure read bandwidth and report decode against it
   -o, --output FMT    md (default), json or csv
   -h, --help
@@ -97,7 +98,7 @@ struct result {
     std::string model, type, kv, test;
     double size_mib = 0, params_m = 0;
     int threads = 0;
-    double mean = 0, sd = 0;     // tokens/s
+    double mean = 0, sd = 0;     // tokens/s (with --rounds, mean is the median)
     std::vector<double> samples; // tokens/s of each repetition
     double ceiling_pct = -1;     // decode: % of bandwidth ceiling
     double gflops_thread = -1;   // prefill: GFLOP/s per thread
@@ -361,6 +362,10 @@ int run(int argc, char ** argv) {
             o.samples.insert(o.samples.end(), r.samples.begin(), r.samples.end());
             const double old_mean = o.mean;
             stats(o.samples, o.mean, o.sd);
+            std::vector<double> v = o.samples;  // the median, as --rounds says
+            std::sort(v.begin(), v.end());
+            const size_t k = v.size() / 2;
+            o.mean = v.size() % 2 ? v[k] : 0.5 * (v[k - 1] + v[k]);
             if (o.ceiling_pct >= 0) o.ceiling_pct *= o.mean / old_mean;
             if (o.gflops_thread >= 0) o.gflops_thread *= o.mean / old_mean;
             return;
