@@ -77,30 +77,35 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // Any group >= 1 and head_dim >= 1; 1 <= n <= P. Tokens at or past n are never
 // read into the result (an open page's unwritten tail may hold anything).
 //
-// F32, F16, BF16 and Q4_0 pages run the float algorithm: page_attend differs
+// F32, F16 and BF16 pages run the float algorithm: page_attend differs
 // from page_attend_ref by float rounding only (summation order and a
 // polynomial exp with relative error about 2e-7).
 //
-// Q8_0 pages run the integer algorithm, per window of 32 tokens (one block of
-// every K/V row) and query head, with k_c, v_c the block's int8 values and
-// dk_c, dv_c its scales for channel c:
-//   query   x_c = q_c * dk_c; sq = max_c |x_c| / 127; qi_c = round(x_c / sq)
-//           (int8)
+// Q8_0 and Q4_0 pages run an integer algorithm, per window of 32 tokens
+// (one block of every K/V row) and query head, with k_c, v_c the block's
+// values (Q8_0: int8; Q4_0: nibble - 8) and dk_c, dv_c its scales for
+// channel c, and Q, U the integer ranges of the query and the probabilities
+// (Q8_0: 127 and 255, 8 bits; Q4_0: 32767 and 32767, int16):
+//   query   x_c = q_c * dk_c; sq = max_c |x_c| / Q; qi_c = round(x_c / sq)
 //   scores  s_t = sq * sum_c qi_c * k_c[t]           (integers summed exactly)
 //   softmax m' = max(m, max_t s_t); e_t = exp(s_t - m'); pm = max_t e_t;
-//           u_t = round(255 * e_t / pm) (u8); l = l * exp(m - m') + pm/255 * sum_t u_t
-//   output  acc_c = acc_c * exp(m - m') + dv_c * pm/255 * sum_t u_t * v_c[t]
-// so the query is rounded to 8 bits per channel (relative to the head's
-// largest |q_c dk_c|) and the probabilities to 8 bits (relative to the
-// window's largest), on top of the page's own quantization: an error of the
-// order of Q8_0's (tests/test-page.cpp measures it against page_attend_ref;
-// stories260K's perplexity moves by 0.02%). (Q4_0 stays float: there the
-// same rounding cost 0.3% perplexity on top of Q4_0's own 1.8%.)
+//           u_t = round(U * e_t / pm); l = l * exp(m - m') + pm/U * sum_t u_t
+//   output  acc_c = acc_c * exp(m - m') + dv_c * pm/U * sum_t u_t * v_c[t]
+// so the query is rounded relative to the head's largest |q_c dk_c| and the
+// probabilities relative to the window's largest, on top of the page's own
+// quantization. For Q8_0, to 8 bits: an error of the order of Q8_0's
+// (tests/test-page.cpp measures it against page_attend_ref; stories260K's
+// perplexity moves by 0.02%). For Q4_0, to 16 and 15 bits: 8 bits cost 0.3%
+// perplexity on top of Q4_0's own 1.8% (mostly the query), 16 are nearly
+// float-exact (stories260K: PPL 7.1589 against 7.1583 with float scores and
+// probabilities, KL to F32 pages 0.0329 both) and still twice the products
+// per instruction of float FMAs (vpdpwssd).
 //
 // page_attend_scalar is page_attend's scalar twin, the same algorithm for
-// every type in plain C++ (the kernel of builds without AVX-512 VNNI); the
-// two differ by float rounding only (for Q8_0 the integers are equal and, on
-// builds with FMA, so are the float operations and their order).
+// every type in plain C++ (the kernel of builds without AVX-512, and for
+// Q8_0 of builds without AVX-512 VNNI / VBMI); the two differ by float
+// rounding only (for Q8_0 and Q4_0 the integers are equal and, on builds
+// with FMA, so are the float operations and their order).
 void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                         int32_t n, const float * q, int32_t group, attn_state & s);
 // page_attend that also streams in the piece (layer, kv_head) of `next`, the
