@@ -52,10 +52,10 @@ run() {  # run NAME ARGS...: one table, with its command and the machine's state
 for part in $PARTS; do
     case $part in
         depth)
-            run depth -m "$(model q4_0)" -p 0 -n 32 -d 0,1024,4000 --kv-type f16,q8_0,q4_0 --fill random -r 3 ;;
+            run depth -m "$(model q4_0)" -p 0 -n 32 -d 0,1024,4000 --kv-type f16,q8_0,q4_0 --fill random -r 2 --rounds 3 ;;
         strategies)
             run strategies -m "$(model q4_0)" -p 0 -n 16 -d 1024,4096,8192,16384 \
-                --strategy speed,balanced,aggressive --fill random --kv-dir "$OUT" -r 1 ;;
+                --strategy speed,balanced,aggressive --fill random --kv-dir "$OUT" -r 1 --rounds 3 ;;
         kquant)
             m=$(model q4_0),$(model q8_0),$(model q4_K_M),$(model q5_K_M),$(model q6_K)
             run kquant -m "$m" -p 256 -n 64 -r 2 --bandwidth ;;
