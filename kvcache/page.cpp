@@ -213,27 +213,6 @@ float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim,
     return page_score_bound_ref(q, group, head_dim, mn.data(), mx.data());
 }
 
-float page_score_bound_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    float best = -INFINITY;
-    for (int32_t g = 0; g < group; ++g) {
-        const float * qg = q + size_t(g) * size_t(head_dim);
-        __m512 acc = _mm512_setzero_ps();
-        for (int32_t d = 0; d < head_dim; d += 16) {
-            const __mmask16 m = simd::tail_mask(head_dim - d);
-            const __m512 qv = _mm512_maskz_loadu_ps(m, qg + d);
-            const __m512 lo = _mm512_mul_ps(qv, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kmin + d)));
-            const __m512 hi = _mm512_mul_ps(qv, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kmax + d)));
-            acc = _mm512_add_ps(acc, _mm512_max_ps(lo, hi));
-        }
-        best = std::max(best, _mm512_reduce_add_ps(acc));
-    }
-    return best;
-#else
-    return page_score_bound_f16_ref(q, group, head_dim, kmin, kmax);
-#endif
-}
-
 namespace {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)

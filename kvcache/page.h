@@ -167,9 +167,8 @@ uint16_t fp16_floor(float x);  // the largest F16 <= x (x not NaN)
 uint16_t fp16_ceil(float x);   // the smallest F16 >= x
 void page_key_bounds_f16(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                          int32_t n, uint16_t * kmin, uint16_t * kmax);
-// page_score_bound over F16 bounds; the _ref twin widens them to F32 and runs
-// page_score_bound_ref (the two differ by float rounding only).
-float page_score_bound_f16    (const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax);
+// page_score_bound_ref over F16 bounds, widened to F32: one page's bound as
+// page_score_bounds_f16 below computes many.
 float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * kmin, const uint16_t * kmax);
 
 // The bounds of n pages at once, their F16 summaries stored as sequences keep

@@ -609,22 +609,23 @@ TEST_CASE("page_attend beyond the register kernel's head_dim (the portable path)
     }
 }
 
-TEST_CASE("page_score_bound_f16 vs reference: group sizes, odd head_dim") {
+TEST_CASE("page_score_bounds_f16 of one page vs reference: group sizes, odd head_dim") {
     std::mt19937 rng(77);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (int32_t hd : {1, 5, 8, 16, 64, 80, 128}) {
         for (int32_t group : {1, 2, 8, 13}) {
             std::vector<float> q(size_t(group) * size_t(hd)), lo(static_cast<size_t>(hd)), hi(static_cast<size_t>(hd));
-            std::vector<uint16_t> lo16(static_cast<size_t>(hd)), hi16(static_cast<size_t>(hd));
+            std::vector<uint16_t> tile(2 * size_t(hd) * SUMMARY_TILE);  // one page: column 0
             for (auto & x : q) x = nd(rng);
             for (int32_t d = 0; d < hd; ++d) {
                 const float a = nd(rng), b = nd(rng);
-                lo16[size_t(d)] = fp16_floor(std::min(a, b));
-                hi16[size_t(d)] = fp16_ceil(std::max(a, b));
-                lo[size_t(d)] = fp16_to_fp32(lo16[size_t(d)]);
-                hi[size_t(d)] = fp16_to_fp32(hi16[size_t(d)]);
+                tile[summary_index(hd, 0, 0, d)] = fp16_floor(std::min(a, b));
+                tile[summary_index(hd, 0, 1, d)] = fp16_ceil(std::max(a, b));
+                lo[size_t(d)] = fp16_to_fp32(tile[summary_index(hd, 0, 0, d)]);
+                hi[size_t(d)] = fp16_to_fp32(tile[summary_index(hd, 0, 1, d)]);
             }
-            const float f = page_score_bound_f16(q.data(), group, hd, lo16.data(), hi16.data());
+            float f = 0.0f;
+            page_score_bounds_f16(q.data(), group, hd, tile.data(), 1, &f);
             const float r = page_score_bound_ref(q.data(), group, hd, lo.data(), hi.data());
             double mag = 0.0;  // sum of the terms' magnitudes bounds the rounding
             for (int32_t g = 0; g < group; ++g)
