@@ -694,6 +694,13 @@ void page_attend_multi_scalar(const page_geometry & g, type t, const void * page
     attend_page_scalar(g, t, page, layer, kv_head, head_counts{n_valid, group}, n_q * group, q, s);
 }
 
+void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
+    const size_t rb = g.row_bytes(t);
+    const char * p = static_cast<const char *>(page);
+    __builtin_prefetch(p + size_t(g.row_index(layer, 0, kv_head * g.head_dim)) * rb, 0, 1);
+    __builtin_prefetch(p + size_t(g.row_index(layer, 1, kv_head * g.head_dim)) * rb, 0, 1);
+}
+
 void page_prefetch(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
     const size_t rb = g.row_bytes(t), bytes = size_t(g.head_dim) * rb;
     for (int kind = 0; kind < 2; ++kind) {
