@@ -147,12 +147,12 @@ void page_attend_multi_ref   (const page_geometry & g, type t, const void * page
 void page_prefetch(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head);
 // Asks the CPU for the first line of the K rows and of the V rows of KV head
 // `kv_head` of `layer`: two prefetches into the outer caches, which also
-// translate the addresses. A decode step issues them for every page it is
-// about to attend, so the address translations of its pieces (each piece
-// starts on new OS pages, whose page-table entries the weights streamed in
-// between layers have evicted) overlap instead of stalling page_attend one
-// piece at a time (F16 decode at depth 4000: about 8% faster, BENCHMARKS.md).
-// Reads nothing into the result; never faults.
+// translate the addresses. Attention issues them for the page 8 ahead of the
+// one it attends (kv-sequence.cpp, where a piece's K rows fill an OS page),
+// so the address translations of its pieces (each piece starts on new OS
+// pages) are under way before page_attend needs them instead of stalling it
+// one piece at a time (F16 decode at depth 4000: about 8% faster,
+// BENCHMARKS.md). Reads nothing into the result; never faults.
 void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head);
 
 // Quest summary of a page: kmin/kmax (head_dim) = the element-wise min and max
