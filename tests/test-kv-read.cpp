@@ -192,11 +192,7 @@ TEST_CASE("gloas --kv-read: copies give the same text; aggressive copies by defa
     const std::string dir = test::temp_dir("kv-read-cli");
     const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
                                            "--kv-type", "q4_0", "--sparse-ratio", "0.25", "-p", "Once upon a time", "-n", "300"};
-    auto args = [&](std::vector<std::string> extra) {
-        std::vector<std::string> a = base;
-        a.insert(a.end(), extra.begin(), extra.end());
-        return a;
-    };
+    auto args = [&](const std::vector<std::string> & extra) { return test::with_args(base, extra); };
     auto ref = test::run_tool("gloas", args({"--kv-dir", "none"}));
     REQUIRE(ref.status == 0);
     auto copy = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-read", "copy", "--kv-ram", "64k"}));

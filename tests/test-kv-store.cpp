@@ -254,11 +254,7 @@ TEST_CASE("processes: reuse across runs, a killed writer, two writers at once") 
     const std::string prompt = story_text(900);
     const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
                                            "--kv-type", "q8_0", "--kv-dir", dir, "-p", prompt};
-    auto args = [&](std::vector<std::string> extra) {
-        std::vector<std::string> a = base;
-        a.insert(a.end(), extra.begin(), extra.end());
-        return a;
-    };
+    auto args = [&](const std::vector<std::string> & extra) { return test::with_args(base, extra); };
     // A reference without any store.
     auto ref = test::run_tool("gloas", {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
                                         "--kv-type", "q8_0", "--kv-dir", "none", "-p", prompt, "-n", "60"});
@@ -469,11 +465,7 @@ TEST_CASE("gloas --kv-ram: the same text, and the budget reported") {
     const std::string dir = test::temp_dir("kv-ram-cli");
     const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1",
                                            "--kv-type", "q8_0", "-p", "Once upon a time", "-n", "200"};
-    auto args = [&](std::vector<std::string> extra) {
-        std::vector<std::string> a = base;
-        a.insert(a.end(), extra.begin(), extra.end());
-        return a;
-    };
+    auto args = [&](const std::vector<std::string> & extra) { return test::with_args(base, extra); };
     auto ref = test::run_tool("gloas", args({"--kv-dir", "none"}));
     REQUIRE(ref.status == 0);
     auto small = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-ram", "2M", "--metrics", "json"}));

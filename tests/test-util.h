@@ -44,6 +44,11 @@ struct run_result {
 // Runs a tool from the build's bin/ directory with arguments (no shell).
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data = {});
+// base followed by extra: one command line of a family sharing base arguments.
+inline std::vector<std::string> with_args(std::vector<std::string> base, const std::vector<std::string> & extra) {
+    base.insert(base.end(), extra.begin(), extra.end());
+    return base;
+}
 
 // llama.cpp's tokenizer corpora: BASE.inp holds cases each ending with
 // "\n__ggml_vocab_test__\n"; BASE.out one line of ids per case (no BOS).
