@@ -95,6 +95,7 @@ TEST_CASE("gloas-bench: -r 0 and every other bad command line exit 2, naming the
     check_refused("gloas-bench", test::with_args(m, {"--rounds", "0"}), {"--rounds 0"});
     check_refused("gloas-bench", test::with_args(m, {"-p", "8,x"}), {"-p", "'x' is not an integer"});
     check_refused("gloas-bench", test::with_args(m, {"-t", "2,-1"}), {"-t -1"});
+    check_refused("gloas-bench", test::with_args(m, {"-t", "0"}), {"-t 0", "at least 1 thread"});
     check_refused("gloas-bench", test::with_args(m, {"-pg", "512"}), {"-pg '512'", "PP,TG"});
     check_refused("gloas-bench", test::with_args(m, {"-pg", "512,0"}), {"-pg 512,0", "at least 1 generated token"});
     check_refused("gloas-bench", test::with_args(m, {"-ctk", "q8_0", "-ctv", "f16"}), {"-ctv f16 differs from -ctk q8_0"});

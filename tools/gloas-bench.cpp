@@ -86,7 +86,7 @@ LIST flags take comma-separated values; every combination is measured.
                       copy (copies of the selected pieces out of the file);
                       each configuration runs with each (default: the
                       strategy's)
-  -t, --threads LIST  threads (default: all cores; 0 = all); more than the
+  -t, --threads LIST  threads (default: all cores); more than the
                       machine's cores draws a warning
   -r, --repetitions N timed repetitions (default 3; at least 1)
       --rounds N      run every configuration N times in turn (default 1),
@@ -341,7 +341,7 @@ int run(int argc, char ** argv) {
             if (kv_configs.empty()) cli::usage_error("--strategy: no value in the list");
         }
         else if (a == "-t" || a == "--threads") {
-            threads = int_list(a, value(), 0, 4096, "0 means all cores; a thread count is not negative");
+            threads = int_list(a, value(), 1, 4096, "at least 1 thread (leave -t out for all cores)");
             threads_given = true;
         }
         else if (a == "-r" || a == "--repetitions")
@@ -422,7 +422,7 @@ int run(int argc, char ** argv) {
     int longest = 16;  // positions a test adds to its depth (the warm-up needs 16)
     for (const test_spec & t : tests) longest = std::max(longest, t.n_pp + t.n_tg);
     if (threads_given) cli::warn_threads(*std::max_element(threads.begin(), threads.end()));
-    // Each thread count in turn: 0 means all cores.
+    // Each thread count in turn: 0 (no -t) means all cores.
     const int all_threads = ops::n_threads();
     for (int & t : threads) t = t > 0 ? t : all_threads;
 
