@@ -358,6 +358,34 @@ TEST_CASE("convert: command line errors") {
     CHECK(!file_exists(dir + "/x.gguf"));
 }
 
+TEST_CASE("convert: a llama2.c tokenizer whose piece count is not the model's vocabulary is refused, nothing written") {
+    const std::string dir = test::temp_dir("convert-tokenizer");
+    const std::string model = test::require_model("stories260K.bin");
+    const std::string big = test::require_model("tokenizer.bin");  // 32000 pieces; the model has 512
+    auto r = test::run_tool("gloas-convert", {model, "-z", big, "-o", dir + "/x.gguf"});
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(contains(r.err, big + ": tokenizer has 32000 pieces, the model's vocabulary is 512"), r.err);
+    CHECK(!file_exists(dir + "/x.gguf"));
+    CHECK(!file_exists(dir + "/x.gguf.tmp"));
+    // the long spelling, too
+    r = test::run_tool("gloas-convert", {model, "--tokenizer", big, "-o", dir + "/x.gguf"});
+    CHECK(r.status == 1);
+    CHECK(!file_exists(dir + "/x.gguf"));
+    // found beside the model (no tok512.bin there): refused as well, saying how to choose another
+    const std::string beside = test::temp_dir("convert-tokenizer-beside");
+    test::write_file(beside + "/stories260K.bin", test::read_file(model));
+    test::write_file(beside + "/tokenizer.bin", test::read_file(big));
+    r = test::run_tool("gloas-convert", {beside + "/stories260K.bin", "-o", dir + "/y.gguf"});
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, "tokenizer has 32000 pieces, the model's vocabulary is 512"));
+    CHECK(contains(r.err, "--tokenizer FILE"));
+    CHECK(!file_exists(dir + "/y.gguf"));
+    // the matching tokenizer converts
+    r = test::run_tool("gloas-convert", {model, "-z", test::require_model("tok512.bin"), "-o", dir + "/z.gguf", "-q"});
+    CHECK_MESSAGE(r.status == 0, r.err);
+    CHECK(file_exists(dir + "/z.gguf"));
+}
+
 TEST_CASE("convert: Hugging Face folder (F32, one file, tied embeddings, tokenizer.model) converts back to stories260K") {
     auto src = model::load({test::require_model("stories260K.bin"), ""});
     const std::string dir = test::temp_dir("convert-hf32");

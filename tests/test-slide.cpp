@@ -351,22 +351,37 @@ TEST_CASE("gloas --ctx-slide generates past the context; without it gloas stops 
     for (const char * phase : {"--ubatch", "PREFILL", "DECODE", "HYBRID"}) CHECK(help.out.find(phase) != std::string::npos);
 }
 
-TEST_CASE("gloas-perplexity --ctx-slide scores text past a sliding context") {
+TEST_CASE("gloas-perplexity --ctx-slide scores text past a sliding context, spelt as gloas spells it") {
+    // As in gloas, --ctx-slide is a switch and -c the window; --chunk-size is the text per chunk.
     const std::vector<std::string> base = {"-m", test::require_model("stories260K.bin"), "-f",
-                                           test::require_data("tinystories-valid-excerpt.txt"), "-c", "256", "--chunks", "2"};
-    std::vector<std::string> args = base;
-    args.insert(args.end(), {"--ctx-slide", "128"});
-    auto r = test::run_tool("gloas-perplexity", args);
-    REQUIRE(r.status == 0);
+                                           test::require_data("tinystories-valid-excerpt.txt"), "--chunks", "2"};
+    auto r = test::run_tool("gloas-perplexity", test::with_args(base, {"-c", "128", "--chunk-size", "256", "--ctx-slide"}));
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+    CHECK(r.err.find("2 chunks of 256") != std::string::npos);
     CHECK(r.err.find("context of 128 sliding with 1 sink page(s)") != std::string::npos);
     const size_t at = r.out.find("PPL = ");
     REQUIRE(at != std::string::npos);
     const double ppl = std::stod(r.out.substr(at + 6));
     CHECK(ppl > 1.0);
     CHECK(ppl < 50.0);
-    args = base;
-    args.insert(args.end(), {"--ctx-slide", "256"});
-    CHECK(test::run_tool("gloas-perplexity", args).status == 2);
+    // gloas's --ctx-slide takes no value: a number after it is refused, saying where the window goes
+    r = test::run_tool("gloas-perplexity", test::with_args(base, {"-c", "256", "--ctx-slide", "128"}));
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--ctx-slide takes no value: the window is -c") != std::string::npos);
+    // chunks that never pass the window, or pass it without the switch, are bad command lines
+    r = test::run_tool("gloas-perplexity", test::with_args(base, {"-c", "256", "--ctx-slide"}));
+    CHECK(r.status == 2);
+    CHECK(r.err.find("never slide past -c 256") != std::string::npos);
+    r = test::run_tool("gloas-perplexity", test::with_args(base, {"-c", "128", "--chunk-size", "256"}));
+    CHECK(r.status == 2);
+    CHECK(r.err.find("add --ctx-slide") != std::string::npos);
+    // the same spelling in both tools' --help
+    for (const char * tool : {"gloas", "gloas-perplexity"}) {
+        const auto help = test::run_tool(tool, {"--help"});
+        const size_t flag = help.out.find("--ctx-slide ");
+        REQUIRE_MESSAGE(flag != std::string::npos, tool);
+        CHECK_MESSAGE(help.out.compare(flag, 14, "--ctx-slide N ") != 0, tool);
+    }
 }
 
 TEST_CASE("a slid sequence forks into the same state") {

@@ -31,3 +31,47 @@ inline int64_t parse_int(const std::string & flag, const char * s, int64_t lo, i
 }
 
 } // namespace gloas::cli
+
+// ---- Warnings about settings the machine or the model cannot honour --------
+// One line each on stderr, prefixed with `prog`; the run goes on.
+#include <sched.h>
+#include <thread>
+
+namespace gloas::cli {
+
+// Cores this process may run on: its CPU affinity mask (taskset, cgroups),
+// else std::thread::hardware_concurrency; at least 1.
+inline int available_cores() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc > 0 ? int(hc) : 1;
+}
+
+// Warns when -t asks for more threads than available_cores(): threads then
+// take turns on a core, and spinning ones slow each other down. Returns
+// whether it warned.
+inline bool warn_threads(int n_threads, const char * flag = "-t") {
+    const int cores = available_cores();
+    if (n_threads <= cores) return false;
+    std::fprintf(stderr, "%s: warning: %s %d is more threads than the %d core%s this process may use; "
+                 "they will share cores and run slower\n", prog, flag, n_threads, cores, cores == 1 ? "" : "s");
+    return true;
+}
+
+// Warns when a context of n_ctx positions (flag as typed, e.g. "-c") is past
+// the model's training context n_ctx_train: positions beyond it were never
+// trained and the output degrades. Returns whether it warned.
+inline bool warn_context(int64_t n_ctx, int64_t n_ctx_train, const char * flag = "-c") {
+    if (n_ctx_train <= 0 || n_ctx <= n_ctx_train) return false;
+    std::fprintf(stderr, "%s: warning: %s %lld is above the model's training context (%lld); "
+                 "positions past %lld were never trained and quality drops there\n", prog, flag, (long long) n_ctx,
+                 (long long) n_ctx_train, (long long) n_ctx_train);
+    return true;
+}
+
+} // namespace gloas::cli

@@ -1,17 +1,21 @@
 // gloas-bench: prefill and decode throughput, in the spirit of llama-bench.
 //
-//   gloas-bench -m MODEL[,MODEL...] [-p 512] [-n 128] [-d 0,4096] [--kv-type f16,q8_0]
-//               [-t 2] [-r 3] [--bandwidth] [-o md|json]
+//   gloas-bench -m MODEL[,MODEL...] [-p 512[,...]] [-n 128[,...]] [-pg PP,TG] [-d 0,4096]
+//               [-ctk f16,q8_0] [-t 2[,...]] [-r 3] [--bandwidth] [-o md|json|jsonl|csv]
 //
-// pp<N>: one prefill of N tokens (in chunks of -b); tg<N>: N single-token
-// decodes; both after -d tokens already in the context (depth; the depth's
-// prefill is not timed). The K/V pages are in memory (no page file). Token ids are random
+// pp<N>: one prefill of N tokens (in eval calls of -b tokens, each split in
+// chunks of -ub); tg<N>: N single-token decodes; pp<P>+tg<T>: both in turn,
+// timed together; all after -d tokens already in the context (depth; the
+// depth's prefill is not timed). Every combination of model, thread count,
+// K/V configuration, depth and test is one row. The K/V pages are in memory
+// (no page file). Token ids are random
 // (speed does not depend on them); tokenization and sampling are not timed.
 // A warm-up run (which also pulls the weights into the page cache) precedes
 // the timed repetitions. With --bandwidth the machine's read bandwidth is
 // measured and decode is reported against its ceiling, bandwidth / bytes of
 // weights read per token; prefill is also reported in GFLOP/s per thread,
 // counting 2 x matrix parameters per token.
+#include "tools/cli.h"
 #include "decoder/config.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
@@ -42,20 +46,31 @@ namespace {
 
 const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
 
+LIST flags take comma-separated values; every combination is measured.
+
   -m, --model LIST    models (GGUF or llama2.c), comma-separated or repeated
-  -p, --n-prompt N    prompt tokens for the prefill test (default 512; 0 skips)
-  -n, --n-gen N       tokens for the decode test (default 128; 0 skips)
-  -d, --depth LIST    tokens already in the context (default 0)
-      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0 (default f16)
+  -p, --n-prompt LIST prompt tokens for the prefill test (default 512; 0 skips)
+  -n, --n-gen LIST    tokens for the decode test (default 128; 0 skips)
+  -pg PP,TG           a prompt of PP tokens then TG decodes, timed together
+                      and reported as ppPP+tgTG in (PP+TG)/s; repeatable
+  -d, --n-depth LIST  tokens already in the context (default 0; also --depth)
+  -ctk, --cache-type-k LIST
+  -ctv, --cache-type-v LIST
+      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0 (default f16); K
+                      and V share one type, so -ctk and -ctv name the same
       --strategy LIST memory strategies speed, balanced, aggressive (each sets
                       the K/V type and sparse ratio; replaces --kv-type)
-      --kv-page N     tokens per page (default 32)
+      --kv-page N     tokens per page (default 32; a multiple of the K/V
+                      type's block: 32 for q8_0 and q4_0)
       --config FILE   settings from a YAML file in the specification's shape:
                       K/V type and sparsity, page size, ubatch, threads; with no
                       -m, a random-weight model of its ultra_decoder shape
                       (cached under $XDG_CACHE_HOME/gloas/models); flags
                       given too override it
-  -b, --ubatch N      prefill chunk size (default 512)
+  -b, --batch-size N  tokens per eval call of a prefill (default 2048)
+  -ub, --ubatch-size N
+                      prefill chunk: tokens per forward pass (default 512;
+                      also --ubatch)
       --fill MODE     how each depth is reached: prefill (default: the model
                       computes it) or random: random K/V rows are stored page
                       by page through the K/V path and taken as a reused prefix,
@@ -71,17 +86,26 @@ const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
                       copy (copies of the selected pieces out of the file);
                       each configuration runs with each (default: the
                       strategy's)
-  -t, --threads N     threads (default: all)
-  -r, --repetitions N timed repetitions (default 3)
+  -t, --threads LIST  threads (default: all cores); more than the
+                      machine's cores draws a warning
+  -r, --repetitions N timed repetitions (default 3; at least 1)
       --rounds N      run every configuration N times in turn (default 1),
                       the repetitions of all rounds pooled, and report their
                       median: on a shared machine a slow spell then spreads
                       over all configurations instead of falling on one, and
                       does not move the figure
       --bandwidth     measure read bandwidth and report decode against it
-  -o, --output FMT    md (default), json or csv
+  -ngl, --n-gpu-layers N
+                      accepted for llama-bench's command lines; this build has
+                      no GPU, so N > 0 only prints a note
+  -o, --output FMT    md (default), json, jsonl or csv
   -h, --help
+
+Exit status: 0 on success, 1 when a model or run fails, 2 for a bad command line.
 )";
+
+// The K/V page types (the store's); the other weight types are not.
+bool is_kv_type(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
 
 double now_s() {
     using namespace std::chrono;
@@ -97,7 +121,8 @@ double cpu_s() {
 struct result {
     std::string model, type, kv, test;
     double size_mib = 0, params_m = 0;
-    int threads = 0;
+    int threads = 0, n_batch = 0, n_ubatch = 0;
+    double bw = 0;               // read bandwidth measured for `threads` (with --bandwidth)
     double mean = 0, sd = 0;     // tokens/s (with --rounds, mean is the median)
     std::vector<double> samples; // tokens/s of each repetition
     double ceiling_pct = -1;     // decode: % of bandwidth ceiling
@@ -178,14 +203,53 @@ void remove_files(const std::string & dir) {
     }
 }
 
+// A number of a command-line list: an integer in [lo, hi], or a usage error
+// naming the flag and what is wrong; `why_lo` says why values below lo fail.
+int list_int(const std::string & flag, const std::string & s, int lo, int hi, const char * why_lo) {
+    char * end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(s.c_str(), &end, 10);
+    if (errno || !end || *end || s.empty())
+        cli::usage_error(format("%s%s '%s' is not an integer", flag.c_str(), flag.back() == ':' ? "" : ":", s.c_str()));
+    // "-r 0: ..." for a flag, "-pg 5,0: 0 ..." for a part of a value (flag ends in ':')
+    const std::string what = flag.back() == ':' ? flag + " " + s : flag + " " + s + ":";
+    if (v < lo) cli::usage_error(format("%s %s", what.c_str(), why_lo));
+    if (v > hi) cli::usage_error(format("%s at most %d", what.c_str(), hi));
+    return int(v);
+}
+
+std::vector<int> int_list(const std::string & flag, const std::string & s, int lo, int hi, const char * why_lo) {
+    std::vector<int> out;
+    for (const auto & x : split(s)) out.push_back(list_int(flag, x, lo, hi, why_lo));
+    if (out.empty()) cli::usage_error(format("%s '%s': no value in the list", flag.c_str(), s.c_str()));
+    return out;
+}
+
+// One timed test: pp (prefill of n_pp tokens), tg (n_tg decodes) or both in
+// turn (-pg), named as llama-bench names them.
+struct test_spec {
+    int n_pp = 0, n_tg = 0;
+    std::string name() const {
+        if (n_pp > 0 && n_tg > 0) return "pp" + std::to_string(n_pp) + "+tg" + std::to_string(n_tg);
+        return n_pp > 0 ? "pp" + std::to_string(n_pp) : "tg" + std::to_string(n_tg);
+    }
+};
+
 int run(int argc, char ** argv) {
+    cli::prog = "gloas-bench";
+    constexpr int MAX_TOKENS = 1 << 24;
     std::vector<std::string> models;
     std::vector<int> depths = {0};
     // Each configuration is a K/V type and a sparse ratio, named for the table.
     struct kv_config { std::string name; type t; float sparse; size_t ram = 0; bool copy = false; };
     std::vector<kv_config> kv_configs = {{"f16", type::F16, 1.0f}};
+    std::string kv_flag;                 // the flag that set kv_configs (-ctk, -ctv, --kv-type, --strategy)
+    std::string kv_given;                // that flag and its value, as typed
     int page = 32;
-    int n_prompt = 512, n_gen = 128, ubatch = 512, threads = 0, reps = 3, rounds = 1;
+    std::vector<int> n_prompts = {512}, n_gens = {128}, threads = {0};
+    std::vector<std::pair<int, int>> pgs;  // -pg PP,TG
+    int ubatch = 512, batch = 2048, reps = 3, rounds = 1;
+    bool threads_given = false;
     bool bandwidth = false;
     bool fill = false;          // --fill random
     std::string kv_dir;         // --kv-dir
@@ -209,69 +273,88 @@ int run(int argc, char ** argv) {
                            cfg->ctx.kv.kv_type, cp.sparse.ratio}};
             page = cfg->ctx.kv.page_tokens;
             ubatch = cfg->ctx.n_ubatch;
-            if (cfg->ctx.n_threads > 0) threads = cfg->ctx.n_threads;
+            if (cfg->ctx.n_threads > 0) threads = {cfg->ctx.n_threads};
         }
     for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
+        const std::string a = argv[i];
         auto value = [&]() -> std::string {
-            if (i + 1 >= argc) { std::fprintf(stderr, "gloas-bench: %s needs a value\n", a.c_str()); std::exit(2); }
+            if (i + 1 >= argc) cli::usage_error(a + " needs a value");
             return argv[++i];
         };
-        auto int_value = [&]() {
-            std::string v = value();
-            char * end = nullptr;
-            long x = std::strtol(v.c_str(), &end, 10);
-            if (!end || *end || v.empty() || x < 0 || x > (1 << 24)) {
-                std::fprintf(stderr, "gloas-bench: %s expects a non-negative integer, got '%s'\n", a.c_str(), v.c_str());
-                std::exit(2);
+        // K/V types from -ctk, -ctv or --kv-type: one type holds K and V, so
+        // when -ctk and -ctv are both given they must name the same list.
+        auto kv_types = [&]() {
+            const std::string v = value();
+            std::vector<kv_config> list;
+            for (auto & k : split(v)) {
+                type t;
+                if (!type_from_name(k.c_str(), &t) || !is_kv_type(t))
+                    cli::usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0)", a.c_str(), k.c_str()));
+                list.push_back({type_name(t), t, 1.0f});
             }
-            return int(x);
+            if (list.empty()) cli::usage_error(format("%s '%s': no value in the list", a.c_str(), v.c_str()));
+            const bool pair = (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") &&
+                              (kv_flag == "-ctk" || kv_flag == "--cache-type-k" || kv_flag == "-ctv" || kv_flag == "--cache-type-v");
+            if (pair) {
+                bool same = list.size() == kv_configs.size();
+                for (size_t j = 0; same && j < list.size(); ++j) same = list[j].t == kv_configs[j].t;
+                if (!same)
+                    cli::usage_error(format("%s %s differs from %s: K and V pages share one type here, so give one list "
+                                            "(or --kv-type)", a.c_str(), v.c_str(), kv_given.c_str()));
+            }
+            kv_configs = list;
+            kv_flag = a;
+            kv_given = a + " " + v;
         };
         if (a == "-h" || a == "--help") { std::fputs(USAGE, stdout); return 0; }
         else if (a == "-m" || a == "--model") for (auto & m : split(value())) models.push_back(m);
-        else if (a == "-p" || a == "--n-prompt") n_prompt = int_value();
-        else if (a == "-n" || a == "--n-gen") n_gen = int_value();
-        else if (a == "-b" || a == "--ubatch") ubatch = std::max(1, int_value());
-        else if (a == "--kv-page") page = std::max(1, int_value());
-        else if (a == "-d" || a == "--depth") {
-            depths.clear();
-            for (auto & d : split(value())) {
-                char * end = nullptr;
-                long x = std::strtol(d.c_str(), &end, 10);
-                if (!end || *end || x < 0 || x > (1 << 24)) { std::fprintf(stderr, "gloas-bench: bad depth '%s'\n", d.c_str()); return 2; }
-                depths.push_back(int(x));
-            }
+        else if (a == "-p" || a == "--n-prompt") n_prompts = int_list(a, value(), 0, MAX_TOKENS, "must be 0 (skip) or more");
+        else if (a == "-n" || a == "--n-gen") n_gens = int_list(a, value(), 0, MAX_TOKENS, "must be 0 (skip) or more");
+        else if (a == "-pg") {
+            const std::string v = value();
+            const std::vector<std::string> parts = split(v);
+            if (parts.size() != 2 || v.find(',') == std::string::npos)
+                cli::usage_error(format("-pg '%s': expected PP,TG (prompt tokens, then generated tokens), e.g. -pg 512,128", v.c_str()));
+            const std::string flag = "-pg " + v + ":";
+            pgs.push_back({list_int(flag, parts[0], 1, MAX_TOKENS, "needs at least 1 prompt token"),
+                           list_int(flag, parts[1], 1, MAX_TOKENS, "needs at least 1 generated token")});
         }
-        else if (a == "--kv-type") {
-            kv_configs.clear();
-            for (auto & k : split(value())) {
-                type t;
-                if (!type_from_name(k.c_str(), &t)) { std::fprintf(stderr, "gloas-bench: unknown K/V type '%s'\n", k.c_str()); return 2; }
-                kv_configs.push_back({type_name(t), t, 1.0f});
-            }
-        }
+        else if (a == "-ub" || a == "--ubatch-size" || a == "--ubatch")
+            ubatch = list_int(a, value(), 1, MAX_TOKENS, "a prefill chunk holds at least 1 token");
+        else if (a == "-b" || a == "--batch-size") batch = list_int(a, value(), 1, MAX_TOKENS, "a batch holds at least 1 token");
+        else if (a == "--kv-page") page = list_int(a, value(), 1, 1 << 16, "a page holds at least 1 token");
+        else if (a == "-d" || a == "--depth" || a == "--n-depth") depths = int_list(a, value(), 0, MAX_TOKENS, "a depth is 0 or more tokens");
+        else if (a == "--kv-type" || a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") kv_types();
         else if (a == "--strategy") {
             kv_configs.clear();
+            kv_flag = a;
             for (auto & k : split(value())) {
                 memory_strategy st;
-                if (!memory_strategy_from_name(k.c_str(), &st) || st == memory_strategy::AUTO) {
-                    std::fprintf(stderr, "gloas-bench: --strategy takes speed, balanced, aggressive; got '%s'\n", k.c_str());
-                    return 2;
-                }
+                if (!memory_strategy_from_name(k.c_str(), &st) || st == memory_strategy::AUTO)
+                    cli::usage_error(format("--strategy: '%s' is not speed, balanced or aggressive", k.c_str()));
                 context_params cp;
                 apply_strategy(st, cp);
                 kv_configs.push_back({memory_strategy_name(st) + std::string(" (") + type_name(cp.kv.kv_type) +
                                           (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
                                       cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes, cp.kv.read_copy});
             }
+            if (kv_configs.empty()) cli::usage_error("--strategy: no value in the list");
         }
-        else if (a == "-t" || a == "--threads") threads = int_value();
-        else if (a == "-r" || a == "--repetitions") reps = std::max(1, int_value());
-        else if (a == "--rounds") rounds = std::max(1, int_value());
+        else if (a == "-t" || a == "--threads") {
+            threads = int_list(a, value(), 1, 4096, "at least 1 thread (leave -t out for all cores)");
+            threads_given = true;
+        }
+        else if (a == "-r" || a == "--repetitions")
+            reps = list_int(a, value(), 1, 1 << 20, "at least 1 timed repetition is needed (warm-up runs are not timed)");
+        else if (a == "--rounds") rounds = list_int(a, value(), 1, 1 << 20, "at least 1 round is needed");
+        else if (a == "-ngl" || a == "--n-gpu-layers") {
+            const int n = list_int(a, value(), 0, 1 << 20, "a layer count is not negative");
+            if (n > 0) std::fprintf(stderr, "gloas-bench: note: this build has no GPU; %s %d is ignored (all layers run on the CPU)\n", a.c_str(), n);
+        }
         else if (a == "--bandwidth") bandwidth = true;
         else if (a == "--fill") {
             const std::string v = value();
-            if (v != "random" && v != "prefill") { std::fprintf(stderr, "gloas-bench: --fill takes random or prefill, got '%s'\n", v.c_str()); return 2; }
+            if (v != "random" && v != "prefill") cli::usage_error(format("--fill: '%s' is not random or prefill", v.c_str()));
             fill = v == "random";
         }
         else if (a == "--kv-dir") kv_dir = value();
@@ -280,19 +363,23 @@ int run(int argc, char ** argv) {
             try {
                 ram = v == "0" ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
             } catch (const error & e) {
-                std::fprintf(stderr, "gloas-bench: %s\n", e.what());
-                return 2;
+                cli::usage_error(e.what());
             }
             ram_given = true;
         }
         else if (a == "--kv-read") {
             read_modes = split(value());
             for (const auto & r : read_modes)
-                if (r != "map" && r != "copy") { std::fprintf(stderr, "gloas-bench: --kv-read takes map or copy, got '%s'\n", r.c_str()); return 2; }
+                if (r != "map" && r != "copy") cli::usage_error(format("--kv-read: '%s' is not map or copy", r.c_str()));
+            if (read_modes.empty()) cli::usage_error("--kv-read: no value in the list");
         }
-        else if (a == "--config") ++i;
-        else if (a == "-o" || a == "--output") out_fmt = value();
-        else { std::fprintf(stderr, "gloas-bench: unknown option '%s'\nTry 'gloas-bench --help'.\n", a.c_str()); return 2; }
+        else if (a == "--config") value();
+        else if (a == "-o" || a == "--output") {
+            out_fmt = value();
+            if (out_fmt != "md" && out_fmt != "json" && out_fmt != "jsonl" && out_fmt != "csv")
+                cli::usage_error(format("%s: '%s' is not md, json, jsonl or csv", a.c_str(), out_fmt.c_str()));
+        }
+        else cli::usage_error(format("unknown option '%s'", a.c_str()));
     }
     if (models.empty() && cfg) {
         const char * xdg = std::getenv("XDG_CACHE_HOME");
@@ -305,7 +392,14 @@ int run(int argc, char ** argv) {
                      (long long) hp.n_head, (long long) hp.n_ff, (long long) hp.n_vocab, type_name(hp.wtype), dir.c_str());
         models.push_back(cached_random_model(dir, hp));
     }
-    if (models.empty()) { std::fprintf(stderr, "gloas-bench: no model given (-m or --config)\n"); return 2; }
+    if (models.empty()) cli::usage_error("no model given (-m MODEL or --config FILE)");
+    for (const kv_config & kc : kv_configs) {
+        const page_geometry pg{page, 1, 1, 1};
+        if (!pg.valid_for(kc.t))
+            cli::usage_error(format("--kv-page %d does not suit K/V type %s (%s): its pages hold a multiple of %lld tokens", page,
+                                    type_name(kc.t), kv_flag.empty() ? "the default" : kv_flag.c_str(),
+                                    (long long) traits(kc.t).blck_size));
+    }
     if (!read_modes.empty()) {
         std::vector<kv_config> each;
         for (const kv_config & kc : kv_configs)
@@ -317,21 +411,33 @@ int run(int argc, char ** argv) {
             }
         kv_configs = each;
     }
-    if (out_fmt != "md" && out_fmt != "json" && out_fmt != "csv") {
-        std::fprintf(stderr, "gloas-bench: -o must be md, json or csv\n");
-        return 2;
-    }
-    if (threads > 0) ops::set_n_threads(threads);
-    const int nt = ops::n_threads();
+    // The tests, in llama-bench's order: every -p, every -n, then every -pg.
+    std::vector<test_spec> tests;
+    for (int p : n_prompts)
+        if (p > 0) tests.push_back({p, 0});
+    for (int n : n_gens)
+        if (n > 0) tests.push_back({0, n});
+    for (const auto & [p, n] : pgs) tests.push_back({p, n});
+    if (tests.empty()) cli::usage_error("nothing to measure: -p and -n are 0 and no -pg is given");
+    int longest = 16;  // positions a test adds to its depth (the warm-up needs 16)
+    for (const test_spec & t : tests) longest = std::max(longest, t.n_pp + t.n_tg);
+    if (threads_given) cli::warn_threads(*std::max_element(threads.begin(), threads.end()));
+    // Each thread count in turn: 0 (no -t) means all cores.
+    const int all_threads = ops::n_threads();
+    for (int & t : threads) t = t > 0 ? t : all_threads;
 
-    double bw = 0.0;
-    if (bandwidth) {
+    // Read bandwidth, measured once per thread count (with --bandwidth).
+    std::vector<std::pair<int, double>> bandwidths;
+    auto bandwidth_for = [&](int nt) {
+        for (const auto & [n, b] : bandwidths)
+            if (n == nt) return b;
         const double plain = measure_read_bandwidth(size_t(1) << 30, nt, 10);
         const double pref = measure_read_bandwidth(size_t(1) << 30, nt, 10, true);
-        bw = std::max(plain, pref);
         std::fprintf(stderr, "gloas-bench: read bandwidth with %d threads: %.2f GB/s (%.2f GB/s with software prefetch)\n",
                      nt, plain / 1e9, pref / 1e9);
-    }
+        bandwidths.push_back({nt, std::max(plain, pref)});
+        return bandwidths.back().second;
+    };
 
     // A private page-file folder (each configuration's file is removed after it).
     std::string page_dir;
@@ -356,7 +462,7 @@ int run(int argc, char ** argv) {
     // time averaged over them (the other figures do not depend on the round).
     auto add_result = [&](result r) {
         for (result & o : results) {
-            if (o.model != r.model || o.kv != r.kv || o.test != r.test) continue;
+            if (o.model != r.model || o.kv != r.kv || o.test != r.test || o.threads != r.threads) continue;
             const double n0 = double(o.samples.size()), n1 = double(r.samples.size());
             o.cpu_per_token = (o.cpu_per_token * n0 + r.cpu_per_token * n1) / (n0 + n1);
             o.samples.insert(o.samples.end(), r.samples.begin(), r.samples.end());
@@ -379,7 +485,7 @@ int run(int argc, char ** argv) {
         if (cfg) config_check_model(*cfg, m->hp, path);
         const int max_depth = *std::max_element(depths.begin(), depths.end());
         std::uniform_int_distribution<int32_t> tok(0, m->hp.n_vocab - 1);
-        std::vector<int32_t> tokens(size_t(max_depth + std::max({n_prompt, n_gen, 16}) + 1));
+        std::vector<int32_t> tokens(size_t(max_depth + longest + 1));
         for (auto & t : tokens) t = tok(rng);
 
         // Matrix parameters: every weight except the norms and the embedding table
@@ -390,10 +496,14 @@ int run(int argc, char ** argv) {
                 mat_params += double(t->nelements());
 
         for (int round = 0; round < rounds; ++round)
+        for (int nt : threads) {
+        ops::set_n_threads(nt);
+        const double bw = bandwidth ? bandwidth_for(nt) : 0.0;
         for (const kv_config & kc : kv_configs) {
             context_params cp;
             cp.n_ctx = int32_t(tokens.size());
             cp.n_ubatch = ubatch;
+            cp.n_threads = nt;
             cp.kv.kv_type = kc.t;
             cp.sparse.ratio = kc.sparse;
             cp.kv.page_tokens = page;
@@ -421,8 +531,16 @@ int run(int argc, char ** argv) {
                 r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
                 r.params_m = double(m->n_params) / 1e6;
                 r.threads = nt;
+                r.n_ubatch = ubatch;
+                r.n_batch = batch;
+                r.bw = bw;
                 r.test = test;
                 return r;
+            };
+            // A prompt of n tokens from `at`, in eval calls of -b tokens (the
+            // context splits each into -ub chunks).
+            auto prefill = [&](const int32_t * at, int n) {
+                for (int i = 0; i < n; i += batch) ctx->eval(at + i, std::min(batch, n - i));
             };
             for (int depth : depths) {
                 const std::string at = depth ? " @ d" + std::to_string(depth) : "";
@@ -437,24 +555,42 @@ int run(int argc, char ** argv) {
                         for (int i = 0; i <= depth; ++i) tokens[size_t(i)] = tok(rng);  // new pages, not last run's
                         fill_random(*ctx, *m, tokens.data(), depth, pool, rng);
                     } else if (depth > 0) {
-                        ctx->eval(tokens.data(), depth);
+                        prefill(tokens.data(), depth);
                     }
                 };
-                if (n_prompt > 0) {
+                for (const test_spec & ts : tests) {
+                if (ts.n_tg == 0) {
+                    const int n_prompt = ts.n_pp;
                     std::vector<double> v;
                     for (int r = 0; r < reps; ++r) {
                         to_depth();
                         double t0 = now_s();
-                        ctx->eval(tokens.data() + depth, n_prompt);
+                        prefill(tokens.data() + depth, n_prompt);
                         v.push_back(double(n_prompt) / (now_s() - t0));
                     }
-                    result res = base("pp" + std::to_string(n_prompt) + at);
+                    result res = base(ts.name() + at);
                     res.samples = v;
                     stats(v, res.mean, res.sd);
                     res.gflops_thread = 2.0 * mat_params * res.mean / 1e9 / nt;
                     add_result(res);
-                }
-                if (n_gen > 0) {
+                } else if (ts.n_pp > 0) {
+                    // -pg: the prompt, then the decodes, timed together as one
+                    // figure of (PP + TG) tokens per second, as llama-bench does.
+                    std::vector<double> v;
+                    for (int r = 0; r < reps; ++r) {
+                        to_depth();
+                        const int32_t p0 = ctx->n_past();
+                        double t0 = now_s();
+                        prefill(tokens.data() + p0, ts.n_pp);
+                        for (int i = 0; i < ts.n_tg; ++i) ctx->eval(&tokens[size_t(p0 + ts.n_pp + i)], 1);
+                        v.push_back(double(ts.n_pp + ts.n_tg) / (now_s() - t0));
+                    }
+                    result res = base(ts.name() + at);
+                    res.samples = v;
+                    stats(v, res.mean, res.sd);
+                    add_result(res);
+                } else {
+                    const int n_gen = ts.n_tg;
                     std::vector<double> v;
                     uint64_t reads = 0, copied = 0;
                     double summaries = 0, open = 0, cpu = 0;
@@ -488,8 +624,8 @@ int run(int argc, char ** argv) {
                     result res = base("tg" + std::to_string(n_gen) + at);
                     res.samples = v;
                     stats(v, res.mean, res.sd);
-                    std::fprintf(stderr, "gloas-bench: %s, %s: %.2f tokens/s, %.3f CPU s/token\n", kc.name.c_str(),
-                                 res.test.c_str(), res.mean, cpu / (double(n_gen) * reps));
+                    std::fprintf(stderr, "gloas-bench: %s, %s, %d threads: %.2f tokens/s, %.3f CPU s/token\n", kc.name.c_str(),
+                                 res.test.c_str(), nt, res.mean, cpu / (double(n_gen) * reps));
                     {
                         // One page read = the K and V rows of one layer and KV head.
                         kv_store & st = ctx->store();
@@ -511,33 +647,46 @@ int run(int argc, char ** argv) {
                     if (bw > 0) res.ceiling_pct = 100.0 * res.mean / (bw / (res.weight_read + res.kv_read));
                     add_result(res);
                 }
+                }
             }
+        }
         }
     }
 
+    // One JSON object per result: json writes them as an array, jsonl one a line.
+    auto json_row = [&](const result & r) {
+        std::printf("{\"model\": \"%s\", \"type\": \"%s\", \"kv_type\": \"%s\", \"size_mib\": %.2f, \"params_m\": %.2f, "
+                    "\"threads\": %d, \"n_batch\": %d, \"n_ubatch\": %d, \"test\": \"%s\", \"tokens_per_s\": %.3f, \"sd\": %.3f",
+                    r.model.c_str(), r.type.c_str(), r.kv.c_str(), r.size_mib, r.params_m, r.threads, r.n_batch, r.n_ubatch,
+                    r.test.c_str(), r.mean, r.sd);
+        if (r.ceiling_pct >= 0) std::printf(", \"bandwidth_gbs\": %.3f, \"ceiling_pct\": %.1f", r.bw / 1e9, r.ceiling_pct);
+        if (r.gflops_thread >= 0) std::printf(", \"gflops_per_thread\": %.1f", r.gflops_thread);
+        if (r.kv_stats)
+            std::printf(", \"cpu_s_per_token\": %.4f, \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, \"summary_bytes_per_token\": %.0f, "
+                        "\"kv_ram_budget\": %zu, \"kv_resident_bytes\": %zu, \"kv_resident_peak_bytes\": %zu, "
+                        "\"kv_fixed_ram_bytes\": %zu, \"kv_file_bytes\": %zu",
+                        r.cpu_per_token, r.weight_read, r.kv_read, r.summary_read, r.budget, r.resident, r.peak, r.fixed, r.file);
+        if (r.copied >= 0) std::printf(", \"kv_copied_bytes_per_token\": %.0f", r.copied);
+        std::printf("}");
+    };
     if (out_fmt == "json") {
         std::printf("[\n");
         for (size_t i = 0; i < results.size(); ++i) {
-            const result & r = results[i];
-            std::printf("  {\"model\": \"%s\", \"type\": \"%s\", \"kv_type\": \"%s\", \"size_mib\": %.2f, \"params_m\": %.2f, "
-                        "\"threads\": %d, \"test\": \"%s\", \"tokens_per_s\": %.3f, \"sd\": %.3f",
-                        r.model.c_str(), r.type.c_str(), r.kv.c_str(), r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd);
-            if (r.ceiling_pct >= 0) std::printf(", \"bandwidth_gbs\": %.3f, \"ceiling_pct\": %.1f", bw / 1e9, r.ceiling_pct);
-            if (r.gflops_thread >= 0) std::printf(", \"gflops_per_thread\": %.1f", r.gflops_thread);
-            if (r.kv_stats)
-                std::printf(", \"cpu_s_per_token\": %.4f, \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, \"summary_bytes_per_token\": %.0f, "
-                            "\"kv_ram_budget\": %zu, \"kv_resident_bytes\": %zu, \"kv_resident_peak_bytes\": %zu, "
-                            "\"kv_fixed_ram_bytes\": %zu, \"kv_file_bytes\": %zu",
-                            r.cpu_per_token, r.weight_read, r.kv_read, r.summary_read, r.budget, r.resident, r.peak, r.fixed, r.file);
-            if (r.copied >= 0) std::printf(", \"kv_copied_bytes_per_token\": %.0f", r.copied);
-            std::printf("}%s\n", i + 1 < results.size() ? "," : "");
+            std::printf("  ");
+            json_row(results[i]);
+            std::printf("%s\n", i + 1 < results.size() ? "," : "");
         }
         std::printf("]\n");
+    } else if (out_fmt == "jsonl") {
+        for (const result & r : results) {
+            json_row(r);
+            std::printf("\n");
+        }
     } else if (out_fmt == "csv") {
-        std::printf("model,type,kv,size_mib,params_m,threads,test,tokens_per_s,sd,ceiling_pct,gflops_per_thread\n");
+        std::printf("model,type,kv,size_mib,params_m,threads,n_batch,n_ubatch,test,tokens_per_s,sd,ceiling_pct,gflops_per_thread\n");
         for (const result & r : results)
-            std::printf("\"%s\",%s,\"%s\",%.2f,%.2f,%d,\"%s\",%.3f,%.3f,%s,%s\n", r.model.c_str(), r.type.c_str(), r.kv.c_str(),
-                        r.size_mib, r.params_m, r.threads, r.test.c_str(), r.mean, r.sd,
+            std::printf("\"%s\",%s,\"%s\",%.2f,%.2f,%d,%d,%d,\"%s\",%.3f,%.3f,%s,%s\n", r.model.c_str(), r.type.c_str(), r.kv.c_str(),
+                        r.size_mib, r.params_m, r.threads, r.n_batch, r.n_ubatch, r.test.c_str(), r.mean, r.sd,
                         r.ceiling_pct >= 0 ? format("%.1f", r.ceiling_pct).c_str() : "",
                         r.gflops_thread >= 0 ? format("%.1f", r.gflops_thread).c_str() : "");
     } else {
@@ -545,7 +694,7 @@ int run(int argc, char ** argv) {
         std::printf("|---|---|---:|---:|---:|---|---|---:|---|\n");
         for (const result & r : results) {
             std::string notes;
-            if (r.ceiling_pct >= 0) notes = format("%.0f%% of the %.1f GB/s ceiling", r.ceiling_pct, bw / 1e9);
+            if (r.ceiling_pct >= 0) notes = format("%.0f%% of the %.1f GB/s ceiling", r.ceiling_pct, r.bw / 1e9);
             if (r.gflops_thread >= 0) notes = format("%.1f GFLOP/s per thread", r.gflops_thread);
             std::printf("| %s | %s | %.1f MiB | %.1f M | %d | %s | %s | %.2f ± %.2f | %s |\n", r.model.c_str(), r.type.c_str(),
                         r.size_mib, r.params_m, r.threads, r.kv.c_str(), r.test.c_str(), r.mean, r.sd, notes.c_str());
@@ -558,12 +707,12 @@ int run(int argc, char ** argv) {
         for (const result & r : results) any = any || r.kv_stats;
         if (any) {
             auto mib = [](double b) { return b / 1048576.0; };
-            std::printf("\n| kv | test | t/s | CPU ms/tok | weights MiB/tok | K/V MiB/tok (summaries) | copied MiB/tok | GB/s moved | "
+            std::printf("\n| threads | kv | test | t/s | CPU ms/tok | weights MiB/tok | K/V MiB/tok (summaries) | copied MiB/tok | GB/s moved | "
                         "budget MiB | resident MiB (mapped + fixed) | mapped at a pass end, most | file MiB |\n");
-            std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            std::printf("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for (const result & r : results) {
                 if (!r.kv_stats) continue;
-                std::printf("| %s | %s | %.2f | %.2f | %.1f | %.2f (%.2f) | %s | %.2f | %s | %.1f (%.1f + %.1f) | %s | %.1f |\n", r.kv.c_str(),
+                std::printf("| %d | %s | %s | %.2f | %.2f | %.1f | %.2f (%.2f) | %s | %.2f | %s | %.1f (%.1f + %.1f) | %s | %.1f |\n", r.threads, r.kv.c_str(),
                             r.test.c_str(), r.mean, r.cpu_per_token * 1e3, mib(r.weight_read), mib(r.kv_read), mib(r.summary_read),
                             r.copied >= 0 ? format("%.2f", mib(r.copied)).c_str() : "-", r.mean * (r.weight_read + r.kv_read) / 1e9, r.budget ? format("%.1f", mib(double(r.budget))).c_str() : "-",
                             mib(double(r.resident + r.fixed)), mib(double(r.resident)), mib(double(r.fixed)),

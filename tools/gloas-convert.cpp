@@ -71,16 +71,20 @@ void usage(FILE * out) {
         "                       f32 for llama2.c, as llama.cpp's converter; f16 for\n"
         "                       Hugging Face, as convert_hf_to_gguf.py). Norm weights\n"
         "                       stay f32. Use gloas-quantize for q8_0 / q4_0.\n"
-        "  --tokenizer FILE     tokenizer to use instead of the one found beside INPUT\n"
-        "                       (tokenizer.bin for llama2.c; tokenizer.model or\n"
-        "                       tokenizer.json for Hugging Face)\n"
+        "  -z, --tokenizer FILE tokenizer to use instead of the one found beside INPUT\n"
+        "                       (tokenizer.bin for llama2.c, which must hold exactly the\n"
+        "                       model's vocabulary; tokenizer.model or tokenizer.json\n"
+        "                       for Hugging Face)\n"
         "  --name NAME          general.name (default: the input's file or folder name)\n"
         "  --ctx N              llama.context_length (default: llama2.c seq_len, or\n"
         "                       max_position_embeddings)\n"
         "  --force              overwrite OUTPUT if it exists\n"
         "  -t, --threads N      conversion threads (default: all)\n"
         "  -q, --quiet          no progress on stderr\n"
-        "  -h, --help           this text\n");
+        "  -h, --help           this text\n"
+        "\n"
+        "Exit status: 0 on success, 1 when an input is unusable or writing fails (nothing\n"
+        "is left at OUTPUT), 2 for a bad command line.\n");
 }
 
 bool is_dir(const std::string & p) {
@@ -249,6 +253,19 @@ void plan_llama2c(const options & o, const model & m, plan & p) {
         add(p, llama_tensor_name(llama_tensor::FFN_UP, il), src(l.ffn_up), o.outtype);
         add(p, llama_tensor_name(llama_tensor::FFN_NORM, il), src(l.ffn_norm, true), o.outtype);
     }
+}
+
+// The llama2.c tokenizer file must hold exactly the model's vocabulary: its
+// size is not stored, and the loader reads only the first n_vocab pieces, so a
+// larger file (tokenizer.bin's 32000 pieces beside a 512-token model) would
+// otherwise be cut silently and baked into the GGUF.
+void check_llama2c_tokenizer(const options & o, const model & m) {
+    const std::string path = o.tokenizer.empty() ? find_llama2c_tokenizer(o.input, m.hp.n_vocab) : o.tokenizer;
+    if (path.empty()) return;  // the loader found none and already said so
+    const int32_t n = tokenizer::from_llama2c(path, -1).n_vocab();
+    if (n != m.hp.n_vocab)
+        throw error(format("%s: tokenizer has %d pieces, the model's vocabulary is %d%s", path.c_str(), n, m.hp.n_vocab,
+                           o.tokenizer.empty() ? " (found beside the model; pass --tokenizer FILE)" : ""));
 }
 
 // ---- Hugging Face ----------------------------------------------------------
@@ -628,7 +645,7 @@ int main(int argc, char ** argv) {
                 usage_error(format("--outtype: '%s' is not f32, f16 or bf16 (use gloas-quantize for q8_0 / q4_0)", s));
             o.outtype_set = true;
         }
-        else if (a == "--tokenizer") o.tokenizer = value();
+        else if (a == "-z" || a == "--tokenizer") o.tokenizer = value();
         else if (a == "--name") o.name = value();
         else if (a == "--ctx") o.ctx = parse_int(a, value(), 1, UINT32_MAX);
         else if (a == "--force") o.force = true;
@@ -667,6 +684,7 @@ int main(int argc, char ** argv) {
                     throw error(o.input + ": is already a GGUF file (use gloas-quantize to change its weight types)");
             }
             m = model::load({o.input, o.tokenizer});
+            check_llama2c_tokenizer(o, *m);
             plan_llama2c(o, *m, p);
         }
 

@@ -18,10 +18,12 @@
 // FULL_BYTES (a Q8_0 page); COMPRESSED re-quantizes to COMPRESSED_BYTES (Q4_0)
 // and its compressed pages count as hits. Prints one markdown table: hit rate
 // per policy (rows) and capacity (columns).
+#include "tools/cli.h"
 #include "kvcache/policy.h"
 #include "tensor/error.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -214,31 +216,23 @@ sim_result simulate(evict_policy kind, const workload & w, size_t capacity, doub
     return res;
 }
 
+// A comma-separated list of capacities in pages, each in 1..2^30.
 std::vector<long> parse_list(const char * flag, const char * s) {
     std::vector<long> out;
-    std::string str(s);
+    const std::string str(s);
     size_t at = 0;
     while (at <= str.size()) {
         const size_t comma = std::min(str.find(',', at), str.size());
         const std::string item = str.substr(at, comma - at);
         char * end = nullptr;
+        errno = 0;
         const long v = std::strtol(item.c_str(), &end, 10);
-        if (item.empty() || *end != '\0' || v <= 0) {
-            throw error(format("gloas-kv-trace: %s: '%s' is not a list of positive integers", flag, s));
-        }
+        if (item.empty() || errno || *end != '\0' || v <= 0 || v > (1L << 30))
+            cli::usage_error(format("%s: '%s' is not a list of page counts (integers in 1..%ld)", flag, s, 1L << 30));
         out.push_back(v);
         at = comma + 1;
     }
     return out;
-}
-
-long parse_int(const char * flag, const char * s, long lo, long hi) {
-    char * end = nullptr;
-    const long v = std::strtol(s, &end, 10);
-    if (!*s || *end != '\0' || v < lo || v > hi) {
-        throw error(format("gloas-kv-trace: %s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi));
-    }
-    return v;
 }
 
 void usage(FILE * f) {
@@ -257,12 +251,15 @@ void usage(FILE * f) {
                  "  --miss-hint            report each miss with on_miss() before making room\n"
                  "                         for it (ADAPTIVE then adapts before choosing, as ARC\n"
                  "                         does; the store does not know the hash that early)\n"
-                 "  -h, --help             this text\n");
+                 "  -h, --help             this text\n"
+                 "\n"
+                 "Exit status: 0 on success, 2 for a bad command line.\n");
 }
 
 } // namespace
 
 int main(int argc, char ** argv) {
+    cli::prog = "gloas-kv-trace";
     try {
         workload_params wp;
         std::vector<long> capacities = {64, 128, 256, 512, 1024};
@@ -271,16 +268,16 @@ int main(int argc, char ** argv) {
         for (int i = 1; i < argc; ++i) {
             const char * a = argv[i];
             auto value = [&]() -> const char * {
-                if (i + 1 >= argc) throw error(format("gloas-kv-trace: %s needs a value", a));
+                if (i + 1 >= argc) cli::usage_error(format("%s needs a value", a));
                 return argv[++i];
             };
             if (!std::strcmp(a, "-h") || !std::strcmp(a, "--help")) {
                 usage(stdout);
                 return 0;
             } else if (!std::strcmp(a, "--seed")) {
-                wp.seed = uint64_t(parse_int(a, value(), 0, 1L << 40));
+                wp.seed = uint64_t(cli::parse_int(a, value(), 0, int64_t(1) << 40));
             } else if (!std::strcmp(a, "--requests")) {
-                wp.n_requests = int(parse_int(a, value(), 1, 10000000));
+                wp.n_requests = int(cli::parse_int(a, value(), 1, 10000000));
             } else if (!std::strcmp(a, "--capacity")) {
                 capacities = parse_list(a, value());
             } else if (!std::strcmp(a, "--miss-hint")) {
@@ -289,12 +286,12 @@ int main(int argc, char ** argv) {
                 const char * v = value();
                 char * end = nullptr;
                 share = std::strtod(v, &end);
-                if (!*v || *end != '\0' || !(share >= 0.0 && share <= 1.0)) {
-                    throw error(format("gloas-kv-trace: --compressed-share: '%s' is not a number in [0, 1]", v));
-                }
+                if (!*v || *end != '\0' || !(share >= 0.0 && share <= 1.0))
+                    cli::usage_error(format("--compressed-share: '%s' is not a number in [0, 1]", v));
+            } else if (a[0] == '-') {
+                cli::usage_error(format("unknown option '%s'", a));
             } else {
-                usage(stderr);
-                throw error(format("gloas-kv-trace: unknown argument '%s'", a));
+                cli::usage_error(format("unexpected argument '%s' (gloas-kv-trace takes only options)", a));
             }
         }
 
@@ -332,7 +329,7 @@ int main(int argc, char ** argv) {
         std::printf(".\n");
         return 0;
     } catch (const std::exception & e) {
-        std::fprintf(stderr, "%s\n", e.what());
+        std::fprintf(stderr, "gloas-kv-trace: %s\n", e.what());
         return 1;
     }
 }
