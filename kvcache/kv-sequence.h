@@ -76,7 +76,6 @@ public:
     kv_sequence & operator=(const kv_sequence &) = delete;
 
     void store(int32_t il, int32_t pos0, int32_t n_tok, const float * k, const float * v) override;
-    void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) override;
     void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, const float * q_sink, float * out,
                 float scale) override;
     int32_t slide_shift(int32_t pos) const override;

@@ -292,7 +292,7 @@ float vec_dot_q4_1_q8_1(int64_t n, const block_q4_1 * w, const block_q8_1 * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
         sm += _cvtsh_ss(w[i].m) * _cvtsh_ss(x[i].s);
     }
-    return simd::hsum256_ps(acc) + sm;
+    return simd::hsum256(acc) + sm;
 #else
     return vec_dot_q4_1_q8_1_ref(n, w, x);
 #endif
@@ -310,7 +310,7 @@ float vec_dot_q5_0_q8_0(int64_t n, const block_q5_0 * w, const block_q8_0 * x) {
         const __m256i d = _mm256_sub_epi32(dot_u8_s8(q, xq), dot_u8_s8(_mm256_set1_epi8(16), xq));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
-    return simd::hsum256_ps(acc);
+    return simd::hsum256(acc);
 #else
     return vec_dot_q5_0_q8_0_ref(n, w, x);
 #endif
@@ -328,7 +328,7 @@ float vec_dot_q5_1_q8_1(int64_t n, const block_q5_1 * w, const block_q8_1 * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(q, xq)), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
         sm += _cvtsh_ss(w[i].m) * _cvtsh_ss(x[i].s);
     }
-    return simd::hsum256_ps(acc) + sm;
+    return simd::hsum256(acc) + sm;
 #else
     return vec_dot_q5_1_q8_1_ref(n, w, x);
 #endif
