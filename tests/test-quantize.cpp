@@ -176,7 +176,7 @@ TEST_CASE("quantize: command line and input errors") {
     CHECK(r.status == 0);
     CHECK(contains(r.out, "--output-type"));
     CHECK(contains(r.out, "--embd-type"));
-    CHECK(contains(r.out, "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K\n"));
+    CHECK(contains(r.out, "  q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K"));
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf"});
     CHECK(r.status == 2);
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q7_k"});
@@ -185,7 +185,9 @@ TEST_CASE("quantize: command line and input errors") {
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q8_K"});  // an activation type
     CHECK(r.status == 2);
     // the lists come from the type table: every quantized weight type, then the mixes
-    CHECK(contains(r.err, "(q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, q4_K_M, q5_K_M)"));
+    CHECK(contains(r.err, "(q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, "));
+    CHECK(contains(r.err, ", q4_K_M, q5_K_M)"));
+    CHECK(!contains(r.err, "f32"));
     r = test::run_tool("gloas-quantize", {"--output-type", "q8_1", src, dir + "/x.gguf", "q4_0"});
     CHECK(r.status == 2);
     CHECK(contains(r.err, "--output-type: unknown type 'q8_1' (f32, f16, q4_0,"));
