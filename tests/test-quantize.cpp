@@ -293,15 +293,11 @@ TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's fil
 }
 
 TEST_CASE("llama_gguf_set_hparams: general.file_type from the type table; activation types refused") {
-    llama_gguf_hparams hp;
-    hp.name = "t";
-    hp.n_vocab = 32;
-    hp.n_ctx = 16;
+    llama_gguf_hparams hp;  // a small shape: only the metadata is written
+    hp.n_vocab = hp.n_ctx = hp.n_ff = 16;
     hp.n_embd = 8;
-    hp.n_ff = 16;
     hp.n_head = 2;
-    hp.n_head_kv = 1;
-    hp.n_layer = 1;
+    hp.n_head_kv = hp.n_layer = 1;
     for (type t : {type::F32, type::F16, type::BF16, type::Q5_1, type::Q4_K}) {
         hp.wtype = t;
         gguf_writer w;
