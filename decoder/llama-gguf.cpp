@@ -6,26 +6,6 @@
 
 namespace gloas {
 
-uint32_t llama_file_type(type t) {
-    switch (t) {
-        case type::F32:  return 0;
-        case type::F16:  return 1;
-        case type::Q4_0: return 2;
-        case type::Q8_0: return 7;
-        case type::BF16: return 32;
-        // llama.cpp's llama_ftype ids; K-quants as the "S" mixes
-        case type::Q4_1: return 3;
-        case type::Q5_0: return 8;
-        case type::Q5_1: return 9;
-        case type::Q2_K: return 10;
-        case type::Q3_K: return 11;
-        case type::Q4_K: return 14;
-        case type::Q5_K: return 16;
-        case type::Q6_K: return 18;
-        default: return 0;
-    }
-}
-
 void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp) {
     const int64_t head_dim = hp.head_dim > 0 ? hp.head_dim : (hp.n_head > 0 ? hp.n_embd / hp.n_head : 0);
     auto u32 = [](const char * what, int64_t v) {
@@ -34,7 +14,9 @@ void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp) {
     };
     w.set_str("general.architecture", "llama");
     w.set_str("general.name", hp.name);
-    w.set_u32("general.file_type", llama_file_type(hp.wtype));
+    if (!type_is_weight(hp.wtype))
+        throw error(format("llama model: %s is an activation type, not a weight type", type_name(hp.wtype)));
+    w.set_u32("general.file_type", traits(hp.wtype).file_type);
     if (traits(hp.wtype).is_quantized) w.set_u32("general.quantization_version", 2);
     w.set_u32("llama.context_length", u32("context_length", hp.n_ctx));
     w.set_u32("llama.embedding_length", u32("embedding_length", hp.n_embd));

@@ -42,12 +42,9 @@ struct llama_gguf_hparams {
     type    wtype = type::F32;  // type of most weights: general.file_type
 };
 
-// llama.cpp's llama_ftype for a file whose weights are mostly of type t
-// (ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_BF16 32).
-uint32_t llama_file_type(type t);
-
-// The general.* and llama.* keys above. Throws gloas::error when a dimension
-// is not positive or does not fit in u32.
+// The general.* and llama.* keys above (general.file_type from wtype's
+// type_traits). Throws gloas::error when a dimension is not positive or does
+// not fit in u32, or wtype is not a weight type.
 void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp);
 
 // tokenizer.ggml.* of a SentencePiece vocabulary: model = "llama",

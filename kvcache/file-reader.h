@@ -9,8 +9,8 @@
 // Copies leave the file in the OS page cache (reclaimable, not this process's
 // memory) and put only the selected bytes in a small buffer.
 //
-// Why batched: on a VM a system call costs about 2 us, more than copying the
-// piece. With io_uring (Linux 5.1+) one io_uring_enter submits and completes
+// Why batched: a system call (on a VM especially) costs more than copying
+// the piece. With io_uring (Linux 5.1+) one io_uring_enter submits and completes
 // a whole batch (reads from the page cache complete inline, cold ones on the
 // kernel's workers, in parallel); where io_uring is unavailable (old kernel,
 // seccomp, io_uring_disabled) every range is read with pread.

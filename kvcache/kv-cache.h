@@ -30,20 +30,18 @@ public:
     // For each of n_tok query tokens t at position pos0 + t (already stored):
     // out[t] (n_head, head_dim) = softmax(q[t]·K^T * scale) V over positions
     // [0, pos0 + t] (those still held: see slide_shift), per head with
-    // grouped-query sharing of KV heads.
-    virtual void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) = 0;
+    // grouped-query sharing of KV heads. q (n_tok, n_head, head_dim), rotated
+    // at pos, reads the window; q_sink, the same queries rotated at their
+    // logical positions pos - slide_shift(pos), reads the sink positions (it
+    // may be null when slide_shift is 0 for every token).
+    virtual void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, const float * q_sink, float * out,
+                        float scale) = 0;
 
     // Positions dropped between the attention sinks and the window as seen by
     // a query at position pos (a sliding window past n_ctx; 0 otherwise). The
     // sinks sit at logical positions [0, sinks), the rest of what the query
     // sees, itself included, at pos - slide_shift(pos).
     virtual int32_t slide_shift(int32_t pos) const { (void) pos; return 0; }
-    // attend, where q_sink (n_tok, n_head, head_dim), the same queries rotated
-    // at their logical positions pos - slide_shift(pos), reads the sink
-    // positions; q (rotated at pos) reads the window. q_sink may be null when
-    // slide_shift is 0 for every token.
-    virtual void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, const float * q_sink, float * out,
-                        float scale) = 0;
 
     // Called once all layers of a chunk are stored: `tokens` are the ids at
     // [pos0, pos0 + n_tok).

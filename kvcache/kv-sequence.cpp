@@ -246,10 +246,6 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
     }
 }
 
-void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) {
-    attend(il, pos0, n_tok, q, nullptr, out, scale);
-}
-
 void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, const float * q_sink, float * out,
                          float scale) {
     GLOAS_ASSERT(n_tok <= max_chunk_ && pos0 + n_tok <= (int32_t(pages_.size()) + n_dropped_) * pg_.page_tokens);

@@ -23,11 +23,12 @@
 //
 // With copy reads (kv_store_params::read_copy) and sparse decode, the dense
 // layers' K/V of every held page is also kept in RAM (a copy made as the page
-// is sealed or reused, the size of the summaries' order: 2 of TinyLlama's 22
-// layers of Q4_0 pages are 9 MiB at 16k positions): every decode step reads
-// all of it, and copying it out of the page file each step cost as much as
-// copying the sparse layers' selection. Like the summaries it is a fixed
-// buffer sized by the context (ram_bytes), not by what is stored.
+// is sealed or reused, of the order of the summaries' size): every decode
+// step reads all of it, so copying it out of the page file each step would
+// copy about as many pieces again as the sparse layers' selection (the
+// figures are in BENCHMARKS.md, "Long-context decode per memory strategy").
+// Like the summaries it is a fixed buffer sized by the context (ram_bytes),
+// not by what is stored.
 //
 // Sliding window (StreamingLLM), opt-in: past n_ctx positions the sequence
 // keeps its first `sink_pages` pages (attention sinks) and a window of the
@@ -76,7 +77,6 @@ public:
     kv_sequence & operator=(const kv_sequence &) = delete;
 
     void store(int32_t il, int32_t pos0, int32_t n_tok, const float * k, const float * v) override;
-    void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, float * out, float scale) override;
     void attend(int32_t il, int32_t pos0, int32_t n_tok, const float * q, const float * q_sink, float * out,
                 float scale) override;
     int32_t slide_shift(int32_t pos) const override;

@@ -94,12 +94,11 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // so the query is rounded relative to the head's largest |q_c dk_c| and the
 // probabilities relative to the window's largest, on top of the page's own
 // quantization. For Q8_0, to 8 bits: an error of the order of Q8_0's
-// (tests/test-page.cpp measures it against page_attend_ref; stories260K's
-// perplexity moves by 0.02%). For Q4_0, to 16 and 15 bits: 8 bits cost 0.3%
-// perplexity on top of Q4_0's own 1.8% (mostly the query), 16 are nearly
-// float-exact (stories260K: PPL 7.1589 against 7.1583 with float scores and
-// probabilities, KL to F32 pages 0.0329 both) and still twice the products
-// per instruction of float FMAs (vpdpwssd).
+// (tests/test-page.cpp measures it against page_attend_ref). For Q4_0, to
+// 16 and 15 bits: 8 bits would add a visible share to Q4_0's own loss
+// (mostly the query), 16 are nearly float-exact and still twice the
+// products per instruction of float FMAs (vpdpwssd). BENCHMARKS.md
+// ("Quality on stories260K") has the perplexities of both.
 //
 // page_attend_scalar is page_attend's scalar twin, the same algorithm for
 // every type in plain C++ (the kernel of builds without AVX-512, and for
@@ -113,8 +112,8 @@ void page_attend       (const page_geometry & g, type t, const void * page, int3
 // null: none. The prefetches are spread over the work, the next piece's rows
 // as the kernel reads the same rows of this one, so that a chain of
 // pages streams from memory while the kernel computes (page_prefetch's one
-// burst of 128 prefetches for an F16 piece stalls the core instead: measured
-// 1.7x slower over cold pages). The result is page_attend's, bit for bit;
+// burst of 128 prefetches for an F16 piece stalls the core instead;
+// BENCHMARKS.md, "Decode at depth"). The result is page_attend's, bit for bit;
 // `next` is never read into it and a bad address never faults.
 void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                         int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next);
@@ -151,8 +150,8 @@ void page_prefetch(const page_geometry & g, type t, const void * page, int32_t l
 // one it attends (kv-sequence.cpp, where a piece's K rows fill an OS page),
 // so the address translations of its pieces (each piece starts on new OS
 // pages) are under way before page_attend needs them instead of stalling it
-// one piece at a time (F16 decode at depth 4000: about 8% faster,
-// BENCHMARKS.md). Reads nothing into the result; never faults.
+// one piece at a time (BENCHMARKS.md, "Decode at depth"). Reads nothing into
+// the result; never faults.
 void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head);
 
 // Quest summary of a page: kmin/kmax (head_dim) = the element-wise min and max

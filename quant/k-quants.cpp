@@ -10,16 +10,7 @@
 #include <cmath>
 #include <cstring>
 
-// ggml's reference quantizers are plain C whose float operations each round
-// (llama.cpp's files are written that way): contracting a*b+c into one fused
-// multiply-add would change which levels and scales win in the searches, so
-// the quantizers here are compiled without contraction to match llama.cpp's
-// bytes exactly.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "quant/no-contract.h"  // last: it applies to what follows
 
 namespace gloas {
 

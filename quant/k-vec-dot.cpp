@@ -161,7 +161,7 @@ float vec_dot_q2_K_q8_K(int64_t n, const block_q2_K * w, const block_q8_K * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.d)), acc);
         accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins_term(m16, x[i].bsums)), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.dmin)), accm);
     }
-    return simd::hsum256_ps(acc) - simd::hsum256_ps(accm);
+    return simd::hsum256(acc) - simd::hsum256(accm);
 #else
     return vec_dot_q2_K_q8_K_ref(n, w, x);
 #endif
@@ -195,7 +195,7 @@ float vec_dot_q3_K_q8_K(int64_t n, const block_q3_K * w, const block_q8_K * x) {
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(mins_term(sc16, x[i].bsums), 2));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.d)), acc);
     }
-    return simd::hsum256_ps(acc);
+    return simd::hsum256(acc);
 #else
     return vec_dot_q3_K_q8_K_ref(n, w, x);
 #endif
@@ -242,7 +242,7 @@ float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K * w, const block_q8_K * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.d)), acc);
         accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ks.mins), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.dmin)), accm);
     }
-    return simd::hsum256_ps(acc) - simd::hsum256_ps(accm);
+    return simd::hsum256(acc) - simd::hsum256(accm);
 #else
     return vec_dot_q4_K_q8_K_ref(n, w, x);
 #endif
@@ -273,7 +273,7 @@ float vec_dot_q5_K_q8_K(int64_t n, const block_q5_K * w, const block_q8_K * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.d)), acc);
         accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ks.mins), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.dmin)), accm);
     }
-    return simd::hsum256_ps(acc) - simd::hsum256_ps(accm);
+    return simd::hsum256(acc) - simd::hsum256(accm);
 #else
     return vec_dot_q5_K_q8_K_ref(n, w, x);
 #endif
@@ -309,7 +309,7 @@ float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x) {
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(mins_term(sc16, x[i].bsums), 5));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.d)), acc);
     }
-    return simd::hsum256_ps(acc);
+    return simd::hsum256(acc);
 #else
     return vec_dot_q6_K_q8_K_ref(n, w, x);
 #endif

@@ -11,16 +11,7 @@
 #include <cmath>
 #include <cstring>
 
-// ggml's reference quantizers are plain C whose float operations each round
-// (llama.cpp's files are written that way): contracting a*b+c into one fused
-// multiply-add would change which levels and scales win in the searches, so
-// the quantizers here are compiled without contraction to match llama.cpp's
-// bytes exactly.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "quant/no-contract.h"  // last: it applies to what follows
 
 namespace gloas {
 
@@ -79,14 +70,7 @@ void quantize_row_q5_0_ref(const float * x, block_q5_0 * y, int64_t k) {
     GLOAS_ASSERT(k % QK5_0 == 0);
     const int64_t nb = k / QK5_0;
     for (int64_t i = 0; i < nb; ++i, x += QK5_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK5_0; ++j) {
-            if (amax < std::fabs(x[j])) {
-                amax = std::fabs(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -16;
+        const float d = detail::max_by_magnitude(x, QK5_0) / -16;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = fp32_to_fp16(d);
         uint32_t qh = 0;
@@ -292,7 +276,7 @@ float vec_dot_q4_1_q8_1(int64_t n, const block_q4_1 * w, const block_q8_1 * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
         sm += _cvtsh_ss(w[i].m) * _cvtsh_ss(x[i].s);
     }
-    return simd::hsum256_ps(acc) + sm;
+    return simd::hsum256(acc) + sm;
 #else
     return vec_dot_q4_1_q8_1_ref(n, w, x);
 #endif
@@ -310,7 +294,7 @@ float vec_dot_q5_0_q8_0(int64_t n, const block_q5_0 * w, const block_q8_0 * x) {
         const __m256i d = _mm256_sub_epi32(dot_u8_s8(q, xq), dot_u8_s8(_mm256_set1_epi8(16), xq));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
-    return simd::hsum256_ps(acc);
+    return simd::hsum256(acc);
 #else
     return vec_dot_q5_0_q8_0_ref(n, w, x);
 #endif
@@ -328,7 +312,7 @@ float vec_dot_q5_1_q8_1(int64_t n, const block_q5_1 * w, const block_q8_1 * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(q, xq)), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
         sm += _cvtsh_ss(w[i].m) * _cvtsh_ss(x[i].s);
     }
-    return simd::hsum256_ps(acc) + sm;
+    return simd::hsum256(acc) + sm;
 #else
     return vec_dot_q5_1_q8_1_ref(n, w, x);
 #endif

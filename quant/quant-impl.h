@@ -16,6 +16,19 @@ inline int nearest_int(float x) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+// The value of largest magnitude among x[0, n), sign kept: the first of equal
+// magnitudes, as ggml's reference loops pick it (Q4_0, Q5_0).
+inline float max_by_magnitude(const float * x, int n) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; ++j) {
+        if (amax < std::fabs(x[j])) {
+            amax = std::fabs(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
 // a * b + c as ggml's dequantizers compute it. Every caller multiplies an
 // fp16 scale (times a scale of at most 8 bits) by a level of at most 6 bits,
 // a product exact in f32, so fusing the multiply-add or not (compilers and

@@ -2,21 +2,14 @@
 #include "quant/quant.h"
 
 #include "quant/fp16.h"
+#include "quant/quant-impl.h"
 #include "quant/simd.h"
 #include "tensor/error.h"
 
 #include <algorithm>
 #include <cmath>
 
-
-// The reference quantizers match ggml's plain C, whose float operations each
-// round: no contraction into fused multiply-adds (q4_0's x*id + 8.5 would
-// round differently), so llama.cpp's bytes come out on every build.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "quant/no-contract.h"  // last: it applies to what follows
 
 namespace gloas {
 
@@ -39,15 +32,7 @@ void quantize_row_q4_0_ref(const float * x, block_q4_0 * y, int64_t k) {
     const int64_t nb = k / QK4_0;
     for (int64_t i = 0; i < nb; ++i) {
         const float * xb = x + i * QK4_0;
-        float amax = 0.0f;  // largest magnitude
-        float max  = 0.0f;  // the value that has it, sign kept
-        for (int j = 0; j < QK4_0; ++j) {
-            if (amax < std::fabs(xb[j])) {
-                amax = std::fabs(xb[j]);
-                max  = xb[j];
-            }
-        }
-        const float d  = max / -8.0f;
+        const float d  = detail::max_by_magnitude(xb, QK4_0) / -8.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK4_0 / 2; ++j) {

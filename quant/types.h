@@ -4,10 +4,18 @@
 // GGUF file is a valid `type` after a range/known check (see type_known()).
 // Legacy quant blocks hold 32 values, K-quant super-blocks 256; their byte
 // layouts are in quant/blocks.h.
+//
+// One table (quant/types.cpp, a row per type) holds everything the rest of
+// the tree knows about a type: its name, block, GGUF file type, the type
+// llama.cpp falls back to for odd rows, and its kernels. Loaders, writers and
+// tools derive their type lists and checks from it, so a new type is its
+// enum value here, its block in blocks.h, its kernels (declared in quant.h)
+// and its row.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace gloas {
 
@@ -39,13 +47,27 @@ using from_float_fn = void (*)(const float * x, void * y, int64_t k);
 // (of the type's vec_dot_type), `n` values.
 using vec_dot_fn    = float (*)(int64_t n, const void * w, const void * x);
 
+// general.file_type of a type no model's weights are stored in (the
+// activation types Q8_1 and Q8_K).
+constexpr uint32_t NO_FILE_TYPE = UINT32_MAX;
+
 struct type_traits {
+    type          id;             // the type this row describes
     const char *  name;           // "f32", "q8_0", ... (GGUF/llama.cpp spelling)
     int64_t       blck_size;      // values per block (1 for float types)
     size_t        type_size;      // bytes per block
-    bool          is_quantized;
+    bool          is_quantized;   // blck_size > 1
+    // general.file_type (llama.cpp's LLAMA_FTYPE) of a model whose weights
+    // are mostly of this type; a K-quant alone is numbered as its _S mix.
+    // NO_FILE_TYPE: not a weight type.
+    uint32_t      file_type;
+    // What llama.cpp's llama-quantize writes instead of this type when a
+    // matrix's rows are not a multiple of blck_size (`id` when nothing).
+    type          fallback;
     to_float_fn   to_float;       // dequantize / widen
     from_float_fn from_float_ref; // scalar reference quantizer (ggml's rounding)
+    // The fastest kernels this build compiled (AVX-512, AVX2 or scalar, chosen
+    // inside the kernel at compile time).
     from_float_fn from_float;     // fastest quantizer, byte-identical to the reference
     vec_dot_fn    vec_dot;        // fastest dot product against vec_dot_type
     type          vec_dot_type;   // what activations are converted to for vec_dot
@@ -62,5 +84,10 @@ size_t row_size(type t, int64_t n);
 // Parses a type name as type_traits::name spells it ("f32", "q4_0", "q4_K",
 // ...), case-insensitive; false if unknown.
 bool type_from_name(const char * name, type * out);
+// A weight type: one a model's weights may be stored in (it has a file_type).
+bool type_is_weight(type t);
+// The names of the known types `keep` accepts, in id order, joined by ", "
+// (for usage messages: "f32, f16, q4_0, ...").
+std::string type_names(bool (*keep)(type t));
 
 } // namespace gloas

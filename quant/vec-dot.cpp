@@ -232,7 +232,7 @@ float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
-    s = simd::hsum256_ps(acc);
+    s = simd::hsum256(acc);
 #endif
     if (i < nb) s += vec_dot_q8_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;
@@ -266,7 +266,7 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
-    s = simd::hsum256_ps(acc);
+    s = simd::hsum256(acc);
 #endif
     if (i < nb) s += vec_dot_q4_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;

@@ -97,17 +97,4 @@ void silu_mul_ref(float * y, const float * g, const float * u, int64_t n);
 // y += x, n values.
 void add(float * y, const float * x, int64_t n);
 
-// Attention of one query token over n_kv cached positions, all heads.
-//   q   (n_head, head_dim)
-//   k,v (n_kv, kv_stride) f32, head h_kv at offset h_kv*head_dim in each row
-//   out (n_head, head_dim)
-// Query head h reads KV head h / (n_head / n_head_kv) (grouped-query attention).
-// `scale` multiplies q·k before the softmax (1/sqrt(head_dim) for Llama).
-void attention_f32    (float * out, const float * q, const float * k, const float * v,
-                       int64_t n_kv, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
-                       int64_t kv_stride, float scale);
-void attention_f32_ref(float * out, const float * q, const float * k, const float * v,
-                       int64_t n_kv, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
-                       int64_t kv_stride, float scale);
-
 } // namespace gloas::ops

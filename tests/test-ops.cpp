@@ -342,35 +342,3 @@ TEST_CASE("rope: fast vs reference") {
         }
     }
 }
-
-TEST_CASE("attention_f32 vs reference: n_kv, grouped heads, odd head_dim") {
-    std::mt19937 rng(7);
-    for (int64_t n_kv : {1, 5, 100, 1000}) {
-        for (int64_t n_head_kv : {1, 2, 8}) {
-            for (int64_t head_dim : {64, 36, 128, 272}) {
-                if (head_dim > 64 && n_kv > 100) continue;
-                const int64_t n_head = 8;
-                const int64_t kv_stride = n_head_kv * head_dim + (head_dim == 36 ? 3 : 0);
-                std::vector<float> q = randn(rng, n_head * head_dim + 1, 1.0f);
-                std::vector<float> k = randn(rng, n_kv * kv_stride + 1, 1.0f);
-                std::vector<float> v = randn(rng, n_kv * kv_stride + 1, 1.0f);
-                std::vector<float> o(size_t(n_head * head_dim) + 1), orf(size_t(n_head * head_dim) + 1);
-                const float scale = 1.0f / std::sqrt(float(head_dim));
-                ops::attention_f32(o.data() + 1, q.data() + 1, k.data() + 1, v.data() + 1, n_kv, n_head, n_head_kv,
-                                   head_dim, kv_stride, scale);
-                ops::attention_f32_ref(orf.data() + 1, q.data() + 1, k.data() + 1, v.data() + 1, n_kv, n_head, n_head_kv,
-                                       head_dim, kv_stride, scale);
-                CHECK_MESSAGE(nmse(o.data() + 1, orf.data() + 1, n_head * head_dim) < 1e-10,
-                              "n_kv=", n_kv, " n_head_kv=", n_head_kv, " head_dim=", head_dim);
-                if (n_kv == 1) {
-                    // one position: the output is that position's V row
-                    for (int64_t h = 0; h < n_head; ++h) {
-                        const int64_t hk = h / (n_head / n_head_kv);
-                        for (int64_t d = 0; d < head_dim; ++d)
-                            CHECK(std::fabs(o[size_t(1 + h * head_dim + d)] - v[size_t(1 + hk * head_dim + d)]) < 1e-6f);
-                    }
-                }
-            }
-        }
-    }
-}

@@ -5,6 +5,7 @@
 #include "quant/fp16.h"
 #include "quant/quant.h"
 #include "tensor/ops.h"
+#include "test-util.h"
 
 #include <doctest/doctest.h>
 
@@ -331,7 +332,7 @@ TEST_CASE("page_attend on Q8_0 and Q4_0 pages made by hand") {
     }
 }
 
-TEST_CASE("page_attend over F32 pages equals ops::attention_f32_ref over the same K/V") {
+TEST_CASE("page_attend over F32 pages equals test::attention_ref over the same K/V") {
     std::mt19937 rng(4);
     for (int P : {16, 32, 64}) {
         for (int D : {8, 64}) {
@@ -346,8 +347,8 @@ TEST_CASE("page_attend over F32 pages equals ops::attention_f32_ref over the sam
                         const std::vector<float> q = randn(rng, size_t(n_head) * D);
                         const float scale = 1.0f / std::sqrt(float(D));
                         std::vector<float> ref(size_t(n_head) * D);
-                        ops::attention_f32_ref(ref.data(), q.data(), s.k.data(), s.v.data(), n_tok, n_head, n_head_kv, D,
-                                               g.n_embd_kv(), scale);
+                        test::attention_ref(ref.data(), q.data(), s.k.data(), s.v.data(), n_tok, n_head, n_head_kv, D,
+                                            g.n_embd_kv(), scale);
                         std::vector<float> qs(q.size());
                         for (size_t i = 0; i < q.size(); ++i) qs[i] = q[i] * scale;
                         for (kernel k : {kernel::REF, kernel::SCALAR, kernel::FAST}) {
@@ -389,7 +390,7 @@ TEST_CASE("quantized pages against the F32 reference: measured error bounds") {
     const int n_head = n_head_kv * group;
     const std::vector<float> q = randn(rng, size_t(n_head) * D);
     std::vector<float> ref(size_t(n_head) * D);
-    ops::attention_f32_ref(ref.data(), q.data(), s.k.data(), s.v.data(), n_tok, n_head, n_head_kv, D, g.n_embd_kv(), scale);
+    test::attention_ref(ref.data(), q.data(), s.k.data(), s.v.data(), n_tok, n_head, n_head_kv, D, g.n_embd_kv(), scale);
     std::vector<float> qs(q.size());
     for (size_t i = 0; i < q.size(); ++i) qs[i] = q[i] * scale;
     for (const bound & b : bounds) {
@@ -501,8 +502,8 @@ TEST_CASE("page_attend_multi: a chunk of causal queries over the pages equals pa
                         std::vector<float> q2(size_t(2 * group) * D, 0.0f);
                         std::copy(q.begin() + size_t(i) * group * D, q.begin() + size_t(i + 1) * group * D, q2.begin());
                         std::vector<float> o2(q2.size());
-                        ops::attention_f32_ref(o2.data(), q2.data(), kl.data(), vl.data(), pos0 + i + 1, 2 * group, 2, D,
-                                               g.n_embd_kv(), 1.0f);
+                        test::attention_ref(o2.data(), q2.data(), kl.data(), vl.data(), pos0 + i + 1, 2 * group, 2, D,
+                                            g.n_embd_kv(), 1.0f);
                         std::copy(o2.begin(), o2.begin() + size_t(group) * D, d.begin());
                         const std::vector<float> mine(out.begin() + size_t(i) * group * D, out.begin() + size_t(i + 1) * group * D);
                         REQUIRE(max_abs_diff(mine, d) <= 1e-5 * max_abs(d));

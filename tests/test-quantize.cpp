@@ -2,6 +2,7 @@
 // to the input's values, kept tensors are unchanged, metadata is copied, and
 // the quantized models load and generate.
 #include "decoder/gguf.h"
+#include "decoder/llama-gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/sampler.h"
@@ -175,6 +176,7 @@ TEST_CASE("quantize: command line and input errors") {
     CHECK(r.status == 0);
     CHECK(contains(r.out, "--output-type"));
     CHECK(contains(r.out, "--embd-type"));
+    CHECK(contains(r.out, "  q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K"));
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf"});
     CHECK(r.status == 2);
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q7_k"});
@@ -182,6 +184,13 @@ TEST_CASE("quantize: command line and input errors") {
     CHECK(contains(r.err, "q7_k"));
     r = test::run_tool("gloas-quantize", {src, dir + "/x.gguf", "q8_K"});  // an activation type
     CHECK(r.status == 2);
+    // the lists come from the type table: every quantized weight type, then the mixes
+    CHECK(contains(r.err, "(q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, "));
+    CHECK(contains(r.err, ", q4_K_M, q5_K_M)"));
+    CHECK(!contains(r.err, "f32"));
+    r = test::run_tool("gloas-quantize", {"--output-type", "q8_1", src, dir + "/x.gguf", "q4_0"});
+    CHECK(r.status == 2);
+    CHECK(contains(r.err, "--output-type: unknown type 'q8_1' (f32, f16, q4_0,"));
     r = test::run_tool("gloas-quantize", {"--dequantize", "q4_0", src, dir + "/x.gguf"});
     CHECK(r.status == 2);
     r = test::run_tool("gloas-quantize", {"--dequantize", "f32", src, dir + "/x.gguf", "q8_0"});
@@ -280,5 +289,31 @@ TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's fil
         // and the result runs
         auto m = model::load({out, ""});
         CHECK(m->n_params > 0);
+    }
+}
+
+TEST_CASE("llama_gguf_set_hparams: general.file_type from the type table; activation types refused") {
+    llama_gguf_hparams hp;  // a small shape: only the metadata is written
+    hp.n_vocab = hp.n_ctx = hp.n_ff = 16;
+    hp.n_embd = 8;
+    hp.n_head = 2;
+    hp.n_head_kv = hp.n_layer = 1;
+    for (type t : {type::F32, type::F16, type::BF16, type::Q5_1, type::Q4_K}) {
+        hp.wtype = t;
+        gguf_writer w;
+        llama_gguf_set_hparams(w, hp);
+        const std::string path = test::temp_dir("set-hparams") + "/m.gguf";
+        w.write(path);
+        auto f = gguf_file::open(path);
+        CHECK(f->get_u32("general.file_type", 99) == traits(t).file_type);
+        CHECK(f->get_u32("general.quantization_version", 0) == (traits(t).is_quantized ? 2u : 0u));
+    }
+    hp.wtype = type::Q8_K;
+    gguf_writer w;
+    try {
+        llama_gguf_set_hparams(w, hp);
+        FAIL("an activation type was accepted");
+    } catch (const error & e) {
+        CHECK(contains(e.what(), "q8_K"));
     }
 }

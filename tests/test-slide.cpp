@@ -132,8 +132,8 @@ struct slide_case {
                     ops::rope_ex(rq.data(), n_head, head_dim, head_dim, p - D, rp);
                     const int64_t n_kv = int64_t(rk.size() / size_t(E));
                     CHECK(n_kv <= n_ctx);
-                    ops::attention_f32_ref(ref.data(), rq.data(), rk.data(), rv.data(), n_kv, n_head, n_head_kv,
-                                           head_dim, E, scale);
+                    test::attention_ref(ref.data(), rq.data(), rk.data(), rv.data(), n_kv, n_head, n_head_kv,
+                                        head_dim, E, scale);
                     const float err = max_abs_diff(ref.data(), &out[size_t(i) * Qn], size_t(Qn));
                     worst = std::max(worst, err);
                     if (D > 0) ++max_err_checked;

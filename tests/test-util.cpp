@@ -2,6 +2,7 @@
 
 #include "decoder/llama.h"
 #include "decoder/sampler.h"
+#include "tensor/ops.h"
 
 #include <doctest/doctest.h>
 
@@ -39,6 +40,31 @@ std::string generate_like_llama2c(context & ctx, const std::string & prompt, int
         if (pos + 1 < steps) logits = ctx.eval(&next, 1);
     }
     return out;
+}
+
+void attention_ref(float * out, const float * q, const float * k, const float * v, int64_t n_kv, int64_t n_head,
+                   int64_t n_head_kv, int64_t head_dim, int64_t kv_stride, float scale) {
+    REQUIRE(n_head_kv > 0);
+    REQUIRE(n_head % n_head_kv == 0);
+    const int64_t group = n_head / n_head_kv;
+    std::vector<float> att(size_t(n_kv > 0 ? n_kv : 1));
+    for (int64_t h = 0; h < n_head; ++h) {
+        const float * qh = q + h * head_dim;
+        const int64_t off = (h / group) * head_dim;
+        for (int64_t t = 0; t < n_kv; ++t) {
+            const float * kt = k + t * kv_stride + off;
+            double s = 0.0;
+            for (int64_t d = 0; d < head_dim; ++d) s += double(qh[d]) * double(kt[d]);
+            att[size_t(t)] = float(s) * scale;
+        }
+        ops::softmax_ref(att.data(), n_kv);
+        float * oh = out + h * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+            double s = 0.0;
+            for (int64_t t = 0; t < n_kv; ++t) s += double(att[size_t(t)]) * double(v[t * kv_stride + off + d]);
+            oh[d] = float(s);
+        }
+    }
 }
 
 static bool exists(const std::string & p) {

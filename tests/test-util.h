@@ -20,6 +20,16 @@ namespace gloas::test {
 std::string generate_like_llama2c(context & ctx, const std::string & prompt, int steps,
                                   std::vector<int32_t> * ids = nullptr);
 
+// Dense attention of one query token over n_kv contiguous positions, all
+// heads, in double: the oracle the paged kernels are tested against.
+//   q   (n_head, head_dim)
+//   k,v (n_kv, kv_stride) f32, head h_kv at offset h_kv*head_dim in each row
+//   out (n_head, head_dim)
+// Query head h reads KV head h / (n_head / n_head_kv); `scale` multiplies q·k
+// before the softmax.
+void attention_ref(float * out, const float * q, const float * k, const float * v, int64_t n_kv, int64_t n_head,
+                   int64_t n_head_kv, int64_t head_dim, int64_t kv_stride, float scale);
+
 // Path of a model file (or folder) by name, looked up in <source>/models, then
 // $GLOAS_MODELS, then <source>/../shared/models. Empty if not found.
 std::string model_path(const std::string & name);

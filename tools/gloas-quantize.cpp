@@ -4,9 +4,9 @@
 //   gloas-quantize model-f16.gguf model-q4_K_M.gguf q4_K_M
 //   gloas-quantize --dequantize f32 model-q4_K_M.gguf model-f32.gguf
 //
-// TYPE is one of the weight types (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K,
-// q4_K, q5_K, q6_K) or a mix, q4_K_M / q5_K_M. Which tensors get which type
-// follows llama.cpp's llama-quantize (llama_tensor_get_type) for a llama
+// TYPE is a quantized weight type (one with a general.file_type in
+// quant/types.cpp's table) or a mix, q4_K_M / q5_K_M. Which tensors get which
+// type follows llama.cpp's llama-quantize (llama_tensor_get_type) for a llama
 // model without an importance matrix:
 //  - 1-D tensors (norm weights) keep their type;
 //  - output.weight (and token_embd.weight when the embeddings are tied, i.e.
@@ -18,9 +18,9 @@
 //  - other matrices (token_embd.weight included, unless --embd-type) take the
 //    base type;
 //  - a tensor whose rows are not a multiple of the type's block falls back as
-//    llama.cpp does (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, q2_K/q3_K ->
-//    q4_0), or keeps its type when even 32 does not divide them (stories260K's
-//    172-wide FFN matrices).
+//    llama.cpp does (type_traits::fallback: q4_K -> q5_0, q6_K -> q8_0, ...),
+//    or keeps its type when the fallback's block does not divide them either
+//    (stories260K's 172-wide FFN matrices).
 // Values are quantized from f32 (f16/bf16 widened exactly; an already quantized
 // tensor is dequantized first, only with --allow-requantize) with the library's
 // reference quantizers, byte-identical to ggml's. Metadata is copied;
@@ -42,6 +42,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <strings.h>
 #include <sys/stat.h>
 #include <vector>
 
@@ -52,15 +53,33 @@ namespace {
 using cli::parse_int;
 using cli::usage_error;
 
+// The weight types that quantize.
+bool quantized_weight(type t) { return type_is_weight(t) && traits(t).is_quantized; }
+
+// llama.cpp's _M mixes: the base type, with q6_K for the attn_v / ffn_down
+// matrices use_more_bits picks, and their general.file_type (LLAMA_FTYPE).
+struct mix {
+    const char * name;
+    type base;
+    uint32_t file_type;
+};
+const mix MIXES[] = {{"q4_K_M", type::Q4_K, 15}, {"q5_K_M", type::Q5_K, 17}};
+
+std::string target_list() {
+    std::string s = type_names(quantized_weight);
+    for (const mix & m : MIXES) s += std::string(", ") + m.name;
+    return s;
+}
+
 void usage(FILE * out) {
     std::fprintf(out,
         "usage: gloas-quantize [options] IN.gguf OUT.gguf TYPE\n"
         "       gloas-quantize [options] --dequantize f32|f16 IN.gguf OUT.gguf\n"
         "\n"
-        "Quantizes the weight matrices of a GGUF model. TYPE is a weight type (q4_0, q4_1,\n"
-        "q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K) or a mix as llama.cpp makes\n"
-        "them: q4_K_M or q5_K_M (q4_K / q5_K, with q6_K for attn_v and ffn_down in\n"
-        "some layers and for the output).\n"
+        "Quantizes the weight matrices of a GGUF model. TYPE is a quantized weight type:\n"
+        "  %s\n"
+        "or a mix as llama.cpp makes them: q4_K_M or q5_K_M (q4_K / q5_K, with q6_K for\n"
+        "attn_v and ffn_down in some layers and for the output).\n"
         "\n"
         "  --dequantize T        write every quantized tensor back out as T (f32 or f16;\n"
         "                        with f16, 1-D tensors stay f32), nothing is quantized\n"
@@ -75,25 +94,20 @@ void usage(FILE * out) {
         "  -q, --quiet           no per-tensor lines or progress on stderr\n"
         "  -h, --help            this text\n"
         "\n"
+        "T of --output-type and --embd-type is any weight type:\n"
+        "  %s\n"
+        "\n"
         "Norm weights and other 1-D tensors keep their type; a matrix whose rows are\n"
         "not a multiple of the type's block takes llama.cpp's fallback type or keeps\n"
-        "its own. Metadata is copied; general.file_type is set.\n");
+        "its own. Metadata is copied; general.file_type is set.\n",
+        type_names(quantized_weight).c_str(), type_names(type_is_weight).c_str());
 }
 
-// Types a weight tensor may be written as (Q8_1 / Q8_K are activation types).
-const type WEIGHT_TYPES[] = {type::F32,  type::F16,  type::BF16, type::Q4_0, type::Q4_1, type::Q5_0, type::Q5_1,
-                             type::Q8_0, type::Q2_K, type::Q3_K, type::Q4_K, type::Q5_K, type::Q6_K};
-const char * WEIGHT_TYPE_LIST = "f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K";
-const char * TARGET_LIST = "q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, q4_K_M, q5_K_M";
-
-type parse_type(const std::string & flag, const char * s, bool quantized_only) {
+// A weight type named on the command line (Q8_1 / Q8_K are activation types).
+type parse_type(const std::string & flag, const char * s) {
     type t;
-    bool ok = type_from_name(s, &t);
-    if (ok) {
-        ok = false;
-        for (type w : WEIGHT_TYPES) ok = ok || (w == t && (!quantized_only || traits(t).is_quantized));
-    }
-    if (!ok) usage_error(format("%s: unknown type '%s' (%s)", flag.c_str(), s, quantized_only ? TARGET_LIST : WEIGHT_TYPE_LIST));
+    if (!type_from_name(s, &t) || !type_is_weight(t))
+        usage_error(format("%s: unknown type '%s' (%s)", flag.c_str(), s, type_names(type_is_weight).c_str()));
     return t;
 }
 
@@ -107,30 +121,18 @@ struct target {
 };
 
 target parse_target(const char * s) {
-    std::string lower = s;
-    for (auto & c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
     target t;
     t.name = s;
-    if (lower == "q4_k_m" || lower == "q5_k_m") {
-        t.base = lower == "q4_k_m" ? type::Q4_K : type::Q5_K;
+    for (const mix & m : MIXES) {
+        if (strcasecmp(s, m.name) != 0) continue;
+        t.base = m.base;
         t.mix_m = true;
-        t.file_type = lower == "q4_k_m" ? 15 : 17;
+        t.file_type = m.file_type;
         return t;
     }
-    t.base = parse_type("TYPE", s, true);
-    switch (t.base) {  // LLAMA_FTYPE_MOSTLY_*; a pure K type is numbered as its _S mix
-        case type::Q4_0: t.file_type = 2; break;
-        case type::Q4_1: t.file_type = 3; break;
-        case type::Q8_0: t.file_type = 7; break;
-        case type::Q5_0: t.file_type = 8; break;
-        case type::Q5_1: t.file_type = 9; break;
-        case type::Q2_K: t.file_type = 10; break;
-        case type::Q3_K: t.file_type = 11; break;
-        case type::Q4_K: t.file_type = 14; break;
-        case type::Q5_K: t.file_type = 16; break;
-        case type::Q6_K: t.file_type = 18; break;
-        default: usage_error(format("TYPE: unknown type '%s' (%s)", s, TARGET_LIST));
-    }
+    if (!type_from_name(s, &t.base) || !quantized_weight(t.base))
+        usage_error(format("TYPE: unknown type '%s' (%s)", s, target_list().c_str()));
+    t.file_type = traits(t.base).file_type;
     return t;
 }
 
@@ -138,19 +140,6 @@ target parse_target(const char * s) {
 // every third layer between.
 bool use_more_bits(int i_layer, int n_layers) {
     return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
-}
-
-// The type a tensor of rows of `ne0` values falls back to when its rows are
-// not a multiple of `t`'s block (llama.cpp's choices), or `t` when they are.
-type fallback(type t, int64_t ne0) {
-    if (ne0 % traits(t).blck_size == 0) return t;
-    switch (t) {
-        case type::Q2_K: case type::Q3_K: return type::Q4_0;
-        case type::Q4_K: return type::Q5_0;
-        case type::Q5_K: return type::Q5_1;
-        case type::Q6_K: return type::Q8_0;
-        default: return t;
-    }
 }
 
 bool exists(const std::string & p) {
@@ -195,8 +184,8 @@ int main(int argc, char ** argv) {
             return argv[++i];
         };
         if (a == "-h" || a == "--help") { usage(stdout); return 0; }
-        else if (a == "--output-type") { out_type = parse_type(a, value(), false); out_set = true; }
-        else if (a == "--embd-type" || a == "--token-embedding-type") { embd_type = parse_type(a, value(), false); embd_set = true; }
+        else if (a == "--output-type") { out_type = parse_type(a, value()); out_set = true; }
+        else if (a == "--embd-type" || a == "--token-embedding-type") { embd_type = parse_type(a, value()); embd_set = true; }
         else if (a == "--dequantize") {
             const char * v = value();
             if (!type_from_name(v, &deq_type) || (deq_type != type::F32 && deq_type != type::F16))
@@ -216,7 +205,7 @@ int main(int argc, char ** argv) {
     if (dequant) {
         tgt.base = deq_type;
         tgt.name = type_name(deq_type);
-        tgt.file_type = deq_type == type::F32 ? 0 : 1;
+        tgt.file_type = traits(deq_type).file_type;
     } else {
         tgt = parse_target(pos[2].c_str());
     }
@@ -270,8 +259,8 @@ int main(int argc, char ** argv) {
                 i_attn_v += is_attn_v;
                 i_ffn_down += is_ffn_down;
                 if (want != t.t) {
-                    const type fb = fallback(want, t.ne[0]);
-                    if (fb != want && t.ne[0] % traits(fb).blck_size == 0) {
+                    const type fb = traits(want).fallback;
+                    if (t.ne[0] % traits(want).blck_size != 0 && fb != want && t.ne[0] % traits(fb).blck_size == 0) {
                         note_s = format(" (rows of %lld values are not a multiple of %lld: %s)", (long long) t.ne[0],
                                         (long long) traits(want).blck_size, type_name(fb));
                         want = fb;
