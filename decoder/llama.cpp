@@ -49,6 +49,7 @@ context::context(const model & m, const context_params & p) : m_(m) {
     w_.output_norm = be.weight(m.output_norm);
     w_.output = be.weight(m.output);
     w_.rope_freqs = be.weight(m.rope_freqs);
+    static_assert(sizeof(layer_weights) == 13 * sizeof(tensor), "every tensor of layer_weights is listed below");
     for (const layer_weights & l : m.layers) {
         layer_weights b;
         for (auto t : {&layer_weights::attn_norm, &layer_weights::wq, &layer_weights::wk, &layer_weights::wv,
@@ -324,11 +325,11 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
             slid = slid || shift > 0;
         }
     }
-    const int32_t * d_pos = pos_.i32();
-    const int32_t * d_lpos = pos_.i32() + n_ubatch_;
+    int32_t * d_pos = pos_.i32();
+    int32_t * d_lpos = d_pos + n_ubatch_;
     be.upload(ids_.data(), tokens, size_t(n) * sizeof(int32_t));
-    be.upload(pos_.data(), pos, size_t(n) * sizeof(int32_t));
-    if (slid) be.upload(pos_.i32() + n_ubatch_, lpos, size_t(n) * sizeof(int32_t));
+    be.upload(d_pos, pos, size_t(n) * sizeof(int32_t));
+    if (slid) be.upload(d_lpos, lpos, size_t(n) * sizeof(int32_t));
 
     be.set_layer(-1);
     be.get_rows(w_.tok_embd, ids_.i32(), n, x);

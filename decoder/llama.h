@@ -175,7 +175,7 @@ private:
     int32_t n_reused_ = 0;
     int32_t n_batch_reused_ = 0;
     bool slides_ = false;
-    std::unique_ptr<backend> be_;
+    std::unique_ptr<backend> be_;  // declared before what it allocates, so it goes last
     weights w_;
     ops::rope_params rope_;  // the model's rope, its factors in backend memory
     std::unique_ptr<kv_store> store_;
