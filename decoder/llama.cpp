@@ -1,31 +1,19 @@
 #include "decoder/llama.h"
 
+#include "tensor/cpu-backend.h"
 #include "tensor/error.h"
-#include "tensor/ops.h"
-#include "tensor/profile.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace gloas {
 
-namespace {
-
-// y (n, width) += b (width) per row; nothing when b is empty (no bias).
-void add_bias(float * y, const tensor & b, int32_t n, int64_t width) {
-    if (b.empty()) return;
-    const float * bb = static_cast<const float *>(b.data);
-    for (int32_t t = 0; t < n; ++t) ops::add(y + t * width, bb, width);
-}
-
-} // namespace
-
 context::context(const model & m, const context_params & p) : m_(m) {
     const hparams & hp = m.hp;
     n_ctx_ = p.n_ctx > 0 ? p.n_ctx : hp.n_ctx_train;
     if (p.n_ctx < 0) throw error(format("context size %d must be positive", p.n_ctx));
     n_ubatch_ = std::max(1, std::min(p.n_ubatch > 0 ? p.n_ubatch : 512, n_ctx_));
-    if (p.n_threads > 0) ops::set_n_threads(p.n_threads);
+    be_ = std::make_unique<cpu_backend>(n_ubatch_, p.n_threads);
 
     kv_geometry g;
     g.n_layer = hp.n_layer;
@@ -48,29 +36,47 @@ context::context(const model & m, const context_params & p) : m_(m) {
     store_ = std::make_unique<kv_store>(p.kv, pg, m.fingerprint);
     seqs_.resize(size_t(p.n_seq_max));
     for (sequence & sq : seqs_) {
-        sq.kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
-        sq.kv->set_sparse(p.sparse);
-        sq.kv->set_slide(p.slide);
-        store_->add_fixed_ram(sq.kv->ram_bytes());  // counted against the store's RAM budget
+        auto kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
+        kv->set_sparse(p.sparse);
+        kv->set_slide(p.slide);
+        store_->add_fixed_ram(kv->ram_bytes());  // counted against the store's RAM budget
+        sq.kv = std::move(kv);
     }
+    slides_ = p.slide.on;
 
-    const size_t U = size_t(n_ubatch_);
-    x_.resize(U * size_t(hp.n_embd));
-    xb_.resize(U * size_t(hp.n_embd));
-    q_.resize(U * size_t(hp.n_embd_q()));
-    if (p.slide.on) q_sink_.resize(U * size_t(hp.n_embd_q()));
-    k_.resize(U * size_t(hp.n_embd_kv()));
-    v_.resize(U * size_t(hp.n_embd_kv()));
-    att_.resize(U * size_t(hp.n_embd_q()));
-    hb_.resize(U * size_t(hp.n_ff));
-    hb2_.resize(U * size_t(hp.n_ff));
+    backend & be = *be_;
+    w_.tok_embd = be.weight(m.tok_embd);
+    w_.output_norm = be.weight(m.output_norm);
+    w_.output = be.weight(m.output);
+    w_.rope_freqs = be.weight(m.rope_freqs);
+    static_assert(sizeof(layer_weights) == 13 * sizeof(tensor), "every tensor of layer_weights is listed below");
+    for (const layer_weights & l : m.layers) {
+        layer_weights b;
+        for (auto t : {&layer_weights::attn_norm, &layer_weights::wq, &layer_weights::wk, &layer_weights::wv,
+                       &layer_weights::wo, &layer_weights::ffn_norm, &layer_weights::ffn_gate, &layer_weights::ffn_down,
+                       &layer_weights::ffn_up, &layer_weights::bq, &layer_weights::bk, &layer_weights::bv,
+                       &layer_weights::bo})
+            b.*t = be.weight(l.*t);
+        w_.layers.push_back(b);
+    }
+    rope_ = m.rope();
+    rope_.factors = w_.rope_freqs.empty() ? nullptr : static_cast<const float *>(w_.rope_freqs.data);
+
+    const size_t U = size_t(n_ubatch_), F32 = sizeof(float);
+    h_pos_.resize(2 * U);
+    ids_ = be.alloc(U * sizeof(int32_t));
+    pos_ = be.alloc(2 * U * sizeof(int32_t));
+    x_ = be.alloc(U * size_t(hp.n_embd) * F32);
+    xb_ = be.alloc(U * size_t(hp.n_embd) * F32);
+    q_ = be.alloc(U * size_t(hp.n_embd_q()) * F32);
+    if (p.slide.on) q_sink_ = be.alloc(U * size_t(hp.n_embd_q()) * F32);
+    k_ = be.alloc(U * size_t(hp.n_embd_kv()) * F32);
+    v_ = be.alloc(U * size_t(hp.n_embd_kv()) * F32);
+    att_ = be.alloc(U * size_t(hp.n_embd_q()) * F32);
+    hb_ = be.alloc(U * size_t(hp.n_ff) * F32);
+    hb2_ = be.alloc(U * size_t(hp.n_ff) * F32);
+    out_ = be.alloc(size_t(hp.n_vocab) * F32);
     logits_.resize(size_t(hp.n_vocab));
-
-    size_t work = ops::matmul_work_size(m.output.t, hp.n_embd, n_ubatch_);
-    for (const auto & l : m.layers)
-        for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-            work = std::max(work, ops::matmul_work_size(t->t, t->ne[0], n_ubatch_));
-    work_.resize(work);
 }
 
 context::~context() = default;
@@ -236,6 +242,13 @@ void context::decode(const batch & b) {
     }
 }
 
+const kv_sequence & context::seq_kv(int32_t s) const {
+    GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
+    const auto * kv = dynamic_cast<const kv_sequence *>(seqs_[size_t(s)].kv.get());
+    GLOAS_ASSERT(kv != nullptr);
+    return *kv;
+}
+
 const float * context::batch_logits(int32_t i) const {
     if (i < 0 || size_t(i) >= b_logit_row_.size() || b_logit_row_[size_t(i)] < 0) return nullptr;
     return batch_logits_.data() + size_t(b_logit_row_[size_t(i)]) * size_t(m_.hp.n_vocab);
@@ -266,14 +279,14 @@ const float * context::seq_fork(int32_t src, int32_t dst) {
 
 int32_t context::seq_n_shared_pages(int32_t s) const {
     GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
-    const kv_sequence & a = *seqs_[size_t(s)].kv;
+    const kv_sequence & a = seq_kv(s);
     int32_t shared = 0;
     for (int32_t j = 0; j < a.n_pages(); ++j) {
         const int64_t slot = a.page(j).slot;
         bool found = false;
         for (size_t t = 0; t < seqs_.size() && !found; ++t) {
             if (int32_t(t) == s) continue;
-            const kv_sequence & o = *seqs_[t].kv;
+            const kv_sequence & o = seq_kv(int32_t(t));
             for (int32_t k = 0; k < o.n_pages() && !found; ++k) found = o.page(k).slot == slot;
         }
         shared += found;
@@ -284,88 +297,98 @@ int32_t context::seq_n_shared_pages(int32_t s) const {
 void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32_t n_runs, const int32_t * rows,
                       int32_t n_rows, float * out) {
     const hparams & hp = m_.hp;
-    const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff;
+    const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
     const float scale = 1.0f / std::sqrt(float(hp.head_dim));
-    const ops::rope_params rope = m_.rope();
-    float * x = x_.data();
-    float * xb = xb_.data();
-    void * work = work_.data();
-    using profile::op;  // profile::timer pt(op, layer) times its scope when --profile is on
+    backend & be = *be_;
+    float * x = x_.f32();
+    float * xb = xb_.f32();
+    float * q = q_.f32();
+    float * k = k_.f32();
+    float * v = v_.f32();
+    float * att = att_.f32();
+    float * hb = hb_.f32();
+    float * hb2 = hb2_.f32();
+    using profile::op;  // backend::group g(be, op) times its scope as one op when --profile is on
 
-    {
-        profile::timer pt(op::GET_ROWS);
-        for (int32_t t = 0; t < n; ++t) ops::get_row(m_.tok_embd, tokens[t], x + t * E);
+    // Each token's position; past a slide, the attention sinks are read by a
+    // copy of q rotated at the logical position pos - shift (kv-sequence.h).
+    int32_t * pos = h_pos_.data();
+    int32_t * lpos = pos + n_ubatch_;
+    bool slid = false;
+    for (int32_t r = 0; r < n_runs; ++r) {
+        const run & ru = runs[r];
+        const kv_cache & kv = *seqs_[size_t(ru.seq)].kv;
+        for (int32_t t = ru.start; t < ru.start + ru.n; ++t) {
+            pos[t] = ru.pos0 + (t - ru.start);
+            const int32_t shift = kv.slide_shift(pos[t]);
+            lpos[t] = pos[t] - shift;
+            slid = slid || shift > 0;
+        }
     }
+    int32_t * d_pos = pos_.i32();
+    int32_t * d_lpos = d_pos + n_ubatch_;
+    be.upload(ids_.data(), tokens, size_t(n) * sizeof(int32_t));
+    be.upload(d_pos, pos, size_t(n) * sizeof(int32_t));
+    if (slid) be.upload(d_lpos, lpos, size_t(n) * sizeof(int32_t));
+
+    be.set_layer(-1);
+    be.get_rows(w_.tok_embd, ids_.i32(), n, x);
 
     for (int32_t il = 0; il < hp.n_layer; ++il) {
-        const layer_weights & l = m_.layers[size_t(il)];
-        const float * attn_norm = static_cast<const float *>(l.attn_norm.data);
-        const float * ffn_norm = static_cast<const float *>(l.ffn_norm.data);
+        const layer_weights & l = w_.layers[size_t(il)];
+        be.set_layer(il);
 
-        // attention: the projections take every token; rope, K/V and
-        // attention go to each token's sequence at its position.
-        {
-            profile::timer pt(op::RMSNORM, il);
-            for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, attn_norm, E, hp.rms_eps);
-        }
+        // attention: the projections and rope take every token; the K/V
+        // store and attention go to each token's sequence.
+        be.rmsnorm(xb, x, static_cast<const float *>(l.attn_norm.data), n, E, hp.rms_eps);
         {
             // one parallel region for the three (one for each type in K-quant mixes)
-            profile::timer pt(op::MATMUL, il);
             const tensor * w[3] = {&l.wq, &l.wk, &l.wv};
-            float * y[3] = {q_.data(), k_.data(), v_.data()};
-            ops::matmul_n(w, y, 3, xb, n, work);
+            float * y[3] = {q, k, v};
+            be.matmul_n(w, y, 3, xb, n);
         }
         if (!l.bq.empty() || !l.bk.empty() || !l.bv.empty()) {
-            profile::timer pt(op::BIAS, il);
-            add_bias(q_.data(), l.bq, n, Q);
-            add_bias(k_.data(), l.bk, n, KV);
-            add_bias(v_.data(), l.bv, n, KV);
+            backend::group g(be, op::BIAS);
+            if (!l.bq.empty()) be.bias(q, static_cast<const float *>(l.bq.data), n, Q);
+            if (!l.bk.empty()) be.bias(k, static_cast<const float *>(l.bk.data), n, KV);
+            if (!l.bv.empty()) be.bias(v, static_cast<const float *>(l.bv.data), n, KV);
+        }
+        {
+            backend::group g(be, op::ROPE);
+            if (slid) be.rope(q_sink_.f32(), q, n, hp.n_head, hp.head_dim, hp.n_rot, d_lpos, rope_);
+            be.rope(q, q, n, hp.n_head, hp.head_dim, hp.n_rot, d_pos, rope_);
+            be.rope(k, k, n, hp.n_head_kv, hp.head_dim, hp.n_rot, d_pos, rope_);
         }
         for (int32_t r = 0; r < n_runs; ++r) {
             const run & ru = runs[r];
-            kv_sequence & kv = *seqs_[size_t(ru.seq)].kv;
-            // Past a slide, the attention sinks are read by a copy of q
-            // rotated at the logical position pos - shift (kv-sequence.h).
-            const bool slid = kv.slide_shift(ru.pos0 + ru.n - 1) > 0;
+            kv_cache & kv = *seqs_[size_t(ru.seq)].kv;
+            const bool run_slid = kv.slide_shift(ru.pos0 + ru.n - 1) > 0;
             {
-                profile::timer pt(op::ROPE, il);
-                for (int32_t t = ru.start; t < ru.start + ru.n; ++t) {
-                    const int32_t pos = ru.pos0 + (t - ru.start);
-                    if (const int32_t shift = kv.slide_shift(pos); shift > 0) {
-                        float * qk = q_sink_.data() + t * Q;
-                        std::copy(q_.data() + t * Q, q_.data() + (t + 1) * Q, qk);
-                        ops::rope_ex(qk, hp.n_head, hp.head_dim, hp.n_rot, pos - shift, rope);
-                    }
-                    ops::rope_ex(q_.data() + t * Q, hp.n_head, hp.head_dim, hp.n_rot, pos, rope);
-                    ops::rope_ex(k_.data() + t * KV, hp.n_head_kv, hp.head_dim, hp.n_rot, pos, rope);
-                }
+                backend::group g(be, op::KV_STORE);
+                kv.store(il, ru.pos0, ru.n, k + ru.start * KV, v + ru.start * KV);
             }
-            { profile::timer pt(op::KV_STORE, il); kv.store(il, ru.pos0, ru.n, k_.data() + ru.start * KV, v_.data() + ru.start * KV); }
             {
-                profile::timer pt(op::ATTENTION, il);
-                kv.attend(il, ru.pos0, ru.n, q_.data() + ru.start * Q, slid ? q_sink_.data() + ru.start * Q : nullptr,
-                          att_.data() + ru.start * Q, scale);
+                backend::group g(be, op::ATTENTION);
+                kv.attend(il, ru.pos0, ru.n, q + ru.start * Q, run_slid ? q_sink_.f32() + ru.start * Q : nullptr,
+                          att + ru.start * Q, scale);
             }
         }
-        { profile::timer pt(op::MATMUL, il); ops::matmul(l.wo, att_.data(), n, xb, work); }
-        if (!l.bo.empty()) { profile::timer pt(op::BIAS, il); add_bias(xb, l.bo, n, E); }
-        { profile::timer pt(op::ADD, il); ops::add(x, xb, int64_t(n) * E); }
+        be.matmul(l.wo, att, n, xb);
+        if (!l.bo.empty()) be.bias(xb, static_cast<const float *>(l.bo.data), n, E);
+        be.add(x, xb, int64_t(n) * E);
 
         // feed-forward
+        be.rmsnorm(xb, x, static_cast<const float *>(l.ffn_norm.data), n, E, hp.rms_eps);
         {
-            profile::timer pt(op::RMSNORM, il);
-            for (int32_t t = 0; t < n; ++t) ops::rmsnorm(xb + t * E, x + t * E, ffn_norm, E, hp.rms_eps);
-        }
-        {
-            profile::timer pt(op::MATMUL, il);
             const tensor * w[2] = {&l.ffn_gate, &l.ffn_up};
-            float * y[2] = {hb_.data(), hb2_.data()};
-            ops::matmul_n(w, y, 2, xb, n, work);
+            float * y[2] = {hb, hb2};
+            be.matmul_n(w, y, 2, xb, n);
         }
-        { profile::timer pt(op::FFN_ACT, il); ops::silu_mul(hb_.data(), hb_.data(), hb2_.data(), int64_t(n) * F); }
-        { profile::timer pt(op::MATMUL, il); ops::matmul(l.ffn_down, hb_.data(), n, xb, work); }
-        { profile::timer pt(op::ADD, il); ops::add(x, xb, int64_t(n) * E); }
+        be.silu_mul(hb, hb, hb2, int64_t(n) * F);
+        be.matmul(l.ffn_down, hb, n, xb);
+        be.add(x, xb, int64_t(n) * E);
     }
+    be.set_layer(-1);
 
     for (int32_t r = 0; r < n_runs; ++r) {
         const run & ru = runs[r];
@@ -377,10 +400,13 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
 
     // Only the rows asked for go through the output projection.
     if (n_rows == 0) return;
-    profile::timer pt(op::OUTPUT);
-    const float * out_norm = static_cast<const float *>(m_.output_norm.data);
-    for (int32_t k = 0; k < n_rows; ++k) ops::rmsnorm(xb + k * E, x + int64_t(rows[k]) * E, out_norm, E, hp.rms_eps);
-    ops::matmul(m_.output, xb, n_rows, out, work);
+    const size_t out_bytes = size_t(n_rows) * size_t(V) * sizeof(float);
+    if (out_.bytes() < out_bytes) out_ = be.alloc(out_bytes);
+    backend::group g(be, op::OUTPUT);
+    const float * out_norm = static_cast<const float *>(w_.output_norm.data);
+    for (int32_t i = 0; i < n_rows; ++i) be.rmsnorm(xb + i * E, x + int64_t(rows[i]) * E, out_norm, 1, E, hp.rms_eps);
+    be.matmul(w_.output, xb, n_rows, out_.f32());
+    be.to_host(out, out_.f32(), out_bytes);
 }
 
 } // namespace gloas

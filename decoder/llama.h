@@ -12,13 +12,20 @@
 // rope, the K/V store and attention go per sequence, each token at its own
 // position. Every sequence is its own kv_sequence on the context's one
 // kv_store, so sequences with a common prefix share its sealed pages.
-// All buffers are allocated at creation (the batch bookkeeping grows to the
-// largest batch seen): nothing is allocated per token.
+//
+// The forward pass runs on a backend (tensor/backend.h) and reaches each
+// sequence's K/V only through the kv_cache interface: the weights are made
+// resident once, the activations live in backend buffers, and only token ids
+// and positions go in and logits come out.
+// All buffers are allocated at creation (the batch bookkeeping and the logits
+// grow to the largest batch seen): nothing is allocated per token.
 #pragma once
 
+#include "kvcache/kv-cache.h"
 #include "kvcache/kv-sequence.h"
 #include "kvcache/kv-store.h"
 #include "decoder/model.h"
+#include "tensor/backend.h"
 #include "tensor/error.h"
 
 #include <cstdint>
@@ -95,9 +102,9 @@ public:
     int32_t n_past() const { return seqs_[0].n_past; }
     int32_t n_ctx() const { return n_ctx_; }
     // Whether sequences slide past n_ctx positions (context_params::slide).
-    bool slides() const { return seqs_[0].kv->slide().on; }
+    bool slides() const { return slides_; }
     const model & get_model() const { return m_; }
-    const kv_sequence & kv() const { return *seqs_[0].kv; }
+    const kv_sequence & kv() const { return seq_kv(0); }
     kv_store & store() { return *store_; }
     // Forgets every position of every sequence: the next eval starts at position 0.
     void reset();
@@ -119,7 +126,9 @@ public:
     // Preconditions (GLOAS_ASSERT): 0 <= s < n_seq_max.
     int32_t seq_n_past(int32_t s) const { return seqs_[size_t(s)].n_past; }
     const std::vector<int32_t> & seq_tokens(int32_t s) const { return seqs_[size_t(s)].tokens; }
-    const kv_sequence & seq_kv(int32_t s) const { return *seqs_[size_t(s)].kv; }
+    // Sequence s's K/V as pages of the store (statistics, the page list):
+    // every kv_cache the context makes is a kv_sequence.
+    const kv_sequence & seq_kv(int32_t s) const;
     // Forgets sequence s (its pages are released to the store).
     void seq_clear(int32_t s);
     // Makes sequence `dst` (cleared first) hold the tokens of `src`: every
@@ -144,9 +153,14 @@ private:
         int32_t pos0 = 0;   // position of the first token
     };
     struct sequence {
-        std::unique_ptr<kv_sequence> kv;
+        std::unique_ptr<kv_cache> kv;
         int32_t n_past = 0;
         std::vector<int32_t> tokens;  // committed token ids, (n_past)
+    };
+    // The model's weights as the backend holds them (the views its ops read).
+    struct weights {
+        tensor tok_embd, output_norm, output, rope_freqs;
+        std::vector<layer_weights> layers;
     };
 
     // Evaluates n tokens (n <= n_ubatch) made of `runs`; writes the logits of
@@ -160,6 +174,10 @@ private:
     int32_t n_ubatch_ = 0;
     int32_t n_reused_ = 0;
     int32_t n_batch_reused_ = 0;
+    bool slides_ = false;
+    std::unique_ptr<backend> be_;  // declared before what it allocates, so it goes last
+    weights w_;
+    ops::rope_params rope_;  // the model's rope, its factors in backend memory
     std::unique_ptr<kv_store> store_;
     std::vector<sequence> seqs_;
 
@@ -171,18 +189,23 @@ private:
     std::vector<run> b_runs_;
     std::vector<int32_t> b_next_, b_first_;               // per sequence: next position, first index
 
-    // Scratch, rows = tokens of the current chunk.
-    std::vector<float> x_;       // (n_ubatch, n_embd)  residual stream
-    std::vector<float> xb_;      // (n_ubatch, n_embd)  normed input / output projections
-    std::vector<float> q_;       // (n_ubatch, n_embd_q)
-    std::vector<float> q_sink_;  // (n_ubatch, n_embd_q) q rotated at logical positions; empty unless sliding
-    std::vector<float> k_;       // (n_ubatch, n_embd_kv)
-    std::vector<float> v_;       // (n_ubatch, n_embd_kv)
-    std::vector<float> att_;     // (n_ubatch, n_embd_q)
-    std::vector<float> hb_;      // (n_ubatch, n_ff)
-    std::vector<float> hb2_;     // (n_ubatch, n_ff)
+    // Host side of a chunk's inputs.
+    std::vector<int32_t> h_pos_;  // (2, n_ubatch) positions; logical positions past a slide
+
+    // Backend buffers, rows = tokens of the current chunk.
+    buffer ids_;     // (n_ubatch) int32 token ids
+    buffer pos_;     // (2, n_ubatch) int32 positions; logical positions (q_sink's) past a slide
+    buffer x_;       // (n_ubatch, n_embd)  residual stream
+    buffer xb_;      // (n_ubatch, n_embd)  normed input / output projections
+    buffer q_;       // (n_ubatch, n_embd_q)
+    buffer q_sink_;  // (n_ubatch, n_embd_q) q rotated at logical positions; empty unless sliding
+    buffer k_;       // (n_ubatch, n_embd_kv)
+    buffer v_;       // (n_ubatch, n_embd_kv)
+    buffer att_;     // (n_ubatch, n_embd_q)
+    buffer hb_;      // (n_ubatch, n_ff)
+    buffer hb2_;     // (n_ubatch, n_ff)
+    buffer out_;     // (rows, n_vocab) logits of the kept rows: one row, grown to the most rows kept
     std::vector<float> logits_;  // (n_vocab), or (n_ubatch, n_vocab) once all logits were asked for
-    std::vector<uint8_t> work_;  // matmul activation scratch
 };
 
 } // namespace gloas
