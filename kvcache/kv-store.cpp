@@ -335,9 +335,8 @@ void kv_store::fit_folder_locked(size_t need_bytes) {
     else others_stuck_ = now;  // nothing could go: try again in a second, meanwhile evict our own
 }
 
-// Evicts until a page of need_bytes fits the capacity (as far as pages not
-// in use allow) and the table has a slot for it. False when the table has
-// no slot and none can be freed.
+// Evicts until a page of need_bytes fits the capacity and the table has a
+// slot for it. False when that cannot be: the pages left are in use.
 bool kv_store::make_room_locked(size_t need_bytes) {
     auto evictable = [&](int64_t s) {
         auto it = local_.find(s);
@@ -351,10 +350,7 @@ bool kv_store::make_room_locked(size_t need_bytes) {
     const bool table_full = file_->header().slots_used >= file_->max_slots();
     while (used_bytes_ + need_bytes + others_bytes_ > p_.capacity_bytes || (table_full && free_.empty())) {
         const eviction ev = policy_->choose(evictable);
-        if (ev.slot < 0) {
-            if (table_full && free_.empty()) return false;
-            break;  // over capacity, but nothing can go: pages in use are never evicted
-        }
+        if (ev.slot < 0) return false;  // nothing can go: pages in use are never evicted
         if (ev.action == evict_action::COMPRESS && file_->entry(uint64_t(ev.slot)).type != uint32_t(type::Q4_0))
             compress_locked(ev.slot);
         else
@@ -388,9 +384,13 @@ page_ref kv_store::begin_page() {
         sync_locked();
         if (!make_room_locked(page_bytes())) {
             file_->unlock_table();
-            return memory_page_locked(format("%s: every one of its %llu slots is in use; new K/V pages are kept in "
-                                             "memory for the rest of this run", file_->path().c_str(),
-                                             (unsigned long long) file_->max_slots()));
+            if (file_->header().slots_used >= file_->max_slots() && free_.empty())
+                return memory_page_locked(format("%s: every one of its %llu slots is in use; new K/V pages are kept "
+                                                 "in memory for the rest of this run", file_->path().c_str(),
+                                                 (unsigned long long) file_->max_slots()));
+            return memory_page_locked(format("%s: the K/V store is at its capacity (%.1f MiB) with every page in use; "
+                                             "new pages are kept in memory for the rest of this run",
+                                             file_->path().c_str(), double(p_.capacity_bytes) / 1048576.0));
         }
         // A slot another process claimed since our last sync is not FREE any more.
         int64_t s = -1;
