@@ -304,6 +304,10 @@ void kv_store::compress_locked(int64_t slot) {
     slot_entry & e = file_->entry(uint64_t(slot));
     const type from = type(e.type);
     const size_t before = entry_bytes(e);
+    if (!file_->ensure_slot(uint64_t(slot))) {  // a page left sparse (a copied file) on a full disk
+        drop_locked(slot);
+        return;
+    }
     std::vector<uint8_t> tmp(geom_.page_bytes(type::Q4_0));
     page_convert(geom_, file_->data(uint64_t(slot)), from, type::Q4_0, tmp.data());
     // The entry is not READY while its data changes, so a crash leaves no torn page.

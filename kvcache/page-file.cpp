@@ -201,11 +201,15 @@ bool no_space(int e) { return e == ENOSPC || e == EDQUOT; }
 bool page_file::reserve(size_t offset, size_t bytes) {
     if (!persistent_) return true;  // an in-memory file has no blocks to run out of
     for (;;) {
-        const int r = ::posix_fallocate(fd_, off_t(offset), off_t(bytes));
-        if (r == 0) return true;
-        if (r == EINTR) continue;
-        errno = r;
-        return false;
+        if (::fallocate(fd_, 0, off_t(offset), off_t(bytes)) == 0) return true;
+        if (errno == EINTR) continue;
+        if (errno != EOPNOTSUPP && errno != ENOSYS) return false;
+        // A filesystem without fallocate: only grow the file (posix_fallocate's
+        // emulation writes zero bytes, which could race with another process
+        // writing a neighbouring slot through its mapping).
+        const size_t end = offset + bytes;
+        if (file_size() < end && ::ftruncate(fd_, off_t(end)) != 0) return false;
+        return true;
     }
 }
 
@@ -304,7 +308,10 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
             const size_t data_offset = round_up(table_offset + max_slots * sizeof(slot_entry), 4096);
             if (!f->reserve(0, PAGE_FILE_HEADER_BYTES)) {
                 const int e = errno;
-                if (::ftruncate(fd, 0) != 0) { /* stays empty or as fallocate left it: both read as new */ }
+                // Empty again, the next run starts it afresh (a failed
+                // truncate leaves zeros that are set aside as a bad magic).
+                const int t = ::ftruncate(fd, 0);
+                (void) t;
                 f->unlock_table();
                 give_up();
                 throw page_file_unusable(format("%s: cannot create the page file: %s", f->path_.c_str(), std::strerror(e)),

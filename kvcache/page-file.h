@@ -14,7 +14,8 @@
 // touched where slots are. Blocks are reserved (fallocate) for a slot's data
 // and for the table page holding its entry before either is written through
 // the mapping: a write to an unreserved page of a full filesystem would kill
-// the process with SIGBUS. A slot that cannot be reserved is not used.
+// the process with SIGBUS. A slot that cannot be reserved is not used. (On a
+// filesystem without fallocate the file only grows, unreserved.)
 //
 // Publishing: a slot is claimed (state WRITING) under the table lock, its data
 // is written and checksummed (xxh64 seeded with the page hash) outside it, and
