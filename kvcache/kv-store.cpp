@@ -387,14 +387,22 @@ page_ref kv_store::begin_page() {
     try {
         sync_locked();
         if (!make_room_locked(page_bytes())) {
+            const bool table_full = file_->header().slots_used >= file_->max_slots() && free_.empty();
             file_->unlock_table();
-            if (file_->header().slots_used >= file_->max_slots() && free_.empty())
+            if (table_full)
                 return memory_page_locked(format("%s: every one of its %llu slots is in use; new K/V pages are kept "
                                                  "in memory for the rest of this run", file_->path().c_str(),
                                                  (unsigned long long) file_->max_slots()));
-            return memory_page_locked(format("%s: the K/V store is at its capacity (%.1f MiB) with every page in use; "
-                                             "new pages are kept in memory for the rest of this run",
-                                             file_->path().c_str(), double(p_.capacity_bytes) / 1048576.0));
+            const double mib = 1048576.0;
+            if (!file_->persistent())
+                return memory_page_locked(format("the K/V store is at its capacity (%.1f MiB) with every page in use; "
+                                                 "new pages are kept apart for the rest of this run",
+                                                 double(p_.capacity_bytes) / mib));
+            return memory_page_locked(format("%s: the K/V folder is at its capacity (%.1f MiB: %.1f MiB of pages in "
+                                             "use here, %.1f MiB of other page files); new pages are kept in memory "
+                                             "for the rest of this run", file_->path().c_str(),
+                                             double(p_.capacity_bytes) / mib, double(used_bytes_) / mib,
+                                             double(others_bytes_) / mib));
         }
         // A slot another process claimed since our last sync is not FREE any more.
         int64_t s = -1;
