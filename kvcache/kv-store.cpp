@@ -49,8 +49,12 @@ kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t 
     std::string opened;
     try {
         file_ = page_file::open(o, &opened);
-    } catch (const page_file_unusable & e) {
-        if (p.dir_required && !e.no_space)
+    } catch (const error & e) {
+        // Whatever stops the folder from being used (it cannot be created,
+        // written, locked or mapped, or it is full) leaves the pages in memory.
+        if (o.dir.empty()) throw;
+        const auto * u = dynamic_cast<const page_file_unusable *>(&e);
+        if (p.dir_required && !(u && u->no_space))
             throw error(format("%s (--kv-dir none keeps the K/V pages in memory only)", e.what()));
         opened += format("%s; the K/V pages are kept in memory for this run\n", e.what());
         o.dir.clear();

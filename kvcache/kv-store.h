@@ -3,8 +3,8 @@
 // evicted by policy when the store reaches its capacity.
 //
 // The store never takes a run down. A folder that cannot be used (it cannot
-// be created or written, or its filesystem is full) leaves the store in
-// memory, with a notice; a page file that can only be read is reused
+// be created, written, locked or mapped, or its filesystem is full) leaves
+// the store in memory, with a notice; a page file that can only be read is reused
 // read-only. A page whose blocks cannot be reserved in the page file (a full
 // disk) is kept in memory: private to the sequence that made it, never
 // published, freed when released; the first such page brings one notice.
