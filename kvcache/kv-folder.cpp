@@ -239,8 +239,9 @@ uint64_t kv_folder_verify(const std::string & path, std::vector<page_check> & ba
         if (listed.state != uint32_t(slot_state::READY)) return;
         const off_t at = off_t(h.table_offset + s * sizeof(slot_entry));
         // A shared use lock keeps writers and eviction off the slot; the entry
-        // is read again under it.
-        const bool locked = lock_range(fd, F_RDLCK, at, off_t(sizeof(slot_entry)), true);
+        // is read again under it. A writer's exclusive lock means the slot
+        // was taken for a new page since it was listed: not published, skipped.
+        if (!lock_range(fd, F_RDLCK, at, off_t(sizeof(slot_entry)), false)) return;
         slot_entry e;
         if (::pread(fd, &e, sizeof e, at) == ssize_t(sizeof e) && e.state == uint32_t(slot_state::READY)) {
             const size_t bytes = entry_data_bytes(h, e);
@@ -252,7 +253,7 @@ uint64_t kv_folder_verify(const std::string & path, std::vector<page_check> & ba
             if (!ok) bad.push_back({s, e.hash});
             checked++;
         }
-        if (locked) lock_range(fd, F_UNLCK, at, off_t(sizeof(slot_entry)), true);
+        lock_range(fd, F_UNLCK, at, off_t(sizeof(slot_entry)), true);
     });
     ::close(fd);
     return checked;
