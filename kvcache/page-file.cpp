@@ -236,6 +236,7 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
     const size_t stride = round_up(page_bytes, ALIGN);
     const size_t table_offset = PAGE_FILE_HEADER_BYTES;
 
+    bool set_aside = false;  // one damaged file set aside already
     for (int attempt = 0;; ++attempt) {
         int fd;
         bool created = false;
@@ -373,13 +374,14 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
             give_up();
             if (ro)
                 throw page_file_unusable(format("%s: %s, and it cannot be set aside (read-only)", f->path_.c_str(), why.c_str()), false);
-            if (attempt > 0 || o.dir.empty())
+            if (set_aside || o.dir.empty())
                 throw error(format("%s: cannot create a usable page file (%s)", f->path_.c_str(), why.c_str()));
             const std::string aside = f->path_ + format(".bad-%ld-%d", long(std::time(nullptr)), int(::getpid()));
             if (::rename(f->path_.c_str(), aside.c_str()) != 0)
                 throw page_file_unusable(format("%s: %s, and it cannot be set aside: %s", f->path_.c_str(), why.c_str(),
                                                 std::strerror(errno)), false);
             if (notice) *notice += format("%s: %s; set aside as %s, starting a new page file\n", f->path_.c_str(), why.c_str(), aside.c_str());
+            set_aside = true;
             continue;
         }
         page_file_header h;
