@@ -33,7 +33,10 @@ context::context(const model & m, const context_params & p) : m_(m) {
         throw error(format("context: %d sequences asked for, expected 1 to 4096", p.n_seq_max));
     if (!(p.sparse.ratio > 0.0f && p.sparse.ratio <= 1.0f))
         throw error(format("sparse attention ratio %g must be in (0, 1]", double(p.sparse.ratio)));
-    store_ = std::make_unique<kv_store>(p.kv, pg, m.fingerprint);
+    kv_store_params kp = p.kv;  // the page file's label names the model
+    if (kp.model_name.empty()) kp.model_name = m.name;
+    if (kp.model_file.empty()) kp.model_file = m.path.substr(m.path.find_last_of('/') + 1);
+    store_ = std::make_unique<kv_store>(kp, pg, m.fingerprint);
     seqs_.resize(size_t(p.n_seq_max));
     for (sequence & sq : seqs_) {
         auto kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);

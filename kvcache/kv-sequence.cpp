@@ -343,32 +343,46 @@ void kv_sequence::attend_copied(int32_t il, int32_t h, const int32_t * sel, int3
         batch_reader reader;
         std::vector<uint8_t> buf;
         std::vector<read_op> ops;
+        std::vector<int32_t> which;  // the selection index of each op
     };
     static thread_local thread_scratch ts;
     const size_t max_piece = 2 * size_t(D) * pg_.row_bytes(t_);  // pages are never larger than the store's type
     if (ts.buf.size() < copy_buffer_bytes()) ts.buf.resize(copy_buffer_bytes());
     ts.ops.resize(size_t(COPY_BATCH));
+    ts.which.resize(size_t(COPY_BATCH));
     const int fd = st_.file_fd();
     for (int32_t i0 = 0; i0 < n_sel; i0 += COPY_BATCH) {
         const int32_t n = std::min(COPY_BATCH, n_sel - i0);
+        // Pages in the file are read from it in one batch; pages kept in
+        // memory (kv-store.h) are copied from there.
+        size_t n_ops = 0;
         for (int32_t j = 0; j < n; ++j) {
             const page_ref & r = pages_[held(sel[i0 + j])].ref;
             const size_t rb = pg_.row_bytes(r.t);
             GLOAS_ASSERT(2 * size_t(D) * rb <= max_piece);
-            read_op & op = ts.ops[size_t(j)];
-            op.offset = st_.slot_offset(r.slot) + uint64_t(pg_.row_index(il, 0, h * D)) * rb;
-            op.bytes = uint32_t(2 * size_t(D) * rb);
-            op.dst = ts.buf.data() + size_t(j) * max_piece;
+            uint8_t * dst = ts.buf.data() + size_t(j) * max_piece;
+            const size_t at = size_t(pg_.row_index(il, 0, h * D)) * rb, bytes = 2 * size_t(D) * rb;
+            if (!kv_store::in_file(r.slot)) {
+                std::memcpy(dst, r.data + at, bytes);
+                continue;
+            }
+            read_op & op = ts.ops[n_ops];
+            ts.which[n_ops++] = j;
+            op.offset = st_.slot_offset(r.slot) + uint64_t(at);
+            op.bytes = uint32_t(bytes);
+            op.dst = dst;
         }
-        bytes_copied_ += ts.reader.read(fd, ts.ops.data(), size_t(n));
+        if (n_ops > 0) bytes_copied_ += ts.reader.read(fd, ts.ops.data(), n_ops);
+        for (size_t k = 0; k < n_ops; ++k) {
+            const read_op & op = ts.ops[k];
+            if (op.ok) continue;
+            // The file could not be read there: the mapping has the same bytes.
+            const page_ref & r = pages_[held(sel[i0 + ts.which[k]])].ref;
+            std::memcpy(op.dst, r.data + (op.offset - st_.slot_offset(r.slot)), op.bytes);
+            ++copy_fallbacks_;
+        }
         for (int32_t j = 0; j < n; ++j) {
             const page_ref & r = pages_[held(sel[i0 + j])].ref;
-            const read_op & op = ts.ops[size_t(j)];
-            if (!op.ok) {
-                // The file could not be read there: the mapping has the same bytes.
-                std::memcpy(op.dst, r.data + (op.offset - st_.slot_offset(r.slot)), op.bytes);
-                ++copy_fallbacks_;
-            }
             page_attend(one, r.t, ts.buf.data() + size_t(j) * max_piece, 0, 0, P, sel[i0 + j] < n_sink ? qk : qs, group, s);
         }
     }

@@ -1,8 +1,11 @@
 #include "kvcache/kv-store.h"
 
+#include "kvcache/kv-folder.h"
 #include "tensor/error.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -18,6 +21,10 @@ namespace {
 uint64_t table_slots(size_t capacity_bytes, size_t page_bytes) {
     const uint64_t pages = capacity_bytes / std::max<size_t>(page_bytes, 1) + 1;
     return std::max<uint64_t>(pages, uint64_t(1) << 16);
+}
+
+double steady_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 } // namespace
@@ -37,7 +44,30 @@ kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t 
     o.kv_type = p.kv_type;
     o.geom = g;
     o.max_slots = table_slots(p.capacity_bytes, g.page_bytes(p.kv_type));
-    file_ = page_file::open(o, &notices_);
+    o.model_name = p.model_name;
+    o.model_file = p.model_file;
+    std::string opened;
+    try {
+        file_ = page_file::open(o, &opened);
+    } catch (const error & e) {
+        // Whatever stops the folder from being used (it cannot be created,
+        // written, locked or mapped, or it is full) leaves the pages in memory.
+        if (o.dir.empty()) throw;
+        const auto * u = dynamic_cast<const page_file_unusable *>(&e);
+        if (p.dir_required && !(u && u->no_space))
+            throw error(format("%s (--kv-dir none keeps the K/V pages in memory only)", e.what()));
+        opened += format("%s; the K/V pages are kept in memory for this run\n", e.what());
+        o.dir.clear();
+        file_ = page_file::open(o, &opened);
+    }
+    for (size_t i = 0; i < opened.size();) {
+        const size_t e = opened.find('\n', i);
+        note(opened.substr(i, e == std::string::npos ? std::string::npos : e - i));
+        i = e == std::string::npos ? opened.size() : e + 1;
+    }
+    if (file_->read_only())
+        note(format("%s: the page file is read-only: its pages are reused, new pages are kept in memory",
+                    file_->path().c_str()));
     policy_ = make_eviction_policy(p.policy, p.capacity_bytes, p.compressed_share);
     if (p.ram_bytes > 0) {
         // Recency of every slot, for the budget's trims only.
@@ -46,9 +76,9 @@ kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t 
         for (uint64_t i = 0; i < n_stamps_; ++i) stamps_[size_t(i)].store(0, std::memory_order_relaxed);
     }
     if (p.ram_bytes > 0 && !file_->persistent())
-        notices_ += format("K/V RAM budget %.1f MiB: the pages are in memory only (no page file), so the budget "
-                           "bounds this process's mapping of them while the in-memory file still holds them all\n",
-                           double(p.ram_bytes) / 1048576.0);
+        note(format("K/V RAM budget %.1f MiB: the pages are in memory only (no page file), so the budget "
+                    "bounds this process's mapping of them while the in-memory file still holds them all",
+                    double(p.ram_bytes) / 1048576.0));
     {
         std::lock_guard<std::mutex> lk(mu_);
         file_->lock_table();
@@ -66,6 +96,12 @@ kv_store::~kv_store() {
     cv_.notify_all();
     if (writer_.joinable()) writer_.join();
     // Locks and mappings go with the file descriptor; pages stay in the file.
+}
+
+void kv_store::note(const std::string & line) {
+    if (line.empty()) return;
+    if (p_.on_notice) p_.on_notice(line);
+    else notices_ += line + "\n";
 }
 
 std::string kv_store::take_notices() {
@@ -87,12 +123,16 @@ void kv_store::sync_locked() {
     used_bytes_ = 0;
     std::vector<page_stats> pages;
     bool changed = false;
+    const bool ro = file_->read_only();
     if (h.slots_used > file_->max_slots()) {
-        notices_ += format("%s: slot count %llu is past the table; clamped\n", file_->path().c_str(), (unsigned long long) h.slots_used);
-        h.slots_used = file_->max_slots();
-        changed = true;
+        note(format("%s: slot count %llu is past the table; clamped", file_->path().c_str(), (unsigned long long) h.slots_used));
+        if (!ro) {
+            h.slots_used = file_->max_slots();
+            changed = true;
+        }
     }
-    const uint64_t n = h.slots_used;
+    const uint64_t n = std::min<uint64_t>(h.slots_used, file_->max_slots());
+    uint64_t damaged = 0;
     for (uint64_t s = 0; s < n; ++s) {
         slot_entry & e = file_->entry(s);
         auto it = local_.find(int64_t(s));
@@ -103,7 +143,7 @@ void kv_store::sync_locked() {
         }
         if (e.state == uint32_t(slot_state::WRITING)) {
             // A writer that died leaves its slot WRITING with no lock on it.
-            if (!ours && file_->try_lock_slot_exclusive(s)) {
+            if (!ours && !ro && file_->try_lock_slot_exclusive(s)) {
                 file_->unlock_slot(s);
                 e.state = uint32_t(slot_state::FREE);
                 free_.push_back(int64_t(s));
@@ -118,9 +158,8 @@ void kv_store::sync_locked() {
         if (e.state != uint32_t(slot_state::READY) || !type_ok || e.n_tokens != uint32_t(geom_.page_tokens) ||
             !file_->slot_in_file(s, entry_bytes(e)) || index_.count(e.hash)) {
             // Not a state we wrote, or data past the end of a truncated file.
-            notices_ += format("%s: slot %llu is invalid (state %u, type %u); freed\n", file_->path().c_str(),
-                               (unsigned long long) s, e.state, e.type);
-            if (!ours) {
+            damaged++;
+            if (!ours && !ro) {
                 e.state = uint32_t(slot_state::FREE);
                 free_.push_back(int64_t(s));
                 changed = true;
@@ -139,6 +178,10 @@ void kv_store::sync_locked() {
         ps.compressed = e.type != uint32_t(p_.kv_type);
         pages.push_back(ps);
     }
+    if (damaged > 0)
+        note(format("page file %s: %llu of %llu slots damaged, dropped", file_->path().c_str(),
+                    (unsigned long long) damaged, (unsigned long long) n));
+    if (ro) free_.clear();  // nothing is written to a read-only file
     // Lowest slots first, so a growing store stays dense.
     std::reverse(free_.begin(), free_.end());
     policy_->rebuild(pages);
@@ -171,8 +214,10 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
         slot_entry & e = file_->entry(uint64_t(s));
         local_slot & ls = local_[s];
         if (ls.refs++ == 0) file_->lock_slot_shared(uint64_t(s));
-        e.last_access = ++h.clock;
-        e.n_access++;
+        if (!file_->read_only()) {
+            e.last_access = ++h.clock;
+            e.n_access++;
+        }
         policy_->on_access(s, e.last_access);
         out[got] = page_ref{s, file_->data(uint64_t(s)), type(e.type)};
     }
@@ -186,18 +231,20 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
             const uintptr_t a = reinterpret_cast<uintptr_t>(out[i].data) & ~uintptr_t(4095);
             if (::mincore(reinterpret_cast<void *>(a), 1, vec) == 0 && (vec[0] & 1)) m_.prefetch_resident++;
             if (!verify(s)) {
-                notices_ += format("%s: page in slot %lld failed its checksum; recomputing it\n",
-                                   file_->path().c_str(), (long long) s);
+                note(format("%s: page in slot %lld failed its checksum; recomputing it", file_->path().c_str(), (long long) s));
                 m_.pages_corrupt++;
                 good = i;
-                // Drop it for everyone: nobody may use it.
+                // Drop it for everyone: nobody may use it (a read-only file:
+                // this process only).
                 slot_entry & e = file_->entry(uint64_t(s));
                 index_.erase(e.hash);
                 policy_->on_remove(s);
                 used_bytes_ -= std::min(used_bytes_, entry_bytes(e));
-                e.state = uint32_t(slot_state::FREE);
-                h.generation++;
-                seen_generation_ = h.generation;
+                if (!file_->read_only()) {
+                    e.state = uint32_t(slot_state::FREE);
+                    h.generation++;
+                    seen_generation_ = h.generation;
+                }
                 local_[s].verified = false;
             }
         }
@@ -215,6 +262,12 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
 
 void kv_store::release(int64_t slot) {
     std::unique_lock<std::mutex> lk(mu_);
+    if (!in_file(slot)) {
+        auto m = memory_.find(slot);
+        GLOAS_ASSERT(m != memory_.end() && m->second.refs > 0);
+        if (--m->second.refs == 0) memory_.erase(m);
+        return;
+    }
     // A queued publish of this page must land before the page can be let go.
     cv_done_.wait(lk, [&] { return jobs_.empty() && busy_ == 0; });
     auto it = local_.find(slot);
@@ -255,6 +308,10 @@ void kv_store::compress_locked(int64_t slot) {
     slot_entry & e = file_->entry(uint64_t(slot));
     const type from = type(e.type);
     const size_t before = entry_bytes(e);
+    if (!file_->ensure_slot(uint64_t(slot))) {  // a page left sparse (a copied file) on a full disk
+        drop_locked(slot);
+        return;
+    }
     std::vector<uint8_t> tmp(geom_.page_bytes(type::Q4_0));
     page_convert(geom_, file_->data(uint64_t(slot)), from, type::Q4_0, tmp.data());
     // The entry is not READY while its data changes, so a crash leaves no torn page.
@@ -270,7 +327,25 @@ void kv_store::compress_locked(int64_t slot) {
     m_.pages_compressed++;
 }
 
-void kv_store::make_room_locked(size_t need_bytes) {
+// Keeps the folder within capacity: measures the rest of it (once a second),
+// and when this store's pages and the rest would pass the bound, removes
+// set-aside files and page files nobody has open.
+void kv_store::fit_folder_locked(size_t need_bytes) {
+    if (!file_->persistent() || file_->read_only()) return;
+    const double now = steady_seconds();
+    if (now - others_measured_ >= 1.0) {
+        others_bytes_ = kv_folder_bytes(p_.dir, file_->path());
+        others_measured_ = now;
+    }
+    if (used_bytes_ + need_bytes + others_bytes_ <= p_.capacity_bytes || now - others_stuck_ < 1.0) return;
+    const uint64_t want = used_bytes_ + need_bytes + others_bytes_ - p_.capacity_bytes;
+    if (kv_folder_make_room(p_.dir, file_->path(), want) > 0) others_bytes_ = kv_folder_bytes(p_.dir, file_->path());
+    else others_stuck_ = now;  // nothing could go: try again in a second, meanwhile evict our own
+}
+
+// Evicts until a page of need_bytes fits the capacity and the table has a
+// slot for it. False when that cannot be: the pages left are in use.
+bool kv_store::make_room_locked(size_t need_bytes) {
     auto evictable = [&](int64_t s) {
         auto it = local_.find(s);
         if (it != local_.end() && it->second.refs > 0) return false;
@@ -279,30 +354,63 @@ void kv_store::make_room_locked(size_t need_bytes) {
         file_->unlock_slot(uint64_t(s));
         return true;
     };
+    fit_folder_locked(need_bytes);
     const bool table_full = file_->header().slots_used >= file_->max_slots();
-    while (used_bytes_ + need_bytes > p_.capacity_bytes || (table_full && free_.empty())) {
+    while (used_bytes_ + need_bytes + others_bytes_ > p_.capacity_bytes || (table_full && free_.empty())) {
         const eviction ev = policy_->choose(evictable);
-        if (ev.slot < 0) {
-            if (table_full && free_.empty())
-                throw error(format("%s: the K/V store is full: every one of its %llu slots is in use",
-                                   file_->path().c_str(), (unsigned long long) file_->max_slots()));
-            break;  // over capacity, but nothing can go: pages in use are never evicted
-        }
+        if (ev.slot < 0) return false;  // nothing can go: pages in use are never evicted
         if (ev.action == evict_action::COMPRESS && file_->entry(uint64_t(ev.slot)).type != uint32_t(type::Q4_0))
             compress_locked(ev.slot);
         else
             drop_locked(ev.slot);
     }
+    return true;
+}
+
+// A new page in memory, for when the page file cannot take it (`why`: the
+// first time, the notice says so).
+page_ref kv_store::memory_page_locked(const std::string & why) {
+    if (!warned_memory_ && !why.empty()) note(why);
+    warned_memory_ = true;
+    const size_t bytes = (page_bytes() + 63) / 64 * 64;
+    memory_page mp;
+    mp.data.reset(static_cast<uint8_t *>(std::aligned_alloc(64, bytes)));
+    if (!mp.data) throw error(format("cannot allocate %zu bytes for a K/V page", bytes));
+    mp.refs = 1;
+    const int64_t s = next_memory_++;
+    uint8_t * d = mp.data.get();
+    memory_.emplace(s, std::move(mp));
+    m_.pages_in_memory++;
+    return page_ref{s, d, p_.kv_type};
 }
 
 page_ref kv_store::begin_page() {
     std::lock_guard<std::mutex> lk(mu_);
+    if (file_->read_only()) return memory_page_locked("");  // said when the file was opened
     file_->lock_table();
     try {
         sync_locked();
-        make_room_locked(page_bytes());
+        if (!make_room_locked(page_bytes())) {
+            const bool table_full = file_->header().slots_used >= file_->max_slots() && free_.empty();
+            file_->unlock_table();
+            if (table_full)
+                return memory_page_locked(format("%s: every one of its %llu slots is in use; new K/V pages are kept "
+                                                 "in memory for the rest of this run", file_->path().c_str(),
+                                                 (unsigned long long) file_->max_slots()));
+            const double mib = 1048576.0;
+            if (!file_->persistent())
+                return memory_page_locked(format("the K/V store is at its capacity (%.1f MiB) with every page in use; "
+                                                 "new pages are kept apart for the rest of this run",
+                                                 double(p_.capacity_bytes) / mib));
+            return memory_page_locked(format("%s: the K/V folder is at its capacity (%.1f MiB: %.1f MiB of pages in "
+                                             "use here, %.1f MiB of other page files); new pages are kept in memory "
+                                             "for the rest of this run", file_->path().c_str(),
+                                             double(p_.capacity_bytes) / mib, double(used_bytes_) / mib,
+                                             double(others_bytes_) / mib));
+        }
         // A slot another process claimed since our last sync is not FREE any more.
         int64_t s = -1;
+        bool grown = false;
         page_file_header & h = file_->header();
         while (!free_.empty()) {
             const int64_t c = free_.back();
@@ -312,9 +420,27 @@ page_ref kv_store::begin_page() {
                 break;
             }
         }
-        if (s < 0 && h.slots_used < file_->max_slots() && file_->try_lock_slot_exclusive(h.slots_used)) s = int64_t(h.slots_used++);
-        if (s < 0) throw error(format("%s: no free slot in the K/V store", file_->path().c_str()));
-        file_->ensure_slot(uint64_t(s));
+        if (s < 0 && h.slots_used < file_->max_slots() && file_->try_lock_slot_exclusive(h.slots_used)) {
+            s = int64_t(h.slots_used);
+            grown = true;
+        }
+        if (s < 0) {
+            file_->unlock_table();
+            return memory_page_locked(format("%s: no free slot in the page file; new K/V pages are kept in memory "
+                                             "for the rest of this run", file_->path().c_str()));
+        }
+        // Blocks first: writing an unreserved page of a full disk through the
+        // mapping would kill the process.
+        if (!file_->ensure_slot(uint64_t(s))) {
+            const int e = errno;
+            if (!grown) free_.push_back(s);
+            file_->unlock_slot(uint64_t(s));
+            file_->unlock_table();
+            return memory_page_locked(format("%s: cannot store more K/V pages (%s); new pages are kept in memory for "
+                                             "the rest of this run, the stored ones stay valid", file_->path().c_str(),
+                                             std::strerror(e)));
+        }
+        if (grown) h.slots_used++;
         slot_entry & e = file_->entry(uint64_t(s));
         std::memset(&e, 0, sizeof e);
         e.state = uint32_t(slot_state::WRITING);
@@ -336,6 +462,11 @@ page_ref kv_store::begin_page() {
 void kv_store::abandon(int64_t slot) {
     flush();
     std::lock_guard<std::mutex> lk(mu_);
+    if (!in_file(slot)) {
+        GLOAS_ASSERT(memory_.count(slot) == 1);
+        memory_.erase(slot);
+        return;
+    }
     file_->lock_table();
     slot_entry & e = file_->entry(uint64_t(slot));
     GLOAS_ASSERT(e.state == uint32_t(slot_state::WRITING));
@@ -352,6 +483,7 @@ void kv_store::abandon(int64_t slot) {
 }
 
 void kv_store::publish(int64_t slot, uint64_t hash, uint64_t parent, int32_t n_tokens) {
+    if (!in_file(slot)) return;  // a page kept in memory stays private to its sequence
     {
         std::lock_guard<std::mutex> lk(mu_);
         jobs_.push_back(job{slot, hash, parent, n_tokens});

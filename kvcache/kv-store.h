@@ -2,6 +2,21 @@
 // indexed by prefix hash, reference counted while sequences use them, and
 // evicted by policy when the store reaches its capacity.
 //
+// The store never takes a run down. A folder that cannot be used (it cannot
+// be created, written, locked or mapped, or its filesystem is full) leaves
+// the store in memory, with a notice; a page file that can only be read is reused
+// read-only. A page whose blocks cannot be reserved in the page file (a full
+// disk) is kept in memory: private to the sequence that made it, never
+// published, freed when released; the first such page brings one notice.
+// Nothing published is lost or damaged. Only a folder the user named
+// (kv_store_params::dir_required) that cannot be used is an error.
+//
+// Capacity bounds the folder: this store's pages plus the bytes on disk of
+// every other page file and set-aside file in it. When a new page would pass
+// it, set-aside files and then page files no process has open (least
+// recently used first) are removed, and then the policy evicts this store's
+// own pages.
+//
 // Prefix hashes chain: h(0) = xxh64(token ids of page 0, seed = PREFIX_SEED),
 // h(i) = xxh64(token ids of page i, seed = h(i-1)). Two sequences whose first i
 // pages hold the same tokens have the same h(i-1), so a new prompt reuses
@@ -55,7 +70,9 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -75,11 +92,17 @@ struct kv_store_params {
     std::string dir;                // page-file folder; empty: in memory, nothing persists
     type kv_type = type::F16;
     int32_t page_tokens = 32;
-    size_t capacity_bytes = size_t(4) << 30;  // bound on the bytes of stored pages
+    size_t capacity_bytes = size_t(4) << 30;  // bound on the folder's bytes (see above)
     evict_policy policy = evict_policy::LRU;
     double compressed_share = 0.3;  // COMPRESSED: share of capacity for compressed pages
     size_t ram_bytes = 0;           // bound on resident K/V bytes (see above); 0: unbounded
     bool read_copy = false;         // decode copies the pieces it reads out of the file (see below)
+    bool dir_required = false;      // an unusable `dir` is an error, not a store in memory
+    std::string model_name;         // the page file's label (gloas-kv lists it)
+    std::string model_file;
+    // Receives each notice (one line, no newline) as it happens; unset, they
+    // are kept for take_notices().
+    std::function<void(const std::string &)> on_notice;
 };
 
 struct kv_metrics {
@@ -90,6 +113,7 @@ struct kv_metrics {
     uint64_t pages_evicted = 0;     // dropped by the policy
     uint64_t pages_compressed = 0;  // re-quantized to Q4_0 by the COMPRESSED policy
     uint64_t pages_corrupt = 0;     // failed their checksum: recomputed
+    uint64_t pages_in_memory = 0;   // new pages kept in memory: no space in the page file, or it is read-only
     uint64_t prefetch_resident = 0; // reused pages already in memory when verified
     uint64_t ram_trims = 0;         // trims that unmapped pages to stay within ram_bytes
     uint64_t slots_unmapped = 0;    // page slots those trims unmapped
@@ -110,8 +134,8 @@ struct page_ref {
 
 class kv_store {
 public:
-    // Opens or creates the page file. Throws gloas::error for an unusable
-    // folder; a damaged file is set aside and reported through notices().
+    // Opens or creates the page file (see above for what happens when it
+    // cannot). A damaged file is set aside and reported through the notices.
     kv_store(const kv_store_params & p, const page_geometry & g, uint64_t model_fingerprint);
     ~kv_store();
     kv_store(const kv_store &) = delete;
@@ -122,7 +146,11 @@ public:
     const kv_store_params & params() const { return p_; }
     const std::string & path() const { return file_->path(); }
     bool persistent() const { return file_->persistent(); }
-    // Messages about damage found and repaired (set-aside files, bad pages).
+    // True when the page file is opened read-only (new pages stay in memory).
+    bool read_only() const { return file_->read_only(); }
+    // Messages about damage found and repaired (set-aside files, bad pages)
+    // and about what could not be stored, one per line, unless
+    // kv_store_params::on_notice takes them.
     std::string take_notices();
 
     // Looks up a published page by prefix hash; on success the page is
@@ -171,20 +199,32 @@ public:
     size_t stored_pages();
     size_t file_bytes() const { return file_->disk_bytes(); }
     size_t page_bytes() const { return geom_.page_bytes(p_.kv_type); }
-    // Where copy reads find a slot's data: the file and the data's offset in it.
+    // Where copy reads find a slot's data: the file and the data's offset in
+    // it, for slots in the file (in_file); a page kept in memory is read
+    // through its data pointer.
+    static bool in_file(int64_t slot) { return slot >= 0 && slot < MEMORY_SLOT0; }
     int file_fd() const { return file_->fd(); }
     uint64_t slot_offset(int64_t slot) const { return file_->data_offset() + uint64_t(slot) * file_->slot_stride(); }
     const eviction_policy & policy() const { return *policy_; }
 
 private:
+    // Slot numbers of pages kept in memory start here.
+    static constexpr int64_t MEMORY_SLOT0 = int64_t(1) << 40;
+    struct memory_page {
+        std::unique_ptr<uint8_t, void (*)(void *)> data{nullptr, std::free};
+        uint32_t refs = 0;
+    };
     struct local_slot {
         uint32_t refs = 0;
         bool verified = false;      // checksum checked since this process took it
     };
 
     void sync_locked();             // re-reads the table if another process changed it
+    void note(const std::string & line);  // a notice (see on_notice)
+    page_ref memory_page_locked(const std::string & why);
+    void fit_folder_locked(size_t need_bytes);
     size_t resident_locked(bool * exact, size_t * first);
-    void make_room_locked(size_t need_bytes);
+    bool make_room_locked(size_t need_bytes);
     void drop_locked(int64_t slot);
     void compress_locked(int64_t slot);
     bool verify(int64_t slot);
@@ -204,6 +244,12 @@ private:
     size_t used_bytes_ = 0;                          // bytes of READY + WRITING slots
     uint64_t seen_generation_ = ~uint64_t(0);
     kv_metrics m_;
+    std::unordered_map<int64_t, memory_page> memory_;  // pages kept in memory, by slot
+    int64_t next_memory_ = MEMORY_SLOT0;
+    bool warned_memory_ = false;
+    uint64_t others_bytes_ = 0;                      // the rest of the folder on disk
+    double others_measured_ = -1e9;                  // when others_bytes_ was measured (steady seconds)
+    double others_stuck_ = -1e9;                     // when nothing else in the folder could be removed
 
     // writer thread
     struct job { int64_t slot; uint64_t hash, parent; int32_t n_tokens; };

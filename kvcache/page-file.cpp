@@ -1,7 +1,8 @@
 #include "kvcache/page-file.h"
 
+#include "kvcache/kv-folder.h"
+
 #include "tensor/error.h"
-#include "tensor/mmap.h"
 
 #include <cerrno>
 #include <algorithm>
@@ -61,7 +62,9 @@ void page_file::set_lock(short type, off_t start, off_t len, bool wait, bool * o
     }
 }
 
-void page_file::lock_table() { set_lock(F_WRLCK, 0, 1, true, nullptr); }
+// A read-only file is only read: its readers share the table lock (and an
+// exclusive lock needs a file opened for writing).
+void page_file::lock_table() { set_lock(read_only_ ? F_RDLCK : F_WRLCK, 0, 1, true, nullptr); }
 void page_file::unlock_table() { set_lock(F_UNLCK, 0, 1, true, nullptr); }
 
 bool page_file::try_lock_slot_exclusive(uint64_t slot) {
@@ -79,7 +82,7 @@ void page_file::unlock_slot(uint64_t slot) {
 }
 
 void page_file::map(int fd, size_t reserve_bytes) {
-    void * p = ::mmap(nullptr, reserve_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void * p = ::mmap(nullptr, reserve_bytes, read_only_ ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
         throw error(format("%s: cannot map %zu bytes: %s", path_.c_str(), reserve_bytes, std::strerror(errno)));
     base_ = static_cast<uint8_t *>(p);
@@ -95,14 +98,6 @@ size_t page_file::file_size() const {
 size_t page_file::disk_bytes() const {
     struct stat st;
     return ::fstat(fd_, &st) == 0 ? size_t(st.st_blocks) * 512 : 0;
-}
-
-void page_file::ensure_slot(uint64_t slot) {
-    GLOAS_ASSERT(slot < max_slots_);
-    const size_t need = data_offset_ + (slot + 1) * slot_stride_;
-    if (file_size() >= need) return;
-    if (::ftruncate(fd_, off_t(need)) != 0)
-        throw error(format("%s: cannot extend to %zu bytes: %s", path_.c_str(), need, std::strerror(errno)));
 }
 
 void page_file::will_need(uint64_t slot, size_t bytes) {
@@ -188,6 +183,50 @@ void page_file::start_writeback(uint64_t slot, size_t bytes) {
     ::sync_file_range(fd_, off64_t(data_offset_ + slot * slot_stride_), off64_t(bytes), SYNC_FILE_RANGE_WRITE);
 }
 
+namespace {
+
+// The label's fields, NUL-terminated and cut to fit.
+page_file_label make_label(const std::string & name, const std::string & file) {
+    page_file_label l;
+    std::memset(&l, 0, sizeof l);
+    std::memcpy(l.model_name, name.data(), std::min(name.size(), sizeof l.model_name - 1));
+    std::memcpy(l.model_file, file.data(), std::min(file.size(), sizeof l.model_file - 1));
+    return l;
+}
+
+bool no_space(int e) { return e == ENOSPC || e == EDQUOT; }
+
+} // namespace
+
+bool page_file::reserve(size_t offset, size_t bytes) {
+    if (!persistent_) return true;  // an in-memory file has no blocks to run out of
+    for (;;) {
+        if (::fallocate(fd_, 0, off_t(offset), off_t(bytes)) == 0) return true;
+        if (errno == EINTR) continue;
+        if (errno != EOPNOTSUPP && errno != ENOSYS) return false;
+        // A filesystem without fallocate: only grow the file (posix_fallocate's
+        // emulation writes zero bytes, which could race with another process
+        // writing a neighbouring slot through its mapping).
+        const size_t end = offset + bytes;
+        if (file_size() < end && ::ftruncate(fd_, off_t(end)) != 0) return false;
+        return true;
+    }
+}
+
+bool page_file::ensure_slot(uint64_t slot) {
+    GLOAS_ASSERT(slot < max_slots_ && !read_only_);
+    // Whole OS pages: a write fault maps (and needs blocks for) the whole page.
+    const size_t b = (data_offset_ + slot * slot_stride_) / OS_PAGE * OS_PAGE;
+    const size_t e = round_up(data_offset_ + (slot + 1) * slot_stride_, OS_PAGE);
+    const size_t t = (table_offset_ + slot * sizeof(slot_entry)) / OS_PAGE * OS_PAGE;
+    if (!reserve(t, OS_PAGE)) return false;
+    if (!persistent_) {
+        if (file_size() < e && ::ftruncate(fd_, off_t(e)) != 0) return false;
+        return true;
+    }
+    return reserve(b, e - b);
+}
+
 std::unique_ptr<page_file> page_file::open(const options & o, std::string * notice) {
     GLOAS_ASSERT(o.geom.valid_for(o.kv_type) && o.max_slots > 0);
     std::unique_ptr<page_file> f(new page_file());
@@ -197,29 +236,88 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
     const size_t stride = round_up(page_bytes, ALIGN);
     const size_t table_offset = PAGE_FILE_HEADER_BYTES;
 
+    bool set_aside = false;  // one damaged file set aside already
     for (int attempt = 0;; ++attempt) {
         int fd;
+        bool created = false;
         if (o.dir.empty()) {
             f->path_ = "<memory>";
             fd = ::memfd_create("gloas-kv", MFD_CLOEXEC);
             if (fd < 0) throw error(format("cannot create an in-memory page file: %s", std::strerror(errno)));
         } else {
-            if (make_dirs(o.dir) != 0)
-                throw error(format("%s: cannot create the K/V folder: %s", o.dir.c_str(), std::strerror(errno)));
             f->persistent_ = true;
             f->path_ = o.dir + "/" + format("%016" PRIx64 "-%s-p%d.kv", o.fingerprint, type_name(o.kv_type), o.geom.page_tokens);
-            fd = ::open(f->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-            if (fd < 0) throw error(format("%s: cannot open: %s", f->path_.c_str(), std::strerror(errno)));
+            fd = ::open(f->path_.c_str(), O_RDWR | O_CLOEXEC);
+            if (fd < 0 && errno == ENOENT) {
+                if (make_private_dirs(o.dir) != 0) {
+                    const int e = errno;
+                    throw page_file_unusable(format("%s: cannot create the K/V folder: %s", o.dir.c_str(), std::strerror(e)),
+                                             no_space(e));
+                }
+                fd = ::open(f->path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                if (fd >= 0) {
+                    created = true;
+                    ::fchmod(fd, 0600);  // whatever the umask: the pages hold every prompt's K/V
+                } else if (errno == EEXIST) {
+                    fd = ::open(f->path_.c_str(), O_RDWR | O_CLOEXEC);  // another process created it first
+                }
+            }
+            if (fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) {
+                const int e = errno;
+                fd = ::open(f->path_.c_str(), O_RDONLY | O_CLOEXEC);
+                if (fd >= 0) f->read_only_ = true;
+                else errno = e;
+            }
+            if (fd < 0) {
+                const int e = errno;
+                throw page_file_unusable(format("%s: cannot open the page file: %s", f->path_.c_str(), std::strerror(e)),
+                                         no_space(e));
+            }
         }
         f->fd_ = fd;
+        auto give_up = [&] {
+            ::close(f->fd_);
+            f->fd_ = -1;
+            f->read_only_ = false;
+        };
+        if (f->persistent_) {
+            // In use by this process (byte 1); a file removed between our
+            // open and that lock is not the one the folder holds: open again.
+            f->set_lock(F_RDLCK, 1, 1, true, nullptr);
+            struct stat a, b;
+            if (::fstat(fd, &a) != 0 || ::stat(f->path_.c_str(), &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+                give_up();
+                if (attempt > 8) throw page_file_unusable(format("%s: the page file keeps being removed", f->path_.c_str()), false);
+                continue;
+            }
+        }
         f->lock_table();
         struct stat st;
         ::fstat(fd, &st);
+        if (f->persistent_ && !f->read_only_ && !created && st.st_uid == ::geteuid() && (st.st_mode & 077) != 0)
+            ::fchmod(fd, 0600);  // a file an older build made readable by others
         std::string why;
+        if (st.st_size == 0 && f->read_only_) {
+            f->unlock_table();
+            give_up();
+            throw page_file_unusable(format("%s: the page file is empty and cannot be written", f->path_.c_str()), false);
+        }
         if (st.st_size == 0) {
-            // New file: header and an empty (sparse) table.
+            // New file: header and an empty (sparse) table. The header's page
+            // is reserved first; on a full filesystem the file stays empty.
             const uint64_t max_slots = o.max_slots;
             const size_t data_offset = round_up(table_offset + max_slots * sizeof(slot_entry), 4096);
+            if (!f->reserve(0, PAGE_FILE_HEADER_BYTES)) {
+                const int e = errno;
+                // Empty again, the next run starts it afresh (a failed
+                // truncate leaves zeros that are set aside as a bad magic).
+                const int t = ::ftruncate(fd, 0);
+                (void) t;
+                f->unlock_table();
+                give_up();
+                throw page_file_unusable(format("%s: cannot create the page file: %s", f->path_.c_str(), std::strerror(e)),
+                                         no_space(e));
+            }
             if (::ftruncate(fd, off_t(data_offset)) != 0) {
                 int e = errno;
                 f->unlock_table();
@@ -241,7 +339,9 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
             h.table_offset = table_offset;
             h.data_offset = data_offset;
             h.checksum = header_checksum(h);
-            if (::pwrite(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) {
+            const page_file_label l = make_label(o.model_name, o.model_file);
+            if (::pwrite(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) != ssize_t(sizeof l) ||
+                ::pwrite(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) {
                 int e = errno;
                 f->unlock_table();
                 throw error(format("%s: cannot write the header: %s", f->path_.c_str(), std::strerror(e)));
@@ -270,20 +370,35 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
         }
         if (!why.empty()) {
             f->unlock_table();
-            ::close(fd);
-            f->fd_ = -1;
-            if (attempt > 0 || o.dir.empty())
+            const bool ro = f->read_only_;
+            give_up();
+            if (ro)
+                throw page_file_unusable(format("%s: %s, and it cannot be set aside (read-only)", f->path_.c_str(), why.c_str()), false);
+            if (set_aside || o.dir.empty())
                 throw error(format("%s: cannot create a usable page file (%s)", f->path_.c_str(), why.c_str()));
             const std::string aside = f->path_ + format(".bad-%ld-%d", long(std::time(nullptr)), int(::getpid()));
             if (::rename(f->path_.c_str(), aside.c_str()) != 0)
-                throw error(format("%s: %s, and it cannot be set aside: %s", f->path_.c_str(), why.c_str(), std::strerror(errno)));
+                throw page_file_unusable(format("%s: %s, and it cannot be set aside: %s", f->path_.c_str(), why.c_str(),
+                                                std::strerror(errno)), false);
             if (notice) *notice += format("%s: %s; set aside as %s, starting a new page file\n", f->path_.c_str(), why.c_str(), aside.c_str());
+            set_aside = true;
             continue;
         }
         page_file_header h;
         if (::pread(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) {
             f->unlock_table();
             throw error(format("%s: cannot read the header", f->path_.c_str()));
+        }
+        if (f->persistent_ && !f->read_only_) {
+            // A file from a build without labels gets one; the access time of
+            // the file says when it was last used.
+            page_file_label l;
+            if (::pread(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) == ssize_t(sizeof l) && l.model_name[0] == 0 &&
+                l.model_file[0] == 0 && !(o.model_name.empty() && o.model_file.empty())) {
+                l = make_label(o.model_name, o.model_file);
+                if (::pwrite(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) != ssize_t(sizeof l)) { /* a label is optional */ }
+            }
+            ::futimens(fd, nullptr);
         }
         f->max_slots_ = h.max_slots;
         f->slot_stride_ = h.slot_stride;

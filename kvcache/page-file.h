@@ -7,8 +7,15 @@
 //                             except `clock`, `generation` and `slots_used`
 //   [table_offset, +64 x max_slots)   slot table (slot_entry), one per slot
 //   [data_offset + i x slot_stride)   page data of slot i, slot_stride a multiple of 64
-// The file is sparse: it is extended as slots are first used, and the table is
-// only touched where slots are.
+// [1024, 1024 + 384)          label (page_file_label): the model's name and file
+//                             name, for people listing the folder (zero in files
+//                             written before it existed; not checksummed)
+// The file is sparse: it grows as slots are first used, and the table is only
+// touched where slots are. Blocks are reserved (fallocate) for a slot's data
+// and for the table page holding its entry before either is written through
+// the mapping: a write to an unreserved page of a full filesystem would kill
+// the process with SIGBUS. A slot that cannot be reserved is not used. (On a
+// filesystem without fallocate the file only grows, unreserved.)
 //
 // Publishing: a slot is claimed (state WRITING) under the table lock, its data
 // is written and checksummed (xxh64 seeded with the page hash) outside it, and
@@ -20,6 +27,8 @@
 // Concurrency between processes uses open-file-description locks (fcntl
 // F_OFD_SETLK), which the kernel drops when a process dies:
 //   - byte 0: the table lock, held briefly for every table change;
+//   - byte 1: a shared lock by every process that has the file open, so that
+//     a file nobody uses can be told apart and removed (kv-folder.h);
 //   - the 64 bytes of a slot's entry: a shared lock by each process using the
 //     page, an exclusive one while a writer fills it. A slot whose entry another
 //     process has locked is never evicted or overwritten; a WRITING slot whose
@@ -28,6 +37,7 @@
 
 #include "kvcache/page.h"
 #include "quant/types.h"
+#include "tensor/error.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -64,6 +74,21 @@ struct page_file_header {
 };
 static_assert(sizeof(page_file_header) == 112, "page_file_header layout");
 
+constexpr size_t PAGE_FILE_LABEL_OFFSET = 1024;
+struct page_file_label {
+    char model_name[128];  // general.name or the file name, NUL-terminated
+    char model_file[256];  // the model file's name (no folder), NUL-terminated
+};
+static_assert(PAGE_FILE_LABEL_OFFSET + sizeof(page_file_label) <= PAGE_FILE_HEADER_BYTES, "label inside the header");
+
+// A page file that cannot be used: the folder cannot be created or written,
+// the file cannot be opened, or (no_space) the filesystem is full. Callers
+// keep the pages in memory instead.
+struct page_file_unusable : error {
+    page_file_unusable(const std::string & what, bool full) : error(what), no_space(full) {}
+    bool no_space;
+};
+
 enum class slot_state : uint32_t { FREE = 0, WRITING = 1, READY = 2 };
 
 struct slot_entry {
@@ -88,11 +113,17 @@ public:
         type kv_type = type::F16;
         page_geometry geom;
         uint64_t max_slots = 0;    // table size when creating
+        std::string model_name;    // for the label
+        std::string model_file;
     };
 
     // Opens or creates the page file for these options. A file that exists but
     // is damaged, of another version or describes other pages is set aside
-    // (renamed *.bad) and a new one created; `notice` then says why.
+    // (renamed *.bad) and a new one created; `notice` then says why. A file
+    // that can be read but not written (a read-only file or filesystem) is
+    // opened read-only: its pages can be reused, nothing is written to it.
+    // Folders are created 0700 and files 0600. Throws page_file_unusable when
+    // there is no usable file (see above), gloas::error for other failures.
     static std::unique_ptr<page_file> open(const options & o, std::string * notice);
     ~page_file();
     page_file(const page_file &) = delete;
@@ -104,6 +135,7 @@ public:
     uint64_t max_slots() const { return max_slots_; }
     size_t slot_stride() const { return slot_stride_; }
     bool persistent() const { return persistent_; }
+    bool read_only() const { return read_only_; }
 
     // Table lock (exclusive, blocking). All slot_entry reads and writes of
     // state happen under it.
@@ -117,8 +149,11 @@ public:
     void lock_slot_shared(uint64_t slot);   // converts an exclusive lock we hold
     void unlock_slot(uint64_t slot);
 
-    // Page data of a slot; ensure_slot() extends the file to cover it first.
-    void ensure_slot(uint64_t slot);
+    // Page data of a slot; ensure_slot() reserves the blocks of the slot's
+    // data and of its table entry (growing the file to cover them) before
+    // either is written. False when they cannot be reserved (errno says why:
+    // ENOSPC, EDQUOT); the slot must then not be written.
+    bool ensure_slot(uint64_t slot);
     // True when `bytes` of the slot's data lie inside the file (a truncated
     // file may end before a slot its table still lists).
     bool slot_in_file(uint64_t slot, size_t bytes) const {
@@ -170,9 +205,11 @@ private:
     page_file() = default;
     void map(int fd, size_t reserve_bytes);
     void set_lock(short type, off_t start, off_t len, bool wait, bool * ok);
+    bool reserve(size_t offset, size_t bytes);
 
     std::string path_;
     bool persistent_ = false;   // false: an anonymous in-memory file
+    bool read_only_ = false;    // opened read-only: nothing is written
     int fd_ = -1;
     uint8_t * base_ = nullptr;
     size_t reserved_ = 0;       // bytes of address space mapped

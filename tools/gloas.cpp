@@ -11,6 +11,7 @@
 #include "decoder/sampler.h"
 #include "decoder/strategy.h"
 #include "decoder/tokenizer.h"
+#include "kvcache/kv-folder.h"
 #include "tensor/error.h"
 #include "tensor/mmap.h"
 #include "tensor/ops.h"
@@ -99,7 +100,8 @@ K/V cache:
                           $GLOAS_KV_DIR, else ~/.cache/gloas/kv); 'none' keeps
                           pages in memory only
       --kv-page N         tokens per page (default: 32)
-      --kv-capacity SIZE  bound on the stored pages: bytes with a k/M/G suffix,
+      --kv-capacity SIZE  bound on the K/V folder (the page files of every
+                          model and K/V type): bytes with a k/M/G suffix,
                           pages with 'p', tokens with 't' (default: 4G)
       --kv-policy P       eviction: lru, lfu, fifo, adaptive, compressed
                           (default: lru)
@@ -202,12 +204,7 @@ std::string find_default_model() {
 }
 
 // $GLOAS_KV_DIR, else $XDG_CACHE_HOME/gloas/kv, else ~/.cache/gloas/kv.
-std::string default_kv_dir() {
-    if (const char * d = std::getenv("GLOAS_KV_DIR")) return std::strcmp(d, "none") == 0 ? std::string() : std::string(d);
-    if (const char * x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/gloas/kv";
-    if (const char * h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/gloas/kv";
-    return std::string();
-}
+std::string default_kv_dir() { return kv_default_dir(); }
 
 int32_t parse_int(const char * flag, const char * v, int32_t lo, int32_t hi) {
     char * end = nullptr;
@@ -471,6 +468,8 @@ int run(const options & o) {
                      memory_strategy_name(strategy), type_name(cp.kv.kv_type), cp.kv.page_tokens,
                      cp.kv.ram_bytes ? format("%.0f MiB", double(cp.kv.ram_bytes) / 1048576.0).c_str() : "unbounded",
                      ops::n_threads());
+    cp.kv.dir_required = o.kv_dir_given;  // the default folder, if unusable, leaves the pages in memory
+    cp.kv.on_notice = [](const std::string & n) { std::fprintf(stderr, "gloas: warning: %s\n", n.c_str()); };
     context ctx(*m, cp);
     kv_store & store = ctx.store();
     for (std::string n = store.take_notices(); !n.empty();) {
