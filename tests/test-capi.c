@@ -453,8 +453,7 @@ static void greedy8(gloas_context * ctx, struct text_buf * out) {
 
 static void test_params_size(void) {
     static struct text_buf want, got;
-    /* the old struct, followed by bytes a newer field would occupy: garbage
-     * the library must not read */
+    /* the old struct, followed by garbage where the newer fields would be */
     struct {
         context_params_0_2 p;
         unsigned char after[64];
