@@ -6,7 +6,8 @@
 # with libgloas.so removed from the prefix for the static link, so that
 # -lgloas can only be libgloas.a and gloas.pc's Libs.private must carry the
 # rest. Each program must run: its usage (exit 2) without arguments, and a
-# short generation when models/stories260K.bin is found.
+# short generation when models/stories260K.bin is found. libgloas.so must
+# export only gloas_* symbols.
 #   test-install.sh CMAKE BUILD_DIR SOURCE_DIR CC [EXTRA_CFLAGS]
 # Exit 77 (ctest: skipped) without pkg-config.
 set -eu
@@ -50,6 +51,12 @@ check_runs() {
 "$cc" $extra -o "$tmp/simple-shared" "$src/examples/simple.c" $(pkg-config --cflags --libs gloas) ||
     fail "cannot link examples/simple.c with pkg-config --libs gloas"
 LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} check_runs "$tmp/simple-shared"
+
+# the shared library exports only the C API
+if command -v nm >/dev/null 2>&1; then
+    others=$(nm -D --defined-only "$libdir/libgloas.so" | awk '$3 != "" && $3 !~ /^gloas_/ { print $3 }')
+    [ -z "$others" ] || fail "libgloas.so exports symbols outside gloas_*: $(echo "$others" | head -n 5)"
+fi
 
 # static
 rm -f "$libdir"/libgloas.so*
