@@ -3,14 +3,17 @@
 // crosses the boundary.
 #include "include/gloas.h"
 
+#include "decoder/gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/sampler.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -20,14 +23,24 @@
 
 using namespace gloas;
 
+#ifndef GLOAS_VERSION
+#error "GLOAS_VERSION (the project version) is defined by CMakeLists.txt"
+#endif
+
 struct gloas_model {
     std::unique_ptr<model> m;
+    bool has_chat_template = false;
+    std::string chat_template;  // tokenizer.chat_template of a GGUF
 };
 
 struct gloas_context {
     const gloas_model * model = nullptr;
     std::unique_ptr<context> ctx;
     std::string last_error;
+    // Per sequence: the index, in ctx's last decode, of the sequence's latest
+    // token if its logits were kept there, else -1 (gloas_generate continues
+    // from those logits).
+    std::vector<int32_t> last_row;
     uint64_t tokens_evaluated = 0;
     uint64_t decode_calls = 0;
     double eval_seconds = 0.0;
@@ -119,18 +132,188 @@ void copy_out(const std::string & s, char * buf, size_t buf_size, size_t * len) 
     buf[s.size()] = '\0';
 }
 
+// ---- params structs (the "ABI" rule of gloas.h) ----
+//
+// Each struct begins with `size_t size`. A caller's struct covers a prefix of
+// ours: sizes from the end of the first layout's last field (0.2.0) up to
+// sizeof ours are taken, the fields the size covers are read and the others
+// keep their defaults. A field appended later must start at or past sizeof
+// every earlier layout (so that a caller's size covers a field entirely or
+// not at all): keep a mirror of each earlier layout and a static_assert, as
+// for gloas_context_params below.
+
+#define GLOAS_END_OF(T, field) (offsetof(T, field) + sizeof(((T *) nullptr)->field))
+
+// The first layouts: up to and including these fields.
+constexpr size_t MODEL_PARAMS_MIN = GLOAS_END_OF(gloas_model_params, n_threads);
+constexpr size_t CONTEXT_PARAMS_MIN = GLOAS_END_OF(gloas_context_params, ctx_slide);
+constexpr size_t SAMPLER_PARAMS_MIN = GLOAS_END_OF(gloas_sampler_params, seed);
+constexpr size_t GENERATE_PARAMS_MIN = GLOAS_END_OF(gloas_generate_params, n_generated);
+constexpr size_t METRICS_MIN = GLOAS_END_OF(gloas_metrics, eval_seconds);
+
+// gloas_context_params as 0.2.0 first published it.
+struct context_params_0_2 {
+    size_t size;
+    int32_t n_ctx, n_ubatch, n_threads, n_seq_max, kv_type, kv_page_tokens;
+    const char * kv_dir;
+    uint64_t kv_capacity_bytes;
+    int32_t kv_policy;
+    float sparse_ratio;
+    int32_t ctx_slide;
+};
+static_assert(offsetof(context_params_0_2, ctx_slide) == offsetof(gloas_context_params, ctx_slide) &&
+                  CONTEXT_PARAMS_MIN == GLOAS_END_OF(context_params_0_2, ctx_slide),
+              "the first layout of gloas_context_params is a prefix of the current one");
+static_assert(offsetof(gloas_context_params, kv_ram_bytes) >= sizeof(context_params_0_2),
+              "an appended field starts past the padding of every earlier layout");
+
+// Refuses a size outside [min_size, sizeof(T)].
+template <class T> void check_size(size_t size, size_t min_size, const char * what) {
+    if (size < min_size || size > sizeof(T))
+        fail(GLOAS_ERR_INVALID_ARG,
+             format("%s: size is %zu bytes, this library (gloas %s) takes %zu to %zu; start from the struct's "
+                    "*_default_params() (or *_params_init(&p, sizeof p)) and build against a gloas.h no newer "
+                    "than the library",
+                    what, size, GLOAS_VERSION, min_size, sizeof(T)));
+}
+
+// The caller's struct `in` (NULL: the defaults) as ours: the fields its size
+// covers, the defaults for the others.
+template <class T> T read_params(const T * in, const T & dflt, size_t min_size, const char * what) {
+    T p = dflt;
+    if (!in) return p;
+    check_size<T>(in->size, min_size, what);
+    std::memcpy(static_cast<void *>(&p), in, in->size);
+    p.size = sizeof(T);
+    return p;
+}
+
+// *_params_init: the defaults, as much of them as `size` covers.
+template <class T> gloas_status init_params(T * p, size_t size, const T & dflt, size_t min_size, const char * what) {
+    return guard(nullptr, GLOAS_ERR_INVALID_ARG, [&] {
+        if (!p) fail(GLOAS_ERR_INVALID_ARG, format("%s: params is NULL", what));
+        check_size<T>(size, min_size, what);
+        std::memcpy(static_cast<void *>(p), &dflt, size);
+        p->size = size;
+    });
+}
+
+gloas_model_params model_defaults() {
+    gloas_model_params p;
+    std::memset(&p, 0, sizeof p);
+    p.size = sizeof p;
+    p.tokenizer_path = nullptr;
+    p.n_threads = 0;
+    return p;
+}
+
+gloas_context_params context_defaults() {
+    gloas_context_params p;
+    std::memset(&p, 0, sizeof p);
+    p.size = sizeof p;
+    p.n_ctx = 0;
+    p.n_ubatch = 512;
+    p.n_threads = 0;
+    p.n_seq_max = 1;
+    p.kv_type = GLOAS_KV_F16;
+    p.kv_page_tokens = 32;
+    p.kv_dir = nullptr;
+    p.kv_capacity_bytes = uint64_t(4) << 30;
+    p.kv_policy = GLOAS_EVICT_LRU;
+    p.sparse_ratio = 1.0f;
+    p.ctx_slide = 0;
+    p.kv_ram_bytes = 0;
+    return p;
+}
+
+gloas_sampler_params sampler_defaults() {
+    gloas_sampler_params p;
+    std::memset(&p, 0, sizeof p);
+    const sampler_params d;
+    p.size = sizeof p;
+    p.temp = d.temp;
+    p.top_k = d.top_k;
+    p.top_p = d.top_p;
+    p.min_p = d.min_p;
+    p.repeat_penalty = d.repeat_penalty;
+    p.repeat_last_n = d.repeat_last_n;
+    p.seed = d.seed;
+    return p;
+}
+
+gloas_generate_params generate_defaults() {
+    gloas_generate_params p;
+    std::memset(&p, 0, sizeof p);
+    p.size = sizeof p;
+    p.n_predict = 128;
+    p.sampling = nullptr;
+    p.seq_id = 0;
+    p.add_bos = 1;
+    p.ignore_eos = 0;
+    p.n_generated = nullptr;
+    return p;
+}
+
 double now_s() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+// After a decode (or a call that decodes: fork, restore): which sequences'
+// latest logits the batch kept. `b` is null when the call's batch is not
+// known (then only `seq`, the sequence it filled, is marked).
+void note_logits(gloas_context * c, const batch * b, int32_t seq = -1) {
+    std::fill(c->last_row.begin(), c->last_row.end(), -1);
+    if (b) {
+        for (int32_t i = 0; i < b->n_tokens; ++i)
+            c->last_row[size_t(b->seq ? b->seq[i] : 0)] = c->ctx->batch_logits(i) ? i : -1;
+    } else if (seq >= 0) {
+        const int32_t i = c->ctx->batch_size() - 1;
+        if (i >= 0 && c->ctx->seq_n_past(seq) > 0 && c->ctx->batch_logits(i)) c->last_row[size_t(seq)] = i;
+    }
+}
+
 // Decodes a batch with timing and counters.
 void timed_decode(gloas_context * c, const batch & b) {
     const double t0 = now_s();
-    c->ctx->decode(b);
+    try {
+        c->ctx->decode(b);
+    } catch (...) {
+        note_logits(c, nullptr);
+        throw;
+    }
     c->eval_seconds += now_s() - t0;
     c->decode_calls += 1;
     c->tokens_evaluated += uint64_t(b.n_tokens - c->ctx->n_batch_reused());
+    note_logits(c, &b);
+}
+
+// The logits of sequence s's latest token: from ctx's last decode when it
+// kept them, else computed again (the sequence is refilled from its tokens:
+// its sealed pages come back from the store, its open page is recomputed).
+const float * seq_last_logits(gloas_context * c, int32_t s) {
+    context & x = *c->ctx;
+    const int32_t row = c->last_row[size_t(s)];
+    if (row >= 0) return x.batch_logits(row);
+    const int32_t n = x.seq_n_past(s);
+    if (n > x.n_ctx())
+        fail(GLOAS_ERR_INVALID_ARG,
+             format("gloas_generate: sequence %d has slid past n_ctx and its latest logits were dropped by a later "
+                    "decode; give a prompt to continue it", s));
+    const std::vector<int32_t> toks = x.seq_tokens(s);
+    const double t0 = now_s();
+    const float * l = nullptr;
+    try {
+        l = x.seq_restore(s, toks.data(), n);
+    } catch (...) {
+        note_logits(c, nullptr);
+        throw;
+    }
+    c->eval_seconds += now_s() - t0;
+    c->decode_calls += 1;
+    c->tokens_evaluated += uint64_t(n - x.n_batch_reused());
+    note_logits(c, nullptr, s);
+    return l;
 }
 
 sampler_params to_cpp(const gloas_sampler_params & p) {
@@ -154,6 +337,8 @@ static const uint32_t SEQ_VERSION = 1;
 
 extern "C" {
 
+const char * gloas_version(void) { return GLOAS_VERSION; }
+
 const char * gloas_status_name(gloas_status st) {
     switch (st) {
     case GLOAS_OK: return "GLOAS_OK";
@@ -172,18 +357,28 @@ const char * gloas_last_error(const gloas_context * ctx) {
     return ctx ? ctx->last_error.c_str() : t_last_error.c_str();
 }
 
-gloas_model_params gloas_model_default_params(void) {
-    gloas_model_params p;
-    p.tokenizer_path = nullptr;
-    p.n_threads = 0;
-    return p;
+gloas_status gloas_model_params_init(gloas_model_params * p, size_t size) {
+    return init_params(p, size, model_defaults(), MODEL_PARAMS_MIN, "gloas_model_params_init");
+}
+
+gloas_status gloas_context_params_init(gloas_context_params * p, size_t size) {
+    return init_params(p, size, context_defaults(), CONTEXT_PARAMS_MIN, "gloas_context_params_init");
+}
+
+gloas_status gloas_sampler_params_init(gloas_sampler_params * p, size_t size) {
+    return init_params(p, size, sampler_defaults(), SAMPLER_PARAMS_MIN, "gloas_sampler_params_init");
+}
+
+gloas_status gloas_generate_params_init(gloas_generate_params * p, size_t size) {
+    return init_params(p, size, generate_defaults(), GENERATE_PARAMS_MIN, "gloas_generate_params_init");
 }
 
 gloas_model * gloas_model_load(const char * path, const gloas_model_params * params, gloas_status * status) {
     gloas_model * out = nullptr;
     gloas_status st = guard(nullptr, GLOAS_ERR_FORMAT, [&] {
         need(path != nullptr, "gloas_model_load: path is NULL");
-        const gloas_model_params p = params ? *params : gloas_model_default_params();
+        const gloas_model_params p =
+            read_params(params, model_defaults(), MODEL_PARAMS_MIN, "gloas_model_load: params");
         need(p.n_threads >= 0, "gloas_model_load: n_threads is negative");
         // Who is at fault: a file that cannot be opened is IO, a bad one FORMAT.
         FILE * f = std::fopen(path, "rb");
@@ -195,6 +390,11 @@ gloas_model * gloas_model_load(const char * path, const gloas_model_params * par
         if (p.tokenizer_path) mp.tokenizer_path = p.tokenizer_path;
         auto m = std::make_unique<gloas_model>();
         m->m = model::load(mp);
+        if (m->m->file_format == "gguf") {
+            const std::unique_ptr<gguf_file> gf = gguf_file::open(path);
+            m->has_chat_template = gf->find("tokenizer.chat_template") != nullptr;
+            if (m->has_chat_template) m->chat_template = gf->get_str("tokenizer.chat_template");
+        }
         out = m.release();
     });
     if (status) *status = st;
@@ -203,8 +403,17 @@ gloas_model * gloas_model_load(const char * path, const gloas_model_params * par
 
 void gloas_model_free(gloas_model * model) { delete model; }
 
+const char * gloas_model_name(const gloas_model * m) { return m ? m->m->name.c_str() : ""; }
+const char * gloas_model_arch(const gloas_model * m) { return m ? m->m->arch.c_str() : ""; }
 int32_t gloas_model_n_vocab(const gloas_model * m) { return m ? m->m->hp.n_vocab : 0; }
 int32_t gloas_model_n_ctx_train(const gloas_model * m) { return m ? m->m->hp.n_ctx_train : 0; }
+int32_t gloas_model_n_layer(const gloas_model * m) { return m ? m->m->hp.n_layer : 0; }
+int32_t gloas_model_n_embd(const gloas_model * m) { return m ? m->m->hp.n_embd : 0; }
+uint64_t gloas_model_n_params(const gloas_model * m) { return m ? uint64_t(m->m->n_params) : 0; }
+uint64_t gloas_model_size(const gloas_model * m) { return m ? uint64_t(m->m->weight_bytes) : 0; }
+const char * gloas_model_chat_template(const gloas_model * m) {
+    return m && m->has_chat_template ? m->chat_template.c_str() : nullptr;
+}
 gloas_token gloas_token_bos(const gloas_model * m) { return m ? m->m->tok.bos() : -1; }
 gloas_token gloas_token_eos(const gloas_model * m) { return m ? m->m->tok.eos() : -1; }
 int gloas_token_is_eog(const gloas_model * m, gloas_token t) { return m && m->m->tok.is_eog(t) ? 1 : 0; }
@@ -247,27 +456,12 @@ gloas_status gloas_detokenize(const gloas_model * model, const gloas_token * tok
     });
 }
 
-gloas_context_params gloas_context_default_params(void) {
-    gloas_context_params p;
-    p.n_ctx = 0;
-    p.n_ubatch = 512;
-    p.n_threads = 0;
-    p.n_seq_max = 1;
-    p.kv_type = GLOAS_KV_F16;
-    p.kv_page_tokens = 32;
-    p.kv_dir = nullptr;
-    p.kv_capacity_bytes = uint64_t(4) << 30;
-    p.kv_policy = GLOAS_EVICT_LRU;
-    p.sparse_ratio = 1.0f;
-    p.ctx_slide = 0;
-    return p;
-}
-
 gloas_context * gloas_context_new(const gloas_model * model, const gloas_context_params * params) {
     gloas_context * out = nullptr;
     guard(nullptr, GLOAS_ERR_INVALID_ARG, [&] {
         need(model != nullptr, "gloas_context_new: model is NULL");
-        const gloas_context_params p = params ? *params : gloas_context_default_params();
+        const gloas_context_params p =
+            read_params(params, context_defaults(), CONTEXT_PARAMS_MIN, "gloas_context_new: params");
         context_params cp;
         need(p.n_ctx >= 0 && p.n_ubatch > 0 && p.n_threads >= 0 && p.n_seq_max > 0,
              "gloas_context_new: n_ctx, n_ubatch, n_threads or n_seq_max out of range");
@@ -288,9 +482,11 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         cp.kv.policy = evict_policy(p.kv_policy);
         cp.sparse.ratio = p.sparse_ratio;
         cp.slide.on = p.ctx_slide != 0;
+        cp.kv.ram_bytes = size_t(p.kv_ram_bytes);
         auto c = std::make_unique<gloas_context>();
         c->model = model;
         c->ctx = std::make_unique<context>(*model->m, cp);
+        c->last_row.assign(size_t(c->ctx->n_seq_max()), -1);
         out = c.release();
     });
     return out;
@@ -337,23 +533,11 @@ const float * gloas_get_logits(gloas_context * ctx, int32_t i) {
     return l;
 }
 
-gloas_sampler_params gloas_sampler_default_params(void) {
-    gloas_sampler_params p;
-    const sampler_params d;
-    p.temp = d.temp;
-    p.top_k = d.top_k;
-    p.top_p = d.top_p;
-    p.min_p = d.min_p;
-    p.repeat_penalty = d.repeat_penalty;
-    p.repeat_last_n = d.repeat_last_n;
-    p.seed = d.seed;
-    return p;
-}
-
 gloas_sampler * gloas_sampler_new(const gloas_sampler_params * params) {
     gloas_sampler * out = nullptr;
     guard(nullptr, GLOAS_ERR_INVALID_ARG, [&] {
-        const gloas_sampler_params p = params ? *params : gloas_sampler_default_params();
+        const gloas_sampler_params p =
+            read_params(params, sampler_defaults(), SAMPLER_PARAMS_MIN, "gloas_sampler_new: params");
         auto s = std::make_unique<gloas_sampler>();
         s->params = to_cpp(p);
         sampler check(s->params, 1);  // rejects bad parameters now, not at the first sample
@@ -403,57 +587,58 @@ void gloas_sampler_reset(gloas_sampler * s) {
     if (s->s) s->s->reset();
 }
 
-gloas_generate_params gloas_generate_default_params(void) {
-    gloas_generate_params p;
-    p.n_predict = 128;
-    p.sampling = nullptr;
-    p.seq_id = 0;
-    p.add_bos = 1;
-    p.ignore_eos = 0;
-    p.n_generated = nullptr;
-    return p;
-}
-
 gloas_status gloas_generate(gloas_context * ctx, const char * prompt, const gloas_generate_params * params,
                             gloas_token_callback callback, void * user_data) {
     if (!ctx) return record(nullptr, {GLOAS_ERR_INVALID_ARG, "gloas_generate: ctx is NULL"});
     return guard(ctx, GLOAS_ERR_INVALID_ARG, [&] {
-        const gloas_generate_params p = params ? *params : gloas_generate_default_params();
+        const gloas_generate_params p =
+            read_params(params, generate_defaults(), GENERATE_PARAMS_MIN, "gloas_generate: params");
         if (p.n_generated) *p.n_generated = 0;
         need(p.n_predict >= 0, "gloas_generate: n_predict is negative");
         check_seq(ctx, p.seq_id);
+        sampler_params sp;
+        if (p.sampling)
+            sp = to_cpp(read_params(p.sampling, sampler_defaults(), SAMPLER_PARAMS_MIN, "gloas_generate: sampling"));
+        else
+            sp.temp = 0.0f;
         const model & m = *ctx->model->m;
         context & c = *ctx->ctx;
         const int32_t s = p.seq_id;
         const bool empty = c.seq_n_past(s) == 0;
+        auto full = [&] { return !c.slides() && c.seq_n_past(s) >= c.n_ctx(); };
 
         std::vector<int32_t> toks = m.tok.encode(prompt ? prompt : "", empty && p.add_bos);
         if (toks.empty() && empty) toks.push_back(m.tok.bos());
 
-        sampler_params sp;
-        if (p.sampling) sp = to_cpp(*p.sampling);
-        else sp.temp = 0.0f;
         sampler smp(sp, m.hp.n_vocab);
         for (int32_t t : c.seq_tokens(s)) smp.accept(t);
         for (int32_t t : toks) smp.accept(t);
 
-        std::vector<int32_t> seqv(toks.size(), s);
-        int32_t prev = c.seq_n_past(s) > 0 ? c.seq_tokens(s).back() : -1;
+        int32_t prev = empty ? -1 : c.seq_tokens(s).back();
+        const float * logits = nullptr;
         if (!toks.empty()) {
             if (!c.slides() && c.seq_n_past(s) + int64_t(toks.size()) > c.n_ctx())
                 fail(GLOAS_ERR_CONTEXT_FULL, format("gloas_generate: the prompt is %zu tokens, sequence %d holds %d of "
                                                     "a context of %d", toks.size(), s, c.seq_n_past(s), c.n_ctx()));
+            std::vector<int32_t> seqv(toks.size(), s);
             batch b;
             b.n_tokens = int32_t(toks.size());
             b.token = toks.data();
             b.seq = seqv.data();
             timed_decode(ctx, b);
+            logits = c.batch_logits(c.batch_size() - 1);
             prev = toks.back();
         } else {
-            fail(GLOAS_ERR_INVALID_ARG, "gloas_generate: the prompt is empty and the sequence is not");
+            // An empty prompt continues the sequence from its latest token.
+            if (full())
+                fail(GLOAS_ERR_CONTEXT_FULL, format("gloas_generate: sequence %d is full (%d positions of a context "
+                                                    "of %d): nothing to continue", s, c.seq_n_past(s), c.n_ctx()));
+            logits = seq_last_logits(ctx, s);
         }
-        const float * logits = c.batch_logits(c.batch_size() - 1);
 
+        // Each token passed to the callback is decoded (appended to the
+        // sequence) unless the context is full, so that the next call with an
+        // empty prompt continues after it.
         int32_t n_gen = 0;
         while (n_gen < p.n_predict) {
             const int32_t tok = smp.sample(logits);
@@ -463,15 +648,18 @@ gloas_status gloas_generate(gloas_context * ctx, const char * prompt, const gloa
             smp.accept(tok);
             const std::string piece = m.tok.token_to_piece(prev, tok);
             prev = tok;
-            if (callback && callback(tok, piece.data(), piece.size(), user_data) != 0)
-                fail(GLOAS_ERR_CANCELLED, "gloas_generate: stopped by the token callback");
-            if (n_gen == p.n_predict || (!c.slides() && c.seq_n_past(s) >= c.n_ctx())) break;
-            batch b;
-            b.n_tokens = 1;
-            b.token = &tok;
-            b.seq = &s;
-            timed_decode(ctx, b);
-            logits = c.batch_logits(0);
+            const bool stop = callback && callback(tok, piece.data(), piece.size(), user_data) != 0;
+            const bool was_full = full();
+            if (!was_full) {
+                batch b;
+                b.n_tokens = 1;
+                b.token = &tok;
+                b.seq = &s;
+                timed_decode(ctx, b);
+                logits = c.batch_logits(0);
+            }
+            if (stop) fail(GLOAS_ERR_CANCELLED, "gloas_generate: stopped by the token callback");
+            if (was_full) break;
         }
     });
 }
@@ -486,6 +674,7 @@ gloas_status gloas_seq_remove(gloas_context * ctx, gloas_seq_id seq) {
     return guard(ctx, GLOAS_ERR_INVALID_ARG, [&] {
         check_seq(ctx, seq);
         ctx->ctx->seq_clear(seq);
+        ctx->last_row[size_t(seq)] = -1;
     });
 }
 
@@ -495,8 +684,14 @@ gloas_status gloas_seq_fork(gloas_context * ctx, gloas_seq_id src, gloas_seq_id 
         check_seq(ctx, src);
         check_seq(ctx, dst);
         const double t0 = now_s();
-        ctx->ctx->seq_fork(src, dst);
+        try {
+            ctx->ctx->seq_fork(src, dst);
+        } catch (...) {
+            note_logits(ctx, nullptr);
+            throw;
+        }
         ctx->eval_seconds += now_s() - t0;
+        note_logits(ctx, nullptr, dst);
     });
 }
 
@@ -552,8 +747,14 @@ gloas_status gloas_seq_restore(gloas_context * ctx, gloas_seq_id seq, const char
             if (t < 0 || t >= ctx->model->m->hp.n_vocab)
                 fail(GLOAS_ERR_FORMAT, format("%s: token id %d is out of range", path, t));
         const double t0 = now_s();
-        ctx->ctx->seq_restore(seq, toks.data(), n);
+        try {
+            ctx->ctx->seq_restore(seq, toks.data(), n);
+        } catch (...) {
+            note_logits(ctx, nullptr);
+            throw;
+        }
         ctx->eval_seconds += now_s() - t0;
+        note_logits(ctx, nullptr, seq);
     });
 }
 
@@ -561,29 +762,34 @@ gloas_status gloas_get_metrics(gloas_context * ctx, gloas_metrics * out) {
     if (!ctx) return record(nullptr, {GLOAS_ERR_INVALID_ARG, "gloas_get_metrics: ctx is NULL"});
     return guard(ctx, GLOAS_ERR_INVALID_ARG, [&] {
         need(out != nullptr, "gloas_get_metrics: out is NULL");
+        const size_t size = out->size;
+        check_size<gloas_metrics>(size, METRICS_MIN, "gloas_get_metrics: out");
         context & c = *ctx->ctx;
         kv_store & st = c.store();
         st.flush();
         const kv_metrics & km = st.metrics();
-        std::memset(out, 0, sizeof *out);
-        out->pages_hit = km.pages_hit;
-        out->pages_missed = km.pages_missed;
-        out->tokens_reused = km.tokens_reused;
-        out->pages_written = km.pages_written;
-        out->pages_evicted = km.pages_evicted;
-        out->pages_compressed = km.pages_compressed;
-        out->pages_corrupt = km.pages_corrupt;
-        out->hit_rate = km.hit_rate();
-        out->kv_bytes_per_token = double(st.page_bytes()) / double(st.geometry().page_tokens);
-        out->kv_store_bytes = st.stored_bytes();
-        out->kv_file_bytes = st.persistent() ? st.file_bytes() : 0;
+        gloas_metrics all;
+        std::memset(&all, 0, sizeof all);
+        all.pages_hit = km.pages_hit;
+        all.pages_missed = km.pages_missed;
+        all.tokens_reused = km.tokens_reused;
+        all.pages_written = km.pages_written;
+        all.pages_evicted = km.pages_evicted;
+        all.pages_compressed = km.pages_compressed;
+        all.pages_corrupt = km.pages_corrupt;
+        all.hit_rate = km.hit_rate();
+        all.kv_bytes_per_token = double(st.page_bytes()) / double(st.geometry().page_tokens);
+        all.kv_store_bytes = st.stored_bytes();
+        all.kv_file_bytes = st.persistent() ? st.file_bytes() : 0;
         for (int32_t s = 0; s < c.n_seq_max(); ++s) {
-            out->kv_ram_bytes += c.seq_kv(s).ram_bytes();
-            out->shared_pages += uint64_t(c.seq_n_shared_pages(s));
+            all.kv_ram_bytes += c.seq_kv(s).ram_bytes();
+            all.shared_pages += uint64_t(c.seq_n_shared_pages(s));
         }
-        out->tokens_evaluated = ctx->tokens_evaluated;
-        out->decode_calls = ctx->decode_calls;
-        out->eval_seconds = ctx->eval_seconds;
+        all.tokens_evaluated = ctx->tokens_evaluated;
+        all.decode_calls = ctx->decode_calls;
+        all.eval_seconds = ctx->eval_seconds;
+        all.size = size;
+        std::memcpy(static_cast<void *>(out), &all, size);  // the fields the caller's size covers
     });
 }
 

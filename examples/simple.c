@@ -46,6 +46,7 @@ int main(int argc, char ** argv) {
     st = gloas_generate(ctx, prompt, &gp, print_piece, NULL); /* greedy: gp.sampling is NULL */
     fputc('\n', stdout);
     if (st != GLOAS_OK) fprintf(stderr, "simple: %s: %s\n", gloas_status_name(st), gloas_last_error(ctx));
+    met.size = sizeof met; /* the library fills the fields this program knows */
     if (gloas_get_metrics(ctx, &met) == GLOAS_OK)
         fprintf(stderr, "simple: %d tokens generated; %llu tokens evaluated in %.3f s; K/V pages hit %llu, written %llu\n",
                 n_gen, (unsigned long long) met.tokens_evaluated, met.eval_seconds,

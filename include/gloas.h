@@ -11,10 +11,27 @@
  *       or gloas_generate with a token callback ...
  *   gloas_context_free(ctx);
  *   gloas_model_free(m);
+ * Build: `pkg-config --cflags --libs gloas` (shared library), or with
+ * `--static` for libgloas.a (adds the C++ runtime, OpenMP and xxhash), or
+ * CMake's find_package(gloas) -> gloas::gloas / gloas::gloas-static.
  *
- * ABI: handles are opaque. Params structs are passed by const pointer and
- * obtained from their *_default_params() function; their fields are only ever
- * appended at the end, never reordered or removed. Enum values never change.
+ * ABI: handles are opaque and enum values never change. Every params struct,
+ * and gloas_metrics, begins with `size_t size`: the struct's size as the
+ * program's copy of this header declares it. Fields are only ever appended,
+ * never reordered, removed or retyped. *_default_params() are inline here, so
+ * they record the size this program was compiled with, and fill every field
+ * with its default (given beside each field below). The library reads only
+ * the fields a struct's size covers and gives the others their defaults: a
+ * program built against an older gloas.h runs unchanged on a newer library.
+ * A size below the first layout (gloas 0.2.0: the whole struct, or up to the
+ * line that marks its end), or above the library's own (a program built
+ * against a newer gloas.h than the library it runs with), is refused with
+ * GLOAS_ERR_INVALID_ARG; so is a size never set (0). Bindings that cannot call
+ * inline functions call gloas_*_params_init(&p, sizeof p). Start from the
+ * defaults and change fields: a struct written out by hand gets 0 in fields it
+ * does not name, whatever their default. gloas_batch and gloas_token_callback
+ * are fixed: they never change. The soname changes when the ABI does
+ * (libgloas.so.0.2 for 0.2.x).
  *
  * Errors: every fallible call returns a gloas_status (or NULL for a handle)
  * and records a message naming the file or argument at fault. Read it with
@@ -24,10 +41,10 @@
  * on bad input; NULL arguments are reported as GLOAS_ERR_INVALID_ARG.
  *
  * Thread safety: a gloas_model is read-only once loaded and may be shared by
- * any number of threads and contexts (tokenize, token_to_piece, detokenize
- * and context_new may be called concurrently on it). A gloas_context, and a
- * gloas_sampler, is used by one thread at a time. The CPU thread count is
- * process-wide (the last n_threads set wins).
+ * any number of threads and contexts (tokenize, token_to_piece, detokenize,
+ * the metadata calls and context_new may be called concurrently on it). A
+ * gloas_context, and a gloas_sampler, is used by one thread at a time. The CPU
+ * thread count is process-wide (the last n_threads set wins).
  *
  * Sequences: a context holds n_seq_max sequences (ids 0 .. n_seq_max-1) on one
  * K/V store of pages. Sequences whose tokens share a prefix share its sealed
@@ -88,6 +105,9 @@ enum {
     GLOAS_EVICT_COMPRESSED = 4
 };
 
+/* The library's version, "MAJOR.MINOR.PATCH" (CMake's project version). */
+GLOAS_API const char * gloas_version(void);
+
 /* Name of a status ("GLOAS_OK", ...). Never NULL. */
 GLOAS_API const char * gloas_status_name(gloas_status st);
 
@@ -98,11 +118,23 @@ GLOAS_API const char * gloas_last_error(const gloas_context * ctx);
 /* ---- model ---- */
 
 typedef struct gloas_model_params {
-    const char * tokenizer_path;  /* llama2.c checkpoints: tokenizer.bin; NULL: looked up beside the model */
-    int32_t n_threads;            /* CPU threads; 0: all hardware threads */
+    size_t size;                  /* sizeof(gloas_model_params); see "ABI" above */
+    const char * tokenizer_path;  /* llama2.c checkpoints: their tokenizer.bin. Default NULL:
+                                     tok<n_vocab>.bin, then tokenizer.bin, beside the model */
+    int32_t n_threads;            /* CPU threads (process-wide). Default 0: keep the current
+                                     setting (all hardware threads unless set before) */
 } gloas_model_params;
 
-GLOAS_API gloas_model_params gloas_model_default_params(void);
+/* Sets params->size = size and every field the size covers to its default.
+ * GLOAS_ERR_INVALID_ARG for a NULL params or a size this library does not
+ * take (see "ABI"); then nothing is written. */
+GLOAS_API gloas_status gloas_model_params_init(gloas_model_params * params, size_t size);
+static inline gloas_model_params gloas_model_default_params(void) {
+    gloas_model_params p;
+    p.size = 0;
+    gloas_model_params_init(&p, sizeof p);
+    return p;
+}
 
 /* Loads a GGUF file or a llama2.c checkpoint. Returns NULL on failure with
  * *status (if status is not NULL) GLOAS_ERR_IO (cannot open/read),
@@ -111,8 +143,19 @@ GLOAS_API gloas_model_params gloas_model_default_params(void);
 GLOAS_API gloas_model * gloas_model_load(const char * path, const gloas_model_params * params, gloas_status * status);
 GLOAS_API void gloas_model_free(gloas_model * model);  /* NULL is fine; free contexts first */
 
-GLOAS_API int32_t gloas_model_n_vocab(const gloas_model * model);
-GLOAS_API int32_t gloas_model_n_ctx_train(const gloas_model * model);
+/* Metadata. For a NULL model: 0, "" or NULL. Strings live as long as the model. */
+GLOAS_API const char * gloas_model_name(const gloas_model * model);  /* GGUF general.name, else the file name */
+GLOAS_API const char * gloas_model_arch(const gloas_model * model);  /* general.architecture: "llama", "qwen2"
+                                                                         ("llama" for llama2.c checkpoints) */
+GLOAS_API int32_t gloas_model_n_vocab(const gloas_model * model);     /* tokens in the vocabulary */
+GLOAS_API int32_t gloas_model_n_ctx_train(const gloas_model * model); /* context length it was trained with */
+GLOAS_API int32_t gloas_model_n_layer(const gloas_model * model);
+GLOAS_API int32_t gloas_model_n_embd(const gloas_model * model);      /* model width */
+GLOAS_API uint64_t gloas_model_n_params(const gloas_model * model);   /* weight values */
+GLOAS_API uint64_t gloas_model_size(const gloas_model * model);       /* bytes of the weights as stored */
+/* The GGUF's tokenizer.chat_template (Jinja text); NULL when the file has none
+ * (llama2.c checkpoints never do). */
+GLOAS_API const char * gloas_model_chat_template(const gloas_model * model);
 GLOAS_API gloas_token gloas_token_bos(const gloas_model * model);
 GLOAS_API gloas_token gloas_token_eos(const gloas_model * model);
 /* Non-zero for end-of-generation tokens (eos, end of turn). */
@@ -141,25 +184,43 @@ GLOAS_API gloas_status gloas_detokenize(const gloas_model * model, const gloas_t
 
 /* ---- context ---- */
 
+/* Defaults after each field. */
 typedef struct gloas_context_params {
-    int32_t n_ctx;              /* positions per sequence; 0: the model's training context */
-    int32_t n_ubatch;           /* tokens per forward pass (chunk) */
-    int32_t n_threads;          /* 0: keep the current setting (all threads by default) */
-    int32_t n_seq_max;          /* sequences the context holds */
-    int32_t kv_type;            /* GLOAS_KV_* (default F16) */
-    int32_t kv_page_tokens;     /* tokens per K/V page */
-    const char * kv_dir;        /* folder of page files reused across runs; NULL or "": memory only */
-    uint64_t kv_capacity_bytes; /* bound on the bytes of stored pages */
-    int32_t kv_policy;          /* GLOAS_EVICT_* */
-    float sparse_ratio;         /* share of pages a decoded token attends to; 1: dense */
+    size_t size;                /* sizeof(gloas_context_params); see "ABI" above */
+    int32_t n_ctx;              /* positions per sequence. 0: the model's training context */
+    int32_t n_ubatch;           /* tokens per forward pass (chunk); activation memory grows with
+                                   it. 512 */
+    int32_t n_threads;          /* CPU threads (process-wide). 0: keep the current setting (all
+                                   hardware threads unless set before) */
+    int32_t n_seq_max;          /* sequences the context holds. 1 */
+    int32_t kv_type;            /* element type of the K/V pages, GLOAS_KV_*. GLOAS_KV_F16 */
+    int32_t kv_page_tokens;     /* positions per K/V page (the unit of reuse and sharing). 32 */
+    const char * kv_dir;        /* folder of page files reused across runs and processes.
+                                   NULL (or ""): pages live in memory only */
+    uint64_t kv_capacity_bytes; /* bound on the bytes of stored pages; past it the policy
+                                   evicts. 4 GiB (4 << 30) */
+    int32_t kv_policy;          /* eviction policy, GLOAS_EVICT_*. GLOAS_EVICT_LRU */
+    float sparse_ratio;         /* share of pages a decoded token attends to. 1: dense */
     int32_t ctx_slide;          /* non-zero: a sequence reaching n_ctx positions keeps its first
                                    K/V page and slides a window over the latest ones
                                    (StreamingLLM) instead of failing with CONTEXT_FULL;
                                    n_ctx must hold the sink page and two more pages;
-                                   gloas_seq_restore still takes at most n_ctx tokens */
+                                   gloas_seq_restore still takes at most n_ctx tokens. 0: off */
+    /* ---- the first layout ends here: a struct that ends here is accepted, the fields
+       below taking their defaults ---- */
+    uint64_t kv_ram_bytes;      /* with kv_dir: bound on the page-file bytes mapped in RAM; the
+                                   least recently read pages are unmapped past it (the file
+                                   keeps them). 0: unbounded */
 } gloas_context_params;
 
-GLOAS_API gloas_context_params gloas_context_default_params(void);
+/* As gloas_model_params_init, for context params. */
+GLOAS_API gloas_status gloas_context_params_init(gloas_context_params * params, size_t size);
+static inline gloas_context_params gloas_context_default_params(void) {
+    gloas_context_params p;
+    p.size = 0;
+    gloas_context_params_init(&p, sizeof p);
+    return p;
+}
 
 /* Returns NULL on failure (message in gloas_last_error(NULL)). params may be
  * NULL (defaults). The model must outlive the context. */
@@ -201,20 +262,30 @@ GLOAS_API const float * gloas_get_logits(gloas_context * ctx, int32_t i);
 
 /* ---- sampling ---- */
 
-typedef struct gloas_sampler_params {
-    float temp;            /* <= 0: greedy (argmax, lowest id on ties) */
-    int32_t top_k;         /* <= 0: off */
-    float top_p;           /* 1: off */
-    float min_p;           /* 0: off */
-    float repeat_penalty;  /* 1: off */
-    int32_t repeat_last_n; /* tokens the penalty looks back over */
-    uint64_t seed;         /* GLOAS_SEED_RANDOM: from the clock */
-} gloas_sampler_params;
-
 #define GLOAS_SEED_RANDOM 0xFFFFFFFFFFFFFFFFull
 
-/* temp 0.8, top_k 40, top_p 0.95, min_p 0, no repetition penalty, random seed. */
-GLOAS_API gloas_sampler_params gloas_sampler_default_params(void);
+/* Defaults after each field. */
+typedef struct gloas_sampler_params {
+    size_t size;           /* sizeof(gloas_sampler_params); see "ABI" above */
+    float temp;            /* temperature; <= 0: greedy (argmax, lowest id on ties). 0.8 */
+    int32_t top_k;         /* keep the k likeliest tokens; <= 0: off. 40 */
+    float top_p;           /* keep the likeliest tokens whose probabilities sum to p; 1: off. 0.95 */
+    float min_p;           /* drop tokens below min_p times the likeliest's probability;
+                              0: off. 0 */
+    float repeat_penalty;  /* divides the logits (multiplies the negative ones) of recent
+                              tokens; 1: off. 1 */
+    int32_t repeat_last_n; /* tokens the penalty looks back over. 64 */
+    uint64_t seed;         /* GLOAS_SEED_RANDOM: from the clock. GLOAS_SEED_RANDOM */
+} gloas_sampler_params;
+
+/* As gloas_model_params_init, for sampler params. */
+GLOAS_API gloas_status gloas_sampler_params_init(gloas_sampler_params * params, size_t size);
+static inline gloas_sampler_params gloas_sampler_default_params(void) {
+    gloas_sampler_params p;
+    p.size = 0;
+    gloas_sampler_params_init(&p, sizeof p);
+    return p;
+}
 /* Steps in llama.cpp's order: repetition penalty, top-k, top-p, min-p,
  * temperature, draw. Returns NULL for rejected parameters (NaN temperature,
  * penalty <= 0, ...), message in gloas_last_error(NULL). */
@@ -236,24 +307,45 @@ GLOAS_API void gloas_sampler_reset(gloas_sampler * s);
  * GLOAS_ERR_CANCELLED). */
 typedef int (*gloas_token_callback)(gloas_token token, const char * piece, size_t piece_len, void * user_data);
 
+/* Defaults after each field. */
 typedef struct gloas_generate_params {
-    int32_t n_predict;                      /* tokens to sample at most */
-    const gloas_sampler_params * sampling;  /* NULL: greedy */
-    gloas_seq_id seq_id;                    /* the sequence to extend */
-    int32_t add_bos;                        /* prepend BOS to the prompt when the sequence is empty */
-    int32_t ignore_eos;                     /* keep going past end-of-generation tokens */
-    int32_t * n_generated;                  /* if not NULL: receives the count of tokens sampled */
+    size_t size;                            /* sizeof(gloas_generate_params); see "ABI" above */
+    int32_t n_predict;                      /* tokens to sample at most. 128 */
+    const gloas_sampler_params * sampling;  /* how to sample (copied at each call). NULL: greedy */
+    gloas_seq_id seq_id;                    /* the sequence to extend. 0 */
+    int32_t add_bos;                        /* non-zero: prepend BOS to the prompt when the
+                                               sequence is empty. 1 */
+    int32_t ignore_eos;                     /* non-zero: keep going past end-of-generation
+                                               tokens. 0 */
+    int32_t * n_generated;                  /* if not NULL: receives the count of tokens
+                                               sampled. NULL */
 } gloas_generate_params;
 
-GLOAS_API gloas_generate_params gloas_generate_default_params(void);
+/* As gloas_model_params_init, for generate params. */
+GLOAS_API gloas_status gloas_generate_params_init(gloas_generate_params * params, size_t size);
+static inline gloas_generate_params gloas_generate_default_params(void) {
+    gloas_generate_params p;
+    p.size = 0;
+    gloas_generate_params_init(&p, sizeof p);
+    return p;
+}
 
 /* Appends the prompt's tokens to sequence seq_id (an empty sequence first
  * reuses stored pages of the prompt), then samples up to n_predict tokens,
- * calling callback (may be NULL) for each. Stops, returning GLOAS_OK, after
- * n_predict tokens, at an end-of-generation token (not passed to the
- * callback, as the CLI does) or when the context is full. A prompt that does
- * not fit returns GLOAS_ERR_CONTEXT_FULL with nothing changed. An empty
- * prompt on an empty sequence starts from BOS. */
+ * calling callback (may be NULL) for each and appending each to the sequence.
+ * Stops, returning GLOAS_OK, after n_predict tokens, at an end-of-generation
+ * token (neither passed to the callback, as the CLI does, nor appended) or
+ * when the context is full (the token that found it full is passed to the
+ * callback but not appended). So the sequence holds its earlier tokens, the
+ * prompt and every token passed to the callback, and a later call with an
+ * empty prompt ("" or NULL) continues it exactly where this one stopped: two
+ * calls of n tokens give the tokens of one call of 2n. An empty prompt on an
+ * empty sequence starts from BOS (as llama.cpp does with no prompt). A prompt
+ * that does not fit returns GLOAS_ERR_CONTEXT_FULL with nothing changed, as
+ * does an empty prompt on a full sequence. When the callback stops the
+ * generation, the token it was given is appended too. Each call starts its own
+ * sampler from params->sampling (its seed included); the repetition penalty
+ * looks back over the sequence's tokens. */
 GLOAS_API gloas_status gloas_generate(gloas_context * ctx, const char * prompt, const gloas_generate_params * params,
                                       gloas_token_callback callback, void * user_data);
 
@@ -281,8 +373,11 @@ GLOAS_API gloas_status gloas_seq_restore(gloas_context * ctx, gloas_seq_id seq, 
 
 /* ---- metrics ---- */
 
-/* Fields are only appended. */
+/* Counters of a context. Set `size` before the call (gloas_metrics m;
+ * m.size = sizeof m;): the library fills the fields that size covers (those
+ * of the caller's gloas.h) and writes nothing past it. */
 typedef struct gloas_metrics {
+    size_t size;                 /* sizeof(gloas_metrics); see "ABI" above */
     uint64_t pages_hit;          /* prompt pages found in the store */
     uint64_t pages_missed;       /* full prompt pages computed */
     uint64_t tokens_reused;      /* prefill positions skipped thanks to hits */
@@ -301,6 +396,7 @@ typedef struct gloas_metrics {
     double   eval_seconds;       /* wall time spent in forward passes */
 } gloas_metrics;
 
+/* GLOAS_ERR_INVALID_ARG for a NULL out or a size the library does not take. */
 GLOAS_API gloas_status gloas_get_metrics(gloas_context * ctx, gloas_metrics * out);
 
 #ifdef __cplusplus

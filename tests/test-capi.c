@@ -1,12 +1,16 @@
-/* The C API from plain C: greedy generation against llama2.c's golden text,
- * batched sequences against single ones, fork and save/restore sharing pages,
- * and every error path returning a status with a message.
+/* The C API from plain C: greedy generation against llama2.c's golden text
+ * (from a prompt, from nothing, and continued over several calls), batched
+ * sequences against single ones, fork and save/restore sharing pages, the
+ * params structs' size rule and documented defaults, version and model
+ * metadata, and every error path returning a status with a message.
  * A tiny runner: each test_* function counts its failed checks; main prints
- * "N passed, N failed" and returns non-zero on any failure. */
+ * "N passed, N failed" and returns non-zero on any failure, or 77 (ctest:
+ * skipped) when the model is not there. Goldens: tests/data/golden/. */
 #define _POSIX_C_SOURCE 200809L
 #include "gloas.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,19 +41,31 @@ static int g_checks_failed = 0;
     } while (0)
 
 static char g_model_path[4096];
-static char g_models_dir[4096];  /* the folder of g_model_path */
 static gloas_model * g_model = NULL;
 
-static int find_model(void) {
+/* Finds models/NAME as the tools do: <source>/models, $GLOAS_MODELS, then
+ * <source>/../shared/models. Writes the path to out; 0 if not found. */
+static int find_model(const char * name, char * out, size_t size) {
     const char * env = getenv("GLOAS_MODELS");
-    if (env) {
-        snprintf(g_models_dir, sizeof g_models_dir, "%.4000s", env);
-        snprintf(g_model_path, sizeof g_model_path, "%.4000s/stories260K.bin", g_models_dir);
-        if (access(g_model_path, R_OK) == 0) return 1;
+    const char * dirs[3];
+    char src_models[4096], shared_models[4096];
+    int i;
+    snprintf(src_models, sizeof src_models, "%.4000s/models", GLOAS_SOURCE_DIR);
+    snprintf(shared_models, sizeof shared_models, "%.4000s/../shared/models", GLOAS_SOURCE_DIR);
+    dirs[0] = src_models;
+    dirs[1] = env && env[0] ? env : NULL;
+    dirs[2] = shared_models;
+    for (i = 0; i < 3; ++i) {
+        if (!dirs[i]) continue;
+        snprintf(out, size, "%.2000s/%.1000s", dirs[i], name);
+        if (access(out, R_OK) == 0) return 1;
     }
-    snprintf(g_models_dir, sizeof g_models_dir, "%.4000s/models", GLOAS_SOURCE_DIR);
-    snprintf(g_model_path, sizeof g_model_path, "%.4000s/stories260K.bin", g_models_dir);
-    return access(g_model_path, R_OK) == 0;
+    return 0;
+}
+
+/* tests/data/golden/NAME */
+static void golden_path(const char * name, char * out, size_t size) {
+    snprintf(out, size, "%.3000s/tests/data/golden/%.500s", GLOAS_SOURCE_DIR, name);
 }
 
 static char * read_text(const char * path) {
@@ -97,14 +113,41 @@ static int on_token(gloas_token token, const char * piece, size_t len, void * us
     return 0;
 }
 
+/* Compares text with tests/data/golden/NAME (without its final newlines). */
+static void check_golden(const char * text, const char * name) {
+    char path[4200];
+    char * golden;
+    golden_path(name, path, sizeof path);
+    golden = read_text(path);
+    CHECK(golden != NULL);
+    if (!golden) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return;
+    }
+    {
+        size_t gl = strlen(golden);
+        while (gl && golden[gl - 1] == '\n') golden[--gl] = '\0';
+    }
+    CHECK(strcmp(text, golden) == 0);
+    if (strcmp(text, golden) != 0) fprintf(stderr, "got:\n%s\nexpected (%s):\n%s\n", text, name, golden);
+    free(golden);
+}
+
+static int stop_after_two(gloas_token token, const char * piece, size_t len, void * user) {
+    int * count = (int *) user;
+    (void) token;
+    (void) piece;
+    (void) len;
+    return ++*count >= 2;
+}
+
 static void test_golden(void) {
     static struct text_buf out;
     const char * prompt = "Once upon a time";
     gloas_token toks[64];
     int32_t n = 0, i, n_gen = -1;
-    char path[4200], piece[64];
+    char piece[64];
     size_t len;
-    char * golden;
     gloas_generate_params gp = gloas_generate_default_params();
     gloas_context * ctx = new_ctx(1, 0);
     CHECK(ctx != NULL);
@@ -123,16 +166,85 @@ static void test_golden(void) {
     gp.n_generated = &n_gen;
     CHECK_STATUS(gloas_generate(ctx, prompt, &gp, on_token, &out), GLOAS_OK, ctx);
     CHECK(n_gen == 124);
-    snprintf(path, sizeof path, "%.4000s/golden/stories260K_greedy_n128_once_upon_a_time.txt", g_models_dir);
-    golden = read_text(path);
-    CHECK(golden != NULL);
-    if (golden) {
-        size_t gl = strlen(golden);
-        while (gl && golden[gl - 1] == '\n') golden[--gl] = '\0';
-        CHECK(strcmp(out.s, golden) == 0);
-        if (strcmp(out.s, golden) != 0) fprintf(stderr, "got:\n%s\nexpected:\n%s\n", out.s, golden);
-        free(golden);
+    check_golden(out.s, "stories260K_greedy_n128_once_upon_a_time.txt");
+    gloas_context_free(ctx);
+}
+
+/* ---- an empty prompt: from BOS on an empty sequence, else a continuation ---- */
+
+/* The prompt as llama2.c echoes it: every piece after BOS. */
+static void echo_prompt(struct text_buf * out, const char * prompt) {
+    gloas_token toks[64];
+    int32_t n = 0, i;
+    char piece[64];
+    size_t len;
+    CHECK_STATUS(gloas_tokenize(g_model, prompt, -1, 1, toks, 64, &n), GLOAS_OK, NULL);
+    for (i = 1; i < n; ++i) {
+        CHECK_STATUS(gloas_token_to_piece(g_model, toks[i - 1], toks[i], piece, sizeof piece, &len), GLOAS_OK, NULL);
+        append(out, piece, len);
     }
+}
+
+static void test_empty_prompt(void) {
+    static struct text_buf out;
+    gloas_generate_params gp = gloas_generate_default_params();
+    gloas_context * ctx = new_ctx(2, 0);
+    int32_t n_gen = 0, total = 0, n_before;
+    int count = 0;
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    gp.n_generated = &n_gen;
+
+    /* Nothing to continue from: generation starts at BOS, as llama2.c's run.c
+     * does with no prompt (-n 200: 200 positions, each sampling a token). */
+    out.n = 0;
+    out.s[0] = '\0';
+    gp.n_predict = 200;
+    CHECK_STATUS(gloas_generate(ctx, "", &gp, on_token, &out), GLOAS_OK, ctx);
+    check_golden(out.s, "stories260K_greedy_n200_noprompt.txt");
+    CHECK_STATUS(gloas_seq_remove(ctx, 0), GLOAS_OK, ctx);
+
+    /* A prompt, then continuations with "" and NULL: three calls give the
+     * tokens of one (golden: 5 prompt positions + 124 sampled). */
+    out.n = 0;
+    out.s[0] = '\0';
+    echo_prompt(&out, "Once upon a time");
+    gp.n_predict = 40;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    total += n_gen;
+    CHECK(gloas_seq_n_tokens(ctx, 0) == 5 + 40); /* every token passed to the callback is in the sequence */
+    CHECK_STATUS(gloas_generate(ctx, "", &gp, on_token, &out), GLOAS_OK, ctx);
+    total += n_gen;
+    gp.n_predict = 44;
+    CHECK_STATUS(gloas_generate(ctx, NULL, &gp, on_token, &out), GLOAS_OK, ctx);
+    total += n_gen;
+    CHECK(total == 124);
+    check_golden(out.s, "stories260K_greedy_n128_once_upon_a_time.txt");
+
+    /* The same when another sequence's decode dropped sequence 0's latest
+     * logits in between (they are computed again). */
+    CHECK_STATUS(gloas_seq_remove(ctx, 0), GLOAS_OK, ctx);
+    out.n = 0;
+    out.s[0] = '\0';
+    echo_prompt(&out, "Once upon a time");
+    gp.n_predict = 40;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    gp.seq_id = 1;
+    gp.n_predict = 8;
+    CHECK_STATUS(gloas_generate(ctx, "Tom and Lily", &gp, NULL, NULL), GLOAS_OK, ctx);
+    gp.seq_id = 0;
+    gp.n_predict = 84;
+    CHECK_STATUS(gloas_generate(ctx, "", &gp, on_token, &out), GLOAS_OK, ctx);
+    check_golden(out.s, "stories260K_greedy_n128_once_upon_a_time.txt");
+
+    /* A callback that stops the generation: the token it saw is in the sequence. */
+    n_before = gloas_seq_n_tokens(ctx, 1);
+    gp.seq_id = 1;
+    gp.n_predict = 8;
+    gp.ignore_eos = 1;
+    CHECK_STATUS(gloas_generate(ctx, "", &gp, stop_after_two, &count), GLOAS_ERR_CANCELLED, ctx);
+    CHECK(count == 2);
+    CHECK(gloas_seq_n_tokens(ctx, 1) == n_before + 2);
     gloas_context_free(ctx);
 }
 
@@ -259,11 +371,11 @@ static void test_fork_and_restore(void) {
     smp = gloas_sampler_new(&sp);
     CHECK(ctx && smp);
     if (!ctx || !smp) return;
-    gp.n_predict = 100; /* 5 + 100 positions: three sealed pages of 32 */
+    gp.n_predict = 100; /* 5 + 100 positions: three sealed pages of 32 and an open one */
     gp.ignore_eos = 1;
     CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, NULL, NULL), GLOAS_OK, ctx);
     n = gloas_seq_n_tokens(ctx, 0);
-    CHECK(n >= 100);
+    CHECK(n == 105);
     expect_shared = (n - 1) / 32;
     CHECK(gloas_seq_n_shared_pages(ctx, 0) == 0);
 
@@ -271,6 +383,7 @@ static void test_fork_and_restore(void) {
     CHECK(gloas_seq_n_tokens(ctx, 1) == n);
     CHECK(gloas_seq_n_shared_pages(ctx, 1) == expect_shared);
     CHECK(gloas_seq_n_shared_pages(ctx, 0) == expect_shared);
+    met.size = sizeof met;
     CHECK_STATUS(gloas_get_metrics(ctx, &met), GLOAS_OK, ctx);
     CHECK(met.shared_pages == (uint64_t) (2 * expect_shared));
     CHECK(met.pages_hit >= (uint64_t) expect_shared);
@@ -315,15 +428,280 @@ static void test_fork_and_restore(void) {
     gloas_context_free(ctx);
 }
 
-/* ---- error paths ---- */
+/* ---- params structs: the size rule of gloas.h ("ABI") ---- */
 
-static int stop_after_two(gloas_token token, const char * piece, size_t len, void * user) {
-    int * count = (int *) user;
-    (void) token;
-    (void) piece;
-    (void) len;
-    return ++*count >= 2;
+/* gloas_context_params as the first layout (gloas 0.2.0) declared it: what a
+ * program built against that header passes. */
+typedef struct context_params_0_2 {
+    size_t size;
+    int32_t n_ctx, n_ubatch, n_threads, n_seq_max, kv_type, kv_page_tokens;
+    const char * kv_dir;
+    uint64_t kv_capacity_bytes;
+    int32_t kv_policy;
+    float sparse_ratio;
+    int32_t ctx_slide;
+} context_params_0_2;
+
+/* Greedy text of "Once upon a time" (8 tokens) on ctx. */
+static void greedy8(gloas_context * ctx, struct text_buf * out) {
+    gloas_generate_params gp = gloas_generate_default_params();
+    out->n = 0;
+    out->s[0] = '\0';
+    gp.n_predict = 8;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, out), GLOAS_OK, ctx);
 }
+
+static void test_params_size(void) {
+    static struct text_buf want, got;
+    /* the old struct, followed by garbage where the newer fields would be */
+    struct {
+        context_params_0_2 p;
+        unsigned char after[64];
+    } old;
+    struct {
+        gloas_metrics m;
+        unsigned char after[16];
+    } met;
+    gloas_context_params cp = gloas_context_default_params();
+    gloas_model_params mp = gloas_model_default_params();
+    gloas_sampler_params sp = gloas_sampler_default_params();
+    gloas_generate_params gp = gloas_generate_default_params();
+    gloas_context * ctx;
+    gloas_status st = GLOAS_OK;
+    size_t i;
+
+    CHECK(cp.size == sizeof cp && mp.size == sizeof mp && sp.size == sizeof sp && gp.size == sizeof gp);
+    CHECK(sizeof(context_params_0_2) < sizeof(gloas_context_params)); /* the test has an older layout to use */
+
+    /* reference: the current struct with its defaults */
+    cp.kv_type = GLOAS_KV_F32;
+    ctx = gloas_context_new(g_model, &cp);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    greedy8(ctx, &want);
+    gloas_context_free(ctx);
+
+    /* an older program: *_params_init with its smaller size writes nothing past it */
+    memset(&old, 0xA5, sizeof old);
+    CHECK_STATUS(gloas_context_params_init((gloas_context_params *) (void *) &old.p, sizeof old.p), GLOAS_OK, NULL);
+    CHECK(old.p.size == sizeof old.p);
+    CHECK(old.p.n_ubatch == 512 && old.p.n_seq_max == 1 && old.p.kv_page_tokens == 32);
+    for (i = 0; i < sizeof old.after; ++i) CHECK(old.after[i] == 0xA5);
+    /* and its struct works, the fields it lacks taking their defaults */
+    memset(old.after, 0xFF, sizeof old.after);
+    old.p.kv_type = GLOAS_KV_F32;
+    ctx = gloas_context_new(g_model, (const gloas_context_params *) (const void *) &old.p);
+    CHECK(ctx != NULL);
+    if (!ctx) {
+        fprintf(stderr, "%s\n", gloas_last_error(NULL));
+        return;
+    }
+    greedy8(ctx, &got);
+    CHECK(strcmp(want.s, got.s) == 0);
+
+    /* metrics into an older (here: the first) layout: nothing written past it */
+    memset(&met, 0xA5, sizeof met);
+    met.m.size = sizeof met.m;
+    CHECK_STATUS(gloas_get_metrics(ctx, &met.m), GLOAS_OK, ctx);
+    CHECK(met.m.size == sizeof met.m);
+    CHECK(met.m.tokens_evaluated >= 12 && met.m.decode_calls >= 1);
+    for (i = 0; i < sizeof met.after; ++i) CHECK(met.after[i] == 0xA5);
+
+    /* bad sizes: below the first layout, above this library's, or never set */
+    met.m.size = sizeof met.m + 8;
+    CHECK_STATUS(gloas_get_metrics(ctx, &met.m), GLOAS_ERR_INVALID_ARG, ctx);
+    CHECK(strstr(gloas_last_error(ctx), "size") != NULL);
+    met.m.size = offsetof(gloas_metrics, pages_evicted);
+    CHECK_STATUS(gloas_get_metrics(ctx, &met.m), GLOAS_ERR_INVALID_ARG, ctx);
+    gloas_context_free(ctx);
+
+    cp = gloas_context_default_params();
+    cp.size = offsetof(gloas_context_params, kv_dir);
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "size") != NULL);
+    cp.size = sizeof cp + 8;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "gloas_context_new") != NULL);
+    cp.size = 0; /* a struct filled by hand */
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+
+    mp.size = 1;
+    CHECK(gloas_model_load(g_model_path, &mp, &st) == NULL);
+    CHECK(st == GLOAS_ERR_INVALID_ARG);
+    CHECK(strstr(gloas_last_error(NULL), "size") != NULL);
+    sp.size = sizeof sp * 2;
+    CHECK(gloas_sampler_new(&sp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "size") != NULL);
+
+    ctx = new_ctx(1, 64);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    gp.size = 3;
+    CHECK_STATUS(gloas_generate(ctx, "Once", &gp, NULL, NULL), GLOAS_ERR_INVALID_ARG, ctx);
+    gp = gloas_generate_default_params();
+    sp = gloas_sampler_default_params();
+    sp.size = 0;
+    gp.sampling = &sp; /* the nested struct is checked too */
+    CHECK_STATUS(gloas_generate(ctx, "Once", &gp, NULL, NULL), GLOAS_ERR_INVALID_ARG, ctx);
+    CHECK(gloas_seq_n_tokens(ctx, 0) == 0);
+    gloas_context_free(ctx);
+
+    /* *_params_init refuses what the consumers refuse, and NULL */
+    CHECK_STATUS(gloas_context_params_init(&cp, sizeof cp + 1), GLOAS_ERR_INVALID_ARG, NULL);
+    CHECK_STATUS(gloas_model_params_init(&mp, 4), GLOAS_ERR_INVALID_ARG, NULL);
+    CHECK_STATUS(gloas_sampler_params_init(NULL, sizeof sp), GLOAS_ERR_INVALID_ARG, NULL);
+    CHECK_STATUS(gloas_generate_params_init(&gp, sizeof gp), GLOAS_OK, NULL);
+}
+
+/* ---- the defaults written in gloas.h ---- */
+
+static void test_defaults(void) {
+    gloas_model_params mp = gloas_model_default_params();
+    gloas_context_params cp = gloas_context_default_params();
+    gloas_sampler_params sp = gloas_sampler_default_params();
+    gloas_generate_params gp = gloas_generate_default_params();
+    gloas_context * ctx;
+    gloas_metrics met;
+
+    CHECK(mp.tokenizer_path == NULL && mp.n_threads == 0);
+
+    CHECK(cp.n_ctx == 0);
+    CHECK(cp.n_ubatch == 512);
+    CHECK(cp.n_threads == 0);
+    CHECK(cp.n_seq_max == 1);
+    CHECK(cp.kv_type == GLOAS_KV_F16);
+    CHECK(cp.kv_page_tokens == 32);
+    CHECK(cp.kv_dir == NULL);
+    CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30);
+    CHECK(cp.kv_policy == GLOAS_EVICT_LRU);
+    CHECK(cp.sparse_ratio == 1.0f);
+    CHECK(cp.ctx_slide == 0);
+    CHECK(cp.kv_ram_bytes == 0);
+
+    CHECK(sp.temp == 0.8f);
+    CHECK(sp.top_k == 40);
+    CHECK(sp.top_p == 0.95f);
+    CHECK(sp.min_p == 0.0f);
+    CHECK(sp.repeat_penalty == 1.0f);
+    CHECK(sp.repeat_last_n == 64);
+    CHECK(sp.seed == GLOAS_SEED_RANDOM);
+
+    CHECK(gp.n_predict == 128);
+    CHECK(gp.sampling == NULL);
+    CHECK(gp.seq_id == 0);
+    CHECK(gp.add_bos == 1);
+    CHECK(gp.ignore_eos == 0);
+    CHECK(gp.n_generated == NULL);
+
+    /* a context of the defaults: the training context, one sequence, F16
+     * pages (K and V: 2 bytes per value, n_layer * n_head_kv * head_dim = 5 *
+     * 32 values each per position for stories260K), memory only */
+    ctx = gloas_context_new(g_model, NULL);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    CHECK(gloas_n_ctx(ctx) == gloas_model_n_ctx_train(g_model));
+    CHECK(gloas_n_seq_max(ctx) == 1);
+    met.size = sizeof met;
+    CHECK_STATUS(gloas_get_metrics(ctx, &met), GLOAS_OK, ctx);
+    CHECK(met.kv_bytes_per_token == 2.0 * 5 * 32 * 2);
+    CHECK(met.kv_file_bytes == 0);
+    gloas_context_free(ctx);
+}
+
+/* ---- version and model metadata ---- */
+
+/* Copies the GGUF at src to dst with a tokenizer.chat_template of exactly
+ * `len` bytes (a multiple of 256 minus the key's encoding) inserted first in
+ * its metadata: the metadata grows by a multiple of 256 bytes, so the tensor
+ * data keeps its alignment and the rest is copied unchanged. Returns the
+ * template (static), or NULL if src cannot be read. */
+static const char * gguf_with_template(const char * src, const char * dst) {
+    static char tmpl[512 - 8 - 23 - 4 - 8 + 1];
+    static const char key[] = "tokenizer.chat_template";
+    const char * text =
+        "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endfor %}";
+    const size_t len = sizeof tmpl - 1;
+    FILE * in = fopen(src, "rb"), * out;
+    unsigned char head[24], buf[65536];
+    uint64_t n_kv, klen = sizeof key - 1, vlen = len;
+    uint32_t type = 8; /* GGUF_TYPE_STRING */
+    size_t n;
+    if (!in) return NULL;
+    memset(tmpl, ' ', len);
+    memcpy(tmpl, text, strlen(text));
+    tmpl[len] = '\0';
+    out = fopen(dst, "wb");
+    if (!out || fread(head, 1, 24, in) != 24 || memcmp(head, "GGUF", 4) != 0) {
+        fclose(in);
+        if (out) fclose(out);
+        return NULL;
+    }
+    memcpy(&n_kv, head + 16, 8);
+    ++n_kv;
+    memcpy(head + 16, &n_kv, 8);
+    fwrite(head, 1, 24, out);
+    fwrite(&klen, 8, 1, out);
+    fwrite(key, 1, (size_t) klen, out);
+    fwrite(&type, 4, 1, out);
+    fwrite(&vlen, 8, 1, out);
+    fwrite(tmpl, 1, len, out);
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+    fclose(in);
+    return fclose(out) == 0 ? tmpl : NULL;
+}
+
+static void test_metadata(void) {
+    char gguf[4096], path[256];
+    const char * v = gloas_version();
+    const char * tmpl;
+    int major = -1, minor = -1, patch = -1;
+    gloas_model * m;
+    gloas_status st;
+
+    CHECK(v != NULL && strcmp(v, GLOAS_TEST_VERSION) == 0);
+    CHECK(sscanf(v, "%d.%d.%d", &major, &minor, &patch) == 3);
+
+    /* stories260K.bin: a llama2.c checkpoint (dim 64, 5 layers, vocab 512, f32) */
+    CHECK(strcmp(gloas_model_name(g_model), "stories260K.bin") == 0);
+    CHECK(strcmp(gloas_model_arch(g_model), "llama") == 0);
+    CHECK(gloas_model_n_vocab(g_model) == 512);
+    CHECK(gloas_model_n_ctx_train(g_model) == 512);
+    CHECK(gloas_model_n_layer(g_model) == 5);
+    CHECK(gloas_model_n_embd(g_model) == 64);
+    CHECK(gloas_model_n_params(g_model) > 200000 && gloas_model_n_params(g_model) < 300000);
+    CHECK(gloas_model_size(g_model) == 4 * gloas_model_n_params(g_model));
+    CHECK(gloas_model_chat_template(g_model) == NULL);
+    CHECK(gloas_model_name(NULL)[0] == '\0' && gloas_model_n_layer(NULL) == 0);
+    CHECK(gloas_model_chat_template(NULL) == NULL);
+
+    /* a GGUF with a chat template (stories260K_f32.gguf with one added) */
+    if (!find_model("stories260K_f32.gguf", gguf, sizeof gguf)) {
+        printf("        (chat template check not run: needs models/stories260K_f32.gguf)\n");
+        return;
+    }
+    m = gloas_model_load(gguf, NULL, &st);
+    CHECK(m != NULL);
+    if (!m) return;
+    CHECK(gloas_model_chat_template(m) == NULL);
+    CHECK(gloas_model_n_vocab(m) == 512 && gloas_model_n_layer(m) == 5);
+    CHECK(gloas_model_n_params(m) >= gloas_model_n_params(g_model)); /* llama.cpp's converter unties the output */
+    gloas_model_free(m);
+    snprintf(path, sizeof path, "/tmp/gloas-test-capi-%d.gguf", (int) getpid());
+    tmpl = gguf_with_template(gguf, path);
+    CHECK(tmpl != NULL);
+    m = tmpl ? gloas_model_load(path, NULL, &st) : NULL;
+    CHECK(m != NULL);
+    if (m) {
+        CHECK(gloas_model_chat_template(m) != NULL && strcmp(gloas_model_chat_template(m), tmpl) == 0);
+        CHECK(strcmp(gloas_model_arch(m), "llama") == 0);
+        gloas_model_free(m);
+    } else {
+        fprintf(stderr, "%s\n", gloas_last_error(NULL));
+    }
+    unlink(path);
+}
+
+/* ---- error paths ---- */
 
 static void test_errors(void) {
     gloas_status st = GLOAS_OK;
@@ -344,7 +722,7 @@ static void test_errors(void) {
     CHECK(gloas_model_load("/nonexistent/model.bin", NULL, &st) == NULL);
     CHECK(st == GLOAS_ERR_IO);
     CHECK(strstr(gloas_last_error(NULL), "/nonexistent/model.bin") != NULL);
-    snprintf(path, sizeof path, "%.4000s/golden/stories260K_greedy_n128_once_upon_a_time.txt", g_models_dir);
+    golden_path("stories260K_greedy_n128_once_upon_a_time.txt", path, sizeof path);
     CHECK(gloas_model_load(path, NULL, &st) == NULL);
     CHECK(st == GLOAS_ERR_FORMAT);
     CHECK(gloas_last_error(NULL)[0] != '\0');
@@ -438,6 +816,8 @@ static void test_errors(void) {
     CHECK(gloas_seq_n_tokens(ctx, 0) == 16);
     CHECK_STATUS(gloas_generate(ctx, "Once upon a time there was a little girl who liked to play", &gp, NULL, NULL),
                  GLOAS_ERR_CONTEXT_FULL, ctx);
+    CHECK_STATUS(gloas_generate(ctx, "", &gp, NULL, NULL), GLOAS_ERR_CONTEXT_FULL, ctx); /* nothing to continue */
+    CHECK(gloas_seq_n_tokens(ctx, 0) == 16);
 
     /* sequence ops on bad ids and files */
     CHECK_STATUS(gloas_seq_fork(ctx, 0, 0), GLOAS_ERR_INVALID_ARG, ctx);
@@ -510,6 +890,10 @@ int main(void) {
         void (*fn)(void);
     } tests[] = {
         {"golden greedy generation", test_golden},
+        {"an empty prompt starts at BOS or continues", test_empty_prompt},
+        {"params structs: older sizes work, bad sizes are refused", test_params_size},
+        {"the defaults written in gloas.h", test_defaults},
+        {"version and model metadata", test_metadata},
         {"batched sequences equal single ones", test_batch},
         {"fork and save/restore share pages", test_fork_and_restore},
         {"error paths", test_errors},
@@ -519,10 +903,9 @@ int main(void) {
     size_t i;
     gloas_status st;
     gloas_model_params mp = gloas_model_default_params();
-    if (!find_model()) {
-        fprintf(stderr, "test-capi: stories260K.bin not found in %s/models or $GLOAS_MODELS; run models/fetch.sh --default\n",
-                GLOAS_SOURCE_DIR);
-        return 1;
+    if (!find_model("stories260K.bin", g_model_path, sizeof g_model_path)) {
+        printf("SKIPPED: needs models/stories260K.bin (models/fetch.sh stories260K, or GLOAS_MODELS)\n");
+        return 77;
     }
     g_model = gloas_model_load(g_model_path, &mp, &st);
     if (!g_model) {
