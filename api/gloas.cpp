@@ -475,6 +475,7 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         cp.kv.kv_type = kv_types[p.kv_type];
         cp.kv.page_tokens = p.kv_page_tokens;
         cp.kv.dir = p.kv_dir ? p.kv_dir : "";
+        cp.kv.dir_required = !cp.kv.dir.empty();  // a folder the program named must be usable
         need(p.kv_capacity_bytes > 0, "gloas_context_new: kv_capacity_bytes is 0");
         cp.kv.capacity_bytes = size_t(p.kv_capacity_bytes);
         if (p.kv_policy < 0 || p.kv_policy > 4)

@@ -196,7 +196,10 @@ typedef struct gloas_context_params {
     int32_t kv_type;            /* element type of the K/V pages, GLOAS_KV_*. GLOAS_KV_F16 */
     int32_t kv_page_tokens;     /* positions per K/V page (the unit of reuse and sharing). 32 */
     const char * kv_dir;        /* folder of page files reused across runs and processes.
-                                   NULL (or ""): pages live in memory only */
+                                   NULL (or ""): pages live in memory only. A folder that
+                                   cannot be created or used makes gloas_context_new
+                                   return NULL; a disk that fills up later only keeps new
+                                   pages in memory */
     uint64_t kv_capacity_bytes; /* bound on the bytes of stored pages; past it the policy
                                    evicts. 4 GiB (4 << 30) */
     int32_t kv_policy;          /* eviction policy, GLOAS_EVICT_*. GLOAS_EVICT_LRU */

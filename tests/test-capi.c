@@ -718,6 +718,12 @@ static void test_errors(void) {
     gloas_context * ctx;
     FILE * f;
 
+    /* a K/V folder the program names must be usable */
+    cp.kv_dir = "/proc/gloas-no-such-folder/kv";
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "/proc/gloas-no-such-folder/kv") != NULL);
+    cp.kv_dir = NULL;
+
     /* loading */
     CHECK(gloas_model_load("/nonexistent/model.bin", NULL, &st) == NULL);
     CHECK(st == GLOAS_ERR_IO);
