@@ -4,9 +4,10 @@
 # GLOAS_DATA unset), runs the README's test command (make test) there, and
 # checks that
 #   - it succeeds, and ctest reports 0 tests failed;
-#   - every test ctest lists as skipped printed "SKIPPED: needs FILE" lines
-#     (tests/test-util.h), and every test that printed one is listed as
-#     skipped: a missing file never passes or fails a test;
+#   - every test ctest lists as skipped printed "SKIPPED: ..." lines
+#     (tests/test-util.h: "SKIPPED: needs FILE" for a missing file), and every
+#     test that printed one is listed as skipped: a missing file never passes
+#     or fails a test;
 #   - each models/FILE named that way is really absent from the clone;
 #   - the run left the clone's tracked files as they were.
 # models/fetch.sh downloads what it can; without network it gives up after
@@ -69,9 +70,9 @@ skipped=$(awk '/The following tests did not run:/ { on = 1; next }
                on && /\(Skipped\)/ { print $3; next } on { on = 0 }' "$log" | sort -u)
 ctest_log=$clone/build/Testing/Temporary/LastTest.log
 [ -r "$ctest_log" ] || fail "no ctest log at $ctest_log"
-marked=$(awk '/ Testing: / { name = $NF } /^SKIPPED: needs / { print name }' "$ctest_log" | sort -u)
+marked=$(awk '/ Testing: / { name = $NF } /^SKIPPED: / { print name }' "$ctest_log" | sort -u)
 [ "$skipped" = "$marked" ] ||
-    fail "tests skipped by ctest ($(echo "$skipped" | tr '\n' ' ')) differ from those that named a missing file ($(echo "$marked" | tr '\n' ' '))"
+    fail "tests skipped by ctest ($(echo "$skipped" | tr '\n' ' ')) differ from those that printed SKIPPED lines ($(echo "$marked" | tr '\n' ' '))"
 
 # Each file named missing is missing.
 while read -r file; do
@@ -84,6 +85,6 @@ done < <(awk '/^SKIPPED: needs / { print $3 }' "$ctest_log" | sort -u)
     fail "the run changed tracked files: $(git -C "$clone" status --porcelain --untracked-files=no | head -5)"
 
 n_skipped=$(echo "$skipped" | grep -c . || true)
-echo "$me: ok: '$test_cmd' passed in a fresh clone; $n_skipped tests skipped for missing files:"
-awk '/^SKIPPED: needs / { print "  " $3 }' "$ctest_log" | sort -u
+echo "$me: ok: '$test_cmd' passed in a fresh clone; $n_skipped tests skipped, for want of:"
+awk '/^SKIPPED: needs / { print "  " $3 } /^SKIPPED: / && !/^SKIPPED: needs / { sub(/ -- test case .*/, ""); print "  " $0 }' "$ctest_log" | sort -u
 if [ $keep = 0 ]; then rm -rf "$top"; else echo "$me: kept $clone"; fi

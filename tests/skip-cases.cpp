@@ -24,6 +24,7 @@ TEST_CASE("skip: note_missing lets the case go on") {
     test::note_missing("models/no-such-note.bin", "how to get it");
     CHECK(3 + 3 == 6);
 }
+TEST_CASE("skip: for another reason") { test::skip_case("no such device (a skip for another reason)"); }
 TEST_CASE("fail: a check") { CHECK(1 + 1 == 3); }
 TEST_CASE("fail: an exception") { throw std::runtime_error("boom"); }
 TEST_CASE("fail: a check and then a missing file") {

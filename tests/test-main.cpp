@@ -1,6 +1,6 @@
-// The doctest runner of every test executable, with skips for missing files
-// (tests/test-util.h, require_model): a case that lacks a file is reported as
-// skipped, not failed, and the executable exits with
+// The doctest runner of every test executable, with skips (tests/test-util.h:
+// require_model for a missing file, skip_case): a skipped case is reported as
+// such, neither passed nor failed, and the executable exits with
 //     1   when a case failed,
 //     77  when none failed and one was skipped (ctest's SKIP_RETURN_CODE),
 //     0   when every case ran and passed.
@@ -18,13 +18,13 @@ namespace {
 
 using gloas::test::case_state;
 using gloas::test::current_case;
-using gloas::test::k_missing_marker;
+using gloas::test::k_skip_marker;
 
 // A SKIPPED line, as thrown or as an assertion quotes the exception it threw.
-bool is_missing_line(const doctest::String & s) {
+bool is_skip_line(const doctest::String & s) {
     const char * p = s.c_str();
     if (*p == '"') ++p;
-    return std::strncmp(p, k_missing_marker, std::strlen(k_missing_marker)) == 0;
+    return std::strncmp(p, k_skip_marker, std::strlen(k_skip_marker)) == 0;
 }
 
 // doctest reports an exception leaving a subcase twice: first with this text
@@ -33,9 +33,9 @@ bool is_subcase_placeholder(const doctest::String & s) {
     return std::strncmp(s.c_str(), "exception thrown in subcase", 27) == 0;
 }
 
-// Whether an exception report is a missing-file skip of the current case.
+// Whether an exception report is a skip of the current case.
 bool is_skip(const doctest::TestCaseException & e) {
-    return !e.is_crash && (is_missing_line(e.error_string) ||
+    return !e.is_crash && (is_skip_line(e.error_string) ||
                            (current_case().skip_thrown && is_subcase_placeholder(e.error_string)));
 }
 
@@ -47,7 +47,7 @@ struct totals {
 };
 totals g_totals;
 
-// Decided at the end of each case: skipped when it lacked a file and nothing
+// Decided at the end of each case: skipped when it asked to be and nothing
 // else went wrong.
 bool case_skipped(const doctest::CurrentTestCaseStats & st) {
     const case_state & c = current_case();
@@ -55,7 +55,7 @@ bool case_skipped(const doctest::CurrentTestCaseStats & st) {
                                doctest::TestCaseFailureReason::TooManyFailedAsserts |
                                doctest::TestCaseFailureReason::ShouldHaveFailedButDidnt |
                                doctest::TestCaseFailureReason::DidntFailExactlyNumTimes;
-    return !c.missing.empty() && !c.other_exception && c.real_failed_asserts == 0 && !(st.failure_flags & other_failures);
+    return !c.skips.empty() && !c.other_exception && c.real_failed_asserts == 0 && !(st.failure_flags & other_failures);
 }
 
 struct skip_listener : doctest::IReporter {
@@ -83,7 +83,7 @@ struct skip_listener : doctest::IReporter {
     void subcase_end() override {}
     void log_assert(const doctest::AssertData & ad) override {
         if (!ad.m_failed) return;
-        if (ad.m_threw && is_missing_line(ad.m_exception)) ++g_totals.skip_asserts;
+        if (ad.m_threw && is_skip_line(ad.m_exception)) ++g_totals.skip_asserts;
         else ++current_case().real_failed_asserts;
     }
     void log_message(const doctest::MessageData &) override {}
@@ -99,7 +99,7 @@ struct gloas_reporter : doctest::ConsoleReporter {
         if (!is_skip(e)) ConsoleReporter::test_case_exception(e);
     }
     void log_assert(const doctest::AssertData & ad) override {
-        if (!(ad.m_threw && is_missing_line(ad.m_exception))) ConsoleReporter::log_assert(ad);
+        if (!(ad.m_threw && is_skip_line(ad.m_exception))) ConsoleReporter::log_assert(ad);
     }
     void test_run_end(const doctest::TestRunStats & p) override {
         // Skipped cases count as skipped, neither passed nor failed.
@@ -109,8 +109,8 @@ struct gloas_reporter : doctest::ConsoleReporter {
         q.numAssertsFailed -= g_totals.skip_asserts;
         ConsoleReporter::test_run_end(q);
         if (g_totals.skipped)
-            s << "[doctest] " << g_totals.skipped << " test case(s) skipped for missing files (the "
-              << k_missing_marker << "lines above)\n";
+            s << "[doctest] " << g_totals.skipped << " test case(s) skipped (the " << k_skip_marker
+              << "lines above)\n";
     }
 };
 
@@ -119,7 +119,7 @@ struct gloas_reporter : doctest::ConsoleReporter {
 DOCTEST_REGISTER_LISTENER("gloas-skips", 1, skip_listener);
 DOCTEST_REGISTER_REPORTER("gloas", 1, gloas_reporter);
 
-REGISTER_EXCEPTION_TRANSLATOR(const gloas::test::missing_file & e) {
+REGISTER_EXCEPTION_TRANSLATOR(const gloas::test::skipped_case & e) {
     return doctest::String(e.message.c_str());
 }
 

@@ -1,4 +1,4 @@
-// The test runner's skips for missing files (test-main.cpp, test-util.h):
+// The test runner's skips (test-main.cpp, test-util.h):
 // runs tests/skip-cases with doctest filters and checks the exit status
 // ctest sees (0 all passed, 77 skipped, 1 failed) and what is printed.
 #include "test-util.h"
@@ -33,8 +33,9 @@ TEST_CASE("skip: a case lacking a file is skipped, naming it; the others run; ex
     CHECK(has(r.out, "SKIPPED: needs models/no-such-check.gguf"));
     CHECK(has(r.out, "SKIPPED: needs data/no-such-data.txt"));
     CHECK(has(r.out, "SKIPPED: needs models/no-such-note.bin (how to get it)"));
+    CHECK(has(r.out, "SKIPPED: no such device (a skip for another reason)"));
     CHECK(has(r.out, "1 passed | 0 failed"));
-    CHECK(has(r.out, "4 test case(s) skipped for missing files"));
+    CHECK(has(r.out, "5 test case(s) skipped"));
     CHECK(has(r.out, "Status: SUCCESS!"));
     // A skip is not reported as an error or exception.
     CHECK(!has(r.out, "ERROR"));

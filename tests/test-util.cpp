@@ -51,21 +51,29 @@ case_state & current_case() {
     return s;
 }
 
-void note_missing(const std::string & file, const std::string & how) {
+void note_skip(const std::string & reason) {
     case_state & c = current_case();
-    const std::string line = std::string(k_missing_marker) + file + " (" + how + ")";
-    for (const auto & l : c.missing)
+    const std::string line = k_skip_marker + reason;
+    for (const auto & l : c.skips)
         if (l == line) return;
-    c.missing.push_back(line);
+    c.skips.push_back(line);
     std::printf("%s -- test case \"%s\"\n", line.c_str(), c.name.c_str());
     std::fflush(stdout);
 }
 
-void skip_missing(const std::string & file, const std::string & how) {
-    note_missing(file, how);
+void skip_case(const std::string & reason) {
+    note_skip(reason);
     current_case().skip_thrown = true;
-    throw missing_file{std::string(k_missing_marker) + file + " (" + how + ")"};
+    throw skipped_case{k_skip_marker + reason};
 }
+
+static std::string needs(const std::string & file, const std::string & how) {
+    return std::string(k_missing_marker + std::strlen(k_skip_marker)) + file + " (" + how + ")";
+}
+
+void note_missing(const std::string & file, const std::string & how) { note_skip(needs(file, how)); }
+
+void skip_missing(const std::string & file, const std::string & how) { skip_case(needs(file, how)); }
 
 std::string data_file(const std::string & name) {
     const std::string p = std::string(GLOAS_SOURCE_DIR) + "/tests/data/" + name;

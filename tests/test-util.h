@@ -33,7 +33,8 @@ std::string generate_like_llama2c(context & ctx, const std::string & prompt, int
 // and end the case; the other cases of the executable still run, and it exits
 // with 77 (ctest's SKIP_RETURN_CODE) when no case failed and one was skipped.
 // "SKIPPED: needs " marks exactly these skips (.ci/run fails on it, since CI
-// has ../shared); skips for another reason must print something else.
+// has ../shared); a skip for another reason (no GPU) goes through skip_case
+// with its own words after "SKIPPED: ".
 std::string data_file(const std::string & name);
 std::string model_path(const std::string & name);
 std::string require_model(const std::string & name);
@@ -43,24 +44,28 @@ std::string require_data(const std::string & name);
 // build/, then $GLOAS_MODELS): its path, or the case ends as skipped.
 std::string require_default_model();
 
-// The marker at the start of every missing-file line.
+// The start of every skip line, and of those for a missing file.
+inline constexpr const char k_skip_marker[] = "SKIPPED: ";
 inline constexpr const char k_missing_marker[] = "SKIPPED: needs ";
-// What a missing-file skip throws to end the case (not a std::exception, so
-// that no test's catch clause takes it for the code's own error).
-struct missing_file {
+// What a skip throws to end the case (not a std::exception, so that no test's
+// catch clause takes it for the code's own error).
+struct skipped_case {
     std::string message;  // the SKIPPED line
 };
-// Prints the SKIPPED line for `file` (how to get it: `how`) and records it for
-// the current case. note_missing lets the case go on (it ends as skipped unless
-// something fails); skip_missing ends it.
+// Prints "SKIPPED: <reason>" and records it for the current case. note_skip
+// lets the case go on (it ends as skipped unless something fails); skip_case
+// ends it.
+void note_skip(const std::string & reason);
+[[noreturn]] void skip_case(const std::string & reason);
+// The same for a missing file: "SKIPPED: needs FILE (HOW to get it)".
 void note_missing(const std::string & file, const std::string & how);
 [[noreturn]] void skip_missing(const std::string & file, const std::string & how);
 
 // The state of the current test case, kept by test-main.cpp's listener.
 struct case_state {
     std::string name;                   // the running test case
-    std::vector<std::string> missing;   // its SKIPPED lines
-    bool skip_thrown = false;           // skip_missing ended it
+    std::vector<std::string> skips;     // its SKIPPED lines
+    bool skip_thrown = false;           // skip_case ended it
     bool other_exception = false;       // it threw something else
     int real_failed_asserts = 0;        // failed checks, not counting skips
 };
