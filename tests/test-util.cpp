@@ -67,8 +67,9 @@ void skip_case(const std::string & reason) {
     throw skipped_case{k_skip_marker + reason};
 }
 
+// The reason of a missing-file skip; with k_skip_marker it starts with k_missing_marker.
 static std::string needs(const std::string & file, const std::string & how) {
-    return std::string(k_missing_marker + std::strlen(k_skip_marker)) + file + " (" + how + ")";
+    return "needs " + file + " (" + how + ")";
 }
 
 void note_missing(const std::string & file, const std::string & how) { note_skip(needs(file, how)); }
