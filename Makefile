@@ -1,7 +1,11 @@
-# A thin wrapper over CMake. `make` builds (Release) into build/, `make test`
-# builds and runs the test suite, `make run` generates text with the default
-# model, `make asan` builds with AddressSanitizer + UBSan into build-asan/ and
-# runs the whole suite there, `make fuzz` runs the libFuzzer targets (clang).
+# A thin wrapper over CMake. Every target first checks this machine's build
+# dependencies (tools/setup-deps.sh: on Debian/Ubuntu it installs what is
+# missing). `make` builds (Release) into build/, `make test` fetches the test
+# models it can (models/fetch.sh --tests), builds, runs the test suite and
+# names the files any skipped test lacked, `make run` builds gloas alone and
+# generates text with the default model (fetched if missing), `make asan`
+# builds with AddressSanitizer + UBSan into build-asan/ and runs the whole
+# suite there, `make fuzz` runs the libFuzzer targets (clang).
 
 BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
@@ -9,28 +13,39 @@ CMAKE_ARGS ?=
 PROMPT     ?= Once upon a time
 FUZZ_SECONDS ?= 30
 
-.PHONY: all build test run asan fuzz clean
+.PHONY: all deps configure build test run asan fuzz clean
 
 all: build
 
-build:
+deps:
+	@tools/setup-deps.sh
+
+configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) >/dev/null
+
+build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+test: configure
+	@models/fetch.sh --tests
+	@cmake --build $(BUILD) -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS); rc=$$?; \
+		cd $(CURDIR) && tests/skipped-files.sh $(BUILD); exit $$rc
 
-run: build
+run: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target gloas
 	@models/fetch.sh --default >&2
 	@$(BUILD)/bin/gloas -p "$(PROMPT)" -n 256
 
-asan:
+asan: deps
+	@models/fetch.sh --tests
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGLOAS_SANITIZE=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		ctest --output-on-failure -j $(JOBS)
+		ctest --output-on-failure -j $(JOBS); rc=$$?; \
+		cd $(CURDIR) && tests/skipped-files.sh build-asan; exit $$rc
 
-fuzz:
+fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 		-DGLOAS_FUZZ=ON -DGLOAS_SANITIZE=ON -DGLOAS_TESTS=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target fuzz-gguf fuzz-tokenizer

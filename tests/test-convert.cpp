@@ -34,7 +34,7 @@ bool file_exists(const std::string & p) {
 
 bool contains(const std::string & s, const std::string & w) { return s.find(w) != std::string::npos; }
 
-std::string golden(const std::string & name) { return test::read_file(test::require_model("golden/" + name)); }
+std::string golden(const std::string & name) { return test::read_file(test::data_file("golden/" + name)); }
 
 std::string generate(const model & m, const std::string & prompt, int steps) {
     context_params cp;

@@ -24,7 +24,7 @@ std::string generate_like_llama2c(const model & m, const std::string & prompt, i
     return test::generate_like_llama2c(ctx, prompt, steps);
 }
 
-std::string golden(const std::string & name) { return test::read_file(test::require_model("golden/" + name)); }
+std::string golden(const std::string & name) { return test::read_file(test::data_file("golden/" + name)); }
 
 std::unique_ptr<model> load(const std::string & name) {
     return model::load({test::require_model(name), ""});

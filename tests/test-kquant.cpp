@@ -122,12 +122,11 @@ TEST_CASE("sha256: FIPS 180-4 test vectors") {
 }
 
 TEST_CASE("dequantization equals llama.cpp's, every tensor of the reference files") {
-    const std::string dir = test::require_model("kquant");
-    const nlohmann::json ref = nlohmann::json::parse(test::read_file(dir + "/kquant-dequant-reference.json"));
+    const nlohmann::json ref = nlohmann::json::parse(test::read_file(test::data_file("kquant/kquant-dequant-reference.json")));
     for (const char * file : KQUANT_FILES) {
         INFO("file " << file);
         const auto & want = ref.at("models").at(file);
-        auto g = gguf_file::open(dir + "/" + file);
+        auto g = gguf_file::open(test::require_model(std::string("kquant/") + file));
         CHECK(g->tensors().size() == want.size());
         for (const gguf_tensor_info & t : g->tensors()) {
             INFO("tensor " << t.name << " (" << type_name(t.t) << ")");
@@ -177,11 +176,10 @@ std::vector<float> dequantize(const std::vector<uint8_t> & q, int64_t ne0, type 
 // Our reference quantizers reproduce llama-quantize's bytes (so its error too);
 // the 5% bound is the issue's, checked on its own in case a tensor differs.
 TEST_CASE("quantizers: llama.cpp's bytes, and per-tensor RMS error within 5% of llama.cpp's, on synth256") {
-    const std::string dir = test::require_model("kquant");
-    auto f32 = gguf_file::open(dir + "/synth256_f32.gguf");
+    auto f32 = gguf_file::open(test::require_model("kquant/synth256_f32.gguf"));
     int identical = 0, total = 0;
     for (const char * file : {"synth256_Q4_K.gguf", "synth256_Q5_K.gguf", "synth256_Q6_K.gguf", "synth256_Q4_K_M.gguf"}) {
-        auto theirs = gguf_file::open(dir + "/" + file);
+        auto theirs = gguf_file::open(test::require_model(std::string("kquant/") + file));
         for (const gguf_tensor_info & t : theirs->tensors()) {
             if (!traits(t.t).is_quantized) continue;
             INFO(file << " tensor " << t.name << " (" << type_name(t.t) << ")");
@@ -469,10 +467,9 @@ std::vector<std::vector<float>> run_logits(const model & m, const std::vector<in
 // the cosine of the logit vectors >= 0.99 and max |diff| <= 0.1 of the F32
 // logits' range, decoding one token at a time and as one prefill batch.
 TEST_CASE("forward pass: synth256 Q4_K_M logits match the F32 model's") {
-    const std::string dir = test::require_model("kquant");
     model_params pf, pq;
-    pf.path = dir + "/synth256_f32.gguf";
-    pq.path = dir + "/synth256_Q4_K_M.gguf";
+    pf.path = test::require_model("kquant/synth256_f32.gguf");
+    pq.path = test::require_model("kquant/synth256_Q4_K_M.gguf");
     auto mf = model::load(pf);
     auto mq = model::load(pq);
     REQUIRE(mq->hp.n_vocab == mf->hp.n_vocab);

@@ -27,7 +27,7 @@ namespace {
 
 std::unique_ptr<model> load_stories() { return model::load({test::require_model("stories260K.bin"), ""}); }
 
-std::string golden(const std::string & name) { return test::read_file(test::require_model("golden/" + name)); }
+std::string golden(const std::string & name) { return test::read_file(test::data_file("golden/" + name)); }
 
 context_params kv_params(type t, const std::string & dir, int32_t page = 32) {
     context_params cp;

@@ -221,8 +221,8 @@ TEST_CASE("quantize: command line and input errors") {
 // Q4_K_M mix: its per-tensor types), and --dequantize reads them back.
 TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's files") {
     const std::string dir = test::temp_dir("quantize-kquant");
-    const std::string kq = test::require_model("kquant");
-    const std::string src = kq + "/synth256_f32.gguf";
+    const std::string src = test::require_model("kquant/synth256_f32.gguf");
+    const std::string q4_k_m = test::require_model("kquant/synth256_Q4_K_M.gguf");
     struct job { const char * type; const char * theirs; bool pure; };
     const job jobs[] = {{"q4_K", "synth256_Q4_K.gguf", true}, {"q5_K", "synth256_Q5_K.gguf", true},
                         {"q6_K", "synth256_Q6_K.gguf", true}, {"q4_K_M", "synth256_Q4_K_M.gguf", false}};
@@ -235,7 +235,7 @@ TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's fil
         INFO(r.err);
         REQUIRE(r.status == 0);
         auto ours = gguf_file::open(out);
-        auto theirs = gguf_file::open(kq + "/" + j.theirs);
+        auto theirs = gguf_file::open(test::require_model(std::string("kquant/") + j.theirs));
         REQUIRE(ours->tensors().size() == theirs->tensors().size());
         for (const gguf_tensor_info & b : theirs->tensors()) {
             INFO(b.name);
@@ -252,7 +252,7 @@ TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's fil
     const std::string m5 = dir + "/ours-q5_K_M.gguf";
     REQUIRE(test::run_tool("gloas-quantize", {src, m5, "q5_K_M", "-q"}).status == 0);
     auto f5 = gguf_file::open(m5);
-    auto t4 = gguf_file::open(kq + "/synth256_Q4_K_M.gguf");
+    auto t4 = gguf_file::open(q4_k_m);
     for (const gguf_tensor_info & b : t4->tensors()) {
         INFO(b.name);
         const type want = b.t == type::Q4_K ? type::Q5_K : b.t;
@@ -264,7 +264,7 @@ TEST_CASE("quantize: q4_K / q5_K / q6_K and the q4_K_M mix equal llama.cpp's fil
     for (const char * to : {"f32", "f16"}) {
         INFO(to);
         const std::string out = dir + std::string("/back-") + to + ".gguf";
-        auto r = test::run_tool("gloas-quantize", {"--dequantize", to, kq + "/synth256_Q4_K_M.gguf", out, "-q"});
+        auto r = test::run_tool("gloas-quantize", {"--dequantize", to, q4_k_m, out, "-q"});
         INFO(r.err);
         REQUIRE(r.status == 0);
         auto back = gguf_file::open(out);

@@ -255,7 +255,7 @@ TEST_CASE("tokenizer: Llama 2 golden ids (tokenizer.bin, BOS prepended)") {
     REQUIRE(tok.n_vocab() == 32000);
     CHECK(tok.bos() == 1);
     CHECK(tok.eos() == 2);
-    auto cases = read_golden_cases(require_model("golden/llama2-tokenizer-cases.json"));
+    auto cases = read_golden_cases(gloas::test::data_file("golden/llama2-tokenizer-cases.json"));
     REQUIRE(cases.size() == 5);
     CHECK(cases[0].text.empty());
     for (const auto & c : cases) {
@@ -267,7 +267,7 @@ TEST_CASE("tokenizer: Llama 2 golden ids (tokenizer.bin, BOS prepended)") {
 }
 
 TEST_CASE("tokenizer: llama.cpp SPM vocab corpus (46 cases)") {
-    auto cases = read_vocab_cases(require_model(k_vocab_base));
+    auto cases = read_vocab_cases(k_vocab_base);
     REQUIRE(cases.size() == 46);
     // The corpus has an empty case and whitespace-only cases.
     CHECK(cases[2].text.empty());
@@ -345,7 +345,7 @@ TEST_CASE("tokenizer: tok512 (stories260K)") {
     CHECK(streamed == "Once upon a time");
     CHECK(tok.token_to_piece(1, ids[1]) == tok.token_to_piece(-1, ids[1]).substr(1));
     // The golden generation starts with the prompt.
-    std::string golden = read_file(require_model("golden/stories260K_greedy_n128_once_upon_a_time.txt"));
+    std::string golden = read_file(gloas::test::data_file("golden/stories260K_greedy_n128_once_upon_a_time.txt"));
     CHECK(golden.rfind("Once upon a time", 0) == 0);
 }
 
@@ -536,6 +536,8 @@ TEST_CASE("tokenizer: inconsistent vocabularies are refused") {
 TEST_CASE("tokenizer: the GGUF vocabulary kind is read from tokenizer.ggml.model") {
     // gpt2 vocabularies are byte-level BPE (tests/test-tokenizer-bpe.cpp);
     // the llama-spm corpus file is SentencePiece.
-    CHECK(tokenizer::from_gguf(*gguf_file::open(require_model("vocab/ggml-vocab-gpt-2.gguf"))).n_vocab() > 50000);
-    CHECK(tokenizer::from_gguf(*gguf_file::open(require_model("vocab/ggml-vocab-llama-spm.gguf"))).n_vocab() == 32000);
+    const std::string gpt2 = require_model("vocab/ggml-vocab-gpt-2.gguf");
+    const std::string spm = require_model("vocab/ggml-vocab-llama-spm.gguf");
+    CHECK(tokenizer::from_gguf(*gguf_file::open(gpt2)).n_vocab() > 50000);
+    CHECK(tokenizer::from_gguf(*gguf_file::open(spm)).n_vocab() == 32000);
 }

@@ -72,9 +72,45 @@ static bool exists(const std::string & p) {
     return ::stat(p.c_str(), &st) == 0;
 }
 
+case_state & current_case() {
+    static case_state s;
+    return s;
+}
+
+void note_skip(const std::string & reason) {
+    case_state & c = current_case();
+    const std::string line = k_skip_marker + reason;
+    for (const auto & l : c.skips)
+        if (l == line) return;
+    c.skips.push_back(line);
+    std::printf("%s -- test case \"%s\"\n", line.c_str(), c.name.c_str());
+    std::fflush(stdout);
+}
+
+void skip_case(const std::string & reason) {
+    note_skip(reason);
+    current_case().skip_thrown = true;
+    throw skipped_case{k_skip_marker + reason};
+}
+
+// The reason of a missing-file skip; with k_skip_marker it starts with k_missing_marker.
+static std::string needs(const std::string & file, const std::string & how) {
+    return "needs " + file + " (" + how + ")";
+}
+
+void note_missing(const std::string & file, const std::string & how) { note_skip(needs(file, how)); }
+
+void skip_missing(const std::string & file, const std::string & how) { skip_case(needs(file, how)); }
+
+std::string data_file(const std::string & name) {
+    const std::string p = std::string(GLOAS_SOURCE_DIR) + "/tests/data/" + name;
+    if (!exists(p)) FAIL("test data tests/data/" << name << " is not in the checkout");
+    return p;
+}
+
 std::string model_path(const std::string & name) {
     std::vector<std::string> dirs = {std::string(GLOAS_SOURCE_DIR) + "/models"};
-    if (const char * env = std::getenv("GLOAS_MODELS")) dirs.push_back(env);
+    if (const char * env = std::getenv("GLOAS_MODELS"); env && *env) dirs.push_back(env);
     dirs.push_back(std::string(GLOAS_SOURCE_DIR) + "/../shared/models");
     for (const auto & d : dirs) {
         std::string p = d + "/" + name;
@@ -85,20 +121,26 @@ std::string model_path(const std::string & name) {
 
 std::string require_model(const std::string & name) {
     std::string p = model_path(name);
-    if (p.empty())
-        FAIL("model file '" << name << "' not found in models/, $GLOAS_MODELS or ../shared/models "
-             "(run models/fetch.sh or link ../shared/models/* into models/)");
+    if (p.empty()) skip_missing("models/" + name, "models/fetch.sh " + name + ", or GLOAS_MODELS");
     return p;
+}
+
+std::string require_default_model() {
+    std::vector<std::string> dirs = {std::string(GLOAS_BIN_DIR) + "/../../models"};
+    if (const char * env = std::getenv("GLOAS_MODELS"); env && *env) dirs.push_back(env);
+    for (const auto & d : dirs)
+        for (const char * f : {"stories260K.gguf", "stories260K.bin"})
+            if (exists(d + "/" + f)) return d + "/" + f;
+    skip_missing("models/stories260K.bin", "models/fetch.sh --default, or GLOAS_MODELS");
 }
 
 std::string require_data(const std::string & name) {
     std::vector<std::string> dirs;
-    if (const char * env = std::getenv("GLOAS_DATA")) dirs.push_back(env);
+    if (const char * env = std::getenv("GLOAS_DATA"); env && *env) dirs.push_back(env);
     dirs.push_back(std::string(GLOAS_SOURCE_DIR) + "/../shared/data");
     for (const auto & d : dirs)
         if (exists(d + "/" + name)) return d + "/" + name;
-    FAIL("data file '" << name << "' not found in $GLOAS_DATA or ../shared/data");
-    return {};
+    skip_missing("data/" + name, "../shared/data beside the checkout, or GLOAS_DATA");
 }
 
 std::string read_file(const std::string & path) {
@@ -135,7 +177,7 @@ std::string temp_dir(const std::string & tag) {
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data) {
     std::signal(SIGPIPE, SIG_IGN);  // a tool may exit before reading all of stdin
-    std::string exe = std::string(GLOAS_BIN_DIR) + "/" + tool;
+    const std::string exe = tool.rfind('/', 0) == 0 ? tool : std::string(GLOAS_BIN_DIR) + "/" + tool;
     int in_pipe[2], out_pipe[2], err_pipe[2];
     if (::pipe(in_pipe) || ::pipe(out_pipe) || ::pipe(err_pipe)) throw std::runtime_error("pipe failed");
     pid_t pid = ::fork();
@@ -198,9 +240,9 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
     return r;
 }
 
-std::vector<vocab_case> read_vocab_cases(const std::string & base) {
-    const std::string inp = read_file(base + ".inp");
-    const std::string out = read_file(base + ".out");
+std::vector<vocab_case> read_vocab_cases(const std::string & vocab) {
+    const std::string inp = read_file(data_file(vocab + ".inp"));
+    const std::string out = read_file(data_file(vocab + ".out"));
     const std::string sep = "\n__ggml_vocab_test__\n";
     std::vector<vocab_case> cases;
     for (size_t pos = 0; pos < inp.size();) {
@@ -225,7 +267,7 @@ std::vector<vocab_case> read_vocab_cases(const std::string & base) {
 
 int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
                const std::string & out_path, const std::string & err_path) {
-    const std::string exe = std::string(GLOAS_BIN_DIR) + "/" + tool;
+    const std::string exe = tool.rfind('/', 0) == 0 ? tool : std::string(GLOAS_BIN_DIR) + "/" + tool;
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {

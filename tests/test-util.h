@@ -30,13 +30,56 @@ std::string generate_like_llama2c(context & ctx, const std::string & prompt, int
 void attention_ref(float * out, const float * q, const float * k, const float * v, int64_t n_kv, int64_t n_head,
                    int64_t n_head_kv, int64_t head_dim, int64_t kv_stride, float scale);
 
-// Path of a model file (or folder) by name, looked up in <source>/models, then
-// $GLOAS_MODELS, then <source>/../shared/models. Empty if not found.
+// Files a test needs. Three kinds:
+//  - test data kept in the repository, tests/data/NAME (goldens, tokenizer
+//    corpora, reference hashes): data_file() gives its path; a missing one is
+//    a test failure, since the checkout is broken;
+//  - model files, from models/fetch.sh or a shared store: model_path() looks
+//    in <source>/models, then $GLOAS_MODELS, then <source>/../shared/models;
+//  - data files too large to keep (../shared/data, or $GLOAS_DATA).
+// A model or data file that cannot be had ends the test case as skipped, never
+// passed or failed: require_model / require_data print one line
+//     SKIPPED: needs models/NAME (models/fetch.sh NAME, or GLOAS_MODELS)
+// and end the case; the other cases of the executable still run, and it exits
+// with 77 (ctest's SKIP_RETURN_CODE) when no case failed and one was skipped.
+// "SKIPPED: needs " marks exactly these skips (.ci/run fails on it, since CI
+// has ../shared); a skip for another reason (no GPU) goes through skip_case
+// with its own words after "SKIPPED: ".
+std::string data_file(const std::string & name);
 std::string model_path(const std::string & name);
-// Like model_path, but a test failure (with what to do) if not found.
 std::string require_model(const std::string & name);
-// Path of a file under ../shared/data (or $GLOAS_DATA); failure if not found.
 std::string require_data(const std::string & name);
+// The default model (stories260K) where gloas looks for it when no -m is
+// given (<bin>/../../models, that is the source tree's models/ for a build in
+// build/, then $GLOAS_MODELS): its path, or the case ends as skipped.
+std::string require_default_model();
+
+// The start of every skip line, and of those for a missing file.
+inline constexpr const char k_skip_marker[] = "SKIPPED: ";
+inline constexpr const char k_missing_marker[] = "SKIPPED: needs ";
+// What a skip throws to end the case (not a std::exception, so that no test's
+// catch clause takes it for the code's own error).
+struct skipped_case {
+    std::string message;  // the SKIPPED line
+};
+// Prints "SKIPPED: <reason>" and records it for the current case. note_skip
+// lets the case go on (it ends as skipped unless something fails); skip_case
+// ends it.
+void note_skip(const std::string & reason);
+[[noreturn]] void skip_case(const std::string & reason);
+// The same for a missing file: "SKIPPED: needs FILE (HOW to get it)".
+void note_missing(const std::string & file, const std::string & how);
+[[noreturn]] void skip_missing(const std::string & file, const std::string & how);
+
+// The state of the current test case, kept by test-main.cpp's listener.
+struct case_state {
+    std::string name;                   // the running test case
+    std::vector<std::string> skips;     // its SKIPPED lines
+    bool skip_thrown = false;           // skip_case ended it
+    bool other_exception = false;       // it threw something else
+    int real_failed_asserts = 0;        // failed checks, not counting skips
+};
+case_state & current_case();
 
 std::string read_file(const std::string & path);
 void write_file(const std::string & path, const void * data, size_t n);
@@ -51,7 +94,8 @@ struct run_result {
     std::string out;     // stdout
     std::string err;     // stderr
 };
-// Runs a tool from the build's bin/ directory with arguments (no shell).
+// Runs a tool from the build's bin/ directory with arguments (no shell); a
+// tool given as an absolute path runs that program instead.
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data = {});
 // base followed by extra: one command line of a family sharing base arguments.
@@ -60,16 +104,18 @@ inline std::vector<std::string> with_args(std::vector<std::string> base, const s
     return base;
 }
 
-// llama.cpp's tokenizer corpora: BASE.inp holds cases each ending with
-// "\n__ggml_vocab_test__\n"; BASE.out one line of ids per case (no BOS).
+// llama.cpp's tokenizer corpus of the vocabulary VOCAB, named as in models/
+// ("vocab/ggml-vocab-llama-spm.gguf") and kept in tests/data: VOCAB.inp holds
+// cases each ending with "\n__ggml_vocab_test__\n"; VOCAB.out one line of ids
+// per case (no BOS). Needs no model file.
 struct vocab_case {
     std::string text;
     std::vector<int32_t> ids;
 };
-std::vector<vocab_case> read_vocab_cases(const std::string & base);
+std::vector<vocab_case> read_vocab_cases(const std::string & vocab);
 
-// Starts a tool in the background with stdout and stderr sent to files;
-// returns its pid. wait_tool() returns its exit code (128+signal if killed).
+// Starts a tool (as run_tool names it) in the background with stdout and
+// stderr sent to files; returns its pid. wait_tool() returns its exit code (128+signal if killed).
 int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
                const std::string & out_path, const std::string & err_path);
 int wait_tool(int pid);
