@@ -4,6 +4,7 @@
 // the model's shape is checked.
 #include "decoder/config.h"
 #include "decoder/model.h"
+#include "decoder/options.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
 #include "tensor/error.h"
@@ -322,8 +323,7 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     // list in the file's header).
     const std::vector<std::string> args = {
         "-c", "512", "--kv-page", "32", "--kv-type", "q8_0", "--kv-capacity", "128p", "--kv-policy", "compressed",
-        "--kv-compressed-share", "0.25", "-t", "2", "--strategy", "balanced", "--sparse-ratio", "0.25",
-        "--prefetch", "--async-writeback", "--no-cuda-streams"};
+        "--kv-compressed-share", "0.25", "-t", "2", "--strategy", "balanced", "--sparse-ratio", "0.25"};
     run_config f;
     for (size_t i = 0; i < args.size();) {
         const size_t used = config_apply_flag(f, args, i);
@@ -491,10 +491,14 @@ TEST_CASE("config: random-weight model shapes") {
 TEST_CASE("config: config_to_yaml writes settings that read back the same") {
     const std::string example = std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml";
     run_config from_flags;
-    const std::vector<std::string> args = {"-c", "1024", "-b", "128", "--kv-type", "f32", "--kv-capacity", "10p",
-                                           "--kv-policy", "lfu", "-t", "1", "--no-prefetch", "--kv-compressed-share",
-                                           "0.7", "--strategy", "speed", "--no-async-writeback", "--cuda-streams"};
+    const std::vector<std::string> args = {"-c", "1024", "-ub", "128", "--kv-type", "f32", "--kv-capacity", "10p",
+                                           "--kv-policy", "lfu", "-t", "1", "--kv-compressed-share", "0.7",
+                                           "--strategy", "speed"};
     for (size_t i = 0; i < args.size(); i += config_apply_flag(from_flags, args, i)) {}
+    // Keys without a flag (they have no effect in this build) still read back.
+    from_flags.prefetch = false;
+    from_flags.async_writeback = false;
+    from_flags.use_cuda_streams = true;
     const run_config cases[] = {config_parse(SPEC, "spec.yaml"), config_load(example), run_config(), from_flags};
     for (const run_config & c : cases) {
         const std::string y = config_to_yaml(c);
@@ -511,6 +515,6 @@ TEST_CASE("config: config_to_yaml writes settings that read back the same") {
     const std::vector<std::string> page = {"--kv-page", "64", "--kv-capacity", "1G"};
     for (size_t i = 0; i < page.size(); i += config_apply_flag(both, page, i)) {}
     const std::string y = config_to_yaml(both);
-    CHECK(y.find("    cache_chunk_size: 64\n    # prefill chunk 128 tokens (-b 128)\n") != std::string::npos);
+    CHECK(y.find("    cache_chunk_size: 64\n    # prefill chunk 128 tokens (-ub 128)\n") != std::string::npos);
     CHECK(y.find("# max_cache_size not set: 1073741824 bytes of pages (--kv-capacity 1073741824)") != std::string::npos);
 }
