@@ -68,18 +68,18 @@ int32_t argmax(const float * x, int32_t n) {
 }
 
 sampler::sampler(const sampler_params & params, int32_t n_vocab) : p_(params), n_vocab_(n_vocab) {
-    if (n_vocab <= 0) throw error(format("sampler: the vocabulary must have tokens, got %d", n_vocab));
+    if (n_vocab <= 0) throw error(format("sampler: n_vocab must be positive, got %d", n_vocab));
     if (!std::isfinite(p_.temp))
-        throw error(format("--temp must be a finite number, got %g", double(p_.temp)));
-    if (std::isnan(p_.top_p)) throw error("--top-p is NaN");
-    if (std::isnan(p_.min_p)) throw error("--min-p is NaN");
+        throw error(format("sampler: temp must be a finite number, got %g", double(p_.temp)));
+    if (std::isnan(p_.top_p)) throw error("sampler: top_p is NaN");
+    if (std::isnan(p_.min_p)) throw error("sampler: min_p is NaN");
     if (!std::isfinite(p_.repeat_penalty) || p_.repeat_penalty <= 0.0f)
-        throw error(format("--repeat-penalty must be a positive finite number (1 = off), got %g",
+        throw error(format("sampler: repeat_penalty must be a positive finite number, got %g",
                            double(p_.repeat_penalty)));
     if (!std::isfinite(p_.presence_penalty))
-        throw error(format("--presence-penalty must be a finite number, got %g", double(p_.presence_penalty)));
+        throw error(format("sampler: presence_penalty must be a finite number, got %g", double(p_.presence_penalty)));
     if (!std::isfinite(p_.frequency_penalty))
-        throw error(format("--frequency-penalty must be a finite number, got %g", double(p_.frequency_penalty)));
+        throw error(format("sampler: frequency_penalty must be a finite number, got %g", double(p_.frequency_penalty)));
 
     if (p_.top_k <= 0 || p_.top_k > n_vocab) p_.top_k = n_vocab;
     p_.top_p = std::clamp(p_.top_p, 0.0f, 1.0f);

@@ -33,8 +33,9 @@
 // Rejected with gloas::error ("sampler: ..."):
 //   n_vocab <= 0; NaN or infinite temp; NaN top_p or min_p; repeat_penalty
 //   <= 0, NaN or infinite; NaN or infinite presence_penalty or
-//   frequency_penalty. Messages name the setting as gloas's flag does
-//   ("--repeat-penalty"), for a tool to pass on.
+//   frequency_penalty. Messages name the field ("sampler: repeat_penalty
+//   ..."), as the C API's callers know it; command-line tools check their
+//   flags' ranges before (decoder/options.h), so users see the flag.
 //
 // Logits: NaN counts as -inf (never picked unless every logit is NaN or
 // -inf, in which case the greedy choice is returned). +inf is clamped to the
