@@ -292,8 +292,9 @@ void model::load_llama2c(const model_params & p) {
     // refused instead of cut to size.
     tok = tokenizer::from_llama2c(tpath);
     if (tok.n_vocab() != hp.n_vocab)
-        throw error(format("%s: tokenizer has %d pieces, the model's vocabulary is %d (%s)", tpath.c_str(), tok.n_vocab(),
-                           hp.n_vocab, fname));
+        throw error(format("%s: tokenizer has %d pieces, the model's vocabulary is %d (%s%s%s)", tpath.c_str(), tok.n_vocab(),
+                           hp.n_vocab, p.tokenizer_path.empty() ? "found beside " : "", fname,
+                           p.tokenizer_path.empty() ? "; pass --tokenizer FILE" : ""));
 }
 
 void model::finish() {

@@ -425,6 +425,10 @@ TEST_CASE("llama.cpp's spellings mean what they mean there") {
     auto big = run({"--temp", "0", "-n", "4", "-c", "1024"});
     CHECK(big.status == 0);
     CHECK(big.err.find("gloas: warning: -c 1024 is above the model's training context (512)") != std::string::npos);
+    // -t above the cores this process may use: a warning too.
+    auto many = run({"--temp", "0", "-n", "2", "-t", "1024"});
+    CHECK(many.status == 0);
+    CHECK(many.err.find("gloas: warning: -t 1024 is more threads than the ") != std::string::npos);
 
     // --seed -1: random, and the seed used is printed; giving it back repeats the run.
     auto rnd = run({"--seed", "-1", "-n", "30", "--temp", "1"});

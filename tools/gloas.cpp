@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sched.h>
 #include <string>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -77,7 +78,7 @@ const option_def GLOAS_OPTIONS[N_GLOAS_OPTS] = {
     {G_NO_ESCAPE, "--no-escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
      "take the prompt as written (the default)"},
     {G_N_PREDICT, "-n|--n-predict", "N", K::INT, -1, 1 << 30, false, nullptr, GEN,
-     "tokens to generate; -1: until the context is full (with --ctx-slide: until end of sequence or Ctrl-C) "
+     "tokens to generate; -1: until the context is full, or with --ctx-slide until end of sequence or Ctrl-C "
      "(default: 256; stops earlier at the end of the context, unless --ctx-slide, or at an end-of-sequence "
      "token)"},
     {G_IGNORE_EOS, "--ignore-eos", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
@@ -490,6 +491,14 @@ int run(const options & o) {
                     memory_strategy_name(strategy), type_name(cp.kv.kv_type), double(cp.sparse.ratio), cp.kv.page_tokens,
                     cp.kv.ram_bytes, cp.kv.read_copy ? "copy" : "map", cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
         return 0;
+    }
+    if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        const int cores = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+        if (cores > 0 && fl.ctx.n_threads > cores)
+            std::fprintf(stderr, "gloas: warning: -t %d is more threads than the %d core%s this process may use; they "
+                         "will share cores and run slower\n", fl.ctx.n_threads, cores, cores == 1 ? "" : "s");
     }
     if (cp.n_ctx > hp.n_ctx_train)
         std::fprintf(stderr, "gloas: warning: %s %d is above the model's training context (%d); positions past %d were "
