@@ -97,9 +97,9 @@ const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
     {OPT_SEED, "-s|--seed", "N", K::TEXT, 0, 0, false, nullptr, SMP,
      "random seed; -1: from the clock (default: -1); the seed used is printed on stderr"},
 
-    {OPT_N_GPU_LAYERS, "-ngl|--n-gpu-layers|--gpu-layers", "N", K::INT, -1, 1 << 20, false, nullptr, MDL,
-     "layers to put on the GPU: accepted for llama.cpp command lines; this build has no GPU backend, so every "
-     "layer runs on the CPU (a one-line note says so)"},
+    {OPT_N_GPU_LAYERS, "-ngl|--n-gpu-layers|--gpu-layers", "N", K::TEXT, 0, 0, false, nullptr, MDL,
+     "layers to put on the GPU (a number, auto or all): accepted for llama.cpp command lines; this build has no "
+     "GPU backend, so every layer runs on the CPU (a one-line note says so)"},
     {OPT_MLOCK, "--mlock", nullptr, K::SWITCH, 0, 0, false, nullptr, MDL,
      "lock the model's weights in RAM (mlock) so they are never paged out; a warning if the system refuses "
      "(see ulimit -l)"},
@@ -339,7 +339,16 @@ size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args
             sp.seed = x;
             break;
         }
-        case OPT_N_GPU_LAYERS: cfg.n_gpu_layers = int32_t(v.i); break;
+        case OPT_N_GPU_LAYERS: {
+            char * end = nullptr;
+            errno = 0;
+            const long long x = std::strtoll(v.s.c_str(), &end, 10);
+            const bool number = !errno && end != v.s.c_str() && !*end && x >= -1 && x <= (1 << 20);
+            if (!number && v.s != "auto" && v.s != "all")
+                bad(a, format("expected a number of layers in [-1, %d], auto or all, got '%s'", 1 << 20, v.s.c_str()));
+            cfg.n_gpu_layers = number ? int32_t(x) : -1;
+            break;
+        }
         case OPT_MLOCK: cfg.mlock = true; break;
         case OPT_NO_MMAP: cfg.no_mmap = true; break;
         case N_SHARED_OPTS: GLOAS_ASSERT(false);

@@ -412,7 +412,9 @@ TEST_CASE("llama.cpp's spellings mean what they mean there") {
     INFO("stderr: " << llama.err);
     REQUIRE(llama.status == 0);
     CHECK(llama.out == ref.out);
-    CHECK(llama.err.find("gloas: note: this build has no GPU backend; -ngl 99 is ignored") != std::string::npos);
+    CHECK(llama.err.find("gloas: note: this build has no GPU backend; -ngl is ignored") != std::string::npos);
+    CHECK(run({"-n", "1", "-ngl", "all"}).status == 0);
+    check_usage_error({"-m", m, "-ngl", "many"}, {"-ngl: expected a number of layers in [-1, 1048576], auto or all, got 'many'"});
 
     // -n -1: until the context is full; -c 0: the model's context (512).
     auto full = run({"--temp", "0", "-n", "-1", "-c", "64"});
