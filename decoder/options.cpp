@@ -56,7 +56,8 @@ const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
      "folder of page files, reused across runs (default: $GLOAS_KV_DIR, else ~/.cache/gloas/kv); 'none' keeps "
      "pages in memory only"},
     {OPT_KV_CAPACITY, "--kv-capacity", "SIZE", K::SIZE, 0, 0, false, nullptr, KV,
-     "bound on the stored pages: bytes with a k/M/G suffix, pages with 'p', tokens with 't' (default: 4G)"},
+     "bound on the K/V folder (the page files of every model and K/V type): bytes with a k/M/G suffix, pages "
+     "with 'p', tokens with 't' (default: 4G)"},
     {OPT_KV_POLICY, "--kv-policy", "P", K::WORD, 0, 0, false, "lru|lfu|fifo|adaptive|compressed", KV,
      "eviction: lru, lfu, fifo, adaptive, compressed (default: lru); compressed re-quantizes evicted pages to "
      "q4_0 first, so it needs a page size that is a multiple of 32"},

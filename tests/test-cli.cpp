@@ -272,10 +272,19 @@ void check_usage_error(const std::vector<std::string> & args, const std::vector<
         CHECK(r.err.find(internal) == std::string::npos);
 }
 
+// Sets an environment variable (which the tools run inherit) for a scope,
+// then puts back what was there.
 struct env_var {
-    std::string name;
-    env_var(const std::string & n, const std::string & v) : name(n) { ::setenv(n.c_str(), v.c_str(), 1); }
-    ~env_var() { ::unsetenv(name.c_str()); }
+    std::string name, old;
+    bool had;
+    env_var(const std::string & n, const std::string & v) : name(n), had(std::getenv(n.c_str()) != nullptr) {
+        if (had) old = std::getenv(n.c_str());
+        ::setenv(n.c_str(), v.c_str(), 1);
+    }
+    ~env_var() {
+        if (had) ::setenv(name.c_str(), old.c_str(), 1);
+        else ::unsetenv(name.c_str());
+    }
 };
 
 } // namespace
@@ -309,8 +318,11 @@ TEST_CASE("-m NAME and -z NAME are looked up in the model folders; a missing nam
     }
     // Missing: one error naming the folders and the fetch script.
     auto miss = run_tool("gloas", {"-m", "no-such-model", "-p", "x"});
-    check_one_error(miss, {"no-such-model: no model of that name", "looked in ./models", "shared/models",
-                           "$GLOAS_MODELS is not set", "models/fetch.sh"});
+    check_one_error(miss, {"no-such-model: no model of that name", "looked in ./models", "shared/models", "models/fetch.sh"});
+    {
+        env_var e("GLOAS_MODELS", "");
+        check_one_error(run_tool("gloas", {"-m", "no-such-model"}), {"$GLOAS_MODELS is not set"});
+    }
     if (gloas::test::model_path("stories42M.bin").empty()) {
         auto known = run_tool("gloas", {"-m", "stories42M", "-p", "x"});
         check_one_error(known, {"stories42M: no model of that name", "models/fetch.sh stories42M downloads it"});
