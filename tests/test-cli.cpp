@@ -236,6 +236,10 @@ TEST_CASE("--chat: a missing or unknown format, and flags that need --chat") {
     CHECK(none.err.find("chat format chatml (the default)") != std::string::npos);
     CHECK(none.err.find("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n") != std::string::npos);
     CHECK(!none.out.empty());
+    // -n -1 bounds a reply only by its end and the context.
+    auto unbounded = run_tool("gloas", {"--chat", "-m", model, "--kv-dir", "none", "--temp", "0", "-n", "-1", "-c", "96"}, "hello\n");
+    CHECK(unbounded.status == 0);
+    CHECK(unbounded.err.find("reply 0 tokens") == std::string::npos);
 
     auto unknown = run_tool("gloas", {"--chat", "-m", model, "--chat-template", "chatgpt"});
     CHECK(unknown.status == 2);

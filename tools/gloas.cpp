@@ -530,7 +530,7 @@ int run(const options & o) {
 
     if (o.chat) {
         chat_cli::chat_options co = o.chat_opts;
-        co.n_predict = o.n_predict;
+        co.n_predict = o.n_predict < 0 ? INT32_MAX : o.n_predict;  // -1: until end of turn or a full context
         co.ignore_eos = o.ignore_eos;
         const int rc = chat_cli::chat_loop(*m, ctx, sparams, co);
         if (o.profile) profile::print(stderr);
