@@ -198,7 +198,7 @@ std::string process_escapes(const std::string & s) {
             case 't': r += '\t'; break;
             case '\'': case '"': case '\\': r += c; break;
             case 'x':
-                if (i + 2 < s.size() + 0 && std::isxdigit((unsigned char) s[i + 1]) && std::isxdigit((unsigned char) s[i + 2])) {
+                if (i + 2 < s.size() && std::isxdigit((unsigned char) s[i + 1]) && std::isxdigit((unsigned char) s[i + 2])) {
                     r += char(std::stoi(s.substr(i + 1, 2), nullptr, 16));
                     i += 2;
                     break;
@@ -398,11 +398,9 @@ std::vector<std::pair<uintptr_t, uintptr_t>> file_mappings(const std::string & p
 // longer read); --mlock locks those ranges in RAM. A refusal is a warning.
 void place_weights(const model & m, bool copy, bool lock) {
     const auto ranges = file_mappings(m.path);
-    size_t bytes = 0;
     for (const auto & [b, e] : ranges) {
         void * at = reinterpret_cast<void *>(b);
         const size_t n = e - b;
-        bytes += n;
         if (copy) {
             std::vector<uint8_t> tmp(static_cast<const uint8_t *>(at), static_cast<const uint8_t *>(at) + n);
             void * p = ::mmap(at, n, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -419,7 +417,6 @@ void place_weights(const model & m, bool copy, bool lock) {
     if (ranges.empty() && (copy || lock))
         std::fprintf(stderr, "gloas: warning: %s: the model's mapping was not found; %s has no effect\n", m.path.c_str(),
                      copy ? "--no-mmap" : "--mlock");
-    (void) bytes;
 }
 
 int run(const options & o) {
