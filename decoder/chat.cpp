@@ -248,7 +248,9 @@ chat_template chat_template_detect(std::string_view jinja, std::string * other) 
     return chat_template::UNKNOWN;
 }
 
-chat_template chat_template_choose(const std::string & name, const std::string & jinja, const std::string & model_path) {
+chat_template chat_template_choose(const std::string & name, const std::string & jinja, const std::string & model_path,
+                                   std::string * note) {
+    if (note) note->clear();
     chat_template t = chat_template::UNKNOWN;
     if (!name.empty()) {
         if (!chat_template_from_name(name, &t))
@@ -256,9 +258,12 @@ chat_template chat_template_choose(const std::string & name, const std::string &
                                chat_template_names().c_str()));
         return t;
     }
-    if (jinja.empty())
-        throw error(format("%s: the model has no chat template (tokenizer.chat_template); choose a format with "
-                           "--chat-template NAME (one of %s)", model_path.c_str(), chat_template_names().c_str()));
+    if (jinja.empty()) {
+        if (note)
+            *note = format("%s: the model has no chat template (tokenizer.chat_template); using chatml "
+                           "(--chat-template NAME chooses another: %s)", model_path.c_str(), chat_template_names().c_str());
+        return chat_template::CHATML;
+    }
     std::string other;
     t = chat_template_detect(jinja, &other);
     if (t == chat_template::UNKNOWN) {

@@ -91,12 +91,14 @@ std::string chat_template_names();
 chat_template chat_template_detect(std::string_view jinja, std::string * other = nullptr);
 
 // The format to use: `name` (the --chat-template value) when non-empty, else
-// the family of `jinja` (the model's tokenizer.chat_template, "" if it has
-// none). Throws gloas::error for an unknown name (listing the known ones) and
-// for a missing or unrecognized template (naming `model_path` and suggesting
-// --chat-template).
+// the family of `jinja` (the model's tokenizer.chat_template), else, when the
+// model has no template (jinja empty), chatml, as llama.cpp falls back to it:
+// then `note`, if given, receives a one-line warning naming `model_path` and
+// --chat-template (else it is cleared). Throws gloas::error for an unknown
+// name (listing the known ones) and for an unrecognized template (naming
+// `model_path` and suggesting --chat-template).
 chat_template chat_template_choose(const std::string & name, const std::string & jinja,
-                                   const std::string & model_path);
+                                   const std::string & model_path, std::string * note = nullptr);
 
 // The prompt text of `msgs`, followed by the assistant prompt when
 // add_assistant_prompt (formats without one ignore it).

@@ -1,5 +1,6 @@
 #include "decoder/config.h"
 
+#include "decoder/options.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
 #include "kvcache/policy.h"
@@ -363,31 +364,18 @@ void resolve(const reader & r, const section_values & kv, const section_values &
 }
 
 [[noreturn]] void flag_error(const std::string & flag, const std::string & msg) {
-    throw error(format("%s: %s", flag.c_str(), msg.c_str()));
-}
-
-int64_t flag_int(const std::string & flag, const std::string & v, int64_t lo, int64_t hi) {
-    char * end = nullptr;
-    errno = 0;
-    const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (errno || end == v.c_str() || *end || x < lo || x > hi)
-        flag_error(flag, format("expected an integer in [%lld, %lld], got '%s'", (long long) lo, (long long) hi, v.c_str()));
-    return x;
-}
-
-double flag_ratio(const std::string & flag, const std::string & v) {
-    char * end = nullptr;
-    const double x = std::strtod(v.c_str(), &end);
-    if (end == v.c_str() || *end || !(x > 0 && x <= 1)) flag_error(flag, format("expected a number in (0, 1], got '%s'", v.c_str()));
-    return x;
+    throw cli_error(format("%s: %s", flag.c_str(), msg.c_str()));
 }
 
 kv_capacity flag_capacity(const std::string & flag, const std::string & v) {
     char * end = nullptr;
     errno = 0;
     const double x = std::strtod(v.c_str(), &end);
-    if (errno || end == v.c_str() || !(x > 0) || !std::isfinite(x))
+    if (errno || end == v.c_str() || !std::isfinite(x))
         flag_error(flag, format("cannot read '%s' (bytes with k/M/G, pages with p, tokens with t)", v.c_str()));
+    if (!(x > 0))
+        flag_error(flag, format("'%s': the bound must be more than 0 (bytes with k/M/G, pages with p, tokens with t)",
+                                v.c_str()));
     const std::string suf(end);
     kv_capacity c;
     double mul = 1;
@@ -467,73 +455,6 @@ run_config config_load(const std::string & path, const run_config & base) {
     return config_parse(read_whole_file(path, size_t(1) << 20, "configuration file"), path, base);
 }
 
-const char * const CONFIG_FLAGS_USAGE = R"(context and K/V cache (these override --config):
-  -c, --ctx-size N          context size in tokens (default: the model's)
-  -b, --ubatch N            prompt tokens per prefill chunk (default: 512)
-  -t, --threads N           CPU threads (default: all)
-      --kv-type T           page type: f32, f16, q8_0, q4_0 (default: f16)
-      --kv-dir DIR          folder of page files, reused across runs; 'none'
-                            keeps pages in memory only
-      --kv-page N           tokens per page (default: 32)
-      --kv-capacity SIZE    bound on the stored pages: bytes with a k/M/G suffix,
-                            pages with 'p', tokens with 't' (default: 4G)
-      --kv-policy P         eviction: lru, lfu, fifo, adaptive, compressed
-      --kv-compressed-share R  compressed policy: share of the capacity for
-                            compressed pages, 0 < R <= 1 (default: 0.3)
-      --strategy S          memory strategy: speed, balanced, aggressive, auto
-      --sparse-ratio R      sparse attention over the top R of the pages in decode
-      --no-sparse           dense attention
-      --[no-]prefetch       read matched prefix pages ahead (default: on)
-      --[no-]async-writeback  publish full pages from a background thread (default: on)
-      --[no-]cuda-streams   overlap page uploads with compute on CUDA (default: off)
-)";
-
-size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args, size_t i) {
-    GLOAS_ASSERT(i < args.size());
-    const std::string & a = args[i];
-    auto value = [&]() -> const std::string & {
-        if (i + 1 >= args.size()) flag_error(a, "needs a value");
-        return args[i + 1];
-    };
-    if (a == "-c" || a == "--ctx-size") cfg.ctx.n_ctx = int32_t(flag_int(a, value(), 1, 1 << 24));
-    else if (a == "-b" || a == "--ubatch") cfg.ctx.n_ubatch = int32_t(flag_int(a, value(), 1, 1 << 16));
-    else if (a == "-t" || a == "--threads") cfg.ctx.n_threads = int32_t(flag_int(a, value(), 1, 1024));
-    else if (a == "--kv-page") cfg.ctx.kv.page_tokens = int32_t(flag_int(a, value(), 1, 4096));
-    else if (a == "--kv-type") {
-        type t;
-        if (!type_from_name(value().c_str(), &t) || t == type::BF16)
-            flag_error(a, format("expected one of f32, f16, q8_0, q4_0, got '%s'", value().c_str()));
-        cfg.ctx.kv.kv_type = t;
-    } else if (a == "--kv-dir") {
-        cfg.kv_file = value() != "none";
-        cfg.ctx.kv.dir = cfg.kv_file ? value() : std::string();
-    } else if (a == "--kv-capacity") cfg.capacity = flag_capacity(a, value());
-    else if (a == "--kv-policy") {
-        evict_policy p;
-        if (!evict_policy_from_name(value().c_str(), &p))
-            flag_error(a, format("expected one of %s, got '%s'", join(POLICY_NAMES, N_EVICT_POLICIES).c_str(), value().c_str()));
-        if (!cfg.policy_enabled[int(p)])
-            flag_error(a, format("'%s' is disabled by cache_strategies in %s", value().c_str(), cfg.path.c_str()));
-        cfg.ctx.kv.policy = p;
-    } else if (a == "--kv-compressed-share") cfg.ctx.kv.compressed_share = flag_ratio(a, value());
-    else if (a == "--strategy") {
-        const std::string & s = value();
-        const int k = memory_strategy_index(s);
-        if (k < 0 && s != "auto") flag_error(a, format("expected one of speed, balanced, aggressive, auto, got '%s'", s.c_str()));
-        if (k >= 0 && !cfg.strategy_enabled[k])
-            flag_error(a, format("'%s' is disabled by memory_strategies in %s", s.c_str(), cfg.path.c_str()));
-        cfg.strategy = s;
-    } else if (a == "--sparse-ratio") {
-        cfg.sparse_ratio = flag_ratio(a, value());
-        cfg.use_sparse_attention = true;
-    } else if (a == "--no-sparse") { cfg.use_sparse_attention = false; return 1; }
-    else if (a == "--prefetch" || a == "--no-prefetch") { cfg.prefetch = a == "--prefetch"; return 1; }
-    else if (a == "--async-writeback" || a == "--no-async-writeback") { cfg.async_writeback = a == "--async-writeback"; return 1; }
-    else if (a == "--cuda-streams" || a == "--no-cuda-streams") { cfg.use_cuda_streams = a == "--cuda-streams"; return 1; }
-    else return 0;
-    return 2;
-}
-
 namespace {
 
 // The shortest decimal that reads back as v.
@@ -575,10 +496,10 @@ std::string config_to_yaml(const run_config & cfg) {
     const bool ubatch_default = c.n_ubatch == defaults.n_ubatch;
     if (page_ok && (ubatch_default || kv.page_tokens != defaults.kv.page_tokens || c.n_ubatch <= 64)) {
         key("cache_chunk_size", std::to_string(kv.page_tokens));
-        if (!ubatch_default) note(format("prefill chunk %d tokens (-b %d)", c.n_ubatch, c.n_ubatch));
+        if (!ubatch_default) note(format("prefill chunk %d tokens (-ub %d)", c.n_ubatch, c.n_ubatch));
     } else {
         if (c.n_ubatch > 64) key("cache_chunk_size", std::to_string(c.n_ubatch));
-        else note(format("prefill chunk %d tokens (-b %d)", c.n_ubatch, c.n_ubatch));
+        else note(format("prefill chunk %d tokens (-ub %d)", c.n_ubatch, c.n_ubatch));
         if (kv.page_tokens != defaults.kv.page_tokens)
             note(format("page size %d tokens (--kv-page %d)", kv.page_tokens, kv.page_tokens));
     }
@@ -677,10 +598,9 @@ context_params config_context_params(const run_config & cfg, const hparams & hp,
     if (!cfg.kv_file) p.kv.dir.clear();
     else if (p.kv.dir.empty()) p.kv.dir = default_kv_dir;
     page_geometry g{p.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
-    if (!g.valid_for(p.kv.kv_type))
-        throw error(format("%s: %s pages need a page size that is a multiple of %lld, got %d",
-                           cfg.path.empty() ? "--kv-page" : cfg.path.c_str(), type_name(p.kv.kv_type),
-                           (long long) traits(p.kv.kv_type).blck_size, p.kv.page_tokens));
+    const std::string why = kv_options_problem(p.kv.kv_type, p.kv.page_tokens, p.kv.policy);
+    if (!why.empty())
+        throw error(format("%s: %s", cfg.path.empty() ? "configuration" : cfg.path.c_str(), why.c_str()));
     p.kv.capacity_bytes = kv_capacity_bytes(cfg.capacity, g.page_bytes(p.kv.kv_type), p.kv.page_tokens, p.kv.capacity_bytes);
     return p;
 }

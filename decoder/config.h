@@ -20,7 +20,8 @@
 //                              --kv-capacity <N/page_tokens>p is the same bound)
 //   cache_chunk_size  N        N <= 64: tokens per K/V page, kv.page_tokens
 //                              (--kv-page N; a multiple of 32 for q8_0/q4_0
-//                              pages); N > 64: the prefill chunk, n_ubatch (-b N),
+//                              pages and the compressed policy); N > 64: the
+//                              prefill chunk, n_ubatch (-ub N),
 //                              up to 65536. Pages are the store's unit of reuse and
 //                              small; a chunk bigger than 64 tokens can only mean
 //                              how many prompt tokens are evaluated at once.
@@ -43,17 +44,17 @@
 //                              say so (off: --kv-dir none)
 //   cache_strategy  P          eviction policy lru, lfu, fifo, adaptive, compressed
 //                              (--kv-policy P); must be enabled in cache_strategies
-//   use_async_loading  B       prefetch: matched prefix pages are read ahead by a
-//                              background thread (--no-prefetch when false)
+//   use_async_loading  B       accepted and written back by config_to_yaml; no
+//                              effect: page-file pages are mapped and read when
+//                              attention needs them (there is no read-ahead thread)
 //   use_parallel_processing B  false: one thread (-t 1; a num_workers other than 1
 //                              is ignored with a warning); true: num_workers threads
 //   num_workers  N             n_threads, 0 = all hardware threads (-t N), 0..1024
-//   use_cuda_streams  B        overlap page uploads with compute on CUDA
-//                              (--cuda-streams / --no-cuda-streams); kept for the
-//                              CUDA backend, no effect on the CPU
+//   use_cuda_streams  B        accepted and written back; no effect (this build
+//                              has no GPU backend)
 //   use_sparse_attention  B    decode attends only to the top pages (Quest) ...
 //   sparse_attention_ratio R   ... a fraction R of them, 0 < R <= 1
-//                              (--sparse-ratio R; --no-sparse)
+//                              (--sparse-ratio R; false: --no-sparse)
 // ultra_decoder:
 //   d_model, n_heads, n_layers, d_ff, vocab_size
 //                              the model's shape: n_embd, n_head, n_layer, n_ff,
@@ -68,8 +69,9 @@
 //   use_mixed_precision  B     weight type of a random-weight model when not
 //                              quantized: f16 (true) or f32 (false). Activations are
 //                              f32, K/V pages cache_dtype, either way
-//   use_async_processing  B    full K/V pages are published by a background
-//                              writer thread (false: --no-async-writeback)
+//   use_async_processing  B    accepted and written back; no effect: full K/V
+//                              pages are always published by the store's
+//                              background writer thread
 //   use_gradient_checkpointing, use_activation_checkpointing
 //                              training only: accepted, ignored, with a warning
 //   max_sequence_length, use_sparse_attention, sparse_attention_ratio,
@@ -92,6 +94,7 @@
 #include "decoder/llama-gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/sampler.h"
 
 #include <cstdint>
 #include <string>
@@ -134,9 +137,9 @@ struct run_config {
     kv_capacity capacity;       // max_cache_size / --kv-capacity
     bool kv_file = true;        // pages in the page file under ctx.kv.dir (the caller's
                                 // default folder when empty); false: memory only
-    bool prefetch = true;       // use_async_loading
-    bool async_writeback = true;  // use_async_processing
-    bool use_cuda_streams = false;
+    bool prefetch = true;         // use_async_loading (no effect, see above)
+    bool async_writeback = true;  // use_async_processing (no effect)
+    bool use_cuda_streams = false;  // use_cuda_streams (no effect)
 
     std::string strategy = "auto";  // memory_strategy: speed, balanced, aggressive, auto
     bool use_sparse_attention = false;
@@ -150,6 +153,17 @@ struct run_config {
     bool strategy_enabled[N_MEMORY_STRATEGIES] = {true, true, true};        // speed, balanced, aggressive
 
     std::vector<std::string> warnings;  // "FILE:LINE: ..." for the caller to print
+
+    // Settings only flags give (decoder/options.h).
+    sampler_params sampling;
+    int32_t n_batch = 2048;         // -b: the prefill chunk is at most this
+    kv_capacity kv_ram;             // --kv-ram; DEFAULT: the strategy's
+    type kv_type_v = type::F16;     // -ctv (must equal the K type, ctx.kv.kv_type)
+    int32_t n_gpu_layers = 0;       // -ngl (-1: auto or all): accepted; this build has no GPU backend
+    bool mlock = false;             // --mlock
+    bool no_mmap = false;           // --no-mmap
+    uint64_t given = 0;             // bit i: shared option i (shared_opt) was given
+    bool flag_given(int id) const { return (given >> id) & 1; }
 };
 
 // "speed", "balanced", "aggressive" (the memory_strategies order); index -1 for
@@ -163,20 +177,9 @@ run_config config_parse(const std::string & text, const std::string & name, cons
 // Reads a configuration file (config_parse of its text).
 run_config config_load(const std::string & path, const run_config & base = run_config());
 
-// Applies the gloas command-line flag at args[i] (with its value at args[i+1]
-// if it takes one) to cfg, so flags given after --config override the file.
-// Returns the number of arguments used, 0 if args[i] is not one of these flags.
-// Throws gloas::error "FLAG: message" for a bad or missing value. Flags:
-//   -c/--ctx-size N, -b/--ubatch N, -t/--threads N, --kv-type T, --kv-page N,
-//   --kv-capacity SIZE (bytes with k/M/G, pages with p, tokens with t),
-//   --kv-policy P, --kv-compressed-share R, --kv-dir DIR|none, --strategy S,
-//   --sparse-ratio R, --no-sparse, --prefetch, --no-prefetch,
-//   --async-writeback, --no-async-writeback, --cuda-streams, --no-cuda-streams.
-// --config FILE is the caller's: it loads the file first (config_load), whatever
-// its position, and then applies the other flags in order.
-size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args, size_t i);
-// Help text of those flags, in the style of gloas --help.
-extern const char * const CONFIG_FLAGS_USAGE;
+// The command-line flags for these settings, and the ones a file has no
+// keys for (sampling, -b, --kv-ram, ...), are read by config_apply_flag
+// (decoder/options.h) into a run_config.
 
 // The settings of cfg in the specification's shape, every key written (the
 // file parses back into the same settings). What the keys cannot say is a

@@ -287,7 +287,14 @@ void model::load_llama2c(const model_params & p) {
     if (tpath.empty())
         throw error(format("%s: llama2.c checkpoint needs a tokenizer: pass -z TOKENIZER (tried tok%d.bin and tokenizer.bin beside the model)",
                            fname, hp.n_vocab));
-    tok = tokenizer::from_llama2c(tpath, hp.n_vocab);
+    // The file does not store its size: read every piece, so that a tokenizer
+    // of another model (tokenizer.bin's 32000 pieces for a 512-token model) is
+    // refused instead of cut to size.
+    tok = tokenizer::from_llama2c(tpath);
+    if (tok.n_vocab() != hp.n_vocab)
+        throw error(format("%s: tokenizer has %d pieces, the model's vocabulary is %d (%s%s%s)", tpath.c_str(), tok.n_vocab(),
+                           hp.n_vocab, p.tokenizer_path.empty() ? "found beside " : "", fname,
+                           p.tokenizer_path.empty() ? "; pass --tokenizer FILE" : ""));
 }
 
 void model::finish() {

@@ -76,12 +76,16 @@ sampler::sampler(const sampler_params & params, int32_t n_vocab) : p_(params), n
     if (!std::isfinite(p_.repeat_penalty) || p_.repeat_penalty <= 0.0f)
         throw error(format("sampler: repeat_penalty must be a positive finite number, got %g",
                            double(p_.repeat_penalty)));
+    if (!std::isfinite(p_.presence_penalty))
+        throw error(format("sampler: presence_penalty must be a finite number, got %g", double(p_.presence_penalty)));
+    if (!std::isfinite(p_.frequency_penalty))
+        throw error(format("sampler: frequency_penalty must be a finite number, got %g", double(p_.frequency_penalty)));
 
     if (p_.top_k <= 0 || p_.top_k > n_vocab) p_.top_k = n_vocab;
     p_.top_p = std::clamp(p_.top_p, 0.0f, 1.0f);
     p_.min_p = std::clamp(p_.min_p, 0.0f, 1.0f);
     p_.repeat_last_n = std::clamp(p_.repeat_last_n, 0, MAX_REPEAT_LAST_N);
-    if (p_.repeat_penalty == 1.0f) p_.repeat_last_n = 0;
+    if (p_.repeat_penalty == 1.0f && p_.presence_penalty == 0.0f && p_.frequency_penalty == 0.0f) p_.repeat_last_n = 0;
 
     seed_ = p_.seed == SEED_RANDOM ? clock_seed(this) : p_.seed;
     p_.seed = seed_;
@@ -91,7 +95,7 @@ sampler::sampler(const sampler_params & params, int32_t n_vocab) : p_(params), n
     if (p_.top_k < n_vocab && int64_t(p_.top_k) * 16 <= n_vocab) heap_.resize(size_t(p_.top_k));
     if (p_.top_p < 1.0f) bucket_w_.resize(N_BUCKETS);
     recent_.resize(size_t(p_.repeat_last_n));
-    if (p_.repeat_last_n > 0) stamp_.assign(size_t(n_vocab), 0);
+    if (p_.repeat_last_n > 0) count_.assign(size_t(n_vocab), 0);
 }
 
 void sampler::accept(int32_t token) {
@@ -119,18 +123,19 @@ void sampler::fill_candidates(const float * logits) {
     n_cand_ = n_vocab_;
     if (recent_n_ == 0) return;
 
-    // Each distinct recent token once: stamp_ marks tokens done in this call.
-    if (++epoch_ == 0) {
-        std::fill(stamp_.begin(), stamp_.end(), 0u);
-        epoch_ = 1;
-    }
+    // Count the window, then penalize each distinct token once, clearing its
+    // count as it goes (so count_ is all zero again afterwards).
+    for (int32_t j = 0; j < recent_n_; ++j) count_[size_t(recent_[size_t(j)])]++;
     const float penalty = p_.repeat_penalty;
+    const float freq = p_.frequency_penalty, present = p_.presence_penalty;
     for (int32_t j = 0; j < recent_n_; ++j) {
         const int32_t t = recent_[size_t(j)];
-        if (stamp_[size_t(t)] == epoch_) continue;
-        stamp_[size_t(t)] = epoch_;
+        const uint32_t c = count_[size_t(t)];
+        if (c == 0) continue;
+        count_[size_t(t)] = 0;
         float & x = cand_[size_t(t)].logit;
         x = x > 0.0f ? x / penalty : x * penalty;
+        if (freq != 0.0f || present != 0.0f) x -= float(c) * freq + present;
     }
 }
 

@@ -1,14 +1,17 @@
-// Token sampling: greedy, repetition penalty, top-k, top-p, min-p, temperature,
-// seeded draw.
+// Token sampling: greedy, repetition, presence and frequency penalties, top-k,
+// top-p, min-p, temperature, seeded draw.
 //
 // temp <= 0 is greedy: the argmax of the (penalized) logits, the lowest id on
 // exact ties, no random number consumed. It is exact, so decoder goldens use it.
 //
 // Otherwise the steps run in llama.cpp's order, each on what the previous one
 // left:
-//   1. repetition penalty over the last repeat_last_n accepted tokens, each
-//      distinct token once: logit > 0 ? logit / penalty : logit * penalty
-//      (also applied before the greedy argmax);
+//   1. penalties over the last repeat_last_n accepted tokens, as llama.cpp's
+//      penalties sampler applies them, each distinct token once with c its
+//      count in that window: logit > 0 ? logit / repeat_penalty
+//      : logit * repeat_penalty, then logit -= c * frequency_penalty +
+//      presence_penalty (OpenAI's presence and frequency penalties); also
+//      applied before the greedy argmax;
 //   2. top-k: keep the k largest logits (ties: lowest id first);
 //   3. top-p: keep the smallest prefix, by descending logit, whose cumulative
 //      probability (softmax at temperature 1 over the remaining set) is >= p;
@@ -25,10 +28,14 @@
 //   top_p outside [0, 1]           -> clamped into [0, 1] (1 = off)
 //   min_p outside [0, 1]           -> clamped into [0, 1] (0 = off)
 //   repeat_last_n < 0              -> 0 (penalty off); > 1 << 20 -> 1 << 20
-//   repeat_penalty == 1            -> repeat_last_n = 0 (nothing to remember)
+//   repeat_penalty == 1, presence_penalty == 0 and frequency_penalty == 0
+//                                  -> repeat_last_n = 0 (nothing to remember)
 // Rejected with gloas::error ("sampler: ..."):
 //   n_vocab <= 0; NaN or infinite temp; NaN top_p or min_p; repeat_penalty
-//   <= 0, NaN or infinite.
+//   <= 0, NaN or infinite; NaN or infinite presence_penalty or
+//   frequency_penalty. Messages name the field ("sampler: repeat_penalty
+//   ..."), as the C API's callers know it; command-line tools check their
+//   flags' ranges before (decoder/options.h), so users see the flag.
 //
 // Logits: NaN counts as -inf (never picked unless every logit is NaN or
 // -inf, in which case the greedy choice is returned). +inf is clamped to the
@@ -60,7 +67,9 @@ struct sampler_params {
     float    top_p          = 0.95f;  // 1: off
     float    min_p          = 0.0f;   // 0: off
     float    repeat_penalty = 1.0f;   // 1: off
-    int32_t  repeat_last_n  = 64;     // 0: off
+    int32_t  repeat_last_n  = 64;     // 0: off (window of all three penalties)
+    float    presence_penalty  = 0.0f;  // 0: off
+    float    frequency_penalty = 0.0f;  // 0: off
     uint64_t seed           = SEED_RANDOM;
 };
 
@@ -128,8 +137,7 @@ private:
     std::vector<int32_t>  recent_;    // (repeat_last_n) ring of accepted tokens
     int32_t  recent_head_ = 0;        // next slot to write
     int32_t  recent_n_    = 0;        // filled slots
-    std::vector<uint32_t> stamp_;     // (n_vocab) epoch a token was last penalized in
-    uint32_t epoch_ = 0;
+    std::vector<uint32_t> count_;     // (n_vocab) occurrences in the window; all 0 between calls
 };
 
 } // namespace gloas

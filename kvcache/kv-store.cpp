@@ -38,6 +38,9 @@ kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t 
     if (!g.valid_for(p.kv_type))
         throw error(format("page size %d tokens is not a multiple of the %s block size %lld",
                            g.page_tokens, type_name(p.kv_type), (long long) traits(p.kv_type).blck_size));
+    if (p.policy == evict_policy::COMPRESSED && !g.valid_for(type::Q4_0))
+        throw error(format("page size %d tokens is not a multiple of the q4_0 block size %lld, which the compressed "
+                           "policy re-quantizes evicted pages to", g.page_tokens, (long long) traits(type::Q4_0).blck_size));
     page_file::options o;
     o.dir = p.dir;
     o.fingerprint = model_fingerprint;

@@ -232,7 +232,7 @@ TEST_CASE("families gloas does not write are named, not taken for a later family
     CHECK(chat_template_detect("", &other) == chat_template::UNKNOWN);
 }
 
-TEST_CASE("choosing the format: --chat-template wins, else detection; errors suggest --chat-template") {
+TEST_CASE("choosing the format: --chat-template wins, else detection, else chatml; errors suggest --chat-template") {
     CHECK(chat_template_choose("llama3", "<|im_start|>", "m.gguf") == chat_template::LLAMA3);
     CHECK(chat_template_choose("", "{{ '<|im_start|>' }}", "m.gguf") == chat_template::CHATML);
 
@@ -249,10 +249,15 @@ TEST_CASE("choosing the format: --chat-template wins, else detection; errors sug
     CHECK(unknown_name.find("'chatgpt'") != std::string::npos);
     CHECK(unknown_name.find(chat_template_names()) != std::string::npos);
 
-    const std::string none = message("", "");
-    CHECK(none.find("m.gguf: ") == 0);
-    CHECK(none.find("no chat template") != std::string::npos);
-    CHECK(none.find("--chat-template NAME") != std::string::npos);
+    // No template at all: chatml, as llama.cpp falls back to it, with a note.
+    std::string note = "stale";
+    CHECK(chat_template_choose("", "", "m.gguf", &note) == chat_template::CHATML);
+    CHECK(note.find("m.gguf: ") == 0);
+    CHECK(note.find("no chat template") != std::string::npos);
+    CHECK(note.find("using chatml") != std::string::npos);
+    CHECK(note.find("--chat-template NAME") != std::string::npos);
+    CHECK(chat_template_choose("", "{{ '<|im_start|>' }}", "m.gguf", &note) == chat_template::CHATML);
+    CHECK(note.empty());
 
     const std::string unrecognized = message("", "{{ messages | tojson }}");
     CHECK(unrecognized.find("m.gguf: ") == 0);

@@ -1,11 +1,14 @@
-// The gloas command line: what goes to stdout and stderr, exit codes, and one
-// clear error for each kind of bad input.
+// The gloas command line: what goes to stdout and stderr, exit codes, one
+// clear error for each kind of bad input, where models are found, and
+// llama.cpp's spellings.
 #include "test-util.h"
 
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 using gloas::test::read_file;
@@ -228,10 +231,20 @@ TEST_CASE("--chat: two turns through stdin give the template's exact text; the s
 
 TEST_CASE("--chat: a missing or unknown format, and flags that need --chat") {
     const std::string model = require_model("stories260K.bin");
-    auto none = run_tool("gloas", {"--chat", "-m", model, "--kv-dir", "none"}, "hello\n");
-    CHECK(none.status == 1);
-    CHECK(none.err.find("stories260K.bin: the model has no chat template") != std::string::npos);
-    CHECK(none.err.find("--chat-template NAME (one of chatml, llama2") != std::string::npos);
+    // No template in the model: chatml, with a one-line warning, as llama.cpp does.
+    auto none = run_tool("gloas", {"--chat", "-m", model, "--kv-dir", "none", "--temp", "0", "-n", "4", "--verbose-prompt"},
+                         "hello\n");
+    INFO("stderr: " << none.err);
+    CHECK(none.status == 0);
+    CHECK(none.err.find("gloas: warning: " + model + ": the model has no chat template (tokenizer.chat_template); "
+                        "using chatml (--chat-template NAME chooses another: chatml, llama2") != std::string::npos);
+    CHECK(none.err.find("chat format chatml (the default)") != std::string::npos);
+    CHECK(none.err.find("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n") != std::string::npos);
+    CHECK(!none.out.empty());
+    // -n -1 bounds a reply only by its end and the context.
+    auto unbounded = run_tool("gloas", {"--chat", "-m", model, "--kv-dir", "none", "--temp", "0", "-n", "-1", "-c", "96"}, "hello\n");
+    CHECK(unbounded.status == 0);
+    CHECK(unbounded.err.find("reply 0 tokens") == std::string::npos);
 
     auto unknown = run_tool("gloas", {"--chat", "-m", model, "--chat-template", "chatgpt"});
     CHECK(unknown.status == 2);
@@ -246,4 +259,277 @@ TEST_CASE("--chat: a missing or unknown format, and flags that need --chat") {
     CHECK(empty.status == 0);
     CHECK(empty.out.empty());
     CHECK(empty.err.find("chat ended after 0 turns") != std::string::npos);
+}
+
+namespace {
+
+// A bad command line: exit 2, nothing on stdout, one message on stderr that
+// names the flag as typed and points to --help.
+void check_usage_error(const std::vector<std::string> & args, const std::vector<std::string> & what) {
+    auto r = run_tool("gloas", args);
+    std::string line;
+    for (const auto & a : args) line += a + " ";
+    INFO("gloas " << line << "\nstderr: " << r.err);
+    CHECK(r.status == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("gloas: ", 0) == 0);
+    CHECK(r.err.find("Try 'gloas --help'.") != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 2);
+    for (const auto & w : what) CHECK(r.err.find(w) != std::string::npos);
+    // Never the library's internal names.
+    for (const char * internal : {"sampler:", "repeat_penalty", "page_tokens", "kv_type", "n_ctx", "assertion"})
+        CHECK(r.err.find(internal) == std::string::npos);
+}
+
+// Sets an environment variable (which the tools run inherit) for a scope,
+// then puts back what was there.
+struct env_var {
+    std::string name, old;
+    bool had;
+    env_var(const std::string & n, const std::string & v) : name(n), had(std::getenv(n.c_str()) != nullptr) {
+        if (had) old = std::getenv(n.c_str());
+        ::setenv(n.c_str(), v.c_str(), 1);
+    }
+    ~env_var() {
+        if (had) ::setenv(name.c_str(), old.c_str(), 1);
+        else ::unsetenv(name.c_str());
+    }
+};
+
+} // namespace
+
+TEST_CASE("-m NAME and -z NAME are looked up in the model folders; a missing name says where and how to fetch it") {
+    const std::string path = require_model("stories260K.bin");
+    const std::vector<std::string> gen = {"--temp", "0", "-p", "Once upon a time", "-n", "20", "--kv-dir", "none", "-t", "1"};
+    auto ref = run_tool("gloas", gloas::test::with_args({"-m", path}, gen));
+    REQUIRE(ref.status == 0);
+    // A bare file name, a manifest name, a name with .gguf added, a bare tokenizer name.
+    for (const std::vector<std::string> & m : {std::vector<std::string>{"-m", "stories260K.bin"},
+                                               std::vector<std::string>{"-m", "stories260K"},
+                                               std::vector<std::string>{"-m", "stories260K_f32"},
+                                               std::vector<std::string>{"-m", "stories260K", "-z", "tok512"}}) {
+        auto r = run_tool("gloas", gloas::test::with_args(m, gen));
+        INFO(m[1] << " stderr: " << r.err);
+        CHECK(r.status == 0);
+        CHECK(r.out == ref.out);
+    }
+    // $GLOAS_MODELS: a model of another name there.
+    const std::string dir = temp_dir("cli-models");
+    write_file(dir + "/mine.bin", read_file(path));
+    write_file(dir + "/tok512.bin", read_file(require_model("tok512.bin")));
+    {
+        env_var e("GLOAS_MODELS", dir);
+        auto r = run_tool("gloas", gloas::test::with_args({"-m", "mine", "-v"}, gen));
+        INFO("stderr: " << r.err);
+        CHECK(r.status == 0);
+        CHECK(r.out == ref.out);
+        CHECK(r.err.find(dir + "/mine.bin") != std::string::npos);
+    }
+    // Missing: one error naming the folders and the fetch script.
+    auto miss = run_tool("gloas", {"-m", "no-such-model", "-p", "x"});
+    check_one_error(miss, {"no-such-model: no model of that name", "looked in ./models", "shared/models", "models/fetch.sh"});
+    {
+        env_var e("GLOAS_MODELS", "");
+        check_one_error(run_tool("gloas", {"-m", "no-such-model"}), {"$GLOAS_MODELS is not set"});
+    }
+    if (gloas::test::model_path("stories42M.bin").empty()) {
+        auto known = run_tool("gloas", {"-m", "stories42M", "-p", "x"});
+        check_one_error(known, {"stories42M: no model of that name", "models/fetch.sh stories42M downloads it"});
+    }
+    auto tok = run_tool("gloas", {"-m", "stories260K", "-z", "no-such-tokenizer"});
+    check_one_error(tok, {"no-such-tokenizer: no tokenizer of that name"});
+}
+
+TEST_CASE("a tokenizer of another vocabulary is refused at load, by gloas and gloas-convert") {
+    const std::string model = require_model("stories260K.bin");
+    const std::string big = require_model("tokenizer.bin");
+    auto r = run_tool("gloas", {"-m", model, "-z", big, "-p", "Once"});
+    check_one_error(r, {big + ": tokenizer has 32000 pieces, the model's vocabulary is 512"});
+    // Fewer pieces than the model's vocabulary: refused too.
+    const std::string dir = temp_dir("cli-tok");
+    const std::string tok = read_file(require_model("tok512.bin"));
+    write_file(dir + "/cut.bin", tok.substr(0, tok.size() / 2));
+    auto c = run_tool("gloas", {"-m", model, "-z", dir + "/cut.bin", "-p", "Once"});
+    check_one_error(c, {dir + "/cut.bin"});
+
+    auto conv = run_tool("gloas-convert", {model, "--tokenizer", big, "-o", dir + "/out.gguf"});
+    CHECK(conv.status == 1);
+    CHECK(conv.err.find(big + ": tokenizer has 32000 pieces, the model's vocabulary is 512") != std::string::npos);
+    FILE * f = std::fopen((dir + "/out.gguf").c_str(), "rb");
+    CHECK(f == nullptr);
+    if (f) std::fclose(f);
+}
+
+TEST_CASE("every --kv-type x --kv-page x --kv-policy combination runs or is refused naming the flags") {
+    const std::string model = require_model("stories260K.bin");
+    const std::string dir = temp_dir("cli-kv-combos");
+    int ran = 0, refused = 0;
+    for (const char * t : {"f32", "f16", "q8_0", "q4_0"})
+        for (const char * page : {"8", "16", "32", "48", "64"})
+            for (const char * policy : {"lru", "compressed"}) {
+                const bool block = std::string(t) == "q8_0" || std::string(t) == "q4_0";
+                const bool multiple = std::atoi(page) % 32 == 0;
+                const bool ok = multiple || (!block && std::string(policy) != "compressed");
+                // A folder per page size with room for three pages: a second
+                // prompt evicts (and, with compressed, re-quantizes) the first's.
+                const std::vector<std::string> args = {"-m", model, "--temp", "0", "-n", "40", "--kv-type", t, "--kv-page", page,
+                                                       "--kv-policy", policy, "--kv-capacity", "3p", "--kv-dir",
+                                                       dir + "/" + t + "-" + page + "-" + policy};
+                INFO(t << " " << page << " " << policy);
+                for (const char * prompt : {"Once upon a time, there was a little girl named Lily.", "Tom had a big red ball."}) {
+                    auto r = run_tool("gloas", gloas::test::with_args(args, {"-p", prompt}));
+                    INFO("stderr: " << r.err);
+                    if (ok) {
+                        CHECK(r.status == 0);
+                        CHECK(r.err.find("error") == std::string::npos);
+                    } else {
+                        CHECK(r.status == 2);
+                        CHECK(r.out.empty());
+                        CHECK(r.err.find("--kv-page " + std::string(page)) != std::string::npos);
+                        CHECK(r.err.find(block ? "--kv-type " + std::string(t) : std::string("--kv-policy compressed")) !=
+                              std::string::npos);
+                        CHECK(r.err.find("assertion") == std::string::npos);
+                    }
+                }
+                (ok ? ran : refused)++;
+            }
+    CHECK(ran == 22);
+    CHECK(refused == 18);
+    // The llama.cpp spellings go through the same check.
+    check_usage_error({"-m", model, "-ctk", "q4_0", "-ctv", "q4_0", "--kv-page", "16", "--kv-dir", "none"},
+                      {"--kv-type q4_0", "--kv-page 16"});
+}
+
+TEST_CASE("bad command lines exit 2 and name the flag as typed and what is wrong") {
+    const std::string m = require_model("stories260K.bin");
+    check_usage_error({"-m", m, "--ctx-slide", "-c", "64", "--kv-dir", "none"}, {"--ctx-slide", "-c 64", "at least 96"});
+    check_usage_error({"-m", m, "--repeat-penalty", "0"}, {"--repeat-penalty: expected a number in (0, 100], got '0'"});
+    check_usage_error({"-m", m, "--kv-capacity", "0"}, {"--kv-capacity: '0': the bound must be more than 0"});
+    check_usage_error({"-m", m, "--kv-capacity", "lots"}, {"--kv-capacity: cannot read 'lots'"});
+    check_usage_error({"-m", m, "-ctk", "f16", "-ctv", "q8_0"}, {"-ctk f16 and -ctv q8_0", "one type"});
+    check_usage_error({"-m", m, "--cache-type-k", "bf16"}, {"--cache-type-k takes f32, f16, q8_0 or q4_0, got 'bf16'"});
+    check_usage_error({"-m", m, "--threads", "5000"}, {"--threads: expected an integer in [-1, 1024], got '5000'"});
+    check_usage_error({"-m", m, "--top-p", "2"}, {"--top-p: expected a number in [0, 1], got '2'"});
+    check_usage_error({"-m", m, "--seed", "abc"}, {"--seed: expected -1 (random) or an integer"});
+    check_usage_error({"-m", m, "-n", "-2"}, {"-n: expected an integer in [-1, 1073741824], got '-2'"});
+    check_usage_error({"-m", m, "--ctx-size", "-1"}, {"--ctx-size: expected an integer"});
+    check_usage_error({"-m", m, "--presence-penalty", "nan"}, {"--presence-penalty: expected a number"});
+    check_usage_error({"-m", m, "-ub", "0"}, {"-ub: expected an integer in [1, 65536], got '0'"});
+    check_usage_error({"-m", m, "--kv-ram"}, {"--kv-ram needs a value (SIZE)"});
+    check_usage_error({"-m", m, "-r", ""}, {"-r: the text must not be empty"});
+    check_usage_error({"-m", m, "--chat", "-r", "User:"}, {"-r goes without --chat"});
+}
+
+TEST_CASE("llama.cpp's spellings mean what they mean there") {
+    const std::string m = require_model("stories260K.bin");
+    const std::vector<std::string> gen = {"-m", m, "-p", "Once upon a time", "--kv-dir", "none"};
+    auto run = [&](const std::vector<std::string> & extra, const std::string & in = {}) {
+        return run_tool("gloas", gloas::test::with_args(gen, extra), in);
+    };
+    auto ref = run({"--temp", "0", "-n", "30", "-c", "128", "-t", "1", "--kv-type", "f16", "--ubatch", "16"});
+    REQUIRE(ref.status == 0);
+    auto llama = run({"--temp", "0", "--n-predict", "30", "--ctx-size", "128", "--threads", "1", "-ctk", "f16", "-ctv",
+                      "f16", "-ub", "16", "-b", "64", "-ngl", "99", "--mlock", "--no-mmap"});
+    INFO("stderr: " << llama.err);
+    REQUIRE(llama.status == 0);
+    CHECK(llama.out == ref.out);
+    CHECK(llama.err.find("gloas: note: this build has no GPU backend; -ngl is ignored") != std::string::npos);
+    CHECK(run({"-n", "1", "-ngl", "all"}).status == 0);
+    check_usage_error({"-m", m, "-ngl", "many"}, {"-ngl: expected a number of layers in [-1, 1048576], auto or all, got 'many'"});
+
+    // -n -1: until the context is full; -c 0: the model's context (512).
+    auto full = run({"--temp", "0", "-n", "-1", "-c", "64"});
+    REQUIRE(full.status == 0);
+    // 64 positions: BOS and 4 prompt tokens, 59 generated tokens evaluated, and the last one sampled.
+    CHECK(full.err.find("generated 60 tokens (context full") != std::string::npos);
+    auto model_ctx = run({"--temp", "0", "-n", "4", "-c", "0"});
+    CHECK(model_ctx.err.find("context 512,") != std::string::npos);
+    // -c above the training context: a warning, and the run goes on.
+    auto big = run({"--temp", "0", "-n", "4", "-c", "1024"});
+    CHECK(big.status == 0);
+    CHECK(big.err.find("gloas: warning: -c 1024 is above the model's training context (512)") != std::string::npos);
+    // -t above the cores this process may use: a warning too.
+    auto many = run({"--temp", "0", "-n", "2", "-t", "1024"});
+    CHECK(many.status == 0);
+    CHECK(many.err.find("gloas: warning: -t 1024 is more threads than the ") != std::string::npos);
+
+    // --seed -1: random, and the seed used is printed; giving it back repeats the run.
+    auto rnd = run({"--seed", "-1", "-n", "30", "--temp", "1"});
+    REQUIRE(rnd.status == 0);
+    const size_t at = rnd.err.find("gloas: seed ");
+    REQUIRE(at != std::string::npos);
+    const std::string seed = rnd.err.substr(at + 12, rnd.err.find('\n', at) - at - 12);
+    CHECK(run({"--seed", seed, "-n", "30", "--temp", "1"}).out == rnd.out);
+
+    // -f - reads the prompt from stdin; --no-display-prompt prints only the generated text.
+    auto in = run_tool("gloas", {"-m", m, "-f", "-", "--temp", "0", "-n", "30", "--kv-dir", "none"}, "Once upon a time");
+    CHECK(in.out == run({"--temp", "0", "-n", "30"}).out);
+    auto quiet_prompt = run({"--temp", "0", "-n", "30", "--no-display-prompt"});
+    REQUIRE(in.out.rfind("Once upon a time", 0) == 0);
+    CHECK(quiet_prompt.out == in.out.substr(std::string("Once upon a time").size()));
+
+    // -q / --log-disable: nothing on stderr for a good run.
+    for (const char * q : {"-q", "--log-disable"}) {
+        auto r = run({"--temp", "0", "-n", "10", q, "--seed", "-1"});
+        CHECK(r.status == 0);
+        CHECK(r.err.empty());
+    }
+
+    // --version.
+    auto v = run_tool("gloas", {"--version"});
+    CHECK(v.status == 0);
+    CHECK(v.out.rfind("gloas 0.", 0) == 0);
+
+    // -r: stops when the generated text ends with it (the golden greedy text
+    // goes on "..., there was a little girl named Lily. She loved ...").
+    auto r = run({"--temp", "0", "-n", "100", "-r", "named Lily"});
+    REQUIRE(r.status == 0);
+    CHECK(r.out == "Once upon a time, there was a little girl named Lily\n");
+    CHECK(r.err.find("(reverse prompt)") != std::string::npos);
+    auto two = run({"--temp", "0", "-n", "100", "-r", "no such text", "--reverse-prompt", "little"});
+    CHECK(two.out == "Once upon a time, there was a little\n");
+
+    // -e: escapes in the prompt.
+    auto esc = run_tool("gloas", {"--tokenize", "-m", m, "-e", "-p", "a\\nb\\tc\\\\d\\x41"});
+    auto raw = run_tool("gloas", {"--tokenize", "-m", m, "-p", "a\nb\tc\\dA"});
+    REQUIRE(esc.status == 0);
+    CHECK(esc.out == raw.out);
+    auto noesc = run_tool("gloas", {"--tokenize", "-m", m, "-p", "a\\nb"});
+    CHECK(noesc.out != run_tool("gloas", {"--tokenize", "-m", m, "-p", "a\nb"}).out);
+
+    // Presence and frequency penalties change a greedy run; -b caps the prefill chunk.
+    auto pen = run({"--temp", "0", "-n", "60", "--frequency-penalty", "1.5", "--presence-penalty", "0.5"});
+    REQUIRE(pen.status == 0);
+    CHECK(pen.out != run({"--temp", "0", "-n", "60"}).out);
+    auto ex = run_tool("gloas", {"-m", m, "--auto", "--explain", "-b", "8"});
+    CHECK(ex.out.find(" -ub 8 ") != std::string::npos);
+
+    // --help lists every spelling.
+    auto h = run_tool("gloas", {"--help"});
+    for (const char * s : {"--ctx-size", "--n-predict", "--threads", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
+                           "-ub", "--ubatch-size", "-b, --batch-size", "-ngl", "--n-gpu-layers", "--no-display-prompt",
+                           "--log-disable", "-q", "--version", "-r, --reverse-prompt", "-e, --escape", "--mlock",
+                           "--no-mmap", "--presence-penalty", "--frequency-penalty", "-f, --file", "--seed"})
+        CHECK_MESSAGE(h.out.find(s) != std::string::npos, s);
+}
+
+TEST_CASE("every flag the configuration's comments name exists") {
+    auto h = run_tool("gloas", {"--help"});
+    REQUIRE(h.status == 0);
+    for (const char * file : {"examples/gloas.yaml", "decoder/config.h"}) {
+        const std::string text = read_file(std::string(GLOAS_SOURCE_DIR) + "/" + file);
+        for (size_t at = text.find("--"); at != std::string::npos; at = text.find("--", at + 2)) {
+            if (at > 0 && text[at - 1] != ' ' && text[at - 1] != '(' && text[at - 1] != '#') continue;
+            if (at + 2 >= text.size() || !std::isalpha((unsigned char) text[at + 2])) continue;
+            size_t e = at + 2;
+            while (e < text.size() && (std::isalnum((unsigned char) text[e]) || text[e] == '-')) ++e;
+            const std::string flag = text.substr(at, e - at);
+            if (flag.size() < 4) continue;
+            INFO(file << ": " << flag);
+            // a spelling in --help: followed by a space, a comma or the end of the spelling list
+            const bool listed = h.out.find(flag + " ") != std::string::npos || h.out.find(flag + ",") != std::string::npos ||
+                                h.out.find(flag + "\n") != std::string::npos;
+            CHECK(listed);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 // the model's shape is checked.
 #include "decoder/config.h"
 #include "decoder/model.h"
+#include "decoder/options.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
 #include "tensor/error.h"
@@ -322,8 +323,7 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     // list in the file's header).
     const std::vector<std::string> args = {
         "-c", "512", "--kv-page", "32", "--kv-type", "q8_0", "--kv-capacity", "128p", "--kv-policy", "compressed",
-        "--kv-compressed-share", "0.25", "-t", "2", "--strategy", "balanced", "--sparse-ratio", "0.25",
-        "--prefetch", "--async-writeback", "--no-cuda-streams"};
+        "--kv-compressed-share", "0.25", "-t", "2", "--strategy", "balanced", "--sparse-ratio", "0.25"};
     run_config f;
     for (size_t i = 0; i < args.size();) {
         const size_t used = config_apply_flag(f, args, i);
@@ -491,10 +491,14 @@ TEST_CASE("config: random-weight model shapes") {
 TEST_CASE("config: config_to_yaml writes settings that read back the same") {
     const std::string example = std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml";
     run_config from_flags;
-    const std::vector<std::string> args = {"-c", "1024", "-b", "128", "--kv-type", "f32", "--kv-capacity", "10p",
-                                           "--kv-policy", "lfu", "-t", "1", "--no-prefetch", "--kv-compressed-share",
-                                           "0.7", "--strategy", "speed", "--no-async-writeback", "--cuda-streams"};
+    const std::vector<std::string> args = {"-c", "1024", "-ub", "128", "--kv-type", "f32", "--kv-capacity", "10p",
+                                           "--kv-policy", "lfu", "-t", "1", "--kv-compressed-share", "0.7",
+                                           "--strategy", "speed"};
     for (size_t i = 0; i < args.size(); i += config_apply_flag(from_flags, args, i)) {}
+    // Keys without a flag (they have no effect in this build) still read back.
+    from_flags.prefetch = false;
+    from_flags.async_writeback = false;
+    from_flags.use_cuda_streams = true;
     const run_config cases[] = {config_parse(SPEC, "spec.yaml"), config_load(example), run_config(), from_flags};
     for (const run_config & c : cases) {
         const std::string y = config_to_yaml(c);
@@ -511,6 +515,198 @@ TEST_CASE("config: config_to_yaml writes settings that read back the same") {
     const std::vector<std::string> page = {"--kv-page", "64", "--kv-capacity", "1G"};
     for (size_t i = 0; i < page.size(); i += config_apply_flag(both, page, i)) {}
     const std::string y = config_to_yaml(both);
-    CHECK(y.find("    cache_chunk_size: 64\n    # prefill chunk 128 tokens (-b 128)\n") != std::string::npos);
+    CHECK(y.find("    cache_chunk_size: 64\n    # prefill chunk 128 tokens (-ub 128)\n") != std::string::npos);
     CHECK(y.find("# max_cache_size not set: 1073741824 bytes of pages (--kv-capacity 1073741824)") != std::string::npos);
+}
+
+// ---- The shared option table (decoder/options.h) ----
+
+namespace {
+
+std::string cli_error_of(run_config & cfg, const std::vector<std::string> & args) {
+    try {
+        for (size_t i = 0; i < args.size();) {
+            const size_t used = config_apply_flag(cfg, args, i);
+            if (used == 0) return "not a shared flag: " + args[i];
+            i += used;
+        }
+        config_flags_check(cfg);
+    } catch (const cli_error & e) {
+        return e.what();
+    }
+    return "";
+}
+
+} // namespace
+
+TEST_CASE("options: every row is reachable by each spelling, ids match their index, help lists every spelling") {
+    std::string help;
+    for (const char * g : {OPT_GROUP_CONTEXT, OPT_GROUP_KV, OPT_GROUP_SAMPLING, OPT_GROUP_MODEL})
+        help += options_usage(SHARED_OPTIONS, N_SHARED_OPTS, g);
+    for (int k = 0; k < N_SHARED_OPTS; ++k) {
+        const option_def & d = SHARED_OPTIONS[k];
+        INFO(d.names);
+        CHECK(d.id == k);
+        CHECK(std::string(d.help).size() > 10);
+        std::string names = d.names;
+        for (size_t at = 0; at <= names.size();) {
+            size_t e = names.find('|', at);
+            if (e == std::string::npos) e = names.size();
+            const std::string s = names.substr(at, e - at);
+            CHECK(option_find(SHARED_OPTIONS, N_SHARED_OPTS, s) == &d);
+            CHECK(help.find(s) != std::string::npos);
+            at = e + 1;
+        }
+    }
+    CHECK(option_find(SHARED_OPTIONS, N_SHARED_OPTS, "--no-such") == nullptr);
+    // Every help line fits in 80 columns.
+    for (size_t at = 0, e; (e = help.find('\n', at)) != std::string::npos; at = e + 1) CHECK(e - at < 80);
+}
+
+TEST_CASE("options: values are checked by kind and range; errors name the spelling typed") {
+    run_config c;
+    CHECK(cli_error_of(c, {"--ctx-size", "4096", "-ub", "64", "-b", "32", "-t", "-1", "--temp", "0", "--seed", "-1",
+                           "--repeat-last-n", "-1", "--presence-penalty", "-0.5", "--frequency-penalty", "1",
+                           "-ctk", "q8_0", "-ctv", "q8_0", "--kv-ram", "0", "--kv-read", "copy", "-ngl", "33",
+                           "--mlock", "--no-mmap", "--ctx-slide"}) == "");
+    CHECK(c.ctx.n_ctx == 4096);
+    CHECK(c.ctx.n_ubatch == 64);
+    CHECK(c.n_batch == 32);
+    CHECK(c.ctx.n_threads == 0);
+    CHECK(c.sampling.temp == 0.0f);
+    CHECK(c.sampling.seed == SEED_RANDOM);
+    CHECK(c.sampling.presence_penalty == -0.5f);
+    CHECK(c.sampling.frequency_penalty == 1.0f);
+    CHECK(c.ctx.kv.kv_type == type::Q8_0);
+    CHECK(c.kv_type_v == type::Q8_0);
+    CHECK(c.kv_ram.u == kv_capacity::unit::BYTES);
+    CHECK(c.kv_ram.n == 0);
+    CHECK(c.ctx.kv.read_copy);
+    CHECK(c.n_gpu_layers == 33);
+    CHECK(c.mlock);
+    CHECK(c.no_mmap);
+    CHECK(c.ctx.slide.on);
+    CHECK(c.flag_given(OPT_KV_TYPE_K));
+    CHECK_FALSE(c.flag_given(OPT_KV_TYPE));
+    CHECK(config_sampling(c, 300).repeat_last_n == 300);
+    CHECK(c.sampling.repeat_last_n == -1);
+
+    run_config d;
+    CHECK(cli_error_of(d, {"-c", "x"}) == "-c: expected an integer in [0, 16777216], got 'x'");
+    CHECK(cli_error_of(d, {"--ctx-size", "-5"}) == "--ctx-size: expected an integer in [0, 16777216], got '-5'");
+    CHECK(cli_error_of(d, {"--repeat-penalty", "0"}) == "--repeat-penalty: expected a number in (0, 100], got '0'");
+    CHECK(cli_error_of(d, {"--top-p", "inf"}) == "--top-p: expected a number in [0, 1], got 'inf'");
+    CHECK(cli_error_of(d, {"--cache-type-v", "q5_0"}) == "--cache-type-v takes f32, f16, q8_0 or q4_0, got 'q5_0'");
+    CHECK(cli_error_of(d, {"--kv-capacity", "0"}).find("--kv-capacity: '0': the bound must be more than 0") == 0);
+    CHECK(cli_error_of(d, {"--kv-capacity", "-3p"}).find("must be more than 0") != std::string::npos);
+    CHECK(cli_error_of(d, {"-s", "18446744073709551615"}).find("-s: expected -1 (random) or an integer") == 0);
+    CHECK(cli_error_of(d, {"--kv-page"}) == "--kv-page needs a value (N)");
+    run_config e;
+    CHECK(cli_error_of(e, {"--kv-type", "f16", "-ctv", "q4_0"}) ==
+          "--kv-type f16 and -ctv q4_0: K and V pages have one type in this build; give the same type to both "
+          "(or --kv-type T)");
+    run_config v;  // -ctv alone sets both
+    CHECK(cli_error_of(v, {"-ctv", "q4_0"}) == "");
+}
+
+TEST_CASE("options: the K/V type, page size and policy check refuses exactly what cannot work") {
+    for (type t : {type::F32, type::F16, type::Q8_0, type::Q4_0, type::BF16}) {
+        for (int32_t page = 1; page <= 130; ++page)
+            for (evict_policy p : {evict_policy::LRU, evict_policy::COMPRESSED}) {
+                const bool block = t == type::Q8_0 || t == type::Q4_0;
+                const bool ok = kv_type_supported(t) && (page % 32 == 0 || (!block && p != evict_policy::COMPRESSED));
+                const std::string why = kv_options_problem(t, page, p);
+                INFO(type_name(t) << " " << page << " " << evict_policy_name(p) << ": " << why);
+                CHECK(why.empty() == ok);
+                if (!ok && kv_type_supported(t)) CHECK(why.find("--kv-page " + std::to_string(page)) != std::string::npos);
+            }
+    }
+    CHECK(kv_options_problem(type::F16, 0, evict_policy::LRU).find("--kv-page 0") == 0);
+    CHECK(kv_options_problem(type::F16, 5000, evict_policy::LRU).find("--kv-page 5000") == 0);
+    CHECK_FALSE(kv_type_supported(type::BF16));
+
+    // What the check allows, the library runs; what it refuses, the library
+    // refuses with an error (never an assertion), also without the tools.
+    const auto m = model::load({test::require_model("stories260K.bin"), ""});
+    for (type t : {type::F16, type::Q4_0})
+        for (int32_t page : {16, 32})
+            for (evict_policy p : {evict_policy::LRU, evict_policy::COMPRESSED}) {
+                context_params cp;
+                cp.kv.dir.clear();
+                cp.kv.kv_type = t;
+                cp.kv.page_tokens = page;
+                cp.kv.policy = p;
+                INFO(type_name(t) << " " << page << " " << evict_policy_name(p));
+                if (kv_options_problem(t, page, p).empty()) CHECK_NOTHROW(context(*m, cp));
+                else CHECK_THROWS_AS(context(*m, cp), error);
+            }
+
+    // A configuration file that asks for it fails on load, naming the file.
+    const run_config y = config_parse("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n", "c.yaml");
+    CHECK(error_of([&] { config_context_params(y, m->hp); }).find("c.yaml: --kv-policy compressed") == 0);
+}
+
+TEST_CASE("options: config_override lays only the flags given over the context parameters, then checks them") {
+    const hparams hp{512, 512, 64, 172, 8, 4, 5, 8, 8, 1e-5f, 10000.0f};
+    context_params base;
+    base.n_ctx = 256;
+    base.n_ubatch = 128;
+    base.kv.kv_type = type::Q8_0;
+    base.kv.page_tokens = 32;
+    base.kv.dir = "/somewhere";
+    base.sparse.ratio = 0.5f;
+
+    run_config none;
+    context_params a = base;
+    config_override(none, hp, a);
+    CHECK(a.n_ctx == 256);
+    CHECK(a.n_ubatch == 128);
+    CHECK(a.kv.kv_type == type::Q8_0);
+    CHECK(a.kv.dir == "/somewhere");
+    CHECK(a.sparse.ratio == 0.5f);
+
+    run_config f;
+    const std::vector<std::string> args = {"-b", "64", "--kv-dir", "none", "--no-sparse", "-ctv", "f16", "--kv-capacity", "10p"};
+    for (size_t i = 0; i < args.size(); i += config_apply_flag(f, args, i)) {}
+    context_params b = base;
+    config_override(f, hp, b);
+    CHECK(b.n_ctx == 256);
+    CHECK(b.n_ubatch == 64);  // -b caps the chunk
+    CHECK(b.kv.kv_type == type::F16);
+    CHECK(b.kv.dir.empty());
+    CHECK(b.sparse.ratio == 1.0f);
+    const page_geometry g{32, hp.n_layer, hp.n_head_kv, hp.head_dim};
+    CHECK(b.kv.capacity_bytes == 10 * g.page_bytes(type::F16));
+
+    run_config s;
+    const std::vector<std::string> slide = {"--ctx-slide", "-c", "64"};
+    for (size_t i = 0; i < slide.size(); i += config_apply_flag(s, slide, i)) {}
+    context_params c = base;
+    try {
+        config_override(s, hp, c);
+        FAIL("no error");
+    } catch (const cli_error & e) {
+        CHECK(std::string(e.what()).find("--ctx-slide needs a context of at least 96 positions") == 0);
+    }
+    run_config p;
+    const std::vector<std::string> page = {"--kv-page", "16"};  // q8_0 from the base, a strategy's say
+    for (size_t i = 0; i < page.size(); i += config_apply_flag(p, page, i)) {}
+    context_params d = base;
+    CHECK_THROWS_AS(config_override(p, hp, d), cli_error);
+}
+
+TEST_CASE("options: model_find looks in the model folders, adds .gguf/.bin and follows the manifest") {
+    const model_search a = model_find("stories260K");
+    CHECK(a.path.find("stories260K.bin") != std::string::npos);
+    CHECK(a.manifest_file == "stories260K.bin");
+    CHECK(model_find("stories260K_f32").path.find("stories260K_f32.gguf") != std::string::npos);
+    CHECK(model_find("/no/such/dir/x.bin").path == "/no/such/dir/x.bin");  // a path is used as given
+    const model_search miss = model_find("no-such-model");
+    CHECK(miss.path.empty());
+    REQUIRE(miss.tried.size() >= 2);
+    CHECK(miss.tried[0] == "./models");
+    CHECK(miss.tried.back().find("shared/models") != std::string::npos);
+    const std::string msg = model_not_found("no-such-model", miss);
+    CHECK(msg.find("no-such-model: no model of that name; looked in ./models, ") == 0);
+    CHECK(msg.find("models/fetch.sh") != std::string::npos);
 }

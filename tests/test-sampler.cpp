@@ -345,6 +345,77 @@ TEST_CASE("repetition penalty lowers repeated tokens, handles negative logits, c
     CHECK(freq[2] < 0.2);
 }
 
+TEST_CASE("presence and frequency penalties subtract from the logits of tokens in the window, as llama.cpp does") {
+    // Greedy, so the penalized logits decide: each case is built so that the
+    // penalty as llama.cpp applies it (after the repetition penalty, counts
+    // over the last repeat_last_n tokens) flips the choice exactly at the
+    // boundary it predicts.
+    sampler_params p = params_with(0.0f);
+    p.repeat_last_n = 8;
+
+    // Presence: once is enough, and more occurrences take nothing more.
+    p.presence_penalty = 0.5f;
+    const std::vector<float> close = {2.0f, 1.6f, -5.0f};  // 2 - 0.5 = 1.5 < 1.6
+    sampler a(p, 3);
+    CHECK(a.sample(close.data()) == 0);
+    a.accept(0);
+    CHECK(a.sample(close.data()) == 1);
+    const std::vector<float> far = {2.0f, 1.4f, -5.0f};    // 1.5 > 1.4 however often 0 occurred
+    sampler b(p, 3);
+    for (int i = 0; i < 5; ++i) b.accept(0);
+    CHECK(b.sample(far.data()) == 0);
+
+    // Frequency: count x penalty; 0 seen 3 times: 2 - 3 x 0.2 = 1.4.
+    p.presence_penalty = 0.0f;
+    p.frequency_penalty = 0.2f;
+    const std::vector<float> f1 = {2.0f, 1.45f, -5.0f};
+    const std::vector<float> f2 = {2.0f, 1.35f, -5.0f};
+    sampler c(p, 3);
+    for (int i = 0; i < 3; ++i) c.accept(0);
+    CHECK(c.sample(f1.data()) == 1);
+    CHECK(c.sample(f2.data()) == 0);
+    // Only the window counts: after seven more tokens one of the three is left in the last 8.
+    for (int i = 0; i < 7; ++i) c.accept(2);
+    CHECK(c.sample(f1.data()) == 0);  // 0 seen once in the last 8: 2 - 0.2 = 1.8
+
+    // All three together: 4 / 2 (repeat) - 2 x 0.25 (frequency) - 0.5 (presence) = 1.
+    p.repeat_penalty = 2.0f;
+    p.frequency_penalty = 0.25f;
+    p.presence_penalty = 0.5f;
+    const std::vector<float> all_hi = {4.0f, 0.99f, -5.0f};
+    const std::vector<float> all_lo = {4.0f, 1.01f, -5.0f};
+    sampler d(p, 3);
+    d.accept(0);
+    d.accept(0);
+    CHECK(d.sample(all_hi.data()) == 0);
+    CHECK(d.sample(all_lo.data()) == 1);
+
+    // Negative penalties favour what was said; a negative logit is
+    // multiplied by the repetition penalty before the subtraction.
+    sampler_params n = params_with(0.0f);
+    n.repeat_last_n = 4;
+    n.presence_penalty = -1.0f;
+    sampler e(n, 3);
+    e.accept(1);
+    const std::vector<float> fav = {1.0f, 0.5f, -5.0f};  // 0.5 + 1 = 1.5 > 1
+    CHECK(e.sample(fav.data()) == 1);
+    n.presence_penalty = 0.5f;
+    n.repeat_penalty = 2.0f;
+    sampler g(n, 3);
+    g.accept(0);
+    const std::vector<float> neg = {-1.0f, -2.4f, -5.0f};  // -1 x 2 - 0.5 = -2.5 < -2.4
+    CHECK(g.sample(neg.data()) == 1);
+
+    // With only presence or frequency set the window is kept (repeat_last_n
+    // is not zeroed as it is when every penalty is off).
+    sampler_params w = params_with(0.0f);
+    w.repeat_last_n = 16;
+    w.frequency_penalty = 0.1f;
+    CHECK(sampler(w, 10).params().repeat_last_n == 16);
+    w.frequency_penalty = 0.0f;
+    CHECK(sampler(w, 10).params().repeat_last_n == 0);
+}
+
 TEST_CASE("invalid parameters are clamped or rejected") {
     sampler_params p;
     p.top_k = -5;
@@ -380,6 +451,8 @@ TEST_CASE("invalid parameters are clamped or rejected") {
     bad([&](sampler_params & b) { b.repeat_penalty = 0.0f; });
     bad([&](sampler_params & b) { b.repeat_penalty = -1.0f; });
     bad([&](sampler_params & b) { b.repeat_penalty = std::numeric_limits<float>::infinity(); });
+    bad([&](sampler_params & b) { b.presence_penalty = nan; });
+    bad([&](sampler_params & b) { b.frequency_penalty = std::numeric_limits<float>::infinity(); });
     CHECK_THROWS_AS(sampler(sampler_params(), 0), gloas::error);
 
     sampler t(sampler_params(), 10);
@@ -394,6 +467,8 @@ TEST_CASE("sample() allocates nothing") {
     sampler_params p;  // the defaults: top-k 40, top-p 0.95
     p.seed = 3;
     p.repeat_penalty = 1.1f;
+    p.presence_penalty = 0.3f;
+    p.frequency_penalty = 0.2f;
     sampler a(p, n);
     sampler b(params_with(0.8f, 0, 0.9f, 0.05f, 4), n);
     sampler g(params_with(0.0f), n);

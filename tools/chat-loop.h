@@ -48,6 +48,7 @@ struct chat_options {
     bool verbose_prompt = false; // --verbose-prompt
     int32_t n_predict = 256;     // tokens per reply at most
     bool ignore_eos = false;
+    bool quiet = false;          // -q: no format, per-turn or end-of-chat lines on stderr
 };
 
 // SIGINTs received; the handler increments it and writes a byte to the wake
@@ -174,17 +175,22 @@ inline double chat_now_s() {
 }
 
 // Runs the chat on a fresh context until end of input, a second Ctrl-C at the
-// prompt or a full context. Returns the exit status. Throws gloas::error for
-// a missing or unknown chat format.
+// prompt or a full context. Returns the exit status. A model without a chat
+// template gets chatml, with a warning (as llama.cpp does); an unrecognized
+// template is a gloas::error.
 inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, const chat_options & co) {
     const tokenizer & tok = m.tok;
     std::string jinja;
     if (co.template_name.empty() && m.file_format == "gguf")
         jinja = gguf_file::open(m.path)->get_str("tokenizer.chat_template");
-    const chat_template t = chat_template_choose(co.template_name, jinja, m.path);
+    std::string note;
+    const chat_template t = chat_template_choose(co.template_name, jinja, m.path, &note);
     const std::string marker = chat_end_marker(t);
-    std::fprintf(stderr, "gloas: chat format %s (%s); one line per message, Ctrl-C stops a reply, Ctrl-D quits\n",
-                 chat_template_name(t), co.template_name.empty() ? "from the model's tokenizer.chat_template" : "--chat-template");
+    if (!note.empty()) std::fprintf(stderr, "gloas: warning: %s\n", note.c_str());
+    if (!co.quiet)
+        std::fprintf(stderr, "gloas: chat format %s (%s); one line per message, Ctrl-C stops a reply, Ctrl-D quits\n",
+                     chat_template_name(t), !co.template_name.empty() ? "--chat-template"
+                                            : note.empty() ? "from the model's tokenizer.chat_template" : "the default");
 
     if (g_wake[0] < 0 && ::pipe2(g_wake, O_NONBLOCK | O_CLOEXEC) != 0) g_wake[0] = g_wake[1] = -1;
     struct sigaction sa = {};
@@ -242,7 +248,8 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
         for (int32_t id : toks) smp.accept(id);
         const int32_t reused = turn == 1 ? ctx.n_reused() : 0;
         const int32_t prefilled = int32_t(toks.size()) - reused;
-        std::fprintf(stderr, "gloas: turn %d: %zu tokens, %d prefilled (%.1f tokens/s), %d positions kept "
+        if (!co.quiet)
+            std::fprintf(stderr, "gloas: turn %d: %zu tokens, %d prefilled (%.1f tokens/s), %d positions kept "
                      "(%d from earlier turns, %d reused from the K/V store)\n",
                      turn, toks.size(), prefilled, t_prefill > 0 ? prefilled / t_prefill : 0.0, n_past0 + reused,
                      n_past0, reused);
@@ -295,13 +302,16 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
         std::fputc('\n', stdout);
         std::fflush(stdout);
         const double t_reply = chat_now_s() - t1;
-        std::fprintf(stderr, "gloas: turn %d: reply %d tokens (%s), %.1f tokens/s\n", turn, n_reply, stop,
-                     t_reply > 0 ? n_reply / t_reply : 0.0);
+        if (!co.quiet)
+            std::fprintf(stderr, "gloas: turn %d: reply %d tokens (%s), %.1f tokens/s\n", turn, n_reply, stop,
+                         t_reply > 0 ? n_reply / t_reply : 0.0);
         chat.add_assistant(reply.content(), reply.text().substr(0, evaluated));
         if (full) std::fprintf(stderr, "gloas: the context is full (%d positions); chat ended (raise -c for longer chats)\n", ctx.n_ctx());
     }
     ctx.store().flush();
-    std::fprintf(stderr, "gloas: chat ended after %d turns, %d positions in the context\n", chat.n_turns(), ctx.n_past());
+    if (!co.quiet)
+        std::fprintf(stderr, "gloas: chat ended after %d turns, %d positions in the context\n", chat.n_turns(), ctx.n_past());
+    if (!co.quiet && sp.temp > 0) std::fprintf(stderr, "gloas: seed %llu\n", (unsigned long long) smp.seed());
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "decoder/gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/options.h"
 #include "decoder/sampler.h"
 #include "decoder/strategy.h"
 #include "decoder/tokenizer.h"
@@ -19,12 +20,19 @@
 #include "tools/chat-loop.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
 #include <chrono>
+#include <cctype>
+#include <climits>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sched.h>
 #include <string>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -33,140 +41,131 @@ using namespace gloas;
 
 namespace {
 
-const char * USAGE = R"(usage: gloas [options]
+// gloas's own options; the shared ones (context, K/V cache, sampling, model
+// loading) are SHARED_OPTIONS (decoder/options.h). --help is written from
+// both tables.
+enum gloas_opt : int {
+    G_MODEL, G_TOKENIZER,
+    G_PROMPT, G_FILE, G_ESCAPE, G_NO_ESCAPE, G_N_PREDICT, G_IGNORE_EOS, G_REVERSE_PROMPT, G_NO_DISPLAY_PROMPT,
+    G_CHAT, G_SYSTEM, G_CHAT_TEMPLATE, G_VERBOSE_PROMPT,
+    G_CONFIG, G_AUTO, G_EXPLAIN,
+    G_TOKENIZE, G_PROFILE, G_METRICS, G_VERBOSE, G_QUIET, G_VERSION, G_HELP,
+    N_GLOAS_OPTS
+};
 
-Generates text from a prompt with a Llama-family model (GGUF or llama2.c).
-stdout gets the prompt and the generated text; stderr gets timings.
+constexpr const char * MODEL = "model";
+constexpr const char * GEN = "generation";
+constexpr const char * CHAT = "chat";
+constexpr const char * CONF = "configuration";
+constexpr const char * OTHER = "other";
+using K = opt_kind;
 
-model:
-  -m, --model FILE        GGUF file or llama2.c checkpoint (default: stories260K,
-                          looked up in ./models, <gloas>/models, $GLOAS_MODELS)
-  -z, --tokenizer FILE    tokenizer.bin for a llama2.c checkpoint (default:
-                          tok<vocab>.bin, then tokenizer.bin beside the model)
+// clang-format off
+const option_def GLOAS_OPTIONS[N_GLOAS_OPTS] = {
+    {G_MODEL, "-m|--model", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
+     "GGUF file or llama2.c checkpoint: a path, or a name looked up in ./models, the source tree's models/, "
+     "$GLOAS_MODELS and ../shared/models, with .gguf or .bin added or as models/manifest.tsv names it "
+     "(default: stories260K)"},
+    {G_TOKENIZER, "-z|--tokenizer", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
+     "tokenizer.bin for a llama2.c checkpoint, looked up as -m is (default: tok<vocab>.bin, then tokenizer.bin "
+     "beside the model); its pieces must match the model's vocabulary"},
 
-generation:
-  -p, --prompt TEXT       prompt (default: empty, generation starts from BOS)
-  -f, --file FILE         read the prompt from FILE
-  -n, --n-predict N       tokens to generate (default: 256; stops earlier at the
-                          end of the context, unless --ctx-slide, or at an
-                          end-of-sequence token)
-      --ignore-eos        keep generating past end-of-sequence tokens
-  -c, --ctx-size N        context size in tokens (default: the model's)
-      --ctx-slide         at the end of the context, keep going: keep the first
-                          K/V page (attention sinks) and slide a window over the
-                          latest positions (StreamingLLM); a long prompt slides
-                          too (alias: --context-shift; default: off, stop there)
-  -b, --ubatch N          PREFILL runs the prompt in chunks of N tokens, so
-                          activation memory stays bounded however long it is
-                          (default: 512); DECODE then runs one token at a time;
-                          a prompt partly in the K/V store (HYBRID) prefills only
-                          its uncached tail and decodes from the reused pages
-  -t, --threads N         CPU threads (default: all)
+    {G_PROMPT, "-p|--prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, GEN,
+     "prompt (default: empty, generation starts from BOS)"},
+    {G_FILE, "-f|--file", "FILE", K::TEXT, 0, 0, false, nullptr, GEN,
+     "read the prompt from FILE; '-' reads it from stdin"},
+    {G_ESCAPE, "-e|--escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
+     "process escapes in the prompt, -r and --system: \\n \\r \\t \\' \\\" \\\\ \\xHH (default: off)"},
+    {G_NO_ESCAPE, "--no-escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
+     "take the prompt as written (the default)"},
+    {G_N_PREDICT, "-n|--n-predict", "N", K::INT, -1, 1 << 30, false, nullptr, GEN,
+     "tokens to generate; -1: until the context is full, or with --ctx-slide until end of sequence or Ctrl-C "
+     "(default: 256; stops earlier at the end of the context, unless --ctx-slide, or at an end-of-sequence "
+     "token)"},
+    {G_IGNORE_EOS, "--ignore-eos", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
+     "keep generating past end-of-sequence tokens"},
+    {G_REVERSE_PROMPT, "-r|--reverse-prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, GEN,
+     "stop when the generated text ends with TEXT (which is printed); may be given more than once"},
+    {G_NO_DISPLAY_PROMPT, "--no-display-prompt", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
+     "print only the generated text on stdout, not the prompt"},
 
-sampling:
-      --temp T            temperature; 0 is greedy (default: 0.8)
-      --top-k K           keep the K most likely tokens; 0 disables (default: 40)
-      --top-p P           nucleus sampling; 1.0 disables (default: 0.95)
-      --min-p P           drop tokens below P x the top probability (default: 0)
-      --repeat-penalty R  penalize the last --repeat-last-n tokens (default: 1.0 = off)
-      --repeat-last-n N   (default: 64)
-  -s, --seed N            random seed (default: from the clock; printed)
+    {G_CHAT, "--chat", nullptr, K::SWITCH, 0, 0, false, nullptr, CHAT,
+     "interactive chat: one user message per line of stdin (a trailing \\ continues the line), each reply on "
+     "stdout; turns keep the conversation's K/V, so each prefills only its own text; -n bounds each reply; "
+     "Ctrl-C stops a reply, Ctrl-C twice at the prompt or end of input quits"},
+    {G_SYSTEM, "--system|-sys|--system-prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, CHAT,
+     "the chat's system message"},
+    {G_CHAT_TEMPLATE, "--chat-template", "NAME", K::TEXT, 0, 0, false, nullptr, CHAT,
+     "the prompt format (default: recognized from the model's tokenizer.chat_template; chatml, with a warning, "
+     "when the model has none): chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, mistral-v1, "
+     "mistral-v3, mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, gemma, deepseek, deepseek2, deepseek3"},
+    {G_VERBOSE_PROMPT, "--verbose-prompt", nullptr, K::SWITCH, 0, 0, false, nullptr, CHAT,
+     "print each turn's exact prompt text on stderr"},
 
-chat:
-      --chat              interactive chat: one user message per line of stdin
-                          (a trailing \ continues the line), each reply on
-                          stdout; turns keep the conversation's K/V, so each
-                          prefills only its own text; -n bounds each reply;
-                          Ctrl-C stops a reply, Ctrl-C twice at the prompt or
-                          end of input quits
-      --system TEXT       the chat's system message
-      --chat-template NAME  the prompt format (default: recognized from the
-                          model's tokenizer.chat_template): chatml, llama2,
-                          llama2-sys, llama2-sys-bos, llama2-sys-strip,
-                          mistral-v1, mistral-v3, mistral-v3-tekken,
-                          mistral-v7, llama3, zephyr, phi3, gemma, deepseek,
-                          deepseek2, deepseek3
-      --verbose-prompt    print each turn's exact prompt text on stderr
+    {G_CONFIG, "--config", "FILE", K::TEXT, 0, 0, false, nullptr, CONF,
+     "settings in the YAML shape of the specification (examples/gloas.yaml); flags given too override it"},
+    {G_AUTO, "--auto", nullptr, K::SWITCH, 0, 0, false, nullptr, CONF,
+     "choose strategy, K/V type, page size, K/V RAM budget, threads and ubatch from the model, the context and "
+     "the machine (flags given too override each choice)"},
+    {G_EXPLAIN, "--explain", nullptr, K::SWITCH, 0, 0, false, nullptr, CONF,
+     "with --auto: print the choices and the numbers behind them, then exit without generating"},
 
-K/V cache:
-      --strategy S        speed (f16 pages, dense), balanced (q8_0, dense),
-                          aggressive (q4_0, sparse decode attention), or auto:
-                          chosen from the model, context and free RAM
-                          (default: speed); the flags below override it
-      --sparse-ratio R    share of K/V pages a decoded token attends to, plus
-                          the first and latest pages (default: 1 = dense)
-      --kv-type T         page type: f32, f16, q8_0, q4_0
-      --kv-dir DIR        folder of page files, reused across runs (default:
-                          $GLOAS_KV_DIR, else ~/.cache/gloas/kv); 'none' keeps
-                          pages in memory only
-      --kv-page N         tokens per page (default: 32)
-      --kv-capacity SIZE  bound on the K/V folder (the page files of every
-                          model and K/V type): bytes with a k/M/G suffix,
-                          pages with 'p', tokens with 't' (default: 4G)
-      --kv-policy P       eviction: lru, lfu, fifo, adaptive, compressed
-                          (default: lru)
-      --kv-ram SIZE       bound on the K/V pages resident in RAM (page-file pages
-                          mapped by this process; the fixed buffers of open
-                          pages, scratch and summaries come on top), in the
-                          units of --kv-capacity; least recently read pages
-                          are unmapped after each pass and the page file holds
-                          them (default: the strategy's, 8M for aggressive;
-                          0 = unbounded)
-      --kv-read MODE      how decode reads pages of a page file: map (through
-                          the mapping) or copy (copies only the pieces it
-                          selected, so they are never mapped: resident K/V
-                          stays within --kv-ram; default: the strategy's,
-                          copy for aggressive)
-      --metrics FMT       also print the run's metrics as json on stderr
+    {G_TOKENIZE, "--tokenize", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
+     "print the prompt's token ids (space-separated) and exit; works with vocabulary-only GGUF files"},
+    {G_PROFILE, "--profile", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
+     "time every op of the forward pass: a table per op type and per layer on stderr at the end"},
+    {G_METRICS, "--metrics", "FMT", K::WORD, 0, 0, false, "json", OTHER,
+     "also print the run's metrics as json on stderr"},
+    {G_VERBOSE, "-v|--verbose", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
+     "print model details"},
+    {G_QUIET, "-q|--quiet|--log-disable", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
+     "print only warnings and errors on stderr (no load, speed or K/V figures)"},
+    {G_VERSION, "--version", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
+     "print the version and exit"},
+    {G_HELP, "-h|--help", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
+     "this text"},
+};
+// clang-format on
 
-configuration:
-      --config FILE       settings in the YAML shape of the specification
-                          (examples/gloas.yaml); flags given too override it
-      --auto              choose strategy, K/V type, page size, K/V RAM budget,
-                          threads and ubatch from the model, the context and
-                          the machine (flags given too override each choice)
-      --explain           with --auto: print the choices and the numbers behind
-                          them, then exit without generating
-
-other:
-      --tokenize          print the prompt's token ids (space-separated) and exit;
-                          works with vocabulary-only GGUF files
-      --profile           time every op of the forward pass: a table per op type
-                          and per layer on stderr at the end
-  -v, --verbose           print model details
-  -h, --help              this text
-)";
+std::string usage() {
+    std::string u = "usage: gloas [options]\n\n"
+                    "Generates text from a prompt with a Llama-family model (GGUF or llama2.c).\n"
+                    "stdout gets the prompt and the generated text; stderr gets timings.\n"
+                    "Where llama.cpp's llama-cli has an option of the same meaning, gloas takes its spelling too.\n";
+    auto section = [&](const char * title, const char * own, const char * shared) {
+        u += std::string("\n") + title + ":\n";
+        if (own) u += options_usage(GLOAS_OPTIONS, N_GLOAS_OPTS, own);
+        if (shared) u += options_usage(SHARED_OPTIONS, N_SHARED_OPTS, shared);
+    };
+    section("model", MODEL, OPT_GROUP_MODEL);
+    section("generation", GEN, nullptr);
+    section("context", nullptr, OPT_GROUP_CONTEXT);
+    section("sampling", nullptr, OPT_GROUP_SAMPLING);
+    section("chat", CHAT, nullptr);
+    section("K/V cache", nullptr, OPT_GROUP_KV);
+    section("configuration", CONF, nullptr);
+    section("other", OTHER, nullptr);
+    return u;
+}
 
 struct options {
     std::string model_path;
     std::string tokenizer_path;
     std::string prompt;
-    int32_t n_predict = 256;
-    int32_t n_ctx = 0;
-    int32_t n_ubatch = 0;      // 0: the configuration's (512)
-    int32_t n_threads = 0;
+    int32_t n_predict = 256;     // -1: no limit
     bool ignore_eos = false;
-    bool ctx_slide = false;
     bool tokenize_only = false;
     bool verbose = false;
+    bool quiet = false;          // -q
     bool profile = false;        // --profile
+    bool display_prompt = true;  // --no-display-prompt
+    std::vector<std::string> reverse_prompts;  // -r
     bool chat = false;                  // --chat
     chat_cli::chat_options chat_opts;   // --system, --chat-template, --verbose-prompt
     bool metrics_json = false;
-    sampler_params sp;
-    kv_store_params kv;
-    kv_capacity capacity;     // --kv-capacity; resolved once the page size is known
-    kv_capacity kv_ram;       // --kv-ram; likewise
-    bool kv_ram_given = false;
-    int kv_read = -1;         // --kv-read: -1 the strategy's, 0 map, 1 copy
-    memory_strategy strategy = memory_strategy::SPEED;
-    bool strategy_given = false;
-    bool kv_type_given = false;
-    bool kv_page_given = false;
-    bool kv_policy_given = false;
-    bool kv_dir_given = false;
+    run_config flags;            // the shared options given (decoder/options.h)
+    std::string default_kv_dir;  // the page folder when --kv-dir is not given
     std::string config_path;
-    float sparse_ratio = -1.0f;  // < 0: the strategy's
     bool auto_config = false;    // --auto
     bool explain = false;        // --explain
 };
@@ -176,184 +175,163 @@ struct options {
     std::exit(2);
 }
 
-bool is_file(const std::string & p) {
-    struct stat st;
-    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-std::string exe_dir() {
-    char buf[4096];
-    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0) return {};
-    buf[n] = '\0';
-    std::string p(buf);
-    return p.substr(0, p.find_last_of('/'));
-}
-
-// The default model: stories260K in ./models, the source tree's models/ (the
-// binary lives in build/bin), then $GLOAS_MODELS.
-std::string find_default_model() {
-    std::vector<std::string> dirs = {"models"};
-    std::string ed = exe_dir();
-    if (!ed.empty()) dirs.push_back(ed + "/../../models");
-    if (const char * env = std::getenv("GLOAS_MODELS")) dirs.push_back(env);
-    for (const auto & d : dirs)
-        for (const char * f : {"stories260K.gguf", "stories260K.bin"})
-            if (is_file(d + "/" + f)) return d + "/" + f;
-    return {};
-}
-
 // $GLOAS_KV_DIR, else $XDG_CACHE_HOME/gloas/kv, else ~/.cache/gloas/kv.
 std::string default_kv_dir() { return kv_default_dir(); }
 
-int32_t parse_int(const char * flag, const char * v, int32_t lo, int32_t hi) {
-    char * end = nullptr;
-    errno = 0;
-    long long x = std::strtoll(v, &end, 10);
-    if (errno || !end || *end || end == v || x < lo || x > hi)
-        usage_error(format("%s expects an integer in [%d, %d], got '%s'", flag, lo, hi, v));
-    return int32_t(x);
+// llama.cpp's escapes (string_process_escapes): \n \r \t \' \" \\ and \xHH;
+// any other backslash stays as written.
+std::string process_escapes(const std::string & s) {
+    std::string r;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '\\' || i + 1 == s.size()) {
+            r += s[i];
+            continue;
+        }
+        const char c = s[++i];
+        switch (c) {
+            case 'n': r += '\n'; break;
+            case 'r': r += '\r'; break;
+            case 't': r += '\t'; break;
+            case '\'': case '"': case '\\': r += c; break;
+            case 'x':
+                if (i + 2 < s.size() && std::isxdigit((unsigned char) s[i + 1]) && std::isxdigit((unsigned char) s[i + 2])) {
+                    r += char(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+                    i += 2;
+                    break;
+                }
+                [[fallthrough]];
+            default: r += '\\'; r += c;
+        }
+    }
+    return r;
 }
 
-float parse_float(const char * flag, const char * v, float lo, float hi) {
-    char * end = nullptr;
-    float x = std::strtof(v, &end);
-    if (!end || *end || end == v || !(x >= lo && x <= hi))
-        usage_error(format("%s expects a number in [%g, %g], got '%s'", flag, lo, hi, v));
-    return x;
+std::string read_stdin() {
+    std::string s;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, stdin)) > 0) s.append(buf, n);
+    if (std::ferror(stdin)) throw error("-f -: cannot read stdin");
+    return s;
+}
+
+// -m / -z: a path or a name looked up in the model folders.
+std::string resolve_model(const std::string & name, const char * what) {
+    const model_search s = model_find(name);
+    if (s.path.empty()) throw error(model_not_found(name, s, what));
+    return s.path;
 }
 
 options parse_args(int argc, char ** argv) {
     options o;
-    o.kv.kv_type = type::F16;
     std::string prompt_file;
-    bool have_prompt = false;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto value = [&]() -> const char * {
-            if (i + 1 >= argc) usage_error(format("%s needs a value", a.c_str()));
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") { std::fputs(USAGE, stdout); std::exit(0); }
-        else if (a == "-m" || a == "--model") o.model_path = value();
-        else if (a == "-z" || a == "--tokenizer") o.tokenizer_path = value();
-        else if (a == "-p" || a == "--prompt") { o.prompt = value(); have_prompt = true; }
-        else if (a == "-f" || a == "--file") prompt_file = value();
-        else if (a == "-n" || a == "--n-predict") o.n_predict = parse_int("-n", value(), 0, 1 << 30);
-        else if (a == "-c" || a == "--ctx-size") o.n_ctx = parse_int("-c", value(), 1, 1 << 24);
-        else if (a == "-b" || a == "--ubatch") o.n_ubatch = parse_int("-b", value(), 1, 1 << 16);
-        else if (a == "-t" || a == "--threads") o.n_threads = parse_int("-t", value(), 1, 1024);
-        else if (a == "--temp") o.sp.temp = parse_float("--temp", value(), 0.0f, 100.0f);
-        else if (a == "--top-k") o.sp.top_k = parse_int("--top-k", value(), 0, 1 << 30);
-        else if (a == "--top-p") o.sp.top_p = parse_float("--top-p", value(), 0.0f, 1.0f);
-        else if (a == "--min-p") o.sp.min_p = parse_float("--min-p", value(), 0.0f, 1.0f);
-        else if (a == "--repeat-penalty") o.sp.repeat_penalty = parse_float("--repeat-penalty", value(), 0.0f, 100.0f);
-        else if (a == "--repeat-last-n") o.sp.repeat_last_n = parse_int("--repeat-last-n", value(), 0, 1 << 20);
-        else if (a == "-s" || a == "--seed") {
-            const char * v = value();
-            char * end = nullptr;
-            errno = 0;
-            unsigned long long s = std::strtoull(v, &end, 10);
-            if (errno || !end || *end || end == v || v[0] == '-') usage_error(format("--seed expects a non-negative integer, got '%s'", v));
-            o.sp.seed = s;
-        }
-        else if (a == "--kv-type") {
-            const char * v = value();
-            if (!type_from_name(v, &o.kv.kv_type) || (o.kv.kv_type != type::F32 && o.kv.kv_type != type::F16 &&
-                                                      o.kv.kv_type != type::Q8_0 && o.kv.kv_type != type::Q4_0))
-                usage_error(format("--kv-type must be f32, f16, q8_0 or q4_0, got '%s'", v));
-            o.kv_type_given = true;
-        }
-        else if (a == "--strategy") {
-            const char * v = value();
-            if (!memory_strategy_from_name(v, &o.strategy))
-                usage_error(format("--strategy must be speed, balanced, aggressive or auto, got '%s'", v));
-            o.strategy_given = true;
-        }
-        else if (a == "--sparse-ratio") o.sparse_ratio = parse_float("--sparse-ratio", value(), 0.001f, 1.0f);
-        else if (a == "--kv-dir") {
-            std::string v = value();
-            o.kv.dir = v == "none" ? std::string() : v;
-            o.kv_dir_given = true;
-        }
-        else if (a == "--kv-page") {
-            o.kv.page_tokens = parse_int("--kv-page", value(), 1, 4096);
-            o.kv_page_given = true;
-        }
-        else if (a == "--config") o.config_path = value();
-        else if (a == "--auto") o.auto_config = true;
-        else if (a == "--explain") o.explain = true;
-        else if (a == "--kv-ram") {
-            const char * v = value();
-            try {
-                o.kv_ram = std::strcmp(v, "0") == 0 ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
-            } catch (const error & e) {
-                usage_error(e.what());
-            }
-            o.kv_ram_given = true;
-        }
-        else if (a == "--kv-read") {
-            const std::string v = value();
-            if (v != "map" && v != "copy") usage_error("--kv-read takes map or copy, got '" + v + "'");
-            o.kv_read = v == "copy";
-        }
-        else if (a == "--kv-capacity") {
-            const char * v = value();
-            try {
-                o.capacity = parse_kv_capacity(a, v);
-            } catch (const error & e) {
-                usage_error(e.what());
-            }
-        }
-        else if (a == "--kv-policy") {
-            const char * v = value();
-            if (!evict_policy_from_name(v, &o.kv.policy))
-                usage_error(format("--kv-policy must be lru, lfu, fifo, adaptive or compressed, got '%s'", v));
-            o.kv_policy_given = true;
-        }
-        else if (a == "--metrics") {
-            std::string v = value();
-            if (v != "json") usage_error(format("--metrics takes 'json', got '%s'", v.c_str()));
-            o.metrics_json = true;
-        }
-        else if (a == "--ignore-eos") o.ignore_eos = true;
-        else if (a == "--ctx-slide" || a == "--context-shift") o.ctx_slide = true;
-        else if (a == "--tokenize") o.tokenize_only = true;
-        else if (a == "--chat") o.chat = true;
-        else if (a == "--system") o.chat_opts.system = value();
-        else if (a == "--chat-template") {
-            const char * v = value();
-            chat_template t;
-            if (!chat_template_from_name(v, &t))
-                usage_error(format("--chat-template: unknown template '%s'; known: %s", v, chat_template_names().c_str()));
-            o.chat_opts.template_name = v;
-        }
-        else if (a == "--verbose-prompt") o.chat_opts.verbose_prompt = true;
-        else if (a == "-v" || a == "--verbose") o.verbose = true;
-        else if (a == "--profile") o.profile = true;
-        else usage_error(format("unknown option '%s'", a.c_str()));
+    bool have_prompt = false, escape = false;
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    // --config is read first, wherever it is, so that the flags override it;
+    // its policy and strategy switches then limit what the flags may pick.
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+        if (args[i] == "--config") o.config_path = args[i + 1];
+    if (!o.config_path.empty()) {
+        o.flags = config_load(o.config_path);
+        o.flags.warnings.clear();
+        o.flags.given = 0;
     }
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string & a = args[i];
+        const option_def * d = option_find(GLOAS_OPTIONS, N_GLOAS_OPTS, a);
+        if (!d) {
+            const size_t used = config_apply_flag(o.flags, args, i);
+            if (used == 0) usage_error(format("unknown option '%s'", a.c_str()));
+            i += used - 1;
+            continue;
+        }
+        option_value v;
+        if (d->kind != opt_kind::SWITCH) {
+            if (i + 1 >= args.size()) usage_error(format("%s needs a value (%s)", a.c_str(), d->arg));
+            v = option_read(*d, a, args[++i]);
+        }
+        switch (gloas_opt(d->id)) {
+            case G_MODEL: o.model_path = v.s; break;
+            case G_TOKENIZER: o.tokenizer_path = v.s; break;
+            case G_PROMPT: o.prompt = v.s; have_prompt = true; break;
+            case G_FILE: prompt_file = v.s; break;
+            case G_ESCAPE: escape = true; break;
+            case G_NO_ESCAPE: escape = false; break;
+            case G_N_PREDICT: o.n_predict = int32_t(v.i); break;
+            case G_IGNORE_EOS: o.ignore_eos = true; break;
+            case G_REVERSE_PROMPT:
+                if (v.s.empty()) usage_error(format("%s: the text must not be empty", a.c_str()));
+                o.reverse_prompts.push_back(v.s);
+                break;
+            case G_NO_DISPLAY_PROMPT: o.display_prompt = false; break;
+            case G_CHAT: o.chat = true; break;
+            case G_SYSTEM: o.chat_opts.system = v.s; break;
+            case G_CHAT_TEMPLATE: {
+                chat_template t;
+                if (!chat_template_from_name(v.s, &t))
+                    usage_error(format("--chat-template: unknown template '%s'; known: %s", v.s.c_str(), chat_template_names().c_str()));
+                o.chat_opts.template_name = v.s;
+                break;
+            }
+            case G_VERBOSE_PROMPT: o.chat_opts.verbose_prompt = true; break;
+            case G_CONFIG: break;  // read above
+            case G_AUTO: o.auto_config = true; break;
+            case G_EXPLAIN: o.explain = true; break;
+            case G_TOKENIZE: o.tokenize_only = true; break;
+            case G_PROFILE: o.profile = true; break;
+            case G_METRICS: o.metrics_json = true; break;
+            case G_VERBOSE: o.verbose = true; break;
+            case G_QUIET: o.quiet = true; break;
+            case G_VERSION: std::printf("gloas %s\n", GLOAS_VERSION); std::exit(0);
+            case G_HELP: std::fputs(usage().c_str(), stdout); std::exit(0);
+            case N_GLOAS_OPTS: GLOAS_ASSERT(false);
+        }
+    }
+    config_flags_check(o.flags);
     if (o.chat && (have_prompt || !prompt_file.empty()))
         usage_error("--chat reads the user's messages from stdin; give a system message with --system, not -p or -f");
     if (!o.chat && (!o.chat_opts.system.empty() || !o.chat_opts.template_name.empty() || o.chat_opts.verbose_prompt))
         usage_error("--system, --chat-template and --verbose-prompt go with --chat");
+    if (o.chat && !o.reverse_prompts.empty())
+        usage_error("-r goes without --chat (a chat reply ends at its format's end marker)");
+    if (!o.chat && !o.display_prompt && o.tokenize_only)
+        usage_error("--no-display-prompt goes with generation, not --tokenize");
     if (!prompt_file.empty()) {
         if (have_prompt) usage_error("give the prompt with -p or -f, not both");
-        o.prompt = read_whole_file(prompt_file);
+        o.prompt = prompt_file == "-" ? read_stdin() : read_whole_file(prompt_file);
     }
-    if (!o.kv_dir_given) o.kv.dir = default_kv_dir();
+    if (escape) {
+        o.prompt = process_escapes(o.prompt);
+        o.chat_opts.system = process_escapes(o.chat_opts.system);
+        for (std::string & r : o.reverse_prompts) r = process_escapes(r);
+    }
+    o.chat_opts.quiet = o.quiet;
+    o.default_kv_dir = default_kv_dir();
     if (o.model_path.empty()) {
-        o.model_path = find_default_model();
-        if (o.model_path.empty())
-            throw error("no model given (-m) and the default model stories260K was not found in ./models, "
-                        "<gloas>/models or $GLOAS_MODELS; run models/fetch.sh --default");
+        const model_search s = model_find("stories260K");
+        if (s.path.empty())
+            throw error("no model given (-m) and the default model stories260K was not found: " +
+                        model_not_found("stories260K", s) + " (models/fetch.sh --default)");
+        o.model_path = s.path;
+    } else {
+        o.model_path = resolve_model(o.model_path, "model");
     }
+    if (!o.tokenizer_path.empty()) o.tokenizer_path = resolve_model(o.tokenizer_path, "tokenizer");
     return o;
 }
 
 double now_s() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// An informational line on stderr, unless -q.
+__attribute__((format(printf, 2, 3))) void info(bool quiet, const char * fmt, ...) {
+    if (quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    std::vfprintf(stderr, fmt, ap);
+    va_end(ap);
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -388,41 +366,98 @@ int tokenize_only(const options & o) {
     return 0;
 }
 
+// Where the model file is mapped in this process: [begin, end) ranges of
+// /proc/self/maps whose file is `path`.
+std::vector<std::pair<uintptr_t, uintptr_t>> file_mappings(const std::string & path) {
+    std::vector<std::pair<uintptr_t, uintptr_t>> r;
+    char real[PATH_MAX];
+    if (!::realpath(path.c_str(), real)) return r;
+    FILE * f = std::fopen("/proc/self/maps", "r");
+    if (!f) return r;
+    char line[PATH_MAX + 256];
+    while (std::fgets(line, sizeof line, f)) {
+        unsigned long long b = 0, e = 0;
+        int name_at = 0;
+        if (std::sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &b, &e, &name_at) < 2 || name_at <= 0) continue;
+        std::string name(line + name_at);
+        while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+        if (name == real) r.emplace_back(uintptr_t(b), uintptr_t(e));
+    }
+    std::fclose(f);
+    return r;
+}
+
+// --no-mmap and --mlock, done by the tool on the model's mapping once it is
+// loaded, so the library's loaders keep one code path: --no-mmap replaces
+// each mapped range of the file with anonymous memory holding the same bytes
+// at the same address (the weights' pointers stay valid and the file is no
+// longer read); --mlock locks those ranges in RAM. A refusal is a warning.
+void place_weights(const model & m, bool copy, bool lock) {
+    const auto ranges = file_mappings(m.path);
+    for (const auto & [b, e] : ranges) {
+        void * at = reinterpret_cast<void *>(b);
+        const size_t n = e - b;
+        if (copy) {
+            std::vector<uint8_t> tmp(static_cast<const uint8_t *>(at), static_cast<const uint8_t *>(at) + n);
+            void * p = ::mmap(at, n, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED) throw error(format("--no-mmap: cannot allocate %zu bytes: %s", n, std::strerror(errno)));
+            std::memcpy(p, tmp.data(), n);
+            ::mprotect(p, n, PROT_READ);
+        }
+        if (lock && ::mlock(at, n) != 0) {
+            std::fprintf(stderr, "gloas: warning: --mlock: cannot lock %.1f MiB of weights in RAM: %s (see ulimit -l)\n",
+                         double(n) / 1048576.0, std::strerror(errno));
+            lock = false;
+        }
+    }
+    if (ranges.empty() && (copy || lock))
+        std::fprintf(stderr, "gloas: warning: %s: the model's mapping was not found; %s has no effect\n", m.path.c_str(),
+                     copy ? "--no-mmap" : "--mlock");
+}
+
 int run(const options & o) {
-    if (o.n_threads > 0) ops::set_n_threads(o.n_threads);
+    const run_config & fl = o.flags;
+    const bool quiet = o.quiet;
+    if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) ops::set_n_threads(fl.ctx.n_threads);
     if (o.tokenize_only) return tokenize_only(o);
+    if (fl.n_gpu_layers != 0 && !quiet)
+        std::fprintf(stderr, "gloas: note: this build has no GPU backend; -ngl is ignored and every layer runs on the CPU\n");
 
     const double t_load0 = now_s();
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
+    if (fl.no_mmap || fl.mlock) place_weights(*m, fl.no_mmap, fl.mlock);
     const hparams & hp = m->hp;
     // Precedence: the memory strategy's defaults, then the configuration
-    // file's own settings, then the flags given.
+    // file's own settings, then --auto's choices, then the flags given.
     context_params cp;
-    cp.kv = o.kv;
-    memory_strategy strategy = o.strategy;
+    cp.kv.dir = o.default_kv_dir;
+    memory_strategy strategy = memory_strategy::SPEED;
+    const bool strategy_given = fl.flag_given(OPT_STRATEGY);
+    if (strategy_given) memory_strategy_from_name(fl.strategy.c_str(), &strategy);
     std::unique_ptr<run_config> cfg;
     if (!o.config_path.empty()) {
         cfg = std::make_unique<run_config>(config_load(o.config_path));
         for (const auto & w : cfg->warnings) std::fprintf(stderr, "gloas: warning: %s\n", w.c_str());
         config_check_model(*cfg, hp, m->path);
-        if (!o.strategy_given && !memory_strategy_from_name(cfg->strategy.c_str(), &strategy)) strategy = memory_strategy::SPEED;
+        if (!strategy_given && !memory_strategy_from_name(cfg->strategy.c_str(), &strategy)) strategy = memory_strategy::SPEED;
     }
+    const int32_t n_ctx_given = fl.flag_given(OPT_CTX_SIZE) ? fl.ctx.n_ctx : 0;
     std::unique_ptr<auto_config> ac;
     if (o.auto_config || o.explain) {
         auto_config_input in;
-        in.n_ctx = o.n_ctx;
+        in.n_ctx = n_ctx_given;
         in.ram_available = available_ram_bytes();
         ac = std::make_unique<auto_config>(choose_config(*m, in));
-        if (!o.strategy_given) strategy = ac->strategy;
+        if (!strategy_given) strategy = ac->strategy;
     }
     if (strategy == memory_strategy::AUTO) {
         std::string why;
-        strategy = choose_strategy(*m, o.n_ctx > 0 ? o.n_ctx : hp.n_ctx_train, available_ram_bytes(), &why);
-        std::fprintf(stderr, "gloas: strategy auto: %s\n", why.c_str());
+        strategy = choose_strategy(*m, n_ctx_given > 0 ? n_ctx_given : hp.n_ctx_train, available_ram_bytes(), &why);
+        if (!quiet) std::fprintf(stderr, "gloas: strategy auto: %s\n", why.c_str());
     }
     apply_strategy(strategy, cp);
     if (cfg) {
-        const context_params fc = config_context_params(*cfg, hp, o.kv.dir);
+        const context_params fc = config_context_params(*cfg, hp, o.default_kv_dir);
         const sparse_params sp = cp.sparse;
         const size_t ram = cp.kv.ram_bytes;  // the strategy's; the file has no such keys
         const bool copy = cp.kv.read_copy;
@@ -431,7 +466,6 @@ int run(const options & o) {
         cp.kv.ram_bytes = ram;
         cp.kv.read_copy = copy;
         if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
-        if (o.kv_dir_given) cp.kv.dir = o.kv.dir;
     }
     if (ac) {
         // --auto's choices, under the flags given
@@ -441,34 +475,33 @@ int run(const options & o) {
         cp.kv.page_tokens = ac->page_tokens;
         cp.kv.ram_bytes = ac->kv_ram_bytes;
     }
-    if (o.n_ctx > 0) cp.n_ctx = o.n_ctx;
-    cp.slide.on = o.ctx_slide;
-    if (o.n_ubatch > 0) cp.n_ubatch = o.n_ubatch;
-    if (o.n_threads > 0) cp.n_threads = o.n_threads;
-    if (o.kv_type_given) cp.kv.kv_type = o.kv.kv_type;
-    if (o.kv_page_given) cp.kv.page_tokens = o.kv.page_tokens;
-    if (o.kv_policy_given) cp.kv.policy = o.kv.policy;
-    if (o.sparse_ratio > 0) cp.sparse.ratio = o.sparse_ratio;
-    if (o.kv_read >= 0) cp.kv.read_copy = o.kv_read == 1;
-    {
-        const page_geometry pg{cp.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
-        cp.kv.capacity_bytes = kv_capacity_bytes(o.capacity, pg.page_bytes(cp.kv.kv_type), cp.kv.page_tokens, cp.kv.capacity_bytes);
-        if (o.kv_ram_given) cp.kv.ram_bytes = kv_capacity_bytes(o.kv_ram, pg.page_bytes(cp.kv.kv_type), cp.kv.page_tokens, 0);
-    }
+    config_override(fl, hp, cp);
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
     if (o.explain) {
         std::fputs(ac->explanation.c_str(), stdout);
-        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu --kv-read %s -c %d -b %d -t %d\n",
+        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu --kv-read %s -c %d -ub %d -t %d\n",
                     memory_strategy_name(strategy), type_name(cp.kv.kv_type), double(cp.sparse.ratio), cp.kv.page_tokens,
                     cp.kv.ram_bytes, cp.kv.read_copy ? "copy" : "map", cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
         return 0;
     }
-    if (ac)
+    if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        const int cores = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+        if (cores > 0 && fl.ctx.n_threads > cores)
+            std::fprintf(stderr, "gloas: warning: -t %d is more threads than the %d core%s this process may use; they "
+                         "will share cores and run slower\n", fl.ctx.n_threads, cores, cores == 1 ? "" : "s");
+    }
+    if (cp.n_ctx > hp.n_ctx_train)
+        std::fprintf(stderr, "gloas: warning: %s %d is above the model's training context (%d); positions past %d were "
+                     "never trained and quality drops there\n", fl.flag_given(OPT_CTX_SIZE) ? "-c" : "the context",
+                     cp.n_ctx, hp.n_ctx_train, hp.n_ctx_train);
+    if (ac && !quiet)
         std::fprintf(stderr, "gloas: auto: %s, %s pages of %d tokens, K/V RAM budget %s, %d threads (--explain says why)\n",
                      memory_strategy_name(strategy), type_name(cp.kv.kv_type), cp.kv.page_tokens,
                      cp.kv.ram_bytes ? format("%.0f MiB", double(cp.kv.ram_bytes) / 1048576.0).c_str() : "unbounded",
                      ops::n_threads());
-    cp.kv.dir_required = o.kv_dir_given;  // the default folder, if unusable, leaves the pages in memory
+    cp.kv.dir_required = fl.flag_given(OPT_KV_DIR);  // the default folder, if unusable, leaves the pages in memory
     cp.kv.on_notice = [](const std::string & n) { std::fprintf(stderr, "gloas: warning: %s\n", n.c_str()); };
     context ctx(*m, cp);
     kv_store & store = ctx.store();
@@ -478,9 +511,11 @@ int run(const options & o) {
         n = e == std::string::npos ? std::string() : n.substr(e + 1);
     }
     const double t_load = now_s() - t_load0;
-    std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads\n",
-                 m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
-                 double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads());
+    if (!quiet)
+        std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads\n",
+                     m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
+                     double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads());
+    const sampler_params sparams = config_sampling(fl, ctx.n_ctx());
     if (o.verbose)
         std::fprintf(stderr, "gloas: %s: layers %d, dim %d, ffn %d, heads %d (kv %d), head_dim %d, rope %s dims %d base %g, "
                      "vocab %d, trained context %d\n", m->arch.c_str(), hp.n_layer, hp.n_embd, hp.n_ff, hp.n_head,
@@ -490,9 +525,9 @@ int run(const options & o) {
 
     if (o.chat) {
         chat_cli::chat_options co = o.chat_opts;
-        co.n_predict = o.n_predict;
+        co.n_predict = o.n_predict < 0 ? INT32_MAX : o.n_predict;  // -1: until end of turn or a full context
         co.ignore_eos = o.ignore_eos;
-        const int rc = chat_cli::chat_loop(*m, ctx, o.sp, co);
+        const int rc = chat_cli::chat_loop(*m, ctx, sparams, co);
         if (o.profile) profile::print(stderr);
         return rc;
     }
@@ -504,13 +539,13 @@ int run(const options & o) {
                            prompt.size(), ctx.n_ctx()));
 
     // The prompt is echoed as its tokens decode, as llama2.c prints it.
-    for (size_t i = 0; i < prompt.size(); ++i) {
+    for (size_t i = 0; o.display_prompt && i < prompt.size(); ++i) {
         std::string piece = m->tok.token_to_piece(i ? prompt[i - 1] : -1, prompt[i]);
         std::fwrite(piece.data(), 1, piece.size(), stdout);
     }
     std::fflush(stdout);
 
-    sampler smp(o.sp, hp.n_vocab);
+    sampler smp(sparams, hp.n_vocab);
     for (int32_t t : prompt) smp.accept(t);
 
     const double t0 = now_s();
@@ -518,13 +553,17 @@ int run(const options & o) {
     const double t_prefill = now_s() - t0;
 
     std::vector<double> itl;
-    itl.reserve(size_t(std::max(0, o.n_predict)));
+    const int64_t n_predict = o.n_predict < 0 ? INT64_MAX : o.n_predict;
+    itl.reserve(size_t(std::min<int64_t>(n_predict, 1 << 16)));
+    size_t rp_max = 0;  // the longest reverse prompt: how much of the text to keep
+    for (const std::string & r : o.reverse_prompts) rp_max = std::max(rp_max, r.size());
+    std::string tail;   // the generated text's last bytes, for -r
     double t_first = 0.0, t_last = 0.0;
     int32_t n_gen = 0;
     int32_t prev = prompt.back();
     const char * stop = "";
     std::string pending;  // bytes of an unfinished UTF-8 character
-    while (n_gen < o.n_predict) {
+    while (n_gen < n_predict) {
         const int32_t tok = smp.sample(logits);
         const double t = now_s();
         if (n_gen == 0) t_first = t - t0;
@@ -538,13 +577,26 @@ int run(const options & o) {
         smp.accept(tok);
         // A token may end inside a UTF-8 character (byte-level BPE, byte
         // fallback): print whole characters, keep the rest for the next token.
-        pending += m->tok.token_to_piece(prev, tok);
+        const std::string piece = m->tok.token_to_piece(prev, tok);
+        pending += piece;
         const size_t ready = utf8_complete_prefix(pending);
         std::fwrite(pending.data(), 1, ready, stdout);
         std::fflush(stdout);
+        if (rp_max > 0) {
+            tail += piece;
+            if (tail.size() > 2 * rp_max) tail.erase(0, tail.size() - rp_max);
+            bool hit = false;
+            for (const std::string & r : o.reverse_prompts)
+                hit = hit || (tail.size() >= r.size() && tail.compare(tail.size() - r.size(), r.size(), r) == 0);
+            if (hit) {
+                pending.erase(0, ready);
+                stop = " (reverse prompt)";
+                break;
+            }
+        }
         pending.erase(0, ready);
         prev = tok;
-        if (n_gen == o.n_predict) break;
+        if (n_gen == n_predict) break;
         if (ctx.n_past() >= ctx.n_ctx() && !ctx.slides()) {
             stop = " (context full; --ctx-slide keeps going)";
             break;
@@ -555,27 +607,27 @@ int run(const options & o) {
     std::fputc('\n', stdout);
     std::fflush(stdout);
 
+    store.flush();
     const double decode_s = t_last - t0 - t_first;
     const int32_t n_prefilled = int32_t(prompt.size()) - ctx.n_reused();
-    std::fprintf(stderr, "gloas: prompt %zu tokens (%d reused from the K/V store, %d prefilled), prefill %.1f tokens/s, time to first token %.1f ms\n",
+    info(quiet, "gloas: prompt %zu tokens (%d reused from the K/V store, %d prefilled), prefill %.1f tokens/s, time to first token %.1f ms\n",
                  prompt.size(), ctx.n_reused(), n_prefilled, double(n_prefilled) / t_prefill, t_first * 1e3);
     if (n_gen > 1)
-        std::fprintf(stderr, "gloas: generated %d tokens%s, decode %.1f tokens/s, inter-token latency p50 %.2f ms, p95 %.2f ms\n",
+        info(quiet, "gloas: generated %d tokens%s, decode %.1f tokens/s, inter-token latency p50 %.2f ms, p95 %.2f ms\n",
                      n_gen, stop, double(n_gen - 1) / decode_s, percentile(itl, 0.50) * 1e3, percentile(itl, 0.95) * 1e3);
     else
-        std::fprintf(stderr, "gloas: generated %d tokens%s\n", n_gen, stop);
-    if (o.sp.temp > 0) std::fprintf(stderr, "gloas: seed %llu\n", (unsigned long long) smp.seed());
+        info(quiet, "gloas: generated %d tokens%s\n", n_gen, stop);
+    if (sparams.temp > 0) info(quiet, "gloas: seed %llu\n", (unsigned long long) smp.seed());
     if (ctx.kv().n_dropped() > 0)
-        std::fprintf(stderr, "gloas: context slid past %d positions: %d pages of %d tokens dropped after the sink page(s)\n",
+        info(quiet, "gloas: context slid past %d positions: %d pages of %d tokens dropped after the sink page(s)\n",
                      ctx.n_ctx(), ctx.kv().n_dropped(), store.geometry().page_tokens);
 
-    store.flush();
     const kv_metrics & km = store.metrics();
     const double kv_per_token = double(store.page_bytes()) / double(store.geometry().page_tokens);
     if (cp.sparse.ratio < 1.0f)
-        std::fprintf(stderr, "gloas: sparse decode attention: ratio %.3g, %llu page reads\n", double(cp.sparse.ratio),
+        info(quiet, "gloas: sparse decode attention: ratio %.3g, %llu page reads\n", double(cp.sparse.ratio),
                      (unsigned long long) ctx.kv().page_reads());
-    std::fprintf(stderr, "gloas: kv %s pages of %d tokens in %s: %llu hit, %llu missed (hit rate %.0f%%), %llu written, "
+    info(quiet, "gloas: kv %s pages of %d tokens in %s: %llu hit, %llu missed (hit rate %.0f%%), %llu written, "
                  "%llu evicted (%s), %llu compressed, %llu corrupt; %.0f bytes/token; store %.1f MiB, file %.1f MiB on disk\n",
                  type_name(store.kv_type()), store.geometry().page_tokens, store.persistent() ? store.path().c_str() : "memory",
                  (unsigned long long) km.pages_hit, (unsigned long long) km.pages_missed, 100.0 * km.hit_rate(),
@@ -586,7 +638,7 @@ int run(const options & o) {
     // Page-file pages mapped in this process (kv-store.h: what "resident" means).
     const size_t resident = store.resident_bytes();
     if (cp.kv.ram_bytes > 0)
-        std::fprintf(stderr, "gloas: kv RAM budget %.1f MiB: %.1f MiB of pages resident (and %.1f MiB of fixed buffers), "
+        info(quiet, "gloas: kv RAM budget %.1f MiB: %.1f MiB of pages resident (and %.1f MiB of fixed buffers), "
                      "%.1f MiB mapped at most at a pass end, %llu trims\n", double(cp.kv.ram_bytes) / 1048576.0,
                      double(resident) / 1048576.0, double(store.fixed_ram_bytes()) / 1048576.0,
                      double(km.resident_peak) / 1048576.0, (unsigned long long) km.ram_trims);
@@ -620,6 +672,9 @@ int run(const options & o) {
 int main(int argc, char ** argv) {
     try {
         return run(parse_args(argc, argv));
+    } catch (const cli_error & e) {
+        std::fflush(stdout);
+        usage_error(e.what());
     } catch (const error & e) {
         std::fflush(stdout);
         std::fprintf(stderr, "gloas: error: %s\n", e.what());

@@ -1,0 +1,150 @@
+// The command-line options the tools share: context, K/V cache, sparse
+// attention, sliding, sampling, threads and model loading.
+//
+// One table (SHARED_OPTIONS) describes each option: every spelling (gloas's
+// and, where the meaning is the same, llama.cpp's), its value and range, its
+// --help text. The parser (config_apply_flag) and the help (options_usage)
+// both read it, so what a tool accepts and what its --help says cannot drift
+// apart. A tool keeps its own options in a table of the same shape and reads
+// both with the same functions.
+//
+// Flags fill a run_config (decoder/config.h) and mark what they set in
+// run_config::given; config_override then lays only the given settings over
+// context parameters built from defaults, a memory strategy, a configuration
+// file or --auto. Errors are cli_error ("FLAG: what is wrong"), which tools
+// report as a bad command line (exit status 2).
+#pragma once
+
+#include "decoder/config.h"
+#include "kvcache/policy.h"
+#include "quant/types.h"
+#include "tensor/error.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gloas {
+
+// A bad command line: the message names the flag as typed and what is wrong.
+// Tools print it with a pointer to --help and exit with status 2.
+struct cli_error : error {
+    using error::error;
+};
+
+enum class opt_kind : uint8_t {
+    SWITCH,  // no value
+    INT,     // an integer in [lo, hi]
+    FLOAT,   // a number in [lo, hi] ((lo, hi] when lo_open)
+    WORD,    // one of `words`
+    SIZE,    // a K/V size: bytes with k/M/G, pages with p, tokens with t
+    TEXT,    // any text
+};
+
+struct option_def {
+    int id;                // the table's own enumeration (shared_opt for SHARED_OPTIONS)
+    const char * names;    // spellings separated by '|', the main one first: "-c|--ctx-size"
+    const char * arg;      // the value's name in --help ("N"); nullptr for a switch
+    opt_kind kind;
+    double lo, hi;         // INT and FLOAT: the accepted range
+    bool lo_open;          // FLOAT: lo itself is refused
+    const char * words;    // WORD: the accepted values, '|'-separated
+    const char * group;    // --help section
+    const char * help;     // --help text: one paragraph, wrapped by options_usage
+};
+
+// The row whose spellings include `flag`; nullptr if none.
+const option_def * option_find(const option_def * table, size_t n, const std::string & flag);
+
+// A value read for a row.
+struct option_value {
+    int64_t i = 0;       // INT
+    double f = 0;        // FLOAT
+    std::string s;       // WORD, SIZE, TEXT (and the text of any value)
+};
+// Reads the value given after `flag` (the spelling typed) for row d, checked
+// against its kind and range. Throws cli_error naming the flag, the value and
+// what was expected.
+option_value option_read(const option_def & d, const std::string & flag, const std::string & value);
+
+// --help lines of the rows of `group`, in table order: the spellings and the
+// value's name from column 3 (column 7 when the first spelling is long),
+// the help text from column 27, wrapped before column 80.
+std::string options_usage(const option_def * table, size_t n, const char * group);
+
+// The shared options, by id (SHARED_OPTIONS[id].id == id).
+enum shared_opt : int {
+    OPT_CTX_SIZE, OPT_BATCH, OPT_UBATCH, OPT_THREADS, OPT_CTX_SLIDE,
+    OPT_STRATEGY, OPT_KV_TYPE, OPT_KV_TYPE_K, OPT_KV_TYPE_V, OPT_KV_PAGE, OPT_KV_DIR, OPT_KV_CAPACITY,
+    OPT_KV_POLICY, OPT_KV_COMPRESSED_SHARE, OPT_KV_RAM, OPT_KV_READ, OPT_SPARSE_RATIO, OPT_NO_SPARSE,
+    OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_PRESENCE_PENALTY,
+    OPT_FREQUENCY_PENALTY, OPT_SEED,
+    OPT_N_GPU_LAYERS, OPT_MLOCK, OPT_NO_MMAP,
+    N_SHARED_OPTS
+};
+static_assert(N_SHARED_OPTS <= 64, "run_config::given is a 64-bit mask");
+extern const option_def SHARED_OPTIONS[N_SHARED_OPTS];
+
+// --help sections of the shared options, in the order tools print them.
+constexpr const char * OPT_GROUP_CONTEXT = "context";
+constexpr const char * OPT_GROUP_KV = "K/V cache";
+constexpr const char * OPT_GROUP_SAMPLING = "sampling";
+constexpr const char * OPT_GROUP_MODEL = "model loading";
+
+// K/V page types the page store supports: f32, f16, q8_0 and q4_0.
+bool kv_type_supported(type t);
+// Whether pages of type t, page_tokens tokens each, evicted by `policy` can
+// work: empty when they can, else why not, naming the flags (--kv-type,
+// --kv-page, --kv-policy). A page stores each channel's page_tokens values as
+// one row, so a block type's blocks (32 values for q8_0 and q4_0) run along
+// the tokens of a page: the page size must be a multiple of the block. The
+// compressed policy re-quantizes evicted pages to q4_0, so it needs that too.
+std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy);
+
+// Applies the shared flag at args[i] (with its value at args[i+1] if it
+// takes one) to cfg and marks it in cfg.given, so that flags given after
+// --config override the file. Returns the number of arguments used, 0 when
+// args[i] is not a shared flag. Throws cli_error for a bad or missing value,
+// and for a policy or strategy that cfg's file disables. --config FILE is the
+// caller's: it loads the file first (config_load), whatever its position,
+// and then applies the other flags in order.
+size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args, size_t i);
+
+// Checks what no single flag can: -ctk and -ctv must agree (K and V pages
+// have one type). Throws cli_error.
+void config_flags_check(const run_config & flags);
+
+// Lays the settings whose flags were given (flags.given) over cp: context,
+// prefill chunk (at most -b), threads, sliding, every K/V setting (sizes
+// resolved with hp's page geometry), sparse attention. Then checks the
+// result: the K/V type and page size (kv_options_problem) and room for a
+// sliding window. Throws cli_error naming the flags.
+void config_override(const run_config & flags, const hparams & hp, context_params & cp);
+
+// The sampling settings of the flags, with --repeat-last-n -1 (the whole
+// context) resolved to n_ctx.
+sampler_params config_sampling(const run_config & flags, int32_t n_ctx);
+
+} // namespace gloas
+
+namespace gloas {
+
+// Where -m NAME and -z NAME are looked for. A name with a '/' is a path and
+// is used as given; so is a file of that name in the current folder. Else
+// each folder, in order: ./models, the source tree's models/ (the tools live
+// in <source>/build/bin), $GLOAS_MODELS, and ../shared/models beside the
+// source tree (models/README.md); in each, NAME itself, the file the
+// manifest (models/manifest.tsv) gives for NAME ("stories260K" ->
+// stories260K.bin), then NAME.gguf and NAME.bin.
+struct model_search {
+    std::string path;                 // what was found; empty: nothing
+    std::vector<std::string> tried;   // the folders looked in, in order
+    std::string manifest_file;        // the manifest's file for NAME, if it lists it
+};
+model_search model_find(const std::string & name);
+// The error for a name model_find did not find: the folders it looked in
+// and how to get the file (models/fetch.sh NAME).
+std::string model_not_found(const std::string & name, const model_search & s, const char * what = "model");
+
+} // namespace gloas
