@@ -18,6 +18,7 @@
 #include "tensor/ops.h"
 #include "tensor/profile.h"
 #include "tools/chat-loop.h"
+#include "tools/cli.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -30,7 +31,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <sched.h>
 #include <string>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -484,18 +484,8 @@ int run(const options & o) {
                     cp.kv.ram_bytes, cp.kv.read_copy ? "copy" : "map", cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
         return 0;
     }
-    if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        const int cores = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
-        if (cores > 0 && fl.ctx.n_threads > cores)
-            std::fprintf(stderr, "gloas: warning: -t %d is more threads than the %d core%s this process may use; they "
-                         "will share cores and run slower\n", fl.ctx.n_threads, cores, cores == 1 ? "" : "s");
-    }
-    if (cp.n_ctx > hp.n_ctx_train)
-        std::fprintf(stderr, "gloas: warning: %s %d is above the model's training context (%d); positions past %d were "
-                     "never trained and quality drops there\n", fl.flag_given(OPT_CTX_SIZE) ? "-c" : "the context",
-                     cp.n_ctx, hp.n_ctx_train, hp.n_ctx_train);
+    if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) cli::warn_threads(fl.ctx.n_threads);
+    cli::warn_context(cp.n_ctx, hp.n_ctx_train, fl.flag_given(OPT_CTX_SIZE) ? "-c" : "the context");
     if (ac && !quiet)
         std::fprintf(stderr, "gloas: auto: %s, %s pages of %d tokens, K/V RAM budget %s, %d threads (--explain says why)\n",
                      memory_strategy_name(strategy), type_name(cp.kv.kv_type), cp.kv.page_tokens,
