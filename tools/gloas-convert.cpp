@@ -255,19 +255,6 @@ void plan_llama2c(const options & o, const model & m, plan & p) {
     }
 }
 
-// The llama2.c tokenizer file must hold exactly the model's vocabulary: its
-// size is not stored, and the loader reads only the first n_vocab pieces, so a
-// larger file (tokenizer.bin's 32000 pieces beside a 512-token model) would
-// otherwise be cut silently and baked into the GGUF.
-void check_llama2c_tokenizer(const options & o, const model & m) {
-    const std::string path = o.tokenizer.empty() ? find_llama2c_tokenizer(o.input, m.hp.n_vocab) : o.tokenizer;
-    if (path.empty()) return;  // the loader found none and already said so
-    const int32_t n = tokenizer::from_llama2c(path, -1).n_vocab();
-    if (n != m.hp.n_vocab)
-        throw error(format("%s: tokenizer has %d pieces, the model's vocabulary is %d%s", path.c_str(), n, m.hp.n_vocab,
-                           o.tokenizer.empty() ? " (found beside the model; pass --tokenizer FILE)" : ""));
-}
-
 // ---- Hugging Face ----------------------------------------------------------
 
 struct hf_config {
@@ -684,7 +671,6 @@ int main(int argc, char ** argv) {
                     throw error(o.input + ": is already a GGUF file (use gloas-quantize to change its weight types)");
             }
             m = model::load({o.input, o.tokenizer});
-            check_llama2c_tokenizer(o, *m);
             plan_llama2c(o, *m, p);
         }
 
