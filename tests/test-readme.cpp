@@ -6,6 +6,9 @@
 // after the first one, as in gloas-quantize IN OUT TYPE) are moved into a
 // temporary folder, so that no command writes into the source tree.
 //
+// Every command sees GLOAS_KV_DIR set to a temporary folder: the README's
+// K/V examples run against a folder of the test's own.
+//
 // A command whose input file (the value of -m, -z, -f, --config, ..., or the
 // first argument naming a model file) is not there is skipped with the file
 // it lacks, as require_model does: a path is looked up as written, a bare file
@@ -36,6 +39,8 @@ struct not_run {
 const not_run k_not_run[] = {
     {"model-instruct.gguf", "a placeholder for the reader's own instruct model; --chat reads the conversation from stdin"},
     {"-m model.gguf", "a placeholder for the reader's own model and prompt file"},
+    {"tinyllama-1.1b-chat", "a download of about 670 MB from Hugging Face, which tests do not make"},
+    {"Llama-3.2-1B-Instruct", "a download of about 810 MB from Hugging Face, which tests do not make"},
 };
 
 // Flags whose value is a file the command reads, and those it writes.
@@ -225,7 +230,10 @@ TEST_CASE("readme: every build/bin/ command of README.md's sh blocks exits 0") {
         } else {
             line = std::string(GLOAS_BIN_DIR) + "/" + cmd.substr(10);
         }
-        const std::string script = "set -o pipefail; cd " + sh_quote(GLOAS_SOURCE_DIR) + " && " + line;
+        // The K/V folder is the test's own, so that no command (gloas-kv clear)
+        // touches the user's.
+        const std::string script = "set -o pipefail; export GLOAS_KV_DIR=" + sh_quote(out_dir + "/kv") + "; cd " +
+                                   sh_quote(GLOAS_SOURCE_DIR) + " && " + line;
         auto r = test::run_tool("/bin/bash", {"-c", script});
         INFO("stderr: " << r.err);
         CHECK_MESSAGE(r.status == 0, "exit status " << r.status);
