@@ -438,21 +438,25 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
                 return sink.write(s.data(), s.size());
             };
             std::unique_lock<std::mutex> l(jb.mu);
-            if (!st->role_sent && st->r.ep == endpoint::CHAT) {
-                st->role_sent = true;
-                if (!send(stream_chunk(st->r, st->id, st->created, model_id, "", jb, 0, 0, "", true))) return false;
-            }
-            if (jb.text.size() == st->sent && !jb.done) jb.cv.wait_for(l, std::chrono::milliseconds(20));
-            if (peer_closed(st->fd)) {
+            // The client is gone: stop its generation (the log tells so).
+            auto abandon = [&] {
                 jb.cancel = true;
                 eng->wake();
+                record_job(jb);
+                g_rec.note = "cancelled";
                 return false;
+            };
+            if (!st->role_sent && st->r.ep == endpoint::CHAT) {
+                st->role_sent = true;
+                if (!send(stream_chunk(st->r, st->id, st->created, model_id, "", jb, 0, 0, "", true))) return abandon();
             }
+            if (jb.text.size() == st->sent && !jb.done) jb.cv.wait_for(l, std::chrono::milliseconds(20));
+            if (peer_closed(st->fd)) return abandon();
             const size_t n_lp = jb.logprobs.size();
             if (jb.text.size() > st->sent || (n_lp > st->lp_sent && !jb.done)) {
                 const std::string delta = jb.text.substr(st->sent);
                 if (!send(stream_chunk(st->r, st->id, st->created, model_id, delta, jb, st->lp_sent, n_lp, "", false)))
-                    return false;
+                    return abandon();
                 st->sent = jb.text.size();
                 st->lp_sent = n_lp;
             }
@@ -477,9 +481,6 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
             if (success) return;
             st->j->cancel = true;  // the client went away or the server is stopping
             eng->wake();
-            std::lock_guard<std::mutex> l(st->j->mu);
-            record_job(*st->j);
-            g_rec.note = "cancelled";
         });
 }
 

@@ -3,6 +3,7 @@
 #include "tensor/error.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 
@@ -200,6 +201,20 @@ gen_request parse_generation(endpoint ep, const std::string & body, const model 
             r.p.stop.push_back(std::move(s));
         }
     }
+
+    if (const json * v = field(o, "logit_bias")) {
+        if (!v->is_object()) bad("logit_bias", "'logit_bias' must be an object of token id -> bias");
+        for (const auto & [k, b] : v->items()) {
+            char * end = nullptr;
+            const long id = std::strtol(k.c_str(), &end, 10);
+            if (k.empty() || *end || id < 0 || id >= tok.n_vocab())
+                bad("logit_bias", format("'logit_bias' key '%s' is not a token id in [0, %d)", k.c_str(), tok.n_vocab()));
+            if (!b.is_number() || !(b.get<double>() >= -100.0 && b.get<double>() <= 100.0))
+                bad("logit_bias", format("'logit_bias[%s]' must be a number in [-100, 100]", k.c_str()));
+            r.p.logit_bias.push_back({int32_t(id), float(b.get<double>())});
+        }
+    }
+    r.p.ignore_eos = get_bool(o, "ignore_eos", false);
 
     if (ep == endpoint::CHAT) {
         const bool lp = get_bool(o, "logprobs", false);

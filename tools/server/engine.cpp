@@ -250,6 +250,14 @@ void engine::step(std::vector<std::shared_ptr<job>> & admitted) {
 void engine::on_token(job & j, const float * logits) {
     GLOAS_ASSERT(logits);
     const tokenizer & tok = m_.tok;
+    if (!j.p.logit_bias.empty() || j.p.ignore_eos) {
+        biased_.assign(logits, logits + m_.hp.n_vocab);
+        for (const auto & [id, b] : j.p.logit_bias) biased_[size_t(id)] += b;
+        if (j.p.ignore_eos)
+            for (int32_t id : {tok.eos(), tok.eot()})
+                if (id >= 0) biased_[size_t(id)] = -INFINITY;
+        logits = biased_.data();
+    }
     const int32_t id = j.smp->sample(logits);
     const double t = now_s();
     if (j.n_gen == 0) {

@@ -48,6 +48,8 @@ struct gen_params {
     int32_t max_tokens = 0;            // >= 1: tokens to generate at most
     std::vector<std::string> stop;     // non-empty strings that end the text (not included)
     int32_t logprobs = -1;             // -1: none; else how many alternatives per token (0..20)
+    std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, added to its logit)
+    bool ignore_eos = false;           // end-of-sequence tokens do not end the text (they get -inf)
 };
 
 struct token_logprob {
@@ -161,6 +163,7 @@ private:
     std::vector<std::pair<job *, int32_t>> b_jobs_;  // job and the batch index of its last token
     std::vector<float> lp_;                    // (n_vocab) log-probabilities scratch
     std::vector<int32_t> ids_;                 // (n_vocab) scratch
+    std::vector<float> biased_;                // (n_vocab) logits with a job's logit_bias
     std::thread thread_;
 };
 
