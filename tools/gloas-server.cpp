@@ -278,39 +278,60 @@ void record_job(const job & j) {
     if (j.finish_reason == "cancelled" || j.finish_reason == "error") g_rec.note = j.finish_reason;
 }
 
-// The client's connected socket: the descriptor whose two ends are the
-// request's addresses. httplib does not hand it to handlers; it stays open
-// until the response is written, so the handler may watch it for the peer
-// closing. -1 if not found (then only a failed write notices).
-int client_socket(const httplib::Request & req) {
+// The host and port of a socket address (numeric); port -1 on failure.
+int addr_port(const sockaddr_storage & a, socklen_t len, std::string * host) {
+    char h[NI_MAXHOST] = {}, p[NI_MAXSERV] = {};
+    if (::getnameinfo(reinterpret_cast<const sockaddr *>(&a), len, h, sizeof h, p, sizeof p,
+                      NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return -1;
+    *host = h;
+    return std::atoi(p);
+}
+
+// Calls fn(fd, local port, peer host, peer port) for every connected socket
+// of this process until it returns true; returns that fd, or -1.
+template <class F> int find_socket(F fn) {
     DIR * d = ::opendir("/proc/self/fd");
     if (!d) return -1;
     int found = -1;
-    auto addr_port = [](const sockaddr_storage & a, socklen_t len, std::string * host) {
-        char h[NI_MAXHOST] = {}, p[NI_MAXSERV] = {};
-        if (::getnameinfo(reinterpret_cast<const sockaddr *>(&a), len, h, sizeof h, p, sizeof p,
-                          NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-            return -1;
-        *host = h;
-        return std::atoi(p);
-    };
     while (const dirent * e = ::readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
         const int fd = std::atoi(e->d_name);
         struct stat st;
-        if (e->d_name[0] < '0' || e->d_name[0] > '9' || ::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+        if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
         sockaddr_storage peer{}, self{};
         socklen_t lp = sizeof peer, ls = sizeof self;
         if (::getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &lp) != 0) continue;
         if (::getsockname(fd, reinterpret_cast<sockaddr *>(&self), &ls) != 0) continue;
         std::string ph, sh;
-        if (addr_port(peer, lp, &ph) == req.remote_port && ph == req.remote_addr &&
-            addr_port(self, ls, &sh) == req.local_port) {
+        const int pp = addr_port(peer, lp, &ph);
+        if (fn(fd, addr_port(self, ls, &sh), ph, pp)) {
             found = fd;
             break;
         }
     }
     ::closedir(d);
     return found;
+}
+
+// The client's connected socket: the descriptor whose two ends are the
+// request's addresses. httplib does not hand it to handlers; it stays open
+// until the response is written, so the handler may watch it for the peer
+// closing. -1 if not found (then only a failed write notices).
+int client_socket(const httplib::Request & req) {
+    return find_socket([&](int, int self_port, const std::string & peer, int peer_port) {
+        return self_port == req.local_port && peer_port == req.remote_port && peer == req.remote_addr;
+    });
+}
+
+// Shuts down every connection accepted on `port`: at exit, connections idle
+// between keep-alive requests would otherwise hold the server for their
+// whole keep-alive timeout.
+void close_connections(int port) {
+    find_socket([&](int fd, int self_port, const std::string &, int) {
+        if (self_port == port) ::shutdown(fd, SHUT_RDWR);
+        return false;
+    });
 }
 
 bool peer_closed(int fd) {
@@ -329,9 +350,9 @@ public:
 private:
     void send_error(httplib::Response & res, const api_error & e) {
         res.status = e.status;
-        res.set_content(error_body(e).dump(), "application/json");
+        res.set_content(dump(error_body(e)), "application/json");
     }
-    void send_json(httplib::Response & res, const json & j) { res.set_content(j.dump(), "application/json"); }
+    void send_json(httplib::Response & res, const json & j) { res.set_content(dump(j), "application/json"); }
 
     void generate(endpoint ep, const httplib::Request & req, httplib::Response & res);
     void log(const httplib::Request & req, const httplib::Response & res);
@@ -432,50 +453,68 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
     res.set_chunked_content_provider(
         "text/event-stream",
         [st, eng, model_id](size_t, httplib::DataSink & sink) {
-            job & jb = *st->j;
-            auto send = [&](const json & c) {
-                const std::string s = "data: " + c.dump() + "\n\n";
-                return sink.write(s.data(), s.size());
-            };
-            std::unique_lock<std::mutex> l(jb.mu);
-            // The client is gone: stop its generation (the log tells so).
-            auto abandon = [&] {
-                jb.cancel = true;
+            try {
+                job & jb = *st->j;
+                // The client is gone: stop its generation (the log tells so).
+                auto abandon = [&] {
+                    jb.cancel = true;
+                    eng->wake();
+                    std::lock_guard<std::mutex> l(jb.mu);
+                    record_job(jb);
+                    g_rec.note = "cancelled";
+                    return false;
+                };
+                // The chunks are made under the job's lock and written after
+                // it: a slow client must never hold up the scheduler.
+                std::vector<json> chunks;
+                bool finished = false;
+                {
+                    std::unique_lock<std::mutex> l(jb.mu);
+                    if (!st->role_sent && st->r.ep == endpoint::CHAT) {
+                        st->role_sent = true;
+                        chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, "", jb, 0, 0, "", true));
+                    }
+                    if (chunks.empty() && jb.text.size() == st->sent && !jb.done)
+                        jb.cv.wait_for(l, std::chrono::milliseconds(20));
+                    const size_t n_lp = jb.logprobs.size();
+                    if (jb.text.size() > st->sent || (n_lp > st->lp_sent && !jb.done)) {
+                        chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, jb.text.substr(st->sent), jb,
+                                                      st->lp_sent, n_lp, "", false));
+                        st->sent = jb.text.size();
+                        st->lp_sent = n_lp;
+                    }
+                    if (jb.done) {
+                        finished = true;
+                        record_job(jb);
+                        if (jb.finish_reason == "error" || jb.finish_reason == "cancelled") {
+                            api_error e;
+                            e.status = 500;
+                            e.type = "server_error";
+                            e.message = jb.finish_reason == "error" ? "generation failed: " + jb.error
+                                                                    : "the server is shutting down";
+                            chunks.push_back(error_body(e));
+                        } else {
+                            chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, "", jb, n_lp, n_lp,
+                                                          jb.finish_reason, false));
+                            if (st->r.include_usage) chunks.push_back(usage_chunk(st->r, st->id, st->created, model_id, jb));
+                        }
+                    }
+                }
+                if (!finished && peer_closed(st->fd)) return abandon();
+                for (const json & c : chunks) {
+                    const std::string s = "data: " + dump(c) + "\n\n";
+                    if (!sink.write(s.data(), s.size())) return abandon();
+                }
+                if (!finished) return true;
+                static const char done[] = "data: [DONE]\n\n";
+                sink.write(done, sizeof done - 1);
+                sink.done();
+                return true;
+            } catch (const std::exception &) {
+                st->j->cancel = true;  // nothing more can be sent
                 eng->wake();
-                record_job(jb);
-                g_rec.note = "cancelled";
                 return false;
-            };
-            if (!st->role_sent && st->r.ep == endpoint::CHAT) {
-                st->role_sent = true;
-                if (!send(stream_chunk(st->r, st->id, st->created, model_id, "", jb, 0, 0, "", true))) return abandon();
             }
-            if (jb.text.size() == st->sent && !jb.done) jb.cv.wait_for(l, std::chrono::milliseconds(20));
-            if (peer_closed(st->fd)) return abandon();
-            const size_t n_lp = jb.logprobs.size();
-            if (jb.text.size() > st->sent || (n_lp > st->lp_sent && !jb.done)) {
-                const std::string delta = jb.text.substr(st->sent);
-                if (!send(stream_chunk(st->r, st->id, st->created, model_id, delta, jb, st->lp_sent, n_lp, "", false)))
-                    return abandon();
-                st->sent = jb.text.size();
-                st->lp_sent = n_lp;
-            }
-            if (!jb.done) return true;
-            record_job(jb);
-            if (jb.finish_reason == "error" || jb.finish_reason == "cancelled") {
-                api_error e;
-                e.status = 500;
-                e.type = "server_error";
-                e.message = jb.finish_reason == "error" ? "generation failed: " + jb.error : "the server is shutting down";
-                send(error_body(e));
-            } else {
-                send(stream_chunk(st->r, st->id, st->created, model_id, "", jb, st->lp_sent, n_lp, jb.finish_reason, false));
-                if (st->r.include_usage) send(usage_chunk(st->r, st->id, st->created, model_id, jb));
-            }
-            static const char done[] = "data: [DONE]\n\n";
-            sink.write(done, sizeof done - 1);
-            sink.done();
-            return true;
         },
         [st, eng](bool success) {
             if (success) return;
@@ -503,7 +542,7 @@ void server_app::log(const httplib::Request & req, const httplib::Response & res
         j["ttft_ms"] = g_rec.ttft_ms >= 0 ? json(std::round(g_rec.ttft_ms * 10) / 10) : json(nullptr);
         j["total_ms"] = std::round(total_ms * 10) / 10;
         if (!g_rec.note.empty()) j["note"] = g_rec.note;
-        line = j.dump();
+        line = dump(j);
     } else {
         auto num = [](int32_t v) { return v >= 0 ? std::to_string(v) : std::string("-"); };
         line = format("gloas-server: %s %s %s %d prompt=%s cached=%s completion=%s ttft_ms=%s total_ms=%.1f%s%s",
@@ -774,11 +813,12 @@ int run(const options & o) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    std::thread([set, &eng, &svr]() mutable {
+    std::thread([set, &eng, &svr, port]() mutable {
         int sig = 0;
         sigwait(&set, &sig);
         eng.stop();
         svr.stop();
+        close_connections(port);
     }).detach();
 
     const bool ok = svr.listen_after_bind();

@@ -13,6 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 
 let OpenAI;
+if (typeof fetch !== 'function') {
+  console.log(`SKIPPED: node or the openai package is missing (node ${process.version} has no fetch; the openai package needs 20 or later)`);
+  process.exit(77);
+}
 try {
   ({ default: OpenAI } = await import('openai'));
 } catch {
@@ -123,6 +127,12 @@ async function streamCompletion(params) {
   return { text, finish };
 }
 
+async function metric(name) {
+  const t = (await raw('/metrics', undefined, { method: 'GET' })).text;
+  const m = t.match(new RegExp('^' + name.replace(/[{}"=]/g, (c) => '\\' + c) + ' (\\S+)$', 'm'));
+  return m ? Number(m[1]) : 0;
+}
+
 const story = 'Once upon a time, there was a little girl named Lily.';
 const greedy = { model: 'stories260K', temperature: 0 };
 
@@ -228,19 +238,33 @@ await check('tokenize and detokenize round-trip', async () => {
 
 await check('four concurrent streams equal four sequential runs at temperature 0', async () => {
   const prompts = ['Tom had a red ball.', 'The sun was hot.', 'Lily saw a big dog.', 'Once upon a time, a bird'];
-  const params = (p) => ({ ...greedy, messages: [{ role: 'user', content: p }], max_tokens: 48 });
+  const params = (p) => ({ ...greedy, messages: [{ role: 'user', content: p }], max_tokens: 64, ignore_eos: true });
   const sequential = [];
   for (const p of prompts) sequential.push((await streamText(params(p))).text);
+  const steps0 = await metric('gloas_steps_total'), tokens0 = await metric('gloas_generated_tokens_total');
   const concurrent = await Promise.all(prompts.map((p) => streamText(params(p))));
   assert.deepEqual(concurrent.map((s) => s.text), sequential);
   assert.ok(new Set(sequential).size > 1, 'the prompts give different texts');
+  // Batched: the forward passes were fewer than the tokens generated.
+  const steps = (await metric('gloas_steps_total')) - steps0, tokens = (await metric('gloas_generated_tokens_total')) - tokens0;
+  assert.ok(steps < tokens, `${steps} steps for ${tokens} tokens`);
 });
 
-async function metric(name) {
-  const t = (await raw('/metrics', undefined, { method: 'GET' })).text;
-  const m = t.match(new RegExp('^' + name.replace(/[{}"=]/g, (c) => '\\' + c) + ' (\\S+)$', 'm'));
-  return m ? Number(m[1]) : 0;
-}
+await check('logprobs: chat top_logprobs and completions logprobs', async () => {
+  const r = await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6,
+                                                   logprobs: true, top_logprobs: 3 });
+  const content = r.choices[0].logprobs.content;
+  assert.equal(content.length, r.usage.completion_tokens);
+  for (const t of content) {
+    assert.equal(t.top_logprobs.length, 3);
+    assert.ok(t.logprob <= 0 && Math.abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6, 'greedy picks the most likely');
+  }
+  const c = await client.completions.create({ ...greedy, prompt: story, max_tokens: 4, logprobs: 2 });
+  assert.equal(c.choices[0].logprobs.tokens.length, 4);
+  assert.equal(c.choices[0].logprobs.tokens.join(''), c.choices[0].text);
+  assert.equal(Object.keys(c.choices[0].logprobs.top_logprobs[0]).length, 2);
+});
+
 
 await check('abort mid-stream: the generation stops and its sequence is free', async () => {
   const cancelled0 = await metric('gloas_generations_total{reason="cancelled"}');
@@ -318,6 +342,29 @@ await check('after a restart a repeated prompt keeps its cached-token count', as
   const j = JSON.parse(line);
   assert.equal(j.status, 200);
   assert.equal(j.cached_tokens, cachedCount);
+});
+
+await check('a full queue answers 503 with Retry-After', async () => {
+  await stopServer(server);
+  server = await startServer(['--parallel', '1', '--queue', '0']);
+  client = new OpenAI({ baseURL: server.url + '/v1', apiKey: KEY, maxRetries: 0, timeout: 30000 });
+  const controller = new AbortController();
+  const stream = await client.completions.create(
+    { ...greedy, prompt: story, max_tokens: CTX - 100, ignore_eos: true, stream: true }, { signal: controller.signal });
+  const it = stream[Symbol.asyncIterator]();
+  await it.next();  // generating: the one sequence is taken
+  const r = await raw('/v1/completions', JSON.stringify({ prompt: story, max_tokens: 4 }));
+  assertError(r, 503);
+  assert.equal(r.headers.get('retry-after'), '1');
+  controller.abort();
+  await it.return?.();
+  const t0 = Date.now();
+  let ok = null;
+  while (!ok && Date.now() - t0 < 3000) {
+    const a = await raw('/v1/completions', JSON.stringify({ prompt: story, max_tokens: 4 }));
+    if (a.status === 200) ok = a;
+  }
+  assert.ok(ok, 'served again once the stream is aborted');
 });
 
 await stopServer(server).catch((e) => { failed++; console.log(`FAIL  stop: ${e}`); });

@@ -29,6 +29,10 @@ struct api_error {
     std::string code;                           // empty: null
 };
 
+// JSON text; bytes that are not UTF-8 (a token may hold part of a
+// character) become U+FFFD instead of failing.
+inline std::string dump(const json & j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 // A 400 invalid_request_error blaming `param`.
 api_error invalid(const std::string & param, const std::string & message);
 
