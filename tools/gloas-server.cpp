@@ -406,6 +406,8 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
     j->p = r.p;
     j->t_submit = g_rec.t0 > 0.0 ? g_rec.t0 : now_s();
     g_rec.prompt = int32_t(j->prompt.size());
+    const int fd = client_socket(req);
+    j->client_fd = fd;
     if (!eng_.submit(j)) {
         metrics_.rejected_full();
         api_error e;
@@ -418,7 +420,6 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
         send_error(res, e);
         return;
     }
-    const int fd = client_socket(req);
     const std::string id = new_id(ep);
     if (!r.stream) {
         if (!wait_job(eng_, *j, fd)) {

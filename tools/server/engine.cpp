@@ -179,7 +179,18 @@ void engine::step(std::vector<std::shared_ptr<job>> & admitted) {
             finish(*j, "error", e.what());
         }
     }
-    // Cancelled or failed jobs free their sequence before the batch is built.
+    // Clients gone since the last step (one poll for all), cancelled or
+    // failed jobs free their sequence before the batch is built.
+    polls_.clear();
+    polled_.clear();
+    for (auto & j : active_) {
+        if (j->seq < 0 || j->client_fd < 0 || j->cancel.load()) continue;
+        polls_.push_back({j->client_fd, short(POLLRDHUP), 0});
+        polled_.push_back(j.get());
+    }
+    if (!polls_.empty() && ::poll(polls_.data(), polls_.size(), 0) > 0)
+        for (size_t k = 0; k < polls_.size(); ++k)
+            if (polls_[k].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) polled_[k]->cancel = true;
     for (auto & j : active_)
         if (j->seq >= 0 && j->cancel.load()) finish(*j, "cancelled");
     active_.erase(std::remove_if(active_.begin(), active_.end(), [](const std::shared_ptr<job> & j) { return j->seq < 0; }),

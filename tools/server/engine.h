@@ -16,7 +16,9 @@
 //      evaluated, and ends jobs that are done (end of sequence, a stop
 //      string, max_tokens, a full context, cancelled): their sequence is
 //      cleared at once, so the next step can admit a waiting job there.
-// A job cancelled by its client (job::cancel) stops before the next step.
+// A job whose client closed its connection (job::client_fd, checked every
+// step) or that its HTTP thread cancelled (job::cancel) stops before the
+// next step.
 //
 // Text is released to the reader as whole UTF-8 characters, holding back any
 // tail that may be the start of a stop string; a stop string and what follows
@@ -28,6 +30,7 @@
 #include "decoder/sampler.h"
 
 #include <atomic>
+#include <poll.h>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -65,6 +68,8 @@ struct job {
     std::vector<int32_t> prompt;  // at least one token, fewer than the context's positions
     gen_params p;
     double t_submit = 0.0;        // seconds (steady clock)
+    int client_fd = -1;           // the client's socket, watched every step for the peer
+                                  // closing (a job ends before its handler closes it); -1: none
 
     // Set by the client's thread: stop as soon as possible.
     std::atomic<bool> cancel{false};
@@ -163,7 +168,9 @@ private:
     std::vector<std::pair<job *, int32_t>> b_jobs_;  // job and the batch index of its last token
     std::vector<float> lp_;                    // (n_vocab) log-probabilities scratch
     std::vector<int32_t> ids_;                 // (n_vocab) scratch
-    std::vector<float> biased_;                // (n_vocab) logits with a job's logit_bias
+    std::vector<float> biased_;
+    std::vector<struct pollfd> polls_;         // clients' sockets of the active jobs
+    std::vector<job *> polled_;                // the job of each entry of polls_                // (n_vocab) logits with a job's logit_bias
     std::thread thread_;
 };
 
