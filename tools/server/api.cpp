@@ -228,8 +228,8 @@ gen_request parse_generation(endpoint ep, const std::string & body, const model 
     // Lengths against the context.
     const int32_t n_prompt = int32_t(r.prompt.size());
     if (n_prompt >= cfg.n_ctx)
-        bad(r.prompt_field, format("the prompt ('%s') is %d tokens; the context holds %d positions per sequence "
-                                   "(--ctx-size), so a prompt may have at most %d", r.prompt_field.c_str(), n_prompt,
+        bad(r.prompt_field, format("'%s' is %d tokens; the context holds %d positions per sequence (the server's "
+                                   "--ctx-size), so a prompt may have at most %d", r.prompt_field.c_str(), n_prompt,
                                    cfg.n_ctx, cfg.n_ctx - 1));
     const int32_t room = cfg.n_ctx - n_prompt;
     const char * mt = field(o, "max_completion_tokens") && ep == endpoint::CHAT ? "max_completion_tokens" : "max_tokens";
