@@ -159,14 +159,14 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
     }
     const std::string id = new_id(ep);
     if (!r.stream) {
-        if (!wait_job(eng_, *j, fd)) {
+        const bool waited = wait_job(eng_, *j, fd);
+        std::lock_guard<std::mutex> l(j->mu);
+        record_job(*j);
+        if (!waited || (j->finish_reason == "cancelled" && peer_closed(fd))) {
             res.status = 499;  // client closed the request (nginx's code; nobody reads it)
-            record_job(*j);
             g_rec.note = "cancelled";
             return;
         }
-        std::lock_guard<std::mutex> l(j->mu);
-        record_job(*j);
         if (j->finish_reason == "error" || j->finish_reason == "cancelled") {
             api_error e;
             e.status = j->finish_reason == "error" ? 500 : 503;
