@@ -259,6 +259,11 @@ await check('logprobs: chat top_logprobs and completions logprobs', async () => 
     assert.equal(t.top_logprobs.length, 3);
     assert.ok(t.logprob <= 0 && Math.abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6, 'greedy picks the most likely');
   }
+  const stream = await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'Hi' }],
+                                                        max_tokens: 6, logprobs: true, top_logprobs: 3, stream: true });
+  let streamed = [];
+  for await (const ch of stream) streamed = streamed.concat(ch.choices[0]?.logprobs?.content ?? []);
+  assert.deepEqual(streamed.map((t) => t.token), content.map((t) => t.token));
   const c = await client.completions.create({ ...greedy, prompt: story, max_tokens: 4, logprobs: 2 });
   assert.equal(c.choices[0].logprobs.tokens.length, 4);
   assert.equal(c.choices[0].logprobs.tokens.join(''), c.choices[0].text);

@@ -359,6 +359,7 @@ void engine::release(job & j, bool all) {
     {
         std::lock_guard<std::mutex> l(j.mu);
         j.text.append(j.out, j.released, end - j.released);
+        j.marks.push_back(j.text.size());
     }
     j.released = end;
     j.cv.notify_all();

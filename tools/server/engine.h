@@ -78,6 +78,8 @@ struct job {
     std::mutex mu;
     std::condition_variable cv;
     std::string text;                     // released text
+    std::vector<size_t> marks;            // text.size() after each release (about one per token):
+                                          // a stream sends one chunk per mark, as OpenAI sends one per token
     std::vector<token_logprob> logprobs;  // one per generated token (when p.logprobs >= 0)
     bool done = false;
     std::string finish_reason;            // "stop", "length", "cancelled" or "error"

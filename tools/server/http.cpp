@@ -118,6 +118,7 @@ struct stream_state {
     int fd = -1;
     size_t sent = 0;     // bytes of j->text sent
     size_t lp_sent = 0;  // logprob entries sent
+    size_t marks_sent = 0;  // entries of j->marks sent
     bool role_sent = false;
 };
 
@@ -212,13 +213,22 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
                         st->role_sent = true;
                         chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, "", jb, 0, 0, "", true));
                     }
-                    if (chunks.empty() && jb.text.size() == st->sent && !jb.done)
+                    if (chunks.empty() && jb.marks.size() == st->marks_sent && !jb.done)
                         jb.cv.wait_for(l, std::chrono::milliseconds(20));
                     const size_t n_lp = jb.logprobs.size();
-                    if (jb.text.size() > st->sent || (n_lp > st->lp_sent && !jb.done)) {
-                        chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, jb.text.substr(st->sent), jb,
-                                                      st->lp_sent, n_lp, "", false));
-                        st->sent = jb.text.size();
+                    // One chunk per release; the logprobs of every token so far ride on the last one.
+                    for (; st->marks_sent < jb.marks.size(); ++st->marks_sent) {
+                        const size_t end = jb.marks[st->marks_sent];
+                        const bool last = st->marks_sent + 1 == jb.marks.size();
+                        chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id,
+                                                      jb.text.substr(st->sent, end - st->sent), jb, st->lp_sent,
+                                                      last ? n_lp : st->lp_sent, "", false));
+                        st->sent = end;
+                        if (last) st->lp_sent = n_lp;
+                    }
+                    if (n_lp > st->lp_sent && !jb.done) {  // tokens whose text is held back
+                        chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, "", jb, st->lp_sent, n_lp,
+                                                      "", false));
                         st->lp_sent = n_lp;
                     }
                     if (jb.done) {
@@ -232,7 +242,7 @@ void server_app::generate(endpoint ep, const httplib::Request & req, httplib::Re
                                                                     : "the server is shutting down";
                             chunks.push_back(error_body(e));
                         } else {
-                            chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, "", jb, n_lp, n_lp,
+                            chunks.push_back(stream_chunk(st->r, st->id, st->created, model_id, "", jb, st->lp_sent, n_lp,
                                                           jb.finish_reason, false));
                             if (st->r.include_usage) chunks.push_back(usage_chunk(st->r, st->id, st->created, model_id, jb));
                         }
