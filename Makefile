@@ -1,7 +1,8 @@
 # A thin wrapper over CMake. Every target first checks this machine's build
 # dependencies (tools/setup-deps.sh: on Debian/Ubuntu it installs what is
 # missing). `make` builds (Release) into build/, `make test` fetches the test
-# models it can (models/fetch.sh --tests), builds, runs the test suite and
+# models it can (models/fetch.sh --tests) and the server test's npm package
+# (tests/server/install.sh), builds, runs the test suite and
 # names the files any skipped test lacked, `make run` builds gloas alone and
 # generates text with the default model (fetched if missing), `make asan`
 # builds with AddressSanitizer + UBSan into build-asan/ and runs the whole
@@ -28,6 +29,7 @@ build: configure
 
 test: configure
 	@models/fetch.sh --tests
+	@tests/server/install.sh
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS); rc=$$?; \
 		cd $(CURDIR) && tests/skipped-files.sh $(BUILD); exit $$rc
@@ -39,6 +41,7 @@ run: configure
 
 asan: deps
 	@models/fetch.sh --tests
+	@tests/server/install.sh
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGLOAS_SANITIZE=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

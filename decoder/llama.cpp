@@ -273,6 +273,19 @@ const float * context::seq_restore(int32_t s, const int32_t * tokens, int32_t n)
     return batch_logits(n - 1);
 }
 
+int32_t context::seq_reuse_prefix(int32_t s, const int32_t * tokens, int32_t n) {
+    GLOAS_ASSERT(s >= 0 && size_t(s) < seqs_.size());
+    check_tokens(tokens, n);
+    seq_clear(s);
+    if (n <= 1) return 0;
+    store_->flush();  // pages published by earlier evaluations become findable
+    sequence & sq = seqs_[size_t(s)];
+    const int32_t skip = sq.kv->reuse_prefix(tokens, n);
+    sq.n_past = skip;
+    sq.tokens.assign(tokens, tokens + skip);
+    return skip;
+}
+
 const float * context::seq_fork(int32_t src, int32_t dst) {
     GLOAS_ASSERT(src >= 0 && size_t(src) < seqs_.size() && dst >= 0 && size_t(dst) < seqs_.size());
     if (src == dst) throw error(format("seq_fork: source and destination are both sequence %d", src));

@@ -140,6 +140,12 @@ public:
     // Fills sequence s (cleared first) with `tokens`, reusing stored pages.
     // Returns the last token's logits.
     const float * seq_restore(int32_t s, const int32_t * tokens, int32_t n);
+    // Makes sequence s (cleared first) hold the leading pages of `tokens`
+    // already in the store, never the last token (its logits are still to be
+    // computed). Returns the positions taken; a decode of tokens[returned..n)
+    // continues the sequence. Lets a caller that prefills in chunks of its
+    // own (a server's scheduler) reuse a whole prompt's stored prefix first.
+    int32_t seq_reuse_prefix(int32_t s, const int32_t * tokens, int32_t n);
     // Pages of sequence s whose store slot another sequence of this context
     // also holds.
     int32_t seq_n_shared_pages(int32_t s) const;

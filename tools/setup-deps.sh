@@ -5,7 +5,8 @@
 #
 #   CMake 3.18+, a C++17 compiler (with make), OpenMP, xxHash (xxhash.h and
 #   libxxhash), doctest (doctest/doctest.h), nlohmann-json (nlohmann/json.hpp),
-#   and curl or wget for models/fetch.sh.
+#   cpp-httplib (httplib.h) and pkg-config for gloas-server, and curl or wget
+#   for models/fetch.sh.
 #
 # Everything present: silent, a few small compiles (well under a second),
 # no apt-get.
@@ -67,7 +68,7 @@ cmake_ok() {
 }
 
 # Sets missing: the keys of what is absent (cmake make cxx omp xxhash doctest
-# json fetch).
+# json httplib fetch).
 check() {
     missing=()
     cmake_ok || missing+=(cmake)
@@ -81,6 +82,7 @@ int main() { return omp_get_max_threads() > 0 ? 0 : 1; }' -fopenmp || missing+=(
 int main() { return XXH64("", 0, 0) == 1 ? 1 : 0; }' -lxxhash || missing+=(xxhash)
         try_header doctest/doctest.h || missing+=(doctest)
         try_header nlohmann/json.hpp || missing+=(json)
+        { try_header httplib.h && command -v pkg-config > /dev/null; } || missing+=(httplib)
     fi
     command -v curl > /dev/null || command -v wget > /dev/null || missing+=(fetch)
 }
@@ -99,6 +101,7 @@ packages() {
             debian:xxhash) pkgs+=(libxxhash-dev) ;;
             debian:doctest) pkgs+=(doctest-dev) ;;
             debian:json) pkgs+=(nlohmann-json3-dev) ;;
+            debian:httplib) pkgs+=(libcpp-httplib-dev pkg-config) ;;
             debian:fetch) pkgs+=(curl ca-certificates) ;;
             fedora:cmake) pkgs+=(cmake) ;;
             fedora:make) pkgs+=(make) ;;
@@ -107,6 +110,7 @@ packages() {
             fedora:xxhash) pkgs+=(xxhash-devel) ;;
             fedora:doctest) pkgs+=(doctest-devel) ;;
             fedora:json) pkgs+=(json-devel) ;;
+            fedora:httplib) pkgs+=(cpp-httplib-devel pkgconf-pkg-config) ;;
             fedora:fetch) pkgs+=(curl) ;;
             arch:cmake) pkgs+=(cmake) ;;
             arch:make) pkgs+=(make) ;;
@@ -115,6 +119,7 @@ packages() {
             arch:xxhash) pkgs+=(xxhash) ;;
             arch:doctest) pkgs+=(doctest) ;;
             arch:json) pkgs+=(nlohmann-json) ;;
+            arch:httplib) pkgs+=(cpp-httplib pkgconf) ;;
             arch:fetch) pkgs+=(curl) ;;
             brew:cmake) pkgs+=(cmake) ;;
             brew:make) pkgs+=(make) ;;
@@ -123,6 +128,7 @@ packages() {
             brew:xxhash) pkgs+=(xxhash) ;;
             brew:doctest) pkgs+=(doctest) ;;
             brew:json) pkgs+=(nlohmann-json) ;;
+            brew:httplib) pkgs+=(cpp-httplib pkg-config) ;;
             brew:fetch) pkgs+=(curl) ;;
         esac
     done
@@ -145,6 +151,7 @@ describe() {
             xxhash) out+=("xxHash (xxhash.h, libxxhash)") ;;
             doctest) out+=("doctest (doctest/doctest.h)") ;;
             json) out+=("nlohmann-json (nlohmann/json.hpp)") ;;
+            httplib) out+=("cpp-httplib (httplib.h) and pkg-config") ;;
             fetch) out+=("curl or wget") ;;
         esac
     done
