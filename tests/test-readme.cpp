@@ -37,7 +37,7 @@ struct not_run {
 
 // Commands no test can run, by a piece of their text.
 const not_run k_not_run[] = {
-    {"model-instruct.gguf", "a placeholder for the reader's own instruct model; --chat reads the conversation from stdin"},
+    {"model-instruct.gguf", "a placeholder for the reader's own instruct model (--chat reads stdin, the server runs until stopped)"},
     {"-m model.gguf", "a placeholder for the reader's own model and prompt file"},
     {"tinyllama-1.1b-chat", "a download of about 670 MB from Hugging Face, which tests do not make"},
     {"Llama-3.2-1B-Instruct", "a download of about 810 MB from Hugging Face, which tests do not make"},
