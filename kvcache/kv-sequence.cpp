@@ -364,6 +364,11 @@ void kv_sequence::attend_limited(int32_t il, int32_t h, int32_t p, const float *
     for (int64_t j = lo / P; j < cur; ++j) {
         const page_ref & r = pages_[held(j)].ref;
         st_.touch(r.slot);
+        ++reads;
+        if (a.softcap <= 0.0f && j * P >= lo) {  // a whole page inside the window: the page kernel
+            page_attend(pg_, r.t, r.data, il, h, P, qs, group, s);
+            continue;
+        }
         const size_t rb = pg_.row_bytes(r.t);
         const auto to_float = traits(r.t).to_float;
         for (int32_t kind = 0; kind < 2; ++kind)
@@ -371,10 +376,13 @@ void kv_sequence::attend_limited(int32_t il, int32_t h, int32_t p, const float *
                 to_float(r.data + size_t(pg_.row_index(il, kind, h * hd + d)) * rb,
                          kv.data() + (size_t(kind) * size_t(hd) + size_t(d)) * size_t(P), P);
         visit(kv.data(), kv.data() + size_t(hd) * size_t(P), std::max(0, lo - int32_t(j) * P), P);
-        ++reads;
     }
     page_reads_ += reads;
     const float * st = staging(cur, il);  // F32 rows of geometry pg1_
+    if (a.softcap <= 0.0f && cur * P >= lo) {
+        page_attend(pg1_, type::F32, st, 0, h, p % P + 1, qs, group, s);
+        return;
+    }
     visit(st + size_t(pg1_.row_index(0, 0, h * hd)) * size_t(P), st + size_t(pg1_.row_index(0, 1, h * hd)) * size_t(P),
           std::max(0, lo - int32_t(cur) * P), p % P + 1);
 }

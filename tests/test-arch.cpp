@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
@@ -169,7 +170,9 @@ void write_model(const std::string & path, const spec & s, const weights & w, co
         g.set_f32(a + "rope.scaling.factor", s.linear_factor);
     }
     g.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
-    llama_gguf_set_vocab(g, make_vocab(s.n_vocab));
+    vocab voc = make_vocab(s.n_vocab);
+    if (s.arch == "phi3") voc.pieces[3] = "<|endoftext|>";  // as Phi-3's (llama.cpp looks it up by name)
+    llama_gguf_set_vocab(g, voc);
     const int64_t E = s.n_embd, Q = s.n_head * s.head_dim, KV = s.n_head_kv * s.head_dim, F = s.n_ff;
     // GGUF shapes, innermost first.
     auto shape_of = [&](const std::string & name, int64_t * ne) -> int {
@@ -829,6 +832,41 @@ TEST_CASE("sliding windows: a window layer never reads the sealed pages before i
         for (int p = 0; p < int(toks.size()); ++p) all += uint64_t(p / P * s.n_head_kv * s.n_layer);
         CHECK(want < all * 3 / 4);  // a real saving: the window layer reads about 2 pages instead of up to 9
     }
+    // Prefix reuse: a second prompt over the same tokens takes the stored
+    // pages and gives the same logits.
+    {
+        context ctx(*m, f32_params(8));
+        std::vector<float> first;
+        {
+            const float * l = ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+            first.assign(l, l + s.n_vocab);
+        }
+        ctx.reset();
+        const float * l = ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+        CHECK(ctx.n_reused() >= 32);
+        for (int v = 0; v < s.n_vocab; ++v) CHECK(l[v] == first[size_t(v)]);
+    }
+    // Quantized pages: window layers (gemma3's, through the page kernel and
+    // the boundary page's loop) stay close to the f32 reference.
+    {
+        spec g3 = s;
+        g3.arch = "gemma3";
+        g3.n_layer = 6;
+        const weights w3 = make_weights(g3, 52);
+        write_model(dir + "/win3.gguf", g3, w3);
+        auto m3 = model::load({dir + "/win3.gguf", ""});
+        context_params cp = f32_params(16);
+        cp.kv.kv_type = type::Q8_0;
+        cp.kv.page_tokens = 32;
+        std::vector<int32_t> t3;
+        for (int i = 0; i < 60; ++i) t3.push_back(int32_t((i * 11 + 5) % s.n_vocab));
+        context ctx(*m3, cp);
+        std::vector<std::vector<float>> got;
+        ctx.eval(t3.data(), int32_t(t3.size()), [&](int32_t, const float * l) { got.emplace_back(l, l + s.n_vocab); });
+        const double d = max_diff(got, ref_forward(g3, w3, t3));
+        INFO("q8_0 diff " << d);
+        CHECK(d < 0.05);
+    }
     // A sliding context cannot be combined with windows.
     context_params cp = f32_params(4);
     cp.slide.on = true;
@@ -862,6 +900,83 @@ TEST_CASE("unsupported variants are refused by name: mixture-of-experts, vision 
     write_model(dir + "/qwen3moe.gguf", moe, make_weights(moe, 61));
     e = load_error(dir + "/qwen3moe.gguf");
     CHECK_MESSAGE(e.find("mixture-of-experts architecture 'qwen3moe' is not supported") != std::string::npos, e);
+}
+
+// With GLOAS_ARCH_DUMP=DIR set: writes DIR/<family>.gguf (F32 weights, a
+// small random model of each family) and DIR/<family>.gloas.txt, the logits
+// of 64 prompt positions and a greedy continuation of 64 tokens, in a
+// context of 512 positions (the format: "vocab V positions N", one line of
+// logits per position, then "greedy" and the token ids). BENCHMARKS.md
+// compares these with llama.cpp's on the same files.
+TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)") {
+    const char * dir = std::getenv("GLOAS_ARCH_DUMP");
+    if (!dir || !*dir) return;
+    std::vector<spec> specs;
+    spec base;
+    base.n_vocab = 256;
+    base.n_embd = 64;
+    base.n_ff = 128;
+    base.n_head = 4;
+    base.n_head_kv = 2;
+    base.rms_eps = 1e-6f;
+    spec q3 = base;
+    q3.arch = "qwen3";
+    q3.head_dim = q3.n_rot = 32;
+    q3.rope_base = 1000000.0f;
+    specs.push_back(q3);
+    spec p3 = base;
+    p3.arch = "phi3";
+    p3.head_dim = 16;
+    p3.n_rot = 12;
+    p3.rope_long_short = true;
+    p3.ctx_len = 1024;
+    p3.ctx_orig = 256;  // a context of 512 takes the long factors
+    p3.attn_factor = 1.1f;
+    p3.tied = false;
+    specs.push_back(p3);
+    spec g2 = base;
+    g2.arch = "gemma2";
+    g2.n_layer = 4;
+    g2.head_dim = g2.n_rot = 32;
+    g2.window = 16;
+    g2.attn_cap = 5.0f;
+    g2.final_cap = 8.0f;
+    g2.tied = true;
+    specs.push_back(g2);
+    spec g3 = g2;
+    g3.arch = "gemma3";
+    g3.n_layer = 7;
+    g3.attn_cap = g3.final_cap = 0.0f;
+    g3.rope_base = 1000000.0f;
+    specs.push_back(g3);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 64; ++i) prompt.push_back(int32_t(3 + (i * 37 + 11) % 253));
+    for (const spec & s : specs) {
+        const std::string path = std::string(dir) + "/" + s.arch + ".gguf";
+        write_model(path, s, make_weights(s, 7));
+        auto m = model::load({path, ""});
+        context_params cp = f32_params(64);
+        cp.n_ctx = 512;
+        cp.kv.page_tokens = 32;
+        context ctx(*m, cp);
+        std::FILE * f = std::fopen((std::string(dir) + "/" + s.arch + ".gloas.txt").c_str(), "w");
+        REQUIRE(f);
+        std::fprintf(f, "vocab %d positions %d\n", s.n_vocab, int(prompt.size()));
+        auto argmax = [&](const float * l) { return int32_t(std::max_element(l, l + s.n_vocab) - l); };
+        int32_t next = 0;
+        ctx.eval(prompt.data(), int32_t(prompt.size()), [&](int32_t, const float * l) {
+            for (int v = 0; v < s.n_vocab; ++v) std::fprintf(f, v ? " %.7g" : "%.7g", double(l[v]));
+            std::fprintf(f, "\n");
+            next = argmax(l);
+        });
+        std::fprintf(f, "greedy");
+        for (int g = 0; g < 64; ++g) {
+            std::fprintf(f, " %d", next);
+            next = argmax(ctx.eval(&next, 1));
+        }
+        std::fprintf(f, "\n");
+        std::fclose(f);
+    }
 }
 
 TEST_CASE("refusals name the architecture, the tensor or the key") {
