@@ -28,6 +28,7 @@
 #include <random>
 #include <string>
 #include <vector>
+#include <sys/stat.h>
 
 using namespace gloas;
 
@@ -977,6 +978,170 @@ TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)"
         std::fprintf(f, "\n");
         std::fclose(f);
     }
+}
+
+// A Hugging Face folder of model `s` with weights `w` (GGUF names mapped back
+// to Hugging Face's, Gemma's norms stored as w - 1), F32 safetensors, and a
+// tokenizer.json of the same pieces.
+void write_hf_family(const std::string & dir, const spec & s, const weights & w) {
+    struct st {
+        std::string name;
+        std::vector<int64_t> shape;
+        const std::vector<float> * v;
+        float sub;
+    };
+    std::vector<st> ts;
+    std::vector<std::vector<float>> keep;  // shifted copies
+    auto put = [&](const std::string & hf, const std::string & gg, std::vector<int64_t> shape, float sub = 0.0f) {
+        auto it = w.find(gg);
+        REQUIRE_MESSAGE(it != w.end(), gg);
+        ts.push_back({hf, shape, &it->second, sub});
+    };
+    const bool gemma = s.gemma(), phi3 = s.arch == "phi3";
+    const float g1 = gemma ? 1.0f : 0.0f;
+    const int64_t E = s.n_embd, Q = s.n_head * s.head_dim, KV = s.n_head_kv * s.head_dim, F = s.n_ff;
+    put("model.embed_tokens.weight", "token_embd.weight", {s.n_vocab, E});
+    if (!s.tied) put("lm_head.weight", "output.weight", {s.n_vocab, E});
+    put("model.norm.weight", "output_norm.weight", {E}, g1);
+    for (int il = 0; il < s.n_layer; ++il) {
+        const std::string h = "model.layers." + std::to_string(il) + ".", g = "blk." + std::to_string(il) + ".";
+        put(h + "input_layernorm.weight", g + "attn_norm.weight", {E}, g1);
+        if (phi3) {
+            put(h + "self_attn.qkv_proj.weight", g + "attn_qkv.weight", {Q + 2 * KV, E});
+            put(h + "mlp.gate_up_proj.weight", g + "ffn_up.weight", {2 * F, E});
+        } else {
+            put(h + "self_attn.q_proj.weight", g + "attn_q.weight", {Q, E});
+            put(h + "self_attn.k_proj.weight", g + "attn_k.weight", {KV, E});
+            put(h + "self_attn.v_proj.weight", g + "attn_v.weight", {KV, E});
+            put(h + "mlp.gate_proj.weight", g + "ffn_gate.weight", {F, E});
+            put(h + "mlp.up_proj.weight", g + "ffn_up.weight", {F, E});
+        }
+        if (s.qkv_bias) {
+            put(h + "self_attn.q_proj.bias", g + "attn_q.bias", {Q});
+            put(h + "self_attn.k_proj.bias", g + "attn_k.bias", {KV});
+            put(h + "self_attn.v_proj.bias", g + "attn_v.bias", {KV});
+        }
+        if (s.qk_norm()) {
+            put(h + "self_attn.q_norm.weight", g + "attn_q_norm.weight", {s.head_dim}, g1);
+            put(h + "self_attn.k_norm.weight", g + "attn_k_norm.weight", {s.head_dim}, g1);
+        }
+        put(h + "self_attn.o_proj.weight", g + "attn_output.weight", {E, Q});
+        if (gemma) {
+            put(h + "post_attention_layernorm.weight", g + "post_attention_norm.weight", {E}, 1.0f);
+            put(h + "pre_feedforward_layernorm.weight", g + "ffn_norm.weight", {E}, 1.0f);
+            put(h + "post_feedforward_layernorm.weight", g + "post_ffw_norm.weight", {E}, 1.0f);
+        } else {
+            put(h + "post_attention_layernorm.weight", g + "ffn_norm.weight", {E});
+        }
+        put(h + "mlp.down_proj.weight", g + "ffn_down.weight", {E, F});
+    }
+    // safetensors: a JSON header padded to 8 bytes, then the data
+    std::string head = "{", data;
+    for (const st & t : ts) {
+        std::vector<float> v = *t.v;
+        for (float & x : v) x -= t.sub;
+        head += std::string(head.size() > 1 ? "," : "") + "\"" + t.name + "\":{\"dtype\":\"F32\",\"shape\":[";
+        for (size_t i = 0; i < t.shape.size(); ++i) head += (i ? "," : "") + std::to_string(t.shape[i]);
+        head += "],\"data_offsets\":[" + std::to_string(data.size()) + "," + std::to_string(data.size() + v.size() * 4) + "]}";
+        data.append(reinterpret_cast<const char *>(v.data()), v.size() * 4);
+    }
+    head += "}";
+    while (head.size() % 8) head += ' ';
+    const uint64_t hn = head.size();
+    test::write_file(dir + "/model.safetensors", std::string(reinterpret_cast<const char *>(&hn), 8) + head + data);
+
+    const char * mt = s.arch == "gemma3" ? "gemma3_text" : s.arch.c_str();
+    std::string cfg = format(R"({"model_type": "%s", "hidden_act": "%s", "hidden_size": %d, "intermediate_size": %d,
+  "num_hidden_layers": %d, "num_attention_heads": %d, "num_key_value_heads": %d, "head_dim": %d,
+  "rms_norm_eps": %g, "rope_theta": %g, "max_position_embeddings": %d, "vocab_size": %d, "tie_word_embeddings": %s,
+  "bos_token_id": 1, "eos_token_id": 2)",
+                             mt, gemma ? "gelu_pytorch_tanh" : "silu", s.n_embd, s.n_ff, s.n_layer, s.n_head, s.n_head_kv,
+                             s.head_dim, double(s.rms_eps), double(s.rope_base), s.ctx_len, s.n_vocab,
+                             s.tied ? "true" : "false");
+    if (gemma) cfg += format(R"(, "sliding_window": %d)", s.window);
+    if (s.arch == "gemma2") cfg += format(R"(, "attn_logit_softcapping": %g, "final_logit_softcapping": %g)",
+                                          double(s.attn_cap), double(s.final_cap));
+    if (phi3) {
+        cfg += format(R"(, "partial_rotary_factor": %g)", double(s.n_rot) / double(s.head_dim));
+        if (s.rope_long_short) {
+            auto list = [&](const char * n) {
+                std::string l = "[";
+                for (float f : w.at(n)) l += (l.size() > 1 ? ", " : "") + format("%.9g", double(f));
+                return l + "]";
+            };
+            cfg += format(R"(, "original_max_position_embeddings": %d, "rope_scaling": {"type": "longrope", "long_factor": %s, "short_factor": %s})",
+                          s.ctx_orig, list("rope_factors_long.weight").c_str(), list("rope_factors_short.weight").c_str());
+        }
+    }
+    test::write_file(dir + "/config.json", cfg + "}\n");
+
+    // tokenizer.json: a SentencePiece-style BPE of the test's pieces
+    const vocab v = make_vocab(s.n_vocab);
+    std::string tj = R"({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "merges": [], "vocab": {)";
+    for (size_t i = 0; i < v.pieces.size(); ++i) tj += (i ? ", \"" : "\"") + v.pieces[i] + "\": " + std::to_string(i);
+    tj += R"(}}, "added_tokens": [{"id": 1, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}]})";
+    test::write_file(dir + "/tokenizer.json", tj);
+}
+
+TEST_CASE("gloas-convert: Hugging Face folders of qwen2, qwen3, phi3, gemma2 and gemma3 give the reference logits") {
+    const std::string dir = test::temp_dir("arch-hf");
+    std::vector<spec> specs;
+    spec q2;
+    q2.arch = "qwen2";
+    q2.qkv_bias = true;
+    specs.push_back(q2);
+    spec q3;
+    q3.arch = "qwen3";
+    q3.head_dim = q3.n_rot = 16;
+    specs.push_back(q3);
+    spec p3;
+    p3.arch = "phi3";
+    p3.n_rot = 6;
+    p3.rope_long_short = true;
+    p3.ctx_orig = 32;  // max_position_embeddings 256 / 32: attn_factor sqrt(1 + ln 8 / ln 32)
+    specs.push_back(p3);
+    spec g2;
+    g2.arch = "gemma2";
+    g2.n_layer = 3;
+    g2.tied = true;
+    g2.window = 5;
+    g2.attn_cap = 3.0f;
+    g2.final_cap = 4.0f;
+    specs.push_back(g2);
+    spec g3 = g2;
+    g3.arch = "gemma3";
+    g3.n_layer = 7;
+    g3.attn_cap = g3.final_cap = 0.0f;
+    specs.push_back(g3);
+    for (spec s : specs) {
+        CAPTURE(s.arch);
+        const weights w = make_weights(s, 71);
+        const std::string hf = dir + "/" + s.arch;
+        REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
+        write_hf_family(hf, s, w);
+        const std::string out = dir + "/" + s.arch + ".gguf";
+        auto r = test::run_tool("gloas-convert", {hf, "--outtype", "f32", "-q", "-o", out});
+        REQUIRE_MESSAGE(r.status == 0, r.err);
+        auto m = model::load({out, ""});
+        CHECK(m->arch == s.arch);
+        if (s.arch == "phi3") {
+            s.attn_factor = float(std::sqrt(1.0 + std::log(8.0) / std::log(32.0)));
+            CHECK(m->hp.rope_attn_factor == doctest::Approx(s.attn_factor));
+            CHECK(m->hp.n_rot == 6);
+        }
+        CHECK(max_diff(run_prefill(*m, k_tokens, 4), ref_forward(s, w, k_tokens)) < TOL);
+    }
+    // A multimodal Gemma 3 and a mixture-of-experts model are refused by name.
+    const std::string mm = dir + "/mm";
+    REQUIRE(::mkdir(mm.c_str(), 0755) == 0);
+    test::write_file(mm + "/config.json", R"({"model_type": "gemma3", "vision_config": {}, "text_config": {}})");
+    auto r = test::run_tool("gloas-convert", {mm, "-q", "-o", dir + "/mm.gguf"});
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("vision tower") != std::string::npos, r.err);
+    test::write_file(mm + "/config.json", R"({"model_type": "qwen3_moe"})");
+    r = test::run_tool("gloas-convert", {mm, "-q", "-o", dir + "/mm.gguf"});
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("mixture-of-experts") != std::string::npos, r.err);
 }
 
 TEST_CASE("refusals name the architecture, the tensor or the key") {
