@@ -51,17 +51,19 @@ void llama_gguf_set_vocab(gguf_writer & w, const vocab & v) {
         throw error("vocabulary: pieces, scores and types differ in length");
     std::vector<int32_t> types(v.types.size());
     for (size_t i = 0; i < types.size(); ++i) types[i] = int32_t(v.types[i]);
-    w.set_str("tokenizer.ggml.model", "llama");
-    w.set_str("tokenizer.ggml.pre", "default");
+    const bool bpe = v.kind == vocab_kind::BPE;
+    w.set_str("tokenizer.ggml.model", bpe ? "gpt2" : "llama");
+    w.set_str("tokenizer.ggml.pre", bpe && !v.pre.empty() ? v.pre : "default");
     w.set_str_array("tokenizer.ggml.tokens", v.pieces);
-    w.set_array("tokenizer.ggml.scores", v.scores);
+    if (!bpe) w.set_array("tokenizer.ggml.scores", v.scores);
     w.set_array("tokenizer.ggml.token_type", types);
+    if (bpe) w.set_str_array("tokenizer.ggml.merges", v.merges);
     if (v.bos >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(v.bos));
     if (v.eos >= 0) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(v.eos));
     if (v.unk >= 0) w.set_u32("tokenizer.ggml.unknown_token_id", uint32_t(v.unk));
     w.set_bool("tokenizer.ggml.add_bos_token", v.add_bos);
     w.set_bool("tokenizer.ggml.add_eos_token", false);
-    if (!v.add_space_prefix) w.set_bool("tokenizer.ggml.add_space_prefix", false);
+    if (!bpe && !v.add_space_prefix) w.set_bool("tokenizer.ggml.add_space_prefix", false);
 }
 
 std::string llama_tensor_name(llama_tensor t, int64_t layer) {

@@ -57,7 +57,9 @@ struct llama_gguf_hparams {
 // not fit in u32, or wtype is not a weight type.
 void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp);
 
-// tokenizer.ggml.* of a SentencePiece vocabulary: model = "llama",
+// tokenizer.ggml.* of a vocabulary. A GPT-2-style BPE one (vocab_kind::BPE):
+// model = "gpt2", pre = v.pre, tokens, token_type, merges, the ids and
+// add_bos_token. A SentencePiece one: model = "llama",
 // pre = "default", tokens, scores, token_type, bos/eos/unknown_token_id (ids
 // that are -1 are left out), add_bos_token, add_eos_token = false, and
 // add_space_prefix when it is false.

@@ -1131,6 +1131,53 @@ TEST_CASE("gloas-convert: Hugging Face folders of qwen2, qwen3, phi3, gemma2 and
         }
         CHECK(max_diff(run_prefill(*m, k_tokens, 4), ref_forward(s, w, k_tokens)) < TOL);
     }
+    // Qwen's GPT-2-style byte-level tokenizer.json: a "gpt2" vocabulary with
+    // its merges and the qwen2 pre-tokenizer.
+    {
+        spec s = q3;
+        // the 256 byte characters of GPT-2's byte-to-unicode map, 3 merges, one special token
+        std::vector<std::string> pieces;
+        for (int b = 0, extra = 0; b < 256; ++b) {
+            const bool direct = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+            const int cp = direct ? b : 256 + extra++;
+            std::string u;
+            if (cp < 0x80) u += char(cp);
+            else { u += char(0xC0 | (cp >> 6)); u += char(0x80 | (cp & 0x3F)); }
+            pieces.push_back(u);
+        }
+        pieces.push_back("th");
+        pieces.push_back("\xC4\xA0th");  // "Ġth"
+        pieces.push_back("\xC4\xA0the");
+        s.n_vocab = int(pieces.size()) + 1;
+        const weights w = make_weights(s, 72);
+        const std::string hf = dir + "/qwen3-bpe";
+        REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
+        write_hf_family(hf, s, w);
+        auto esc = [](const std::string & p) {
+            std::string o;
+            for (char c : p) {
+                if (c == '"' || c == '\\') { o += '\\'; o += c; }
+                else if (uint8_t(c) < 0x20) o += format("\\u%04x", unsigned(uint8_t(c)));
+                else o += c;
+            }
+            return o;
+        };
+        std::string tj = R"({"model": {"type": "BPE", "byte_fallback": false, "merges": ["t h", "\u0120 th", "\u0120th e"], "vocab": {)";
+        for (size_t i = 0; i < pieces.size(); ++i) tj += (i ? ", \"" : "\"") + esc(pieces[i]) + "\": " + std::to_string(i);
+        tj += format(R"(}}, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": [{"id": %zu, "content": "<|endoftext|>", "special": true}]})",
+                     pieces.size());
+        test::write_file(hf + "/tokenizer.json", tj);
+        const std::string out = dir + "/qwen3-bpe.gguf";
+        auto r = test::run_tool("gloas-convert", {hf, "--outtype", "f32", "-q", "-o", out});
+        REQUIRE_MESSAGE(r.status == 0, r.err);
+        auto m = model::load({out, ""});
+        CHECK(m->tok.kind() == vocab_kind::BPE);
+        const std::vector<int32_t> ids = m->tok.encode(" the them", false);
+        // " the", " them" -> "Ġthe", then "Ġthe" "m" (the merges in rank order)
+        CHECK(ids == std::vector<int32_t>{int32_t(pieces.size()) - 1, int32_t(pieces.size()) - 1, 'm'});
+        CHECK(m->tok.decode(ids) == " the them");
+        CHECK(max_diff(run_prefill(*m, k_tokens, 4), ref_forward(s, w, k_tokens)) < TOL);
+    }
     // A multimodal Gemma 3 and a mixture-of-experts model are refused by name.
     const std::string mm = dir + "/mm";
     REQUIRE(::mkdir(mm.c_str(), 0755) == 0);

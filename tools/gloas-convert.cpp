@@ -482,18 +482,82 @@ bool is_byte_piece(const std::string & s) {
            std::isxdigit(uint8_t(s[4]));
 }
 
+// tokenizer.json with a GPT-2-style byte-level BPE model (Qwen2/Qwen3):
+// pieces as they are (byte-to-unicode text), the merges in rank order, added
+// tokens as control (special) or user-defined pieces, and the pre-tokenizer
+// llama.cpp names for the family (`pre`).
+vocab read_byte_level_bpe(const json & j, const json & m, const std::string & path, const std::string & pre) {
+    auto vit = m.find("vocab");
+    if (vit == m.end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
+    vocab v;
+    v.kind = vocab_kind::BPE;
+    v.pre = pre;
+    v.pieces.resize(vit->size());
+    std::vector<bool> seen(vit->size());
+    for (auto & [piece, id] : vit->items()) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || size_t(id.get<int64_t>()) >= seen.size())
+            throw error(format("%s: model.vocab: id of '%s' must be an integer below %zu", path.c_str(), piece.c_str(), seen.size()));
+        const size_t i = size_t(id.get<int64_t>());
+        if (seen[i]) throw error(format("%s: model.vocab: id %zu is used twice", path.c_str(), i));
+        seen[i] = true;
+        v.pieces[i] = piece;
+    }
+    v.types.assign(v.pieces.size(), token_type::NORMAL);
+    auto mit = m.find("merges");
+    if (mit == m.end() || !mit->is_array()) throw error(path + ": missing array model.merges");
+    for (size_t r = 0; r < mit->size(); ++r) {
+        const json & e = (*mit)[r];
+        if (e.is_string()) v.merges.push_back(e.get<std::string>());
+        else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string())
+            v.merges.push_back(e[0].get<std::string>() + " " + e[1].get<std::string>());
+        else throw error(format("%s: model.merges[%zu] is neither \"A B\" nor [\"A\", \"B\"]", path.c_str(), r));
+    }
+    v.bos = v.eos = v.unk = -1;
+    v.add_bos = false;
+    v.add_space_prefix = false;
+    if (auto at = j.find("added_tokens"); at != j.end() && at->is_array()) {
+        for (const json & t : *at) {
+            if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
+                !t["content"].is_string())
+                throw error(path + ": added_tokens entries need an integer id and a string content");
+            const int64_t id = t["id"].get<int64_t>();
+            if (id < 0 || id > (int64_t(1) << 24)) throw error(format("%s: added token has id %lld", path.c_str(), (long long) id));
+            if (size_t(id) >= v.pieces.size()) {
+                v.pieces.resize(size_t(id) + 1);
+                v.types.resize(size_t(id) + 1, token_type::UNUSED);
+            }
+            v.pieces[size_t(id)] = t["content"].get<std::string>();
+            v.types[size_t(id)] = t.value("special", false) ? token_type::CONTROL : token_type::USER_DEFINED;
+        }
+    }
+    for (size_t i = 0; i < v.pieces.size(); ++i)
+        if (v.pieces[i].empty()) {
+            v.pieces[i] = format("[PAD%zu]", i);
+            v.types[i] = token_type::UNUSED;
+        }
+    v.scores.assign(v.pieces.size(), 0.0f);
+    return v;
+}
+
 // tokenizer.json with a SentencePiece-style BPE model (byte_fallback, "▁" for
 // spaces). Scores follow the merge ranks: the piece made by merge r scores -r,
 // so the earliest merge is applied first, as the BPE model does.
-vocab read_tokenizer_json(const std::string & path) {
+// A byte-level one (the others) goes to read_byte_level_bpe with the
+// pre-tokenizer of `arch`.
+vocab read_tokenizer_json(const std::string & path, const std::string & arch) {
     const json j = read_json(path);
     auto m = j.is_object() ? j.find("model") : j.end();
     if (m == j.end() || !m->is_object()) throw error(path + ": missing object 'model'");
     const std::string mtype = m->value("type", std::string());
     if (mtype != "BPE") throw error(format("%s: model.type '%s' is not supported (only BPE)", path.c_str(), mtype.c_str()));
-    if (!m->value("byte_fallback", false))
-        throw error(path + ": GPT-2-style byte-level BPE vocabularies are not supported yet (only SentencePiece-style "
-                           "Llama vocabularies with byte_fallback)");
+    if (!m->value("byte_fallback", false)) {
+        // llama.cpp tells pre-tokenizers apart by their output; here the family decides
+        const char * pre = arch == "qwen2" || arch == "qwen3" ? "qwen2" : nullptr;
+        if (!pre)
+            throw error(format("%s: a GPT-2-style byte-level BPE vocabulary for architecture '%s' is not supported "
+                               "(only for qwen2 and qwen3)", path.c_str(), arch.c_str()));
+        return read_byte_level_bpe(j, *m, path, pre);
+    }
     auto vit = m->find("vocab");
     if (vit == m->end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
     const size_t n_base = vit->size();
@@ -604,7 +668,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
         else throw error(dir + ": no tokenizer.model or tokenizer.json (pass --tokenizer FILE)");
     }
     if (tpath.size() >= 5 && tpath.compare(tpath.size() - 5, 5, ".json") == 0) {
-        p.voc = read_tokenizer_json(tpath);
+        p.voc = read_tokenizer_json(tpath, c.arch);
     } else {
         spm_model sm = spm_model::load(tpath);
         if (sm.model_type != 2 && !o.quiet)
@@ -620,7 +684,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
     // Embedding rows past the tokenizer's pieces: padding tokens, as llama.cpp names them.
     for (int64_t i = int64_t(p.voc.pieces.size()); i < c.vocab; ++i) {
         p.voc.pieces.push_back(format("[PAD%lld]", (long long) i));
-        p.voc.scores.push_back(0.0f);
+        p.voc.scores.push_back(0.0f);  // BPE: unused, one per piece
         p.voc.types.push_back(token_type::UNUSED);
     }
     if (p.voc.bos >= int32_t(p.voc.pieces.size()) || p.voc.eos >= int32_t(p.voc.pieces.size()))
