@@ -36,7 +36,11 @@ context::context(const model & m, const context_params & p) : m_(m) {
     kv_store_params kp = p.kv;  // the page file's label names the model
     if (kp.model_name.empty()) kp.model_name = m.name;
     if (kp.model_file.empty()) kp.model_file = m.path.substr(m.path.find_last_of('/') + 1);
-    store_ = std::make_unique<kv_store>(kp, pg, m.fingerprint);
+    // Phi-3's long and short rope factors give different keys for the same
+    // tokens: a context on the long ones keeps its pages apart.
+    uint64_t fp = m.fingerprint;
+    if (!m.rope_long.empty() && n_ctx_ > hp.n_ctx_orig) fp ^= 0x9E3779B97F4A7C15ull;
+    store_ = std::make_unique<kv_store>(kp, pg, fp);
     seqs_.resize(size_t(p.n_seq_max));
     for (sequence & sq : seqs_) {
         auto kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);

@@ -12,6 +12,7 @@
 #include "decoder/llama-gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/random-model.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"
@@ -729,6 +730,26 @@ TEST_CASE("phi3: fused QKV and gate/up, partial rotary dims, long/short rope fac
     noaf.attn_factor = 0.0f;
     CHECK(max_diff(got, ref_forward(noaf, w, k_tokens)) > WRONG);
 
+    // Pages computed with the long factors are never taken by a context on
+    // the short ones (a shared page folder), and the other way round.
+    {
+        const std::string kvdir = dir + "/kv";
+        std::vector<int32_t> toks;
+        for (int i = 0; i < 24; ++i) toks.push_back(int32_t(3 + i % 40));
+        auto prompt = [&](int32_t n_ctx) {
+            context_params cp = f32_params(8);
+            cp.n_ctx = n_ctx;
+            cp.kv.dir = kvdir;
+            context ctx(*m, cp);
+            ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+            return ctx.n_reused();
+        };
+        CHECK(prompt(64) == 0);   // long factors: stores its pages
+        CHECK(prompt(32) == 0);   // short: none of them
+        CHECK(prompt(32) == 20);  // short again: its own
+        CHECK(prompt(64) == 20);  // long again: its own
+    }
+
     // separate q/k/v, short factors (the context within the original one)
     spec sep = s;
     sep.fused = false;
@@ -1189,6 +1210,37 @@ TEST_CASE("gloas-convert: Hugging Face folders of qwen2, qwen3, phi3, gemma2 and
     r = test::run_tool("gloas-convert", {mm, "-q", "-o", dir + "/mm.gguf"});
     CHECK(r.status == 1);
     CHECK_MESSAGE(r.err.find("mixture-of-experts") != std::string::npos, r.err);
+}
+
+TEST_CASE("random models (gloas-gen-model's writer) of every family load and run") {
+    const std::string dir = test::temp_dir("arch-random");
+    for (const char * arch : {"llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"}) {
+        CAPTURE(arch);
+        random_model_params p;
+        llama_gguf_hparams & hp = p.hp;
+        hp.arch = arch;
+        hp.name = arch;
+        hp.n_vocab = 400;
+        hp.n_ctx = 128;
+        hp.n_embd = 64;
+        hp.n_ff = 96;
+        hp.n_head = 4;
+        hp.n_head_kv = 2;
+        hp.n_layer = 7;
+        hp.head_dim = 32;  // != 64 / 4, as Qwen3 and Gemma
+        hp.wtype = type::Q8_0;
+        if (hp.arch == "gemma2" || hp.arch == "gemma3") hp.sliding_window = 8;
+        if (hp.arch == "gemma2") hp.attn_softcap = 50.0f;
+        const std::string path = dir + "/" + arch + ".gguf";
+        write_random_model(path, p);
+        auto m = model::load({path, ""});
+        CHECK(m->arch == arch);
+        CHECK(m->hp.head_dim == 32);
+        CHECK((m->output.data == m->tok_embd.data) == (hp.arch == "gemma2" || hp.arch == "gemma3"));
+        context ctx(*m, f32_params(8));
+        const float * l = ctx.eval(k_tokens.data(), int32_t(k_tokens.size()));
+        for (int v = 0; v < m->hp.n_vocab; ++v) REQUIRE(std::isfinite(l[v]));
+    }
 }
 
 TEST_CASE("refusals name the architecture, the tensor or the key") {
