@@ -153,7 +153,7 @@ void model::load_gguf(const model_params & p) {
         if (st == "linear") {
             factor = f.get_f32(key("rope.scaling.factor"), f.get_f32(key("rope.scale_linear"), 1.0f));
             if (factor == 0.0f) factor = 1.0f;  // llama.cpp reads 0 as "not set"
-        } else if (st != "none") {
+        } else if (st != "none" && !(arch == "phi3" && (st == "longrope" || st == "su"))) {  // phi3: the factor tensors
             f.fail(format("%s '%s' is not supported (supported: none, linear)", key("rope.scaling.type").c_str(),
                           st.c_str()));
         }

@@ -750,6 +750,18 @@ TEST_CASE("phi3: fused QKV and gate/up, partial rotary dims, long/short rope fac
         CHECK(prompt(64) == 20);  // long again: its own
     }
 
+    // rope.scaling.type "longrope" (the factors are the tensors) loads as the same model.
+    {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/phi3.gguf");
+        g.copy_metadata(*src);
+        g.set_str("phi3.rope.scaling.type", "longrope");
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        g.write(dir + "/phi3-longrope.gguf");
+        auto ml = model::load({dir + "/phi3-longrope.gguf", ""});
+        CHECK(max_diff(run_prefill(*ml, k_tokens, 5), ref_forward(s, w, k_tokens)) < TOL);
+    }
+
     // separate q/k/v, short factors (the context within the original one)
     spec sep = s;
     sep.fused = false;
