@@ -1,13 +1,19 @@
 // Architectures and variants: tiny synthetic GGUF models (written with
 // gguf_writer) of every variant the loader accepts — qwen2 with Q/K/V biases
 // and NEOX rope, llama with head_dim != n_embd / n_head, n_rot < head_dim,
-// rope_freqs factors, linear rope scaling, tied and untied output — are run
-// through context::eval and compared with a naive scalar forward pass written
-// here from the definitions (double accumulation, f32 weights, full causal
-// attention). Negative controls check the comparison would catch a wrong
-// rope ordering, missing factors or missing biases. Also: the rope kernels,
-// the refusals (unknown architecture, missing tensor, bad shapes) and the
-// profiler.
+// rope_freqs factors, linear rope scaling, tied and untied output; qwen3's
+// q/k norms; phi3's fused matrices, partial rotary dims, long/short factors
+// and attn_factor; gemma2/gemma3's scaled embeddings, post norms, GELU,
+// soft-caps and sliding-window layers (gemma3's local rope base) — are run
+// through context::eval (chunked, token by token, and in a batch of two
+// sequences) and compared with a naive scalar forward pass written here from
+// the definitions (double accumulation, f32 weights). Negative controls check
+// the comparison would catch each feature left out. Also: the pages a window
+// layer reads (counted), Hugging Face folders of each family through
+// gloas-convert, random models of each family, the rope kernels, the
+// refusals (unknown architecture, missing tensor, bad shapes, MoE and vision
+// tensors) and the profiler; with GLOAS_ARCH_DUMP set, the files and logits
+// of the llama.cpp comparison in BENCHMARKS.md.
 #include "decoder/gguf-writer.h"
 #include "decoder/llama-gguf.h"
 #include "decoder/llama.h"
