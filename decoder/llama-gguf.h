@@ -1,7 +1,8 @@
 // Metadata keys and tensor names of a Llama GGUF, as llama.cpp writes them;
 // shared by the tools that write models (gloas-convert, gloas-gen-model).
 //
-// Keys written by llama_gguf_set_hparams, in this order:
+// Keys written by llama_gguf_set_hparams, in this order (with "<arch>."
+// for "llama." when another architecture is named; then its optional keys):
 //   general.architecture = "llama", general.name, general.file_type (llama_ftype),
 //   general.quantization_version = 2 (quantized weight types only),
 //   llama.context_length, llama.embedding_length, llama.block_count,
@@ -28,6 +29,7 @@
 namespace gloas {
 
 struct llama_gguf_hparams {
+    std::string arch = "llama"; // general.architecture and the keys' prefix (model.h lists them)
     std::string name;           // general.name
     int64_t n_vocab = 0;
     int64_t n_ctx = 0;          // llama.context_length
@@ -40,6 +42,14 @@ struct llama_gguf_hparams {
     float   rms_eps = 1e-5f;
     float   rope_freq_base = 10000.0f;
     type    wtype = type::F32;  // type of most weights: general.file_type
+    // Written only when set (> 0), as llama.cpp's converter writes them:
+    int64_t n_rot = 0;            // rope.dimension_count (0: head_dim)
+    float   rope_linear = 0.0f;   // rope.scaling.type "linear", rope.scaling.factor
+    int64_t ctx_orig = 0;         // rope.scaling.original_context_length (phi3)
+    float   rope_attn_factor = 0.0f;  // rope.scaling.attn_factor (phi3)
+    int64_t sliding_window = 0;   // attention.sliding_window (gemma2, gemma3)
+    float   attn_softcap = 0.0f;  // attn_logit_softcapping (gemma2)
+    float   final_softcap = 0.0f; // final_logit_softcapping (gemma2)
 };
 
 // The general.* and llama.* keys above (general.file_type from wtype's
@@ -47,7 +57,9 @@ struct llama_gguf_hparams {
 // not fit in u32, or wtype is not a weight type.
 void llama_gguf_set_hparams(gguf_writer & w, const llama_gguf_hparams & hp);
 
-// tokenizer.ggml.* of a SentencePiece vocabulary: model = "llama",
+// tokenizer.ggml.* of a vocabulary. A GPT-2-style BPE one (vocab_kind::BPE):
+// model = "gpt2", pre = v.pre, tokens, token_type, merges, the ids and
+// add_bos_token. A SentencePiece one: model = "llama",
 // pre = "default", tokens, scores, token_type, bos/eos/unknown_token_id (ids
 // that are -1 are left out), add_bos_token, add_eos_token = false, and
 // add_space_prefix when it is false.

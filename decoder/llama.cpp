@@ -36,7 +36,11 @@ context::context(const model & m, const context_params & p) : m_(m) {
     kv_store_params kp = p.kv;  // the page file's label names the model
     if (kp.model_name.empty()) kp.model_name = m.name;
     if (kp.model_file.empty()) kp.model_file = m.path.substr(m.path.find_last_of('/') + 1);
-    store_ = std::make_unique<kv_store>(kp, pg, m.fingerprint);
+    // Phi-3's long and short rope factors give different keys for the same
+    // tokens: a context on the long ones keeps its pages apart.
+    uint64_t fp = m.fingerprint;
+    if (!m.rope_long.empty() && n_ctx_ > hp.n_ctx_orig) fp ^= 0x9E3779B97F4A7C15ull;
+    store_ = std::make_unique<kv_store>(kp, pg, fp);
     seqs_.resize(size_t(p.n_seq_max));
     for (sequence & sq : seqs_) {
         auto kv = std::make_unique<kv_sequence>(*store_, g, n_ubatch_);
@@ -46,24 +50,48 @@ context::context(const model & m, const context_params & p) : m_(m) {
         sq.kv = std::move(kv);
     }
     slides_ = p.slide.on;
+    // Per-layer attention limits (Gemma's windows and soft-capped scores).
+    bool limited = false;
+    for (int32_t il = 0; il < hp.n_layer; ++il) {
+        kv_cache::layer_attention la;
+        la.window = hp.is_swa(il) ? hp.n_swa : 0;
+        la.softcap = hp.attn_softcap;
+        if (la.window <= 0 && la.softcap <= 0.0f) continue;
+        limited = true;
+        for (sequence & sq : seqs_) sq.kv->set_layer_attention(il, la);
+    }
+    if (limited && slides_)
+        throw error(format("architecture '%s' has sliding-window or soft-capped attention layers, which cannot slide past "
+                           "the context: leave the sliding context off",
+                           m.arch.c_str()));
 
     backend & be = *be_;
     w_.tok_embd = be.weight(m.tok_embd);
     w_.output_norm = be.weight(m.output_norm);
     w_.output = be.weight(m.output);
     w_.rope_freqs = be.weight(m.rope_freqs);
-    static_assert(sizeof(layer_weights) == 13 * sizeof(tensor), "every tensor of layer_weights is listed below");
+    w_.rope_long = be.weight(m.rope_long);
+    w_.rope_short = be.weight(m.rope_short);
+    static_assert(sizeof(layer_weights) == 17 * sizeof(tensor), "every tensor of layer_weights is listed below");
     for (const layer_weights & l : m.layers) {
         layer_weights b;
         for (auto t : {&layer_weights::attn_norm, &layer_weights::wq, &layer_weights::wk, &layer_weights::wv,
                        &layer_weights::wo, &layer_weights::ffn_norm, &layer_weights::ffn_gate, &layer_weights::ffn_down,
                        &layer_weights::ffn_up, &layer_weights::bq, &layer_weights::bk, &layer_weights::bv,
-                       &layer_weights::bo})
+                       &layer_weights::bo, &layer_weights::q_norm, &layer_weights::k_norm,
+                       &layer_weights::attn_post_norm, &layer_weights::ffn_post_norm})
             b.*t = be.weight(l.*t);
         w_.layers.push_back(b);
     }
-    rope_ = m.rope();
-    rope_.factors = w_.rope_freqs.empty() ? nullptr : static_cast<const float *>(w_.rope_freqs.data);
+    // Each layer's rope, its factors the backend's copies of the model's.
+    for (int32_t il = 0; il < hp.n_layer; ++il) {
+        ops::rope_params r = m.rope(n_ctx_, il);
+        const std::pair<const tensor *, const tensor *> fs[] = {
+            {&m.rope_freqs, &w_.rope_freqs}, {&m.rope_long, &w_.rope_long}, {&m.rope_short, &w_.rope_short}};
+        for (const auto & f : fs)
+            if (r.factors && r.factors == f.first->data) r.factors = static_cast<const float *>(f.second->data);
+        rope_.push_back(r);
+    }
 
     const size_t U = size_t(n_ubatch_), F32 = sizeof(float);
     h_pos_.resize(2 * U);
@@ -314,7 +342,7 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
                       int32_t n_rows, float * out) {
     const hparams & hp = m_.hp;
     const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
-    const float scale = 1.0f / std::sqrt(float(hp.head_dim));
+    const float scale = hp.query_scale();
     backend & be = *be_;
     float * x = x_.f32();
     float * xb = xb_.f32();
@@ -349,6 +377,7 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
 
     be.set_layer(-1);
     be.get_rows(w_.tok_embd, ids_.i32(), n, x);
+    if (hp.embd_scale > 0.0f) be.scale(x, n, E, E, hp.embd_scale);
 
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const layer_weights & l = w_.layers[size_t(il)];
@@ -369,11 +398,20 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
             if (!l.bk.empty()) be.bias(k, static_cast<const float *>(l.bk.data), n, KV);
             if (!l.bv.empty()) be.bias(v, static_cast<const float *>(l.bv.data), n, KV);
         }
+        if (!l.q_norm.empty()) {  // per head
+            be.rmsnorm(q, q, static_cast<const float *>(l.q_norm.data), int64_t(n) * hp.n_head, hp.head_dim, hp.rms_eps);
+            be.rmsnorm(k, k, static_cast<const float *>(l.k_norm.data), int64_t(n) * hp.n_head_kv, hp.head_dim, hp.rms_eps);
+        }
         {
             backend::group g(be, op::ROPE);
-            if (slid) be.rope(q_sink_.f32(), q, n, hp.n_head, hp.head_dim, hp.n_rot, d_lpos, rope_);
-            be.rope(q, q, n, hp.n_head, hp.head_dim, hp.n_rot, d_pos, rope_);
-            be.rope(k, k, n, hp.n_head_kv, hp.head_dim, hp.n_rot, d_pos, rope_);
+            const ops::rope_params & rp = rope_[size_t(il)];
+            if (hp.rope_attn_factor != 1.0f) {  // rope's magnitude scaling: the rotated dims of q and k
+                be.scale(q, int64_t(n) * hp.n_head, hp.head_dim, hp.n_rot, hp.rope_attn_factor);
+                be.scale(k, int64_t(n) * hp.n_head_kv, hp.head_dim, hp.n_rot, hp.rope_attn_factor);
+            }
+            if (slid) be.rope(q_sink_.f32(), q, n, hp.n_head, hp.head_dim, hp.n_rot, d_lpos, rp);
+            be.rope(q, q, n, hp.n_head, hp.head_dim, hp.n_rot, d_pos, rp);
+            be.rope(k, k, n, hp.n_head_kv, hp.head_dim, hp.n_rot, d_pos, rp);
         }
         for (int32_t r = 0; r < n_runs; ++r) {
             const run & ru = runs[r];
@@ -391,6 +429,7 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
         }
         be.matmul(l.wo, att, n, xb);
         if (!l.bo.empty()) be.bias(xb, static_cast<const float *>(l.bo.data), n, E);
+        if (!l.attn_post_norm.empty()) be.rmsnorm(xb, xb, static_cast<const float *>(l.attn_post_norm.data), n, E, hp.rms_eps);
         be.add(x, xb, int64_t(n) * E);
 
         // feed-forward
@@ -400,8 +439,10 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
             float * y[2] = {hb, hb2};
             be.matmul_n(w, y, 2, xb, n);
         }
-        be.silu_mul(hb, hb, hb2, int64_t(n) * F);
+        if (hp.gelu_ffn) be.gelu_mul(hb, hb, hb2, int64_t(n) * F);
+        else be.silu_mul(hb, hb, hb2, int64_t(n) * F);
         be.matmul(l.ffn_down, hb, n, xb);
+        if (!l.ffn_post_norm.empty()) be.rmsnorm(xb, xb, static_cast<const float *>(l.ffn_post_norm.data), n, E, hp.rms_eps);
         be.add(x, xb, int64_t(n) * E);
     }
     be.set_layer(-1);
@@ -422,6 +463,7 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
     const float * out_norm = static_cast<const float *>(w_.output_norm.data);
     for (int32_t i = 0; i < n_rows; ++i) be.rmsnorm(xb + i * E, x + int64_t(rows[i]) * E, out_norm, 1, E, hp.rms_eps);
     be.matmul(w_.output, xb, n_rows, out_.f32());
+    if (hp.final_softcap > 0.0f) be.softcap(out_.f32(), int64_t(n_rows) * V, hp.final_softcap);
     be.to_host(out, out_.f32(), out_bytes);
 }
 

@@ -2,7 +2,11 @@
 //
 // Per layer: rmsnorm -> q,k,v = x·W -> rope(q, k) -> K/V store -> attention
 // -> x += att·Wo -> rmsnorm -> x += W2(silu(W1 x) * W3 x); then the final norm
-// and the output projection of the last token.
+// and the output projection of the last token. The other families' steps
+// (model.h) are small branches of the same pass: per-head q/k norms before
+// rope, scaled embeddings, norms of the attention and FFN outputs, GELU
+// gating, soft-capped logits; windows and soft-capped scores are the K/V
+// store's (kv_cache::set_layer_attention).
 //
 // Prompts are evaluated in chunks of n_ubatch tokens (PREFILL: one matmul per
 // weight per chunk, every weight read once per chunk); a single token is the
@@ -165,7 +169,7 @@ private:
     };
     // The model's weights as the backend holds them (the views its ops read).
     struct weights {
-        tensor tok_embd, output_norm, output, rope_freqs;
+        tensor tok_embd, output_norm, output, rope_freqs, rope_long, rope_short;
         std::vector<layer_weights> layers;
     };
 
@@ -183,7 +187,7 @@ private:
     bool slides_ = false;
     std::unique_ptr<backend> be_;  // declared before what it allocates, so it goes last
     weights w_;
-    ops::rope_params rope_;  // the model's rope, its factors in backend memory
+    std::vector<ops::rope_params> rope_;  // (n_layer) each layer's rope, its factors in backend memory
     std::unique_ptr<kv_store> store_;
     std::vector<sequence> seqs_;
 

@@ -49,7 +49,14 @@ struct arch_info {
 constexpr arch_info k_archs[] = {
     {"llama", ops::rope_style::NORM},
     {"qwen2", ops::rope_style::NEOX},
+    {"qwen3", ops::rope_style::NEOX},
+    {"phi3", ops::rope_style::NEOX},
+    {"gemma2", ops::rope_style::NEOX},
+    {"gemma3", ops::rope_style::NEOX},
 };
+
+// Rows [r0, r0 + n) of a 2-D weight (a part of a fused projection).
+tensor rows_of(const tensor & t, int64_t r0, int64_t n) { return make_tensor_2d(t.t, t.ne[0], n, t.row(r0)); }
 
 // Calls fn(const tensor &) for every weight of a layer, the optional biases
 // only when present.
@@ -57,7 +64,7 @@ template <class F>
 void for_each_weight(const layer_weights & l, F fn) {
     for (const tensor * t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
         fn(*t);
-    for (const tensor * t : {&l.bq, &l.bk, &l.bv, &l.bo})
+    for (const tensor * t : {&l.bq, &l.bk, &l.bv, &l.bo, &l.q_norm, &l.k_norm, &l.attn_post_norm, &l.ffn_post_norm})
         if (!t->empty()) fn(*t);
 }
 
@@ -103,7 +110,11 @@ void model::load_gguf(const model_params & p) {
         if (arch == a.name) ai = &a;
         known += known.empty() ? a.name : std::string(", ") + a.name;
     }
-    if (!ai) f.fail(format("architecture '%s' is not supported (supported: %s)", arch.c_str(), known.c_str()));
+    if (!ai) {
+        const bool moe = arch.find("moe") != std::string::npos;
+        f.fail(format("%sarchitecture '%s' is not supported (supported: %s)", moe ? "mixture-of-experts " : "",
+                      arch.c_str(), known.c_str()));
+    }
     hp.rope_type = ai->rope;
     if (!p.tokenizer_path.empty())
         f.fail("a separate tokenizer (-z) is only for llama2.c checkpoints; GGUF files carry their own");
@@ -142,7 +153,7 @@ void model::load_gguf(const model_params & p) {
         if (st == "linear") {
             factor = f.get_f32(key("rope.scaling.factor"), f.get_f32(key("rope.scale_linear"), 1.0f));
             if (factor == 0.0f) factor = 1.0f;  // llama.cpp reads 0 as "not set"
-        } else if (st != "none") {
+        } else if (st != "none" && !(arch == "phi3" && (st == "longrope" || st == "su"))) {  // phi3: the factor tensors
             f.fail(format("%s '%s' is not supported (supported: none, linear)", key("rope.scaling.type").c_str(),
                           st.c_str()));
         }
@@ -150,6 +161,41 @@ void model::load_gguf(const model_params & p) {
             f.fail(format("%s = %g must be positive", key("rope.scaling.factor").c_str(), double(factor)));
         hp.rope_freq_scale = 1.0f / factor;
     }
+
+    // The blocks of the other families (model.h), with llama.cpp's defaults.
+    const bool gemma = arch == "gemma2" || arch == "gemma3";
+    if (gemma) {
+        hp.gelu_ffn = true;
+        hp.post_norms = true;
+        hp.embd_scale = std::sqrt(float(hp.n_embd));
+        const bool is_27b = hp.n_layer == (arch == "gemma2" ? 46 : 62);
+        hp.attn_scale = 1.0f / std::sqrt(float(is_27b ? hp.n_embd / hp.n_head : hp.head_dim));
+    }
+    if (arch == "gemma2") {
+        hp.n_swa = int32_t(f.get_u32(key("attention.sliding_window"), 4096));
+        hp.swa_period = 2;
+        hp.attn_softcap = f.get_f32(key("attn_logit_softcapping"), 50.0f);
+        hp.final_softcap = f.get_f32(key("final_logit_softcapping"), 30.0f);
+    } else if (arch == "gemma3") {
+        hp.n_swa = int32_t(f.get_u32(key("attention.sliding_window"), 0));
+        if (hp.n_swa > 0) {
+            hp.swa_period = 6;
+            hp.rope_freq_base_swa = 10000.0f;
+        } else {
+            hp.final_softcap = f.get_f32(key("final_logit_softcapping"), 0.0f);
+        }
+    } else if (arch == "phi3") {
+        // llama.cpp runs Phi-3 without its sliding window (it reads the key and
+        // turns it off), and so does gloas.
+        hp.n_ctx_orig = int32_t(f.get_u32(key("rope.scaling.original_context_length"), uint32_t(hp.n_ctx_train)));
+        hp.rope_attn_factor = f.get_f32(key("rope.scaling.attn_factor"), 1.0f);
+        if (!(hp.rope_attn_factor > 0.0f) || !std::isfinite(hp.rope_attn_factor))
+            f.fail(format("%s = %g must be positive", key("rope.scaling.attn_factor").c_str(), double(hp.rope_attn_factor)));
+    }
+    if (hp.n_swa < 0 || !(hp.attn_softcap >= 0.0f) || !(hp.final_softcap >= 0.0f) || !std::isfinite(hp.attn_softcap) ||
+        !std::isfinite(hp.final_softcap))
+        f.fail(format("%s, %s and %s must not be negative", key("attention.sliding_window").c_str(),
+                      key("attn_logit_softcapping").c_str(), key("final_logit_softcapping").c_str()));
 
     tok = tokenizer::from_gguf(f);
     hp.n_vocab = tok.n_vocab();
@@ -190,19 +236,47 @@ void model::load_gguf(const model_params & p) {
             used.insert(ti->name);
         }
     }
+    if (arch == "phi3") {
+        rope_long  = get("rope_factors_long.weight", hp.n_rot / 2, 0, /*required=*/false);
+        rope_short = get("rope_factors_short.weight", hp.n_rot / 2, 0, /*required=*/false);
+    }
+    const bool qk_norm = arch == "qwen3" || arch == "gemma3";
     layers.resize(size_t(hp.n_layer));
     for (int il = 0; il < hp.n_layer; ++il) {
         const std::string b = "blk." + std::to_string(il) + ".";
         layer_weights & l = layers[size_t(il)];
         l.attn_norm = get(b + "attn_norm.weight", E, 0);
-        l.wq        = get(b + "attn_q.weight", E, Q);
-        l.wk        = get(b + "attn_k.weight", E, KV);
-        l.wv        = get(b + "attn_v.weight", E, KV);
+        if (arch == "phi3" && f.find_tensor(b + "attn_qkv.weight")) {
+            // q, k and v are the consecutive row ranges of one matrix
+            const tensor qkv = get(b + "attn_qkv.weight", E, Q + 2 * KV);
+            l.wq = rows_of(qkv, 0, Q);
+            l.wk = rows_of(qkv, Q, KV);
+            l.wv = rows_of(qkv, Q + KV, KV);
+        } else {
+            l.wq = get(b + "attn_q.weight", E, Q);
+            l.wk = get(b + "attn_k.weight", E, KV);
+            l.wv = get(b + "attn_v.weight", E, KV);
+        }
         l.wo        = get(b + "attn_output.weight", Q, E);
         l.ffn_norm  = get(b + "ffn_norm.weight", E, 0);
-        l.ffn_gate  = get(b + "ffn_gate.weight", E, F);
+        if (arch == "phi3") {
+            // gate then up, one matrix of 2 * n_ff rows
+            const tensor gu = get(b + "ffn_up.weight", E, 2 * F);
+            l.ffn_gate = rows_of(gu, 0, F);
+            l.ffn_up = rows_of(gu, F, F);
+        } else {
+            l.ffn_gate = get(b + "ffn_gate.weight", E, F);
+            l.ffn_up   = get(b + "ffn_up.weight", E, F);
+        }
         l.ffn_down  = get(b + "ffn_down.weight", F, E);
-        l.ffn_up    = get(b + "ffn_up.weight", E, F);
+        if (qk_norm) {
+            l.q_norm = get(b + "attn_q_norm.weight", hp.head_dim, 0);
+            l.k_norm = get(b + "attn_k_norm.weight", hp.head_dim, 0);
+        }
+        if (hp.post_norms) {
+            l.attn_post_norm = get(b + "post_attention_norm.weight", E, 0);
+            l.ffn_post_norm  = get(b + "post_ffw_norm.weight", E, 0);
+        }
         l.bq        = get(b + "attn_q.bias", Q, 0, /*required=*/false);
         l.bk        = get(b + "attn_k.bias", KV, 0, /*required=*/false);
         l.bv        = get(b + "attn_v.bias", KV, 0, /*required=*/false);
@@ -213,9 +287,17 @@ void model::load_gguf(const model_params & p) {
     // (FFN biases, extra norms, more layers): refused rather than ignored.
     if (used.size() != f.tensors().size())
         for (const gguf_tensor_info & ti : f.tensors())
-            if (!used.count(ti.name))
+            if (!used.count(ti.name)) {
+                const std::string & n = ti.name;
+                if (n.find("_exps.") != std::string::npos || n.find("ffn_gate_inp") != std::string::npos)
+                    f.fail(format("tensor '%s' belongs to a mixture-of-experts variant of '%s', which gloas does not support",
+                                  n.c_str(), arch.c_str()));
+                if (n.compare(0, 2, "v.") == 0 || n.compare(0, 3, "mm.") == 0)
+                    f.fail(format("tensor '%s' belongs to a vision tower, which gloas does not support (text models only)",
+                                  n.c_str()));
                 f.fail(format("tensor '%s' is not used by architecture '%s' (a variant gloas does not support)",
                               ti.name.c_str(), arch.c_str()));
+            }
 }
 
 void model::load_llama2c(const model_params & p) {
@@ -326,11 +408,24 @@ void model::finish() {
         weight_bytes += rope_freqs.nbytes();
         n_params += rope_freqs.nelements();
     }
+    for (const std::pair<const tensor *, const char *> rf : {std::make_pair(&rope_long, "rope_factors_long.weight"),
+                                                             std::make_pair(&rope_short, "rope_factors_short.weight")}) {
+        if (rf.first->empty()) continue;
+        check_f32(*rf.first, rf.second);
+        const float * fr = static_cast<const float *>(rf.first->data);
+        for (int64_t i = 0; i < rf.first->ne[0]; ++i)
+            if (!(fr[i] > 0.0f) || !std::isfinite(fr[i]))
+                throw error(format("%s: %s[%lld] = %g must be positive", fname, rf.second, (long long) i, double(fr[i])));
+        weight_bytes += rf.first->nbytes();
+        n_params += rf.first->nelements();
+    }
     for (const auto & l : layers) {
         check_f32(l.attn_norm, "attn_norm.weight");
         check_f32(l.ffn_norm, "ffn_norm.weight");
         const std::pair<const tensor *, const char *> biases[] = {
-            {&l.bq, "attn_q.bias"}, {&l.bk, "attn_k.bias"}, {&l.bv, "attn_v.bias"}, {&l.bo, "attn_output.bias"}};
+            {&l.bq, "attn_q.bias"}, {&l.bk, "attn_k.bias"}, {&l.bv, "attn_v.bias"}, {&l.bo, "attn_output.bias"},
+            {&l.q_norm, "attn_q_norm.weight"}, {&l.k_norm, "attn_k_norm.weight"},
+            {&l.attn_post_norm, "post_attention_norm.weight"}, {&l.ffn_post_norm, "post_ffw_norm.weight"}};
         for (const auto & b : biases)
             if (!b.first->empty() && b.first->t != type::F32)
                 throw error(format("%s: blk.%zu.%s must be f32 (is %s)", fname, size_t(&l - layers.data()), b.second,
@@ -357,6 +452,8 @@ void model::finish() {
     add(output_norm);
     add(output);
     if (!rope_freqs.empty()) add(rope_freqs);
+    if (!rope_long.empty()) add(rope_long);
+    if (!rope_short.empty()) add(rope_short);
     for (const auto & l : layers) for_each_weight(l, add);
     fingerprint = XXH64_digest(st);
     XXH64_freeState(st);
@@ -375,6 +472,19 @@ ops::rope_params model::rope() const {
     r.freq_base = hp.rope_freq_base;
     r.freq_scale = hp.rope_freq_scale;
     r.factors = rope_freqs.empty() ? nullptr : static_cast<const float *>(rope_freqs.data);
+    return r;
+}
+
+ops::rope_params model::rope(int32_t n_ctx, int32_t il) const {
+    ops::rope_params r = rope();
+    if (!rope_long.empty() || !rope_short.empty()) {
+        const tensor & fr = n_ctx > hp.n_ctx_orig && !rope_long.empty() ? rope_long : rope_short;
+        r.factors = fr.empty() ? nullptr : static_cast<const float *>(fr.data);
+    }
+    if (hp.rope_freq_base_swa > 0.0f && hp.is_swa(il)) {
+        r.freq_base = hp.rope_freq_base_swa;
+        r.freq_scale = 1.0f;
+    }
     return r;
 }
 

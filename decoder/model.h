@@ -13,8 +13,26 @@
 //    <arch>.rope.scaling.factor, the optional rope_freqs.weight (n_rot/2 f32,
 //    Llama 3.1 scaling: the angle of pair i is divided by factor i), and a
 //    missing output.weight means the output is tied to token_embd.
+//      "qwen3": qwen2's blocks without Q/K/V biases and with a per-head
+//               RMSNorm of q and k before rope (attn_q_norm, attn_k_norm).
+//      "phi3":  Phi-3/3.5/4-mini; NEOX rope, q/k/v fused in attn_qkv (or
+//               separate), gate and up fused in ffn_up (gate first), the
+//               long/short rope factors rope_factors_long/short (long when
+//               the context is larger than rope.scaling.original_context_length,
+//               as llama.cpp picks them) and rope.scaling.attn_factor.
+//      "gemma2", "gemma3": embeddings scaled by sqrt(n_embd), norms after
+//               attention and FFN (post_attention_norm, post_ffw_norm), a
+//               GELU(tanh)-gated FFN, the query scale 1/sqrt(head_dim)
+//               (1/sqrt(n_embd/n_head) for the 27B shapes, as llama.cpp),
+//               sliding-window layers (attention.sliding_window: gemma2 every
+//               other layer from layer 0, gemma3 five of every six), and
+//               gemma2's attention and final-logit soft-capping; gemma3 adds
+//               attn_q_norm/attn_k_norm and rope base 10000 on its sliding
+//               layers. Norm weights are used as stored (llama.cpp's converter
+//               has already added Gemma's +1).
 //    Other architectures are refused naming them; a missing required tensor,
-//    or a tensor nothing reads (a variant not supported), is refused naming it.
+//    or a tensor nothing reads (a variant not supported: mixture-of-experts
+//    and vision towers are named as such), is refused naming it.
 //  - llama2.c checkpoints (the legacy export): seven int32 (dim, hidden_dim,
 //    n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size
 //    signals a separate classifier — a hack of that format), then f32 arrays in
@@ -34,6 +52,7 @@
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -55,9 +74,25 @@ struct hparams {
     float   rope_freq_base = 10000.0f;
     float   rope_freq_scale = 1.0f;  // 1 / linear rope scaling factor
     ops::rope_style rope_type = ops::rope_style::NORM;
+    float   rope_attn_factor = 1.0f;  // rotated dims of q and k scaled by it (phi3's long rope)
+    int32_t n_ctx_orig = 0;           // phi3: the context the short rope factors are for
+
+    // Per-architecture blocks (zero / false: the Llama block).
+    bool    gelu_ffn = false;         // GELU(tanh) gating instead of SiLU
+    bool    post_norms = false;       // RMSNorm of the attention and FFN outputs
+    float   embd_scale = 0.0f;        // > 0: embeddings multiplied by it
+    float   attn_scale = 0.0f;        // > 0: query scale instead of 1/sqrt(head_dim)
+    float   attn_softcap = 0.0f;      // > 0: scores s -> c*tanh(s/c) before softmax
+    float   final_softcap = 0.0f;     // > 0: logits capped the same way
+    int32_t n_swa = 0;                // sliding window (positions a query sees, itself included); 0: none
+    int32_t swa_period = 0;           // layer il slides when il % period < period - 1
+    float   rope_freq_base_swa = 0.0f;  // > 0: rope base of the sliding layers (scale 1 there)
 
     int32_t n_embd_q() const { return n_head * head_dim; }
     int32_t n_embd_kv() const { return n_head_kv * head_dim; }
+    // Whether layer il attends only to the last n_swa positions.
+    bool is_swa(int32_t il) const { return n_swa > 0 && swa_period > 0 && il % swa_period < swa_period - 1; }
+    float query_scale() const { return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(float(head_dim)); }
 };
 
 struct layer_weights {
@@ -75,6 +110,11 @@ struct layer_weights {
     tensor bk;         // (n_embd_kv)
     tensor bv;         // (n_embd_kv)
     tensor bo;         // (n_embd)
+    // Optional f32 norms of other families; empty when absent.
+    tensor q_norm;     // (head_dim) per-head RMSNorm of q before rope
+    tensor k_norm;     // (head_dim)
+    tensor attn_post_norm;  // (n_embd) of the attention output
+    tensor ffn_post_norm;   // (n_embd) of the FFN output
 };
 
 struct model_params {
@@ -92,6 +132,7 @@ public:
     tensor output_norm;   // (n_embd) f32
     tensor output;        // (n_vocab, n_embd); tok_embd when tied
     tensor rope_freqs;    // (n_rot/2) f32 rope frequency factors, or empty
+    tensor rope_long, rope_short;  // phi3: (n_rot/2) f32 factors past / within n_ctx_orig, or empty
     std::vector<layer_weights> layers;
     tokenizer tok;
 
@@ -110,6 +151,9 @@ public:
     // The rope of this model for ops::rope_ex: style, base, scale and the
     // factors (pointing into the weights; valid while the model lives).
     ops::rope_params rope() const;
+    // The rope of a context of n_ctx positions for layer il: phi3's long or
+    // short factors by n_ctx, gemma3's local base on its sliding layers.
+    ops::rope_params rope(int32_t n_ctx, int32_t il) const;
 
     // Identifies the weights (shape, types and a sample of every tensor's
     // bytes): K/V pages computed with one model are never reused by another.

@@ -116,8 +116,11 @@ void random_model_check(const llama_gguf_hparams & hp, bool synthetic_vocab) {
         throw error(format("random model: every dimension must be positive (dim %lld, heads %lld, kv heads %lld, "
                            "layers %lld, ffn %lld, context %lld)", ll(hp.n_embd), ll(hp.n_head), ll(hp.n_head_kv),
                            ll(hp.n_layer), ll(hp.n_ff), ll(hp.n_ctx)));
-    if (hp.n_embd % hp.n_head != 0)
+    if (hp.head_dim <= 0 && hp.n_embd % hp.n_head != 0)
         throw error(format("random model: dim %lld is not a multiple of heads %lld", ll(hp.n_embd), ll(hp.n_head)));
+    if (hp.arch != "llama" && hp.arch != "qwen2" && hp.arch != "qwen3" && hp.arch != "phi3" && hp.arch != "gemma2" &&
+        hp.arch != "gemma3")
+        throw error(format("random model: architecture '%s' is not one gloas runs", hp.arch.c_str()));
     if (hp.n_head % hp.n_head_kv != 0)
         throw error(format("random model: heads %lld is not a multiple of kv heads %lld", ll(hp.n_head), ll(hp.n_head_kv)));
     const int64_t blck = traits(hp.wtype).blck_size;
@@ -153,26 +156,49 @@ void write_random_model(const std::string & path, const random_model_params & p)
         const int64_t ne[2] = {ne0, norm ? 1 : ne1};
         w.add_tensor(name, t, norm ? 1 : 2, ne, make_fill(t, ne0, mix(p.seed, ++tensor_no), norm));
     };
+    const std::string & a = hp.arch;
+    const bool gemma = a == "gemma2" || a == "gemma3", phi3 = a == "phi3";
+    auto blk = [](int64_t l, const char * n) { return "blk." + std::to_string(l) + "." + n; };
     add(llama_tensor_name(llama_tensor::TOKEN_EMBD), hp.n_embd, hp.n_vocab);
     for (int64_t l = 0; l < hp.n_layer; ++l) {
         add(llama_tensor_name(llama_tensor::ATTN_NORM, l), hp.n_embd, 0);
-        add(llama_tensor_name(llama_tensor::ATTN_Q, l), hp.n_embd, q_dim);
-        add(llama_tensor_name(llama_tensor::ATTN_K, l), hp.n_embd, kv_dim);
-        add(llama_tensor_name(llama_tensor::ATTN_V, l), hp.n_embd, kv_dim);
+        if (phi3) {
+            add(blk(l, "attn_qkv.weight"), hp.n_embd, q_dim + 2 * kv_dim);
+        } else {
+            add(llama_tensor_name(llama_tensor::ATTN_Q, l), hp.n_embd, q_dim);
+            add(llama_tensor_name(llama_tensor::ATTN_K, l), hp.n_embd, kv_dim);
+            add(llama_tensor_name(llama_tensor::ATTN_V, l), hp.n_embd, kv_dim);
+        }
+        if (a == "qwen2") {
+            add(blk(l, "attn_q.bias"), q_dim, 0);
+            add(blk(l, "attn_k.bias"), kv_dim, 0);
+            add(blk(l, "attn_v.bias"), kv_dim, 0);
+        }
+        if (a == "qwen3" || a == "gemma3") {
+            add(blk(l, "attn_q_norm.weight"), hp.head_dim, 0);
+            add(blk(l, "attn_k_norm.weight"), hp.head_dim, 0);
+        }
         add(llama_tensor_name(llama_tensor::ATTN_OUTPUT, l), q_dim, hp.n_embd);
+        if (gemma) add(blk(l, "post_attention_norm.weight"), hp.n_embd, 0);
         add(llama_tensor_name(llama_tensor::FFN_NORM, l), hp.n_embd, 0);
-        add(llama_tensor_name(llama_tensor::FFN_GATE, l), hp.n_embd, hp.n_ff);
+        if (phi3) {
+            add(llama_tensor_name(llama_tensor::FFN_UP, l), hp.n_embd, 2 * hp.n_ff);
+        } else {
+            add(llama_tensor_name(llama_tensor::FFN_GATE, l), hp.n_embd, hp.n_ff);
+            add(llama_tensor_name(llama_tensor::FFN_UP, l), hp.n_embd, hp.n_ff);
+        }
         add(llama_tensor_name(llama_tensor::FFN_DOWN, l), hp.n_ff, hp.n_embd);
-        add(llama_tensor_name(llama_tensor::FFN_UP, l), hp.n_embd, hp.n_ff);
+        if (gemma) add(blk(l, "post_ffw_norm.weight"), hp.n_embd, 0);
     }
     add(llama_tensor_name(llama_tensor::OUTPUT_NORM), hp.n_embd, 0);
-    add(llama_tensor_name(llama_tensor::OUTPUT), hp.n_embd, hp.n_vocab);
+    if (!gemma) add(llama_tensor_name(llama_tensor::OUTPUT), hp.n_embd, hp.n_vocab);  // Gemma ties it
     if (p.progress) w.set_progress(p.progress);
     w.write(path);
 }
 
 std::string cached_random_model(const std::string & dir, const llama_gguf_hparams & hp) {
-    const std::string key = format("v1 %lld %lld %lld %lld %lld %lld %lld %lld %g %g %s", (long long) hp.n_vocab,
+    const std::string key = format("v1 %s%lld %lld %lld %lld %lld %lld %lld %lld %g %g %s",
+                                   hp.arch == "llama" ? "" : (hp.arch + " ").c_str(), (long long) hp.n_vocab,
                                    (long long) hp.n_ctx, (long long) hp.n_embd, (long long) hp.n_ff,
                                    (long long) hp.n_head, (long long) hp.n_head_kv, (long long) hp.n_layer,
                                    (long long) hp.head_dim, double(hp.rms_eps), double(hp.rope_freq_base),

@@ -6,7 +6,9 @@
 // activations stay finite. Each row's values come from a generator seeded by
 // (seed, tensor, row): the file is the same for any thread count. Tensors are
 // generated and converted a chunk of rows at a time and streamed to the file
-// (written as PATH.tmp, then renamed), with llama.cpp's tensor names and keys.
+// (written as PATH.tmp, then renamed), with llama.cpp's tensor names and keys,
+// for any architecture gloas runs (hp.arch: the family's extra norms, biases
+// and fused matrices; Gemma's output tied to the embeddings).
 #pragma once
 
 #include "decoder/llama-gguf.h"

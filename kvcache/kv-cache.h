@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace gloas {
 
@@ -58,9 +59,27 @@ public:
     // Bytes of K/V this sequence keeps in private RAM (open pages, scratch).
     virtual size_t ram_bytes() const = 0;
 
+    // Limits of layer il's attention (Gemma), both off by default: with
+    // window > 0 a query at position p sees only positions
+    // [p - window + 1, p] (sealed pages wholly before that are not read);
+    // with softcap > 0 each scaled score s becomes softcap * tanh(s / softcap)
+    // before the softmax. Set before the first token.
+    struct layer_attention {
+        int32_t window = 0;
+        float softcap = 0.0f;
+    };
+    void set_layer_attention(int32_t il, const layer_attention & a) {
+        if (layer_attn_.size() < size_t(g_.n_layer)) layer_attn_.resize(size_t(g_.n_layer));
+        layer_attn_[size_t(il)] = a;
+    }
+    layer_attention get_layer_attention(int32_t il) const {
+        return size_t(il) < layer_attn_.size() ? layer_attn_[size_t(il)] : layer_attention();
+    }
+
 protected:
     explicit kv_cache(const kv_geometry & g) : g_(g) {}
     kv_geometry g_;
+    std::vector<layer_attention> layer_attn_;  // (n_layer) or empty: no limits
 };
 
 } // namespace gloas

@@ -286,6 +286,13 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
             for (int32_t i = 0; i < group * hd; ++i) qk[i] = q_sink[q_off + size_t(i)] * scale;
         }
         attn_state_init(s, group, hd);
+        const layer_attention la_il = get_layer_attention(il);
+        if (la_il.window > 0 || la_il.softcap > 0.0f) {
+            GLOAS_ASSERT(drop == 0);
+            attend_limited(il, h, p, qs, group, la_il, s);
+            attn_state_finish(s, group, hd, out + q_off);
+            continue;
+        }
         // Prefill stays dense; a decode query may read only a selection.
         const int32_t n_sel = select_pages(il, h, cur, drop, n_tok == 1, qs, qk, group, score, slot_score, sel);
         if (copy && il < dense_n_) {
@@ -323,6 +330,61 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         page_attend(pg1_, type::F32, staging(cur, il), 0, h, p % P + 1, qs, group, s);
         attn_state_finish(s, group, hd, out + q_off);
     }
+}
+
+void kv_sequence::attend_limited(int32_t il, int32_t h, int32_t p, const float * qs, int32_t group,
+                                 const layer_attention & a, attn_state & s) {
+    const int32_t P = pg_.page_tokens, hd = g_.head_dim;
+    const int64_t cur = p / P;
+    const int32_t lo = a.window > 0 ? std::max(0, p - a.window + 1) : 0;
+    static thread_local std::vector<float> kv;  // (2 * hd, P): K rows then V rows of one page
+    if (kv.size() < size_t(2 * hd) * size_t(P)) kv.resize(size_t(2 * hd) * size_t(P));
+    // Tokens [t0, t1) of a page whose K and V rows (channel-major) are k, v.
+    auto visit = [&](const float * k, const float * v, int32_t t0, int32_t t1) {
+        for (int32_t g = 0; g < group; ++g) {
+            const float * qg = qs + size_t(g) * size_t(hd);
+            float * acc = s.acc + size_t(g) * size_t(hd);
+            for (int32_t t = t0; t < t1; ++t) {
+                float sc = 0.0f;
+                for (int32_t d = 0; d < hd; ++d) sc += qg[d] * k[size_t(d) * size_t(P) + size_t(t)];
+                if (a.softcap > 0.0f) sc = a.softcap * std::tanh(sc / a.softcap);
+                if (sc > s.m[g]) {
+                    const float r = std::exp(s.m[g] - sc);  // 0 for the first score (m = -inf)
+                    s.l[g] *= r;
+                    for (int32_t d = 0; d < hd; ++d) acc[d] *= r;
+                    s.m[g] = sc;
+                }
+                const float e = std::exp(sc - s.m[g]);
+                s.l[g] += e;
+                for (int32_t d = 0; d < hd; ++d) acc[d] += e * v[size_t(d) * size_t(P) + size_t(t)];
+            }
+        }
+    };
+    uint64_t reads = 0;
+    for (int64_t j = lo / P; j < cur; ++j) {
+        const page_ref & r = pages_[held(j)].ref;
+        st_.touch(r.slot);
+        ++reads;
+        if (a.softcap <= 0.0f && j * P >= lo) {  // a whole page inside the window: the page kernel
+            page_attend(pg_, r.t, r.data, il, h, P, qs, group, s);
+            continue;
+        }
+        const size_t rb = pg_.row_bytes(r.t);
+        const auto to_float = traits(r.t).to_float;
+        for (int32_t kind = 0; kind < 2; ++kind)
+            for (int32_t d = 0; d < hd; ++d)
+                to_float(r.data + size_t(pg_.row_index(il, kind, h * hd + d)) * rb,
+                         kv.data() + (size_t(kind) * size_t(hd) + size_t(d)) * size_t(P), P);
+        visit(kv.data(), kv.data() + size_t(hd) * size_t(P), std::max(0, lo - int32_t(j) * P), P);
+    }
+    page_reads_ += reads;
+    const float * st = staging(cur, il);  // F32 rows of geometry pg1_
+    if (a.softcap <= 0.0f && cur * P >= lo) {
+        page_attend(pg1_, type::F32, st, 0, h, p % P + 1, qs, group, s);
+        return;
+    }
+    visit(st + size_t(pg1_.row_index(0, 0, h * hd)) * size_t(P), st + size_t(pg1_.row_index(0, 1, h * hd)) * size_t(P),
+          std::max(0, lo - int32_t(cur) * P), p % P + 1);
 }
 
 size_t kv_sequence::copy_buffer_bytes() const {

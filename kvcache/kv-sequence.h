@@ -42,6 +42,9 @@
 // absolute positions: the window keeps its relative distances, and the sinks
 // are read with a second query rotated at the logical position p - D(p),
 // D(p) = d(p) * P (slide_shift), as if the dropped tokens had never been.
+// Layers with a window or soft-capped scores (kv_cache::set_layer_attention,
+// Gemma) attend densely (attend_limited): a query reads only the sealed pages
+// its window reaches; such layers cannot slide.
 // Pages that hold a position past n_ctx (built from a slid window) are never
 // published to the prefix index: a later prompt cannot take them for the
 // unslid K/V of their tokens. Dropped pages are released to the store.
@@ -161,6 +164,16 @@ private:
     // before `n_sink` are read with qk, the others with qs.
     void attend_copied(int32_t il, int32_t h, const int32_t * sel, int32_t n_sel, int32_t n_sink, const float * qs,
                        const float * qk, int32_t group, attn_state & s);
+
+    // Attention of `group` query heads qs (scaled) of KV head h of layer il at
+    // position p (no slide) limited by `a` (kv_cache::set_layer_attention):
+    // the sealed pages the window reaches, then the current page from
+    // staging, the precision rule kept. Pages wholly inside the window go
+    // through page_attend unless scores are capped; the others (the page the
+    // window starts in, every page of a capped layer) are dequantized row by
+    // row and attended with plain loops.
+    void attend_limited(int32_t il, int32_t h, int32_t p, const float * qs, int32_t group, const layer_attention & a,
+                        attn_state & s);
 
     kv_store & st_;
     page_geometry pg_;

@@ -117,11 +117,21 @@ public:
                       const int32_t * pos, const ops::rope_params & p) = 0;
     // y = silu(g) * u, n values (ops::silu_mul). y may alias g or u.
     virtual void silu_mul(float * y, const float * g, const float * u, int64_t n) = 0;
+    // y = gelu(g) * u, n values, with the tanh form of GELU:
+    //   gelu(x) = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
+    // y may alias g or u.
+    virtual void gelu_mul(float * y, const float * g, const float * u, int64_t n) = 0;
+    // The first n_scaled values of each of n_rows rows of width `width` of y
+    // are multiplied by s (whole rows: n_scaled = width).
+    virtual void scale(float * y, int64_t n_rows, int64_t width, int64_t n_scaled, float s) = 0;
+    // y = cap * tanh(y / cap), n values (soft-capping, cap > 0).
+    virtual void softcap(float * y, int64_t n, float cap) = 0;
 
     // ---- profiling (tensor/profile.h)
     // While profiling is on, each op above counts as one call of its op type
     // (get_rows GET_ROWS, rmsnorm RMSNORM, matmul and matmul_n MATMUL, bias
-    // BIAS, add ADD, rope ROPE, silu_mul FFN_ACT) in the layer last given to
+    // BIAS, add and scale ADD, rope ROPE, silu_mul and gelu_mul FFN_ACT,
+    // softcap OUTPUT) in the layer last given to
     // set_layer (-1: outside the layers).
     virtual void set_layer(int32_t il) = 0;
     // While a group lives, the ops called in it are not counted one by one:

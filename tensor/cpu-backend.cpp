@@ -3,6 +3,7 @@
 #include "tensor/error.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 
@@ -86,6 +87,29 @@ void cpu_backend::rope(float * y, const float * x, int64_t n_tok, int64_t n_head
 void cpu_backend::silu_mul(float * y, const float * g, const float * u, int64_t n) {
     op_timer pt(*this, profile::op::FFN_ACT);
     ops::silu_mul(y, g, u, n);
+}
+
+void cpu_backend::gelu_mul(float * y, const float * g, const float * u, int64_t n) {
+    op_timer pt(*this, profile::op::FFN_ACT);
+    const float c = 0.7978845608028654f;  // sqrt(2/pi)
+#pragma omp parallel for num_threads(ops::n_threads()) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+        const float x = g[i];
+        y[i] = 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x))) * u[i];
+    }
+}
+
+void cpu_backend::scale(float * y, int64_t n_rows, int64_t width, int64_t n_scaled, float s) {
+    GLOAS_ASSERT(n_scaled >= 0 && n_scaled <= width);
+    op_timer pt(*this, profile::op::ADD);
+    for (int64_t r = 0; r < n_rows; ++r)
+        for (int64_t i = 0; i < n_scaled; ++i) y[r * width + i] *= s;
+}
+
+void cpu_backend::softcap(float * y, int64_t n, float cap) {
+    GLOAS_ASSERT(cap > 0.0f);
+    op_timer pt(*this, profile::op::OUTPUT);
+    for (int64_t i = 0; i < n; ++i) y[i] = cap * std::tanh(y[i] / cap);
 }
 
 void cpu_backend::begin_group(profile::op o) {

@@ -2,7 +2,9 @@
 // kernels chosen at build time, OpenMP threads), in host memory.
 //
 // Every op calls the ops.h function it names, row by row where that function
-// takes one row, so results are those of ops.h bit for bit. Weights stay
+// takes one row, so results are those of ops.h bit for bit; gelu_mul, scale
+// and softcap, which ops.h does not have, are the plain loops of their
+// definitions in backend.h (float arithmetic, tanh from <cmath>). Weights stay
 // where they are (views into the mapped model file); `weight` only sizes the
 // matmul scratch for them. Ops run synchronously on the calling thread's
 // OpenMP team; upload and to_host are copies. Ops time themselves with
@@ -38,6 +40,9 @@ public:
     void rope(float * y, const float * x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t n_rot,
               const int32_t * pos, const ops::rope_params & p) override;
     void silu_mul(float * y, const float * g, const float * u, int64_t n) override;
+    void gelu_mul(float * y, const float * g, const float * u, int64_t n) override;
+    void scale(float * y, int64_t n_rows, int64_t width, int64_t n_scaled, float s) override;
+    void softcap(float * y, int64_t n, float cap) override;
 
     void set_layer(int32_t il) override { layer_ = il; }
 

@@ -1,17 +1,24 @@
 // Architectures and variants: tiny synthetic GGUF models (written with
 // gguf_writer) of every variant the loader accepts — qwen2 with Q/K/V biases
 // and NEOX rope, llama with head_dim != n_embd / n_head, n_rot < head_dim,
-// rope_freqs factors, linear rope scaling, tied and untied output — are run
-// through context::eval and compared with a naive scalar forward pass written
-// here from the definitions (double accumulation, f32 weights, full causal
-// attention). Negative controls check the comparison would catch a wrong
-// rope ordering, missing factors or missing biases. Also: the rope kernels,
-// the refusals (unknown architecture, missing tensor, bad shapes) and the
-// profiler.
+// rope_freqs factors, linear rope scaling, tied and untied output; qwen3's
+// q/k norms; phi3's fused matrices, partial rotary dims, long/short factors
+// and attn_factor; gemma2/gemma3's scaled embeddings, post norms, GELU,
+// soft-caps and sliding-window layers (gemma3's local rope base) — are run
+// through context::eval (chunked, token by token, and in a batch of two
+// sequences) and compared with a naive scalar forward pass written here from
+// the definitions (double accumulation, f32 weights). Negative controls check
+// the comparison would catch each feature left out. Also: the pages a window
+// layer reads (counted), Hugging Face folders of each family through
+// gloas-convert, random models of each family, the rope kernels, the
+// refusals (unknown architecture, missing tensor, bad shapes, MoE and vision
+// tensors) and the profiler; with GLOAS_ARCH_DUMP set, the files and logits
+// of the llama.cpp comparison in BENCHMARKS.md.
 #include "decoder/gguf-writer.h"
 #include "decoder/llama-gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/random-model.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"
@@ -22,11 +29,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
+#include <sys/stat.h>
 
 using namespace gloas;
 
@@ -44,7 +53,24 @@ struct spec {
     bool qkv_bias = false, o_bias = false;
     bool tied = false;           // no output.weight
     bool rope_freqs = false;     // rope_freqs.weight
-    bool neox() const { return arch == "qwen2"; }
+    int ctx_len = 256;           // context_length
+    // phi3
+    bool fused = true;           // attn_qkv and gate+up in ffn_up (else separate q/k/v; ffn always fused)
+    bool rope_long_short = false;  // rope_factors_long/short.weight
+    int ctx_orig = 0;            // > 0: rope.scaling.original_context_length
+    float attn_factor = 0.0f;    // > 0: rope.scaling.attn_factor
+    // gemma2 / gemma3
+    int window = 0;              // > 0: attention.sliding_window
+    float attn_cap = 0.0f, final_cap = 0.0f;  // gemma2's soft-caps (written when > 0)
+    bool neox() const { return arch != "llama"; }
+    bool gemma() const { return arch == "gemma2" || arch == "gemma3"; }
+    bool qk_norm() const { return arch == "qwen3" || arch == "gemma3"; }
+    // The layers that slide, as llama.cpp assigns them.
+    bool is_swa(int il) const {
+        if (window <= 0) return false;
+        const int period = arch == "gemma2" ? 2 : arch == "gemma3" ? 6 : 0;
+        return period > 0 && il % period < period - 1;
+    }
 };
 
 // Weights by GGUF tensor name, row-major (rows = output features).
@@ -69,18 +95,39 @@ weights make_weights(const spec & s, uint32_t seed) {
     fill("output_norm.weight", E, 0.5f, 1.5f);
     if (!s.tied) mat("output.weight", V, E);
     if (s.rope_freqs) fill("rope_freqs.weight", size_t(s.n_rot / 2), 1.0f, 8.0f);
+    if (s.rope_long_short) {
+        fill("rope_factors_long.weight", size_t(s.n_rot / 2), 1.0f, 8.0f);
+        fill("rope_factors_short.weight", size_t(s.n_rot / 2), 1.0f, 1.5f);
+    }
+    const bool phi3 = s.arch == "phi3";
     for (int il = 0; il < s.n_layer; ++il) {
         const std::string b = "blk." + std::to_string(il) + ".";
         fill(b + "attn_norm.weight", E, 0.5f, 1.5f);
         // Large enough Q/K that attention is far from uniform (rope matters).
-        fill(b + "attn_q.weight", Q * E, -0.6f, 0.6f);
-        fill(b + "attn_k.weight", KV * E, -0.6f, 0.6f);
-        mat(b + "attn_v.weight", KV, E);
+        if (phi3 && s.fused) {
+            fill(b + "attn_qkv.weight", (Q + 2 * KV) * E, -0.6f, 0.6f);
+        } else {
+            fill(b + "attn_q.weight", Q * E, -0.6f, 0.6f);
+            fill(b + "attn_k.weight", KV * E, -0.6f, 0.6f);
+            mat(b + "attn_v.weight", KV, E);
+        }
         mat(b + "attn_output.weight", E, Q);
         fill(b + "ffn_norm.weight", E, 0.5f, 1.5f);
-        mat(b + "ffn_gate.weight", F, E);
-        mat(b + "ffn_up.weight", F, E);
+        if (phi3) {
+            mat(b + "ffn_up.weight", 2 * F, E);
+        } else {
+            mat(b + "ffn_gate.weight", F, E);
+            mat(b + "ffn_up.weight", F, E);
+        }
         mat(b + "ffn_down.weight", E, F);
+        if (s.qk_norm()) {
+            fill(b + "attn_q_norm.weight", size_t(s.head_dim), 0.5f, 1.5f);
+            fill(b + "attn_k_norm.weight", size_t(s.head_dim), 0.5f, 1.5f);
+        }
+        if (s.gemma()) {
+            fill(b + "post_attention_norm.weight", E, 0.5f, 1.5f);
+            fill(b + "post_ffw_norm.weight", E, 0.5f, 1.5f);
+        }
         if (s.qkv_bias) {
             fill(b + "attn_q.bias", Q, -0.5f, 0.5f);
             fill(b + "attn_k.bias", KV, -0.5f, 0.5f);
@@ -109,7 +156,12 @@ void write_model(const std::string & path, const spec & s, const weights & w, co
     const std::string a = s.arch + ".";
     g.set_str("general.architecture", s.arch);
     g.set_str("general.name", "synthetic " + s.arch);
-    g.set_u32(a + "context_length", 256);
+    g.set_u32(a + "context_length", uint32_t(s.ctx_len));
+    if (s.window > 0) g.set_u32(a + "attention.sliding_window", uint32_t(s.window));
+    if (s.attn_cap > 0.0f) g.set_f32(a + "attn_logit_softcapping", s.attn_cap);
+    if (s.final_cap > 0.0f) g.set_f32(a + "final_logit_softcapping", s.final_cap);
+    if (s.ctx_orig > 0) g.set_u32(a + "rope.scaling.original_context_length", uint32_t(s.ctx_orig));
+    if (s.attn_factor > 0.0f) g.set_f32(a + "rope.scaling.attn_factor", s.attn_factor);
     g.set_u32(a + "embedding_length", uint32_t(s.n_embd));
     g.set_u32(a + "block_count", uint32_t(s.n_layer));
     g.set_u32(a + "feed_forward_length", uint32_t(s.n_ff));
@@ -126,7 +178,9 @@ void write_model(const std::string & path, const spec & s, const weights & w, co
         g.set_f32(a + "rope.scaling.factor", s.linear_factor);
     }
     g.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
-    llama_gguf_set_vocab(g, make_vocab(s.n_vocab));
+    vocab voc = make_vocab(s.n_vocab);
+    if (s.arch == "phi3") voc.pieces[3] = "<|endoftext|>";  // as Phi-3's (llama.cpp looks it up by name)
+    llama_gguf_set_vocab(g, voc);
     const int64_t E = s.n_embd, Q = s.n_head * s.head_dim, KV = s.n_head_kv * s.head_dim, F = s.n_ff;
     // GGUF shapes, innermost first.
     auto shape_of = [&](const std::string & name, int64_t * ne) -> int {
@@ -135,8 +189,14 @@ void write_model(const std::string & path, const spec & s, const weights & w, co
             return name.size() >= n && name.compare(name.size() - n, n, suf) == 0;
         };
         if (name == "token_embd.weight" || name == "output.weight") { ne[0] = E; ne[1] = s.n_vocab; return 2; }
-        if (name == "rope_freqs.weight") { ne[0] = s.n_rot / 2; return 1; }
+        if (name == "rope_freqs.weight" || name == "rope_factors_long.weight" || name == "rope_factors_short.weight") {
+            ne[0] = s.n_rot / 2;
+            return 1;
+        }
+        if (ends("attn_q_norm.weight") || ends("attn_k_norm.weight")) { ne[0] = s.head_dim; return 1; }
         if (ends("norm.weight")) { ne[0] = E; return 1; }
+        if (ends("attn_qkv.weight")) { ne[0] = E; ne[1] = Q + 2 * KV; return 2; }
+        if (s.arch == "phi3" && ends("ffn_up.weight")) { ne[0] = E; ne[1] = 2 * F; return 2; }
         if (ends("attn_q.weight")) { ne[0] = E; ne[1] = Q; return 2; }
         if (ends("attn_k.weight") || ends("attn_v.weight")) { ne[0] = E; ne[1] = KV; return 2; }
         if (ends("attn_output.weight")) { ne[0] = Q; ne[1] = E; return 2; }
@@ -177,8 +237,10 @@ void ref_rope(double * x, int n_head, int head_dim, int n_rot, int pos, bool neo
 }
 
 // Logits (n_vocab) of every position of `toks` by the textbook forward pass
-// of model `s` with weights `w`.
-std::vector<std::vector<double>> ref_forward(const spec & s, const weights & w, const std::vector<int32_t> & toks) {
+// of model `s` with weights `w`, in a context of n_ctx positions (phi3 picks
+// its rope factors by it).
+std::vector<std::vector<double>> ref_forward(const spec & s, const weights & w, const std::vector<int32_t> & toks,
+                                             int n_ctx = 64) {
     const int E = s.n_embd, HD = s.head_dim, Q = s.n_head * HD, KV = s.n_head_kv * HD, F = s.n_ff;
     const int T = int(toks.size());
     auto W = [&](const std::string & name) -> const std::vector<float> & {
@@ -186,20 +248,23 @@ std::vector<std::vector<double>> ref_forward(const spec & s, const weights & w, 
         REQUIRE_MESSAGE(it != w.end(), name);
         return it->second;
     };
-    // y (rows) = m (rows, cols) x (cols)
-    auto matvec = [](const std::vector<float> & m, const std::vector<double> & x, int rows) {
+    // y (rows) = rows [r0, r0 + rows) of m (.., cols) x (cols)
+    auto matvec = [](const std::vector<float> & m, const std::vector<double> & x, int rows, int r0 = 0) {
         const size_t cols = x.size();
         std::vector<double> y(size_t(rows), 0.0);
         for (int r = 0; r < rows; ++r)
-            for (size_t c = 0; c < cols; ++c) y[size_t(r)] += double(m[size_t(r) * cols + c]) * x[c];
+            for (size_t c = 0; c < cols; ++c) y[size_t(r)] += double(m[size_t(r0 + r) * cols + c]) * x[c];
         return y;
     };
+    // RMSNorm of each of the x.size() / g.size() groups of x (one per head for q/k norms).
     auto rmsnorm = [&](const std::vector<double> & x, const std::vector<float> & g) {
-        double ss = 0.0;
-        for (double v : x) ss += v * v;
-        const double r = 1.0 / std::sqrt(ss / double(x.size()) + double(s.rms_eps));
         std::vector<double> y(x.size());
-        for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * double(g[i]);
+        for (size_t h0 = 0; h0 < x.size(); h0 += g.size()) {
+            double ss = 0.0;
+            for (size_t i = 0; i < g.size(); ++i) ss += x[h0 + i] * x[h0 + i];
+            const double r = 1.0 / std::sqrt(ss / double(g.size()) + double(s.rms_eps));
+            for (size_t i = 0; i < g.size(); ++i) y[h0 + i] = x[h0 + i] * r * double(g[i]);
+        }
         return y;
     };
     auto add_bias = [&](std::vector<double> & y, const std::string & name) {
@@ -207,62 +272,104 @@ std::vector<std::vector<double>> ref_forward(const spec & s, const weights & w, 
         const auto & b = W(name);
         for (size_t i = 0; i < y.size(); ++i) y[i] += double(b[i]);
     };
+    auto cap = [](double x, double c) { return c > 0.0 ? c * std::tanh(x / c) : x; };
     const float * factors = s.rope_freqs ? W("rope_freqs.weight").data() : nullptr;
+    if (s.rope_long_short)
+        factors = W(n_ctx > (s.ctx_orig > 0 ? s.ctx_orig : s.ctx_len) ? "rope_factors_long.weight"
+                                                                        : "rope_factors_short.weight").data();
     const double scale = s.linear_factor > 0.0f ? 1.0 / double(s.linear_factor) : 1.0;
+    const bool phi3 = s.arch == "phi3", gemma = s.gemma();
+    // gemma: 1/sqrt(head_dim) (the 27B shapes aside); gemma2's default caps
+    const double qscale = 1.0 / std::sqrt(double(HD));
+    const double attn_cap = s.arch == "gemma2" ? (s.attn_cap > 0.0f ? s.attn_cap : 50.0) : 0.0;
+    const double final_cap = s.arch == "gemma2" ? (s.final_cap > 0.0f ? s.final_cap : 30.0)
+                           : s.arch == "gemma3" && s.window == 0 ? s.final_cap : 0.0;
 
     const size_t nt = toks.size();
     std::vector<std::vector<double>> x(nt, std::vector<double>(size_t(E)));
     for (int t = 0; t < T; ++t)
-        for (int i = 0; i < E; ++i) x[size_t(t)][size_t(i)] = double(W("token_embd.weight")[size_t(toks[size_t(t)]) * size_t(E) + size_t(i)]);
+        for (int i = 0; i < E; ++i) {
+            x[size_t(t)][size_t(i)] = double(W("token_embd.weight")[size_t(toks[size_t(t)]) * size_t(E) + size_t(i)]);
+            if (gemma) x[size_t(t)][size_t(i)] *= std::sqrt(double(E));
+        }
 
     for (int il = 0; il < s.n_layer; ++il) {
         const std::string b = "blk." + std::to_string(il) + ".";
+        const bool swa = s.is_swa(il);
+        // gemma3's sliding layers: rope base 10000, unscaled
+        const double base = s.arch == "gemma3" && swa ? 10000.0 : s.rope_base;
+        const double rscale = s.arch == "gemma3" && swa ? 1.0 : scale;
         std::vector<std::vector<double>> q(nt), k(nt), v(nt);
         for (int t = 0; t < T; ++t) {
             const auto xn = rmsnorm(x[size_t(t)], W(b + "attn_norm.weight"));
-            q[size_t(t)] = matvec(W(b + "attn_q.weight"), xn, Q);
-            k[size_t(t)] = matvec(W(b + "attn_k.weight"), xn, KV);
-            v[size_t(t)] = matvec(W(b + "attn_v.weight"), xn, KV);
+            if (phi3 && s.fused) {
+                q[size_t(t)] = matvec(W(b + "attn_qkv.weight"), xn, Q);
+                k[size_t(t)] = matvec(W(b + "attn_qkv.weight"), xn, KV, Q);
+                v[size_t(t)] = matvec(W(b + "attn_qkv.weight"), xn, KV, Q + KV);
+            } else {
+                q[size_t(t)] = matvec(W(b + "attn_q.weight"), xn, Q);
+                k[size_t(t)] = matvec(W(b + "attn_k.weight"), xn, KV);
+                v[size_t(t)] = matvec(W(b + "attn_v.weight"), xn, KV);
+            }
             if (s.qkv_bias) {
                 add_bias(q[size_t(t)], b + "attn_q.bias");
                 add_bias(k[size_t(t)], b + "attn_k.bias");
                 add_bias(v[size_t(t)], b + "attn_v.bias");
             }
-            ref_rope(q[size_t(t)].data(), s.n_head, HD, s.n_rot, t, s.neox(), s.rope_base, scale, factors);
-            ref_rope(k[size_t(t)].data(), s.n_head_kv, HD, s.n_rot, t, s.neox(), s.rope_base, scale, factors);
+            if (s.qk_norm()) {
+                q[size_t(t)] = rmsnorm(q[size_t(t)], W(b + "attn_q_norm.weight"));
+                k[size_t(t)] = rmsnorm(k[size_t(t)], W(b + "attn_k_norm.weight"));
+            }
+            ref_rope(q[size_t(t)].data(), s.n_head, HD, s.n_rot, t, s.neox(), base, rscale, factors);
+            ref_rope(k[size_t(t)].data(), s.n_head_kv, HD, s.n_rot, t, s.neox(), base, rscale, factors);
+            if (s.attn_factor > 0.0f)  // cos and sin scaled: the rotated dims
+                for (auto * y : {&q[size_t(t)], &k[size_t(t)]})
+                    for (size_t i = 0; i < y->size(); ++i)
+                        if (int(i % size_t(HD)) < s.n_rot) (*y)[i] *= double(s.attn_factor);
         }
         for (int t = 0; t < T; ++t) {
             std::vector<double> att(size_t(Q), 0.0);
+            const int lo = swa ? std::max(0, t - s.window + 1) : 0;
             for (int h = 0; h < s.n_head; ++h) {
                 const int hk = h / (s.n_head / s.n_head_kv);
-                std::vector<double> sc(size_t(t + 1));
+                std::vector<double> sc(size_t(t + 1), 0.0);
                 double mx = -1e300;
-                for (int j = 0; j <= t; ++j) {
+                for (int j = lo; j <= t; ++j) {
                     double d = 0.0;
                     for (int i = 0; i < HD; ++i) d += q[size_t(t)][size_t(h * HD + i)] * k[size_t(j)][size_t(hk * HD + i)];
-                    sc[size_t(j)] = d / std::sqrt(double(HD));
+                    sc[size_t(j)] = cap(d * qscale, attn_cap);
                     mx = std::max(mx, sc[size_t(j)]);
                 }
                 double sum = 0.0;
-                for (double & e : sc) sum += (e = std::exp(e - mx));
-                for (int j = 0; j <= t; ++j)
+                for (int j = lo; j <= t; ++j) sum += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
+                for (int j = lo; j <= t; ++j)
                     for (int i = 0; i < HD; ++i)
                         att[size_t(h * HD + i)] += sc[size_t(j)] / sum * v[size_t(j)][size_t(hk * HD + i)];
             }
             auto o = matvec(W(b + "attn_output.weight"), att, E);
             if (s.o_bias) add_bias(o, b + "attn_output.bias");
+            if (gemma) o = rmsnorm(o, W(b + "post_attention_norm.weight"));
             for (int i = 0; i < E; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
             const auto xn = rmsnorm(x[size_t(t)], W(b + "ffn_norm.weight"));
-            auto g = matvec(W(b + "ffn_gate.weight"), xn, F);
-            const auto u = matvec(W(b + "ffn_up.weight"), xn, F);
-            for (int i = 0; i < F; ++i) g[size_t(i)] = g[size_t(i)] / (1.0 + std::exp(-g[size_t(i)])) * u[size_t(i)];
-            const auto d = matvec(W(b + "ffn_down.weight"), g, E);
+            auto g = phi3 ? matvec(W(b + "ffn_up.weight"), xn, F) : matvec(W(b + "ffn_gate.weight"), xn, F);
+            const auto u = phi3 ? matvec(W(b + "ffn_up.weight"), xn, F, F) : matvec(W(b + "ffn_up.weight"), xn, F);
+            for (int i = 0; i < F; ++i) {
+                const double z = g[size_t(i)];
+                const double act = gemma ? 0.5 * z * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (z + 0.044715 * z * z * z)))
+                                         : z / (1.0 + std::exp(-z));
+                g[size_t(i)] = act * u[size_t(i)];
+            }
+            auto d = matvec(W(b + "ffn_down.weight"), g, E);
+            if (gemma) d = rmsnorm(d, W(b + "post_ffw_norm.weight"));
             for (int i = 0; i < E; ++i) x[size_t(t)][size_t(i)] += d[size_t(i)];
         }
     }
     std::vector<std::vector<double>> logits;
     const auto & out = W(s.tied ? "token_embd.weight" : "output.weight");
-    for (int t = 0; t < T; ++t) logits.push_back(matvec(out, rmsnorm(x[size_t(t)], W("output_norm.weight")), s.n_vocab));
+    for (int t = 0; t < T; ++t) {
+        logits.push_back(matvec(out, rmsnorm(x[size_t(t)], W("output_norm.weight")), s.n_vocab));
+        for (double & l : logits.back()) l = cap(l, final_cap);
+    }
     return logits;
 }
 
@@ -540,6 +647,618 @@ TEST_CASE("qwen2: a batch mixing two sequences (prefill of one, decode of the ot
         for (int v = 0; v < s.n_vocab; ++v) d = std::max(d, std::fabs(double(l[v]) - r[size_t(v)]));
     }
     CHECK(d < TOL);
+}
+
+// check_model, and a batch of two sequences (one in a single prefill, the
+// other token by token) against the same reference.
+std::unique_ptr<model> check_family(const spec & s, const std::string & path, uint32_t seed) {
+    auto m = check_model(s, path, seed);
+    const weights w = make_weights(s, seed);
+    const auto ref = ref_forward(s, w, k_tokens);
+    context_params cp = f32_params(4);
+    cp.n_seq_max = 2;
+    context ctx(*m, cp);
+    const int32_t n = int32_t(k_tokens.size());
+    double d = 0.0;
+    std::vector<int32_t> tok, seq;
+    std::vector<int8_t> keep;
+    for (int32_t t = 0; t < n; ++t) {
+        // sequence 1 takes one token per batch; sequence 0 all of its tokens in the first
+        tok.clear();
+        seq.clear();
+        if (t == 0) {
+            tok = k_tokens;
+            seq.assign(size_t(n), 0);
+        }
+        tok.push_back(k_tokens[size_t(t)]);
+        seq.push_back(1);
+        keep.assign(tok.size(), 1);
+        batch bt;
+        bt.n_tokens = int32_t(tok.size());
+        bt.token = tok.data();
+        bt.seq = seq.data();
+        bt.logits = keep.data();
+        ctx.decode(bt);
+        for (size_t i = 0; i < tok.size(); ++i) {
+            const float * l = ctx.batch_logits(int32_t(i));
+            REQUIRE(l);
+            const std::vector<double> & r = ref[seq[i] == 0 ? i : size_t(t)];
+            for (int v = 0; v < s.n_vocab; ++v) d = std::max(d, std::fabs(double(l[v]) - r[size_t(v)]));
+        }
+    }
+    INFO("batch diff " << d);
+    CHECK(d < TOL);
+    return m;
+}
+
+TEST_CASE("qwen3: per-head q/k RMSNorm before rope, no biases, separate or tied output") {
+    const std::string dir = test::temp_dir("arch");
+    for (bool tied : {false, true}) {
+        spec s;
+        s.arch = "qwen3";
+        s.head_dim = 16;  // 4 * 16 = 64 != n_embd 32, as Qwen3's key_length
+        s.n_rot = 16;
+        s.rms_eps = 1e-6f;
+        s.rope_base = 1000000.0f;
+        s.tied = tied;
+        auto m = check_family(s, dir + "/qwen3.gguf", tied ? 11 : 12);
+        CHECK(m->hp.rope_type == ops::rope_style::NEOX);
+        CHECK(!m->layers[0].q_norm.empty());
+        CHECK(m->layers[0].bq.empty());
+        CHECK((m->output.data == m->tok_embd.data) == tied);
+        // Without the q/k norms the reference is far off.
+        const weights w = make_weights(s, tied ? 11 : 12);
+        spec qwen2 = s;
+        qwen2.arch = "qwen2";
+        CHECK(max_diff(run_prefill(*m, k_tokens, 4), ref_forward(qwen2, w, k_tokens)) > WRONG);
+    }
+}
+
+TEST_CASE("phi3: fused QKV and gate/up, partial rotary dims, long/short rope factors, attn_factor") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "phi3";
+    s.head_dim = 8;
+    s.n_rot = 6;  // partial rotary, as Phi-4-mini
+    s.rope_long_short = true;
+    s.ctx_len = 256;
+    s.ctx_orig = 32;  // the test's 64 positions are past it: long factors
+    s.attn_factor = 1.2f;
+    auto m = check_family(s, dir + "/phi3.gguf", 21);
+    CHECK(!m->rope_long.empty());
+    CHECK(m->rope(64, 0).factors == m->rope_long.data);
+    CHECK(m->rope(32, 0).factors == m->rope_short.data);
+    CHECK(m->hp.rope_attn_factor == 1.2f);
+    const weights w = make_weights(s, 21);
+    const auto got = run_prefill(*m, k_tokens, 5);
+    CHECK(max_diff(got, ref_forward(s, w, k_tokens, 16)) > WRONG);  // the short factors
+    spec noaf = s;
+    noaf.attn_factor = 0.0f;
+    CHECK(max_diff(got, ref_forward(noaf, w, k_tokens)) > WRONG);
+
+    // Pages computed with the long factors are never taken by a context on
+    // the short ones (a shared page folder), and the other way round.
+    {
+        const std::string kvdir = dir + "/kv";
+        std::vector<int32_t> toks;
+        for (int i = 0; i < 24; ++i) toks.push_back(int32_t(3 + i % 40));
+        auto prompt = [&](int32_t n_ctx) {
+            context_params cp = f32_params(8);
+            cp.n_ctx = n_ctx;
+            cp.kv.dir = kvdir;
+            context ctx(*m, cp);
+            ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+            return ctx.n_reused();
+        };
+        CHECK(prompt(64) == 0);   // long factors: stores its pages
+        CHECK(prompt(32) == 0);   // short: none of them
+        CHECK(prompt(32) == 20);  // short again: its own
+        CHECK(prompt(64) == 20);  // long again: its own
+    }
+
+    // rope.scaling.type "longrope" (the factors are the tensors) loads as the same model.
+    {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/phi3.gguf");
+        g.copy_metadata(*src);
+        g.set_str("phi3.rope.scaling.type", "longrope");
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        g.write(dir + "/phi3-longrope.gguf");
+        auto ml = model::load({dir + "/phi3-longrope.gguf", ""});
+        CHECK(max_diff(run_prefill(*ml, k_tokens, 5), ref_forward(s, w, k_tokens)) < TOL);
+    }
+
+    // separate q/k/v, short factors (the context within the original one)
+    spec sep = s;
+    sep.fused = false;
+    sep.ctx_orig = 128;
+    sep.attn_factor = 0.0f;
+    check_family(sep, dir + "/phi3-sep.gguf", 22);
+}
+
+TEST_CASE("gemma2: scaled embeddings, post norms, GELU, soft-caps, sliding windows every other layer") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "gemma2";
+    s.n_layer = 4;
+    s.head_dim = 16;
+    s.n_rot = 16;
+    s.tied = true;
+    s.rms_eps = 1e-6f;
+    s.window = 5;  // k_tokens has 11 positions and pages are 4 tokens
+    s.attn_cap = 3.0f;
+    s.final_cap = 4.0f;
+    auto m = check_family(s, dir + "/gemma2.gguf", 31);
+    CHECK(m->hp.is_swa(0));
+    CHECK(!m->hp.is_swa(1));
+    CHECK(m->hp.n_swa == 5);
+    CHECK(m->hp.attn_softcap == 3.0f);
+    const weights w = make_weights(s, 31);
+    const auto got = run_prefill(*m, k_tokens, 3);
+    for (auto change : {0, 1, 2}) {
+        spec o = s;
+        if (change == 0) o.window = 0;
+        if (change == 1) o.attn_cap = 1000.0f;
+        if (change == 2) o.final_cap = 1000.0f;
+        CHECK(max_diff(got, ref_forward(o, w, k_tokens)) > WRONG);
+    }
+    // gemma2's defaults when the file has no caps: 50 and 30
+    spec d = s;
+    d.attn_cap = d.final_cap = 0.0f;
+    auto md = check_model(d, dir + "/gemma2-defaults.gguf", 32);
+    CHECK(md->hp.attn_softcap == 50.0f);
+    CHECK(md->hp.final_softcap == 30.0f);
+}
+
+TEST_CASE("gemma3: q/k norms, five sliding layers of six with rope base 10000, global rope base") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "gemma3";
+    s.n_layer = 7;  // layers 0-4 and 6 slide, 5 is global
+    s.head_dim = 16;
+    s.n_rot = 16;
+    s.tied = true;
+    s.rms_eps = 1e-6f;
+    s.rope_base = 1000000.0f;
+    s.window = 4;
+    auto m = check_family(s, dir + "/gemma3.gguf", 41);
+    CHECK(!m->hp.is_swa(5));
+    CHECK(m->hp.is_swa(6));
+    CHECK(m->hp.attn_softcap == 0.0f);
+    CHECK(m->hp.final_softcap == 0.0f);
+    CHECK(m->rope(64, 0).freq_base == 10000.0f);
+    CHECK(m->rope(64, 5).freq_base == 1000000.0f);
+    const weights w = make_weights(s, 41);
+    const auto got = run_prefill(*m, k_tokens, 4);
+    spec one_base = s;
+    one_base.arch = "gemma2";  // no local base (and gemma2's caps, far off too)
+    CHECK(max_diff(got, ref_forward(one_base, w, k_tokens)) > WRONG);
+    spec wide = s;
+    wide.window = 0;
+    CHECK(max_diff(got, ref_forward(wide, w, k_tokens)) > WRONG);
+}
+
+TEST_CASE("sliding windows: a window layer never reads the sealed pages before its window") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "gemma2";
+    s.n_layer = 2;  // layer 0 slides, layer 1 is global
+    s.head_dim = 8;
+    s.window = 6;
+    const weights w = make_weights(s, 51);
+    write_model(dir + "/win.gguf", s, w);
+    auto m = model::load({dir + "/win.gguf", ""});
+    std::vector<int32_t> toks;
+    for (int i = 0; i < 40; ++i) toks.push_back(int32_t((i * 7 + 3) % s.n_vocab));
+    const int P = 4;
+    for (int32_t ub : {1, 7}) {
+        context ctx(*m, f32_params(ub));
+        std::vector<std::vector<float>> got;
+        for (size_t i = 0; i < toks.size(); i += size_t(ub)) {
+            const int32_t n = int32_t(std::min(toks.size() - i, size_t(ub)));
+            ctx.eval(toks.data() + i, n, [&](int32_t, const float * l) { got.emplace_back(l, l + s.n_vocab); });
+        }
+        CHECK(max_diff(got, ref_forward(s, w, toks)) < TOL);
+        // Sealed pages read, per KV head: position p of a global layer reads
+        // pages [0, p / P), of a window layer only those from (p - W + 1) / P.
+        uint64_t want = 0;
+        for (int p = 0; p < int(toks.size()); ++p)
+            for (int il = 0; il < s.n_layer; ++il) {
+                const int lo = s.is_swa(il) ? std::max(0, p - s.window + 1) / P : 0;
+                want += uint64_t(std::max(0, p / P - lo) * s.n_head_kv);
+            }
+        CHECK(ctx.kv().page_reads() == want);
+        uint64_t all = 0;
+        for (int p = 0; p < int(toks.size()); ++p) all += uint64_t(p / P * s.n_head_kv * s.n_layer);
+        CHECK(want < all * 3 / 4);  // a real saving: the window layer reads about 2 pages instead of up to 9
+    }
+    // Prefix reuse: a second prompt over the same tokens takes the stored
+    // pages and gives the same logits.
+    {
+        context ctx(*m, f32_params(8));
+        std::vector<float> first;
+        {
+            const float * l = ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+            first.assign(l, l + s.n_vocab);
+        }
+        ctx.reset();
+        const float * l = ctx.eval_prompt(toks.data(), int32_t(toks.size()));
+        CHECK(ctx.n_reused() >= 32);
+        for (int v = 0; v < s.n_vocab; ++v) CHECK(l[v] == first[size_t(v)]);
+    }
+    // Quantized pages: window layers (gemma3's, through the page kernel and
+    // the boundary page's loop) stay close to the f32 reference.
+    {
+        spec g3 = s;
+        g3.arch = "gemma3";
+        g3.n_layer = 6;
+        const weights w3 = make_weights(g3, 52);
+        write_model(dir + "/win3.gguf", g3, w3);
+        auto m3 = model::load({dir + "/win3.gguf", ""});
+        context_params cp = f32_params(16);
+        cp.kv.kv_type = type::Q8_0;
+        cp.kv.page_tokens = 32;
+        std::vector<int32_t> t3;
+        for (int i = 0; i < 60; ++i) t3.push_back(int32_t((i * 11 + 5) % s.n_vocab));
+        context ctx(*m3, cp);
+        std::vector<std::vector<float>> got;
+        ctx.eval(t3.data(), int32_t(t3.size()), [&](int32_t, const float * l) { got.emplace_back(l, l + s.n_vocab); });
+        const double d = max_diff(got, ref_forward(g3, w3, t3));
+        INFO("q8_0 diff " << d);
+        CHECK(d < 0.05);
+    }
+    // A sliding context cannot be combined with windows.
+    context_params cp = f32_params(4);
+    cp.slide.on = true;
+    CHECK_THROWS_WITH_AS(context(*m, cp), doctest::Contains("sliding-window"), error);
+}
+
+TEST_CASE("unsupported variants are refused by name: mixture-of-experts, vision towers") {
+    const std::string dir = test::temp_dir("arch");
+    spec s;
+    s.arch = "phi3";
+    const weights w = make_weights(s, 61);
+    write_model(dir + "/phi3.gguf", s, w);
+    auto with_extra = [&](const std::string & out, const std::string & name, int64_t n) {
+        gguf_writer g;
+        auto src = gguf_file::open(dir + "/phi3.gguf");
+        g.copy_metadata(*src);
+        for (const auto & ti : src->tensors()) g.add_tensor(ti.name, ti.t, ti.n_dims, ti.ne, ti.data);
+        std::vector<float> b(size_t(n), 0.0f);
+        const int64_t ne[1] = {n};
+        g.add_tensor(name, type::F32, 1, ne, b.data());
+        g.write(dir + "/" + out);
+        return load_error(dir + "/" + out);
+    };
+    std::string e = with_extra("moe.gguf", "blk.0.ffn_gate_inp.weight", s.n_embd);
+    CHECK_MESSAGE(e.find("moe.gguf") != std::string::npos, e);
+    CHECK_MESSAGE(e.find("mixture-of-experts") != std::string::npos, e);
+    e = with_extra("vision.gguf", "v.blk.0.attn_q.weight", 8);
+    CHECK_MESSAGE(e.find("vision tower") != std::string::npos, e);
+    spec moe = s;
+    moe.arch = "qwen3moe";
+    write_model(dir + "/qwen3moe.gguf", moe, make_weights(moe, 61));
+    e = load_error(dir + "/qwen3moe.gguf");
+    CHECK_MESSAGE(e.find("mixture-of-experts architecture 'qwen3moe' is not supported") != std::string::npos, e);
+}
+
+// With GLOAS_ARCH_DUMP=DIR set: writes DIR/<family>.gguf (F32 weights, a
+// small random model of each family) and DIR/<family>.gloas.txt, the logits
+// of 64 prompt positions and a greedy continuation of 64 tokens, in a
+// context of 512 positions (the format: "vocab V positions N", one line of
+// logits per position, then "greedy" and the token ids). BENCHMARKS.md
+// compares these with llama.cpp's on the same files.
+TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)") {
+    const char * dir = std::getenv("GLOAS_ARCH_DUMP");
+    if (!dir || !*dir) return;
+    std::vector<spec> specs;
+    spec base;
+    base.n_vocab = 256;
+    base.n_embd = 64;
+    base.n_ff = 128;
+    base.n_head = 4;
+    base.n_head_kv = 2;
+    base.rms_eps = 1e-6f;
+    spec q3 = base;
+    q3.arch = "qwen3";
+    q3.head_dim = q3.n_rot = 32;
+    q3.rope_base = 1000000.0f;
+    specs.push_back(q3);
+    spec p3 = base;
+    p3.arch = "phi3";
+    p3.head_dim = 16;
+    p3.n_rot = 12;
+    p3.rope_long_short = true;
+    p3.ctx_len = 1024;
+    p3.ctx_orig = 256;  // a context of 512 takes the long factors
+    p3.attn_factor = 1.1f;
+    p3.tied = false;
+    specs.push_back(p3);
+    spec g2 = base;
+    g2.arch = "gemma2";
+    g2.n_layer = 4;
+    g2.head_dim = g2.n_rot = 32;
+    g2.window = 16;
+    g2.attn_cap = 5.0f;
+    g2.final_cap = 8.0f;
+    g2.tied = true;
+    specs.push_back(g2);
+    spec g3 = g2;
+    g3.arch = "gemma3";
+    g3.n_layer = 7;
+    g3.attn_cap = g3.final_cap = 0.0f;
+    g3.rope_base = 1000000.0f;
+    specs.push_back(g3);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 64; ++i) prompt.push_back(int32_t(3 + (i * 37 + 11) % 253));
+    for (const spec & s : specs) {
+        const std::string path = std::string(dir) + "/" + s.arch + ".gguf";
+        write_model(path, s, make_weights(s, 7));
+        auto m = model::load({path, ""});
+        context_params cp = f32_params(64);
+        cp.n_ctx = 512;
+        cp.kv.page_tokens = 32;
+        context ctx(*m, cp);
+        std::FILE * f = std::fopen((std::string(dir) + "/" + s.arch + ".gloas.txt").c_str(), "w");
+        REQUIRE(f);
+        std::fprintf(f, "vocab %d positions %d\n", s.n_vocab, int(prompt.size()));
+        auto argmax = [&](const float * l) { return int32_t(std::max_element(l, l + s.n_vocab) - l); };
+        int32_t next = 0;
+        ctx.eval(prompt.data(), int32_t(prompt.size()), [&](int32_t, const float * l) {
+            for (int v = 0; v < s.n_vocab; ++v) std::fprintf(f, v ? " %.7g" : "%.7g", double(l[v]));
+            std::fprintf(f, "\n");
+            next = argmax(l);
+        });
+        std::fprintf(f, "greedy");
+        for (int g = 0; g < 64; ++g) {
+            std::fprintf(f, " %d", next);
+            next = argmax(ctx.eval(&next, 1));
+        }
+        std::fprintf(f, "\n");
+        std::fclose(f);
+    }
+}
+
+// A Hugging Face folder of model `s` with weights `w` (GGUF names mapped back
+// to Hugging Face's, Gemma's norms stored as w - 1), F32 safetensors, and a
+// tokenizer.json of the same pieces.
+void write_hf_family(const std::string & dir, const spec & s, const weights & w) {
+    struct st {
+        std::string name;
+        std::vector<int64_t> shape;
+        const std::vector<float> * v;
+        float sub;
+    };
+    std::vector<st> ts;
+    std::vector<std::vector<float>> keep;  // shifted copies
+    auto put = [&](const std::string & hf, const std::string & gg, std::vector<int64_t> shape, float sub = 0.0f) {
+        auto it = w.find(gg);
+        REQUIRE_MESSAGE(it != w.end(), gg);
+        ts.push_back({hf, shape, &it->second, sub});
+    };
+    const bool gemma = s.gemma(), phi3 = s.arch == "phi3";
+    const float g1 = gemma ? 1.0f : 0.0f;
+    const int64_t E = s.n_embd, Q = s.n_head * s.head_dim, KV = s.n_head_kv * s.head_dim, F = s.n_ff;
+    put("model.embed_tokens.weight", "token_embd.weight", {s.n_vocab, E});
+    if (!s.tied) put("lm_head.weight", "output.weight", {s.n_vocab, E});
+    put("model.norm.weight", "output_norm.weight", {E}, g1);
+    for (int il = 0; il < s.n_layer; ++il) {
+        const std::string h = "model.layers." + std::to_string(il) + ".", g = "blk." + std::to_string(il) + ".";
+        put(h + "input_layernorm.weight", g + "attn_norm.weight", {E}, g1);
+        if (phi3) {
+            put(h + "self_attn.qkv_proj.weight", g + "attn_qkv.weight", {Q + 2 * KV, E});
+            put(h + "mlp.gate_up_proj.weight", g + "ffn_up.weight", {2 * F, E});
+        } else {
+            put(h + "self_attn.q_proj.weight", g + "attn_q.weight", {Q, E});
+            put(h + "self_attn.k_proj.weight", g + "attn_k.weight", {KV, E});
+            put(h + "self_attn.v_proj.weight", g + "attn_v.weight", {KV, E});
+            put(h + "mlp.gate_proj.weight", g + "ffn_gate.weight", {F, E});
+            put(h + "mlp.up_proj.weight", g + "ffn_up.weight", {F, E});
+        }
+        if (s.qkv_bias) {
+            put(h + "self_attn.q_proj.bias", g + "attn_q.bias", {Q});
+            put(h + "self_attn.k_proj.bias", g + "attn_k.bias", {KV});
+            put(h + "self_attn.v_proj.bias", g + "attn_v.bias", {KV});
+        }
+        if (s.qk_norm()) {
+            put(h + "self_attn.q_norm.weight", g + "attn_q_norm.weight", {s.head_dim}, g1);
+            put(h + "self_attn.k_norm.weight", g + "attn_k_norm.weight", {s.head_dim}, g1);
+        }
+        put(h + "self_attn.o_proj.weight", g + "attn_output.weight", {E, Q});
+        if (gemma) {
+            put(h + "post_attention_layernorm.weight", g + "post_attention_norm.weight", {E}, 1.0f);
+            put(h + "pre_feedforward_layernorm.weight", g + "ffn_norm.weight", {E}, 1.0f);
+            put(h + "post_feedforward_layernorm.weight", g + "post_ffw_norm.weight", {E}, 1.0f);
+        } else {
+            put(h + "post_attention_layernorm.weight", g + "ffn_norm.weight", {E});
+        }
+        put(h + "mlp.down_proj.weight", g + "ffn_down.weight", {E, F});
+    }
+    // safetensors: a JSON header padded to 8 bytes, then the data
+    std::string head = "{", data;
+    for (const st & t : ts) {
+        std::vector<float> v = *t.v;
+        for (float & x : v) x -= t.sub;
+        head += std::string(head.size() > 1 ? "," : "") + "\"" + t.name + "\":{\"dtype\":\"F32\",\"shape\":[";
+        for (size_t i = 0; i < t.shape.size(); ++i) head += (i ? "," : "") + std::to_string(t.shape[i]);
+        head += "],\"data_offsets\":[" + std::to_string(data.size()) + "," + std::to_string(data.size() + v.size() * 4) + "]}";
+        data.append(reinterpret_cast<const char *>(v.data()), v.size() * 4);
+    }
+    head += "}";
+    while (head.size() % 8) head += ' ';
+    const uint64_t hn = head.size();
+    test::write_file(dir + "/model.safetensors", std::string(reinterpret_cast<const char *>(&hn), 8) + head + data);
+
+    const char * mt = s.arch == "gemma3" ? "gemma3_text" : s.arch.c_str();
+    std::string cfg = format(R"({"model_type": "%s", "hidden_act": "%s", "hidden_size": %d, "intermediate_size": %d,
+  "num_hidden_layers": %d, "num_attention_heads": %d, "num_key_value_heads": %d, "head_dim": %d,
+  "rms_norm_eps": %g, "rope_theta": %g, "max_position_embeddings": %d, "vocab_size": %d, "tie_word_embeddings": %s,
+  "bos_token_id": 1, "eos_token_id": 2)",
+                             mt, gemma ? "gelu_pytorch_tanh" : "silu", s.n_embd, s.n_ff, s.n_layer, s.n_head, s.n_head_kv,
+                             s.head_dim, double(s.rms_eps), double(s.rope_base), s.ctx_len, s.n_vocab,
+                             s.tied ? "true" : "false");
+    if (gemma) cfg += format(R"(, "sliding_window": %d)", s.window);
+    if (s.arch == "gemma2") cfg += format(R"(, "attn_logit_softcapping": %g, "final_logit_softcapping": %g)",
+                                          double(s.attn_cap), double(s.final_cap));
+    if (phi3) {
+        cfg += format(R"(, "partial_rotary_factor": %g)", double(s.n_rot) / double(s.head_dim));
+        if (s.rope_long_short) {
+            auto list = [&](const char * n) {
+                std::string l = "[";
+                for (float f : w.at(n)) l += (l.size() > 1 ? ", " : "") + format("%.9g", double(f));
+                return l + "]";
+            };
+            cfg += format(R"(, "original_max_position_embeddings": %d, "rope_scaling": {"type": "longrope", "long_factor": %s, "short_factor": %s})",
+                          s.ctx_orig, list("rope_factors_long.weight").c_str(), list("rope_factors_short.weight").c_str());
+        }
+    }
+    test::write_file(dir + "/config.json", cfg + "}\n");
+
+    // tokenizer.json: a SentencePiece-style BPE of the test's pieces
+    const vocab v = make_vocab(s.n_vocab);
+    std::string tj = R"({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "merges": [], "vocab": {)";
+    for (size_t i = 0; i < v.pieces.size(); ++i) tj += (i ? ", \"" : "\"") + v.pieces[i] + "\": " + std::to_string(i);
+    tj += R"(}}, "added_tokens": [{"id": 1, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}]})";
+    test::write_file(dir + "/tokenizer.json", tj);
+}
+
+TEST_CASE("gloas-convert: Hugging Face folders of qwen2, qwen3, phi3, gemma2 and gemma3 give the reference logits") {
+    const std::string dir = test::temp_dir("arch-hf");
+    std::vector<spec> specs;
+    spec q2;
+    q2.arch = "qwen2";
+    q2.qkv_bias = true;
+    specs.push_back(q2);
+    spec q3;
+    q3.arch = "qwen3";
+    q3.head_dim = q3.n_rot = 16;
+    specs.push_back(q3);
+    spec p3;
+    p3.arch = "phi3";
+    p3.n_rot = 6;
+    p3.rope_long_short = true;
+    p3.ctx_orig = 32;  // max_position_embeddings 256 / 32: attn_factor sqrt(1 + ln 8 / ln 32)
+    specs.push_back(p3);
+    spec g2;
+    g2.arch = "gemma2";
+    g2.n_layer = 3;
+    g2.tied = true;
+    g2.window = 5;
+    g2.attn_cap = 3.0f;
+    g2.final_cap = 4.0f;
+    specs.push_back(g2);
+    spec g3 = g2;
+    g3.arch = "gemma3";
+    g3.n_layer = 7;
+    g3.attn_cap = g3.final_cap = 0.0f;
+    specs.push_back(g3);
+    for (spec s : specs) {
+        CAPTURE(s.arch);
+        const weights w = make_weights(s, 71);
+        const std::string hf = dir + "/" + s.arch;
+        REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
+        write_hf_family(hf, s, w);
+        const std::string out = dir + "/" + s.arch + ".gguf";
+        auto r = test::run_tool("gloas-convert", {hf, "--outtype", "f32", "-q", "-o", out});
+        REQUIRE_MESSAGE(r.status == 0, r.err);
+        auto m = model::load({out, ""});
+        CHECK(m->arch == s.arch);
+        if (s.arch == "phi3") {
+            s.attn_factor = float(std::sqrt(1.0 + std::log(8.0) / std::log(32.0)));
+            CHECK(m->hp.rope_attn_factor == doctest::Approx(s.attn_factor));
+            CHECK(m->hp.n_rot == 6);
+        }
+        CHECK(max_diff(run_prefill(*m, k_tokens, 4), ref_forward(s, w, k_tokens)) < TOL);
+    }
+    // Qwen's GPT-2-style byte-level tokenizer.json: a "gpt2" vocabulary with
+    // its merges and the qwen2 pre-tokenizer.
+    {
+        spec s = q3;
+        // the 256 byte characters of GPT-2's byte-to-unicode map, 3 merges, one special token
+        std::vector<std::string> pieces;
+        for (int b = 0, extra = 0; b < 256; ++b) {
+            const bool direct = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+            const int cp = direct ? b : 256 + extra++;
+            std::string u;
+            if (cp < 0x80) u += char(cp);
+            else { u += char(0xC0 | (cp >> 6)); u += char(0x80 | (cp & 0x3F)); }
+            pieces.push_back(u);
+        }
+        pieces.push_back("th");
+        pieces.push_back("\xC4\xA0th");  // "Ġth"
+        pieces.push_back("\xC4\xA0the");
+        s.n_vocab = int(pieces.size()) + 1;
+        const weights w = make_weights(s, 72);
+        const std::string hf = dir + "/qwen3-bpe";
+        REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
+        write_hf_family(hf, s, w);
+        auto esc = [](const std::string & p) {
+            std::string o;
+            for (char c : p) {
+                if (c == '"' || c == '\\') { o += '\\'; o += c; }
+                else if (uint8_t(c) < 0x20) o += format("\\u%04x", unsigned(uint8_t(c)));
+                else o += c;
+            }
+            return o;
+        };
+        std::string tj = R"({"model": {"type": "BPE", "byte_fallback": false, "merges": ["t h", "\u0120 th", "\u0120th e"], "vocab": {)";
+        for (size_t i = 0; i < pieces.size(); ++i) tj += (i ? ", \"" : "\"") + esc(pieces[i]) + "\": " + std::to_string(i);
+        tj += format(R"(}}, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": [{"id": %zu, "content": "<|endoftext|>", "special": true}]})",
+                     pieces.size());
+        test::write_file(hf + "/tokenizer.json", tj);
+        const std::string out = dir + "/qwen3-bpe.gguf";
+        auto r = test::run_tool("gloas-convert", {hf, "--outtype", "f32", "-q", "-o", out});
+        REQUIRE_MESSAGE(r.status == 0, r.err);
+        auto m = model::load({out, ""});
+        CHECK(m->tok.kind() == vocab_kind::BPE);
+        const std::vector<int32_t> ids = m->tok.encode(" the them", false);
+        // " the", " them" -> "Ġthe", then "Ġthe" "m" (the merges in rank order)
+        CHECK(ids == std::vector<int32_t>{int32_t(pieces.size()) - 1, int32_t(pieces.size()) - 1, 'm'});
+        CHECK(m->tok.decode(ids) == " the them");
+        CHECK(max_diff(run_prefill(*m, k_tokens, 4), ref_forward(s, w, k_tokens)) < TOL);
+    }
+    // A multimodal Gemma 3 and a mixture-of-experts model are refused by name.
+    const std::string mm = dir + "/mm";
+    REQUIRE(::mkdir(mm.c_str(), 0755) == 0);
+    test::write_file(mm + "/config.json", R"({"model_type": "gemma3", "vision_config": {}, "text_config": {}})");
+    auto r = test::run_tool("gloas-convert", {mm, "-q", "-o", dir + "/mm.gguf"});
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("vision tower") != std::string::npos, r.err);
+    test::write_file(mm + "/config.json", R"({"model_type": "qwen3_moe"})");
+    r = test::run_tool("gloas-convert", {mm, "-q", "-o", dir + "/mm.gguf"});
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("mixture-of-experts") != std::string::npos, r.err);
+}
+
+TEST_CASE("random models (gloas-gen-model's writer) of every family load and run") {
+    const std::string dir = test::temp_dir("arch-random");
+    for (const char * arch : {"llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"}) {
+        CAPTURE(arch);
+        random_model_params p;
+        llama_gguf_hparams & hp = p.hp;
+        hp.arch = arch;
+        hp.name = arch;
+        hp.n_vocab = 400;
+        hp.n_ctx = 128;
+        hp.n_embd = 64;
+        hp.n_ff = 96;
+        hp.n_head = 4;
+        hp.n_head_kv = 2;
+        hp.n_layer = 7;
+        hp.head_dim = 32;  // != 64 / 4, as Qwen3 and Gemma
+        hp.wtype = type::Q8_0;
+        if (hp.arch == "gemma2" || hp.arch == "gemma3") hp.sliding_window = 8;
+        if (hp.arch == "gemma2") hp.attn_softcap = 50.0f;
+        const std::string path = dir + "/" + arch + ".gguf";
+        write_random_model(path, p);
+        auto m = model::load({path, ""});
+        CHECK(m->arch == arch);
+        CHECK(m->hp.head_dim == 32);
+        CHECK((m->output.data == m->tok_embd.data) == (hp.arch == "gemma2" || hp.arch == "gemma3"));
+        context ctx(*m, f32_params(8));
+        const float * l = ctx.eval(k_tokens.data(), int32_t(k_tokens.size()));
+        for (int v = 0; v < m->hp.n_vocab; ++v) REQUIRE(std::isfinite(l[v]));
+    }
 }
 
 TEST_CASE("refusals name the architecture, the tensor or the key") {

@@ -8,6 +8,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -212,6 +213,50 @@ TEST_CASE("backend bias, add, silu_mul equal ops::add per row, ops::add, ops::si
     CHECK(same_bits(get(be, d_s, n), ref));
     be.silu_mul(d_x.f32(), d_x.f32(), d_u.f32(), n);  // y aliasing g, as the forward pass calls it
     CHECK(same_bits(get(be, d_x, n), ref));
+}
+
+TEST_CASE("backend gelu_mul, scale, softcap against their definitions in double") {
+    std::mt19937 rng(9);
+    cpu_backend be(8);
+    const int64_t n = 1000;
+    std::vector<float> g = randn(rng, n, 3.0f), u = randn(rng, n);
+    g[0] = 0.0f;
+    g[1] = -12.0f;  // tanh saturates on both sides: gelu(x) -> 0 and -> x
+    g[2] = 12.0f;
+    buffer d_g = put(be, g), d_u = put(be, u), d_y = be.alloc(size_t(n) * sizeof(float));
+    be.gelu_mul(d_y.f32(), d_g.f32(), d_u.f32(), n);
+    std::vector<float> y = get(be, d_y, n);
+    for (int64_t i = 0; i < n; ++i) {
+        const double x = g[size_t(i)];
+        const double want = 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))) * u[size_t(i)];
+        CHECK(std::fabs(double(y[size_t(i)]) - want) <= 1e-6 * (1.0 + std::fabs(want)));
+    }
+    CHECK(y[0] == 0.0f);
+    be.gelu_mul(d_g.f32(), d_g.f32(), d_u.f32(), n);  // y aliasing g
+    CHECK(same_bits(get(be, d_g, n), y));
+
+    // scale: the first n_scaled values of each row only
+    const int64_t rows = 5, width = 12, n_scaled = 8;
+    const std::vector<float> x = randn(rng, rows * width);
+    buffer d_x = put(be, x);
+    be.scale(d_x.f32(), rows, width, n_scaled, 1.5f);
+    const std::vector<float> sx = get(be, d_x, rows * width);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < width; ++i)
+            CHECK(sx[size_t(r * width + i)] == (i < n_scaled ? x[size_t(r * width + i)] * 1.5f : x[size_t(r * width + i)]));
+
+    // softcap: cap * tanh(x / cap), odd, bounded by cap, near x for small x
+    std::vector<float> c = randn(rng, n, 20.0f);
+    c[0] = 1e-3f;
+    buffer d_c = put(be, c);
+    be.softcap(d_c.f32(), n, 5.0f);
+    const std::vector<float> sc = get(be, d_c, n);
+    for (int64_t i = 0; i < n; ++i) {
+        const double want = 5.0 * std::tanh(double(c[size_t(i)]) / 5.0);
+        CHECK(std::fabs(double(sc[size_t(i)]) - want) <= 1e-6 * 5.0);
+        CHECK(std::fabs(sc[size_t(i)]) <= 5.0f);
+    }
+    CHECK(sc[0] == doctest::Approx(1e-3).epsilon(1e-5));
 }
 
 TEST_CASE("backend rope over a positions array equals ops::rope_ex per token: styles, factors, in and out of place") {

@@ -1,4 +1,5 @@
-// gloas-convert: llama2.c checkpoints and Hugging Face Llama folders -> GGUF.
+// gloas-convert: llama2.c checkpoints and Hugging Face folders (Llama, Mistral,
+// Qwen2, Qwen3, Phi-3, Gemma 2, Gemma 3 text) -> GGUF.
 //
 //   gloas-convert stories15M.bin -o stories15M.gguf              (tokenizer.bin beside it)
 //   gloas-convert ~/hf/TinyLlama-1.1B --outtype f16 -o tinyllama-f16.gguf
@@ -10,9 +11,13 @@
 //
 // Hugging Face: config.json, model.safetensors or the shards listed in
 // model.safetensors.index.json, and tokenizer.model (SentencePiece) or
-// tokenizer.json (BPE with byte_fallback). q_proj and k_proj rows are put back
-// in the order GGUF's rotary embedding expects (Hugging Face permutes them: per
-// head, the rows of the two halves are interleaved again).
+// tokenizer.json (BPE with byte_fallback). For llama, q_proj and k_proj rows
+// are put back in the order GGUF's rotary embedding expects (Hugging Face
+// permutes them: per head, the rows of the two halves are interleaved again);
+// the other families use NEOX rope, which is Hugging Face's order. Tensor
+// names and metadata are those of llama.cpp's convert_hf_to_gguf.py: Phi-3's
+// fused qkv_proj and gate_up_proj stay fused, its longrope factors become
+// rope_factors_long/short, Gemma's norm weights are stored as 1 + w.
 //
 // 1-D tensors (norm weights) are always f32; matrices take --outtype.
 #include "tools/cli.h"
@@ -58,11 +63,12 @@ void usage(FILE * out) {
     std::fprintf(out,
         "usage: gloas-convert [options] INPUT -o OUTPUT.gguf\n"
         "\n"
-        "Converts a Llama checkpoint to GGUF (tensor names and metadata as llama.cpp\n"
+        "Converts a checkpoint to GGUF (tensor names and metadata as llama.cpp\n"
         "writes them). INPUT is either\n"
         "  - a llama2.c checkpoint (stories15M.bin: the legacy float32 export); its\n"
         "    tokenizer is tok<vocab>.bin or tokenizer.bin beside it, or --tokenizer;\n"
-        "  - a Hugging Face Llama folder: config.json, model.safetensors (or the\n"
+        "  - a Hugging Face folder (model_type llama, mistral, qwen2, qwen3, phi3,\n"
+        "    gemma2 or gemma3_text): config.json, model.safetensors (or the\n"
         "    shards named by model.safetensors.index.json; F32, F16 or BF16), and\n"
         "    tokenizer.model (SentencePiece) or tokenizer.json (BPE with byte_fallback).\n"
         "\n"
@@ -125,6 +131,8 @@ struct source {
     int64_t ne0 = 0, rows = 0;
     bool vec = false;  // a 1-D tensor (norm weights): written as f32
     std::vector<int64_t> row_map;
+    float add = 0.0f;        // added to every value (Gemma's norms are stored as 1 + w)
+    std::vector<float> own;  // values held here (rope factors from config.json); data points at them
 };
 
 // Loads row r of `s` as f32 into `dst` (ne0 values).
@@ -134,12 +142,14 @@ void load_row(const source & s, int64_t r, float * dst, std::vector<uint16_t> & 
     const uint8_t * p = s.data + size_t(sr) * size_t(s.ne0) * es;
     if (s.t == type::F32) {
         std::memcpy(dst, p, size_t(s.ne0) * 4);
-        return;
+    } else {
+        tmp.resize(size_t(s.ne0));
+        std::memcpy(tmp.data(), p, size_t(s.ne0) * 2);
+        if (s.t == type::F16) fp16_to_fp32_row(tmp.data(), dst, s.ne0);
+        else bf16_to_fp32_row(tmp.data(), dst, s.ne0);
     }
-    tmp.resize(size_t(s.ne0));
-    std::memcpy(tmp.data(), p, size_t(s.ne0) * 2);
-    if (s.t == type::F16) fp16_to_fp32_row(tmp.data(), dst, s.ne0);
-    else bf16_to_fp32_row(tmp.data(), dst, s.ne0);
+    if (s.add != 0.0f)
+        for (int64_t i = 0; i < s.ne0; ++i) dst[i] += s.add;
 }
 
 // Fill callback converting `s` to type `out` (F32, F16 or BF16). A row whose
@@ -155,7 +165,7 @@ gguf_writer::fill_fn make_fill(std::shared_ptr<const source> s, type out) {
             #pragma omp for schedule(static)
             for (int64_t r = 0; r < n_rows; ++r) {
                 uint8_t * o = static_cast<uint8_t *>(dst) + size_t(r) * rs;
-                if (s->t == out) {
+                if (s->t == out && s->add == 0.0f) {
                     const int64_t sr = s->row_map.empty() ? row0 + r : s->row_map[size_t(row0 + r)];
                     std::memcpy(o, s->data + size_t(sr) * rs, rs);
                     continue;
@@ -257,11 +267,31 @@ void plan_llama2c(const options & o, const model & m, plan & p) {
 
 // ---- Hugging Face ----------------------------------------------------------
 
+// The families gloas-convert reads: model_type -> the GGUF architecture.
+struct hf_family {
+    const char * model_type;
+    const char * arch;
+    const char * act;  // hidden_act it expects
+};
+constexpr hf_family k_families[] = {
+    {"llama", "llama", "silu"},          {"mistral", "llama", "silu"}, {"qwen2", "qwen2", "silu"},
+    {"qwen3", "qwen3", "silu"},          {"phi3", "phi3", "silu"},     {"gemma2", "gemma2", "gelu_pytorch_tanh"},
+    {"gemma3_text", "gemma3", "gelu_pytorch_tanh"},
+};
+
 struct hf_config {
+    std::string arch = "llama";
     int64_t hidden = 0, ff = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, ctx = 0, head_dim = 0;
     float rms_eps = 1e-6f, rope_theta = 10000.0f;
     bool tied = false;
     int64_t bos = -1, eos = -1;
+    int64_t n_rot = 0;                 // phi3: partial_rotary_factor * head_dim
+    float rope_linear = 0.0f;          // gemma3: rope_scaling linear
+    int64_t ctx_orig = 0;              // phi3 longrope: original_max_position_embeddings
+    float rope_attn_factor = 0.0f;     // phi3 longrope
+    std::vector<float> long_factor, short_factor;  // phi3 longrope, (n_rot / 2) each
+    int64_t sliding_window = 0;
+    float attn_softcap = 0.0f, final_softcap = 0.0f;
 };
 
 hf_config read_config(const std::string & path) {
@@ -284,21 +314,43 @@ hf_config read_config(const std::string & path) {
             throw error(format("%s: field '%s' must be a positive number (is %s)", path.c_str(), key, it->dump().c_str()));
         return float(it->get<double>());
     };
-    // The architecture: Llama, or a model declaring itself compatible.
+    // The architecture, by model_type (Llama when absent).
+    std::string mt = "llama";
     if (auto it = j.find("model_type"); it != j.end()) {
         if (!it->is_string()) throw error(path + ": field 'model_type' must be a string");
-        const std::string mt = it->get<std::string>();
-        if (mt != "llama")
-            throw error(format("%s: model_type '%s' is not supported (only 'llama')", path.c_str(), mt.c_str()));
+        mt = it->get<std::string>();
     }
-    if (auto it = j.find("hidden_act"); it != j.end() && !(it->is_string() && it->get<std::string>() == "silu"))
-        throw error(format("%s: hidden_act %s is not supported (only \"silu\")", path.c_str(), it->dump().c_str()));
-    if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null())
-        throw error(format("%s: rope_scaling %s is not supported", path.c_str(), it->dump().c_str()));
+    const hf_family * fam = nullptr;
+    std::string known;
+    for (const hf_family & f : k_families) {
+        if (mt == f.model_type) fam = &f;
+        known += (known.empty() ? "" : ", ") + std::string(f.model_type);
+    }
+    if (!fam) {
+        if (mt.find("moe") != std::string::npos)
+            throw error(format("%s: model_type '%s' is a mixture-of-experts model, which gloas does not support", path.c_str(), mt.c_str()));
+        if (j.contains("vision_config"))
+            throw error(format("%s: model_type '%s' has a vision tower, which gloas does not support (text models only; "
+                               "for Gemma 3 use a text-only checkpoint, model_type gemma3_text)", path.c_str(), mt.c_str()));
+        throw error(format("%s: model_type '%s' is not supported (supported: %s)", path.c_str(), mt.c_str(), known.c_str()));
+    }
+    const std::string arch = fam->arch;
+    for (const char * key : {"hidden_act", "hidden_activation"})
+        if (auto it = j.find(key); it != j.end() && !it->is_null() && !(it->is_string() && it->get<std::string>() == fam->act))
+            throw error(format("%s: %s %s is not supported for %s (only \"%s\")", path.c_str(), key, it->dump().c_str(),
+                               mt.c_str(), fam->act));
+    json rope_scaling;
+    if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+        rope_scaling = *it;
+        const std::string rt = rope_scaling.is_object() ? rope_scaling.value("rope_type", rope_scaling.value("type", std::string())) : "";
+        const bool ok = (arch == "gemma3" && rt == "linear") || (arch == "phi3" && (rt == "longrope" || rt == "su"));
+        if (!ok) throw error(format("%s: rope_scaling %s is not supported for %s", path.c_str(), it->dump().c_str(), mt.c_str()));
+    }
     if (auto it = j.find("attention_bias"); it != j.end() && !(it->is_boolean() && !it->get<bool>()))
         throw error(format("%s: attention_bias %s is not supported", path.c_str(), it->dump().c_str()));
 
     hf_config c;
+    c.arch = arch;
     c.hidden = get_int("hidden_size", 0, true);
     c.ff = get_int("intermediate_size", 0, true);
     c.layers = get_int("num_hidden_layers", 0, true);
@@ -319,6 +371,50 @@ hf_config read_config(const std::string & path) {
     if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
         if (!it->is_boolean()) throw error(path + ": field 'tie_word_embeddings' must be true or false");
         c.tied = it->get<bool>();
+    }
+    if (arch == "gemma2" || arch == "gemma3") c.tied = true;  // Gemma has no lm_head
+    // The family's own keys, as llama.cpp's converter reads them.
+    auto opt_float = [&](const char * key) -> float {
+        auto it = j.find(key);
+        return it == j.end() || it->is_null() ? 0.0f : get_float(key, 0.0f);
+    };
+    if (arch == "gemma2" || arch == "gemma3") c.sliding_window = get_int("sliding_window", 0, false);
+    if (arch == "gemma2") {
+        c.attn_softcap = opt_float("attn_logit_softcapping");
+        c.final_softcap = opt_float("final_logit_softcapping");
+    }
+    if (arch == "gemma3" && rope_scaling.is_object()) {
+        auto f = rope_scaling.find("factor");
+        if (f == rope_scaling.end() || !f->is_number() || !(f->get<double>() > 0))
+            throw error(path + ": rope_scaling.factor must be a positive number");
+        c.rope_linear = float(f->get<double>());
+    }
+    if (arch == "phi3") {
+        double rot = 1.0;
+        if (auto it = j.find("partial_rotary_factor"); it != j.end() && !it->is_null()) {
+            if (!it->is_number() || !(it->get<double>() > 0) || it->get<double>() > 1)
+                throw error(path + ": partial_rotary_factor must be in (0, 1]");
+            rot = it->get<double>();
+        }
+        c.n_rot = int64_t(rot * double(c.hidden)) / c.heads;  // llama.cpp's rounding
+        if (c.n_rot <= 0 || c.n_rot % 2 != 0 || c.n_rot > c.head_dim)
+            throw error(format("%s: partial_rotary_factor gives %lld rotary dims (must be even, at most head_dim)",
+                               path.c_str(), (long long) c.n_rot));
+        if (rope_scaling.is_object()) {
+            c.ctx_orig = get_int("original_max_position_embeddings", 0, true);
+            for (auto [key, dst] : {std::make_pair("long_factor", &c.long_factor), std::make_pair("short_factor", &c.short_factor)}) {
+                auto it = rope_scaling.find(key);
+                if (it == rope_scaling.end() || !it->is_array() || it->size() != size_t(c.n_rot / 2))
+                    throw error(format("%s: rope_scaling.%s must be a list of %lld numbers (rotary dims / 2)", path.c_str(), key,
+                                       (long long) (c.n_rot / 2)));
+                for (const json & v : *it) {
+                    if (!v.is_number() || !(v.get<double>() > 0)) throw error(format("%s: rope_scaling.%s holds a non-positive value", path.c_str(), key));
+                    dst->push_back(float(v.get<double>()));
+                }
+            }
+            const double scale = double(c.ctx) / double(c.ctx_orig);
+            c.rope_attn_factor = scale > 1.0 ? float(std::sqrt(1.0 + std::log(scale) / std::log(double(c.ctx_orig)))) : 1.0f;
+        }
     }
     for (auto [key, dst] : {std::pair<const char *, int64_t *>{"bos_token_id", &c.bos}, {"eos_token_id", &c.eos}}) {
         auto it = j.find(key);
@@ -373,18 +469,82 @@ bool is_byte_piece(const std::string & s) {
            std::isxdigit(uint8_t(s[4]));
 }
 
+// tokenizer.json with a GPT-2-style byte-level BPE model (Qwen2/Qwen3):
+// pieces as they are (byte-to-unicode text), the merges in rank order, added
+// tokens as control (special) or user-defined pieces, and the pre-tokenizer
+// llama.cpp names for the family (`pre`).
+vocab read_byte_level_bpe(const json & j, const json & m, const std::string & path, const std::string & pre) {
+    auto vit = m.find("vocab");
+    if (vit == m.end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
+    vocab v;
+    v.kind = vocab_kind::BPE;
+    v.pre = pre;
+    v.pieces.resize(vit->size());
+    std::vector<bool> seen(vit->size());
+    for (auto & [piece, id] : vit->items()) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || size_t(id.get<int64_t>()) >= seen.size())
+            throw error(format("%s: model.vocab: id of '%s' must be an integer below %zu", path.c_str(), piece.c_str(), seen.size()));
+        const size_t i = size_t(id.get<int64_t>());
+        if (seen[i]) throw error(format("%s: model.vocab: id %zu is used twice", path.c_str(), i));
+        seen[i] = true;
+        v.pieces[i] = piece;
+    }
+    v.types.assign(v.pieces.size(), token_type::NORMAL);
+    auto mit = m.find("merges");
+    if (mit == m.end() || !mit->is_array()) throw error(path + ": missing array model.merges");
+    for (size_t r = 0; r < mit->size(); ++r) {
+        const json & e = (*mit)[r];
+        if (e.is_string()) v.merges.push_back(e.get<std::string>());
+        else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string())
+            v.merges.push_back(e[0].get<std::string>() + " " + e[1].get<std::string>());
+        else throw error(format("%s: model.merges[%zu] is neither \"A B\" nor [\"A\", \"B\"]", path.c_str(), r));
+    }
+    v.bos = v.eos = v.unk = -1;
+    v.add_bos = false;
+    v.add_space_prefix = false;
+    if (auto at = j.find("added_tokens"); at != j.end() && at->is_array()) {
+        for (const json & t : *at) {
+            if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
+                !t["content"].is_string())
+                throw error(path + ": added_tokens entries need an integer id and a string content");
+            const int64_t id = t["id"].get<int64_t>();
+            if (id < 0 || id > (int64_t(1) << 24)) throw error(format("%s: added token has id %lld", path.c_str(), (long long) id));
+            if (size_t(id) >= v.pieces.size()) {
+                v.pieces.resize(size_t(id) + 1);
+                v.types.resize(size_t(id) + 1, token_type::UNUSED);
+            }
+            v.pieces[size_t(id)] = t["content"].get<std::string>();
+            v.types[size_t(id)] = t.value("special", false) ? token_type::CONTROL : token_type::USER_DEFINED;
+        }
+    }
+    for (size_t i = 0; i < v.pieces.size(); ++i)
+        if (v.pieces[i].empty()) {
+            v.pieces[i] = format("[PAD%zu]", i);
+            v.types[i] = token_type::UNUSED;
+        }
+    v.scores.assign(v.pieces.size(), 0.0f);
+    return v;
+}
+
 // tokenizer.json with a SentencePiece-style BPE model (byte_fallback, "▁" for
 // spaces). Scores follow the merge ranks: the piece made by merge r scores -r,
 // so the earliest merge is applied first, as the BPE model does.
-vocab read_tokenizer_json(const std::string & path) {
+// A byte-level one (the others) goes to read_byte_level_bpe with the
+// pre-tokenizer of `arch`.
+vocab read_tokenizer_json(const std::string & path, const std::string & arch) {
     const json j = read_json(path);
     auto m = j.is_object() ? j.find("model") : j.end();
     if (m == j.end() || !m->is_object()) throw error(path + ": missing object 'model'");
     const std::string mtype = m->value("type", std::string());
     if (mtype != "BPE") throw error(format("%s: model.type '%s' is not supported (only BPE)", path.c_str(), mtype.c_str()));
-    if (!m->value("byte_fallback", false))
-        throw error(path + ": GPT-2-style byte-level BPE vocabularies are not supported yet (only SentencePiece-style "
-                           "Llama vocabularies with byte_fallback)");
+    if (!m->value("byte_fallback", false)) {
+        // llama.cpp tells pre-tokenizers apart by their output; here the family decides
+        const char * pre = arch == "qwen2" || arch == "qwen3" ? "qwen2" : nullptr;
+        if (!pre)
+            throw error(format("%s: a GPT-2-style byte-level BPE vocabulary for architecture '%s' is not supported "
+                               "(only for qwen2 and qwen3)", path.c_str(), arch.c_str()));
+        return read_byte_level_bpe(j, *m, path, pre);
+    }
     auto vit = m->find("vocab");
     if (vit == m->end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
     const size_t n_base = vit->size();
@@ -495,7 +655,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
         else throw error(dir + ": no tokenizer.model or tokenizer.json (pass --tokenizer FILE)");
     }
     if (tpath.size() >= 5 && tpath.compare(tpath.size() - 5, 5, ".json") == 0) {
-        p.voc = read_tokenizer_json(tpath);
+        p.voc = read_tokenizer_json(tpath, c.arch);
     } else {
         spm_model sm = spm_model::load(tpath);
         if (sm.model_type != 2 && !o.quiet)
@@ -511,7 +671,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
     // Embedding rows past the tokenizer's pieces: padding tokens, as llama.cpp names them.
     for (int64_t i = int64_t(p.voc.pieces.size()); i < c.vocab; ++i) {
         p.voc.pieces.push_back(format("[PAD%lld]", (long long) i));
-        p.voc.scores.push_back(0.0f);
+        p.voc.scores.push_back(0.0f);  // BPE: unused, one per piece
         p.voc.types.push_back(token_type::UNUSED);
     }
     if (p.voc.bos >= int32_t(p.voc.pieces.size()) || p.voc.eos >= int32_t(p.voc.pieces.size()))
@@ -531,6 +691,14 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
     p.hp.rms_eps = c.rms_eps;
     p.hp.rope_freq_base = c.rope_theta;
     p.hp.wtype = o.outtype;
+    p.hp.arch = c.arch;
+    p.hp.n_rot = c.n_rot;
+    p.hp.rope_linear = c.rope_linear;
+    p.hp.ctx_orig = c.ctx_orig;
+    p.hp.rope_attn_factor = c.rope_attn_factor;
+    p.hp.sliding_window = c.sliding_window;
+    p.hp.attn_softcap = c.attn_softcap;
+    p.hp.final_softcap = c.final_softcap;
 
     // Weights: every tensor by name, from whichever file holds it.
     std::map<std::string, std::string> weight_map;
@@ -582,33 +750,84 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
         return s;
     };
     const int64_t E = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, F = c.ff, V = c.vocab;
+    const bool gemma = c.arch == "gemma2" || c.arch == "gemma3";
+    // Gemma's RMSNorm multiplies by 1 + w: the GGUF stores 1 + w, as llama.cpp's converter does.
+    auto norm = [&](const std::string & hf, int64_t n) {
+        auto t = take(hf, n, 0);
+        if (gemma) t->add = 1.0f;
+        return t;
+    };
+    auto blk = [](int64_t il, const char * n) { return "blk." + std::to_string(il) + "." + n + ".weight"; };
     auto embd = take("model.embed_tokens.weight", V, E);
     add(p, llama_tensor_name(llama_tensor::TOKEN_EMBD), embd, o.outtype);
+    if (!c.long_factor.empty()) {
+        for (auto [name, v] : {std::make_pair("rope_factors_long.weight", &c.long_factor),
+                               std::make_pair("rope_factors_short.weight", &c.short_factor)}) {
+            auto f = std::make_shared<source>();
+            f->own = *v;
+            f->data = reinterpret_cast<const uint8_t *>(f->own.data());
+            f->ne0 = int64_t(f->own.size());
+            f->rows = 1;
+            f->vec = true;
+            add(p, name, f, o.outtype);
+        }
+    }
     for (int64_t il = 0; il < c.layers; ++il) {
         const std::string b = "model.layers." + std::to_string(il) + ".";
-        add(p, llama_tensor_name(llama_tensor::ATTN_NORM, il), take(b + "input_layernorm.weight", E, 0), o.outtype);
-        auto q = take(b + "self_attn.q_proj.weight", Q, E);
-        q->row_map = unpermute_rows(c.heads, c.head_dim);
-        add(p, llama_tensor_name(llama_tensor::ATTN_Q, il), q, o.outtype);
-        auto k = take(b + "self_attn.k_proj.weight", KV, E);
-        k->row_map = unpermute_rows(c.kv_heads, c.head_dim);
-        add(p, llama_tensor_name(llama_tensor::ATTN_K, il), k, o.outtype);
-        add(p, llama_tensor_name(llama_tensor::ATTN_V, il), take(b + "self_attn.v_proj.weight", KV, E), o.outtype);
+        add(p, llama_tensor_name(llama_tensor::ATTN_NORM, il), norm(b + "input_layernorm.weight", E), o.outtype);
+        if (c.arch == "phi3") {
+            add(p, blk(il, "attn_qkv"), take(b + "self_attn.qkv_proj.weight", Q + 2 * KV, E), o.outtype);
+        } else {
+            auto q = take(b + "self_attn.q_proj.weight", Q, E);
+            auto k = take(b + "self_attn.k_proj.weight", KV, E);
+            if (c.arch == "llama") {  // NORM rope: Hugging Face's NEOX-ordered rows put back
+                q->row_map = unpermute_rows(c.heads, c.head_dim);
+                k->row_map = unpermute_rows(c.kv_heads, c.head_dim);
+            }
+            add(p, llama_tensor_name(llama_tensor::ATTN_Q, il), q, o.outtype);
+            add(p, llama_tensor_name(llama_tensor::ATTN_K, il), k, o.outtype);
+            add(p, llama_tensor_name(llama_tensor::ATTN_V, il), take(b + "self_attn.v_proj.weight", KV, E), o.outtype);
+        }
+        if (c.arch == "qwen2") {
+            add(p, "blk." + std::to_string(il) + ".attn_q.bias", take(b + "self_attn.q_proj.bias", Q, 0), o.outtype);
+            add(p, "blk." + std::to_string(il) + ".attn_k.bias", take(b + "self_attn.k_proj.bias", KV, 0), o.outtype);
+            add(p, "blk." + std::to_string(il) + ".attn_v.bias", take(b + "self_attn.v_proj.bias", KV, 0), o.outtype);
+        }
+        if (c.arch == "qwen3" || c.arch == "gemma3") {
+            add(p, blk(il, "attn_q_norm"), norm(b + "self_attn.q_norm.weight", c.head_dim), o.outtype);
+            add(p, blk(il, "attn_k_norm"), norm(b + "self_attn.k_norm.weight", c.head_dim), o.outtype);
+        }
         add(p, llama_tensor_name(llama_tensor::ATTN_OUTPUT, il), take(b + "self_attn.o_proj.weight", E, Q), o.outtype);
-        add(p, llama_tensor_name(llama_tensor::FFN_NORM, il), take(b + "post_attention_layernorm.weight", E, 0), o.outtype);
-        add(p, llama_tensor_name(llama_tensor::FFN_GATE, il), take(b + "mlp.gate_proj.weight", F, E), o.outtype);
+        if (gemma) {
+            add(p, blk(il, "post_attention_norm"), norm(b + "post_attention_layernorm.weight", E), o.outtype);
+            add(p, llama_tensor_name(llama_tensor::FFN_NORM, il), norm(b + "pre_feedforward_layernorm.weight", E), o.outtype);
+            add(p, blk(il, "post_ffw_norm"), norm(b + "post_feedforward_layernorm.weight", E), o.outtype);
+        } else {
+            add(p, llama_tensor_name(llama_tensor::FFN_NORM, il), take(b + "post_attention_layernorm.weight", E, 0), o.outtype);
+        }
+        if (c.arch == "phi3") {
+            add(p, llama_tensor_name(llama_tensor::FFN_UP, il), take(b + "mlp.gate_up_proj.weight", 2 * F, E), o.outtype);
+        } else {
+            add(p, llama_tensor_name(llama_tensor::FFN_GATE, il), take(b + "mlp.gate_proj.weight", F, E), o.outtype);
+            add(p, llama_tensor_name(llama_tensor::FFN_UP, il), take(b + "mlp.up_proj.weight", F, E), o.outtype);
+        }
         add(p, llama_tensor_name(llama_tensor::FFN_DOWN, il), take(b + "mlp.down_proj.weight", E, F), o.outtype);
-        add(p, llama_tensor_name(llama_tensor::FFN_UP, il), take(b + "mlp.up_proj.weight", F, E), o.outtype);
     }
-    add(p, llama_tensor_name(llama_tensor::OUTPUT_NORM), take("model.norm.weight", E, 0), o.outtype);
+    add(p, llama_tensor_name(llama_tensor::OUTPUT_NORM), norm("model.norm.weight", E), o.outtype);
     auto head = take("lm_head.weight", V, E, /*required=*/!c.tied);
     if (head) add(p, llama_tensor_name(llama_tensor::OUTPUT), head, o.outtype);
 
     for (const auto & [name, where] : all) {
         if (used.count(name)) continue;
         if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // recomputed at load
-        throw error(format("%s: tensor '%s' is not part of a Llama model (unexpected for this architecture)",
-                           where.first->path().c_str(), name.c_str()));
+        if (name.find("experts") != std::string::npos)
+            throw error(format("%s: tensor '%s' belongs to a mixture-of-experts model, which gloas does not support",
+                               where.first->path().c_str(), name.c_str()));
+        if (name.find("vision") != std::string::npos)
+            throw error(format("%s: tensor '%s' belongs to a vision tower, which gloas does not support",
+                               where.first->path().c_str(), name.c_str()));
+        throw error(format("%s: tensor '%s' is not part of a %s model (unexpected for this architecture)",
+                           where.first->path().c_str(), name.c_str(), c.arch.c_str()));
     }
 }
 

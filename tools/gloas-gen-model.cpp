@@ -29,6 +29,10 @@ struct config {
     float   rms_eps = 1e-5f;
     float   rope_base = 10000.0f;
     std::string name;
+    std::string arch = "llama";
+    int64_t head_dim = 0;      // 0: dim / heads
+    int64_t window = 0;        // attention.sliding_window (Gemma)
+    float   attn_cap = 0.0f, final_cap = 0.0f;  // Gemma 2's soft-caps
 };
 
 struct preset {
@@ -41,17 +45,26 @@ const preset PRESETS[] = {
     {"llama2-7b",      {4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, "Llama 2 7B (random weights)"}},
     {"stories-15m",    {288, 6, 6, 6, 768, 32000, 256, 1e-5f, 10000.0f, "stories15M shape (random weights)"}},
     {"tiny",           {64, 2, 4, 2, 192, 512, 256, 1e-5f, 10000.0f, "tiny test model (random weights)"}},
+    {"qwen3-0.6b",     {1024, 28, 16, 8, 3072, 151936, 40960, 1e-6f, 1000000.0f, "Qwen3 0.6B shape (random weights)",
+                        "qwen3", 128}},
+    {"phi3-mini",      {3072, 32, 32, 32, 8192, 32064, 4096, 1e-5f, 10000.0f, "Phi-3 mini shape (random weights)", "phi3"}},
+    {"gemma2-2b",      {2304, 26, 8, 4, 9216, 256000, 8192, 1e-6f, 10000.0f, "Gemma 2 2B shape (random weights)",
+                        "gemma2", 256, 4096, 50.0f, 30.0f}},
+    {"gemma3-1b",      {1152, 26, 4, 1, 6912, 262144, 32768, 1e-6f, 1000000.0f, "Gemma 3 1B shape (random weights)",
+                        "gemma3", 256, 512}},
 };
 
 void usage(FILE * out) {
     std::fprintf(out,
         "usage: gloas-gen-model [options] -o FILE.gguf\n"
         "\n"
-        "Writes a Llama-architecture GGUF with random weights (uniform, std 0.02;\n"
+        "Writes a GGUF with random weights (uniform, std 0.02;\n"
         "norm weights 1.0), tensor names and metadata as llama.cpp writes them.\n"
         "\n"
         "  -o, --output FILE     output file (written as FILE.tmp, then renamed)\n"
-        "  --preset NAME         tinyllama-1.1b (default), llama2-7b, stories-15m, tiny\n"
+        "  --preset NAME         tinyllama-1.1b (default), llama2-7b, stories-15m, tiny;\n"
+        "                        other families: qwen3-0.6b, phi3-mini, gemma2-2b,\n"
+        "                        gemma3-1b\n"
         "  --type T              weight type: f32, f16, bf16, q8_0, q4_0 (default f16);\n"
         "                        norm weights stay f32\n"
         "  --dim N               embedding length\n"
@@ -101,7 +114,9 @@ int main(int argc, char ** argv) {
             bool found = false;
             for (const auto & pr : PRESETS)
                 if (p == pr.name) { c = pr.c; preset_name = p; found = true; }
-            if (!found) usage_error("--preset: unknown preset '" + p + "' (tinyllama-1.1b, llama2-7b, stories-15m, tiny)");
+            if (!found)
+                usage_error("--preset: unknown preset '" + p + "' (tinyllama-1.1b, llama2-7b, stories-15m, tiny, qwen3-0.6b, "
+                            "phi3-mini, gemma2-2b, gemma3-1b)");
         }
         else if (a == "--type") {
             const char * s = value();
@@ -135,7 +150,7 @@ int main(int argc, char ** argv) {
     if (threads > 0) omp_set_num_threads(threads);
 
     try {
-        if (c.dim % c.heads != 0)
+        if (c.head_dim == 0 && c.dim % c.heads != 0)
             usage_error(format("--dim %lld is not a multiple of --heads %lld", (long long) c.dim, (long long) c.heads));
         random_model_params p;
         llama_gguf_hparams & hp = p.hp;
@@ -147,7 +162,11 @@ int main(int argc, char ** argv) {
         hp.n_head = c.heads;
         hp.n_head_kv = c.kv_heads;
         hp.n_layer = c.layers;
-        hp.head_dim = c.dim / c.heads;
+        hp.head_dim = c.head_dim > 0 && !over.dim && !over.heads ? c.head_dim : c.dim / c.heads;
+        hp.arch = c.arch;
+        hp.sliding_window = c.window;
+        hp.attn_softcap = c.attn_cap;
+        hp.final_softcap = c.final_cap;
         hp.rms_eps = c.rms_eps;
         hp.rope_freq_base = c.rope_base;
         hp.wtype = wtype;
