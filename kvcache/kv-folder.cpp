@@ -92,10 +92,8 @@ page_geometry geometry_of(const page_file_header & h) {
 
 // Bytes of a published entry's data, 0 when its type cannot be one.
 size_t entry_data_bytes(const page_file_header & h, const slot_entry & e) {
-    if (e.type >= TYPE_ID_LIMIT || !type_known(e.type)) return 0;
-    const page_geometry g = geometry_of(h);
-    if (!g.valid_for(type(e.type))) return 0;
-    return g.page_bytes(type(e.type));
+    if (h.kv_type >= TYPE_ID_LIMIT || !type_known(h.kv_type)) return 0;
+    return slot_data_bytes(geometry_of(h), type(h.kv_type), e);
 }
 
 // Calls f(slot, entry) for each entry of the used part of the table.

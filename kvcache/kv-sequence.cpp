@@ -402,6 +402,18 @@ void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
         st_.publish(sp.ref.slot, h, prev, P);
         sp.published = true;
     }
+    // A prefill that ends inside a page stores that page's tokens so far (its
+    // tail: kv-store.h), as the open page holds them; a decode step (one
+    // token) does not, nor a page past n_ctx positions.
+    const size_t n_tail = tokens_.size() % size_t(P);
+    if (n_tok > 1 && n_tail > 0 && n_dropped_ == 0 && tokens_.size() <= size_t(g_.n_ctx) && hashes_.size() == n_full &&
+        st_.params().keep_tails) {
+        const int64_t pg = int64_t(n_full);
+        for (int i = 0; i < 2; ++i)
+            if (open_page_[i] == pg)
+                st_.put_tail(n_full == 0 ? PREFIX_SEED : hashes_[n_full - 1], tokens_.data() + n_full * size_t(P),
+                             int32_t(n_tail), open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(P), size_t(P));
+    }
     // Drop the pages the last position no longer sees (the next chunk's
     // tokens see no more of them: d grows with the position).
     const int32_t S = slide_.sink_pages;
@@ -420,7 +432,6 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
     const int32_t P = pg_.page_tokens;
     // Only pages within the first n_ctx positions are in the index.
     const int32_t n_full = n_tok > 0 ? std::min((n_tok - 1) / P, g_.n_ctx / P) : 0;
-    if (n_full == 0) return 0;
     std::vector<uint64_t> hashes(static_cast<size_t>(n_full));
     uint64_t prev = PREFIX_SEED;
     for (int32_t j = 0; j < n_full; ++j) prev = hashes[size_t(j)] = page_hash(prev, tokens + size_t(j) * size_t(P), P);
@@ -437,7 +448,23 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
             keep_dense(int64_t(j), il);
         }
     }
-    const int32_t reused = int32_t(got) * P;
+    int32_t reused = int32_t(got) * P;
+    // The next page's leading tokens from a stored tail, into the open page
+    // (at most P - 1 of them, never the last token, within n_ctx).
+    const int32_t avail = std::min({P - 1, n_tok - 1 - reused, g_.n_ctx - reused});
+    int32_t from_tail = 0;
+    if (avail > 0 && st_.params().keep_tails) {
+        from_tail = st_.take_tail(got == 0 ? PREFIX_SEED : hashes[got - 1], tokens + reused, avail, open_.data(), size_t(P));
+        if (from_tail > 0) {
+            GLOAS_ASSERT(pages_.size() < max_pages_);
+            seq_page sp;
+            sp.ref = st_.begin_page();
+            pages_.push_back(sp);
+            open_page_[0] = int64_t(got);
+            open_page_[1] = -1;
+            reused += from_tail;
+        }
+    }
     tokens_.assign(tokens, tokens + reused);
     kv_metrics & m = st_.metrics();
     m.pages_hit += got;

@@ -11,6 +11,14 @@
 // prefill, and a prefill that starts after reused pages therefore see exactly
 // the same K/V values.
 //
+// Tails (kv-store.h): a prefill chunk (more than one token) that ends inside
+// a page stores that open page's tokens so far in F32, and reuse_prefix, after
+// the full pages, takes the longest stored tail sharing the prompt's next
+// tokens into the open page (claiming the page's slot as the page's first
+// token would): the open page then holds exactly the values a prefill would
+// have put there, so the rule above still holds. A repeated prompt prefills
+// its last token only.
+//
 // Sparse decode (Quest): every sealed page keeps, per KV head of each layer
 // past the dense ones, the element-wise min and max of its keys (its summary,
 // in RAM, in F16 rounded outward so the bound below still holds; none when
