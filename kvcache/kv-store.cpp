@@ -858,7 +858,7 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
             ps.last_access = ps.inserted = e.inserted;
             ps.n_access = 1;
             policy_->on_insert(ps, e.inserted);
-            if (p_.on_tail_step) p_.on_tail_step(k + i);
+            if (p_.on_tail_step) p_.on_tail_step(2 * k - 1 - i);
         }
         for (const page_ref & c : claimed) {
             local_.erase(c.slot);

@@ -127,8 +127,9 @@ struct kv_store_params {
     // are kept for take_notices().
     std::function<void(const std::string &)> on_notice;
     // Tests only: called while a tail of k pieces is stored, with step i < k
-    // once piece i's data is written, and k + i once piece i is published
-    // (under the table lock) -- where a test kills the process.
+    // once piece i's data is written, and k + j once j + 1 pieces are
+    // published (under the table lock; piece 0 last), where a test kills the
+    // process.
     std::function<void(int32_t step)> on_tail_step;
 };
 
