@@ -47,9 +47,10 @@ public:
     // [pos0, pos0 + n_tok).
     virtual void commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) = 0;
 
-    // On an empty sequence: takes the leading stored pages of `tokens` (never
-    // all of them: at least the last token is left to evaluate) and returns how
-    // many positions they cover; those positions need no prefill.
+    // On an empty sequence: takes the leading stored pages of `tokens`, then
+    // the stored leading tokens of the next page (a tail), never all of them:
+    // at least the last token is left to evaluate; returns how many positions
+    // they cover; those positions need no prefill.
     virtual int32_t reuse_prefix(const int32_t * tokens, int32_t n_tok) = 0;
 
     // Forgets every position.
