@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 namespace gloas {
 
@@ -390,6 +391,10 @@ void kv_sequence::attend_copied(int32_t il, int32_t h, const int32_t * sel, int3
 
 void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
     GLOAS_ASSERT(pos0 == int32_t(tokens_.size()));
+    // The last prefill's tail is stored once a decode step follows it;
+    // another prefill chunk right after it (the prompt went on) replaces it.
+    if (n_tok == 1) store_tail();
+    tail_page_ = -1;
     tokens_.insert(tokens_.end(), tokens, tokens + n_tok);
     const int32_t P = pg_.page_tokens;
     const size_t n_full = tokens_.size() / size_t(P);
@@ -402,17 +407,15 @@ void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
         st_.publish(sp.ref.slot, h, prev, P);
         sp.published = true;
     }
-    // A prefill that ends inside a page stores that page's tokens so far (its
-    // tail: kv-store.h), as the open page holds them; a decode step (one
-    // token) does not, nor a page past n_ctx positions.
+    // A prefill that ends inside a page leaves that page's tokens so far (its
+    // tail: kv-store.h) to store; a decode step does not, nor a page past
+    // n_ctx positions.
     const size_t n_tail = tokens_.size() % size_t(P);
     if (n_tok > 1 && n_tail > 0 && n_dropped_ == 0 && tokens_.size() <= size_t(g_.n_ctx) && hashes_.size() == n_full &&
         st_.params().keep_tails) {
-        const int64_t pg = int64_t(n_full);
-        for (int i = 0; i < 2; ++i)
-            if (open_page_[i] == pg)
-                st_.put_tail(n_full == 0 ? PREFIX_SEED : hashes_[n_full - 1], tokens_.data() + n_full * size_t(P),
-                             int32_t(n_tail), open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(P), size_t(P));
+        tail_page_ = int64_t(n_full);
+        tail_n_ = int32_t(n_tail);
+        tail_parent_ = n_full == 0 ? PREFIX_SEED : hashes_[n_full - 1];
     }
     // Drop the pages the last position no longer sees (the next chunk's
     // tokens see no more of them: d grows with the position).
@@ -473,7 +476,25 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
     return reused;
 }
 
+void kv_sequence::store_tail() {
+    if (tail_page_ < 0) return;
+    const int64_t pg = tail_page_;
+    tail_page_ = -1;
+    // Its columns [0, tail_n_) stay as they were in the page's open buffer
+    // until the page is done with (the tokens after it only add columns).
+    for (int i = 0; i < 2; ++i) {
+        if (open_page_[i] != pg) continue;
+        try {
+            st_.put_tail(tail_parent_, tokens_.data() + size_t(pg) * size_t(pg_.page_tokens), tail_n_,
+                         open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(pg_.page_tokens), size_t(pg_.page_tokens));
+        } catch (const std::exception &) {
+            // Not stored (no memory): a later prompt computes these tokens again.
+        }
+    }
+}
+
 void kv_sequence::clear() {
+    store_tail();
     for (auto & p : pages_) {
         if (p.published) st_.release(p.ref.slot);
         else st_.abandon(p.ref.slot);

@@ -12,7 +12,9 @@
 // the same K/V values.
 //
 // Tails (kv-store.h): a prefill chunk (more than one token) that ends inside
-// a page stores that open page's tokens so far in F32, and reuse_prefix, after
+// a page stores that open page's tokens so far in F32 (when the first decode
+// step follows it, off the time to first token, or when the sequence is
+// cleared; not when another prefill chunk follows), and reuse_prefix, after
 // the full pages, takes the longest stored tail sharing the prompt's next
 // tokens into the open page (claiming the page's slot as the page's first
 // token would): the open page then holds exactly the values a prefill would
@@ -156,6 +158,8 @@ private:
         return const_cast<float *>(static_cast<const kv_sequence &>(*this).staging(page, layer));
     }
     void quantize_layer(int64_t page, int32_t il);
+    // Stores the pending tail (tail_page_), if any, in the store.
+    void store_tail();
     void summarize(int64_t page, int32_t il);
     // Sealed pages to attend for one query of KV head h, as absolute page
     // numbers in increasing order: pages [0, cur) less the `drop` after the
@@ -177,6 +181,9 @@ private:
     std::vector<seq_page> pages_;
     std::vector<int32_t> tokens_;        // committed token ids
     std::vector<uint64_t> hashes_;       // prefix hash of each full page
+    int64_t tail_page_ = -1;             // the last prefill ended tail_n_ tokens into this page: its tail is pending
+    int32_t tail_n_ = 0;
+    uint64_t tail_parent_ = 0;           // prefix hash of the pages before it
     // Staging. A chunk of tokens (one store per layer, then its attend)
     // starts and ends in open pages, which keep all their layers in F32
     // between chunks; the pages strictly inside it are filled within the

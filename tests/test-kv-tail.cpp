@@ -208,6 +208,36 @@ TEST_CASE("a prompt extending a stored tail, or sharing part of it, reuses those
     }
 }
 
+TEST_CASE("a prefill in many chunks stores one tail, the prompt's, when decoding starts or the sequence ends") {
+    auto m = load_stories();
+    const std::string dir = test::temp_dir("kv-tail-chunks");
+    const std::vector<int32_t> text = m->tok.encode(story_text(1500), true);
+    const std::vector<int32_t> a(text.begin(), text.begin() + 6 * P + 11);
+    context_params cp = kv_params(dir);
+    cp.n_ubatch = 7;  // chunks end inside pages: only the last one's tail is kept
+    {
+        context ctx(*m, cp);
+        ctx.eval_prompt(a.data(), int32_t(a.size()));
+        CHECK(ctx.store().metrics().tails_written == 0);  // not yet: off the time to first token
+        const int32_t next = 5;
+        ctx.eval(&next, 1);
+        CHECK(ctx.store().metrics().tails_written == 1);
+        CHECK(ctx.store().stored_tails() == 1);
+    }
+    const std::vector<int32_t> b(text.begin(), text.begin() + 9 * P + 3);
+    {
+        context ctx(*m, cp);
+        ctx.eval_prompt(b.data(), int32_t(b.size()));
+        CHECK(ctx.n_reused() == 6 * P + 11);
+        ctx.reset();  // the sequence ends: its tail is stored
+        CHECK(ctx.store().metrics().tails_written == 1);
+        CHECK(ctx.store().stored_tails() == 2);
+    }
+    context ctx(*m, kv_params(dir));
+    CHECK(greedy(ctx, b, 10) == cold(*m, b, 10));
+    CHECK(ctx.n_reused() == int32_t(b.size()) - 1);
+}
+
 TEST_CASE("tails in the store: exact values, the longest shared run, pieces, damage, eviction") {
     const page_geometry g = small_geometry();
     const std::string dir = test::temp_dir("kv-tail-store");
