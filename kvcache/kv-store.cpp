@@ -379,7 +379,7 @@ void kv_store::drop_tail_locked(int64_t slot, const std::function<bool(int64_t)>
         if (it == index_.end()) continue;
         const int64_t s = it->second;
         const slot_entry & x = file_->entry(uint64_t(s));
-        if (x.n_pieces == e.n_pieces && x.piece == i && may(s)) drop_locked(s, evicted);
+        if (x.n_pieces == e.n_pieces && x.piece == i && (s == slot || may(s))) drop_locked(s, evicted);
     }
 }
 

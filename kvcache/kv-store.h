@@ -271,8 +271,9 @@ private:
     size_t resident_locked(bool * exact, size_t * first);
     bool make_room_locked(size_t need_bytes);
     void drop_locked(int64_t slot, bool evicted = true);
-    // Drops the pieces of the tail whose piece 0 is `slot0` that `may` allows.
-    void drop_tail_locked(int64_t slot0, const std::function<bool(int64_t)> & may, bool evicted);
+    // Drops the tail of which `slot` is a piece: that piece, and the others
+    // that `may` allows.
+    void drop_tail_locked(int64_t slot, const std::function<bool(int64_t)> & may, bool evicted);
     // Slots of the complete tail whose piece 0 is slot0, or false.
     bool tail_slots_locked(int64_t slot0, std::vector<int64_t> & out);
     void free_claimed_locked(int64_t slot);
