@@ -23,6 +23,34 @@ uint64_t table_slots(size_t capacity_bytes, size_t page_bytes) {
     return std::max<uint64_t>(pages, uint64_t(1) << 16);
 }
 
+// Whole reads and writes of the page file at `off`: a tail's pieces go
+// through the file, not the mapping, so they never count against this
+// process's resident K/V (kv-store.h, RAM budget) and a full disk is an
+// error, not a SIGBUS.
+bool write_all(int fd, const uint8_t * p, size_t n, uint64_t off) {
+    while (n > 0) {
+        const ssize_t w = ::pwrite(fd, p, n, off_t(off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= size_t(w);
+        off += uint64_t(w);
+    }
+    return true;
+}
+
+bool read_all(int fd, uint8_t * p, size_t n, uint64_t off) {
+    while (n > 0) {
+        const ssize_t r = ::pread(fd, p, n, off_t(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= size_t(r);
+        off += uint64_t(r);
+    }
+    return true;
+}
+
 double steady_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -815,8 +843,12 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
     }
     std::vector<uint64_t> sums(static_cast<size_t>(k));
     for (int32_t i = 0; i < k; ++i) {
-        std::memcpy(const_cast<uint8_t *>(claimed[size_t(i)].data), bytes.data() + size_t(i) * pb, pb);
-        sums[size_t(i)] = page_checksum(bytes.data() + size_t(i) * pb, pb, th + uint64_t(i));
+        const uint8_t * piece = bytes.data() + size_t(i) * pb;
+        if (!write_all(file_->fd(), piece, pb, slot_offset(claimed[size_t(i)].slot))) {
+            for (const page_ref & c : claimed) abandon(c.slot);
+            return false;
+        }
+        sums[size_t(i)] = page_checksum(piece, pb, th + uint64_t(i));
         if (p_.on_tail_step) p_.on_tail_step(i);
     }
     std::lock_guard<std::mutex> lk(mu_);
@@ -876,6 +908,8 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
     h.generation++;
     seen_generation_ = h.generation;
     file_->unlock_table();
+    if (p_.ram_bytes > 0 && file_->persistent())
+        for (const page_ref & c : claimed) file_->start_writeback(uint64_t(c.slot), pb);
     return true;
 }
 
@@ -887,13 +921,17 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
     const size_t pb = page_bytes(), n_rows = size_t(geom_.n_rows());
     // The tail sharing the most leading tokens.
     std::vector<int64_t> slots;
+    std::vector<int32_t> stored;
     int64_t best = -1;
     int32_t take = 0;
     for (auto r = tails_.equal_range(parent); r.first != r.second; ++r.first) {
         const int64_t s0 = r.first->second;
-        if (!tail_slots_locked(s0, slots) || !file_->slot_in_file(uint64_t(s0), pb)) continue;
-        const int32_t * stored = reinterpret_cast<const int32_t *>(file_->data(uint64_t(s0)));
+        if (!tail_slots_locked(s0, slots)) continue;
         const int32_t m = std::min(n, int32_t(file_->entry(uint64_t(s0)).n_tokens));
+        stored.resize(size_t(m));
+        if (!read_all(file_->fd(), reinterpret_cast<uint8_t *>(stored.data()), size_t(m) * sizeof(int32_t),
+                      slot_offset(s0)))
+            continue;
         int32_t same = 0;
         while (same < m && stored[same] == tokens[same]) ++same;
         if (same > take) {
@@ -912,11 +950,8 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
     bool good = true;
     for (size_t i = 0; i < slots.size() && good; ++i) {
         const slot_entry & e = file_->entry(uint64_t(slots[i]));
-        good = file_->slot_in_file(uint64_t(slots[i]), pb);
-        if (good) {
-            std::memcpy(bytes.data() + i * pb, file_->data(uint64_t(slots[i])), pb);
-            good = page_checksum(bytes.data() + i * pb, pb, e.hash) == e.checksum;
-        }
+        good = read_all(file_->fd(), bytes.data() + i * pb, pb, slot_offset(slots[i])) &&
+               page_checksum(bytes.data() + i * pb, pb, e.hash) == e.checksum;
     }
     page_file_header & h = file_->header();
     if (!good) {

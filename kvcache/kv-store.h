@@ -40,6 +40,8 @@
 // tokens with the new prompt's page: any leading part of a tail is valid K/V
 // for a prompt sharing those tokens. Storing a tail drops the tails of the
 // same parent whose tokens it extends (they can serve nothing it cannot).
+// Pieces are written and read through the file (pwrite, pread), not the
+// mapping: a tail never adds to this process's resident K/V.
 //
 // Thread safety: one thread drives the store (the decoder's); a background
 // writer thread publishes full pages (checksum + slot table) off the decode
