@@ -53,6 +53,23 @@ public:
     // they cover; those positions need no prefill.
     virtual int32_t reuse_prefix(const int32_t * tokens, int32_t n_tok) = 0;
 
+    // The same, and when the store also holds the logits of the last token
+    // (the same prompt ended there before), takes all n_tok positions and
+    // copies those logits (n_vocab) into `logits`: then it returns n_tok.
+    virtual int32_t reuse_prompt(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) {
+        (void) logits;
+        (void) n_vocab;
+        return reuse_prefix(tokens, n_tok);
+    }
+
+    // After a forward pass that computed the logits (n_vocab) of the token at
+    // `pos`, the sequence's latest: kept with a stored tail (kv-store.h).
+    virtual void keep_logits(int32_t pos, const float * logits, int32_t n_vocab) {
+        (void) pos;
+        (void) logits;
+        (void) n_vocab;
+    }
+
     // Forgets every position.
     virtual void clear() = 0;
 

@@ -415,6 +415,7 @@ void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
         st_.params().keep_tails) {
         tail_page_ = int64_t(n_full);
         tail_n_ = int32_t(n_tail);
+        tail_logits_.clear();
         tail_parent_ = n_full == 0 ? PREFIX_SEED : hashes_[n_full - 1];
     }
     // Drop the pages the last position no longer sees (the next chunk's
@@ -430,7 +431,18 @@ void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
     st_.trim();  // the pass is done: keep the store's resident pages within its RAM budget
 }
 
-int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
+void kv_sequence::keep_logits(int32_t pos, const float * logits, int32_t n_vocab) {
+    if (tail_page_ >= 0 && int64_t(pos) == tail_page_ * pg_.page_tokens + tail_n_ - 1)
+        tail_logits_.assign(logits, logits + n_vocab);
+}
+
+int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) { return reuse(tokens, n_tok, nullptr, 0); }
+
+int32_t kv_sequence::reuse_prompt(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) {
+    return reuse(tokens, n_tok, logits, n_vocab);
+}
+
+int32_t kv_sequence::reuse(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) {
     GLOAS_ASSERT(pages_.empty() && tokens_.empty() && n_dropped_ == 0);
     const int32_t P = pg_.page_tokens;
     // Only pages within the first n_ctx positions are in the index.
@@ -453,11 +465,17 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
     }
     int32_t reused = int32_t(got) * P;
     // The next page's leading tokens from a stored tail, into the open page
-    // (at most P - 1 of them, never the last token, within n_ctx).
-    const int32_t avail = std::min({P - 1, n_tok - 1 - reused, g_.n_ctx - reused});
+    // (at most P - 1 of them, within n_ctx): never the last token, unless
+    // the tail ends there and holds its logits.
+    const bool want = logits != nullptr && n_vocab > 0;
+    const int32_t left = n_tok - reused;
+    const int32_t avail = std::min({P - 1, want ? left : left - 1, g_.n_ctx - reused});
     int32_t from_tail = 0;
     if (avail > 0 && st_.params().keep_tails) {
-        from_tail = st_.take_tail(got == 0 ? PREFIX_SEED : hashes[got - 1], tokens + reused, avail, open_.data(), size_t(P));
+        bool got_logits = false;
+        from_tail = st_.take_tail(got == 0 ? PREFIX_SEED : hashes[got - 1], tokens + reused, avail, open_.data(), size_t(P),
+                                  want ? logits : nullptr, n_vocab, &got_logits);
+        if (from_tail == left && !got_logits) --from_tail;  // the last token is evaluated after all
         if (from_tail > 0) {
             GLOAS_ASSERT(pages_.size() < max_pages_);
             seq_page sp;
@@ -486,7 +504,8 @@ void kv_sequence::store_tail() {
         if (open_page_[i] != pg) continue;
         try {
             st_.put_tail(tail_parent_, tokens_.data() + size_t(pg) * size_t(pg_.page_tokens), tail_n_,
-                         open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(pg_.page_tokens), size_t(pg_.page_tokens));
+                         open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(pg_.page_tokens), size_t(pg_.page_tokens),
+                         tail_logits_.empty() ? nullptr : tail_logits_.data(), int32_t(tail_logits_.size()));
         } catch (const std::exception &) {
             // Not stored (no memory): a later prompt computes these tokens again.
         }

@@ -146,8 +146,9 @@ std::string kv_store::take_notices() {
 
 size_t kv_store::entry_bytes(const slot_entry & e) const { return slot_data_bytes(geom_, p_.kv_type, e); }
 
-int32_t kv_store::tail_pieces(int32_t n) const {
-    const size_t bytes = size_t(n) * sizeof(float) * (1 + size_t(geom_.n_rows()));
+int32_t kv_store::tail_pieces(int32_t n, int32_t n_logits) const {
+    const size_t bytes = sizeof(uint32_t) + size_t(n) * sizeof(float) * (1 + size_t(geom_.n_rows())) +
+                         size_t(n_logits) * sizeof(float);
     return int32_t((bytes + page_bytes() - 1) / page_bytes());
 }
 
@@ -195,7 +196,7 @@ void kv_store::sync_locked() {
         bool entry_ok;
         if (e.n_pieces > 0)  // a tail piece
             entry_ok = e.type == uint32_t(type::F32) && e.piece < e.n_pieces && e.n_tokens >= 1 &&
-                       e.n_tokens < uint32_t(geom_.page_tokens) && e.n_pieces == uint32_t(tail_pieces(int32_t(e.n_tokens)));
+                       e.n_tokens < uint32_t(geom_.page_tokens) && e.n_pieces >= uint32_t(tail_pieces(int32_t(e.n_tokens)));
         else
             entry_ok = e.type < TYPE_ID_LIMIT && type_known(e.type) && geom_.valid_for(type(e.type)) &&
                        (e.type == uint32_t(p_.kv_type) || e.type == uint32_t(type::Q4_0)) &&
@@ -814,8 +815,10 @@ size_t kv_store::stored_tails() {
     return tails_.size();
 }
 
-bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, const float * rows, size_t row_stride) {
+bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, const float * rows, size_t row_stride,
+                        const float * logits, int32_t n_logits) {
     if (!p_.keep_tails || n <= 0 || n >= geom_.page_tokens || file_->read_only()) return false;
+    if (!logits) n_logits = 0;
     const uint64_t th = tail_hash(parent, tokens, n);
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -825,13 +828,16 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
         file_->unlock_table();
         if (have) return true;
     }
-    const int32_t k = tail_pieces(n);
+    const int32_t k = tail_pieces(n, n_logits);
     const size_t pb = page_bytes(), n_rows = size_t(geom_.n_rows());
-    // Its bytes: the token ids, then each row's n values.
+    // Its bytes: the logits count, the token ids, each row's n values, the logits.
     std::vector<uint8_t> bytes(size_t(k) * pb, 0);
-    std::memcpy(bytes.data(), tokens, size_t(n) * sizeof(int32_t));
-    float * dst = reinterpret_cast<float *>(bytes.data() + size_t(n) * sizeof(int32_t));
+    const uint32_t nl = uint32_t(n_logits);
+    std::memcpy(bytes.data(), &nl, sizeof nl);
+    std::memcpy(bytes.data() + sizeof nl, tokens, size_t(n) * sizeof(int32_t));
+    float * dst = reinterpret_cast<float *>(bytes.data() + sizeof nl + size_t(n) * sizeof(int32_t));
     for (size_t r = 0; r < n_rows; ++r) std::memcpy(dst + r * size_t(n), rows + r * row_stride, size_t(n) * sizeof(float));
+    if (n_logits > 0) std::memcpy(dst + n_rows * size_t(n), logits, size_t(n_logits) * sizeof(float));
     // Slots for every piece, in the page file (a tail is never kept in memory).
     std::vector<page_ref> claimed;
     for (int32_t i = 0; i < k; ++i) {
@@ -859,13 +865,19 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
         // Another sequence or process stored it meanwhile.
         for (const page_ref & c : claimed) free_claimed_locked(c.slot);
     } else {
-        // Tails of the same parent that this one extends serve nothing it cannot.
+        // Tails of the same parent that this one extends serve nothing it
+        // cannot, unless they hold the logits of their last token.
         std::vector<int64_t> extended, tail;
+        std::vector<uint8_t> head;
         for (auto r = tails_.equal_range(parent); r.first != r.second; ++r.first) {
             const int64_t s0 = r.first->second;
             const slot_entry & e = file_->entry(uint64_t(s0));
+            head.resize(sizeof(uint32_t) + size_t(e.n_tokens) * sizeof(int32_t));
+            uint32_t has_logits = 1;
             if (e.n_tokens <= uint32_t(n) && tail_slots_locked(s0, tail) &&
-                std::memcmp(file_->data(uint64_t(s0)), tokens, size_t(e.n_tokens) * sizeof(int32_t)) == 0)
+                read_all(file_->fd(), head.data(), head.size(), slot_offset(s0)) &&
+                (std::memcpy(&has_logits, head.data(), sizeof has_logits), has_logits == 0) &&
+                std::memcmp(head.data() + sizeof(uint32_t), tokens, size_t(e.n_tokens) * sizeof(int32_t)) == 0)
                 extended.push_back(s0);
         }
         // Piece 0 last: a tail whose piece 0 is READY has every piece READY.
@@ -913,7 +925,9 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
     return true;
 }
 
-int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, float * rows, size_t row_stride) {
+int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, float * rows, size_t row_stride,
+                           float * logits, int32_t n_logits, bool * got_logits) {
+    if (got_logits) *got_logits = false;
     if (!p_.keep_tails || n <= 0) return 0;
     std::lock_guard<std::mutex> lk(mu_);
     file_->lock_table();
@@ -928,13 +942,15 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
         const int64_t s0 = r.first->second;
         if (!tail_slots_locked(s0, slots)) continue;
         const int32_t m = std::min(n, int32_t(file_->entry(uint64_t(s0)).n_tokens));
-        stored.resize(size_t(m));
-        if (!read_all(file_->fd(), reinterpret_cast<uint8_t *>(stored.data()), size_t(m) * sizeof(int32_t),
+        stored.resize(size_t(m) + 1);
+        if (!read_all(file_->fd(), reinterpret_cast<uint8_t *>(stored.data()), (size_t(m) + 1) * sizeof(int32_t),
                       slot_offset(s0)))
             continue;
         int32_t same = 0;
-        while (same < m && stored[same] == tokens[same]) ++same;
-        if (same > take) {
+        while (same < m && stored[size_t(same) + 1] == tokens[same]) ++same;
+        // Ties: the tail ending there (its logits may be those wanted).
+        const bool ends = same == int32_t(file_->entry(uint64_t(s0)).n_tokens);
+        if (same > take || (same == take && same > 0 && ends)) {
             take = same;
             best = s0;
         }
@@ -984,8 +1000,16 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
     }
     file_->unlock_table();
     const size_t nt = e0.n_tokens;
-    const float * src = reinterpret_cast<const float *>(bytes.data() + nt * sizeof(int32_t));
+    uint32_t nl = 0;
+    std::memcpy(&nl, bytes.data(), sizeof nl);
+    const float * src = reinterpret_cast<const float *>(bytes.data() + sizeof nl + nt * sizeof(int32_t));
     for (size_t r = 0; r < n_rows; ++r) std::memcpy(rows + r * row_stride, src + r * nt, size_t(take) * sizeof(float));
+    // The logits of its last token, when that is the last wanted and they fit the pieces.
+    if (logits && n_logits > 0 && take == n && size_t(take) == nt && nl == uint32_t(n_logits) &&
+        int32_t(slots.size()) >= tail_pieces(int32_t(nt), n_logits)) {
+        std::memcpy(logits, src + n_rows * nt, size_t(n_logits) * sizeof(float));
+        if (got_logits) *got_logits = true;
+    }
     m_.tails_hit++;
     return take;
 }

@@ -27,8 +27,10 @@
 // holds it (F32), so that a sequence taking it reads exactly what it would
 // have computed. It is keyed by the prefix hash of the full pages before it
 // (its parent, PREFIX_SEED for page 0) and its exact tokens:
-// tail_hash(parent, tokens, n). Its bytes (the n token ids, then the n values
-// of each row of the page, F32) are cut into pieces of page_bytes() bytes, one
+// tail_hash(parent, tokens, n). With it may go the logits of its last token
+// (the prompt ended there), so that the same prompt again needs no forward
+// pass at all. Its bytes (the logits count, the n token ids, the n values of
+// each row of the page, F32, the logits) are cut into pieces of page_bytes() bytes, one
 // slot each (slot_entry::piece, n_pieces), piece i under the hash tail + i:
 // pieces are slots like any page for capacity, eviction (dropping one drops
 // its evictable siblings; a tail is never compressed) and checksums. Every
@@ -39,7 +41,8 @@
 // freed. A lookup takes the tail after `parent` that shares the most leading
 // tokens with the new prompt's page: any leading part of a tail is valid K/V
 // for a prompt sharing those tokens. Storing a tail drops the tails of the
-// same parent whose tokens it extends (they can serve nothing it cannot).
+// same parent whose tokens it extends and that hold no logits (they can serve
+// nothing it cannot).
 // Pieces are written and read through the file (pwrite, pread), not the
 // mapping: a tail never adds to this process's resident K/V.
 //
@@ -207,15 +210,20 @@ public:
     // Tails (see above). rows: the page's n_rows() rows, row r at
     // rows + r * row_stride floats, columns = token positions in the page.
     // Stores the tail of tokens[0, n) (0 < n < page_tokens) after `parent`
-    // from the first n columns of rows, unless it is stored already; false
+    // from the first n columns of rows, with the logits (n_logits) of its
+    // last token if `logits` is not null, unless it is stored already; false
     // when it could not be (no room, a read-only file, tails off).
-    bool put_tail(uint64_t parent, const int32_t * tokens, int32_t n, const float * rows, size_t row_stride);
+    bool put_tail(uint64_t parent, const int32_t * tokens, int32_t n, const float * rows, size_t row_stride,
+                  const float * logits = nullptr, int32_t n_logits = 0);
     // Finds the stored tail after `parent` sharing the most leading tokens
-    // with tokens[0, n), L of them (at most n), and copies its first L columns
-    // into rows; returns L, 0 when no tail shares a token (or tails are off).
-    int32_t take_tail(uint64_t parent, const int32_t * tokens, int32_t n, float * rows, size_t row_stride);
-    // Slots a tail of n tokens takes.
-    int32_t tail_pieces(int32_t n) const;
+    // with tokens[0, n), L of them (at most n; of two, the one ending there),
+    // and copies its first L columns into rows; returns L, 0 when no tail
+    // shares a token (or tails are off). When L == n is the whole tail and it
+    // holds n_logits logits, they are copied into `logits` and *got_logits set.
+    int32_t take_tail(uint64_t parent, const int32_t * tokens, int32_t n, float * rows, size_t row_stride,
+                      float * logits = nullptr, int32_t n_logits = 0, bool * got_logits = nullptr);
+    // Slots a tail of n tokens (and n_logits logits) takes.
+    int32_t tail_pieces(int32_t n, int32_t n_logits = 0) const;
     // Tails in the store (complete ones).
     size_t stored_tails();
 

@@ -109,7 +109,7 @@ bool same_columns(const page_geometry & g, const std::vector<float> & a, const s
 
 } // namespace
 
-TEST_CASE("a repeated prompt in a new process prefills one token and prints the cold run's text") {
+TEST_CASE("a repeated prompt in a new process prefills nothing and prints the cold run's text") {
     const std::string dir = test::temp_dir("kv-tail-proc");
     const std::string model = test::require_model("stories260K.bin");
     const std::string prompt = story_text(900);
@@ -127,7 +127,7 @@ TEST_CASE("a repeated prompt in a new process prefills one token and prints the 
         CHECK(r.out == ref.out);
         REQUIRE(reused_prefilled(r.err, &reused, &prefilled));
         CHECK(reused + prefilled == n);
-        CHECK(prefilled == (run == 0 ? n : 1));
+        CHECK(prefilled == (run == 0 ? n : 0));  // the last token's logits are stored too
     }
     // A prompt that ends inside the first page has a tail too.
     const std::string shortp = story_text(40);
@@ -139,7 +139,7 @@ TEST_CASE("a repeated prompt in a new process prefills one token and prints the 
         REQUIRE(r.status == 0);
         CHECK(r.out == ref_s.out);
         REQUIRE(reused_prefilled(r.err, &reused, &prefilled));
-        CHECK(prefilled == (run == 0 ? ns : 1));
+        CHECK(prefilled == (run == 0 ? ns : 0));
     }
 }
 
@@ -168,9 +168,10 @@ TEST_CASE("a prompt extending a stored tail, or sharing part of it, reuses those
             CHECK(ctx.store().metrics().tails_hit == 1);
             stored = int32_t(b.size());
         }
-        // The longer tails of the same page replaced A's: one tail per page.
+        // Each prompt's tail holds its last token's logits, so none replaced
+        // another: A's, A + 2's and A + 5's in page 10, A + 40's in page 11.
         context ctx(*m, kv_params(dir));
-        CHECK(ctx.store().stored_tails() == 2);  // page 10 (A + 5) and page 11 (A + 40)
+        CHECK(ctx.store().stored_tails() == 4);
     }
     SUBCASE("sharing part of the tail, then different tokens") {
         std::vector<int32_t> b(a.begin(), a.end() - 8);
@@ -235,7 +236,42 @@ TEST_CASE("a prefill in many chunks stores one tail, the prompt's, when decoding
     }
     context ctx(*m, kv_params(dir));
     CHECK(greedy(ctx, b, 10) == cold(*m, b, 10));
-    CHECK(ctx.n_reused() == int32_t(b.size()) - 1);
+    CHECK(ctx.n_reused() == int32_t(b.size()));
+}
+
+TEST_CASE("the same prompt again: no forward pass, and the cold run's logits bit for bit") {
+    auto m = load_stories();
+    const std::vector<int32_t> text = m->tok.encode(story_text(1500), true);
+    const int64_t V = m->hp.n_vocab;
+    for (int32_t n : {7, 4 * P + 19}) {
+        INFO("prompt of " << n << " tokens");
+        const std::string dir = test::temp_dir("kv-tail-logits");
+        const std::vector<int32_t> a(text.begin(), text.begin() + n);
+        std::vector<std::vector<float>> want;
+        {
+            context ctx(*m, kv_params(dir));
+            const float * l = ctx.eval_prompt(a.data(), n);
+            CHECK(ctx.n_reused() == 0);
+            for (int32_t i = 0; i < 4; ++i) {
+                want.emplace_back(l, l + V);
+                const int32_t next = text[size_t(n + i)];
+                l = ctx.eval(&next, 1);
+            }
+        }
+        context ctx(*m, kv_params(dir));
+        const float * l = ctx.eval_prompt(a.data(), n);
+        CHECK(ctx.n_reused() == n);
+        CHECK(ctx.n_past() == n);
+        for (int32_t i = 0; i < 4; ++i) {
+            CHECK(std::memcmp(l, want[size_t(i)].data(), size_t(V) * sizeof(float)) == 0);
+            const int32_t next = text[size_t(n + i)];
+            l = ctx.eval(&next, 1);
+        }
+        // A prompt one token shorter: the tail's tokens but the logits are not its.
+        context ctx2(*m, kv_params(dir));
+        ctx2.eval_prompt(a.data(), n - 1);
+        CHECK(ctx2.n_reused() == n - 2);
+    }
 }
 
 TEST_CASE("tails in the store: exact values, the longest shared run, pieces, damage, eviction") {
@@ -389,7 +425,7 @@ TEST_CASE("a writer killed while storing a tail leaves nothing served, and nothi
     }
 }
 
-TEST_CASE("processes: two at once on one folder, then each prompt prefills one token") {
+TEST_CASE("processes: two at once on one folder, then each prompt prefills nothing") {
     const std::string dir = test::temp_dir("kv-tail-two");
     const std::string model = test::require_model("stories260K.bin");
     const std::string prompt = story_text(900);
@@ -416,7 +452,7 @@ TEST_CASE("processes: two at once on one folder, then each prompt prefills one t
         CHECK(r.out == (p == prompt ? ref_a.out : ref_b.out));
         int reused = -1, prefilled = -1;
         REQUIRE(reused_prefilled(r.err, &reused, &prefilled));
-        CHECK(prefilled == 1);
+        CHECK(prefilled == 0);
         CHECK(r.err.find("damaged") == std::string::npos);
     }
 }
