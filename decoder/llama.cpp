@@ -139,9 +139,10 @@ const float * context::eval_prompt(const int32_t * tokens, int32_t n) {
         throw context_full_error(format("the prompt is %d tokens but the context holds %d", n, n_ctx_));
     check_tokens(tokens, n);
     store_->flush();  // pages published by earlier evaluations become findable
-    n_reused_ = sq.kv->reuse_prefix(tokens, n);
+    n_reused_ = sq.kv->reuse_prompt(tokens, n, logits_.data(), int32_t(m_.hp.n_vocab));
     sq.n_past = n_reused_;
     sq.tokens.assign(tokens, tokens + n_reused_);
+    if (n_reused_ == n) return logits_.data();  // the store had the last token's logits too
     return eval(tokens + n_reused_, n - n_reused_);
 }
 
@@ -465,6 +466,14 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
     be.matmul(w_.output, xb, n_rows, out_.f32());
     if (hp.final_softcap > 0.0f) be.softcap(out_.f32(), int64_t(n_rows) * V, hp.final_softcap);
     be.to_host(out, out_.f32(), out_bytes);
+    // Each sequence may keep its last token's logits (with a stored tail: kv-cache.h).
+    for (int32_t r = 0; r < n_runs; ++r) {
+        const int32_t last = runs[r].start + runs[r].n - 1;
+        for (int32_t i = 0; i < n_rows; ++i)
+            if (rows[i] == last)
+                seqs_[size_t(runs[r].seq)].kv->keep_logits(runs[r].pos0 + runs[r].n - 1, out + size_t(i) * size_t(V),
+                                                            int32_t(V));
+    }
 }
 
 } // namespace gloas

@@ -97,8 +97,9 @@ public:
     const float * eval(const int32_t * tokens, int32_t n, const logits_fn & on_logits);
 
     // Evaluates a prompt on an empty context, first reusing every leading page
-    // of it already in the K/V store (those positions are not computed again).
-    // Returns the last token's logits.
+    // of it already in the K/V store (those positions are not computed again;
+    // all of them when the store also has the last token's logits, the same
+    // prompt having ended there before). Returns the last token's logits.
     const float * eval_prompt(const int32_t * tokens, int32_t n);
     // Positions the last eval_prompt took from the store.
     int32_t n_reused() const { return n_reused_; }

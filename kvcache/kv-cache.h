@@ -48,10 +48,28 @@ public:
     // [pos0, pos0 + n_tok).
     virtual void commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) = 0;
 
-    // On an empty sequence: takes the leading stored pages of `tokens` (never
-    // all of them: at least the last token is left to evaluate) and returns how
-    // many positions they cover; those positions need no prefill.
+    // On an empty sequence: takes the leading stored pages of `tokens`, then
+    // the stored leading tokens of the next page (a tail), never all of them:
+    // at least the last token is left to evaluate; returns how many positions
+    // they cover; those positions need no prefill.
     virtual int32_t reuse_prefix(const int32_t * tokens, int32_t n_tok) = 0;
+
+    // The same, and when the store also holds the logits of the last token
+    // (the same prompt ended there before), takes all n_tok positions and
+    // copies those logits (n_vocab) into `logits`: then it returns n_tok.
+    virtual int32_t reuse_prompt(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) {
+        (void) logits;
+        (void) n_vocab;
+        return reuse_prefix(tokens, n_tok);
+    }
+
+    // After a forward pass that computed the logits (n_vocab) of the token at
+    // `pos`, the sequence's latest: kept with a stored tail (kv-store.h).
+    virtual void keep_logits(int32_t pos, const float * logits, int32_t n_vocab) {
+        (void) pos;
+        (void) logits;
+        (void) n_vocab;
+    }
 
     // Forgets every position.
     virtual void clear() = 0;

@@ -92,10 +92,8 @@ page_geometry geometry_of(const page_file_header & h) {
 
 // Bytes of a published entry's data, 0 when its type cannot be one.
 size_t entry_data_bytes(const page_file_header & h, const slot_entry & e) {
-    if (e.type >= TYPE_ID_LIMIT || !type_known(e.type)) return 0;
-    const page_geometry g = geometry_of(h);
-    if (!g.valid_for(type(e.type))) return 0;
-    return g.page_bytes(type(e.type));
+    if (h.kv_type >= TYPE_ID_LIMIT || !type_known(h.kv_type)) return 0;
+    return slot_data_bytes(geometry_of(h), type(h.kv_type), e);
 }
 
 // Calls f(slot, entry) for each entry of the used part of the table.
@@ -160,7 +158,7 @@ std::vector<page_file_info> kv_folder_list(const std::string & dir) {
             if (info.readable) {
                 for_each_entry(fd, h, [&](uint64_t, const slot_entry & e) {
                     if (e.state != uint32_t(slot_state::READY)) return;
-                    info.pages++;
+                    info.pages += e.n_pieces == 0 || e.piece == 0;
                     info.page_bytes += entry_data_bytes(h, e);
                 });
             }
@@ -251,7 +249,7 @@ uint64_t kv_folder_verify(const std::string & path, std::vector<page_check> & ba
                             ::pread(fd, data.data(), bytes, off_t(off)) == ssize_t(bytes) &&
                             page_checksum(data.data(), bytes, e.hash) == e.checksum;
             if (!ok) bad.push_back({s, e.hash});
-            checked++;
+            checked += e.n_pieces == 0 || e.piece == 0;
         }
         lock_range(fd, F_UNLCK, at, off_t(sizeof(slot_entry)), true);
     });

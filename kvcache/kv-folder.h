@@ -34,8 +34,8 @@ struct page_file_info {
     int32_t page_tokens = 0;
     std::string model_name;     // from the label (empty in files written without one)
     std::string model_file;
-    uint64_t pages = 0;         // published pages
-    uint64_t page_bytes = 0;    // bytes of those pages
+    uint64_t pages = 0;         // published pages, a tail (a partial page, in pieces: kv-store.h) counted once
+    uint64_t page_bytes = 0;    // bytes of those pages (a tail: of all its pieces)
     uint64_t disk_bytes = 0;    // blocks the file takes on disk
     std::time_t last_use = 0;   // modification time
 };
@@ -62,7 +62,8 @@ struct page_check {
 };
 // Verifies the checksum of every published page of the page file at `path`
 // (each under a shared lock on its entry, so no writer changes it meanwhile).
-// Returns the number checked; `bad` receives the pages that fail. Throws
+// Returns the number checked (a tail's pieces count as one page); `bad`
+// receives the slots that fail. Throws
 // gloas::error when the file cannot be read.
 uint64_t kv_folder_verify(const std::string & path, std::vector<page_check> & bad);
 

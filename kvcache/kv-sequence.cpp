@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 namespace gloas {
 
@@ -452,6 +453,10 @@ void kv_sequence::attend_copied(int32_t il, int32_t h, const int32_t * sel, int3
 
 void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
     GLOAS_ASSERT(pos0 == int32_t(tokens_.size()));
+    // The last prefill's tail is stored once a decode step follows it;
+    // another prefill chunk right after it (the prompt went on) replaces it.
+    if (n_tok == 1) store_tail();
+    tail_page_ = -1;
     tokens_.insert(tokens_.end(), tokens, tokens + n_tok);
     const int32_t P = pg_.page_tokens;
     const size_t n_full = tokens_.size() / size_t(P);
@@ -463,6 +468,17 @@ void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
         seq_page & sp = pages_[held(int64_t(j))];
         st_.publish(sp.ref.slot, h, prev, P);
         sp.published = true;
+    }
+    // A prefill that ends inside a page leaves that page's tokens so far (its
+    // tail: kv-store.h) to store; a decode step does not, nor a page past
+    // n_ctx positions.
+    const size_t n_tail = tokens_.size() % size_t(P);
+    if (n_tok > 1 && n_tail > 0 && n_dropped_ == 0 && tokens_.size() <= size_t(g_.n_ctx) && hashes_.size() == n_full &&
+        st_.params().keep_tails) {
+        tail_page_ = int64_t(n_full);
+        tail_n_ = int32_t(n_tail);
+        tail_logits_.clear();
+        tail_parent_ = n_full == 0 ? PREFIX_SEED : hashes_[n_full - 1];
     }
     // Drop the pages the last position no longer sees (the next chunk's
     // tokens see no more of them: d grows with the position).
@@ -477,12 +493,22 @@ void kv_sequence::commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) {
     st_.trim();  // the pass is done: keep the store's resident pages within its RAM budget
 }
 
-int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
+void kv_sequence::keep_logits(int32_t pos, const float * logits, int32_t n_vocab) {
+    if (tail_page_ >= 0 && int64_t(pos) == tail_page_ * pg_.page_tokens + tail_n_ - 1)
+        tail_logits_.assign(logits, logits + n_vocab);
+}
+
+int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) { return reuse(tokens, n_tok, nullptr, 0); }
+
+int32_t kv_sequence::reuse_prompt(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) {
+    return reuse(tokens, n_tok, logits, n_vocab);
+}
+
+int32_t kv_sequence::reuse(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) {
     GLOAS_ASSERT(pages_.empty() && tokens_.empty() && n_dropped_ == 0);
     const int32_t P = pg_.page_tokens;
     // Only pages within the first n_ctx positions are in the index.
     const int32_t n_full = n_tok > 0 ? std::min((n_tok - 1) / P, g_.n_ctx / P) : 0;
-    if (n_full == 0) return 0;
     std::vector<uint64_t> hashes(static_cast<size_t>(n_full));
     uint64_t prev = PREFIX_SEED;
     for (int32_t j = 0; j < n_full; ++j) prev = hashes[size_t(j)] = page_hash(prev, tokens + size_t(j) * size_t(P), P);
@@ -499,7 +525,29 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
             keep_dense(int64_t(j), il);
         }
     }
-    const int32_t reused = int32_t(got) * P;
+    int32_t reused = int32_t(got) * P;
+    // The next page's leading tokens from a stored tail, into the open page
+    // (at most P - 1 of them, within n_ctx): never the last token, unless
+    // the tail ends there and holds its logits.
+    const bool want = logits != nullptr && n_vocab > 0;
+    const int32_t left = n_tok - reused;
+    const int32_t avail = std::min({P - 1, want ? left : left - 1, g_.n_ctx - reused});
+    int32_t from_tail = 0;
+    if (avail > 0 && st_.params().keep_tails) {
+        bool got_logits = false;
+        from_tail = st_.take_tail(got == 0 ? PREFIX_SEED : hashes[got - 1], tokens + reused, avail, open_.data(), size_t(P),
+                                  want ? logits : nullptr, n_vocab, &got_logits);
+        if (from_tail == left && !got_logits) --from_tail;  // the last token is evaluated after all
+        if (from_tail > 0) {
+            GLOAS_ASSERT(pages_.size() < max_pages_);
+            seq_page sp;
+            sp.ref = st_.begin_page();
+            pages_.push_back(sp);
+            open_page_[0] = int64_t(got);
+            open_page_[1] = -1;
+            reused += from_tail;
+        }
+    }
     tokens_.assign(tokens, tokens + reused);
     kv_metrics & m = st_.metrics();
     m.pages_hit += got;
@@ -508,7 +556,26 @@ int32_t kv_sequence::reuse_prefix(const int32_t * tokens, int32_t n_tok) {
     return reused;
 }
 
+void kv_sequence::store_tail() {
+    if (tail_page_ < 0) return;
+    const int64_t pg = tail_page_;
+    tail_page_ = -1;
+    // Its columns [0, tail_n_) stay as they were in the page's open buffer
+    // until the page is done with (the tokens after it only add columns).
+    for (int i = 0; i < 2; ++i) {
+        if (open_page_[i] != pg) continue;
+        try {
+            st_.put_tail(tail_parent_, tokens_.data() + size_t(pg) * size_t(pg_.page_tokens), tail_n_,
+                         open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(pg_.page_tokens), size_t(pg_.page_tokens),
+                         tail_logits_.empty() ? nullptr : tail_logits_.data(), int32_t(tail_logits_.size()));
+        } catch (const std::exception &) {
+            // Not stored (no memory): a later prompt computes these tokens again.
+        }
+    }
+}
+
 void kv_sequence::clear() {
+    store_tail();
     for (auto & p : pages_) {
         if (p.published) st_.release(p.ref.slot);
         else st_.abandon(p.ref.slot);

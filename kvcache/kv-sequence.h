@@ -11,6 +11,18 @@
 // prefill, and a prefill that starts after reused pages therefore see exactly
 // the same K/V values.
 //
+// Tails (kv-store.h): a prefill chunk (more than one token) that ends inside
+// a page stores that open page's tokens so far in F32 (when the first decode
+// step follows it, off the time to first token, or when the sequence is
+// cleared; not when another prefill chunk follows), and reuse_prefix, after
+// the full pages, takes the longest stored tail sharing the prompt's next
+// tokens into the open page (claiming the page's slot as the page's first
+// token would): the open page then holds exactly the values a prefill would
+// have put there, so the rule above still holds. The logits of the prefill's
+// last token go with its tail (keep_logits), and a prompt that ends where a
+// stored tail ends takes them too (reuse_prompt): the same prompt again needs
+// no forward pass, and its results are bit for bit those of the first run.
+//
 // Sparse decode (Quest): every sealed page keeps, per KV head of each layer
 // past the dense ones, the element-wise min and max of its keys (its summary,
 // in RAM, in F16 rounded outward so the bound below still holds; none when
@@ -85,6 +97,8 @@ public:
     int32_t slide_shift(int32_t pos) const override;
     void commit(const int32_t * tokens, int32_t pos0, int32_t n_tok) override;
     int32_t reuse_prefix(const int32_t * tokens, int32_t n_tok) override;
+    int32_t reuse_prompt(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab) override;
+    void keep_logits(int32_t pos, const float * logits, int32_t n_vocab) override;
     void clear() override;
     size_t ram_bytes() const override;
 
@@ -151,6 +165,9 @@ private:
         return const_cast<float *>(static_cast<const kv_sequence &>(*this).staging(page, layer));
     }
     void quantize_layer(int64_t page, int32_t il);
+    // Stores the pending tail (tail_page_), if any, in the store.
+    void store_tail();
+    int32_t reuse(const int32_t * tokens, int32_t n_tok, float * logits, int32_t n_vocab);
     void summarize(int64_t page, int32_t il);
     // Sealed pages to attend for one query of KV head h, as absolute page
     // numbers in increasing order: pages [0, cur) less the `drop` after the
@@ -182,6 +199,10 @@ private:
     std::vector<seq_page> pages_;
     std::vector<int32_t> tokens_;        // committed token ids
     std::vector<uint64_t> hashes_;       // prefix hash of each full page
+    int64_t tail_page_ = -1;             // the last prefill ended tail_n_ tokens into this page: its tail is pending
+    int32_t tail_n_ = 0;
+    uint64_t tail_parent_ = 0;           // prefix hash of the pages before it
+    std::vector<float> tail_logits_;     // the logits of its last token, when computed
     // Staging. A chunk of tokens (one store per layer, then its attend)
     // starts and ends in open pages, which keep all their layers in F32
     // between chunks; the pages strictly inside it are filled within the

@@ -23,6 +23,34 @@ uint64_t table_slots(size_t capacity_bytes, size_t page_bytes) {
     return std::max<uint64_t>(pages, uint64_t(1) << 16);
 }
 
+// Whole reads and writes of the page file at `off`: a tail's pieces go
+// through the file, not the mapping, so they never count against this
+// process's resident K/V (kv-store.h, RAM budget) and a full disk is an
+// error, not a SIGBUS.
+bool write_all(int fd, const uint8_t * p, size_t n, uint64_t off) {
+    while (n > 0) {
+        const ssize_t w = ::pwrite(fd, p, n, off_t(off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= size_t(w);
+        off += uint64_t(w);
+    }
+    return true;
+}
+
+bool read_all(int fd, uint8_t * p, size_t n, uint64_t off) {
+    while (n > 0) {
+        const ssize_t r = ::pread(fd, p, n, off_t(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= size_t(r);
+        off += uint64_t(r);
+    }
+    return true;
+}
+
 double steady_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -31,6 +59,11 @@ double steady_seconds() {
 
 uint64_t page_hash(uint64_t prev, const int32_t * tokens, int32_t n) {
     return XXH64(tokens, size_t(n) * sizeof(int32_t), prev);
+}
+
+uint64_t tail_hash(uint64_t parent, const int32_t * tokens, int32_t n) {
+    constexpr uint64_t TAIL_SALT = 0x676c6f6173746c31ull;  // "gloastl1"
+    return XXH64(tokens, size_t(n) * sizeof(int32_t), parent ^ TAIL_SALT);
 }
 
 kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t model_fingerprint)
@@ -114,7 +147,13 @@ std::string kv_store::take_notices() {
     return s;
 }
 
-size_t kv_store::entry_bytes(const slot_entry & e) const { return geom_.page_bytes(type(e.type)); }
+size_t kv_store::entry_bytes(const slot_entry & e) const { return slot_data_bytes(geom_, p_.kv_type, e); }
+
+int32_t kv_store::tail_pieces(int32_t n, int32_t n_logits) const {
+    const size_t bytes = sizeof(uint32_t) + size_t(n) * sizeof(float) * (1 + size_t(geom_.n_rows())) +
+                         size_t(n_logits) * sizeof(float);
+    return int32_t((bytes + page_bytes() - 1) / page_bytes());
+}
 
 // Rebuilds the index, the free list, the byte count and the policy from the
 // slot table when any process (this one included) changed it since we last looked.
@@ -122,6 +161,7 @@ void kv_store::sync_locked() {
     page_file_header & h = file_->header();
     if (h.generation == seen_generation_) return;
     index_.clear();
+    tails_.clear();
     free_.clear();
     used_bytes_ = 0;
     std::vector<page_stats> pages;
@@ -156,10 +196,16 @@ void kv_store::sync_locked() {
             used_bytes_ += page_bytes();
             continue;
         }
-        const bool type_ok = e.type < TYPE_ID_LIMIT && type_known(e.type) && geom_.valid_for(type(e.type)) &&
-                             (e.type == uint32_t(p_.kv_type) || e.type == uint32_t(type::Q4_0));
-        if (e.state != uint32_t(slot_state::READY) || !type_ok || e.n_tokens != uint32_t(geom_.page_tokens) ||
-            !file_->slot_in_file(s, entry_bytes(e)) || index_.count(e.hash)) {
+        bool entry_ok;
+        if (e.n_pieces > 0)  // a tail piece
+            entry_ok = e.type == uint32_t(type::F32) && e.piece < e.n_pieces && e.n_tokens >= 1 &&
+                       e.n_tokens < uint32_t(geom_.page_tokens) && e.n_pieces >= uint32_t(tail_pieces(int32_t(e.n_tokens)));
+        else
+            entry_ok = e.type < TYPE_ID_LIMIT && type_known(e.type) && geom_.valid_for(type(e.type)) &&
+                       (e.type == uint32_t(p_.kv_type) || e.type == uint32_t(type::Q4_0)) &&
+                       e.n_tokens == uint32_t(geom_.page_tokens);
+        if (e.state != uint32_t(slot_state::READY) || !entry_ok || !file_->slot_in_file(s, entry_bytes(e)) ||
+            index_.count(e.hash)) {
             // Not a state we wrote, or data past the end of a truncated file.
             damaged++;
             if (!ours && !ro) {
@@ -178,9 +224,36 @@ void kv_store::sync_locked() {
         ps.last_access = e.last_access;
         ps.n_access = e.n_access;
         ps.inserted = e.inserted;
-        ps.compressed = e.type != uint32_t(p_.kv_type);
+        ps.compressed = e.n_pieces == 0 && e.type != uint32_t(p_.kv_type);
         pages.push_back(ps);
     }
+    // Tails: complete ones are listed; the pieces of an incomplete one (its
+    // writer died between two pieces, a sibling was evicted) are freed.
+    std::vector<int64_t> tail;
+    uint64_t orphans = 0;
+    for (size_t i = 0; i < pages.size();) {
+        const int64_t s = pages[i].slot;
+        const slot_entry & e = file_->entry(uint64_t(s));
+        if (e.n_pieces == 0) { ++i; continue; }
+        auto p0 = index_.find(e.hash - e.piece);
+        if (p0 != index_.end() && tail_slots_locked(p0->second, tail)) {
+            if (e.piece == 0) tails_.emplace(e.parent, s);
+            ++i;
+            continue;
+        }
+        orphans++;
+        index_.erase(e.hash);
+        used_bytes_ -= std::min(used_bytes_, entry_bytes(e));
+        auto it = local_.find(s);
+        if (!ro && !(it != local_.end() && it->second.refs > 0)) {
+            file_->entry(uint64_t(s)).state = uint32_t(slot_state::FREE);
+            free_.push_back(s);
+            changed = true;
+        }
+        pages[i] = pages.back();
+        pages.pop_back();
+    }
+    (void) orphans;
     if (damaged > 0)
         note(format("page file %s: %llu of %llu slots damaged, dropped", file_->path().c_str(),
                     (unsigned long long) damaged, (unsigned long long) n));
@@ -212,7 +285,7 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
     size_t got = 0;
     for (; got < n; ++got) {
         auto it = index_.find(hashes[got]);
-        if (it == index_.end()) break;
+        if (it == index_.end() || file_->entry(uint64_t(it->second)).n_pieces != 0) break;
         const int64_t s = it->second;
         slot_entry & e = file_->entry(uint64_t(s));
         local_slot & ls = local_[s];
@@ -293,10 +366,17 @@ void kv_store::release(int64_t slot) {
     file_->unlock_table();
 }
 
-void kv_store::drop_locked(int64_t slot) {
+void kv_store::drop_locked(int64_t slot, bool evicted) {
     slot_entry & e = file_->entry(uint64_t(slot));
     const size_t bytes = entry_bytes(e);
     index_.erase(e.hash);
+    if (e.n_pieces > 0 && e.piece == 0) {
+        for (auto r = tails_.equal_range(e.parent); r.first != r.second; ++r.first)
+            if (r.first->second == slot) {
+                tails_.erase(r.first);
+                break;
+            }
+    }
     policy_->on_remove(slot);
     used_bytes_ -= std::min(used_bytes_, bytes);
     e.state = uint32_t(slot_state::FREE);
@@ -304,7 +384,45 @@ void kv_store::drop_locked(int64_t slot) {
     local_.erase(slot);
     // Give the memory and the disk blocks back.
     file_->dont_need(uint64_t(slot), bytes);
-    m_.pages_evicted++;
+    if (evicted) m_.pages_evicted++;
+}
+
+bool kv_store::tail_slots_locked(int64_t slot0, std::vector<int64_t> & out) {
+    out.clear();
+    const slot_entry e0 = file_->entry(uint64_t(slot0));
+    if (e0.state != uint32_t(slot_state::READY) || e0.n_pieces == 0 || e0.piece != 0) return false;
+    for (uint32_t i = 0; i < e0.n_pieces; ++i) {
+        auto it = index_.find(e0.hash + i);
+        if (it == index_.end()) return false;
+        const slot_entry & e = file_->entry(uint64_t(it->second));
+        if (e.state != uint32_t(slot_state::READY) || e.n_pieces != e0.n_pieces || e.piece != i ||
+            e.n_tokens != e0.n_tokens || e.parent != e0.parent)
+            return false;
+        out.push_back(it->second);
+    }
+    return true;
+}
+
+void kv_store::drop_tail_locked(int64_t slot, const std::function<bool(int64_t)> & may, bool evicted) {
+    const slot_entry e = file_->entry(uint64_t(slot));
+    const uint64_t th = e.hash - e.piece;
+    for (uint32_t i = 0; i < e.n_pieces; ++i) {
+        auto it = index_.find(th + i);
+        if (it == index_.end()) continue;
+        const int64_t s = it->second;
+        const slot_entry & x = file_->entry(uint64_t(s));
+        if (x.n_pieces == e.n_pieces && x.piece == i && (s == slot || may(s))) drop_locked(s, evicted);
+    }
+}
+
+void kv_store::free_claimed_locked(int64_t slot) {
+    slot_entry & e = file_->entry(uint64_t(slot));
+    e.state = uint32_t(slot_state::FREE);
+    used_bytes_ -= std::min(used_bytes_, page_bytes());
+    free_.push_back(slot);
+    local_.erase(slot);
+    file_->unlock_slot(uint64_t(slot));
+    file_->dont_need(uint64_t(slot), page_bytes());
 }
 
 void kv_store::compress_locked(int64_t slot) {
@@ -362,7 +480,10 @@ bool kv_store::make_room_locked(size_t need_bytes) {
     while (used_bytes_ + need_bytes + others_bytes_ > p_.capacity_bytes || (table_full && free_.empty())) {
         const eviction ev = policy_->choose(evictable);
         if (ev.slot < 0) return false;  // nothing can go: pages in use are never evicted
-        if (ev.action == evict_action::COMPRESS && file_->entry(uint64_t(ev.slot)).type != uint32_t(type::Q4_0))
+        const slot_entry & e = file_->entry(uint64_t(ev.slot));
+        if (e.n_pieces > 0)  // a tail goes whole (never compressed)
+            drop_tail_locked(ev.slot, evictable, true);
+        else if (ev.action == evict_action::COMPRESS && e.type != uint32_t(type::Q4_0))
             compress_locked(ev.slot);
         else
             drop_locked(ev.slot);
@@ -687,7 +808,213 @@ size_t kv_store::stored_bytes() {
 
 size_t kv_store::stored_pages() {
     std::lock_guard<std::mutex> lk(mu_);
-    return index_.size();
+    size_t n = 0;
+    for (const auto & kv : index_) n += file_->entry(uint64_t(kv.second)).n_pieces == 0;
+    return n;
+}
+
+size_t kv_store::stored_tails() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return tails_.size();
+}
+
+bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, const float * rows, size_t row_stride,
+                        const float * logits, int32_t n_logits) {
+    if (!p_.keep_tails || n <= 0 || n >= geom_.page_tokens || file_->read_only()) return false;
+    if (!logits) n_logits = 0;
+    const uint64_t th = tail_hash(parent, tokens, n);
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        file_->lock_table();
+        sync_locked();
+        const bool have = index_.count(th) != 0;
+        file_->unlock_table();
+        if (have) return true;
+    }
+    const int32_t k = tail_pieces(n, n_logits);
+    const size_t pb = page_bytes(), n_rows = size_t(geom_.n_rows());
+    // Its bytes: the logits count, the token ids, each row's n values, the logits.
+    std::vector<uint8_t> bytes(size_t(k) * pb, 0);
+    const uint32_t nl = uint32_t(n_logits);
+    std::memcpy(bytes.data(), &nl, sizeof nl);
+    std::memcpy(bytes.data() + sizeof nl, tokens, size_t(n) * sizeof(int32_t));
+    float * dst = reinterpret_cast<float *>(bytes.data() + sizeof nl + size_t(n) * sizeof(int32_t));
+    for (size_t r = 0; r < n_rows; ++r) std::memcpy(dst + r * size_t(n), rows + r * row_stride, size_t(n) * sizeof(float));
+    if (n_logits > 0) std::memcpy(dst + n_rows * size_t(n), logits, size_t(n_logits) * sizeof(float));
+    // Slots for every piece, in the page file (a tail is never kept in memory).
+    std::vector<page_ref> claimed;
+    for (int32_t i = 0; i < k; ++i) {
+        claimed.push_back(begin_page());
+        if (!in_file(claimed.back().slot)) {
+            for (const page_ref & c : claimed) abandon(c.slot);
+            return false;
+        }
+    }
+    std::vector<uint64_t> sums(static_cast<size_t>(k));
+    for (int32_t i = 0; i < k; ++i) {
+        const uint8_t * piece = bytes.data() + size_t(i) * pb;
+        if (!write_all(file_->fd(), piece, pb, slot_offset(claimed[size_t(i)].slot))) {
+            for (const page_ref & c : claimed) abandon(c.slot);
+            return false;
+        }
+        sums[size_t(i)] = page_checksum(piece, pb, th + uint64_t(i));
+        if (p_.on_tail_step) p_.on_tail_step(i);
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    file_->lock_table();
+    sync_locked();
+    page_file_header & h = file_->header();
+    if (index_.count(th)) {
+        // Another sequence or process stored it meanwhile.
+        for (const page_ref & c : claimed) free_claimed_locked(c.slot);
+    } else {
+        // Tails of the same parent that this one extends serve nothing it
+        // cannot, unless they hold the logits of their last token.
+        std::vector<int64_t> extended, tail;
+        std::vector<uint8_t> head;
+        for (auto r = tails_.equal_range(parent); r.first != r.second; ++r.first) {
+            const int64_t s0 = r.first->second;
+            const slot_entry & e = file_->entry(uint64_t(s0));
+            head.resize(sizeof(uint32_t) + size_t(e.n_tokens) * sizeof(int32_t));
+            uint32_t has_logits = 1;
+            if (e.n_tokens <= uint32_t(n) && tail_slots_locked(s0, tail) &&
+                read_all(file_->fd(), head.data(), head.size(), slot_offset(s0)) &&
+                (std::memcpy(&has_logits, head.data(), sizeof has_logits), has_logits == 0) &&
+                std::memcmp(head.data() + sizeof(uint32_t), tokens, size_t(e.n_tokens) * sizeof(int32_t)) == 0)
+                extended.push_back(s0);
+        }
+        // Piece 0 last: a tail whose piece 0 is READY has every piece READY.
+        for (int32_t i = k - 1; i >= 0; --i) {
+            const int64_t s = claimed[size_t(i)].slot;
+            slot_entry & e = file_->entry(uint64_t(s));
+            e.hash = th + uint64_t(i);
+            e.parent = parent;
+            e.n_tokens = uint32_t(n);
+            e.type = uint32_t(type::F32);
+            e.piece = uint16_t(i);
+            e.n_pieces = uint16_t(k);
+            e.checksum = sums[size_t(i)];
+            e.inserted = e.last_access = ++h.clock;
+            e.n_access = 1;
+            e.state = uint32_t(slot_state::READY);
+            index_[e.hash] = s;
+            page_stats ps;
+            ps.slot = s;
+            ps.hash = e.hash;
+            ps.bytes = pb;
+            ps.last_access = ps.inserted = e.inserted;
+            ps.n_access = 1;
+            policy_->on_insert(ps, e.inserted);
+            if (p_.on_tail_step) p_.on_tail_step(2 * k - 1 - i);
+        }
+        for (const page_ref & c : claimed) {
+            local_.erase(c.slot);
+            file_->unlock_slot(uint64_t(c.slot));
+        }
+        tails_.emplace(parent, claimed[0].slot);
+        auto unused = [&](int64_t s) {
+            if (!file_->try_lock_slot_exclusive(uint64_t(s))) return false;
+            file_->unlock_slot(uint64_t(s));
+            return true;
+        };
+        for (const int64_t s0 : extended) drop_tail_locked(s0, unused, false);
+        m_.tails_written++;
+    }
+    h.generation++;
+    seen_generation_ = h.generation;
+    file_->unlock_table();
+    if (p_.ram_bytes > 0 && file_->persistent())
+        for (const page_ref & c : claimed) file_->start_writeback(uint64_t(c.slot), pb);
+    return true;
+}
+
+int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, float * rows, size_t row_stride,
+                           float * logits, int32_t n_logits, bool * got_logits) {
+    if (got_logits) *got_logits = false;
+    if (!p_.keep_tails || n <= 0) return 0;
+    std::lock_guard<std::mutex> lk(mu_);
+    file_->lock_table();
+    sync_locked();
+    const size_t pb = page_bytes(), n_rows = size_t(geom_.n_rows());
+    // The tail sharing the most leading tokens.
+    std::vector<int64_t> slots;
+    std::vector<int32_t> stored;
+    int64_t best = -1;
+    int32_t take = 0;
+    for (auto r = tails_.equal_range(parent); r.first != r.second; ++r.first) {
+        const int64_t s0 = r.first->second;
+        if (!tail_slots_locked(s0, slots)) continue;
+        const int32_t m = std::min(n, int32_t(file_->entry(uint64_t(s0)).n_tokens));
+        stored.resize(size_t(m) + 1);
+        if (!read_all(file_->fd(), reinterpret_cast<uint8_t *>(stored.data()), (size_t(m) + 1) * sizeof(int32_t),
+                      slot_offset(s0)))
+            continue;
+        int32_t same = 0;
+        while (same < m && stored[size_t(same) + 1] == tokens[same]) ++same;
+        // Ties: the tail ending there (its logits may be those wanted).
+        const bool ends = same == int32_t(file_->entry(uint64_t(s0)).n_tokens);
+        if (same > take || (same == take && same > 0 && ends)) {
+            take = same;
+            best = s0;
+        }
+    }
+    if (best < 0) {
+        file_->unlock_table();
+        return 0;
+    }
+    tail_slots_locked(best, slots);
+    const slot_entry e0 = file_->entry(uint64_t(best));
+    // Every piece is verified; the copy verified is the copy used.
+    std::vector<uint8_t> bytes(slots.size() * pb);
+    bool good = true;
+    for (size_t i = 0; i < slots.size() && good; ++i) {
+        const slot_entry & e = file_->entry(uint64_t(slots[i]));
+        good = read_all(file_->fd(), bytes.data() + i * pb, pb, slot_offset(slots[i])) &&
+               page_checksum(bytes.data() + i * pb, pb, e.hash) == e.checksum;
+    }
+    page_file_header & h = file_->header();
+    if (!good) {
+        note(format("%s: a stored partial page (slot %lld) failed its checksum; recomputing it", file_->path().c_str(),
+                    (long long) best));
+        m_.pages_corrupt++;
+        // Nobody may use it (a read-only file: this process only).
+        if (file_->read_only()) {
+            for (const int64_t s : slots) index_.erase(file_->entry(uint64_t(s)).hash);
+            for (auto r = tails_.equal_range(parent); r.first != r.second; ++r.first)
+                if (r.first->second == best) {
+                    tails_.erase(r.first);
+                    break;
+                }
+        } else {
+            drop_tail_locked(best, [](int64_t) { return true; }, false);
+            h.generation++;
+            seen_generation_ = h.generation;
+        }
+        file_->unlock_table();
+        return 0;
+    }
+    for (const int64_t s : slots) {
+        slot_entry & e = file_->entry(uint64_t(s));
+        if (!file_->read_only()) {
+            e.last_access = ++h.clock;
+            e.n_access++;
+        }
+        policy_->on_access(s, e.last_access);
+    }
+    file_->unlock_table();
+    const size_t nt = e0.n_tokens;
+    uint32_t nl = 0;
+    std::memcpy(&nl, bytes.data(), sizeof nl);
+    const float * src = reinterpret_cast<const float *>(bytes.data() + sizeof nl + nt * sizeof(int32_t));
+    for (size_t r = 0; r < n_rows; ++r) std::memcpy(rows + r * row_stride, src + r * nt, size_t(take) * sizeof(float));
+    // The logits of its last token, when that is the last wanted and they fit the pieces.
+    if (logits && n_logits > 0 && take == n && size_t(take) == nt && nl == uint32_t(n_logits) &&
+        int32_t(slots.size()) >= tail_pieces(int32_t(nt), n_logits)) {
+        std::memcpy(logits, src + n_rows * nt, size_t(n_logits) * sizeof(float));
+        if (got_logits) *got_logits = true;
+    }
+    m_.tails_hit++;
+    return take;
 }
 
 } // namespace gloas

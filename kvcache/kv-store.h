@@ -22,6 +22,30 @@
 // pages hold the same tokens have the same h(i-1), so a new prompt reuses
 // every leading page already in the store, across sequences and runs.
 //
+// Tails: the partial last page of a prompt (n < page_tokens tokens, the
+// sequence's open page) is stored too, at full precision, as the open page
+// holds it (F32), so that a sequence taking it reads exactly what it would
+// have computed. It is keyed by the prefix hash of the full pages before it
+// (its parent, PREFIX_SEED for page 0) and its exact tokens:
+// tail_hash(parent, tokens, n). With it may go the logits of its last token
+// (the prompt ended there), so that the same prompt again needs no forward
+// pass at all. Its bytes (the logits count, the n token ids, the n values of
+// each row of the page, F32, the logits) are cut into pieces of page_bytes() bytes, one
+// slot each (slot_entry::piece, n_pieces), piece i under the hash tail + i:
+// pieces are slots like any page for capacity, eviction (dropping one drops
+// its evictable siblings; a tail is never compressed) and checksums. Every
+// piece is written and checksummed before any is published, and they are
+// published together under the table lock, piece 0 last; a tail is served
+// only when all its pieces are READY and verify, and pieces whose tail is
+// incomplete (a writer killed between two of them, an evicted sibling) are
+// freed. A lookup takes the tail after `parent` that shares the most leading
+// tokens with the new prompt's page: any leading part of a tail is valid K/V
+// for a prompt sharing those tokens. Storing a tail drops the tails of the
+// same parent whose tokens it extends and that hold no logits (they can serve
+// nothing it cannot).
+// Pieces are written and read through the file (pwrite, pread), not the
+// mapping: a tail never adds to this process's resident K/V.
+//
 // Thread safety: one thread drives the store (the decoder's); a background
 // writer thread publishes full pages (checksum + slot table) off the decode
 // path, and its queue is drained by flush(). touch() may be called from any
@@ -87,6 +111,9 @@ constexpr uint64_t PREFIX_SEED = 0x676c6f61736b7631ull;  // "gloaskv1"
 // Prefix hash of a page of `n` token ids following a page whose hash is `prev`
 // (PREFIX_SEED for the first page).
 uint64_t page_hash(uint64_t prev, const int32_t * tokens, int32_t n);
+// Hash of a tail of `n` token ids after the full pages whose prefix hash is
+// `parent` (see "Tails" above); distinct from page_hash of the same tokens.
+uint64_t tail_hash(uint64_t parent, const int32_t * tokens, int32_t n);
 
 struct kv_store_params {
     std::string dir;                // page-file folder; empty: in memory, nothing persists
@@ -98,11 +125,17 @@ struct kv_store_params {
     size_t ram_bytes = 0;           // bound on resident K/V bytes (see above); 0: unbounded
     bool read_copy = false;         // decode copies the pieces it reads out of the file (see below)
     bool dir_required = false;      // an unusable `dir` is an error, not a store in memory
+    bool keep_tails = true;         // store and reuse prompts' partial last pages (see "Tails")
     std::string model_name;         // the page file's label (gloas-kv lists it)
     std::string model_file;
     // Receives each notice (one line, no newline) as it happens; unset, they
     // are kept for take_notices().
     std::function<void(const std::string &)> on_notice;
+    // Tests only: called while a tail of k pieces is stored, with step i < k
+    // once piece i's data is written, and k + j once j + 1 pieces are
+    // published (under the table lock; piece 0 last), where a test kills the
+    // process.
+    std::function<void(int32_t step)> on_tail_step;
 };
 
 struct kv_metrics {
@@ -113,6 +146,8 @@ struct kv_metrics {
     uint64_t pages_evicted = 0;     // dropped by the policy
     uint64_t pages_compressed = 0;  // re-quantized to Q4_0 by the COMPRESSED policy
     uint64_t pages_corrupt = 0;     // failed their checksum: recomputed
+    uint64_t tails_hit = 0;         // tails taken by prompts (their tokens count in tokens_reused)
+    uint64_t tails_written = 0;     // tails stored
     uint64_t pages_in_memory = 0;   // new pages kept in memory: no space in the page file, or it is read-only
     uint64_t prefetch_resident = 0; // reused pages already in memory when verified
     uint64_t ram_trims = 0;         // trims that unmapped pages to stay within ram_bytes
@@ -172,6 +207,26 @@ public:
     // Waits until every queued publish is done.
     void flush();
 
+    // Tails (see above). rows: the page's n_rows() rows, row r at
+    // rows + r * row_stride floats, columns = token positions in the page.
+    // Stores the tail of tokens[0, n) (0 < n < page_tokens) after `parent`
+    // from the first n columns of rows, with the logits (n_logits) of its
+    // last token if `logits` is not null, unless it is stored already; false
+    // when it could not be (no room, a read-only file, tails off).
+    bool put_tail(uint64_t parent, const int32_t * tokens, int32_t n, const float * rows, size_t row_stride,
+                  const float * logits = nullptr, int32_t n_logits = 0);
+    // Finds the stored tail after `parent` sharing the most leading tokens
+    // with tokens[0, n), L of them (at most n; of two, the one ending there),
+    // and copies its first L columns into rows; returns L, 0 when no tail
+    // shares a token (or tails are off). When L == n is the whole tail and it
+    // holds n_logits logits, they are copied into `logits` and *got_logits set.
+    int32_t take_tail(uint64_t parent, const int32_t * tokens, int32_t n, float * rows, size_t row_stride,
+                      float * logits = nullptr, int32_t n_logits = 0, bool * got_logits = nullptr);
+    // Slots a tail of n tokens (and n_logits logits) takes.
+    int32_t tail_pieces(int32_t n, int32_t n_logits = 0) const;
+    // Tails in the store (complete ones).
+    size_t stored_tails();
+
     // Marks a slot as read by the current pass (for the RAM budget's LRU
     // order). Cheap and thread-safe; slot < 0 is ignored.
     void touch(int64_t slot) {
@@ -225,7 +280,13 @@ private:
     void fit_folder_locked(size_t need_bytes);
     size_t resident_locked(bool * exact, size_t * first);
     bool make_room_locked(size_t need_bytes);
-    void drop_locked(int64_t slot);
+    void drop_locked(int64_t slot, bool evicted = true);
+    // Drops the tail of which `slot` is a piece: that piece, and the others
+    // that `may` allows.
+    void drop_tail_locked(int64_t slot, const std::function<bool(int64_t)> & may, bool evicted);
+    // Slots of the complete tail whose piece 0 is slot0, or false.
+    bool tail_slots_locked(int64_t slot0, std::vector<int64_t> & out);
+    void free_claimed_locked(int64_t slot);
     void compress_locked(int64_t slot);
     bool verify(int64_t slot);
     size_t entry_bytes(const slot_entry & e) const;
@@ -240,6 +301,7 @@ private:
     std::mutex mu_;                                  // guards everything below against the writer
     std::unordered_map<uint64_t, int64_t> index_;    // prefix hash -> READY slot
     std::unordered_map<int64_t, local_slot> local_;  // slots this process references
+    std::unordered_multimap<uint64_t, int64_t> tails_;  // parent hash -> piece 0 of each READY tail
     std::vector<int64_t> free_;                      // FREE slots (as of the last sync)
     size_t used_bytes_ = 0;                          // bytes of READY + WRITING slots
     uint64_t seen_generation_ = ~uint64_t(0);

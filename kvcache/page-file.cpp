@@ -33,6 +33,12 @@ uint64_t header_checksum(const page_file_header & h) {
 
 uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash) { return XXH64(data, bytes, hash); }
 
+size_t slot_data_bytes(const page_geometry & g, type kv_type, const slot_entry & e) {
+    const uint32_t t = e.n_pieces > 0 ? uint32_t(kv_type) : e.type;
+    if (t >= TYPE_ID_LIMIT || !type_known(t) || !g.valid_for(type(t))) return 0;
+    return g.page_bytes(type(t));
+}
+
 size_t page_file::os_page_bytes() {
     static const size_t n = [] {
         const long v = ::sysconf(_SC_PAGESIZE);

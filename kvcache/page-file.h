@@ -48,7 +48,8 @@
 namespace gloas {
 
 constexpr char     PAGE_FILE_MAGIC[8] = {'G', 'L', 'O', 'A', 'S', 'K', 'V', '\0'};
-constexpr uint32_t PAGE_FILE_VERSION = 2;  // 2: a page's rows grouped by (layer, KV head) (page.h)
+// 2: a page's rows grouped by (layer, KV head) (page.h); 3: tails (slot_entry::n_pieces)
+constexpr uint32_t PAGE_FILE_VERSION = 3;
 constexpr size_t   PAGE_FILE_HEADER_BYTES = 4096;
 
 struct page_file_header {
@@ -91,13 +92,18 @@ struct page_file_unusable : error {
 
 enum class slot_state : uint32_t { FREE = 0, WRITING = 1, READY = 2 };
 
+// A slot holds a full page or one piece of a tail: the partial last page of
+// a prompt, kept at full precision and cut into pieces of page_bytes(kv_type)
+// bytes, one slot each (kv-store.h, "Tails"). A tail piece has n_pieces > 0,
+// type F32, n_tokens in [1, page_tokens), and hash = the tail's hash + piece.
 struct slot_entry {
-    uint64_t hash;         // prefix hash of the page (chains the previous page's)
-    uint64_t parent;       // prefix hash of the previous page (0 for the first)
+    uint64_t hash;         // prefix hash of the page (chains the previous page's); a tail piece: see above
+    uint64_t parent;       // prefix hash of the previous page (PREFIX_SEED for the first)
     uint32_t n_tokens;     // tokens in the page (page_tokens when full)
     uint32_t state;        // slot_state
-    uint32_t type;         // type of the data now (kv_type, or Q4_0 once compressed)
-    uint32_t reserved;
+    uint32_t type;         // type of the data now (kv_type, or Q4_0 once compressed; F32 for a tail piece)
+    uint16_t piece;        // a tail piece: its index in [0, n_pieces)
+    uint16_t n_pieces;     // a tail piece: the tail's piece count; 0 for a full page
     uint64_t checksum;     // xxh64(data, page_bytes(type), seed = hash)
     uint64_t last_access;  // clock of the last use
     uint64_t n_access;     // uses since insertion
@@ -226,5 +232,10 @@ private:
 };
 
 uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash);
+
+// Bytes of a slot's data its checksum covers: page_bytes(kv_type) for a tail
+// piece, page_bytes(type) of its current type for a page; 0 when the entry
+// names a type these pages cannot have.
+size_t slot_data_bytes(const page_geometry & g, type kv_type, const slot_entry & e);
 
 } // namespace gloas

@@ -31,7 +31,8 @@ size; damaged files are set aside beside them as *.kv.bad-*.
 
 commands:
   list                one line per page file: model, model file, K/V type,
-                      page size in tokens, published pages, their bytes, bytes
+                      page size in tokens, published pages (a prompt's
+                      partial last page counts as one), their bytes, bytes
                       on disk, last use; then the folder's total
   verify              checks the checksum of every published page; reports
                       each bad page and page files that cannot be read, and
