@@ -311,7 +311,10 @@ const cachedPrompt = shared + 'One day, Max found a shiny key in the grass.';
 let cachedCount = 0;
 await check('a repeated prompt and a shared prefix reuse stored pages (cached_tokens)', async () => {
   const first = await client.completions.create({ ...greedy, prompt: cachedPrompt, max_tokens: 4 });
-  assert.equal(first.usage.prompt_tokens_details.cached_tokens, 0, 'a fresh K/V folder has nothing cached');
+  // No page of this prompt is stored yet; the stored tails of earlier
+  // requests may share its first few tokens ("Once upon a time").
+  assert.ok(first.usage.prompt_tokens_details.cached_tokens < 32,
+            `nothing of this prompt past its first words is cached (${first.usage.prompt_tokens_details.cached_tokens})`);
   const again = await client.completions.create({ ...greedy, prompt: cachedPrompt, max_tokens: 4 });
   cachedCount = again.usage.prompt_tokens_details.cached_tokens;
   assert.ok(cachedCount >= 64, `cached_tokens ${cachedCount}`);
@@ -341,12 +344,16 @@ await check('after a restart a repeated prompt keeps its cached-token count', as
   await stopServer(server);
   server = await startServer(['--log-format', 'json']);
   client = new OpenAI({ baseURL: server.url + '/v1', apiKey: KEY, maxRetries: 0, timeout: 30000 });
+  // At least what the running server reused: by now the prompt's partial
+  // last page (its tail) is stored too, so it may reuse all but one token.
   const r = await client.completions.create({ ...greedy, prompt: cachedPrompt, max_tokens: 4 });
-  assert.equal(r.usage.prompt_tokens_details.cached_tokens, cachedCount);
+  const cachedAfter = r.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(cachedAfter >= cachedCount && cachedAfter < r.usage.prompt_tokens,
+            `cached ${cachedAfter} after the restart, ${cachedCount} before, of ${r.usage.prompt_tokens}`);
   const line = server.log().split('\n').find((l) => l.startsWith('{') && l.includes('/v1/completions'));
   const j = JSON.parse(line);
   assert.equal(j.status, 200);
-  assert.equal(j.cached_tokens, cachedCount);
+  assert.equal(j.cached_tokens, cachedAfter);
 });
 
 await check('a full queue answers 503 with Retry-After', async () => {
