@@ -35,7 +35,7 @@
 #include <cmath>
 #include <cstring>
 
-namespace gloas::page_kernels {
+namespace gloas::page_kernels { inline namespace GLOAS_ISA {
 
 #if defined(GLOAS_PAGE_AVX512)
 
@@ -584,4 +584,4 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
 
 #endif // GLOAS_PAGE_AVX512
 
-} // namespace gloas::page_kernels
+}} // namespace gloas::page_kernels::GLOAS_ISA

@@ -70,9 +70,8 @@ void attend_portable(type t, const char * kr, const char * vr, size_t rb, int D,
     GLOAS_ASSERT(!tt.is_quantized || tt.blck_size == PW);
     int n_max = 0;
     for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
-    thread_local std::vector<float> sbuf;
-    sbuf.resize(size_t(n_heads) * PW);
-    float * sc = sbuf.data();  // (n_heads, PW) scores, then probabilities
+    // (n_heads, PW) scores, then probabilities
+    float * sc = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_scores, sizeof(float) * size_t(n_heads) * PW));
     float x[PW];               // one window of one row
     for (int w0 = 0; w0 < n_max; w0 += PW) {
         const int nw = std::min(PW, n_max - w0);
@@ -199,14 +198,12 @@ void attend_int_portable(type t, const char * kr, const char * vr, size_t rb, in
     const float qmax = float(A.q_max), pmax = float(A.p_max);
     int n_max = 0;
     for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
-    thread_local std::vector<float> fbuf;
-    thread_local std::vector<int> ibuf;
-    fbuf.resize(size_t(3 * D));
-    ibuf.resize(size_t(2 * D * IW + D + IW));
-    float * dk = fbuf.data();        // (D) K scales of the window
+    // (D) K scales of the window
+    float * dk = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(3 * D)));
     float * dv = dk + D;             // (D) V scales
     float * qf = dv + D;             // (D) one head's q_c * dk_c
-    int * ku = ibuf.data();          // (D, IW) K values + k_off
+    // (D, IW) K values + k_off
+    int * ku = static_cast<int *>(isa::thread_scratch(isa::scratch_slot::page_ints, sizeof(int) * size_t(2 * D * IW + D + IW)));
     int * vv = ku + D * IW;          // (D, IW) V values + v_off
     int * qi = vv + D * IW;          // (D) one head's integer query
     int * pu = qi + D;               // (IW) one head's quantized probabilities
@@ -661,11 +658,14 @@ next_prefetch prefetch_of(const page_geometry & g, const void * next, type tn, i
 
 } // namespace
 
+#if GLOAS_ISA_BASE
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s) {
     page_attend(g, t, page, layer, kv_head, n, q, group, s, nullptr, t);
 }
+#endif
 
+GLOAS_ISA_BEGIN
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next) {
     GLOAS_ASSERT(n >= 1 && n <= g.page_tokens && group >= 1);
@@ -694,6 +694,8 @@ void page_attend_multi_scalar(const page_geometry & g, type t, const void * page
     attend_page_scalar(g, t, page, layer, kv_head, head_counts{n_valid, group}, n_q * group, q, s);
 }
 
+GLOAS_ISA_END
+#if GLOAS_ISA_BASE
 void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
     const size_t rb = g.row_bytes(t);
     const char * p = static_cast<const char *>(page);
@@ -709,4 +711,5 @@ void page_prefetch(const page_geometry & g, type t, const void * page, int32_t l
     }
 }
 
+#endif
 } // namespace gloas

@@ -18,7 +18,9 @@
 #endif
 #endif
 
-namespace gloas::page_kernels {
+// In the variant's inline namespace (quant/isa.h): each variant's two files
+// share their own copy.
+namespace gloas::page_kernels { inline namespace GLOAS_ISA {
 
 constexpr int IW = 32;                 // integer kernels: tokens per window, one block of every row
 constexpr float Q_TINY = 1e-30f;       // a head's largest |q_c d_c| or window probability below this counts as 0
@@ -109,4 +111,4 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
 
 #endif // GLOAS_PAGE_AVX512
 
-} // namespace gloas::page_kernels
+}} // namespace gloas::page_kernels::GLOAS_ISA

@@ -46,6 +46,7 @@ inline void min_max(const float * x, int n, float & mn, float & mx) {
 
 } // namespace
 
+#if GLOAS_ISA_BASE
 void quantize_row_q4_1_ref(const float * x, block_q4_1 * y, int64_t k) {
     GLOAS_ASSERT(k % QK4_1 == 0);
     const int64_t nb = k / QK4_1;
@@ -234,6 +235,9 @@ float vec_dot_q5_1_q8_1_ref(int64_t n, const block_q5_1 * w, const block_q8_1 * 
     }
     return s;
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 namespace {
@@ -317,5 +321,7 @@ float vec_dot_q5_1_q8_1(int64_t n, const block_q5_1 * w, const block_q8_1 * x) {
     return vec_dot_q5_1_q8_1_ref(n, w, x);
 #endif
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas

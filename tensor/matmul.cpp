@@ -87,9 +87,7 @@ constexpr size_t SEG_BYTES = 40 << 10;
 
 // Scratch reused across calls, one per thread (allocated on first use only).
 [[maybe_unused]] char * thread_scratch(size_t bytes) {
-    thread_local std::vector<char> buf;
-    if (buf.size() < bytes + ALIGN) buf.resize(bytes + ALIGN);
-    return align_up(buf.data());
+    return static_cast<char *>(isa::thread_scratch(isa::scratch_slot::matmul, bytes));
 }
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
@@ -683,6 +681,7 @@ void matmul_float(const mm_set & set, const float * x, int64_t n_tok) {
 
 } // namespace
 
+GLOAS_ISA_BEGIN
 // Bytes of one activation row of `vt` in the work area of matmul_blocks.
 static size_t act_row_bytes(type vt, int64_t n_in) { return (row_size(vt, n_in) + ALIGN - 1) & ~(ALIGN - 1); }
 
@@ -695,6 +694,8 @@ size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
     return act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
 }
 
+GLOAS_ISA_END
+#if GLOAS_ISA_BASE
 void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const type_traits & tv = traits(tw.vec_dot_type);
@@ -706,6 +707,8 @@ void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
     }
 }
 
+#endif
+GLOAS_ISA_BEGIN
 // Float weights in builds without the AVX-512 tiles: one vec_dot per (row, token).
 static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
@@ -793,4 +796,5 @@ void matmul_n(const tensor * const * w, float * const * y, int n, const float * 
     }
 }
 
+GLOAS_ISA_END
 } // namespace gloas::ops
