@@ -666,6 +666,7 @@ void page_attend(const page_geometry & g, type t, const void * page, int32_t lay
 #endif
 
 GLOAS_ISA_BEGIN
+
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next) {
     GLOAS_ASSERT(n >= 1 && n <= g.page_tokens && group >= 1);
@@ -695,6 +696,7 @@ void page_attend_multi_scalar(const page_geometry & g, type t, const void * page
 }
 
 GLOAS_ISA_END
+
 #if GLOAS_ISA_BASE
 void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
     const size_t rb = g.row_bytes(t);
@@ -710,6 +712,6 @@ void page_prefetch(const page_geometry & g, type t, const void * page, int32_t l
         for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
     }
 }
-
 #endif
+
 } // namespace gloas

@@ -213,8 +213,8 @@ float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim,
     }
     return page_score_bound_ref(q, group, head_dim, mn.data(), mx.data());
 }
-
 #endif
+
 namespace {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -279,9 +279,10 @@ void page_score_bounds_f16_ref(const float * q, int32_t group, int32_t head_dim,
         out[c] = float(best);
     }
 }
-
 #endif
+
 GLOAS_ISA_BEGIN
+
 void page_score_bounds_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
                            float * out) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -302,4 +303,5 @@ void page_score_bounds_f16(const float * q, int32_t group, int32_t head_dim, con
 }
 
 GLOAS_ISA_END
+
 } // namespace gloas

@@ -25,6 +25,11 @@ inline uint32_t load_qh(const uint8_t * qh) {
     return u;
 }
 
+} // namespace
+
+#if GLOAS_ISA_BASE
+namespace {
+
 // The 32 5-bit values of a Q5_0/Q5_1 block, 0..31, in value order.
 inline void unpack_q5(const uint8_t * qs, const uint8_t * qh, int * q) {
     const uint32_t h = load_qh(qh);
@@ -46,7 +51,6 @@ inline void min_max(const float * x, int n, float & mn, float & mx) {
 
 } // namespace
 
-#if GLOAS_ISA_BASE
 void quantize_row_q4_1_ref(const float * x, block_q4_1 * y, int64_t k) {
     GLOAS_ASSERT(k % QK4_1 == 0);
     const int64_t nb = k / QK4_1;

@@ -22,9 +22,10 @@ void rmsnorm_ref(float * y, const float * x, const float * g, int64_t n, float e
     const float r = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] * r * g[i];
 }
-
 #endif
+
 GLOAS_ISA_BEGIN
+
 void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) {
 #if defined(__AVX512F__)
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
@@ -65,6 +66,7 @@ void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) 
 }
 
 GLOAS_ISA_END
+
 #if GLOAS_ISA_BASE
 const char * rope_style_name(rope_style s) {
     switch (s) {
@@ -73,8 +75,8 @@ const char * rope_style_name(rope_style s) {
     }
     return "unknown";
 }
-
 #endif
+
 namespace {
 
 // Angle of pair i at `pos` (ops.h), in double.
@@ -112,9 +114,10 @@ void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_
     p.freq_base = freq_base;
     rope_ex_ref(x, n_head, head_dim, n_rot, pos, p);
 }
-
 #endif
+
 GLOAS_ISA_BEGIN
+
 // The angles are the reference's, computed once per call instead of once per
 // head. NORM is vectorized over pairs: y = x*c + swap(x)*(-s, s); NEOX rotates
 // the two halves as whole vectors (the compiler vectorizes that loop).
@@ -173,6 +176,7 @@ void rope_ex(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t
 }
 
 GLOAS_ISA_END
+
 #if GLOAS_ISA_BASE
 void rope(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
     rope_params p;
@@ -192,9 +196,10 @@ void softmax_ref(float * x, int64_t n) {
     const float inv = float(1.0 / sum);
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
-
 #endif
+
 GLOAS_ISA_BEGIN
+
 void softmax(float * x, int64_t n) {
 #if defined(__AVX512F__)
     if (n <= 0) return;
@@ -241,6 +246,7 @@ void softmax(float * x, int64_t n) {
 }
 
 GLOAS_ISA_END
+
 #if GLOAS_ISA_BASE
 void silu_mul_ref(float * y, const float * g, const float * u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
@@ -248,9 +254,10 @@ void silu_mul_ref(float * y, const float * g, const float * u, int64_t n) {
         y[i] = gi / (1.0f + std::exp(-gi)) * u[i];
     }
 }
-
 #endif
+
 GLOAS_ISA_BEGIN
+
 void silu_mul(float * y, const float * g, const float * u, int64_t n) {
 #if defined(__AVX512F__)
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -289,4 +296,5 @@ void add(float * y, const float * x, int64_t n) {
 }
 
 GLOAS_ISA_END
+
 } // namespace gloas::ops
