@@ -86,6 +86,8 @@ float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K * w, const block_q8_K * x) {
 float vec_dot_q5_K_q8_K(int64_t n, const block_q5_K * w, const block_q8_K * x) { return GLOAS_K(vec_dot_q5_K_q8_K)(n, w, x); }
 float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x) { return GLOAS_K(vec_dot_q6_K_q8_K)(n, w, x); }
 
+uint64_t read_words(const uint64_t * p, size_t n, bool prefetch) { return GLOAS_K(read_words)(p, n, prefetch); }
+
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next) {
     GLOAS_K(page_attend)(g, t, page, layer, kv_head, n, q, group, s, next, t_next);

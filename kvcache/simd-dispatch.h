@@ -15,6 +15,7 @@
 #include "quant/isa.h"
 #include "quant/quant-mse.h"
 #include "quant/quant.h"
+#include "tensor/bandwidth.h"
 #include "tensor/ops.h"
 
 namespace gloas::isa {
@@ -55,6 +56,7 @@ using page_attend_next_fn = void(const page_geometry &, type, const void *, int3
     X(gloas::ops, matmul_work_size, decltype(gloas::ops::matmul_work_size))     \
     X(gloas::ops, matmul, decltype(gloas::ops::matmul))                         \
     X(gloas::ops, matmul_n, decltype(gloas::ops::matmul_n))                     \
+    X(gloas, read_words, decltype(gloas::read_words))                           \
     X(gloas, page_attend, gloas::isa::page_attend_next_fn)                      \
     X(gloas, page_attend_multi, decltype(gloas::page_attend_multi))             \
     X(gloas, page_attend_scalar, decltype(gloas::page_attend_scalar))           \
