@@ -23,7 +23,7 @@
 //           channels; the nibbles' offset 8 comes off as 8 * sum_t u_t
 // (without VNNI, vpmaddwd + vpaddd: the Q4_0 kernel needs AVX-512 BW only).
 // attend_int_portable (page-attend.cpp) is the scalar twin of both (the kernel
-// of builds without them: no AVX-512, or for Q8_0 no VNNI / VBMI): the same
+// of variants without them: no AVX-512, or for Q8_0 no VNNI / VBMI): the same
 // integers and the same float operations.
 #include "kvcache/page-kernels.h"
 

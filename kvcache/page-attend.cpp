@@ -3,7 +3,7 @@
 //
 // Q8_0 and Q4_0 pages run the integer algorithm of page.h: the AVX-512
 // kernels are in page-attend-int.cpp; attend_int_portable below is their
-// scalar twin (and the kernel of builds without them: no AVX-512, or for
+// scalar twin (and the kernel of variants without them: no AVX-512, or for
 // Q8_0 no VNNI / VBMI), the same integers and the same float operations.
 //
 // F32 / F16 pages (and BF16 in the portable kernel) run the float
@@ -16,7 +16,7 @@
 // The AVX-512 kernel takes heads in chunks of GN = 8, 4, 2, 1. For the output,
 // GN = 8 transposes 16x16 tiles of V in registers and accumulates 16 channels
 // per head with broadcast FMAs; fewer heads keep 16 dot products (GN heads x
-// 16/GN channels) in registers and reduce them together. Other builds (AVX2,
+// 16/GN channels) in registers and reduce them together. Other variants (AVX2,
 // scalar), BF16 pages and head_dim > 256 run a portable kernel that
 // dequantizes one 32-token block of a row at a time into a stack buffer; the
 // compiler vectorizes its loops. The float and the Q4_0 register kernels are

@@ -103,7 +103,7 @@ inline __m512 hreduce8(const __m512 * a, Op op) {
 }
 
 // Heads [0, n_heads) of q (n_heads, D), counted by cnt, over one piece of a
-// Q8_0 page (builds with VNNI / VBMI) or a Q4_0 page, D <= MAX_D: the integer
+// Q8_0 page (variants with VNNI / VBMI) or a Q4_0 page, D <= MAX_D: the integer
 // register kernels (page-attend-int.cpp). kr, vr: the piece's D rows of K and
 // of V, rb bytes each.
 void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,

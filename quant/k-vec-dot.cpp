@@ -2,7 +2,7 @@
 //
 // The references unpack each super-block to its integer levels and
 // per-16-value scales (and mins), sum exactly in int32 and combine the
-// super-blocks in float. The fast kernels (AVX2; also used by AVX-512 builds)
+// super-blocks in float. The fast kernels (AVX2; also used by the AVX-512 variant)
 // compute the same int32 sums 8 lanes at a time: maddubs (unsigned weight
 // level x signed activation, pairs to int16, no saturation as levels <= 63),
 // then madd with the sub-block scale (int16 pairs to int32).

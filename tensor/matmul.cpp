@@ -14,7 +14,7 @@
 //    stay in L1.
 // Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
 // micro-kernel. Other block types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1) and other
-// builds use matmul_blocks: one vec_dot per (row, token), rows split by
+// variants use matmul_blocks: one vec_dot per (row, token), rows split by
 // thread, tokens chunked so activations stay in L2.
 #include "tensor/ops.h"
 
@@ -712,7 +712,7 @@ void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
 
 GLOAS_ISA_BEGIN
 
-// Float weights in builds without the AVX-512 tiles: one vec_dot per (row, token).
+// Float weights in variants without the AVX-512 tiles: one vec_dot per (row, token).
 static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const int64_t n_in = w.ne[0], n_out = w.nrows();
@@ -724,7 +724,7 @@ static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, flo
 }
 
 // Block weights without a tile format above (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1,
-// and every block type in builds without VNNI): each token row is quantized
+// and every block type in variants without VNNI): each token row is quantized
 // once to the type's vec_dot_type (act_row_bytes apart in `work`); each
 // thread owns a contiguous range of weight rows and, per chunk of tokens
 // whose activations stay in L2, reads each of its rows once (then from L1)
