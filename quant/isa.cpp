@@ -28,6 +28,9 @@ constexpr variant NATIVE = variant::scalar;
 
 // What the CPU (and the OS, which must save the wider registers) supports.
 bool cpu_has(variant v) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();  // the choice may come before libgcc's constructor has run
+#endif
     switch (v) {
     case variant::scalar: return true;
 #if defined(__x86_64__) || defined(__i386__)
