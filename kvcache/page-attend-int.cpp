@@ -23,7 +23,7 @@
 //           channels; the nibbles' offset 8 comes off as 8 * sum_t u_t
 // (without VNNI, vpmaddwd + vpaddd: the Q4_0 kernel needs AVX-512 BW only).
 // attend_int_portable (page-attend.cpp) is the scalar twin of both (the kernel
-// of builds without them: no AVX-512, or for Q8_0 no VNNI / VBMI): the same
+// of variants without them: no AVX-512, or for Q8_0 no VNNI / VBMI): the same
 // integers and the same float operations.
 #include "kvcache/page-kernels.h"
 
@@ -35,7 +35,7 @@
 #include <cmath>
 #include <cstring>
 
-namespace gloas::page_kernels {
+namespace gloas::page_kernels { inline namespace GLOAS_ISA {
 
 #if defined(GLOAS_PAGE_AVX512)
 
@@ -584,4 +584,4 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
 
 #endif // GLOAS_PAGE_AVX512
 
-} // namespace gloas::page_kernels
+}} // namespace gloas::page_kernels::GLOAS_ISA

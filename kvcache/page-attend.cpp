@@ -3,7 +3,7 @@
 //
 // Q8_0 and Q4_0 pages run the integer algorithm of page.h: the AVX-512
 // kernels are in page-attend-int.cpp; attend_int_portable below is their
-// scalar twin (and the kernel of builds without them: no AVX-512, or for
+// scalar twin (and the kernel of variants without them: no AVX-512, or for
 // Q8_0 no VNNI / VBMI), the same integers and the same float operations.
 //
 // F32 / F16 pages (and BF16 in the portable kernel) run the float
@@ -16,7 +16,7 @@
 // The AVX-512 kernel takes heads in chunks of GN = 8, 4, 2, 1. For the output,
 // GN = 8 transposes 16x16 tiles of V in registers and accumulates 16 channels
 // per head with broadcast FMAs; fewer heads keep 16 dot products (GN heads x
-// 16/GN channels) in registers and reduce them together. Other builds (AVX2,
+// 16/GN channels) in registers and reduce them together. Other variants (AVX2,
 // scalar), BF16 pages and head_dim > 256 run a portable kernel that
 // dequantizes one 32-token block of a row at a time into a stack buffer; the
 // compiler vectorizes its loops. The float and the Q4_0 register kernels are
@@ -70,9 +70,8 @@ void attend_portable(type t, const char * kr, const char * vr, size_t rb, int D,
     GLOAS_ASSERT(!tt.is_quantized || tt.blck_size == PW);
     int n_max = 0;
     for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
-    thread_local std::vector<float> sbuf;
-    sbuf.resize(size_t(n_heads) * PW);
-    float * sc = sbuf.data();  // (n_heads, PW) scores, then probabilities
+    // (n_heads, PW) scores, then probabilities
+    float * sc = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_scores, sizeof(float) * size_t(n_heads) * PW));
     float x[PW];               // one window of one row
     for (int w0 = 0; w0 < n_max; w0 += PW) {
         const int nw = std::min(PW, n_max - w0);
@@ -199,14 +198,12 @@ void attend_int_portable(type t, const char * kr, const char * vr, size_t rb, in
     const float qmax = float(A.q_max), pmax = float(A.p_max);
     int n_max = 0;
     for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
-    thread_local std::vector<float> fbuf;
-    thread_local std::vector<int> ibuf;
-    fbuf.resize(size_t(3 * D));
-    ibuf.resize(size_t(2 * D * IW + D + IW));
-    float * dk = fbuf.data();        // (D) K scales of the window
+    // (D) K scales of the window
+    float * dk = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(3 * D)));
     float * dv = dk + D;             // (D) V scales
     float * qf = dv + D;             // (D) one head's q_c * dk_c
-    int * ku = ibuf.data();          // (D, IW) K values + k_off
+    // (D, IW) K values + k_off
+    int * ku = static_cast<int *>(isa::thread_scratch(isa::scratch_slot::page_ints, sizeof(int) * size_t(2 * D * IW + D + IW)));
     int * vv = ku + D * IW;          // (D, IW) V values + v_off
     int * qi = vv + D * IW;          // (D) one head's integer query
     int * pu = qi + D;               // (IW) one head's quantized probabilities
@@ -661,10 +658,14 @@ next_prefetch prefetch_of(const page_geometry & g, const void * next, type tn, i
 
 } // namespace
 
+#if GLOAS_ISA_BASE
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s) {
     page_attend(g, t, page, layer, kv_head, n, q, group, s, nullptr, t);
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 void page_attend(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                  int32_t n, const float * q, int32_t group, attn_state & s, const void * next, type t_next) {
@@ -694,6 +695,9 @@ void page_attend_multi_scalar(const page_geometry & g, type t, const void * page
     attend_page_scalar(g, t, page, layer, kv_head, head_counts{n_valid, group}, n_q * group, q, s);
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
     const size_t rb = g.row_bytes(t);
     const char * p = static_cast<const char *>(page);
@@ -708,5 +712,6 @@ void page_prefetch(const page_geometry & g, type t, const void * page, int32_t l
         for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
     }
 }
+#endif
 
 } // namespace gloas

@@ -18,7 +18,9 @@
 #endif
 #endif
 
-namespace gloas::page_kernels {
+// In the variant's inline namespace (quant/isa.h): each variant's two files
+// share their own copy.
+namespace gloas::page_kernels { inline namespace GLOAS_ISA {
 
 constexpr int IW = 32;                 // integer kernels: tokens per window, one block of every row
 constexpr float Q_TINY = 1e-30f;       // a head's largest |q_c d_c| or window probability below this counts as 0
@@ -101,7 +103,7 @@ inline __m512 hreduce8(const __m512 * a, Op op) {
 }
 
 // Heads [0, n_heads) of q (n_heads, D), counted by cnt, over one piece of a
-// Q8_0 page (builds with VNNI / VBMI) or a Q4_0 page, D <= MAX_D: the integer
+// Q8_0 page (variants with VNNI / VBMI) or a Q4_0 page, D <= MAX_D: the integer
 // register kernels (page-attend-int.cpp). kr, vr: the piece's D rows of K and
 // of V, rb bytes each.
 void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,
@@ -109,4 +111,4 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
 
 #endif // GLOAS_PAGE_AVX512
 
-} // namespace gloas::page_kernels
+}} // namespace gloas::page_kernels::GLOAS_ISA

@@ -15,6 +15,7 @@
 
 namespace gloas {
 
+#if GLOAS_ISA_BASE
 void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
                     const float * k, const float * v) {
     GLOAS_ASSERT(layer >= 0 && layer < g.n_layer && tok >= 0 && tok < g.page_tokens);
@@ -212,6 +213,7 @@ float page_score_bound_f16_ref(const float * q, int32_t group, int32_t head_dim,
     }
     return page_score_bound_ref(q, group, head_dim, mn.data(), mx.data());
 }
+#endif
 
 namespace {
 
@@ -222,9 +224,9 @@ template <int GN>
 void bounds_chunk(const float * q, int32_t hd, const uint16_t * tiles, int32_t n, float * out, bool first) {
     static_assert(SUMMARY_TILE == 32, "two vectors per tile");
     // sel[g * hd + d]: every lane where q[g][d] >= 0 (its term reads kmax), none where it reads kmin
-    thread_local std::vector<__mmask16> sel;
-    sel.resize(size_t(GN) * size_t(hd));
-    for (size_t i = 0; i < sel.size(); ++i) sel[i] = q[i] >= 0.0f ? __mmask16(0xFFFF) : __mmask16(0);
+    const size_t n_sel = size_t(GN) * size_t(hd);
+    __mmask16 * sel = static_cast<__mmask16 *>(isa::thread_scratch(isa::scratch_slot::page_bounds, sizeof(__mmask16) * n_sel));
+    for (size_t i = 0; i < n_sel; ++i) sel[i] = q[i] >= 0.0f ? __mmask16(0xFFFF) : __mmask16(0);
     const __m512 inf = _mm512_set1_ps(INFINITY);
     const size_t tile = 2 * size_t(hd) * SUMMARY_TILE;
     for (int32_t c0 = 0; c0 < n; c0 += SUMMARY_TILE) {
@@ -259,6 +261,7 @@ void bounds_chunk(const float * q, int32_t hd, const uint16_t * tiles, int32_t n
 
 } // namespace
 
+#if GLOAS_ISA_BASE
 void page_score_bounds_f16_ref(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
                                float * out) {
     GLOAS_ASSERT(group >= 1 && head_dim >= 1);
@@ -276,6 +279,9 @@ void page_score_bounds_f16_ref(const float * q, int32_t group, int32_t head_dim,
         out[c] = float(best);
     }
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 void page_score_bounds_f16(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
                            float * out) {
@@ -295,5 +301,7 @@ void page_score_bounds_f16(const float * q, int32_t group, int32_t head_dim, con
     page_score_bounds_f16_ref(q, group, head_dim, tiles, n, out);
 #endif
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas

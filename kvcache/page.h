@@ -101,10 +101,11 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // ("Quality on stories260K") has the perplexities of both.
 //
 // page_attend_scalar is page_attend's scalar twin, the same algorithm for
-// every type in plain C++ (the kernel of builds without AVX-512, and for
-// Q8_0 of builds without AVX-512 VNNI / VBMI); the two differ by float
-// rounding only (for Q8_0 and Q4_0 the integers are equal and, on builds
-// with FMA, so are the float operations and their order).
+// every type in plain C++ (the kernel where AVX-512 is missing, as in the
+// scalar and AVX2 variants of quant/isa.h, and for Q8_0 where AVX-512 VNNI /
+// VBMI are); the two differ by float rounding only (for Q8_0 and Q4_0 the
+// integers are equal and, in the variants with FMA, so are the float
+// operations and their order).
 void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,
                         int32_t n, const float * q, int32_t group, attn_state & s);
 // page_attend that also streams in the piece (layer, kv_head) of `next`, the

@@ -2,9 +2,9 @@
 
 #include "quant/simd.h"
 
-
 namespace gloas {
 
+#if GLOAS_ISA_BASE
 float fp16_to_fp32(uint16_t h) {
     const uint32_t sign = uint32_t(h & 0x8000) << 16;
     const uint32_t exp  = (h >> 10) & 0x1f;
@@ -46,6 +46,9 @@ uint16_t fp32_to_fp16(float f) {
     if (rem > half || (rem == half && (q & 1))) ++q;
     return uint16_t(sign | q);
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 void fp16_to_fp32_row(const uint16_t * x, float * y, int64_t n) {
     int64_t i = 0;
@@ -114,5 +117,7 @@ void fp32_to_bf16_row(const float * x, uint16_t * y, int64_t n) {
 #endif
     for (; i < n; ++i) y[i] = fp32_to_bf16(x[i]);
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas

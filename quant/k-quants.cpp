@@ -19,6 +19,7 @@ using detail::nearest_int;
 using detail::scale_min_k4;
 using detail::scales_q3_K;
 
+#if GLOAS_ISA_BASE
 namespace {
 
 constexpr float GROUP_MAX_EPS = 1e-15f;  // a group whose largest |x| is below this is all zero
@@ -468,6 +469,10 @@ void quantize_row_q8_K_ref(const float * x, block_q8_K * y, int64_t k) {
     }
 }
 
+#endif
+
+GLOAS_ISA_BEGIN
+
 void quantize_row_q8_K(const float * x, block_q8_K * y, int64_t k) {
     GLOAS_ASSERT(k % QK_K == 0);
     const int64_t nb = k / QK_K;
@@ -501,6 +506,9 @@ void quantize_row_q8_K(const float * x, block_q8_K * y, int64_t k) {
     if (i < nb) quantize_row_q8_K_ref(x, y + i, (nb - i) * QK_K);
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 // ---- dequantize ----------------------------------------------------------------
 // Bit-exact with ggml: the same products in the same order (Q6_K's
 // (d * sc) * q rounds, so that order matters; the others are exact, see mad).
@@ -617,5 +625,6 @@ void dequantize_row_q8_K(const block_q8_K * x, float * y, int64_t k) {
     for (int64_t i = 0; i < nb; ++i)
         for (int j = 0; j < QK_K; ++j) *y++ = x[i].d * float(x[i].qs[j]);
 }
+#endif
 
 } // namespace gloas

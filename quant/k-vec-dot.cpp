@@ -2,7 +2,7 @@
 //
 // The references unpack each super-block to its integer levels and
 // per-16-value scales (and mins), sum exactly in int32 and combine the
-// super-blocks in float. The fast kernels (AVX2; also used by AVX-512 builds)
+// super-blocks in float. The fast kernels (AVX2; also used by the AVX-512 variant)
 // compute the same int32 sums 8 lanes at a time: maddubs (unsigned weight
 // level x signed activation, pairs to int16, no saturation as levels <= 63),
 // then madd with the sub-block scale (int16 pairs to int32).
@@ -14,6 +14,7 @@
 
 namespace gloas {
 
+#if GLOAS_ISA_BASE
 namespace {
 
 // One super-block in a common form: levels q (signed, offsets applied) and
@@ -105,8 +106,21 @@ float dot_ref(int64_t n, const B * w, const block_q8_K * x) {
     return s;
 }
 
+} // namespace
+
+float vec_dot_q2_K_q8_K_ref(int64_t n, const block_q2_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
+float vec_dot_q3_K_q8_K_ref(int64_t n, const block_q3_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
+float vec_dot_q4_K_q8_K_ref(int64_t n, const block_q4_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
+float vec_dot_q5_K_q8_K_ref(int64_t n, const block_q5_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
+float vec_dot_q6_K_q8_K_ref(int64_t n, const block_q6_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
+#endif
+
+GLOAS_ISA_BEGIN
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define GLOAS_KDOT_AVX2 1
+
+namespace {
 
 inline __m256i load256(const void * p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 // int16 lanes 0..7 = a, lanes 8..15 = b (a 256-bit madd multiplier for two
@@ -124,15 +138,9 @@ inline __m256i mins_term(__m256i m16, const int16_t * bsums) {
     return _mm256_madd_epi16(m16, load256(bsums));
 }
 
-#endif
-
 } // namespace
 
-float vec_dot_q2_K_q8_K_ref(int64_t n, const block_q2_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
-float vec_dot_q3_K_q8_K_ref(int64_t n, const block_q3_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
-float vec_dot_q4_K_q8_K_ref(int64_t n, const block_q4_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
-float vec_dot_q5_K_q8_K_ref(int64_t n, const block_q5_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
-float vec_dot_q6_K_q8_K_ref(int64_t n, const block_q6_K * w, const block_q8_K * x) { return dot_ref(n, w, x); }
+#endif
 
 // Each fast kernel keeps two float accumulators of 8 lanes: acc (the scale
 // term, times d_x*d_w per super-block) and accm (the mins, times d_x*dmin_w).
@@ -314,5 +322,7 @@ float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x) {
     return vec_dot_q6_K_q8_K_ref(n, w, x);
 #endif
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas

@@ -25,6 +25,11 @@ inline uint32_t load_qh(const uint8_t * qh) {
     return u;
 }
 
+} // namespace
+
+#if GLOAS_ISA_BASE
+namespace {
+
 // The 32 5-bit values of a Q5_0/Q5_1 block, 0..31, in value order.
 inline void unpack_q5(const uint8_t * qs, const uint8_t * qh, int * q) {
     const uint32_t h = load_qh(qh);
@@ -234,6 +239,9 @@ float vec_dot_q5_1_q8_1_ref(int64_t n, const block_q5_1 * w, const block_q8_1 * 
     }
     return s;
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 namespace {
@@ -317,5 +325,7 @@ float vec_dot_q5_1_q8_1(int64_t n, const block_q5_1 * w, const block_q8_1 * x) {
     return vec_dot_q5_1_q8_1_ref(n, w, x);
 #endif
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas

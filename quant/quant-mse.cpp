@@ -12,7 +12,7 @@ namespace {
 
 // Squared error of quantizing the block with scale d (levels -8..7), and the
 // least-squares scale for the levels that d picks.
-float q4_error(const float * x, float d, float * d_ls) {
+[[maybe_unused]] float q4_error(const float * x, float d, float * d_ls) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     float err = 0.0f, sxq = 0.0f, sqq = 0.0f;
     for (int j = 0; j < QK4_0; ++j) {
@@ -85,6 +85,8 @@ void quantize_block_q4_0_mse(const float * xb, block_q4_0 * y) {
 
 } // namespace
 
+GLOAS_ISA_BEGIN
+
 void quantize_row_q4_0_mse(const float * x, block_q4_0 * y, int64_t k) {
 #if defined(__AVX512F__)
     GLOAS_ASSERT(k % QK4_0 == 0);
@@ -94,9 +96,13 @@ void quantize_row_q4_0_mse(const float * x, block_q4_0 * y, int64_t k) {
 #endif
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 void quantize_row_q4_0_mse_scalar(const float * x, block_q4_0 * y, int64_t k) {
     GLOAS_ASSERT(k % QK4_0 == 0);
     for (int64_t i = 0; i < k / QK4_0; ++i) quantize_block_q4_0_mse<q4_error>(x + i * QK4_0, y + i);
 }
+#endif
 
 } // namespace gloas

@@ -13,6 +13,7 @@
 
 namespace gloas {
 
+#if GLOAS_ISA_BASE
 void quantize_row_q8_0_ref(const float * x, block_q8_0 * y, int64_t k) {
     GLOAS_ASSERT(k % QK8_0 == 0);
     const int64_t nb = k / QK8_0;
@@ -45,6 +46,9 @@ void quantize_row_q4_0_ref(const float * x, block_q4_0 * y, int64_t k) {
         }
     }
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 #if defined(__AVX512F__)
 // roundf (half away from zero) on 16 lanes, then to int32: with t = trunc(|v|),
@@ -115,6 +119,10 @@ void quantize_row_q8_0(const float * x, block_q8_0 * y, int64_t k) {
     if (i < nb) quantize_row_q8_0_ref(x + i * QK8_0, y + i, (nb - i) * QK8_0);
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
+
 void quantize_row_q4_0(const float * x, block_q4_0 * y, int64_t k) {
     // Weights are quantized offline; the reference is fast enough.
     quantize_row_q4_0_ref(x, y, k);
@@ -140,5 +148,6 @@ void dequantize_row_q4_0(const block_q4_0 * x, float * y, int64_t k) {
         }
     }
 }
+#endif
 
 } // namespace gloas

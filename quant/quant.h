@@ -1,8 +1,8 @@
 // Row kernels for the block formats: quantize, dequantize, dot products.
 //
 // Every kernel has a scalar reference (`*_ref`) that defines its result; the
-// unsuffixed version is the fastest path this build has (AVX-512, AVX2 or
-// scalar, chosen at compile time in the kernel) and is tested against the
+// unsuffixed version is the fastest path the CPU runs (the AVX-512, AVX2 or
+// scalar variant chosen at start, quant/isa.h) and is tested against the
 // reference. `k`/`n` count values and must be multiples of the block size
 // (32 for the legacy types, QK_K = 256 for the K-quants).
 #pragma once

@@ -1,8 +1,12 @@
 // Internal to the kernels: includes the x86 intrinsics where the build has
 // them. GCC 12 reports false -W(maybe-)uninitialized warnings from inside the
 // AVX-512 intrinsics headers (their _mm512_undefined_* helpers) once they are
-// inlined; the pragma scopes the silence to those headers.
+// inlined; the pragma scopes the silence to those headers. The helpers live in
+// the variant's inline namespace (quant/isa.h), so that the copies compiled
+// for different variants are different functions to the linker.
 #pragma once
+
+#include "quant/isa.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #pragma GCC diagnostic push
@@ -13,7 +17,7 @@
 #endif
 
 #if defined(__AVX512F__)
-namespace gloas::simd {
+namespace gloas::simd { inline namespace GLOAS_ISA {
 
 // e^x on 16 lanes, relative error about 2e-7 (Cephes expf's polynomial on
 // r = x - n ln2, |r| <= ln2/2, then scaled by 2^n with vscalefps, which
@@ -39,11 +43,11 @@ inline __mmask16 tail_mask(int64_t n) {
     return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
 }
 
-} // namespace gloas::simd
+}} // namespace gloas::simd::GLOAS_ISA
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-namespace gloas::simd {
+namespace gloas::simd { inline namespace GLOAS_ISA {
 
 inline float hmax256(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -71,11 +75,11 @@ inline __m256 exp256_ps(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-} // namespace gloas::simd
+}} // namespace gloas::simd::GLOAS_ISA
 #endif
 
 #if defined(__AVX2__)
-namespace gloas::simd {
+namespace gloas::simd { inline namespace GLOAS_ISA {
 
 // Horizontal sum of 8 floats (any build with AVX2).
 inline float hsum256(__m256 v) {
@@ -85,5 +89,5 @@ inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-} // namespace gloas::simd
+}} // namespace gloas::simd::GLOAS_ISA
 #endif

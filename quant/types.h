@@ -66,8 +66,8 @@ struct type_traits {
     type          fallback;
     to_float_fn   to_float;       // dequantize / widen
     from_float_fn from_float_ref; // scalar reference quantizer (ggml's rounding)
-    // The fastest kernels this build compiled (AVX-512, AVX2 or scalar, chosen
-    // inside the kernel at compile time).
+    // The fastest kernels: the variant (AVX-512, AVX2 or scalar) chosen at
+    // start, quant/isa.h.
     from_float_fn from_float;     // fastest quantizer, byte-identical to the reference
     vec_dot_fn    vec_dot;        // fastest dot product against vec_dot_type
     type          vec_dot_type;   // what activations are converted to for vec_dot

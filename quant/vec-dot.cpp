@@ -8,6 +8,7 @@
 
 namespace gloas {
 
+#if GLOAS_ISA_BASE
 // The float references accumulate in double: they define the exact-ish value
 // the fast kernels are measured against.
 float vec_dot_f32_ref(int64_t n, const float * w, const float * x) {
@@ -57,6 +58,9 @@ float vec_dot_q4_0_q8_0_ref(int64_t n, const block_q4_0 * w, const block_q8_0 * 
     }
     return s;
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 #if defined(__AVX512F__)
 namespace {
@@ -271,5 +275,7 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
     if (i < nb) s += vec_dot_q4_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas

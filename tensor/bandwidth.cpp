@@ -8,17 +8,19 @@
 #include <cstring>
 #include <memory>
 
+#include "quant/isa.h"
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 namespace gloas {
 
-namespace {
+GLOAS_ISA_BEGIN
 
-// XOR of every 64-bit word, so the loads cannot be optimized away; wide loads
-// with independent accumulators so the core is never the bottleneck.
-uint64_t read_range(const uint64_t * p, size_t n, bool prefetch) {
+// Wide loads with independent accumulators so the core is never the
+// bottleneck.
+uint64_t read_words(const uint64_t * p, size_t n, bool prefetch) {
 #if defined(__AVX512F__)
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
@@ -57,8 +59,9 @@ uint64_t read_range(const uint64_t * p, size_t n, bool prefetch) {
     return r;
 }
 
-} // namespace
+GLOAS_ISA_END
 
+#if GLOAS_ISA_BASE
 double measure_read_bandwidth(size_t bytes, int n_threads, int passes, bool prefetch) {
     const size_t n = bytes / sizeof(uint64_t) / 64 * 64;
     std::unique_ptr<uint64_t, decltype(&std::free)> buf(
@@ -78,7 +81,7 @@ double measure_read_bandwidth(size_t bytes, int n_threads, int passes, bool pref
             const size_t nt = size_t(omp_get_num_threads()), it = size_t(omp_get_thread_num());
             const size_t chunk = (n / nt + 63) / 64 * 64;
             const size_t b = std::min(n, it * chunk), e = std::min(n, b + chunk);
-            acc ^= read_range(p + b, e - b, prefetch);
+            acc ^= read_words(p + b, e - b, prefetch);
         }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         sink = sink ^ acc;
@@ -87,5 +90,6 @@ double measure_read_bandwidth(size_t bytes, int n_threads, int passes, bool pref
     (void) sink;
     return best;
 }
+#endif
 
 } // namespace gloas

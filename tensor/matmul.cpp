@@ -14,7 +14,7 @@
 //    stay in L1.
 // Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
 // micro-kernel. Other block types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1) and other
-// builds use matmul_blocks: one vec_dot per (row, token), rows split by
+// variants use matmul_blocks: one vec_dot per (row, token), rows split by
 // thread, tokens chunked so activations stay in L2.
 #include "tensor/ops.h"
 
@@ -46,7 +46,7 @@ struct mm_set {
     }
 };
 
-constexpr int     MR = 4;           // weight rows per micro-tile
+[[maybe_unused]] constexpr int MR = 4;         // weight rows per micro-tile
 constexpr int     MT = 4;           // tokens per micro-tile
 constexpr size_t  CHUNK_BYTES = 768 << 10;  // activations of a token chunk: stay in L2 while the rows stream
 
@@ -67,19 +67,19 @@ constexpr size_t  ALIGN = 64;
 // where K is the offset the weight bytes carry (8 for Q4_0, 128 for Q8_0, 32
 // for Q6_K, 0 for Q4_K/Q5_K), so dpbusd(cx, w + K, x) is the exact int32 dot
 // of each group, split over its lanes.
-constexpr size_t ACT_PAIR = 192;
+[[maybe_unused]] constexpr size_t ACT_PAIR = 192;
 // w_tile layout, per row, per pair: 128 bytes
 //   u   [64] uint8  weight levels + K (Q4_0: the nibbles; Q8_0: q ^ 0x80)
 //   dwv [16] f32    lane i = the weight scale of the values lane i sums
-constexpr size_t W_PAIR = 128;
+[[maybe_unused]] constexpr size_t W_PAIR = 128;
 // The K-quants group 4 pairs (one super-block of 256 values); Q4_K/Q5_K add
 // their mins term per super-block, sm · xm with
 //   w_tile: sm [16] f32  lanes j < 8: d * sc_j, lanes 8 + j: dmin * m_j
 //   act:    xm [16] f32  lanes j < 8: 0,        lanes 8 + j: -d_x * sum(x of sub-block j)
 // after the super-block's 4 pairs.
-constexpr size_t MINS_BYTES = 64;
+[[maybe_unused]] constexpr size_t MINS_BYTES = 64;
 // L1 budget of a reduction segment: MR w_tile rows + MT act rows of it.
-constexpr size_t SEG_BYTES = 40 << 10;
+[[maybe_unused]] constexpr size_t SEG_BYTES = 40 << 10;
 
 [[maybe_unused]] char * align_up(void * p) {
     return reinterpret_cast<char *>((reinterpret_cast<uintptr_t>(p) + ALIGN - 1) & ~uintptr_t(ALIGN - 1));
@@ -87,9 +87,7 @@ constexpr size_t SEG_BYTES = 40 << 10;
 
 // Scratch reused across calls, one per thread (allocated on first use only).
 [[maybe_unused]] char * thread_scratch(size_t bytes) {
-    thread_local std::vector<char> buf;
-    if (buf.size() < bytes + ALIGN) buf.resize(bytes + ALIGN);
-    return align_up(buf.data());
+    return static_cast<char *>(isa::thread_scratch(isa::scratch_slot::matmul, bytes));
 }
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
@@ -683,6 +681,8 @@ void matmul_float(const mm_set & set, const float * x, int64_t n_tok) {
 
 } // namespace
 
+GLOAS_ISA_BEGIN
+
 // Bytes of one activation row of `vt` in the work area of matmul_blocks.
 static size_t act_row_bytes(type vt, int64_t n_in) { return (row_size(vt, n_in) + ALIGN - 1) & ~(ALIGN - 1); }
 
@@ -695,6 +695,9 @@ size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
     return act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const type_traits & tv = traits(tw.vec_dot_type);
@@ -705,8 +708,11 @@ void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
         for (int64_t r = 0; r < n_out; ++r) y[t * n_out + r] = tw.vec_dot_ref(n_in, w.row(r), xq.data());
     }
 }
+#endif
 
-// Float weights in builds without the AVX-512 tiles: one vec_dot per (row, token).
+GLOAS_ISA_BEGIN
+
+// Float weights in variants without the AVX-512 tiles: one vec_dot per (row, token).
 static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const int64_t n_in = w.ne[0], n_out = w.nrows();
@@ -718,7 +724,7 @@ static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, flo
 }
 
 // Block weights without a tile format above (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1,
-// and every block type in builds without VNNI): each token row is quantized
+// and every block type in variants without VNNI): each token row is quantized
 // once to the type's vec_dot_type (act_row_bytes apart in `work`); each
 // thread owns a contiguous range of weight rows and, per chunk of tokens
 // whose activations stay in L2, reads each of its rows once (then from L1)
@@ -792,5 +798,7 @@ void matmul_n(const tensor * const * w, float * const * y, int n, const float * 
         i = j;
     }
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas::ops

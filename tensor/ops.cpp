@@ -10,6 +10,7 @@
 
 namespace gloas::ops {
 
+#if GLOAS_ISA_BASE
 void get_row(const tensor & w, int64_t i, float * y) {
     GLOAS_ASSERT(i >= 0 && i < w.nrows());
     traits(w.t).to_float(w.row(i), y, w.ne[0]);
@@ -21,6 +22,9 @@ void rmsnorm_ref(float * y, const float * x, const float * g, int64_t n, float e
     const float r = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] * r * g[i];
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) {
 #if defined(__AVX512F__)
@@ -61,6 +65,9 @@ void rmsnorm(float * y, const float * x, const float * g, int64_t n, float eps) 
 #endif
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 const char * rope_style_name(rope_style s) {
     switch (s) {
         case rope_style::NORM: return "norm";
@@ -68,6 +75,7 @@ const char * rope_style_name(rope_style s) {
     }
     return "unknown";
 }
+#endif
 
 namespace {
 
@@ -81,6 +89,7 @@ double rope_theta(int64_t i, int64_t n_rot, int64_t pos, const rope_params & p) 
 
 } // namespace
 
+#if GLOAS_ISA_BASE
 void rope_ex_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const rope_params & p) {
     GLOAS_ASSERT(n_rot >= 0 && n_rot % 2 == 0 && n_rot <= head_dim);
     const int64_t half = n_rot / 2;
@@ -105,19 +114,22 @@ void rope_ref(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_
     p.freq_base = freq_base;
     rope_ex_ref(x, n_head, head_dim, n_rot, pos, p);
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 // The angles are the reference's, computed once per call instead of once per
 // head. NORM is vectorized over pairs: y = x*c + swap(x)*(-s, s); NEOX rotates
 // the two halves as whole vectors (the compiler vectorizes that loop).
 void rope_ex(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const rope_params & p) {
     GLOAS_ASSERT(n_rot >= 0 && n_rot % 2 == 0 && n_rot <= head_dim);
-    thread_local std::vector<float> cs;  // NORM: (n_rot) cos per pair, twice; then (n_rot) (-sin, sin)
-                                         // NEOX: (n_rot/2) cos, then (n_rot/2) sin
-    cs.resize(size_t(2 * n_rot));
+    // NORM: (n_rot) cos per pair, twice; then (n_rot) (-sin, sin)
+    // NEOX: (n_rot/2) cos, then (n_rot/2) sin
+    float * const cs = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::rope, sizeof(float) * size_t(2 * n_rot)));
     const int64_t half = n_rot / 2;
     if (p.style == rope_style::NEOX) {
-        float * c = cs.data();
-        float * s = cs.data() + half;
+        float * c = cs;
+        float * s = cs + half;
         for (int64_t i = 0; i < half; ++i) {
             const double theta = rope_theta(i, n_rot, pos, p);
             c[i] = float(std::cos(theta));
@@ -134,8 +146,8 @@ void rope_ex(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t
         }
         return;
     }
-    float * c = cs.data();
-    float * s = cs.data() + n_rot;
+    float * c = cs;
+    float * s = cs + n_rot;
     for (int64_t i = 0; i < half; ++i) {
         const double theta = rope_theta(i, n_rot, pos, p);
         const float ci = float(std::cos(theta)), si = float(std::sin(theta));
@@ -163,6 +175,9 @@ void rope_ex(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t
     }
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 void rope(float * x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base) {
     rope_params p;
     p.freq_base = freq_base;
@@ -181,6 +196,9 @@ void softmax_ref(float * x, int64_t n) {
     const float inv = float(1.0 / sum);
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 void softmax(float * x, int64_t n) {
 #if defined(__AVX512F__)
@@ -227,12 +245,18 @@ void softmax(float * x, int64_t n) {
 #endif
 }
 
+GLOAS_ISA_END
+
+#if GLOAS_ISA_BASE
 void silu_mul_ref(float * y, const float * g, const float * u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
         const float gi = g[i];
         y[i] = gi / (1.0f + std::exp(-gi)) * u[i];
     }
 }
+#endif
+
+GLOAS_ISA_BEGIN
 
 void silu_mul(float * y, const float * g, const float * u, int64_t n) {
 #if defined(__AVX512F__)
@@ -270,5 +294,7 @@ void add(float * y, const float * x, int64_t n) {
 #endif
     for (; i < n; ++i) y[i] += x[i];
 }
+
+GLOAS_ISA_END
 
 } // namespace gloas::ops

@@ -13,6 +13,7 @@
 #include "decoder/strategy.h"
 #include "decoder/tokenizer.h"
 #include "kvcache/kv-folder.h"
+#include "quant/isa.h"
 #include "tensor/error.h"
 #include "tensor/mmap.h"
 #include "tensor/ops.h"
@@ -502,9 +503,9 @@ int run(const options & o) {
     }
     const double t_load = now_s() - t_load0;
     if (!quiet)
-        std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads\n",
+        std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads, simd %s\n",
                      m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
-                     double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads());
+                     double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads(), isa::active_name());
     const sampler_params sparams = config_sampling(fl, ctx.n_ctx());
     if (o.verbose)
         std::fprintf(stderr, "gloas: %s: layers %d, dim %d, ffn %d, heads %d (kv %d), head_dim %d, rope %s dims %d base %g, "
@@ -642,7 +643,7 @@ int run(const options & o) {
                      "\"pages_compressed\": %llu, \"pages_corrupt\": %llu, \"prefetch_resident\": %llu, "
                      "\"kv_bytes_per_token\": %.1f, \"kv_ram_bytes\": %zu, \"kv_store_bytes\": %zu, \"kv_file_bytes\": %zu, "
                      "\"kv_ram_budget\": %zu, \"kv_resident_bytes\": %zu, \"kv_fixed_ram_bytes\": %zu, "
-                     "\"kv_resident_peak_bytes\": %zu, \"kv_ram_trims\": %llu}\n",
+                     "\"kv_resident_peak_bytes\": %zu, \"kv_ram_trims\": %llu, \"simd\": \"%s\"}\n",
                      prompt.size(), ctx.n_reused(), n_gen, t_load, double(n_prefilled) / t_prefill, t_first * 1e3,
                      n_gen > 1 ? double(n_gen - 1) / decode_s : 0.0, percentile(itl, 0.50) * 1e3, percentile(itl, 0.95) * 1e3,
                      percentile(itl, 0.99) * 1e3, type_name(store.kv_type()), store.geometry().page_tokens,
@@ -651,7 +652,7 @@ int run(const options & o) {
                      (unsigned long long) km.pages_evicted, (unsigned long long) km.pages_compressed,
                      (unsigned long long) km.pages_corrupt, (unsigned long long) km.prefetch_resident, kv_per_token,
                      ctx.kv().ram_bytes(), store.stored_bytes(), store.file_bytes(), cp.kv.ram_bytes, resident,
-                     store.fixed_ram_bytes(), km.resident_peak, (unsigned long long) km.ram_trims);
+                     store.fixed_ram_bytes(), km.resident_peak, (unsigned long long) km.ram_trims, isa::active_name());
     }
     if (o.profile) profile::print(stderr);
     return 0;

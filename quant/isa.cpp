@@ -1,0 +1,155 @@
+#include "quant/isa.h"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+// The build says which variants it carries: GLOAS_ISA_HAVE_AVX2 /
+// GLOAS_ISA_HAVE_AVX512 (dispatched x86-64 build) or GLOAS_ISA_NATIVE (one
+// variant, this file compiled with the same -march=native flags as the
+// kernels, so the macros below name it).
+
+namespace gloas::isa {
+
+namespace {
+
+#if defined(GLOAS_ISA_NATIVE)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+constexpr variant NATIVE = variant::avx512;
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+constexpr variant NATIVE = variant::avx2;
+#else
+constexpr variant NATIVE = variant::scalar;
+#endif
+#endif
+
+// What the CPU (and the OS, which must save the wider registers) supports.
+bool cpu_has(variant v) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();  // the choice may come before libgcc's constructor has run
+#endif
+    switch (v) {
+    case variant::scalar: return true;
+#if defined(__x86_64__) || defined(__i386__)
+    case variant::avx2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case variant::avx512:
+        return cpu_has(variant::avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+#endif
+    default: return false;
+    }
+}
+
+const char * const NAMES[N_VARIANTS] = {"scalar", "avx2", "avx512"};
+
+// The name of the one variant a native build carries ("avx512 native").
+const char * carried_name() {
+#if defined(GLOAS_ISA_NATIVE)
+    static const char * const NATIVE_NAMES[N_VARIANTS] = {"scalar native", "avx2 native", "avx512 native"};
+    return NATIVE_NAMES[int(NATIVE)];
+#else
+    return "scalar";  // a dispatched build lacks a variant only off x86-64
+#endif
+}
+
+variant choose() {
+    const char * force = std::getenv("GLOAS_FORCE_SIMD");
+    if (force && *force) {
+        int v = -1;
+        for (int i = 0; i < N_VARIANTS; ++i)
+            if (std::strcmp(force, NAMES[i]) == 0) v = i;
+        if (v < 0) {
+            std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: not a SIMD variant (scalar, avx2 or avx512)\n", force);
+            std::exit(2);
+        }
+        if (!built(variant(v))) {
+            std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: this build has no %s kernels (it carries %s)\n",
+                         force, force, carried_name());
+            std::exit(2);
+        }
+        if (!cpu_has(variant(v))) {
+            std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: this CPU lacks %s\n", force,
+                         v == int(variant::avx2) ? "AVX2, FMA or F16C"
+                                                 : "one of AVX-512 F, BW, VL, DQ, VNNI and VBMI");
+            std::exit(2);
+        }
+        return variant(v);
+    }
+    for (int i = N_VARIANTS - 1; i > 0; --i)
+        if (supported(variant(i))) return variant(i);
+    return variant::scalar;
+}
+
+} // namespace
+
+std::atomic<int> g_active{-1};
+
+const char * name(variant v) { return NAMES[int(v)]; }
+
+bool native_build() {
+#if defined(GLOAS_ISA_NATIVE)
+    return true;
+#else
+    return false;
+#endif
+}
+
+bool built(variant v) {
+#if defined(GLOAS_ISA_NATIVE)
+    return v == NATIVE;
+#else
+    switch (v) {
+    case variant::scalar: return true;
+#if defined(GLOAS_ISA_HAVE_AVX2)
+    case variant::avx2: return true;
+#endif
+#if defined(GLOAS_ISA_HAVE_AVX512)
+    case variant::avx512: return true;
+#endif
+    default: return false;
+    }
+#endif
+}
+
+bool supported(variant v) {
+    // A native build runs where it was built; its variant is what it carries.
+    if (native_build()) return built(v);
+    return built(v) && cpu_has(v);
+}
+
+variant choose_active() {
+    int expected = -1;
+    g_active.compare_exchange_strong(expected, int(choose()));
+    return variant(g_active.load(std::memory_order_relaxed));
+}
+
+const char * active_name() {
+#if defined(GLOAS_ISA_NATIVE)
+    active();  // a GLOAS_FORCE_SIMD naming another variant is refused here
+    return carried_name();
+#else
+    return name(active());
+#endif
+}
+
+bool select(variant v) {
+    if (!supported(v)) return false;
+    g_active.store(int(v), std::memory_order_relaxed);
+    return true;
+}
+
+void * thread_scratch(scratch_slot slot, size_t bytes) {
+    constexpr size_t ALIGN = 64;
+    thread_local std::vector<char> bufs[int(scratch_slot::count)];
+    std::vector<char> & b = bufs[int(slot)];
+    if (b.size() < bytes + ALIGN) b.resize(bytes + ALIGN);
+    const uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
+    return reinterpret_cast<void *>((p + ALIGN - 1) & ~uintptr_t(ALIGN - 1));
+}
+
+} // namespace gloas::isa
