@@ -514,3 +514,14 @@ TEST_CASE("config: config_to_yaml writes settings that read back the same") {
     CHECK(y.find("    cache_chunk_size: 64\n    # prefill chunk 128 tokens (-b 128)\n") != std::string::npos);
     CHECK(y.find("# max_cache_size not set: 1073741824 bytes of pages (--kv-capacity 1073741824)") != std::string::npos);
 }
+
+TEST_CASE("config: a --kv-dir with control characters stays inside its comment") {
+    run_config c;
+    const std::vector<std::string> args = {"--kv-dir", "kv\nmax_cache_size: 1\x03"};
+    CHECK(config_apply_flag(c, args, 0) == 2);
+    const std::string y = config_to_yaml(c);
+    CHECK(y.find("# page folder kv\\x0amax_cache_size: 1\\x03 (--kv-dir)\n") != std::string::npos);
+    const run_config back = config_parse(y, "back.yaml");
+    CHECK(back.capacity.u == kv_capacity::unit::DEFAULT);
+    CHECK(back.warnings.empty());
+}
