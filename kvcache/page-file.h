@@ -227,4 +227,10 @@ private:
 
 uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash);
 
+// pread / pwrite of exactly `bytes` at `offset`, retried when interrupted
+// (EINTR) or short. False otherwise, errno saying why: 0 when a read meets the
+// end of the file.
+bool pread_full(int fd, void * buf, size_t bytes, uint64_t offset);
+bool pwrite_full(int fd, const void * buf, size_t bytes, uint64_t offset);
+
 } // namespace gloas

@@ -20,8 +20,8 @@
 // is set aside, never used) and must: serve only pages whose bytes lie in
 // the file and whose checksum matches (every byte of each is read, so a page
 // past the end of the file would fault), publish and evict new pages, and
-// close. Then kv_folder_list and kv_folder_verify (gloas-kv list / verify)
-// must read the folder, which may hold a set-aside file. Anything but
+// close. Before and after, kv_folder_list and kv_folder_verify (gloas-kv
+// list / verify) must read the folder, which may hold a set-aside file. Anything but
 // gloas::error escaping, a fault or a sanitizer report is a bug.
 //
 // The seed corpus' valid file comes from this target:
@@ -119,6 +119,18 @@ void read_page(const page_ref & r, size_t bytes) {
     g_sink = s;
 }
 
+// What gloas-kv list and verify do with the folder.
+void check_folder() {
+    for (const page_file_info & i : kv_folder_list(g_dir)) {
+        if (!i.readable || i.set_aside) continue;
+        try {
+            std::vector<page_check> bad;
+            (void) kv_folder_verify(i.path, bad);
+        } catch (const error &) {
+        }
+    }
+}
+
 void write_seed(const char * out) {
     clear_dir();
     {
@@ -210,6 +222,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     }
     ::close(fd);
 
+    check_folder();  // gloas-kv on the file as it was found
     try {
         kv_store st(params(flags & 4), GEOM, FINGERPRINT);
         // Every hash the table lists, and the chain of the seed's pages.
@@ -240,13 +253,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     } catch (const error &) {
     }
 
-    for (const page_file_info & i : kv_folder_list(g_dir)) {
-        if (!i.readable || i.set_aside) continue;
-        try {
-            std::vector<page_check> bad;
-            (void) kv_folder_verify(i.path, bad);
-        } catch (const error &) {
-        }
-    }
+    check_folder();
     return 0;
 }
