@@ -47,26 +47,28 @@ LENS=(600 1000 1500 2200)
 for n in "${LENS[@]}"; do head -c "$n" "$TEXT" > "$WORK/prompt-$n.txt"; done
 ARGS=(-m "$MODEL" --temp 0 -t 1 -c 2048 -n 48 --kv-page 16 --kv-capacity 48p)
 
-# Expected outputs, and how long a writer lives (the longest run on an empty folder).
-life_ms=0
+# Expected outputs, and how long a writer of each prompt lives on an empty
+# folder; every complete rerun below updates its prompt's figure, so the
+# instants follow the machine's load.
+declare -A life
 for n in "${LENS[@]}"; do
     "$BIN/gloas" "${ARGS[@]}" -f "$WORK/prompt-$n.txt" --kv-dir none > "$WORK/expect-$n.txt" 2> "$WORK/expect-$n.err" || {
         echo "crash-kill: the memory-only run failed:"; cat "$WORK/expect-$n.err"; exit 1; }
     rm -rf "$KV"
     t0=$(date +%s%N)
     "$BIN/gloas" "${ARGS[@]}" -f "$WORK/prompt-$n.txt" --kv-dir "$KV" > /dev/null 2>&1
-    t=$(( ($(date +%s%N) - t0) / 1000000 ))
-    [ "$t" -gt "$life_ms" ] && life_ms=$t
+    life[$n]=$(( ($(date +%s%N) - t0) / 1000000 + 10 ))
 done
 rm -rf "$KV"
-life_ms=$(( life_ms + life_ms / 4 + 20 ))
-echo "crash-kill: a writer lives up to ~$life_ms ms; kills drawn uniformly in [0, $life_ms) ms"
+echo "crash-kill: writers live $(for n in "${LENS[@]}"; do printf '%s ' "${life[$n]}"; done)ms (prompts of ${LENS[*]} bytes);" \
+    "each kill is drawn uniformly in [0, 1.1 x its prompt's latest figure)"
 
 fail=0 killed=0 finished=0 checks=0
 declare -a bucket=(0 0 0 0 0 0 0 0 0 0)
 for ((k = 1; k <= KILLS; k++)); do
     n=${LENS[$((RANDOM % ${#LENS[@]}))]}
-    at=$(( (RANDOM * 32768 + RANDOM) % life_ms ))
+    span=$(( life[$n] + life[$n] / 10 ))
+    at=$(( (RANDOM * 32768 + RANDOM) % span ))
     "$BIN/gloas" "${ARGS[@]}" -f "$WORK/prompt-$n.txt" --kv-dir "$KV" > "$WORK/w.out" 2> "$WORK/w.err" &
     pid=$!
     sleep "$(printf '%d.%03d' $((at / 1000)) $((at % 1000)))"
@@ -75,7 +77,7 @@ for ((k = 1; k <= KILLS; k++)); do
         st=$?
         if [ "$st" = 137 ]; then
             killed=$((killed + 1))
-            b=$(( at * 10 / life_ms )); bucket[$b]=$(( bucket[$b] + 1 ))
+            b=$(( at * 10 / span )); bucket[$b]=$(( bucket[$b] + 1 ))
         else
             finished=$((finished + 1))
         fi
@@ -91,16 +93,20 @@ for ((k = 1; k <= KILLS; k++)); do
     fi
     # The store opens and serves pages that give the memory-only output.
     m=${LENS[$((RANDOM % ${#LENS[@]}))]}
+    t0=$(date +%s%N)
     "$BIN/gloas" "${ARGS[@]}" -f "$WORK/prompt-$m.txt" --kv-dir "$KV" > "$WORK/r.out" 2> "$WORK/r.err"
     st=$?
+    # A rerun that wrote pages lived as long as a writer does.
+    grep -q " 0 written" "$WORK/r.err" || life[$m]=$(( ($(date +%s%N) - t0) / 1000000 + 10 ))
     if [ "$st" != 0 ] || ! cmp -s "$WORK/r.out" "$WORK/expect-$m.txt"; then
         echo "kill $k (at $at ms, prompt $n): the rerun (prompt $m) exited $st or printed other text:"; tail -5 "$WORK/r.err"; fail=$((fail + 1))
     elif grep -q "set aside\|failed its checksum\|damaged" "$WORK/r.err" || ! grep -q " 0 corrupt" "$WORK/r.err"; then
         echo "kill $k (at $at ms, prompt $n): the rerun met a damaged store:"; grep -i "aside\|checksum\|damaged\|corrupt" "$WORK/r.err"; fail=$((fail + 1))
     fi
     checks=$((checks + 1))
+    [ $((k % 50)) = 0 ] && echo "crash-kill: after $k: $killed killed, $finished finished first, $fail failures"
 done
 echo "crash-kill: $killed writers killed, $finished finished before their kill (not counted), $checks folder checks, $fail failures"
-echo "crash-kill: kills per tenth of a writer's life: ${bucket[*]}"
+echo "crash-kill: kills per tenth of the span drawn from: ${bucket[*]}"
 "$BIN/gloas-kv" list --kv-dir "$KV" | tail -1
 [ "$fail" = 0 ]
