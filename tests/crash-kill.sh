@@ -19,7 +19,9 @@
 # ../shared/models (exit 77, skipped, when none has it). Prints one line per
 # failure and a summary: kills, writers that had finished before their kill
 # came (not counted), instants spread, checks passed. Exit 0 when every check
-# passed, 1 otherwise. $CRASH_KILL_KEEP=1 keeps the work folder.
+# passed, 1 otherwise. $CRASH_KILL_KEEP=1 keeps the work folder;
+# $CRASH_KILL_ARGS adds gloas arguments to every run (e.g. --kv-policy
+# compressed).
 set -u
 BIN=${1:?usage: crash-kill.sh BIN_DIR KILLS [SEED]}
 KILLS=${2:?usage: crash-kill.sh BIN_DIR KILLS [SEED]}
@@ -46,6 +48,8 @@ TEXT="$SRC/README.md"
 LENS=(600 1000 1500 2200)
 for n in "${LENS[@]}"; do head -c "$n" "$TEXT" > "$WORK/prompt-$n.txt"; done
 ARGS=(-m "$MODEL" --temp 0 -t 1 -c 2048 -n 48 --kv-page 16 --kv-capacity 48p)
+# shellcheck disable=SC2206
+[ -n "${CRASH_KILL_ARGS:-}" ] && ARGS+=(${CRASH_KILL_ARGS})
 
 # Expected outputs, and how long a writer of each prompt lives on an empty
 # folder; every complete rerun below updates its prompt's figure, so the

@@ -5,8 +5,10 @@
 # full), N swept over every call the run makes (or a few of them), in three
 # scenarios on a K/V folder: fresh (an empty folder: the page file is
 # created and written), reuse (a folder a clean run filled: pages are read,
-# then a longer prompt writes more) and copy (reuse with --kv-read copy:
-# decode reads pages with pread). Every run must end with
+# then a longer prompt writes more), copy (reuse with --kv-read copy:
+# decode reads pages with pread) and compressed (a fresh folder with the
+# compressed eviction policy: pages re-quantized in place). Every run must
+# end with
 #   - exit 0 and the output of a memory-only run, or
 #   - exit 1 and one message on stderr starting "gloas: "
 # never a signal or another status; then gloas-kv verify must pass (no bad
@@ -46,7 +48,7 @@ for p in short long; do
 done
 
 CALLS=(write pwrite fallocate fsync pread mmap ftruncate)
-SCENARIOS=(fresh reuse copy)
+SCENARIOS=(fresh reuse copy compressed)
 fail=0 runs=0
 declare -A injected ok_runs err_runs
 
@@ -54,11 +56,16 @@ declare -A injected ok_runs err_runs
 setup() {
     rm -rf "$WORK/kv"
     case $1 in
-        fresh) ;;
+        fresh | compressed) ;;
         reuse | copy) "$BIN/gloas" "${ARGS[@]}" -f "$WORK/short.txt" --kv-dir "$WORK/kv" > /dev/null 2>&1 ;;
     esac
 }
-extra() { [ "$1" = copy ] && echo "--kv-read copy"; }
+extra() {
+    case $1 in
+        copy) echo "--kv-read copy" ;;
+        compressed) echo "--kv-policy compressed" ;;
+    esac
+}
 
 # One run with a fault; checks it and the folder after it.
 one() {
