@@ -69,6 +69,9 @@ kv_store::kv_store(const kv_store_params & p, const page_geometry & g, uint64_t 
         note(format("%s: the page file is read-only: its pages are reused, new pages are kept in memory",
                     file_->path().c_str()));
     policy_ = make_eviction_policy(p.policy, p.capacity_bytes, p.compressed_share);
+    if (p.policy == evict_policy::COMPRESSED && !g.valid_for(type::Q4_0))
+        note(format("pages of %d tokens cannot be compressed to q4_0 (blocks of %lld tokens): the compressed "
+                    "policy drops them instead", g.page_tokens, (long long) traits(type::Q4_0).blck_size));
     if (p.ram_bytes > 0) {
         // Recency of every slot, for the budget's trims only.
         n_stamps_ = file_->max_slots();
@@ -359,7 +362,8 @@ bool kv_store::make_room_locked(size_t need_bytes) {
     while (used_bytes_ + need_bytes + others_bytes_ > p_.capacity_bytes || (table_full && free_.empty())) {
         const eviction ev = policy_->choose(evictable);
         if (ev.slot < 0) return false;  // nothing can go: pages in use are never evicted
-        if (ev.action == evict_action::COMPRESS && file_->entry(uint64_t(ev.slot)).type != uint32_t(type::Q4_0))
+        if (ev.action == evict_action::COMPRESS && file_->entry(uint64_t(ev.slot)).type != uint32_t(type::Q4_0) &&
+            geom_.valid_for(type::Q4_0))
             compress_locked(ev.slot);
         else
             drop_locked(ev.slot);

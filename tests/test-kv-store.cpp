@@ -482,3 +482,30 @@ TEST_CASE("gloas --kv-ram: the same text, and the budget reported") {
     CHECK(bad.status == 2);
     CHECK(bad.err.find("--kv-ram") != std::string::npos);
 }
+
+TEST_CASE("the compressed policy with pages too small for q4_0 blocks drops pages instead, with a notice") {
+    const std::string dir = test::temp_dir("kv-compress-16");
+    const page_geometry g{16, 1, 1, 2};
+    kv_store_params p;
+    p.dir = dir;
+    p.kv_type = type::F16;
+    p.page_tokens = 16;
+    p.policy = evict_policy::COMPRESSED;
+    p.capacity_bytes = 4 * g.page_bytes(type::F16);
+    kv_store st(p, g, 44);
+    CHECK(st.take_notices().find("cannot be compressed to q4_0") != std::string::npos);
+    uint64_t prev = PREFIX_SEED;
+    for (int32_t i = 0; i < 10; ++i) {
+        const page_ref r = st.begin_page();
+        std::memset(const_cast<uint8_t *>(r.data), i, st.page_bytes());
+        const int32_t tok[16] = {i};
+        const uint64_t h = page_hash(prev, tok, 16);
+        st.publish(r.slot, h, prev, 16);
+        st.flush();
+        st.release(r.slot);
+        prev = h;
+    }
+    CHECK(st.metrics().pages_compressed == 0);
+    CHECK(st.metrics().pages_evicted > 0);
+    CHECK(st.stored_bytes() <= p.capacity_bytes);
+}
