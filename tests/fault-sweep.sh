@@ -2,7 +2,7 @@
 # I/O fault sweep: runs gloas under the fault-inject shim (tests/fault-inject.c)
 # failing the Nth write / pwrite / fallocate / fsync / pread / mmap / ftruncate
 # with ENOSPC, EIO or EINTR (once, or from the Nth call on: a disk that stays
-# full), N swept over every call the run makes (or a few of them), in three
+# full), N swept over every call the run makes (or a few of them), in four
 # scenarios on a K/V folder: fresh (an empty folder: the page file is
 # created and written), reuse (a folder a clean run filled: pages are read,
 # then a longer prompt writes more), copy (reuse with --kv-read copy:
