@@ -19,8 +19,8 @@
 #   BIN_DIR  the build's bin/ (gloas, gloas-kv);  SHIM  libgloas-fault-inject.so
 #   short    N in {1, 2, middle, last} with one errno each (ctest)
 #   long     every N, every errno, both modes (by hand)
-# Prints one line per failure and, per call, the faults injected and how the
-# runs ended. Exit 0 when all passed, 1 otherwise, 77 (skipped) without
+# $FAULT_SWEEP_SCENARIOS picks scenarios (default: all four). Prints one line
+# per failure and, per call, the faults injected and how the runs ended. Exit 0 when all passed, 1 otherwise, 77 (skipped) without
 # models/stories260K.bin (models/, $GLOAS_MODELS or ../shared/models).
 set -u
 BIN=${1:?usage: fault-sweep.sh BIN_DIR SHIM short|long}
@@ -48,7 +48,8 @@ for p in short long; do
 done
 
 CALLS=(write pwrite fallocate fsync pread mmap ftruncate)
-SCENARIOS=(fresh reuse copy compressed)
+# shellcheck disable=SC2206
+SCENARIOS=(${FAULT_SWEEP_SCENARIOS:-fresh reuse copy compressed})
 fail=0 runs=0
 declare -A injected ok_runs err_runs
 
