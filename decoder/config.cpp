@@ -476,7 +476,16 @@ std::string config_to_yaml(const run_config & cfg) {
     const kv_store_params & kv = c.kv;
     std::string y = "gloas:\n  ultra_kv_cache:\n";
     auto key = [&](const char * k, const std::string & v) { y += format("    %s: %s\n", k, v.c_str()); };
-    auto note = [&](const std::string & t) { y += "    # " + t + "\n"; };
+    // A comment may quote what the user typed (a folder name): control
+    // characters are written as \xHH, so the comment stays one line of text.
+    auto note = [&](const std::string & t) {
+        y += "    # ";
+        for (char ch : t) {
+            if (uint8_t(ch) < 0x20 || ch == 0x7f) y += format("\\x%02x", unsigned(uint8_t(ch)));
+            else y += ch;
+        }
+        y += "\n";
+    };
 
     switch (cfg.capacity.u) {
         case kv_capacity::unit::DEFAULT:

@@ -54,33 +54,6 @@ bool lock_range(int fd, short type, off_t start, off_t len, bool wait) {
     }
 }
 
-// Reads the header and label of an open page file into `info`; false with
-// info.problem when it is not one this build reads.
-bool read_header(int fd, page_file_info & info, page_file_header & h) {
-    std::memset(&h, 0, sizeof h);
-    struct stat st;
-    if (::fstat(fd, &st) != 0 || size_t(st.st_size) < PAGE_FILE_HEADER_BYTES || ::pread(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) {
-        info.problem = "truncated";
-        return false;
-    }
-    if (std::memcmp(h.magic, PAGE_FILE_MAGIC, 8) != 0) info.problem = "not a gloas page file";
-    else if (h.version != PAGE_FILE_VERSION) info.problem = format("format version %u (this build reads %u)", h.version, PAGE_FILE_VERSION);
-    else if (h.checksum != XXH64(&h, offsetof(page_file_header, checksum), 0)) info.problem = "damaged header";
-    else if (!type_known(h.kv_type) || h.page_tokens == 0 || h.max_slots == 0 || h.max_slots > (uint64_t(1) << 32) ||
-             h.table_offset < PAGE_FILE_HEADER_BYTES || h.data_offset < h.table_offset + h.max_slots * sizeof(slot_entry))
-        info.problem = "inconsistent layout";
-    if (!info.problem.empty()) return false;
-    info.fingerprint = h.fingerprint;
-    info.kv_type = type(h.kv_type);
-    info.page_tokens = int32_t(h.page_tokens);
-    page_file_label l;
-    if (::pread(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) == ssize_t(sizeof l)) {
-        info.model_name = label_field(l.model_name, sizeof l.model_name);
-        info.model_file = label_field(l.model_file, sizeof l.model_file);
-    }
-    return true;
-}
-
 page_geometry geometry_of(const page_file_header & h) {
     page_geometry g;
     g.page_tokens = int32_t(h.page_tokens);
@@ -89,6 +62,41 @@ page_geometry geometry_of(const page_file_header & h) {
     g.head_dim = int32_t(h.head_dim);
     return g;
 }
+
+// Reads the header and label of an open page file into `info`; false with
+// info.problem when it is not one this build reads.
+bool read_header(int fd, page_file_info & info, page_file_header & h) {
+    std::memset(&h, 0, sizeof h);
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && st.st_size == 0) {
+        info.problem = "empty: no page written yet";
+        return false;
+    }
+    if (::fstat(fd, &st) != 0 || size_t(st.st_size) < PAGE_FILE_HEADER_BYTES || !pread_full(fd, &h, sizeof h, 0)) {
+        info.problem = errno && st.st_size >= off_t(PAGE_FILE_HEADER_BYTES) ? std::strerror(errno) : "truncated";
+        return false;
+    }
+    if (std::memcmp(h.magic, PAGE_FILE_MAGIC, 8) != 0) info.problem = "not a gloas page file";
+    else if (h.version != PAGE_FILE_VERSION) info.problem = format("format version %u (this build reads %u)", h.version, PAGE_FILE_VERSION);
+    else if (h.checksum != XXH64(&h, offsetof(page_file_header, checksum), 0)) info.problem = "damaged header";
+    else if (!type_known(h.kv_type) || h.page_tokens == 0 || h.max_slots == 0 || h.max_slots > (uint64_t(1) << 32) ||
+             h.table_offset < PAGE_FILE_HEADER_BYTES || h.data_offset < h.table_offset + h.max_slots * sizeof(slot_entry) ||
+             h.page_tokens > (1u << 16) || h.n_layer == 0 || h.n_layer > (1u << 16) || h.n_head_kv == 0 ||
+             h.head_dim == 0 || uint64_t(h.n_head_kv) * h.head_dim > (1u << 24) ||
+             !geometry_of(h).valid_for(type(h.kv_type)) || h.slot_stride < geometry_of(h).page_bytes(type(h.kv_type)))
+        info.problem = "inconsistent layout";
+    if (!info.problem.empty()) return false;
+    info.fingerprint = h.fingerprint;
+    info.kv_type = type(h.kv_type);
+    info.page_tokens = int32_t(h.page_tokens);
+    page_file_label l;
+    if (pread_full(fd, &l, sizeof l, PAGE_FILE_LABEL_OFFSET)) {
+        info.model_name = label_field(l.model_name, sizeof l.model_name);
+        info.model_file = label_field(l.model_file, sizeof l.model_file);
+    }
+    return true;
+}
+
 
 // Bytes of a published entry's data, 0 when its type cannot be one.
 size_t entry_data_bytes(const page_file_header & h, const slot_entry & e) {
@@ -102,7 +110,9 @@ template <class F> void for_each_entry(int fd, const page_file_header & h, F f) 
     std::vector<slot_entry> buf(4096);
     for (uint64_t s0 = 0; s0 < n; s0 += buf.size()) {
         const size_t k = size_t(std::min<uint64_t>(buf.size(), n - s0));
-        const ssize_t r = ::pread(fd, buf.data(), k * sizeof(slot_entry), off_t(h.table_offset + s0 * sizeof(slot_entry)));
+        ssize_t r;
+        while ((r = ::pread(fd, buf.data(), k * sizeof(slot_entry), off_t(h.table_offset + s0 * sizeof(slot_entry)))) < 0 &&
+               errno == EINTR) {}
         if (r <= 0) return;
         for (size_t i = 0; i < size_t(r) / sizeof(slot_entry); ++i) f(s0 + i, buf[i]);
     }
@@ -225,6 +235,12 @@ uint64_t kv_folder_verify(const std::string & path, std::vector<page_check> & ba
     if (fd < 0) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
     page_file_info info;
     page_file_header h;
+    struct stat st0;
+    if (::fstat(fd, &st0) == 0 && st0.st_size == 0) {
+        // A run that could not write the header left it empty; the next one starts it afresh.
+        ::close(fd);
+        return 0;
+    }
     if (!read_header(fd, info, h)) {
         ::close(fd);
         throw error(format("%s: cannot verify: %s", path.c_str(), info.problem.c_str()));
@@ -241,12 +257,12 @@ uint64_t kv_folder_verify(const std::string & path, std::vector<page_check> & ba
         // was taken for a new page since it was listed: not published, skipped.
         if (!lock_range(fd, F_RDLCK, at, off_t(sizeof(slot_entry)), false)) return;
         slot_entry e;
-        if (::pread(fd, &e, sizeof e, at) == ssize_t(sizeof e) && e.state == uint32_t(slot_state::READY)) {
+        if (pread_full(fd, &e, sizeof e, uint64_t(at)) && e.state == uint32_t(slot_state::READY)) {
             const size_t bytes = entry_data_bytes(h, e);
             const uint64_t off = h.data_offset + s * h.slot_stride;
             data.resize(bytes);
             const bool ok = bytes > 0 && off + bytes <= uint64_t(st.st_size) &&
-                            ::pread(fd, data.data(), bytes, off_t(off)) == ssize_t(bytes) &&
+                            pread_full(fd, data.data(), bytes, off) &&
                             page_checksum(data.data(), bytes, e.hash) == e.checksum;
             if (!ok) bad.push_back({s, e.hash});
             checked += e.n_pieces == 0 || e.piece == 0;

@@ -39,6 +39,33 @@ size_t slot_data_bytes(const page_geometry & g, type kv_type, const slot_entry &
     return g.page_bytes(type(t));
 }
 
+bool pread_full(int fd, void * buf, size_t bytes, uint64_t offset) {
+    for (size_t done = 0; done < bytes;) {
+        const ssize_t r = ::pread(fd, static_cast<uint8_t *>(buf) + done, bytes - done, off_t(offset + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return false;
+        if (r == 0) {
+            errno = 0;
+            return false;
+        }
+        done += size_t(r);
+    }
+    return true;
+}
+
+bool pwrite_full(int fd, const void * buf, size_t bytes, uint64_t offset) {
+    for (size_t done = 0; done < bytes;) {
+        const ssize_t r = ::pwrite(fd, static_cast<const uint8_t *>(buf) + done, bytes - done, off_t(offset + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (r == 0) errno = EIO;
+            return false;
+        }
+        done += size_t(r);
+    }
+    return true;
+}
+
 size_t page_file::os_page_bytes() {
     static const size_t n = [] {
         const long v = ::sysconf(_SC_PAGESIZE);
@@ -324,11 +351,19 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
                 throw page_file_unusable(format("%s: cannot create the page file: %s", f->path_.c_str(), std::strerror(e)),
                                          no_space(e));
             }
-            if (::ftruncate(fd, off_t(data_offset)) != 0) {
-                int e = errno;
+            // A file that cannot be sized or given its header is made empty
+            // again (as above), so that no half-made file is left behind.
+            auto cannot_create = [&](const char * what) {
+                const int e = errno;
+                const int t = ::ftruncate(fd, 0);
+                (void) t;
                 f->unlock_table();
-                throw error(format("%s: cannot size the page file: %s", f->path_.c_str(), std::strerror(e)));
-            }
+                give_up();
+                throw page_file_unusable(format("%s: cannot %s: %s", f->path_.c_str(), what, std::strerror(e)), no_space(e));
+            };
+            int sized;
+            while ((sized = ::ftruncate(fd, off_t(data_offset))) != 0 && errno == EINTR) {}
+            if (sized != 0) cannot_create("size the page file");
             page_file_header h;
             std::memset(&h, 0, sizeof h);
             std::memcpy(h.magic, PAGE_FILE_MAGIC, 8);
@@ -346,16 +381,20 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
             h.data_offset = data_offset;
             h.checksum = header_checksum(h);
             const page_file_label l = make_label(o.model_name, o.model_file);
-            if (::pwrite(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) != ssize_t(sizeof l) ||
-                ::pwrite(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) {
-                int e = errno;
-                f->unlock_table();
-                throw error(format("%s: cannot write the header: %s", f->path_.c_str(), std::strerror(e)));
-            }
+            if (!pwrite_full(fd, &l, sizeof l, PAGE_FILE_LABEL_OFFSET) || !pwrite_full(fd, &h, sizeof h, 0))
+                cannot_create("write the header");
         } else {
             page_file_header h;
             std::memset(&h, 0, sizeof h);
-            if (size_t(st.st_size) < PAGE_FILE_HEADER_BYTES || ::pread(fd, &h, sizeof h, 0) != ssize_t(sizeof h))
+            if (size_t(st.st_size) >= PAGE_FILE_HEADER_BYTES && !pread_full(fd, &h, sizeof h, 0) && errno != 0) {
+                // An I/O error is no damage: the file is left as it is.
+                const int e = errno;
+                f->unlock_table();
+                give_up();
+                throw page_file_unusable(format("%s: cannot read the header: %s", f->path_.c_str(), std::strerror(e)),
+                                         false);
+            }
+            if (size_t(st.st_size) < PAGE_FILE_HEADER_BYTES)
                 why = format("it is truncated (%lld bytes)", (long long) st.st_size);
             else if (std::memcmp(h.magic, PAGE_FILE_MAGIC, 8) != 0)
                 why = "it is not a gloas page file (bad magic)";
@@ -391,18 +430,21 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
             continue;
         }
         page_file_header h;
-        if (::pread(fd, &h, sizeof h, 0) != ssize_t(sizeof h)) {
+        if (!pread_full(fd, &h, sizeof h, 0)) {
+            const int e = errno;
             f->unlock_table();
-            throw error(format("%s: cannot read the header", f->path_.c_str()));
+            give_up();
+            throw page_file_unusable(format("%s: cannot read the header: %s", f->path_.c_str(),
+                                            e ? std::strerror(e) : "the file was truncated"), false);
         }
         if (f->persistent_ && !f->read_only_) {
             // A file from a build without labels gets one; the access time of
             // the file says when it was last used.
             page_file_label l;
-            if (::pread(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) == ssize_t(sizeof l) && l.model_name[0] == 0 &&
+            if (pread_full(fd, &l, sizeof l, PAGE_FILE_LABEL_OFFSET) && l.model_name[0] == 0 &&
                 l.model_file[0] == 0 && !(o.model_name.empty() && o.model_file.empty())) {
                 l = make_label(o.model_name, o.model_file);
-                if (::pwrite(fd, &l, sizeof l, off_t(PAGE_FILE_LABEL_OFFSET)) != ssize_t(sizeof l)) { /* a label is optional */ }
+                if (!pwrite_full(fd, &l, sizeof l, PAGE_FILE_LABEL_OFFSET)) { /* a label is optional */ }
             }
             ::futimens(fd, nullptr);
         }

@@ -238,4 +238,10 @@ uint64_t page_checksum(const void * data, size_t bytes, uint64_t hash);
 // names a type these pages cannot have.
 size_t slot_data_bytes(const page_geometry & g, type kv_type, const slot_entry & e);
 
+// pread / pwrite of exactly `bytes` at `offset`, retried when interrupted
+// (EINTR) or short. False otherwise, errno saying why: 0 when a read meets the
+// end of the file.
+bool pread_full(int fd, void * buf, size_t bytes, uint64_t offset);
+bool pwrite_full(int fd, const void * buf, size_t bytes, uint64_t offset);
+
 } // namespace gloas

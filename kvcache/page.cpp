@@ -51,6 +51,10 @@ void page_convert(const page_geometry & g, const void * src, type from, type to,
     char * out = static_cast<char *>(dst);
     for (int64_t r = 0; r < g.n_rows(); ++r) {
         deq(in + size_t(r) * rb_from, row.data(), P);
+        // An overflowed K/V value (inf, NaN: a model's, or a stored page's)
+        // would make the quantizer's float-to-int conversions undefined.
+        for (float & x : row)
+            if (!std::isfinite(x)) x = 0.0f;
         q(row.data(), out + size_t(r) * rb_to, P);
     }
 }

@@ -53,7 +53,8 @@ void page_put_token(const page_geometry & g, float * open_page, int32_t layer, i
 // Quantizes / converts an F32 open page into a page of type t (page_bytes(t)).
 void page_quantize(const page_geometry & g, const float * open_page, type t, void * dst);
 // Converts a page of type `from` into type `to` (e.g. Q8_0 -> Q4_0 for the
-// COMPRESSED policy) through F32, row by row.
+// COMPRESSED policy) through F32, row by row; values that are not finite
+// become 0.
 void page_convert(const page_geometry & g, const void * src, type from, type to, void * dst);
 
 // Online-softmax attention state of `group` query heads: running max m and sum

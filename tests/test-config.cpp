@@ -710,3 +710,14 @@ TEST_CASE("options: model_find looks in the model folders, adds .gguf/.bin and f
     CHECK(msg.find("no-such-model: no model of that name; looked in ./models, ") == 0);
     CHECK(msg.find("models/fetch.sh") != std::string::npos);
 }
+
+TEST_CASE("config: a --kv-dir with control characters stays inside its comment") {
+    run_config c;
+    const std::vector<std::string> args = {"--kv-dir", "kv\nmax_cache_size: 1\x03"};
+    CHECK(config_apply_flag(c, args, 0) == 2);
+    const std::string y = config_to_yaml(c);
+    CHECK(y.find("# page folder kv\\x0amax_cache_size: 1\\x03 (--kv-dir)\n") != std::string::npos);
+    const run_config back = config_parse(y, "back.yaml");
+    CHECK(back.capacity.u == kv_capacity::unit::DEFAULT);
+    CHECK(back.warnings.empty());
+}

@@ -202,6 +202,17 @@ TEST_CASE("a full disk when the page file is created: the run goes on in memory"
     CHECK(r.out == ref.out);
     CHECK(count(r.err, "warning:") == 1);
     CHECK(r.err.find("kept in memory") != std::string::npos);
+    // The page file left empty is no damage: gloas-kv verify passes, and the
+    // next run (with room) starts it afresh without setting anything aside.
+    const test::run_result v = test::run_tool("gloas-kv", {"verify", "--kv-dir", mnt});
+    INFO(v.out);
+    CHECK(v.status == 0);
+    ::unlink(filler.c_str());
+    const test::run_result again = test::run_tool("gloas", test::with_args(base, {"--kv-dir", mnt}));
+    INFO(again.err);
+    CHECK(again.status == 0);
+    CHECK(again.out == ref.out);
+    CHECK(again.err.find("set aside") == std::string::npos);
     ::umount(mnt.c_str());
 }
 

@@ -483,3 +483,16 @@ TEST_CASE("gloas --kv-ram: the same text, and the budget reported") {
     CHECK(bad.status == 2);
     CHECK(bad.err.find("--kv-ram") != std::string::npos);
 }
+
+TEST_CASE("the compressed policy is refused on pages too small for q4_0 blocks") {
+    // It re-quantizes evicted pages to q4_0, whose blocks of 32 run along a
+    // page's tokens; gloas refuses the flags first (exit 2, test-cli).
+    const page_geometry g{16, 1, 1, 2};
+    kv_store_params p;
+    p.dir = test::temp_dir("kv-compress-16");
+    p.kv_type = type::F16;
+    p.page_tokens = 16;
+    p.policy = evict_policy::COMPRESSED;
+    p.capacity_bytes = 4 * g.page_bytes(type::F16);
+    CHECK_THROWS_WITH_AS(kv_store(p, g, 44), doctest::Contains("compressed policy"), error);
+}

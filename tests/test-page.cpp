@@ -243,6 +243,30 @@ TEST_CASE("page_convert: Q8_0 -> Q4_0 is quantizing the dequantized values; F32 
     }
 }
 
+TEST_CASE("page_convert: values that are not finite become 0, the others convert as usual") {
+    const page_geometry g{32, 1, 1, 2};
+    const int64_t n = g.n_rows() * g.page_tokens;
+    std::vector<float> page(static_cast<size_t>(n)), clean;
+    for (int64_t i = 0; i < n; ++i) page[size_t(i)] = float(i % 7) - 3.0f;
+    page[3] = INFINITY;
+    page[40] = -INFINITY;
+    page[77] = NAN;
+    clean = page;
+    for (float & x : clean)
+        if (!std::isfinite(x)) x = 0.0f;
+    for (type to : {type::Q4_0, type::Q8_0, type::F16}) {
+        std::vector<char> got(g.page_bytes(to)), want(g.page_bytes(to));
+        page_convert(g, page.data(), type::F32, to, got.data());
+        page_quantize(g, clean.data(), to, want.data());
+        CHECK(got == want);
+        std::vector<float> back(static_cast<size_t>(g.page_tokens));
+        for (int64_t r = 0; r < g.n_rows(); ++r) {
+            traits(to).to_float(got.data() + size_t(r) * g.row_bytes(to), back.data(), g.page_tokens);
+            for (float x : back) CHECK(std::isfinite(x));
+        }
+    }
+}
+
 TEST_CASE("attn_state: init and finish") {
     state_buf st(3, 4);
     for (int h = 0; h < 3; ++h) {

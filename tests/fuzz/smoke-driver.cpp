@@ -11,7 +11,9 @@
 // $GLOAS_FUZZ_RUNS also sets it) or 10 seconds, whichever comes first, and
 // prints how many ran. A crash, sanitizer report or escaping exception fails
 // the run; with $GLOAS_FUZZ_SAVE set, each input is first written to
-// ./fuzz-crash-input so the one that failed can be replayed.
+// ./fuzz-crash-input so the one that failed can be replayed. A target's
+// LLVMFuzzerInitialize, if it has one, runs first, as under libFuzzer (a
+// target that needs a missing file exits 77 there: skipped).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -25,6 +27,7 @@
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size);
+extern "C" __attribute__((weak)) int LLVMFuzzerInitialize(int * argc, char *** argv);
 
 #if defined(__SANITIZE_ADDRESS__)
 #define GLOAS_SMOKE_ASAN 1
@@ -146,6 +149,7 @@ int main(int argc, char ** argv) {
     if (argc >= 3) max_runs = std::atol(argv[2]);
     const bool save = std::getenv("GLOAS_FUZZ_SAVE") != nullptr;
     const double max_seconds = 10.0;
+    if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
 
     std::vector<std::string> names;
     auto seeds = read_seeds(argv[1], names);
