@@ -57,6 +57,13 @@ const char * carried_name() {
 #endif
 }
 
+// A GLOAS_FORCE_SIMD that cannot be honoured ends the process, as a bad
+// command line does (status 2, after the message). The choice is made at the
+// first kernel call, maybe inside a static initializer or a library call,
+// where no error can travel back; _Exit runs no exit handlers, since the
+// process may be in any state there.
+[[noreturn]] void refuse_force() { std::_Exit(2); }
+
 variant choose() {
     const char * force = std::getenv("GLOAS_FORCE_SIMD");
     if (force && *force) {
@@ -65,18 +72,18 @@ variant choose() {
             if (std::strcmp(force, NAMES[i]) == 0) v = i;
         if (v < 0) {
             std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: not a SIMD variant (scalar, avx2 or avx512)\n", force);
-            std::exit(2);
+            refuse_force();
         }
         if (!built(variant(v))) {
             std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: this build has no %s kernels (it carries %s)\n",
                          force, force, carried_name());
-            std::exit(2);
+            refuse_force();
         }
         if (!cpu_has(variant(v))) {
             std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: this CPU lacks %s\n", force,
                          v == int(variant::avx2) ? "AVX2, FMA or F16C"
                                                  : "one of AVX-512 F, BW, VL, DQ, VNNI and VBMI");
-            std::exit(2);
+            refuse_force();
         }
         return variant(v);
     }
