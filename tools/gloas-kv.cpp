@@ -75,9 +75,10 @@ std::string base_name(const std::string & p) { return p.substr(p.find_last_of('/
 bool name_fingerprint(const std::string & path, uint64_t * fp) {
     const std::string n = base_name(path);
     if (n.size() < 17 || n[16] != '-') return false;
+    const std::string hex = n.substr(0, 16);
     char * end = nullptr;
-    *fp = std::strtoull(n.substr(0, 16).c_str(), &end, 16);
-    return end && *end == 0;
+    *fp = std::strtoull(hex.c_str(), &end, 16);
+    return end == hex.c_str() + hex.size();
 }
 
 struct model_filter {
