@@ -696,6 +696,8 @@ TEST_CASE("options: config_override lays only the flags given over the context p
 }
 
 TEST_CASE("options: model_find looks in the model folders, adds .gguf/.bin and follows the manifest") {
+    test::require_model("stories260K.bin");
+    test::require_model("stories260K_f32.gguf");
     const model_search a = model_find("stories260K");
     CHECK(a.path.find("stories260K.bin") != std::string::npos);
     CHECK(a.manifest_file == "stories260K.bin");

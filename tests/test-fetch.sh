@@ -5,6 +5,9 @@
 # without a public download comes from, gives up downloading after the first
 # connect failure, and with --tests exits 0 however much is missing.
 set -euo pipefail
+# The cases set the download mode themselves (tests/fresh-clone.sh --offline
+# exports GLOAS_FETCH_OFFLINE=1 to the whole suite).
+unset GLOAS_FETCH_OFFLINE GLOAS_MODELS
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gloas-test-fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
