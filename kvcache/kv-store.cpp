@@ -23,34 +23,6 @@ uint64_t table_slots(size_t capacity_bytes, size_t page_bytes) {
     return std::max<uint64_t>(pages, uint64_t(1) << 16);
 }
 
-// Whole reads and writes of the page file at `off`: a tail's pieces go
-// through the file, not the mapping, so they never count against this
-// process's resident K/V (kv-store.h, RAM budget) and a full disk is an
-// error, not a SIGBUS.
-bool write_all(int fd, const uint8_t * p, size_t n, uint64_t off) {
-    while (n > 0) {
-        const ssize_t w = ::pwrite(fd, p, n, off_t(off));
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return false;
-        p += w;
-        n -= size_t(w);
-        off += uint64_t(w);
-    }
-    return true;
-}
-
-bool read_all(int fd, uint8_t * p, size_t n, uint64_t off) {
-    while (n > 0) {
-        const ssize_t r = ::pread(fd, p, n, off_t(off));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return false;
-        p += r;
-        n -= size_t(r);
-        off += uint64_t(r);
-    }
-    return true;
-}
-
 double steady_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -850,10 +822,13 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
             return false;
         }
     }
+    // A tail's pieces go through the file, not the mapping: they never count
+    // against this process's resident K/V (the RAM budget), and a full disk
+    // is an error here, not a SIGBUS.
     std::vector<uint64_t> sums(static_cast<size_t>(k));
     for (int32_t i = 0; i < k; ++i) {
         const uint8_t * piece = bytes.data() + size_t(i) * pb;
-        if (!write_all(file_->fd(), piece, pb, slot_offset(claimed[size_t(i)].slot))) {
+        if (!pwrite_full(file_->fd(), piece, pb, slot_offset(claimed[size_t(i)].slot))) {
             for (const page_ref & c : claimed) abandon(c.slot);
             return false;
         }
@@ -878,7 +853,7 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
             head.resize(sizeof(uint32_t) + size_t(e.n_tokens) * sizeof(int32_t));
             uint32_t has_logits = 1;
             if (e.n_tokens <= uint32_t(n) && tail_slots_locked(s0, tail) &&
-                read_all(file_->fd(), head.data(), head.size(), slot_offset(s0)) &&
+                pread_full(file_->fd(), head.data(), head.size(), slot_offset(s0)) &&
                 (std::memcpy(&has_logits, head.data(), sizeof has_logits), has_logits == 0) &&
                 std::memcmp(head.data() + sizeof(uint32_t), tokens, size_t(e.n_tokens) * sizeof(int32_t)) == 0)
                 extended.push_back(s0);
@@ -946,7 +921,7 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
         if (!tail_slots_locked(s0, slots)) continue;
         const int32_t m = std::min(n, int32_t(file_->entry(uint64_t(s0)).n_tokens));
         stored.resize(size_t(m) + 1);
-        if (!read_all(file_->fd(), reinterpret_cast<uint8_t *>(stored.data()), (size_t(m) + 1) * sizeof(int32_t),
+        if (!pread_full(file_->fd(), reinterpret_cast<uint8_t *>(stored.data()), (size_t(m) + 1) * sizeof(int32_t),
                       slot_offset(s0)))
             continue;
         int32_t same = 0;
@@ -969,7 +944,7 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
     bool good = true;
     for (size_t i = 0; i < slots.size() && good; ++i) {
         const slot_entry & e = file_->entry(uint64_t(slots[i]));
-        good = read_all(file_->fd(), bytes.data() + i * pb, pb, slot_offset(slots[i])) &&
+        good = pread_full(file_->fd(), bytes.data() + i * pb, pb, slot_offset(slots[i])) &&
                page_checksum(bytes.data() + i * pb, pb, e.hash) == e.checksum;
     }
     page_file_header & h = file_->header();
