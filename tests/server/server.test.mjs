@@ -324,6 +324,21 @@ await check('a repeated prompt and a shared prefix reuse stored pages (cached_to
   assert.ok(other.usage.prompt_tokens_details.cached_tokens >= 64, 'a different prompt with the same prefix');
 });
 
+await check('concurrent prompts with a new shared prefix compute it once', async () => {
+  const prefix = 'A little girl named Mia had a garden behind her house, full of yellow flowers and tall green beans. ' +
+    'Each morning she gave water to the plants and sang a happy song to the bees that came to visit. ';
+  const endings = ['She saw a frog.', 'It began to rain.', 'Her cat ran by.', 'A bird sang too.'];
+  const req = (e) => client.completions.create({ ...greedy, prompt: prefix + e, max_tokens: 8, ignore_eos: true });
+  const concurrent = await Promise.all(endings.map(req));
+  // One request computes the shared pages; the others wait for them and take
+  // them from the store.
+  const cached = concurrent.map((r) => r.usage.prompt_tokens_details.cached_tokens).sort((a, b) => a - b);
+  assert.ok(cached[0] < 64, `the first computes the prefix (${cached})`);
+  for (const c of cached.slice(1)) assert.ok(c >= 64, `the others reuse it (${cached})`);
+  // Waiting changes no result: each text equals a later run of the same request.
+  for (let k = 0; k < endings.length; ++k) assert.equal((await req(endings[k])).choices[0].text, concurrent[k].choices[0].text);
+});
+
 await check('metrics: Prometheus text with requests, tokens, latency histograms and K/V pages', async () => {
   const t = (await raw('/metrics', undefined, { method: 'GET' })).text;
   for (const name of ['gloas_requests_total{path="/v1/completions",status="200"}', 'gloas_generated_tokens_total',

@@ -175,7 +175,7 @@ void engine::step(std::vector<std::shared_ptr<job>> & admitted) {
                 j->started = true;
             }
             metrics_.prompt(n, reused);
-        } catch (const error & e) {
+                } catch (const error & e) {
             finish(*j, "error", e.what());
         }
     }
@@ -208,9 +208,12 @@ void engine::step(std::vector<std::shared_ptr<job>> & admitted) {
         b_logits_.push_back(1);
         b_jobs_.push_back({j.get(), int32_t(b_tok_.size()) - 1});
     }
+    // Followers are decided on what earlier steps evaluated, before this
+    // step's chunks are counted in n_eval.
+    for (auto & j : active_) j->waits = j->pending < 0 && follows(*j);
     int32_t budget = std::max(0, p_.step_tokens - int32_t(b_tok_.size()));
     for (auto & j : active_) {
-        if (j->pending >= 0 || budget == 0) continue;
+        if (j->pending >= 0 || j->waits || budget == 0) continue;
         const int32_t n_prompt = int32_t(j->prompt.size());
         const int32_t n = std::min(budget, n_prompt - j->n_eval);
         if (n <= 0) continue;
@@ -254,6 +257,39 @@ void engine::step(std::vector<std::shared_ptr<job>> & admitted) {
     }
     active_.erase(std::remove_if(active_.begin(), active_.end(), [](const std::shared_ptr<job> & j) { return j->seq < 0; }),
                   active_.end());
+}
+
+// Whether job j waits this step for an earlier job that is prefilling pages
+// of j's prompt (see engine.h, step 2). A follower whose leader has evaluated
+// the shared pages takes them from the store first.
+bool engine::follows(job & j) {
+    if (j.n_eval != j.n_cached) return false;  // j has begun its own prefill
+    const int32_t page = ctx_.store().params().page_tokens;
+    const int32_t n = int32_t(j.prompt.size());
+    int32_t wait_for = 0;   // pages still being computed by a leader
+    int32_t ready = 0;      // pages a leader has evaluated
+    for (auto & l : active_) {
+        if (l.get() == &j) break;  // leaders come earlier in admission order
+        if (l->seq < 0) continue;
+        const size_t lim = size_t(std::min<int32_t>(n - 1, int32_t(l->prompt.size())));
+        const size_t c = size_t(std::mismatch(j.prompt.begin(), j.prompt.begin() + lim, l->prompt.begin()).first -
+                                j.prompt.begin());
+        const int32_t shared = int32_t(c) / page * page;
+        if (shared <= j.n_eval) continue;
+        const int32_t done = std::min(shared, l->n_eval / page * page);
+        ready = std::max(ready, done);
+        if (done < shared) wait_for = std::max(wait_for, shared);
+    }
+    if (ready > j.n_eval) {
+        const int32_t reused = ctx_.seq_reuse_prefix(j.seq, j.prompt.data(), n);
+        if (reused > j.n_eval) {
+            metrics_.prompt(0, reused - j.n_eval);  // cached after all
+            j.n_eval = reused;
+            std::lock_guard<std::mutex> l(j.mu);
+            j.n_cached = reused;
+        }
+    }
+    return wait_for > j.n_eval;
 }
 
 // Samples the job's next token from `logits` and ends the job or leaves the

@@ -11,7 +11,12 @@
 //   2. builds one batch: the pending token of every generating job, then
 //      prefill chunks of the jobs still reading their prompt, in admission
 //      order, while the batch holds fewer than step_tokens tokens (HYBRID:
-//      one forward pass mixes decode tokens and prefill chunks);
+//      one forward pass mixes decode tokens and prefill chunks). A job that
+//      has not begun its own prefill and whose prompt shares whole pages
+//      beyond its cached tokens with an earlier job still prefilling them
+//      (a follower) waits: once the leader has evaluated those pages they
+//      are in the store, and the follower takes them (seq_reuse_prefix
+//      again, counted as cached) instead of computing them a second time;
 //   3. decodes it, samples a token for every job whose last position was
 //      evaluated, and ends jobs that are done (end of sequence, a stop
 //      string, max_tokens, a full context, cancelled): their sequence is
@@ -94,6 +99,7 @@ struct job {
     int32_t seq = -1;
     int32_t n_eval = 0;                   // prompt positions in the sequence
     int32_t pending = -1;                 // sampled token to evaluate next step
+    bool waits = false;                   // this step: a follower waiting for its leader's pages
     int32_t prev = -1;                    // the previous token (for token_to_piece)
     std::unique_ptr<sampler> smp;
     std::string out;                      // generated text so far (stop string removed)
@@ -149,6 +155,7 @@ private:
     void on_token(job & j, const float * logits);
     void release(job & j, bool all);
     void update_stats();
+    bool follows(job & j);
 
     const model & m_;
     context & ctx_;
