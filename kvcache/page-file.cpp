@@ -3,6 +3,7 @@
 #include "kvcache/kv-folder.h"
 
 #include "tensor/error.h"
+#include "tensor/mmap.h"
 
 #include <cerrno>
 #include <algorithm>
@@ -120,6 +121,7 @@ void page_file::map(int fd, size_t reserve_bytes) {
         throw error(format("%s: cannot map %zu bytes: %s", path_.c_str(), reserve_bytes, std::strerror(errno)));
     base_ = static_cast<uint8_t *>(p);
     reserved_ = reserve_bytes;
+    watch_mapping(base_, reserved_, path_);
     hdr_ = reinterpret_cast<page_file_header *>(base_);
 }
 
@@ -466,7 +468,10 @@ std::unique_ptr<page_file> page_file::open(const options & o, std::string * noti
 
 page_file::~page_file() {
     if (pagemap_fd_ >= 0) ::close(pagemap_fd_);
-    if (base_) ::munmap(base_, reserved_);
+    if (base_) {
+        unwatch_mapping(base_);
+        ::munmap(base_, reserved_);
+    }
     if (fd_ >= 0) ::close(fd_);
 }
 

@@ -2,15 +2,95 @@
 
 #include "tensor/error.h"
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 namespace gloas {
+
+namespace {
+
+// The watched ranges: a slot is free while base is 0. Writers fill bytes and
+// path before publishing base (release); the handler reads base first
+// (acquire), so it never sees a half-written path.
+struct watched_range {
+    std::atomic<uintptr_t> base{0};
+    size_t bytes = 0;
+    char path[512] = {};
+};
+constexpr int WATCH_SLOTS = 64;
+watched_range g_watched[WATCH_SLOTS];
+std::mutex g_watch_mu;  // writers only
+struct sigaction g_prev_bus;
+
+void write_all(const char * s) {
+    size_t n = std::strlen(s);
+    while (n > 0) {
+        const ssize_t w = ::write(2, s, n);
+        if (w <= 0) return;
+        s += w;
+        n -= size_t(w);
+    }
+}
+
+void on_sigbus(int sig, siginfo_t * info, void * ctx) {
+    const uintptr_t at = uintptr_t(info->si_addr);
+    for (auto & r : g_watched) {
+        const uintptr_t b = r.base.load(std::memory_order_acquire);
+        if (b == 0 || at < b || at - b >= r.bytes) continue;
+        write_all(program_invocation_short_name);
+        write_all(": error: ");
+        write_all(r.path);
+        write_all(": the file shrank while this process was reading it (truncated or rewritten in place by "
+                  "another process); stopping\n");
+        ::_exit(1);
+    }
+    // Not ours: the action there was before (the default one dumps core).
+    if (g_prev_bus.sa_flags & SA_SIGINFO) {
+        if (g_prev_bus.sa_sigaction) return g_prev_bus.sa_sigaction(sig, info, ctx);
+    } else if (g_prev_bus.sa_handler != SIG_DFL && g_prev_bus.sa_handler != SIG_IGN) {
+        return g_prev_bus.sa_handler(sig);
+    }
+    ::signal(SIGBUS, SIG_DFL);  // the faulting read runs again and gets the default action
+}
+
+} // namespace
+
+void watch_mapping(const void * base, size_t bytes, const std::string & path) {
+    if (!base || bytes == 0) return;
+    std::lock_guard<std::mutex> l(g_watch_mu);
+    static bool installed = false;
+    if (!installed) {
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sigbus;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGBUS, &sa, &g_prev_bus);
+        installed = true;
+    }
+    for (auto & r : g_watched) {
+        if (r.base.load(std::memory_order_relaxed) != 0) continue;
+        r.bytes = bytes;
+        std::snprintf(r.path, sizeof r.path, "%s", path.c_str());
+        r.base.store(uintptr_t(base), std::memory_order_release);
+        return;
+    }
+}
+
+void unwatch_mapping(const void * base) {
+    if (!base) return;
+    std::lock_guard<std::mutex> l(g_watch_mu);
+    for (auto & r : g_watched)
+        if (r.base.load(std::memory_order_relaxed) == uintptr_t(base)) r.base.store(0, std::memory_order_release);
+}
 
 mapped_file::mapped_file(const std::string & path) : path_(path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -34,6 +114,7 @@ mapped_file::mapped_file(const std::string & path) : path_(path) {
             throw error(format("%s: cannot map %zu bytes: %s", path.c_str(), size_, std::strerror(e)));
         }
         data_ = static_cast<const uint8_t *>(p);
+        watch_mapping(data_, size_, path_);
     }
     ::close(fd);
 }
@@ -59,7 +140,10 @@ mapped_file & mapped_file::operator=(mapped_file && o) noexcept {
 }
 
 void mapped_file::release() {
-    if (data_) ::munmap(const_cast<uint8_t *>(data_), size_);
+    if (data_) {
+        unwatch_mapping(data_);
+        ::munmap(const_cast<uint8_t *>(data_), size_);
+    }
     data_ = nullptr;
     size_ = 0;
 }

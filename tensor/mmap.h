@@ -29,6 +29,16 @@ private:
     size_t size_ = 0;
 };
 
+// Mappings of files that another process may shrink while this one reads
+// them (weights, K/V page files). A read past a mapped file's end raises
+// SIGBUS; inside a watched range the signal prints one line naming the file
+// ("PATH: the file shrank while this process was reading it ...") and ends the
+// process with exit status 1, instead of a core dump without a word. A SIGBUS
+// anywhere else keeps its default action. Up to 64 ranges are watched at a
+// time (more are left unwatched); thread-safe.
+void watch_mapping(const void * base, size_t bytes, const std::string & path);
+void unwatch_mapping(const void * base);
+
 // The whole file at `path`. Throws gloas::error "PATH: cannot open: ...",
 // "PATH: read error", or, past max_bytes, "PATH: larger than N bytes; not a
 // WHAT".
