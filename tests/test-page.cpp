@@ -21,12 +21,7 @@ using namespace gloas;
 
 namespace {
 
-std::vector<float> randn(std::mt19937 & rng, size_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> nd(0.0f, sigma);
-    std::vector<float> x(n);
-    for (auto & v : x) v = nd(rng);
-    return x;
-}
+using test::randn;
 
 page_geometry make_geometry(int P, int n_layer, int n_head_kv, int head_dim) {
     page_geometry g;
