@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -440,21 +441,9 @@ struct gguf_edit {
     float fill = 0.0f;
 };
 
-gguf_edit set_key(const std::string & key, const std::string & value) {
-    gguf_edit e;
-    e.key = key;
-    e.value = value;
-    return e;
-}
+gguf_edit set_key(const std::string & key, const std::string & value) { return {key, value, "", type::F32, 0, 0.0f}; }
 
-gguf_edit add_1d(const std::string & tensor, type t, int64_t n, float fill = 0.0f) {
-    gguf_edit e;
-    e.tensor = tensor;
-    e.t = t;
-    e.n = n;
-    e.fill = fill;
-    return e;
-}
+gguf_edit add_1d(const std::string & tensor, type t, int64_t n, float fill = 0.0f) { return {"", "", tensor, t, n, fill}; }
 
 // src's metadata and tensors with `e` applied, written to out.
 void rewrite_gguf(const std::string & src_path, const std::string & out, const gguf_edit & e) {
@@ -483,6 +472,34 @@ std::unique_ptr<model> check_model(const spec & s, const std::string & path, uin
     CHECK(d1 < TOL);
     CHECK(d2 < TOL);
     return m;
+}
+
+// Decodes one batch of tokens `tok` of sequences `seq`, every logit kept;
+// returns the largest |logit - reference| over them, ref(i) being the
+// reference logits of token i.
+double decode_diff(context & ctx, const std::vector<int32_t> & tok, const std::vector<int32_t> & seq, int n_vocab,
+                   const std::function<const std::vector<double> &(size_t)> & ref) {
+    std::vector<int8_t> keep(tok.size(), 1);
+    batch bt;
+    bt.n_tokens = int32_t(tok.size());
+    bt.token = tok.data();
+    bt.seq = seq.data();
+    bt.logits = keep.data();
+    ctx.decode(bt);
+    double d = 0.0;
+    for (size_t i = 0; i < tok.size(); ++i) {
+        const float * l = ctx.batch_logits(int32_t(i));
+        REQUIRE(l);
+        const std::vector<double> & r = ref(i);
+        for (int v = 0; v < n_vocab; ++v) d = std::max(d, std::fabs(double(l[v]) - r[size_t(v)]));
+    }
+    return d;
+}
+
+// A copy of s changed by edit: one variant of a list of families.
+spec variant(spec s, const std::function<void(spec &)> & edit) {
+    edit(s);
+    return s;
 }
 
 } // namespace
@@ -670,20 +687,9 @@ TEST_CASE("qwen2: a batch mixing two sequences (prefill of one, decode of the ot
     tok.insert(tok.end(), b.begin() + 3, b.end());
     seq.assign(a.size(), 0);
     seq.insert(seq.end(), 2, 1);
-    std::vector<int8_t> keep(tok.size(), 1);
-    batch both;
-    both.n_tokens = int32_t(tok.size());
-    both.token = tok.data();
-    both.seq = seq.data();
-    both.logits = keep.data();
-    ctx.decode(both);
-    double d = 0.0;
-    for (size_t i = 0; i < tok.size(); ++i) {
-        const float * l = ctx.batch_logits(int32_t(i));
-        REQUIRE(l);
-        const std::vector<double> & r = i < a.size() ? ref_a[i] : ref_b[3 + (i - a.size())];
-        for (int v = 0; v < s.n_vocab; ++v) d = std::max(d, std::fabs(double(l[v]) - r[size_t(v)]));
-    }
+    const double d = decode_diff(ctx, tok, seq, s.n_vocab, [&](size_t i) -> const std::vector<double> & {
+        return i < a.size() ? ref_a[i] : ref_b[3 + (i - a.size())];
+    });
     CHECK(d < TOL);
 }
 
@@ -699,7 +705,6 @@ std::unique_ptr<model> check_family(const spec & s, const std::string & path, ui
     const int32_t n = int32_t(k_tokens.size());
     double d = 0.0;
     std::vector<int32_t> tok, seq;
-    std::vector<int8_t> keep;
     for (int32_t t = 0; t < n; ++t) {
         // sequence 1 takes one token per batch; sequence 0 all of its tokens in the first
         tok.clear();
@@ -710,19 +715,9 @@ std::unique_ptr<model> check_family(const spec & s, const std::string & path, ui
         }
         tok.push_back(k_tokens[size_t(t)]);
         seq.push_back(1);
-        keep.assign(tok.size(), 1);
-        batch bt;
-        bt.n_tokens = int32_t(tok.size());
-        bt.token = tok.data();
-        bt.seq = seq.data();
-        bt.logits = keep.data();
-        ctx.decode(bt);
-        for (size_t i = 0; i < tok.size(); ++i) {
-            const float * l = ctx.batch_logits(int32_t(i));
-            REQUIRE(l);
-            const std::vector<double> & r = ref[seq[i] == 0 ? i : size_t(t)];
-            for (int v = 0; v < s.n_vocab; ++v) d = std::max(d, std::fabs(double(l[v]) - r[size_t(v)]));
-        }
+        d = std::max(d, decode_diff(ctx, tok, seq, s.n_vocab, [&](size_t i) -> const std::vector<double> & {
+                         return ref[seq[i] == 0 ? i : size_t(t)];
+                     }));
     }
     INFO("batch diff " << d);
     CHECK(d < TOL);
@@ -977,44 +972,28 @@ TEST_CASE("unsupported variants are refused by name: mixture-of-experts, vision 
 TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)") {
     const char * dir = std::getenv("GLOAS_ARCH_DUMP");
     if (!dir || !*dir) return;
-    std::vector<spec> specs;
-    spec base;
-    base.n_vocab = 256;
-    base.n_embd = 64;
-    base.n_ff = 128;
-    base.n_head = 4;
-    base.n_head_kv = 2;
-    base.rms_eps = 1e-6f;
-    spec q3 = base;
-    q3.arch = "qwen3";
-    q3.head_dim = q3.n_rot = 32;
-    q3.rope_base = 1000000.0f;
-    specs.push_back(q3);
-    spec p3 = base;
-    p3.arch = "phi3";
-    p3.head_dim = 16;
-    p3.n_rot = 12;
-    p3.rope_long_short = true;
-    p3.ctx_len = 1024;
-    p3.ctx_orig = 256;  // a context of 512 takes the long factors
-    p3.attn_factor = 1.1f;
-    p3.tied = false;
-    specs.push_back(p3);
-    spec g2 = base;
-    g2.arch = "gemma2";
-    g2.n_layer = 4;
-    g2.head_dim = g2.n_rot = 32;
-    g2.window = 16;
-    g2.attn_cap = 5.0f;
-    g2.final_cap = 8.0f;
-    g2.tied = true;
-    specs.push_back(g2);
-    spec g3 = g2;
-    g3.arch = "gemma3";
-    g3.n_layer = 7;
-    g3.attn_cap = g3.final_cap = 0.0f;
-    g3.rope_base = 1000000.0f;
-    specs.push_back(g3);
+    const spec base = variant({}, [](spec & s) {
+        s.n_vocab = 256, s.n_embd = 64, s.n_ff = 128;
+        s.n_head = 4, s.n_head_kv = 2;
+        s.rms_eps = 1e-6f;
+    });
+    const spec g2 = variant(base, [](spec & s) {
+        s.arch = "gemma2", s.n_layer = 4, s.head_dim = s.n_rot = 32, s.tied = true;
+        s.window = 16, s.attn_cap = 5.0f, s.final_cap = 8.0f;
+    });
+    const std::vector<spec> specs = {
+        variant(base, [](spec & s) { s.arch = "qwen3", s.head_dim = s.n_rot = 32, s.rope_base = 1000000.0f; }),
+        // phi3: a context of 512 takes the long factors
+        variant(base, [](spec & s) {
+            s.arch = "phi3", s.head_dim = 16, s.n_rot = 12, s.tied = false;
+            s.rope_long_short = true, s.ctx_len = 1024, s.ctx_orig = 256, s.attn_factor = 1.1f;
+        }),
+        g2,
+        variant(g2, [](spec & s) {
+            s.arch = "gemma3", s.n_layer = 7, s.rope_base = 1000000.0f;
+            s.attn_cap = s.final_cap = 0.0f;
+        }),
+    };
     std::vector<int32_t> prompt;
     for (int i = 0; i < 64; ++i) prompt.push_back(int32_t(3 + (i * 37 + 11) % 253));
     for (const spec & s : specs) {

@@ -35,10 +35,7 @@ namespace {
 sampler_params params_with(float temp, int32_t top_k = 0, float top_p = 1.0f, float min_p = 0.0f,
                            uint64_t seed = 1234) {
     sampler_params p;
-    p.temp = temp;
-    p.top_k = top_k;
-    p.top_p = top_p;
-    p.min_p = min_p;
+    p.temp = temp, p.top_k = top_k, p.top_p = top_p, p.min_p = min_p;  // the filters
     p.seed = seed;
     return p;
 }
