@@ -27,18 +27,9 @@ BIN=${1:?usage: crash-kill.sh BIN_DIR KILLS [SEED]}
 KILLS=${2:?usage: crash-kill.sh BIN_DIR KILLS [SEED]}
 SEED=${3:-$(date +%s)}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-
-MODEL=
-for d in "$SRC/models" "${GLOAS_MODELS:-}" "$SRC/../shared/models"; do
-    if [ -n "$d" ] && [ -f "$d/stories260K.bin" ]; then MODEL="$d/stories260K.bin"; break; fi
-done
-if [ -z "$MODEL" ]; then
-    echo "SKIPPED: needs models/stories260K.bin (models/fetch.sh stories260K.bin, or GLOAS_MODELS)"
-    exit 77
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gloas-crash-kill.XXXXXX")
-[ "${CRASH_KILL_KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=tests/kv-script-lib.sh
+. "$SRC/tests/kv-script-lib.sh"
+kv_script_setup crash-kill CRASH_KILL_KEEP
 KV="$WORK/kv"
 RANDOM=$SEED
 echo "crash-kill: $KILLS kills, seed $SEED, model $MODEL, folder $KV"

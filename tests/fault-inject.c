@@ -48,9 +48,11 @@ static long injected[N_CALLS];
 
 static const char * errno_name(int e) { return e == ENOSPC ? "ENOSPC" : e == EINTR ? "EINTR" : "EIO"; }
 
-#define REAL(name) static __typeof__(name) * real_##name
-REAL(write); REAL(pwrite); REAL(pwrite64); REAL(fallocate); REAL(fallocate64); REAL(fsync); REAL(fdatasync);
-REAL(pread); REAL(pread64); REAL(mmap); REAL(mmap64); REAL(ftruncate); REAL(ftruncate64);
+/* The wrapped functions: real_NAME points to the C library's NAME. */
+#define WRAPPED(X) X(write) X(pwrite) X(pwrite64) X(fallocate) X(fallocate64) X(fsync) X(fdatasync) \
+    X(pread) X(pread64) X(mmap) X(mmap64) X(ftruncate) X(ftruncate64)
+#define REAL(name) static __typeof__(name) * real_##name;
+WRAPPED(REAL)
 
 static void * next_symbol(const char * name) {
     void * p = dlsym(RTLD_NEXT, name);
@@ -59,19 +61,8 @@ static void * next_symbol(const char * name) {
 }
 
 __attribute__((constructor)) static void fault_init(void) {
-    real_write = next_symbol("write");
-    real_pwrite = next_symbol("pwrite");
-    real_pwrite64 = next_symbol("pwrite64");
-    real_fallocate = next_symbol("fallocate");
-    real_fallocate64 = next_symbol("fallocate64");
-    real_fsync = next_symbol("fsync");
-    real_fdatasync = next_symbol("fdatasync");
-    real_pread = next_symbol("pread");
-    real_pread64 = next_symbol("pread64");
-    real_mmap = next_symbol("mmap");
-    real_mmap64 = next_symbol("mmap64");
-    real_ftruncate = next_symbol("ftruncate");
-    real_ftruncate64 = next_symbol("ftruncate64");
+#define LOAD_REAL(name) real_##name = next_symbol(#name);
+    WRAPPED(LOAD_REAL)
     const char * c = getenv("GLOAS_FAULT_CALL");
     if (c)
         for (int i = 0; i < N_CALLS; ++i)

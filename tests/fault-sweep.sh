@@ -27,18 +27,9 @@ BIN=${1:?usage: fault-sweep.sh BIN_DIR SHIM short|long}
 SHIM=${2:?usage: fault-sweep.sh BIN_DIR SHIM short|long}
 DEPTH=${3:-short}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-
-MODEL=
-for d in "$SRC/models" "${GLOAS_MODELS:-}" "$SRC/../shared/models"; do
-    if [ -n "$d" ] && [ -f "$d/stories260K.bin" ]; then MODEL="$d/stories260K.bin"; break; fi
-done
-if [ -z "$MODEL" ]; then
-    echo "SKIPPED: needs models/stories260K.bin (models/fetch.sh stories260K.bin, or GLOAS_MODELS)"
-    exit 77
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gloas-fault-sweep.XXXXXX")
-[ "${FAULT_SWEEP_KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=tests/kv-script-lib.sh
+. "$SRC/tests/kv-script-lib.sh"
+kv_script_setup fault-sweep FAULT_SWEEP_KEEP
 head -c 500 "$SRC/README.md" > "$WORK/short.txt"
 head -c 900 "$SRC/README.md" > "$WORK/long.txt"
 ARGS=(-m "$MODEL" --temp 0 -t 1 -c 1024 -n 16 --kv-page 16 --kv-capacity 24p)

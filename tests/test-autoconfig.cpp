@@ -66,16 +66,7 @@ TEST_CASE("autoconfig: little RAM gives AGGRESSIVE with a bounded K/V budget") {
 
 TEST_CASE("random model: written once per shape, loads with that shape, same bytes for the same seed") {
     const std::string dir = test::temp_dir("random-model");
-    llama_gguf_hparams hp;
-    hp.name = "random";
-    hp.n_vocab = 400;
-    hp.n_ctx = 128;
-    hp.n_embd = 64;
-    hp.n_ff = 96;
-    hp.n_head = 4;
-    hp.n_head_kv = 2;
-    hp.n_layer = 2;
-    hp.wtype = type::Q8_0;
+    llama_gguf_hparams hp = test::small_model_hparams("llama", "random", 2);
     const std::string path = cached_random_model(dir, hp);
     const int64_t t0 = mtime_ns(path);
     CHECK(cached_random_model(dir, hp) == path);

@@ -5,6 +5,7 @@
 #include "tensor/cpu-backend.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"
+#include "test-util.h"
 
 #include <doctest/doctest.h>
 
@@ -19,23 +20,8 @@ using namespace gloas;
 
 namespace {
 
-std::vector<float> randn(std::mt19937 & rng, int64_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> nd(0.0f, sigma);
-    std::vector<float> x(static_cast<size_t>(n));
-    for (auto & v : x) v = nd(rng);
-    return x;
-}
-
-// Weight rows of any type, from gaussian floats.
-std::vector<char> make_weights(type t, int64_t n_out, int64_t n_in, std::mt19937 & rng) {
-    const size_t rb = row_size(t, n_in);
-    std::vector<char> w(rb * size_t(n_out));
-    for (int64_t r = 0; r < n_out; ++r) {
-        std::vector<float> x = randn(rng, n_in, 0.5f);
-        traits(t).from_float_ref(x.data(), w.data() + size_t(r) * rb, n_in);
-    }
-    return w;
-}
+using test::randn;
+using test::random_rows;
 
 // Host values into a fresh backend buffer.
 template <class T>
@@ -92,7 +78,7 @@ TEST_CASE("backend buffers: zeroed, upload / to_host round trip, move hands the 
 TEST_CASE("backend weight: the CPU backend returns the view itself; an empty tensor stays empty") {
     std::mt19937 rng(2);
     cpu_backend be(8);
-    std::vector<char> wb = make_weights(type::Q4_0, 5, 64, rng);
+    std::vector<char> wb = random_rows(type::Q4_0, 5, 64, rng);
     const tensor w = make_tensor_2d(type::Q4_0, 64, 5, wb.data());
     const tensor r = be.weight(w);
     CHECK(r.data == w.data);
@@ -108,7 +94,7 @@ TEST_CASE("backend get_rows equals ops::get_row per id, every weight type") {
     cpu_backend be(8);
     for (type t : WEIGHT_TYPES) {
         const int64_t n_in = 256, n_rows = 9;
-        std::vector<char> wb = make_weights(t, n_rows, n_in, rng);
+        std::vector<char> wb = random_rows(t, n_rows, n_in, rng);
         const tensor w = be.weight(make_tensor_2d(t, n_in, n_rows, wb.data()));
         const std::vector<int32_t> ids = {3, 0, 8, 3, 5};
         const int64_t n = int64_t(ids.size());
@@ -148,7 +134,7 @@ TEST_CASE("backend matmul and matmul_n equal ops::matmul / ops::matmul_n, every 
     const int64_t rows[] = {67, 9, 130, 17, 3, 64, 33};
     size_t i = 0;
     for (type t : WEIGHT_TYPES) {
-        bufs.push_back(make_weights(t, rows[i], n_in, rng));
+        bufs.push_back(random_rows(t, rows[i], n_in, rng));
         ws.push_back(be.weight(make_tensor_2d(t, n_in, rows[i], bufs.back().data())));
         ++i;
     }

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 using namespace gloas;
@@ -48,37 +49,51 @@ std::string fmt(const char * name, bool add_ass = true) { return chat_format(by_
 } // namespace
 
 TEST_CASE("every family formats system + user + assistant + user as written by hand") {
-    CHECK(fmt("chatml") ==
-          "<|im_start|>system\nYou are kind.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
-          "<|im_start|>assistant\nHi!<|im_end|>\n<|im_start|>user\nMore?<|im_end|>\n<|im_start|>assistant\n");
-    CHECK(fmt("llama2") == "[INST] You are kind.\nHello [/INST]Hi!</s>[INST] More? [/INST]");
-    CHECK(fmt("llama2-sys") == "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHello [/INST]Hi!</s>[INST] More? [/INST]");
-    CHECK(fmt("llama2-sys-bos") == "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHello [/INST]Hi!</s><s>[INST] More? [/INST]");
-    CHECK(fmt("llama2-sys-strip") == "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHello [/INST]Hi!</s>[INST] More? [/INST]");
-    CHECK(fmt("mistral-v1") == " [INST] You are kind.\n\nHello [/INST] Hi!</s> [INST] More? [/INST]");
-    CHECK(fmt("mistral-v3") == "[INST] You are kind.\n\nHello[/INST] Hi!</s>[INST] More?[/INST]");
-    CHECK(fmt("mistral-v3-tekken") == "[INST]You are kind.\n\nHello[/INST]Hi!</s>[INST]More?[/INST]");
-    CHECK(fmt("mistral-v7") == "[SYSTEM_PROMPT] You are kind.[/SYSTEM_PROMPT][INST] Hello[/INST] Hi!</s>[INST] More?[/INST]");
-    CHECK(fmt("llama3") ==
-          "<|start_header_id|>system<|end_header_id|>\n\nYou are kind.<|eot_id|>"
-          "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
-          "<|start_header_id|>assistant<|end_header_id|>\n\nHi!<|eot_id|>"
-          "<|start_header_id|>user<|end_header_id|>\n\nMore?<|eot_id|>"
-          "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    CHECK(fmt("zephyr") ==
-          "<|system|>\nYou are kind.<|endoftext|>\n<|user|>\nHello<|endoftext|>\n"
-          "<|assistant|>\nHi!<|endoftext|>\n<|user|>\nMore?<|endoftext|>\n<|assistant|>\n");
-    CHECK(fmt("phi3") ==
-          "<|system|>\nYou are kind.<|end|>\n<|user|>\nHello<|end|>\n"
-          "<|assistant|>\nHi!<|end|>\n<|user|>\nMore?<|end|>\n<|assistant|>\n");
-    CHECK(fmt("gemma") ==
-          "<start_of_turn>user\nYou are kind.\n\nHello<end_of_turn>\n<start_of_turn>model\nHi!<end_of_turn>\n"
-          "<start_of_turn>user\nMore?<end_of_turn>\n<start_of_turn>model\n");
-    CHECK(fmt("deepseek") ==
-          "You are kind.### Instruction:\nHello\n### Response:\nHi!\n<|EOT|>\n### Instruction:\nMore?\n### Response:\n");
-    CHECK(fmt("deepseek2") == "You are kind.\n\nUser: Hello\n\nAssistant: Hi!" + EOS_DS + "User: More?\n\nAssistant:");
-    CHECK(fmt("deepseek3") == "You are kind.\n\n" + USER_DS + "Hello" + ASSISTANT_DS + "Hi!" + EOS_DS + USER_DS + "More?" +
-                                  ASSISTANT_DS);
+    struct want {
+        const char * name;
+        std::string text;
+    };
+    const want w[] = {
+        {"chatml",
+         "<|im_start|>system\nYou are kind.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+         "<|im_start|>assistant\nHi!<|im_end|>\n<|im_start|>user\nMore?<|im_end|>\n<|im_start|>assistant\n"},
+        {"llama2", "[INST] You are kind.\nHello [/INST]Hi!</s>[INST] More? [/INST]"},
+        {"llama2-sys", "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHello [/INST]Hi!</s>[INST] More? [/INST]"},
+        {"llama2-sys-bos",
+         "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHello [/INST]Hi!</s><s>[INST] More? [/INST]"},
+        {"llama2-sys-strip",
+         "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHello [/INST]Hi!</s>[INST] More? [/INST]"},
+        {"mistral-v1", " [INST] You are kind.\n\nHello [/INST] Hi!</s> [INST] More? [/INST]"},
+        {"mistral-v3", "[INST] You are kind.\n\nHello[/INST] Hi!</s>[INST] More?[/INST]"},
+        {"mistral-v3-tekken", "[INST]You are kind.\n\nHello[/INST]Hi!</s>[INST]More?[/INST]"},
+        {"mistral-v7",
+         "[SYSTEM_PROMPT] You are kind.[/SYSTEM_PROMPT][INST] Hello[/INST] Hi!</s>[INST] More?[/INST]"},
+        {"llama3",
+         "<|start_header_id|>system<|end_header_id|>\n\nYou are kind.<|eot_id|>"
+         "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\nHi!<|eot_id|>"
+         "<|start_header_id|>user<|end_header_id|>\n\nMore?<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+        {"zephyr",
+         "<|system|>\nYou are kind.<|endoftext|>\n<|user|>\nHello<|endoftext|>\n"
+         "<|assistant|>\nHi!<|endoftext|>\n<|user|>\nMore?<|endoftext|>\n<|assistant|>\n"},
+        {"phi3",
+         "<|system|>\nYou are kind.<|end|>\n<|user|>\nHello<|end|>\n"
+         "<|assistant|>\nHi!<|end|>\n<|user|>\nMore?<|end|>\n<|assistant|>\n"},
+        {"gemma",
+         "<start_of_turn>user\nYou are kind.\n\nHello<end_of_turn>\n<start_of_turn>model\nHi!<end_of_turn>\n"
+         "<start_of_turn>user\nMore?<end_of_turn>\n<start_of_turn>model\n"},
+        {"deepseek",
+         "You are kind.### Instruction:\nHello\n### Response:\nHi!\n<|EOT|>\n### Instruction:\nMore?\n### Response:\n"},
+        {"deepseek2", "You are kind.\n\nUser: Hello\n\nAssistant: Hi!" + EOS_DS + "User: More?\n\nAssistant:"},
+        {"deepseek3",
+         "You are kind.\n\n" + USER_DS + "Hello" + ASSISTANT_DS + "Hi!" + EOS_DS + USER_DS + "More?" +
+         ASSISTANT_DS},
+    };
+    for (const want & x : w) {
+        INFO(std::string(x.name));
+        CHECK(fmt(x.name) == x.text);
+    }
 }
 
 TEST_CASE("without the assistant prompt; formats without one ignore it") {
@@ -138,16 +153,16 @@ TEST_CASE("assistant suffixes and end markers") {
 
 TEST_CASE("names, aliases and the list of known names") {
     chat_template t;
-    CHECK(chat_template_from_name("llama-3", &t));
-    CHECK(t == chat_template::LLAMA3);
-    CHECK(chat_template_from_name("llama-2", &t));
-    CHECK(t == chat_template::LLAMA2);
-    CHECK(chat_template_from_name("phi-3", &t));
-    CHECK(t == chat_template::PHI3);
-    CHECK(chat_template_from_name("mistral", &t));
-    CHECK(t == chat_template::LLAMA2);
-    CHECK_FALSE(chat_template_from_name("chatgpt", &t));
-    CHECK_FALSE(chat_template_from_name("", &t));
+    const std::pair<const char *, chat_template> aliases[] = {{"llama-3", chat_template::LLAMA3},
+                                                              {"llama-2", chat_template::LLAMA2},
+                                                              {"phi-3", chat_template::PHI3},
+                                                              {"mistral", chat_template::LLAMA2}};
+    for (const auto & [alias, want] : aliases) {
+        INFO(alias);
+        CHECK(chat_template_from_name(alias, &t));
+        CHECK(t == want);
+    }
+    for (const char * unknown : {"chatgpt", ""}) CHECK_FALSE(chat_template_from_name(unknown, &t));
     CHECK(chat_template_names() ==
           "chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, mistral-v1, mistral-v3, mistral-v3-tekken, "
           "mistral-v7, llama3, zephyr, phi3, gemma, deepseek, deepseek2, deepseek3");
@@ -449,10 +464,8 @@ TEST_CASE("gloas --chat: a full context says so and ends the chat cleanly") {
     auto r = test::run_tool("gloas", args, "Tell me a story.\nAnd then?\n");
     INFO("stderr: " << r.err);
     CHECK(r.status == 0);
-    CHECK(r.err.find("gloas: turn 1: reply ") != std::string::npos);
-    CHECK(r.err.find(" tokens (context full)") != std::string::npos);
-    CHECK(r.err.find("the context is full (64 positions); chat ended") != std::string::npos);
-    CHECK(r.err.find("chat ended after 1 turns, 64 positions") != std::string::npos);
+    test::check_contains(r.err, {"gloas: turn 1: reply ", " tokens (context full)",
+                                 "the context is full (64 positions); chat ended", "chat ended after 1 turns, 64 positions"});
 
     // A first message longer than the context.
     args = common;
@@ -508,8 +521,6 @@ TEST_CASE("gloas --chat reads one message per line: a trailing backslash continu
                             "first\\\nsecond\n\n\r\nthird\r\nlast line without a newline");
     INFO("stderr: " << r.err);
     REQUIRE(r.status == 0);
-    CHECK(r.err.find("<|im_start|>user\nfirst\nsecond<|im_end|>\n") != std::string::npos);
-    CHECK(r.err.find("<|im_start|>user\nthird<|im_end|>\n") != std::string::npos);
-    CHECK(r.err.find("<|im_start|>user\nlast line without a newline<|im_end|>\n") != std::string::npos);
-    CHECK(r.err.find("chat ended after 3 turns") != std::string::npos);
+    test::check_contains(r.err, {"<|im_start|>user\nfirst\nsecond<|im_end|>\n", "<|im_start|>user\nthird<|im_end|>\n",
+                                 "<|im_start|>user\nlast line without a newline<|im_end|>\n", "chat ended after 3 turns"});
 }

@@ -27,12 +27,8 @@ using namespace gloas;
 
 namespace {
 
-bool file_exists(const std::string & p) {
-    struct stat st;
-    return ::stat(p.c_str(), &st) == 0;
-}
-
-bool contains(const std::string & s, const std::string & w) { return s.find(w) != std::string::npos; }
+using test::contains;
+using test::file_exists;
 
 std::string golden(const std::string & name) { return test::read_file(test::data_file("golden/" + name)); }
 
@@ -192,15 +188,23 @@ void write_hf_folder(const std::string & dir, const model & m, bool f16) {
     test::write_file(dir + "/tokenizer.model", spm_image(m.tok.get_vocab()));
 }
 
-std::string json_escape(const std::string & s) {
-    std::string o;
-    for (char c : s) {
-        if (c == '"' || c == '\\') { o += '\\'; o += c; }
-        else if (uint8_t(c) < 0x20) o += format("\\u%04x", unsigned(uint8_t(c)));
-        else o += c;
-    }
-    return o;
+// A new folder dir/name holding m as a Hugging Face folder; its path.
+std::string hf_folder(const std::string & dir, const std::string & name, const model & m, bool f16) {
+    const std::string hf = dir + "/" + name;
+    REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
+    write_hf_folder(hf, m, f16);
+    return hf;
 }
+
+// Runs gloas-convert, which must succeed.
+test::run_result convert_ok(const std::vector<std::string> & args) {
+    test::run_result r = test::run_tool("gloas-convert", args);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    return r;
+}
+
+using test::json_escape;
 
 // tokenizer.json for a SentencePiece vocabulary: merges in score order, each
 // splitting a piece into two pieces of the vocabulary.
@@ -268,22 +272,14 @@ int64_t count_f16_diffs(const gguf_tensor_info & h, const gguf_tensor_info & f) 
     return n;
 }
 
+const uint8_t * bytes(const std::string & s) { return reinterpret_cast<const uint8_t *>(s.data()); }
+
 std::string parse_error(const std::string & img) {
-    try {
-        safetensors_file::parse(reinterpret_cast<const uint8_t *>(img.data()), img.size(), "bad.safetensors");
-        return "";
-    } catch (const error & e) {
-        return e.what();
-    }
+    return test::error_of([&] { safetensors_file::parse(bytes(img), img.size(), "bad.safetensors"); });
 }
 
 std::string spm_error(const std::string & img) {
-    try {
-        spm_model::parse(reinterpret_cast<const uint8_t *>(img.data()), img.size(), "bad.model");
-        return "";
-    } catch (const error & e) {
-        return e.what();
-    }
+    return test::error_of([&] { spm_model::parse(bytes(img), img.size(), "bad.model"); });
 }
 
 std::string header_image(const std::string & json, const std::string & data) {
@@ -297,9 +293,7 @@ TEST_CASE("convert: llama2.c stories260K equals llama.cpp's conversion and gener
     const std::string dir = test::temp_dir("convert-llama2c");
     const std::string out = dir + "/stories260K.gguf";
     // The checkpoint's tokenizer (tok512.bin) is found beside it.
-    auto r = test::run_tool("gloas-convert", {test::require_model("stories260K.bin"), "-o", out});
-    INFO(r.err);
-    REQUIRE(r.status == 0);
+    auto r = convert_ok({test::require_model("stories260K.bin"), "-o", out});
     auto ours = gguf_file::open(out);
     auto ref = gguf_file::open(test::require_model("stories260K_f32.gguf"));
     check_same_tensors(*ours, *ref);
@@ -389,13 +383,9 @@ TEST_CASE("convert: a llama2.c tokenizer whose piece count is not the model's vo
 TEST_CASE("convert: Hugging Face folder (F32, one file, tied embeddings, tokenizer.model) converts back to stories260K") {
     auto src = model::load({test::require_model("stories260K.bin"), ""});
     const std::string dir = test::temp_dir("convert-hf32");
-    const std::string hf = dir + "/stories-hf-0.26M";
-    REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
-    write_hf_folder(hf, *src, false);
+    const std::string hf = hf_folder(dir, "stories-hf-0.26M", *src, false);
     const std::string out = dir + "/hf.gguf";
-    auto r = test::run_tool("gloas-convert", {hf, "--outtype", "f32", "-o", out});
-    INFO(r.err);
-    REQUIRE(r.status == 0);
+    convert_ok({hf, "--outtype", "f32", "-o", out});
     auto ours = gguf_file::open(out);
     auto ref = gguf_file::open(test::require_model("stories260K_f32.gguf"));
     CHECK(ours->find_tensor("output.weight") == nullptr);  // tied
@@ -412,13 +402,9 @@ TEST_CASE("convert: Hugging Face folder (F32, one file, tied embeddings, tokeniz
 TEST_CASE("convert: Hugging Face folder (F16, two shards with an index, lm_head) loads and generates") {
     auto src = model::load({test::require_model("stories260K.bin"), ""});
     const std::string dir = test::temp_dir("convert-hf16");
-    const std::string hf = dir + "/hf";
-    REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
-    write_hf_folder(hf, *src, true);
+    const std::string hf = hf_folder(dir, "hf", *src, true);
     const std::string out = dir + "/hf16.gguf";
-    auto r = test::run_tool("gloas-convert", {hf, "-o", out, "--name", "tiny stories"});  // default outtype: f16
-    INFO(r.err);
-    REQUIRE(r.status == 0);
+    auto r = convert_ok({hf, "-o", out, "--name", "tiny stories"});  // default outtype: f16
     CHECK(contains(r.err, "model-00002-of-00002.safetensors"));
     auto f = gguf_file::open(out);
     CHECK(f->get_str("general.name") == "tiny stories");
@@ -443,15 +429,11 @@ TEST_CASE("convert: Hugging Face folder (F16, two shards with an index, lm_head)
 TEST_CASE("convert: tokenizer.json (BPE with byte_fallback) gives the same tokens as tokenizer.model") {
     auto src = model::load({test::require_model("stories260K.bin"), ""});
     const std::string dir = test::temp_dir("convert-tokjson");
-    const std::string hf = dir + "/hf";
-    REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
-    write_hf_folder(hf, *src, false);
+    const std::string hf = hf_folder(dir, "hf", *src, false);
     REQUIRE(std::remove((hf + "/tokenizer.model").c_str()) == 0);
     test::write_file(hf + "/tokenizer.json", tokenizer_json(src->tok.get_vocab()));
     const std::string out = dir + "/tj.gguf";
-    auto r = test::run_tool("gloas-convert", {hf, "-o", out, "-q"});
-    INFO(r.err);
-    REQUIRE(r.status == 0);
+    auto r = convert_ok({hf, "-o", out, "-q"});
     auto m = model::load({out, ""});
     for (const std::string & s : {std::string("Once upon a time, there was a little girl named Lily."),
                                   golden("stories260K_greedy_n128_once_upon_a_time.txt"), std::string("  x\n\ty €ü 日本 ")}) {
@@ -471,9 +453,7 @@ TEST_CASE("convert: tokenizer.json (BPE with byte_fallback) gives the same token
 TEST_CASE("convert: bad Hugging Face folders fail with the file and field, leaving no output") {
     auto src = model::load({test::require_model("stories260K.bin"), ""});
     const std::string dir = test::temp_dir("convert-bad");
-    const std::string hf = dir + "/hf";
-    REQUIRE(::mkdir(hf.c_str(), 0755) == 0);
-    write_hf_folder(hf, *src, false);
+    const std::string hf = hf_folder(dir, "hf", *src, false);
     const std::string config = test::read_file(hf + "/config.json");
     const std::string weights = test::read_file(hf + "/model.safetensors");
     const std::string spm = test::read_file(hf + "/tokenizer.model");

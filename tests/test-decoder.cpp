@@ -30,6 +30,23 @@ std::unique_ptr<model> load(const std::string & name) {
     return model::load({test::require_model(name), ""});
 }
 
+// llama2.c's greedy output of stories260K for three prompts.
+void check_llama2c_goldens(const model & m) {
+    const struct {
+        const char * prompt;
+        int steps;
+        const char * golden;
+    } runs[] = {
+        {"", 200, "stories260K_greedy_n200_noprompt.txt"},
+        {"Once upon a time", 128, "stories260K_greedy_n128_once_upon_a_time.txt"},
+        {"Tom and Lily went to the park", 256, "stories260K_greedy_n256_tom_and_lily.txt"},
+    };
+    for (const auto & r : runs) {
+        INFO(r.golden);
+        CHECK(generate_like_llama2c(m, r.prompt, r.steps) == golden(r.golden));
+    }
+}
+
 } // namespace
 
 TEST_CASE("stories260K llama2.c checkpoint matches llama2.c's greedy output") {
@@ -40,18 +57,14 @@ TEST_CASE("stories260K llama2.c checkpoint matches llama2.c's greedy output") {
     CHECK(m->hp.n_head == 8);
     CHECK(m->hp.n_head_kv == 4);
     CHECK(m->hp.n_vocab == 512);
-    CHECK(generate_like_llama2c(*m, "", 200) == golden("stories260K_greedy_n200_noprompt.txt"));
-    CHECK(generate_like_llama2c(*m, "Once upon a time", 128) == golden("stories260K_greedy_n128_once_upon_a_time.txt"));
-    CHECK(generate_like_llama2c(*m, "Tom and Lily went to the park", 256) == golden("stories260K_greedy_n256_tom_and_lily.txt"));
+    check_llama2c_goldens(*m);
 }
 
 TEST_CASE("stories260K GGUF written by llama.cpp matches llama2.c's greedy output") {
     auto m = load("stories260K_f32.gguf");
     CHECK(m->file_format == "gguf");
     CHECK(m->hp.n_ctx_train == 512);
-    CHECK(generate_like_llama2c(*m, "", 200) == golden("stories260K_greedy_n200_noprompt.txt"));
-    CHECK(generate_like_llama2c(*m, "Once upon a time", 128) == golden("stories260K_greedy_n128_once_upon_a_time.txt"));
-    CHECK(generate_like_llama2c(*m, "Tom and Lily went to the park", 256) == golden("stories260K_greedy_n256_tom_and_lily.txt"));
+    check_llama2c_goldens(*m);
 }
 
 TEST_CASE("chunked prefill equals token-by-token prefill") {

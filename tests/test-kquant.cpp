@@ -205,12 +205,7 @@ namespace {
 const type NEW_WEIGHT_TYPES[] = {type::Q4_1, type::Q5_0, type::Q5_1, type::Q2_K,
                                  type::Q3_K, type::Q4_K, type::Q5_K, type::Q6_K};
 
-std::vector<float> randn(std::mt19937 & rng, int64_t n, float sd) {
-    std::normal_distribution<float> nd(0.0f, sd);
-    std::vector<float> v(static_cast<size_t>(n));
-    for (auto & x : v) x = nd(rng);
-    return v;
-}
+using test::randn;
 
 // Weight rows of several shapes: gaussian, an all-zero block, one row of
 // a constant, one with a large outlier per block, one all positive.
@@ -323,38 +318,18 @@ TEST_CASE("quantize -> dequantize: relative RMS error per type") {
 
 namespace {
 
-// Elements of y (n_tok, n_out) = x · w^T that differ from matmul_ref's yr by
-// more than 2e-5 * |w_r|_2 |x_t|_2 (+ Q4_1/Q5_1's fp16 s: |w_r|_1 |x_t|_inf 2^-11 1e-3 * 32).
+// Elements of matmul's y that differ from matmul_ref's yr by more than the
+// bound of test::matmul_mismatches, which allows for Q4_1/Q5_1's fp16 offsets.
 int count_bad(const tensor & w, const std::vector<float> & x, int64_t n_tok, const std::vector<float> & y,
               const std::vector<float> & yr) {
-    const int64_t n_in = w.ne[0], n_out = w.nrows();
-    int bad = 0;
-    std::vector<float> wr(static_cast<size_t>(n_in));
-    for (int64_t r = 0; r < n_out; ++r) {
-        ops::get_row(w, r, wr.data());
-        double wn = 0.0, wa = 0.0;
-        for (float v : wr) { wn += double(v) * v; wa += std::fabs(double(v)); }
-        for (int64_t tk = 0; tk < n_tok; ++tk) {
-            double xn = 0.0, xa = 0.0;
-            for (int64_t i = 0; i < n_in; ++i) {
-                xn += double(x[size_t(tk * n_in + i)]) * x[size_t(tk * n_in + i)];
-                xa = std::max(xa, std::fabs(double(x[size_t(tk * n_in + i)])));
-            }
-            const double tol = 2e-5 * std::sqrt(wn * xn) + wa * xa * 1e-3 * 0x1p-11 * 32 + 1e-30;
-            const size_t k = size_t(tk * n_out + r);
-            bad += !(std::fabs(double(y[k]) - double(yr[k])) <= tol);
-        }
-    }
-    return bad;
+    return test::matmul_mismatches(w, x, n_tok, y, yr, true);
 }
 
 } // namespace
 
 TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row counts, threads") {
     std::mt19937 rng(8);
-    const int saved = ops::n_threads();
-    for (int nth : {1, 2}) {
-        ops::set_n_threads(nth);
+    test::for_thread_counts({1, 2}, [&](int nth) {
         for (type t : NEW_WEIGHT_TYPES) {
             for (int64_t n_in : {256, 768}) {
                 for (int64_t n_out : {1, 5, 37}) {
@@ -375,8 +350,7 @@ TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row co
                 }
             }
         }
-    }
-    ops::set_n_threads(saved);
+    });
 }
 
 // The tiled K-quant paths (AVX-512 VNNI builds; matmul_blocks elsewhere):
@@ -387,7 +361,6 @@ TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row co
 // activations and all-zero, constant and one-signed weight rows.
 TEST_CASE("matmul vs matmul_ref: K-quant tiles, long rows, many tokens, odd rows and tokens, 1 and 3 threads") {
     std::mt19937 rng(81);
-    const int saved = ops::n_threads();
     const int64_t n_in = 2304;
     for (type t : {type::Q4_K, type::Q5_K, type::Q6_K}) {
         const int64_t n_out = 11;
@@ -401,17 +374,15 @@ TEST_CASE("matmul vs matmul_ref: K-quant tiles, long rows, many tokens, odd rows
             for (int64_t tk = 0; tk < n_tok; tk += 2) x[size_t(tk * n_in + 300 + tk)] = -60.0f;  // outliers
             std::vector<float> yr(size_t(n_tok * n_out), -2.0f);
             ops::matmul_ref(w, x.data(), n_tok, yr.data());
-            for (int nth : {1, 3}) {
-                ops::set_n_threads(nth);
+            test::for_thread_counts({1, 3}, [&](int nth) {
                 std::vector<float> y(size_t(n_tok * n_out), -1.0f);
                 std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
                 ops::matmul(w, x.data(), n_tok, y.data(), work.data());
                 const int bad = count_bad(w, x, n_tok, y, yr);
                 CHECK_MESSAGE(bad == 0, type_name(t), " n_tok=", n_tok, " threads=", nth);
-            }
+            });
         }
     }
-    ops::set_n_threads(saved);
 }
 
 // A token's result does not depend on the other tokens of the call: the

@@ -146,16 +146,36 @@ std::vector<std::string> base_args(const std::string & prompt) {
     return {"-m", test::require_model("stories260K.bin"), "--temp", "0", "-t", "1", "-f", prompt, "-n", "16"};
 }
 
+// A case's temporary folder, the gloas arguments of a prompt of its first
+// `bytes` of text, and what a memory-only run of them prints.
+struct prompt_case {
+    std::string dir;
+    std::vector<std::string> base;
+    test::run_result ref;
+};
+
+prompt_case make_prompt_case(const std::string & tag, size_t bytes) {
+    prompt_case c;
+    c.dir = test::temp_dir(tag);
+    c.base = base_args(prompt_file(c.dir, bytes));
+    c.ref = test::run_tool("gloas", test::with_args(c.base, {"--kv-dir", "none"}));
+    REQUIRE(c.ref.status == 0);
+    return c;
+}
+
+// An empty folder `mnt` in dir, for a tmpfs.
+std::string mount_point(const std::string & dir) {
+    const std::string mnt = dir + "/mnt";
+    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+    return mnt;
+}
+
 } // namespace
 
 TEST_CASE("a full disk: no signal, one warning, the memory-only text, the published pages kept") {
-    const std::string dir = test::temp_dir("kv-full");
-    const std::string mnt = dir + "/mnt";
-    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
     // 457 tokens: 14 pages of 20 KiB (F16), of which 200 KiB hold fewer than 10.
-    const auto base = base_args(prompt_file(dir, 950));
-    const test::run_result ref = test::run_tool("gloas", test::with_args(base, {"--kv-dir", "none"}));
-    REQUIRE(ref.status == 0);
+    const auto [dir, base, ref] = make_prompt_case("kv-full", 950);
+    const std::string mnt = mount_point(dir);
     const std::string why = mount_tmpfs(mnt, "200k");
     if (!why.empty()) return skipped(why);
 
@@ -181,12 +201,8 @@ TEST_CASE("a full disk: no signal, one warning, the memory-only text, the publis
 }
 
 TEST_CASE("a full disk when the page file is created: the run goes on in memory") {
-    const std::string dir = test::temp_dir("kv-full-create");
-    const std::string mnt = dir + "/mnt";
-    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
-    const auto base = base_args(prompt_file(dir, 200));
-    const test::run_result ref = test::run_tool("gloas", test::with_args(base, {"--kv-dir", "none"}));
-    REQUIRE(ref.status == 0);
+    const auto [dir, base, ref] = make_prompt_case("kv-full-create", 200);
+    const std::string mnt = mount_point(dir);
     const std::string why = mount_tmpfs(mnt, "8k");
     if (!why.empty()) return skipped(why);
     // Fill the filesystem.
@@ -217,10 +233,7 @@ TEST_CASE("a full disk when the page file is created: the run goes on in memory"
 }
 
 TEST_CASE("a default folder that cannot be created: a warning and the run; a named one: an error naming --kv-dir none") {
-    const std::string dir = test::temp_dir("kv-unusable");
-    const auto base = base_args(prompt_file(dir, 200));
-    const test::run_result ref = test::run_tool("gloas", test::with_args(base, {"--kv-dir", "none"}));
-    REQUIRE(ref.status == 0);
+    const auto [dir, base, ref] = make_prompt_case("kv-unusable", 200);
     {
         const test::run_result r = run_gloas_home(base, "/proc/foo", dir);
         INFO(r.err);
@@ -244,12 +257,8 @@ TEST_CASE("a default folder that cannot be created: a warning and the run; a nam
 }
 
 TEST_CASE("a read-only filesystem holding a valid page file: its pages are reused, nothing is written") {
-    const std::string dir = test::temp_dir("kv-readonly");
-    const std::string mnt = dir + "/mnt";
-    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
-    const auto base = base_args(prompt_file(dir, 950));
-    const test::run_result ref = test::run_tool("gloas", test::with_args(base, {"--kv-dir", "none"}));
-    REQUIRE(ref.status == 0);
+    const auto [dir, base, ref] = make_prompt_case("kv-readonly", 950);
+    const std::string mnt = mount_point(dir);
     std::string why = mount_tmpfs(mnt, "2m");
     if (!why.empty()) return skipped(why);
     const std::string kv = mnt + "/kv";

@@ -203,12 +203,8 @@ TEST_CASE("gloas --kv-read: copies give the same text; aggressive copies by defa
     auto args = [&](const std::vector<std::string> & extra) { return test::with_args(base, extra); };
     auto ref = test::run_tool("gloas", args({"--kv-dir", "none"}));
     REQUIRE(ref.status == 0);
-    auto copy = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-read", "copy", "--kv-ram", "64k"}));
-    REQUIRE(copy.status == 0);
-    CHECK(copy.out == ref.out);
-    auto map = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-read", "map"}));
-    REQUIRE(map.status == 0);
-    CHECK(map.out == ref.out);
+    test::run_gloas_like(ref, args({"--kv-dir", dir, "--kv-read", "copy", "--kv-ram", "64k"}));
+    test::run_gloas_like(ref, args({"--kv-dir", dir, "--kv-read", "map"}));
     auto bad = test::run_tool("gloas", args({"--kv-read", "mmap"}));
     CHECK(bad.status == 2);
     CHECK(bad.err.find("--kv-read takes map or copy") != std::string::npos);

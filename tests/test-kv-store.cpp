@@ -75,18 +75,12 @@ TEST_CASE("F32, F16 and Q8_0 pages give the golden text; Q4_0 stays close") {
     REQUIRE(toks.size() > 300);
     context a(*m, kv_params(type::F32, ""));
     context b(*m, kv_params(type::Q4_0, ""));
-    int agree = 0, n = 0;
+    test::top1_agreement same;
     for (size_t i = 0; i + 1 < std::min<size_t>(toks.size(), 500); ++i) {
-        const float * la = a.eval(&toks[i], 1);
-        const int32_t ta = int32_t(std::max_element(la, la + m->hp.n_vocab) - la);
-        const float * lb = b.eval(&toks[i], 1);
-        const int32_t tb = int32_t(std::max_element(lb, lb + m->hp.n_vocab) - lb);
-        agree += ta == tb;
-        ++n;
+        const int32_t ta = test::top_token(a.eval(&toks[i], 1), m->hp.n_vocab);
+        same.add(ta, test::top_token(b.eval(&toks[i], 1), m->hp.n_vocab));
     }
-    const double rate = double(agree) / n;
-    MESSAGE("Q4_0 pages: top-1 agreement with F32 pages " << rate * 100 << "% over " << n << " positions");
-    CHECK(rate >= 0.90);
+    same.check("Q4_0 pages", "F32 pages", 0.90);
 }
 
 TEST_CASE("pages work for every page size and chunking") {
@@ -261,13 +255,9 @@ TEST_CASE("processes: reuse across runs, a killed writer, two writers at once") 
                                         "--kv-type", "q8_0", "--kv-dir", "none", "-p", prompt, "-n", "60"});
     REQUIRE(ref.status == 0);
 
-    auto first = test::run_tool("gloas", args({"-n", "60"}));
-    REQUIRE(first.status == 0);
-    CHECK(first.out == ref.out);
+    auto first = test::run_gloas_like(ref, args({"-n", "60"}));
     CHECK(first.err.find(" 0 hit") != std::string::npos);
-    auto second = test::run_tool("gloas", args({"-n", "60"}));
-    REQUIRE(second.status == 0);
-    CHECK(second.out == ref.out);
+    auto second = test::run_gloas_like(ref, args({"-n", "60"}));
     CHECK(second.err.find(" 0 missed") != std::string::npos);
     CHECK(second.err.find("reused from the K/V store") != std::string::npos);
 
@@ -280,9 +270,7 @@ TEST_CASE("processes: reuse across runs, a killed writer, two writers at once") 
     ::usleep(400 * 1000);
     ::kill(pid, SIGKILL);
     CHECK(test::wait_tool(pid) == 128 + SIGKILL);
-    auto after = test::run_tool("gloas", args({"-n", "60"}));
-    REQUIRE(after.status == 0);
-    CHECK(after.out == ref.out);
+    test::run_gloas_like(ref, args({"-n", "60"}));
 
     // Two processes on the same folder at once, different prompts sharing a prefix.
     const int a = test::spawn_tool("gloas", args({"-n", "80"}), dir + "/a.out", dir + "/a.err");
@@ -469,16 +457,12 @@ TEST_CASE("gloas --kv-ram: the same text, and the budget reported") {
     auto args = [&](const std::vector<std::string> & extra) { return test::with_args(base, extra); };
     auto ref = test::run_tool("gloas", args({"--kv-dir", "none"}));
     REQUIRE(ref.status == 0);
-    auto small = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-ram", "2M", "--metrics", "json"}));
-    REQUIRE(small.status == 0);
-    CHECK(small.out == ref.out);
+    auto small = test::run_gloas_like(ref, args({"--kv-dir", dir, "--kv-ram", "2M", "--metrics", "json"}));
     CHECK(small.err.find("kv RAM budget 2.0 MiB") != std::string::npos);
     CHECK(small.err.find("\"kv_ram_budget\": 2097152") != std::string::npos);
     CHECK(small.err.find("\"kv_resident_bytes\": ") != std::string::npos);
     // A budget below one page: every pass unmaps what it read, and still the same text.
-    auto tiny = test::run_tool("gloas", args({"--kv-dir", dir, "--kv-ram", "4k"}));
-    REQUIRE(tiny.status == 0);
-    CHECK(tiny.out == ref.out);
+    test::run_gloas_like(ref, args({"--kv-dir", dir, "--kv-ram", "4k"}));
     auto bad = test::run_tool("gloas", args({"--kv-ram", "lots"}));
     CHECK(bad.status == 2);
     CHECK(bad.err.find("--kv-ram") != std::string::npos);

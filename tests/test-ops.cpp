@@ -3,6 +3,7 @@
 #include "quant/fp16.h"
 #include "quant/quant.h"
 #include "tensor/ops.h"
+#include "test-util.h"
 
 #include <doctest/doctest.h>
 
@@ -16,12 +17,7 @@ using namespace gloas;
 
 namespace {
 
-std::vector<float> randn(std::mt19937 & rng, int64_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> nd(0.0f, sigma);
-    std::vector<float> x(static_cast<size_t>(n));
-    for (auto & v : x) v = nd(rng);
-    return x;
-}
+using test::randn;
 
 // Normalized mean squared error, as ggml's test-backend-ops measures it.
 double nmse(const float * a, const float * ref, int64_t n) {
@@ -32,17 +28,6 @@ double nmse(const float * a, const float * ref, int64_t n) {
         den += double(ref[i]) * double(ref[i]);
     }
     return den > 0.0 ? num / den : num;
-}
-
-// Weight rows of any type, from gaussian floats.
-std::vector<char> make_weights(type t, int64_t n_out, int64_t n_in, std::mt19937 & rng) {
-    const size_t rb = row_size(t, n_in);
-    std::vector<char> w(rb * size_t(n_out) + 64);
-    for (int64_t r = 0; r < n_out; ++r) {
-        std::vector<float> x = randn(rng, n_in, 0.5f);
-        traits(t).from_float_ref(x.data(), w.data() + size_t(r) * rb, n_in);
-    }
-    return w;
 }
 
 const type ALL_TYPES[] = {type::F32, type::F16, type::BF16, type::Q8_0, type::Q4_0};
@@ -111,13 +96,11 @@ TEST_CASE("block dot products: fast vs reference, odd block counts, unaligned st
 
 TEST_CASE("matmul vs matmul_ref: every weight type, token counts, odd row counts") {
     std::mt19937 rng(3);
-    const int saved = ops::n_threads();
-    for (int nth : {1, 2}) {
-        ops::set_n_threads(nth);
+    test::for_thread_counts({1, 2}, [&](int nth) {
         for (type t : ALL_TYPES) {
             for (int64_t n_in : {32, 96, 320}) {
                 for (int64_t n_out : {1, 3, 17, 67}) {
-                    std::vector<char> wbuf = make_weights(t, n_out, n_in, rng);
+                    std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
                     const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
                     for (int64_t n_tok : {1, 2, 3, 7, 33, 64}) {
                         if (nth == 2 && n_in != 96) continue;  // threads: one size is enough
@@ -127,27 +110,13 @@ TEST_CASE("matmul vs matmul_ref: every weight type, token counts, odd row counts
                         ops::matmul(w, x.data(), n_tok, y.data(), work.data());
                         ops::matmul_ref(w, x.data(), n_tok, yr.data());
                         // element-wise: |y - yr| <= 1e-5 * sum_i |w_i x_i| (bounded by |w|_2 |x|_2)
-                        int bad = 0;
-                        for (int64_t tk = 0; tk < n_tok; ++tk) {
-                            double xn = 0.0;
-                            for (int64_t i = 0; i < n_in; ++i) xn += double(x[size_t(tk * n_in + i)]) * x[size_t(tk * n_in + i)];
-                            for (int64_t r = 0; r < n_out; ++r) {
-                                std::vector<float> wr(static_cast<size_t>(n_in));
-                                ops::get_row(w, r, wr.data());
-                                double wn = 0.0;
-                                for (float v : wr) wn += double(v) * v;
-                                const double tol = 2e-5 * std::sqrt(wn * xn) + 1e-30;
-                                const size_t k = size_t(tk * n_out + r);
-                                bad += !(std::fabs(double(y[k]) - double(yr[k])) <= tol);
-                            }
-                        }
+                        const int bad = test::matmul_mismatches(w, x, n_tok, y, yr, false);
                         CHECK_MESSAGE(bad == 0, type_name(t), " n_in=", n_in, " n_out=", n_out, " n_tok=", n_tok, " threads=", nth);
                     }
                 }
             }
         }
-    }
-    ops::set_n_threads(saved);
+    });
 }
 
 TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many tokens (several chunks)") {
@@ -155,7 +124,7 @@ TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many to
     for (type t : ALL_TYPES) {
         for (int64_t n_in : {2144, 5632}) {
             const int64_t n_out = 6, n_tok = n_in == 2144 ? 9 : 161;  // 161 tokens of 5632: more than one chunk
-            std::vector<char> wbuf = make_weights(t, n_out, n_in, rng);
+            std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
             const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
             std::vector<float> x = randn(rng, n_tok * n_in);
             std::vector<float> y(size_t(n_tok * n_out)), yr(size_t(n_tok * n_out));
@@ -169,12 +138,10 @@ TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many to
 
 TEST_CASE("matmul: unaligned activations, output and work; more threads than cores") {
     std::mt19937 rng(32);
-    const int saved = ops::n_threads();
-    for (int nth : {1, 3}) {
-        ops::set_n_threads(nth);
+    test::for_thread_counts({1, 3}, [&](int nth) {
         for (type t : ALL_TYPES) {
             const int64_t n_in = 160, n_out = 13;
-            std::vector<char> wbuf = make_weights(t, n_out, n_in, rng);
+            std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
             const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
             for (int64_t n_tok : {1, 5}) {
                 std::vector<float> x = randn(rng, n_tok * n_in + 1);
@@ -188,15 +155,12 @@ TEST_CASE("matmul: unaligned activations, output and work; more threads than cor
             }
             ops::matmul(w, nullptr, 0, nullptr, nullptr);   // no tokens: nothing to do
         }
-    }
-    ops::set_n_threads(saved);
+    });
 }
 
 TEST_CASE("matmul_n equals matmul on each matrix: one type, and runs of several types") {
     std::mt19937 rng(33);
-    const int saved = ops::n_threads();
-    for (int nth : {1, 2, 3}) {
-        ops::set_n_threads(nth);
+    test::for_thread_counts({1, 2, 3}, [&](int nth) {
         const int64_t n_in = 256;
         // QKV-like sets (different row counts), and a mix of types as K-quant files have
         const std::vector<std::vector<type>> sets = {
@@ -208,7 +172,7 @@ TEST_CASE("matmul_n equals matmul on each matrix: one type, and runs of several 
             std::vector<std::vector<char>> bufs;
             std::vector<tensor> ws;
             size_t work_bytes = 0;
-            for (int i = 0; i < n; ++i) bufs.push_back(make_weights(types[size_t(i)], rows[i], n_in, rng));
+            for (int i = 0; i < n; ++i) bufs.push_back(test::random_rows(types[size_t(i)], rows[i], n_in, rng, 64));
             for (int i = 0; i < n; ++i) ws.push_back(make_tensor_2d(types[size_t(i)], n_in, rows[i], bufs[size_t(i)].data()));
             for (int64_t n_tok : {1, 2, 5, 40}) {
                 for (int i = 0; i < n; ++i) work_bytes = std::max(work_bytes, ops::matmul_work_size(types[size_t(i)], n_in, n_tok));
@@ -231,8 +195,7 @@ TEST_CASE("matmul_n equals matmul on each matrix: one type, and runs of several 
                 }
             }
         }
-    }
-    ops::set_n_threads(saved);
+    });
 }
 
 TEST_CASE("silu_mul: a token's values do not depend on the chunk around it") {
@@ -254,7 +217,7 @@ TEST_CASE("silu_mul: a token's values do not depend on the chunk around it") {
 TEST_CASE("get_row widens / dequantizes one row") {
     std::mt19937 rng(4);
     for (type t : ALL_TYPES) {
-        std::vector<char> wbuf = make_weights(t, 5, 64, rng);
+        std::vector<char> wbuf = test::random_rows(t, 5, 64, rng, 64);
         const tensor w = make_tensor_2d(t, 64, 5, wbuf.data());
         std::vector<float> y(64), e(64);
         ops::get_row(w, 3, y.data());

@@ -21,20 +21,10 @@ using namespace gloas;
 
 namespace {
 
-std::vector<float> randn(std::mt19937 & rng, size_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> nd(0.0f, sigma);
-    std::vector<float> x(n);
-    for (auto & v : x) v = nd(rng);
-    return x;
-}
+using test::randn;
 
 page_geometry make_geometry(int P, int n_layer, int n_head_kv, int head_dim) {
-    page_geometry g;
-    g.page_tokens = P;
-    g.n_layer = n_layer;
-    g.n_head_kv = n_head_kv;
-    g.head_dim = head_dim;
-    return g;
+    return page_geometry{P, n_layer, n_head_kv, head_dim};
 }
 
 // K/V of a sequence: (n_layer, n_tok, n_embd_kv) each.

@@ -117,6 +117,13 @@ struct sim {
         st.n_access += 1;
         pol->on_access(st.slot, clock);
     }
+    // Inserts pages 1..n in order.
+    void insert_n(uint64_t n) {
+        for (uint64_t h = 1; h <= n; ++h) insert(h);
+    }
+    void access_each(std::initializer_list<uint64_t> hs) {
+        for (uint64_t h : hs) access(h);
+    }
 
     // The cache walk of the trace tool: hit if resident, else miss + insert.
     void lookup(uint64_t h) {
@@ -172,34 +179,24 @@ TEST_CASE("policy names") {
 
 TEST_CASE("LRU evicts the least recently used page") {
     sim s(evict_policy::LRU);
-    for (uint64_t h = 1; h <= 5; ++h) s.insert(h);
-    s.access(2);
-    s.access(1);
-    s.access(4);
-    s.access(2);
+    s.insert_n(5);
+    s.access_each({2, 1, 4, 2});
     CHECK(s.drain() == order{3, 5, 1, 4, 2});
 }
 
 TEST_CASE("LFU evicts the least frequently used page, ties least recently used") {
     sim s(evict_policy::LFU);
-    for (uint64_t h = 1; h <= 6; ++h) s.insert(h);
-    s.access(3);
-    s.access(3);  // 3: 3 accesses
-    s.access(5);  // 5: 2
-    s.access(1);  // 1: 2, more recent than 5
-    s.access(6);
-    s.access(6);
-    s.access(6);  // 6: 4
+    s.insert_n(6);
+    // 3: 3 accesses; 5: 2; 1: 2, more recent than 5; 6: 4
+    s.access_each({3, 3, 5, 1, 6, 6, 6});
     // count 1: 2, 4 (2 older); count 2: 5, 1; count 3: 3; count 4: 6
     CHECK(s.drain() == order{2, 4, 5, 1, 3, 6});
 }
 
 TEST_CASE("FIFO evicts the oldest inserted page, whatever its accesses") {
     sim s(evict_policy::FIFO);
-    for (uint64_t h = 1; h <= 4; ++h) s.insert(h);
-    s.access(1);
-    s.access(1);
-    s.access(3);
+    s.insert_n(4);
+    s.access_each({1, 1, 3});
     s.insert(5);
     s.access(2);
     CHECK(s.drain() == order{1, 2, 3, 4, 5});
@@ -207,17 +204,15 @@ TEST_CASE("FIFO evicts the oldest inserted page, whatever its accesses") {
 
 TEST_CASE("ADAPTIVE evicts from T1 (seen once) before T2 while p is 0") {
     sim s(evict_policy::ADAPTIVE, 100 * FULL);
-    for (uint64_t h = 1; h <= 5; ++h) s.insert(h);
-    s.access(4);  // T2: 4, 2
-    s.access(2);
-    s.access(4);  // T2 LRU order: 2, 4
+    s.insert_n(5);
+    s.access_each({4, 2, 4});  // T2 in LRU order: 2, 4
     // T1 = {1, 3, 5} goes first (|T1| > p = 0), then T2 in LRU order.
     CHECK(s.drain() == order{1, 3, 5, 2, 4});
 }
 
 TEST_CASE("COMPRESSED compresses in LRU order, then drops compressed pages in their own LRU order") {
     sim s(evict_policy::COMPRESSED, 100 * FULL, 1.0);
-    for (uint64_t h = 1; h <= 4; ++h) s.insert(h);
+    s.insert_n(4);
     s.access(1);  // full-precision LRU order: 2, 3, 4, 1
     CHECK(s.victim() == 2);
     CHECK(s.evict_one());
@@ -244,10 +239,8 @@ TEST_CASE("pages in use are skipped and keep their place") {
                               script{evict_policy::ADAPTIVE, {2, 4, 5, 1, 3}}}) {
         CAPTURE(evict_policy_name(sc.p));
         auto run = [&](sim & s) {
-            for (uint64_t h = 1; h <= 5; ++h) s.insert(h);
-            s.access(1);
-            s.access(1);
-            s.access(3);
+            s.insert_n(5);
+            s.access_each({1, 1, 3});
         };
         sim ref(sc.p);
         run(ref);
@@ -297,11 +290,8 @@ TEST_CASE("rebuild from persisted stats restores the order") {
 
 TEST_CASE("ADAPTIVE rebuild puts pages seen twice in T2") {
     sim s(evict_policy::ADAPTIVE);
-    for (uint64_t h = 1; h <= 5; ++h) s.insert(h);
-    s.access(2);
-    s.access(5);
-    s.access(1);
-    s.access(2);
+    s.insert_n(5);
+    s.access_each({2, 5, 1, 2});
     // T1 = {3, 4}, T2 LRU = {5, 1, 2}
     sim t(evict_policy::ADAPTIVE);
     t.slots = s.slots;
@@ -320,7 +310,7 @@ TEST_CASE("COMPRESSED respects its share of the capacity") {
     // 10 full pages of capacity; compressed pages may hold 0.3 * 340 = 102
     // bytes, i.e. 5 compressed pages of 18.
     sim s(evict_policy::COMPRESSED, 10 * FULL, 0.3);
-    for (uint64_t h = 1; h <= 10; ++h) s.insert(h);
+    s.insert_n(10);
     CHECK(s.compressed.empty());
     // Page 11 needs 34 bytes: each compression frees 16, so 1, 2 and 3 are
     // compressed.
@@ -351,7 +341,7 @@ TEST_CASE("COMPRESSED respects its share of the capacity") {
 
     // share 0: nothing is compressed, it degenerates to LRU.
     sim z(evict_policy::COMPRESSED, 4 * FULL, 0.0);
-    for (uint64_t h = 1; h <= 6; ++h) z.insert(h);
+    z.insert_n(6);
     CHECK(z.compressed.empty());
     CHECK(z.dropped == order{1, 2});
 }

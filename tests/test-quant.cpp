@@ -30,24 +30,28 @@ std::vector<float> pad32(std::vector<float> v) {
     return v;
 }
 
-void check_q8(const std::vector<float> & x, uint16_t d, const std::vector<int> & q) {
+// One block of 32 values through the reference quantizer and the fast one:
+// the reference gives scale d and the bytes qs (`what` names one of them in
+// a failure), the fast one the same block.
+template <typename block>
+void check_block(void (*quantize_ref)(const float *, block *, int64_t), void (*quantize)(const float *, block *, int64_t),
+                 const std::vector<float> & x, uint16_t d, const std::vector<int> & qs, const char * what) {
     REQUIRE(x.size() == 32);
-    block_q8_0 ref{}, fast{};
-    quantize_row_q8_0_ref(x.data(), &ref, 32);
-    quantize_row_q8_0(x.data(), &fast, 32);
+    REQUIRE(qs.size() == sizeof(block::qs));
+    block ref{}, fast{};
+    quantize_ref(x.data(), &ref, 32);
+    quantize(x.data(), &fast, 32);
     CHECK(ref.d == d);
-    for (int j = 0; j < 32; ++j) CHECK_MESSAGE(int(ref.qs[j]) == q[size_t(j)], "value ", j);
+    for (size_t j = 0; j < qs.size(); ++j) CHECK_MESSAGE(int(ref.qs[j]) == qs[j], what, j);
     CHECK(std::memcmp(&ref, &fast, sizeof ref) == 0);
 }
 
+void check_q8(const std::vector<float> & x, uint16_t d, const std::vector<int> & q) {
+    check_block(quantize_row_q8_0_ref, quantize_row_q8_0, x, d, q, "value ");
+}
+
 void check_q4(const std::vector<float> & x, uint16_t d, const std::vector<int> & qs) {
-    REQUIRE(x.size() == 32);
-    block_q4_0 ref{}, fast{};
-    quantize_row_q4_0_ref(x.data(), &ref, 32);
-    quantize_row_q4_0(x.data(), &fast, 32);
-    CHECK(ref.d == d);
-    for (int j = 0; j < 16; ++j) CHECK_MESSAGE(int(ref.qs[j]) == qs[size_t(j)], "byte ", j);
-    CHECK(std::memcmp(&ref, &fast, sizeof ref) == 0);
+    check_block(quantize_row_q4_0_ref, quantize_row_q4_0, x, d, qs, "byte ");
 }
 
 // Random rows of several shapes: gaussian, uniform, values on a grid that
@@ -113,13 +117,7 @@ TEST_CASE("traits: entry i describes type i") {
     CHECK_FALSE(type_known(0xffffffffu));
 
     type t{};
-    CHECK(type_from_name("Q8_0", &t));
-    CHECK(t == type::Q8_0);
-    CHECK(type_from_name("BF16", &t));
-    CHECK(t == type::BF16);
-    CHECK_FALSE(type_from_name("q8", &t));
-    CHECK_FALSE(type_from_name("q8_0x", &t));
-    CHECK_FALSE(type_from_name("", &t));
+    for (const char * bad : {"q8", "q8_0x", ""}) CHECK_FALSE(type_from_name(bad, &t));
 
     CHECK(row_size(type::F32, 7) == 28);
     CHECK(row_size(type::F16, 7) == 14);
@@ -130,10 +128,14 @@ TEST_CASE("traits: entry i describes type i") {
     CHECK(traits(type::Q4_K).vec_dot_type == type::Q8_K);
     CHECK(traits(type::Q4_1).vec_dot_type == type::Q8_1);
     CHECK(traits(type::Q5_0).vec_dot_type == type::Q8_0);
-    CHECK(type_from_name("q4_k", &t));
-    CHECK(t == type::Q4_K);
-    CHECK(type_from_name("Q6_K", &t));
-    CHECK(t == type::Q6_K);
+    // names are matched without regard to case
+    const std::pair<const char *, type> names[] = {
+        {"Q8_0", type::Q8_0}, {"BF16", type::BF16}, {"q4_k", type::Q4_K}, {"Q6_K", type::Q6_K}};
+    for (const auto & [name, want] : names) {
+        INFO(name);
+        CHECK(type_from_name(name, &t));
+        CHECK(t == want);
+    }
     CHECK(std::strcmp(type_name(type::Q5_K), "q5_K") == 0);
 }
 

@@ -22,12 +22,8 @@ using namespace gloas;
 
 namespace {
 
-bool file_exists(const std::string & p) {
-    struct stat st;
-    return ::stat(p.c_str(), &st) == 0;
-}
-
-bool contains(const std::string & s, const std::string & w) { return s.find(w) != std::string::npos; }
+using test::contains;
+using test::file_exists;
 
 // Greedy text of `n` new tokens after `prompt`.
 std::string generate(const model & m, const std::string & prompt, int n) {

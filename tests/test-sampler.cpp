@@ -35,10 +35,7 @@ namespace {
 sampler_params params_with(float temp, int32_t top_k = 0, float top_p = 1.0f, float min_p = 0.0f,
                            uint64_t seed = 1234) {
     sampler_params p;
-    p.temp = temp;
-    p.top_k = top_k;
-    p.top_p = top_p;
-    p.min_p = min_p;
+    p.temp = temp, p.top_k = top_k, p.top_p = top_p, p.min_p = min_p;  // the filters
     p.seed = seed;
     return p;
 }
@@ -417,26 +414,29 @@ TEST_CASE("presence and frequency penalties subtract from the logits of tokens i
 }
 
 TEST_CASE("invalid parameters are clamped or rejected") {
-    sampler_params p;
-    p.top_k = -5;
-    p.top_p = 1.5f;
-    p.min_p = -0.5f;
-    p.repeat_last_n = -1;
-    p.seed = 1;
-    sampler s(p, 100);
-    CHECK(s.params().top_k == 100);
-    CHECK(s.params().top_p == 1.0f);
-    CHECK(s.params().min_p == 0.0f);
-    CHECK(s.params().repeat_last_n == 0);
-
-    p = sampler_params();
-    p.top_k = 1000;
-    p.top_p = -1.0f;
-    p.min_p = 2.0f;
-    sampler s2(p, 100);
-    CHECK(s2.params().top_k == 100);
-    CHECK(s2.params().top_p == 0.0f);
-    CHECK(s2.params().min_p == 1.0f);
+    // Given top_k, top_p, min_p and repeat_last_n, with 100 tokens: what the
+    // sampler keeps (every penalty is off, so the window is 0).
+    struct clamp {
+        int32_t top_k;
+        float top_p, min_p;
+        int32_t repeat_last_n;
+        int32_t kept_top_k;
+        float kept_top_p, kept_min_p;
+    };
+    const clamp rows[] = {
+        {-5, 1.5f, -0.5f, -1, 100, 1.0f, 0.0f},
+        {1000, -1.0f, 2.0f, sampler_params().repeat_last_n, 100, 0.0f, 1.0f},
+    };
+    for (const clamp & c : rows) {
+        CAPTURE(c.top_k);
+        sampler_params p = params_with(sampler_params().temp, c.top_k, c.top_p, c.min_p, 1);
+        p.repeat_last_n = c.repeat_last_n;
+        const sampler_params kept = sampler(p, 100).params();
+        CHECK(kept.top_k == c.kept_top_k);
+        CHECK(kept.top_p == c.kept_top_p);
+        CHECK(kept.min_p == c.kept_min_p);
+        CHECK(kept.repeat_last_n == 0);
+    }
 
     const float nan = std::numeric_limits<float>::quiet_NaN();
     auto bad = [&](auto && edit) {

@@ -10,6 +10,7 @@
 #include "tensor/bandwidth.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
+#include "test-util.h"
 
 #include <doctest/doctest.h>
 
@@ -25,6 +26,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace gloas;
@@ -41,25 +43,21 @@ struct output {
         const uint8_t * p = reinterpret_cast<const uint8_t *>(x);
         b.insert(b.end(), p, p + n * sizeof(T));
     }
+    // An output of n floats, or of n values' bytes, alone.
+    static output floats(const float * x, size_t n) {
+        output o;
+        o.add(x, n);
+        return o;
+    }
+    template <typename T> static output bytes(const T * x, size_t n) {
+        output o;
+        o.add_bytes(x, n);
+        return o;
+    }
 };
 
-std::vector<float> randn(std::mt19937 & rng, size_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> nd(0.0f, sigma);
-    std::vector<float> x(n);
-    for (auto & v : x) v = nd(rng);
-    return x;
-}
-
-// Rows of type t from gaussian floats, with the reference quantizer.
-std::vector<char> rows_of(type t, int64_t n_rows, int64_t n, std::mt19937 & rng) {
-    const size_t rb = row_size(t, n);
-    std::vector<char> w(rb * size_t(n_rows));
-    for (int64_t r = 0; r < n_rows; ++r) {
-        const std::vector<float> x = randn(rng, size_t(n), 0.5f);
-        traits(t).from_float_ref(x.data(), w.data() + size_t(r) * rb, n);
-    }
-    return w;
-}
+using test::randn;
+using test::random_rows;
 
 // Every dot product of a weight type against its activation type.
 float dot_of(type wt, int64_t n, const std::vector<char> & w, const std::vector<char> & x) {
@@ -90,7 +88,7 @@ output dots(type wt) {
     const type vt = traits(wt).vec_dot_type;
     output o;
     for (int i = 0; i < 16; ++i) {
-        const std::vector<char> w = rows_of(wt, 1, n, rng), x = rows_of(vt, 1, n, rng);
+        const std::vector<char> w = random_rows(wt, 1, n, rng), x = random_rows(vt, 1, n, rng);
         const float d = dot_of(wt, n, w, x);
         o.add(&d, 1);
     }
@@ -158,7 +156,7 @@ output matmuls(bool n_at_once) {
     output o;
     for (type t : TYPES) {
         std::mt19937 rng(uint32_t(t) + 100);
-        std::vector<char> w0 = rows_of(t, n_out, n_in, rng), w1 = rows_of(t, n_out + 4, n_in, rng);
+        std::vector<char> w0 = random_rows(t, n_out, n_in, rng), w1 = random_rows(t, n_out + 4, n_in, rng);
         const tensor ws[2] = {make_tensor_2d(t, n_in, n_out, w0.data()), make_tensor_2d(t, n_in, n_out + 4, w1.data())};
         for (int64_t n_tok : {1, 9}) {
             const std::vector<float> x = randn(rng, size_t(n_in * n_tok));
@@ -189,9 +187,7 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         for (auto & v : h) v = uint16_t(rng() & 0x7bff);  // finite halves of both signs' patterns
         std::vector<float> y(N);
         fp16_to_fp32_row(h.data(), y.data(), int64_t(N));
-        output o;
-        o.add_bytes(y.data(), N);
-        return o;
+        return output::bytes(y.data(), N);
     };
     r["fp32_to_fp16_row"] = [=] {
         std::mt19937 rng(2);
@@ -199,9 +195,7 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         x[0] = 1e-7f, x[1] = 70000.0f, x[2] = -0.0f;  // subnormal, overflow, signed zero
         std::vector<uint16_t> y(N);
         fp32_to_fp16_row(x.data(), y.data(), int64_t(N));
-        output o;
-        o.add_bytes(y.data(), N);
-        return o;
+        return output::bytes(y.data(), N);
     };
     r["bf16_to_fp32_row"] = [=] {
         std::mt19937 rng(3);
@@ -209,9 +203,7 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         for (auto & v : h) v = uint16_t(rng());
         std::vector<float> y(N);
         bf16_to_fp32_row(h.data(), y.data(), int64_t(N));
-        output o;
-        o.add_bytes(y.data(), N);
-        return o;
+        return output::bytes(y.data(), N);
     };
     r["fp32_to_bf16_row"] = [=] {
         std::mt19937 rng(4);
@@ -219,18 +211,14 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         x[0] = std::nanf(""), x[1] = 1e-40f;  // NaN, subnormal
         std::vector<uint16_t> y(N);
         fp32_to_bf16_row(x.data(), y.data(), int64_t(N));
-        output o;
-        o.add_bytes(y.data(), N);
-        return o;
+        return output::bytes(y.data(), N);
     };
     r["quantize_row_q8_0"] = [] {
         std::mt19937 rng(5);
         const std::vector<float> x = randn(rng, 32 * 33);
         std::vector<block_q8_0> y(33);
         quantize_row_q8_0(x.data(), y.data(), 32 * 33);
-        output o;
-        o.add_bytes(y.data(), y.size());
-        return o;
+        return output::bytes(y.data(), y.size());
     };
     r["quantize_row_q8_K"] = [] {
         std::mt19937 rng(6);
@@ -238,9 +226,7 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         std::fill(x.begin() + 256, x.begin() + 512, 0.0f);  // an all-zero super-block
         std::vector<block_q8_K> y(3);
         quantize_row_q8_K(x.data(), y.data(), 256 * 3);
-        output o;
-        o.add_bytes(y.data(), y.size());
-        return o;
+        return output::bytes(y.data(), y.size());
     };
     r["quantize_row_q4_0_mse"] = [] {
         // The variants sum the block's errors in another order, so a near tie
@@ -254,32 +240,22 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         dequantize_row_q4_0(y.data(), back.data(), int64_t(x.size()));
         double e = 0.0;
         for (size_t i = 0; i < x.size(); ++i) e += double(x[i] - back[i]) * double(x[i] - back[i]);
-        output o;
         const float ef = float(e);
-        o.add(&ef, 1);
-        return o;
+        return output::floats(&ef, 1);
     };
-    r["vec_dot_f32"] = [] { return dots(type::F32); };
-    r["vec_dot_f16"] = [] { return dots(type::F16); };
-    r["vec_dot_bf16"] = [] { return dots(type::BF16); };
-    r["vec_dot_q8_0_q8_0"] = [] { return dots(type::Q8_0); };
-    r["vec_dot_q4_0_q8_0"] = [] { return dots(type::Q4_0); };
-    r["vec_dot_q4_1_q8_1"] = [] { return dots(type::Q4_1); };
-    r["vec_dot_q5_0_q8_0"] = [] { return dots(type::Q5_0); };
-    r["vec_dot_q5_1_q8_1"] = [] { return dots(type::Q5_1); };
-    r["vec_dot_q2_K_q8_K"] = [] { return dots(type::Q2_K); };
-    r["vec_dot_q3_K_q8_K"] = [] { return dots(type::Q3_K); };
-    r["vec_dot_q4_K_q8_K"] = [] { return dots(type::Q4_K); };
-    r["vec_dot_q5_K_q8_K"] = [] { return dots(type::Q5_K); };
-    r["vec_dot_q6_K_q8_K"] = [] { return dots(type::Q6_K); };
+    const std::pair<const char *, type> vec_dots[] = {
+        {"vec_dot_f32", type::F32},        {"vec_dot_f16", type::F16},        {"vec_dot_bf16", type::BF16},
+        {"vec_dot_q8_0_q8_0", type::Q8_0}, {"vec_dot_q4_0_q8_0", type::Q4_0}, {"vec_dot_q4_1_q8_1", type::Q4_1},
+        {"vec_dot_q5_0_q8_0", type::Q5_0}, {"vec_dot_q5_1_q8_1", type::Q5_1}, {"vec_dot_q2_K_q8_K", type::Q2_K},
+        {"vec_dot_q3_K_q8_K", type::Q3_K}, {"vec_dot_q4_K_q8_K", type::Q4_K}, {"vec_dot_q5_K_q8_K", type::Q5_K},
+        {"vec_dot_q6_K_q8_K", type::Q6_K}};
+    for (const auto & [name, t] : vec_dots) r[name] = [t = t] { return dots(t); };
     r["rmsnorm"] = [=] {
         std::mt19937 rng(8);
         const std::vector<float> x = randn(rng, N), g = randn(rng, N);
         std::vector<float> y(N);
         ops::rmsnorm(y.data(), x.data(), g.data(), int64_t(N), 1e-5f);
-        output o;
-        o.add(y.data(), N);
-        return o;
+        return output::floats(y.data(), N);
     };
     r["rope_ex"] = [] {
         output o;
@@ -297,27 +273,21 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         std::mt19937 rng(10);
         std::vector<float> x = randn(rng, N, 4.0f);
         ops::softmax(x.data(), int64_t(N));
-        output o;
-        o.add(x.data(), N);
-        return o;
+        return output::floats(x.data(), N);
     };
     r["silu_mul"] = [=] {
         std::mt19937 rng(11);
         const std::vector<float> g = randn(rng, N, 3.0f), u = randn(rng, N);
         std::vector<float> y(N);
         ops::silu_mul(y.data(), g.data(), u.data(), int64_t(N));
-        output o;
-        o.add(y.data(), N);
-        return o;
+        return output::floats(y.data(), N);
     };
     r["add"] = [=] {
         std::mt19937 rng(12);
         std::vector<float> y = randn(rng, N);
         const std::vector<float> x = randn(rng, N);
         ops::add(y.data(), x.data(), int64_t(N));
-        output o;
-        o.add_bytes(y.data(), N);
-        return o;
+        return output::bytes(y.data(), N);
     };
     // Its value is each variant's own layout; matmul below runs in that much.
     r["matmul_work_size"] = [] { return output(); };
@@ -329,9 +299,7 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         while (reinterpret_cast<uintptr_t>(p) % 64) ++p;
         for (size_t i = 0; i < 1000; ++i) p[i] = i * 0x9E3779B97F4A7C15ull;
         const uint64_t x[2] = {read_words(p, 1000, false), read_words(p, 999, true)};
-        output o;
-        o.add_bytes(x, 2);
-        return o;
+        return output::bytes(x, 2);
     };
     r["page_attend"] = [] { return attend(false, false); };
     r["page_attend_multi"] = [] { return attend(true, false); };
@@ -350,9 +318,7 @@ std::map<std::string, std::function<output()>> kernel_runs() {
         const std::vector<float> q = randn(rng, size_t(group * hd));
         std::vector<float> out(static_cast<size_t>(n));
         page_score_bounds_f16(q.data(), group, hd, tiles.data(), n, out.data());
-        output o;
-        o.add(out.data(), out.size());
-        return o;
+        return output::floats(out.data(), out.size());
     };
     return r;
 }

@@ -36,7 +36,7 @@ context_params slide_params_for(int32_t n_ctx, bool on, type t = type::F16) {
     return cp;
 }
 
-int32_t argmax(const float * x, int32_t n) { return int32_t(std::max_element(x, x + n) - x); }
+using test::top_token;
 
 float max_abs_diff(const float * a, const float * b, size_t n) {
     float d = 0.0f;
@@ -218,7 +218,7 @@ TEST_CASE("stories260K generates past its context with the slide on") {
     const float * logits = ctx.eval_prompt(prompt.data(), int32_t(prompt.size()));
     int32_t n_valid = 0;
     for (int i = 0; i < 600; ++i) {
-        const int32_t tok = argmax(logits, m->hp.n_vocab);
+        const int32_t tok = top_token(logits, m->hp.n_vocab);
         logits = ctx.eval(&tok, 1);
         n_valid += std::isfinite(logits[0]);
         CHECK(ctx.kv().n_held() <= C);
@@ -246,7 +246,7 @@ TEST_CASE("stories260K generates past its context with the slide on") {
         const float * l = single.eval(&toks[size_t(i)], 1);
         const float * c = all.data() + int64_t(i) * m->hp.n_vocab;
         worst = std::max(worst, max_abs_diff(l, c, size_t(m->hp.n_vocab)));
-        agree += argmax(l, m->hp.n_vocab) == argmax(c, m->hp.n_vocab);
+        agree += top_token(l, m->hp.n_vocab) == top_token(c, m->hp.n_vocab);
     }
     MESSAGE("chunked vs token-by-token past the window: max logit difference " << worst);
     CHECK(worst < 1e-3f);
@@ -283,11 +283,11 @@ TEST_CASE("sparse decode attention over a slid window") {
     sp.sparse.ratio = 0.25f;
     context dense(*m, dp);
     context sparse(*m, sp);
-    int agree = 0, n = 0;
+    test::top1_agreement same;
     for (size_t i = 0; i + 1 < toks.size(); ++i) {
-        const int32_t a = argmax(dense.eval(&toks[i], 1), m->hp.n_vocab);
+        const int32_t a = top_token(dense.eval(&toks[i], 1), m->hp.n_vocab);
         const uint64_t before = sparse.kv().page_reads();
-        const int32_t b = argmax(sparse.eval(&toks[i], 1), m->hp.n_vocab);
+        const int32_t b = top_token(sparse.eval(&toks[i], 1), m->hp.n_vocab);
         if (i == 320) {
             // position 320: page 10 open, d = ceil((321 - 256) / 32) = 3 pages
             // dropped, so the sink + pages 4..9 are candidates (7); sparse
@@ -296,14 +296,9 @@ TEST_CASE("sparse decode attention over a slid window") {
             const uint64_t L = uint64_t(m->hp.n_layer), H = uint64_t(m->hp.n_head_kv), dl = uint64_t(sp.sparse.dense_layers);
             CHECK(reads == dl * H * 7 + (L - dl) * H * 4);
         }
-        if (i >= 256) {
-            agree += a == b;
-            ++n;
-        }
+        if (i >= 256) same.add(a, b);
     }
-    const double rate = double(agree) / n;
-    MESSAGE("slid window, sparse ratio 0.25: top-1 agreement with dense " << rate * 100 << "% over " << n << " positions");
-    CHECK(rate >= 0.9);
+    same.check("slid window, sparse ratio 0.25", "dense", 0.9);
 }
 
 TEST_CASE("sparse decode over a slid window: copy reads (dense layers from their RAM copy) equal mapped reads") {

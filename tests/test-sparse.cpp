@@ -32,7 +32,7 @@ std::vector<int32_t> text_tokens(const model & m, size_t n) {
     return t;
 }
 
-int32_t argmax(const float * x, int32_t n) { return int32_t(std::max_element(x, x + n) - x); }
+using test::top_token;
 
 } // namespace
 
@@ -116,18 +116,13 @@ TEST_CASE("ratio 0.25 over stories260K's full context agrees with dense on the t
     for (type t : {type::F16, type::Q4_0}) {
         context dense(*m, params(t, 1.0f));
         context sparse(*m, params(t, 0.25f));
-        int agree = 0, n = 0;
+        test::top1_agreement same;
         for (size_t i = 0; i + 1 < toks.size(); ++i) {
-            const int32_t a = argmax(dense.eval(&toks[i], 1), m->hp.n_vocab);
-            const int32_t b = argmax(sparse.eval(&toks[i], 1), m->hp.n_vocab);
-            if (i >= 128) {  // positions with enough pages for sparsity to matter
-                agree += a == b;
-                ++n;
-            }
+            const int32_t a = top_token(dense.eval(&toks[i], 1), m->hp.n_vocab);
+            const int32_t b = top_token(sparse.eval(&toks[i], 1), m->hp.n_vocab);
+            if (i >= 128) same.add(a, b);  // positions with enough pages for sparsity to matter
         }
-        const double rate = double(agree) / n;
-        MESSAGE(std::string(type_name(t)) << " pages, ratio 0.25: top-1 agreement with dense " << rate * 100 << "% over " << n << " positions");
-        CHECK(rate >= 0.95);
+        same.check(std::string(type_name(t)) + " pages, ratio 0.25", "dense", 0.95);
     }
 }
 

@@ -12,21 +12,15 @@
 
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <sstream>
+#include <utility>
 
 using namespace gloas;
-using gloas::test::read_file;
-using gloas::test::require_model;
-using gloas::test::read_vocab_cases;
-using gloas::test::vocab_case;
+using test::ids_str;
+using test::require_model;
 
 namespace {
-
-std::string ids_str(const std::vector<int32_t> & ids) {
-    std::string s;
-    for (int32_t id : ids) s += " " + std::to_string(id);
-    return s;
-}
 
 
 const char * k_gpt2_vocab = "vocab/ggml-vocab-gpt-2.gguf";
@@ -97,7 +91,7 @@ std::vector<std::string> words_of(pretokenizer p, std::string_view text) {
 } // namespace
 
 TEST_CASE("bpe: llama.cpp GPT-2 vocab corpus") {
-    const auto cases = read_vocab_cases(k_gpt2_vocab);
+    const auto cases = test::read_vocab_cases(k_gpt2_vocab);
     REQUIRE(cases.size() == 46);
     CHECK(cases[2].text.empty());
     CHECK(cases[7].text == "\n");
@@ -115,7 +109,7 @@ TEST_CASE("bpe: llama.cpp GPT-2 vocab corpus") {
     CHECK(tok.get_vocab().pre == "gpt-2");
 
     for (size_t k = 0; k < cases.size(); ++k) {
-        const vocab_case & c = cases[k];
+        const test::vocab_case & c = cases[k];
         CAPTURE(k);
         CAPTURE(c.text);
         const std::vector<int32_t> got = tok.encode(c.text, false);
@@ -170,19 +164,17 @@ TEST_CASE("bpe: GPT-2 special tokens, streaming and pieces") {
 }
 
 TEST_CASE("bpe: utf8_complete_prefix") {
-    CHECK(utf8_complete_prefix("") == 0);
-    CHECK(utf8_complete_prefix("abc") == 3);
-    CHECK(utf8_complete_prefix("a\xc3") == 1);
-    CHECK(utf8_complete_prefix("a\xc3\xa9") == 3);
-    CHECK(utf8_complete_prefix("\xe4\xbd") == 0);
-    CHECK(utf8_complete_prefix("\xe4\xbd\xa0") == 3);
-    CHECK(utf8_complete_prefix("x\xf0\x9f\xa6") == 1);
-    CHECK(utf8_complete_prefix("x\xf0\x9f\xa6\x99") == 5);
-    // Invalid bytes never complete, so they are not held back.
-    CHECK(utf8_complete_prefix("\xff") == 1);
-    CHECK(utf8_complete_prefix("\x80\x80") == 2);
-    CHECK(utf8_complete_prefix("a\x80\x80\x80\x80") == 5);
-    CHECK(utf8_complete_prefix("\xc3\xa9\xa9") == 3);
+    // text, the length of its longest prefix of whole characters
+    const std::pair<const char *, size_t> complete[] = {
+        {"", 0}, {"abc", 3}, {"a\xc3", 1}, {"a\xc3\xa9", 3}, {"\xe4\xbd", 0}, {"\xe4\xbd\xa0", 3},
+        {"x\xf0\x9f\xa6", 1}, {"x\xf0\x9f\xa6\x99", 5},
+        // Invalid bytes never complete, so they are not held back.
+        {"\xff", 1}, {"\x80\x80", 2}, {"a\x80\x80\x80\x80", 5}, {"\xc3\xa9\xa9", 3},
+    };
+    for (size_t i = 0; i < std::size(complete); ++i) {
+        INFO("case " << i);
+        CHECK(utf8_complete_prefix(complete[i].first) == complete[i].second);
+    }
 }
 
 // Words each pre-tokenizer makes; the expected splits come from the

@@ -15,16 +15,9 @@
 using namespace gloas;
 using gloas::test::read_file;
 using gloas::test::require_model;
-using gloas::test::read_vocab_cases;
-using gloas::test::vocab_case;
+using gloas::test::ids_str;
 
 namespace {
-
-std::string ids_str(const std::vector<int32_t> & ids) {
-    std::string s;
-    for (int32_t id : ids) s += " " + std::to_string(id);
-    return s;
-}
 
 // --- the golden JSON: {"cases": [{"text": "...", "ids": [..]}, ...]} ------
 // A minimal reader for this file's shape (strings with \n \t \" \\ \uXXXX
@@ -72,26 +65,22 @@ struct json_reader {
             if (c == '"') break;
             if (c != '\\') { out += c; continue; }
             REQUIRE(i < s.size());
-            char e = s[i++];
-            switch (e) {
-                case 'n': out += '\n'; break;
-                case 't': out += '\t'; break;
-                case 'r': out += '\r'; break;
-                case 'b': out += '\b'; break;
-                case 'f': out += '\f'; break;
-                case '"': case '\\': case '/': out += e; break;
-                case 'u': {
-                    uint32_t cp = hex4();
-                    if (cp >= 0xD800 && cp < 0xDC00) {
-                        REQUIRE(s.compare(i, 2, "\\u") == 0);
-                        i += 2;
-                        cp = 0x10000 + ((cp - 0xD800) << 10) + (hex4() - 0xDC00);
-                    }
-                    put_utf8(out, cp);
-                    break;
+            const char e = s[i++];
+            if (e == 'u') {
+                uint32_t cp = hex4();
+                if (cp >= 0xD800 && cp < 0xDC00) {
+                    REQUIRE(s.compare(i, 2, "\\u") == 0);
+                    i += 2;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (hex4() - 0xDC00);
                 }
-                default: FAIL("json: bad escape \\" << e);
+                put_utf8(out, cp);
+                continue;
             }
+            // \n \t \r \b \f \" \\ \/: the character at the same place of `to`
+            static const std::string from = "ntrbf\"\\/", to = "\n\t\r\b\f\"\\/";
+            const size_t k = from.find(e);
+            if (k == std::string::npos) FAIL("json: bad escape \\" << e);
+            out += to[k];
         }
         return out;
     }
@@ -185,9 +174,9 @@ const char * k_vocab_base = "vocab/ggml-vocab-llama-spm.gguf";
 // Expects the exact ids for every case, and decode(encode(text)) round trips:
 // with BOS the text comes back exactly; without BOS it comes back with the
 // space prefix (" " + text for a non-empty text).
-void check_vocab_cases(const tokenizer & tok, const std::vector<vocab_case> & cases) {
+void check_vocab_cases(const tokenizer & tok, const std::vector<test::vocab_case> & cases) {
     for (size_t k = 0; k < cases.size(); ++k) {
-        const vocab_case & c = cases[k];
+        const test::vocab_case & c = cases[k];
         CAPTURE(k);
         CAPTURE(c.text);
         std::vector<int32_t> got = tok.encode(c.text, false);
@@ -218,13 +207,9 @@ std::string make_bin(uint32_t max_len, const std::vector<bin_token> & toks) {
 }
 
 std::string expect_load_error(const std::string & path, int32_t n_vocab = -1) {
-    try {
-        tokenizer::from_llama2c(path, n_vocab);
-    } catch (const error & e) {
-        return e.what();
-    }
-    FAIL("no error loading " << path);
-    return {};
+    const std::string e = test::error_of([&] { tokenizer::from_llama2c(path, n_vocab); });
+    if (e.empty()) FAIL("no error loading " << path);
+    return e;
 }
 
 // A small vocabulary: <unk> <s> </s>, the 256 byte tokens, then the given pieces.
@@ -267,7 +252,7 @@ TEST_CASE("tokenizer: Llama 2 golden ids (tokenizer.bin, BOS prepended)") {
 }
 
 TEST_CASE("tokenizer: llama.cpp SPM vocab corpus (46 cases)") {
-    auto cases = read_vocab_cases(k_vocab_base);
+    auto cases = test::read_vocab_cases(k_vocab_base);
     REQUIRE(cases.size() == 46);
     // The corpus has an empty case and whitespace-only cases.
     CHECK(cases[2].text.empty());

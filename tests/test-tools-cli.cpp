@@ -18,7 +18,7 @@ using namespace gloas;
 
 namespace {
 
-bool contains(const std::string & s, const std::string & sub) { return s.find(sub) != std::string::npos; }
+using test::contains;
 
 size_t count(const std::string & s, const std::string & sub) {
     size_t n = 0;

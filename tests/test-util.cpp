@@ -2,11 +2,14 @@
 
 #include "decoder/llama.h"
 #include "decoder/sampler.h"
+#include "tensor/error.h"
 #include "tensor/ops.h"
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,9 +70,112 @@ void attention_ref(float * out, const float * q, const float * k, const float * 
     }
 }
 
-static bool exists(const std::string & p) {
+void check_contains(const std::string & text, std::initializer_list<std::string> parts) {
+    for (const std::string & part : parts) CHECK_MESSAGE(contains(text, part), "'" << part << "' in:\n" << text);
+}
+
+int32_t top_token(const float * logits, int32_t n_vocab) {
+    return int32_t(std::max_element(logits, logits + n_vocab) - logits);
+}
+
+void top1_agreement::check(const std::string & what, const std::string & ref, double min_rate) const {
+    REQUIRE(n > 0);
+    const double rate = double(agree) / n;
+    MESSAGE(what << ": top-1 agreement with " << ref << " " << rate * 100 << "% over " << n << " positions");
+    CHECK(rate >= min_rate);
+}
+
+bool file_exists(const std::string & path) {
     struct stat st;
-    return ::stat(p.c_str(), &st) == 0;
+    return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string ids_str(const std::vector<int32_t> & ids) {
+    std::string s;
+    for (int32_t id : ids) s += " " + std::to_string(id);
+    return s;
+}
+
+std::string json_escape(const std::string & s) {
+    std::string o;
+    for (char c : s) {
+        if (c == '"' || c == '\\') { o += '\\'; o += c; }
+        else if (uint8_t(c) < 0x20) o += format("\\u%04x", unsigned(uint8_t(c)));
+        else o += c;
+    }
+    return o;
+}
+
+std::vector<float> randn(std::mt19937 & rng, int64_t n, float sigma) {
+    std::normal_distribution<float> nd(0.0f, sigma);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto & v : x) v = nd(rng);
+    return x;
+}
+
+std::vector<char> random_rows(type t, int64_t n_rows, int64_t n, std::mt19937 & rng, size_t pad) {
+    const size_t rb = row_size(t, n);
+    std::vector<char> w(rb * size_t(n_rows) + pad);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const std::vector<float> x = randn(rng, n, 0.5f);
+        traits(t).from_float_ref(x.data(), w.data() + size_t(r) * rb, n);
+    }
+    return w;
+}
+
+std::string error_of(const std::function<void()> & f) {
+    try {
+        f();
+    } catch (const error & e) {
+        return e.what();
+    }
+    return "";
+}
+
+void for_thread_counts(std::initializer_list<int> counts, const std::function<void(int)> & body) {
+    struct restore {
+        int n = ops::n_threads();
+        ~restore() { ops::set_n_threads(n); }
+    } saved;
+    for (int n : counts) {
+        ops::set_n_threads(n);
+        body(n);
+    }
+}
+
+int matmul_mismatches(const tensor & w, const std::vector<float> & x, int64_t n_tok, const std::vector<float> & y,
+                      const std::vector<float> & yr, bool fp16_offsets) {
+    const int64_t n_in = w.ne[0], n_out = w.nrows();
+    int bad = 0;
+    std::vector<float> wr(static_cast<size_t>(n_in));
+    for (int64_t r = 0; r < n_out; ++r) {
+        ops::get_row(w, r, wr.data());
+        double wn = 0.0, wa = 0.0;
+        for (float v : wr) { wn += double(v) * v; wa += std::fabs(double(v)); }
+        for (int64_t tk = 0; tk < n_tok; ++tk) {
+            double xn = 0.0, xa = 0.0;
+            for (int64_t i = 0; i < n_in; ++i) {
+                xn += double(x[size_t(tk * n_in + i)]) * x[size_t(tk * n_in + i)];
+                xa = std::max(xa, std::fabs(double(x[size_t(tk * n_in + i)])));
+            }
+            const double offsets = fp16_offsets ? wa * xa * 1e-3 * 0x1p-11 * 32 : 0.0;
+            const double tol = 2e-5 * std::sqrt(wn * xn) + offsets + 1e-30;
+            const size_t k = size_t(tk * n_out + r);
+            bad += !(std::fabs(double(y[k]) - double(yr[k])) <= tol);
+        }
+    }
+    return bad;
+}
+
+llama_gguf_hparams small_model_hparams(const std::string & arch, const std::string & name, int64_t n_layer) {
+    llama_gguf_hparams hp;
+    hp.arch = arch;
+    hp.name = name;
+    hp.n_vocab = 400, hp.n_ctx = 128;
+    hp.n_embd = 64, hp.n_ff = 96;
+    hp.n_head = 4, hp.n_head_kv = 2, hp.n_layer = n_layer;
+    hp.wtype = type::Q8_0;
+    return hp;
 }
 
 case_state & current_case() {
@@ -104,7 +210,7 @@ void skip_missing(const std::string & file, const std::string & how) { skip_case
 
 std::string data_file(const std::string & name) {
     const std::string p = std::string(GLOAS_SOURCE_DIR) + "/tests/data/" + name;
-    if (!exists(p)) FAIL("test data tests/data/" << name << " is not in the checkout");
+    if (!file_exists(p)) FAIL("test data tests/data/" << name << " is not in the checkout");
     return p;
 }
 
@@ -114,7 +220,7 @@ std::string model_path(const std::string & name) {
     dirs.push_back(std::string(GLOAS_SOURCE_DIR) + "/../shared/models");
     for (const auto & d : dirs) {
         std::string p = d + "/" + name;
-        if (exists(p)) return p;
+        if (file_exists(p)) return p;
     }
     return {};
 }
@@ -130,7 +236,7 @@ std::string require_default_model() {
     if (const char * env = std::getenv("GLOAS_MODELS"); env && *env) dirs.push_back(env);
     for (const auto & d : dirs)
         for (const char * f : {"stories260K.gguf", "stories260K.bin"})
-            if (exists(d + "/" + f)) return d + "/" + f;
+            if (file_exists(d + "/" + f)) return d + "/" + f;
     skip_missing("models/stories260K.bin", "models/fetch.sh --default, or GLOAS_MODELS");
 }
 
@@ -139,7 +245,7 @@ std::string require_data(const std::string & name) {
     if (const char * env = std::getenv("GLOAS_DATA"); env && *env) dirs.push_back(env);
     dirs.push_back(std::string(GLOAS_SOURCE_DIR) + "/../shared/data");
     for (const auto & d : dirs)
-        if (exists(d + "/" + name)) return d + "/" + name;
+        if (file_exists(d + "/" + name)) return d + "/" + name;
     skip_missing("data/" + name, "../shared/data beside the checkout, or GLOAS_DATA");
 }
 
@@ -174,10 +280,28 @@ std::string temp_dir(const std::string & tag) {
     return std::string(buf.data());
 }
 
+// A tool's executable: the build's bin/TOOL, or TOOL itself if absolute.
+static std::string tool_path(const std::string & tool) {
+    return tool.rfind('/', 0) == 0 ? tool : std::string(GLOAS_BIN_DIR) + "/" + tool;
+}
+
+// In a forked child: runs exe with args, or exits 127 saying why not.
+[[noreturn]] static void exec_tool(const std::string & exe, const std::vector<std::string> & args) {
+    // Tools keep K/V pages under the build tree, never in the user's cache.
+    if (!std::getenv("GLOAS_KV_DIR")) ::setenv("GLOAS_KV_DIR", (std::string(GLOAS_BIN_DIR) + "/../test-tmp/kv").c_str(), 1);
+    std::vector<char *> argv;
+    argv.push_back(const_cast<char *>(exe.c_str()));
+    for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), argv.data());
+    std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
+    ::_exit(127);
+}
+
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data) {
     std::signal(SIGPIPE, SIG_IGN);  // a tool may exit before reading all of stdin
-    const std::string exe = tool.rfind('/', 0) == 0 ? tool : std::string(GLOAS_BIN_DIR) + "/" + tool;
+    const std::string exe = tool_path(tool);
     int in_pipe[2], out_pipe[2], err_pipe[2];
     if (::pipe(in_pipe) || ::pipe(out_pipe) || ::pipe(err_pipe)) throw std::runtime_error("pipe failed");
     pid_t pid = ::fork();
@@ -187,15 +311,7 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
         ::dup2(out_pipe[1], 1);
         ::dup2(err_pipe[1], 2);
         for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
-        // Tools keep K/V pages under the build tree, never in the user's cache.
-        if (!std::getenv("GLOAS_KV_DIR")) ::setenv("GLOAS_KV_DIR", (std::string(GLOAS_BIN_DIR) + "/../test-tmp/kv").c_str(), 1);
-        std::vector<char *> argv;
-        argv.push_back(const_cast<char *>(exe.c_str()));
-        for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        ::execv(exe.c_str(), argv.data());
-        std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
-        ::_exit(127);
+        exec_tool(exe, args);
     }
     ::close(in_pipe[0]);
     ::close(out_pipe[1]);
@@ -240,6 +356,14 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
     return r;
 }
 
+run_result run_gloas_like(const run_result & ref, const std::vector<std::string> & args) {
+    run_result r = run_tool("gloas", args);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(r.out == ref.out);
+    return r;
+}
+
 std::vector<vocab_case> read_vocab_cases(const std::string & vocab) {
     const std::string inp = read_file(data_file(vocab + ".inp"));
     const std::string out = read_file(data_file(vocab + ".out"));
@@ -267,7 +391,7 @@ std::vector<vocab_case> read_vocab_cases(const std::string & vocab) {
 
 int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
                const std::string & out_path, const std::string & err_path) {
-    const std::string exe = tool.rfind('/', 0) == 0 ? tool : std::string(GLOAS_BIN_DIR) + "/" + tool;
+    const std::string exe = tool_path(tool);
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
@@ -278,13 +402,7 @@ int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
         ::dup2(n, 0);
         ::dup2(o, 1);
         ::dup2(e, 2);
-        if (!std::getenv("GLOAS_KV_DIR")) ::setenv("GLOAS_KV_DIR", (std::string(GLOAS_BIN_DIR) + "/../test-tmp/kv").c_str(), 1);
-        std::vector<char *> argv;
-        argv.push_back(const_cast<char *>(exe.c_str()));
-        for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        ::execv(exe.c_str(), argv.data());
-        ::_exit(127);
+        exec_tool(exe, args);
     }
     return int(pid);
 }

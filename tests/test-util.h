@@ -1,16 +1,59 @@
 // Helpers shared by the tests: finding models and data, reading files,
-// running the command-line tools.
+// running the command-line tools, random inputs.
 #pragma once
 
+#include "decoder/llama-gguf.h"
+#include "quant/types.h"
+
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <random>
 #include <string>
 #include <vector>
 
 namespace gloas {
 class context;
+struct tensor;
 }
 
 namespace gloas::test {
+
+inline bool contains(const std::string & s, const std::string & sub) { return s.find(sub) != std::string::npos; }
+// One check per part: text contains it (a failure names the part).
+void check_contains(const std::string & text, std::initializer_list<std::string> parts);
+bool file_exists(const std::string & path);
+
+// Token ids as text, each after a space (" 1 15043"): what a failed
+// comparison of two id lists prints.
+std::string ids_str(const std::vector<int32_t> & ids);
+
+// s as the inside of a JSON string: '"' and '\\' escaped, control bytes as
+// \u00XX, every other byte as it is.
+std::string json_escape(const std::string & s);
+
+// n gaussian floats of mean 0.
+std::vector<float> randn(std::mt19937 & rng, int64_t n, float sigma = 1.0f);
+// n_rows rows of n values of type t, quantized by the reference quantizer
+// from gaussian floats (sigma 0.5), followed by `pad` zero bytes.
+std::vector<char> random_rows(type t, int64_t n_rows, int64_t n, std::mt19937 & rng, size_t pad = 0);
+
+// The message of the gloas::error that f throws, or "" when it returns.
+std::string error_of(const std::function<void()> & f);
+
+// Calls body(n) after ops::set_n_threads(n) for each n of counts; the
+// thread count is restored afterwards, also when body throws.
+void for_thread_counts(std::initializer_list<int> counts, const std::function<void(int)> & body);
+
+// Elements of y (n_tok, n_out) = x · w^T that differ from matmul_ref's yr by
+// more than 2e-5 * |w_r|_2 |x_t|_2; with fp16_offsets, by more than that plus
+// |w_r|_1 |x_t|_inf 2^-11 1e-3 * 32 (the fp16 offsets of Q4_1 and Q5_1).
+int matmul_mismatches(const tensor & w, const std::vector<float> & x, int64_t n_tok, const std::vector<float> & y,
+                      const std::vector<float> & yr, bool fp16_offsets);
+
+// The shape of the small random-weight models the tests write: 400 tokens,
+// 128 positions, width 64, FFN 96, 4 heads on 2 K/V heads, Q8_0 weights.
+llama_gguf_hparams small_model_hparams(const std::string & arch, const std::string & name, int64_t n_layer);
 
 // llama2.c's run.c greedy loop on a fresh context: `steps` counts positions,
 // BOS and prompt included; returns the pieces of every token after BOS,
@@ -29,6 +72,21 @@ std::string generate_like_llama2c(context & ctx, const std::string & prompt, int
 // before the softmax.
 void attention_ref(float * out, const float * q, const float * k, const float * v, int64_t n_kv, int64_t n_head,
                    int64_t n_head_kv, int64_t head_dim, int64_t kv_stride, float scale);
+
+// The token of the largest logit (the lowest id on ties).
+int32_t top_token(const float * logits, int32_t n_vocab);
+
+// How often two runs agree on the top token, position by position.
+struct top1_agreement {
+    int agree = 0, n = 0;
+    void add(int32_t a, int32_t b) {
+        agree += a == b;
+        ++n;
+    }
+    // Prints "WHAT: top-1 agreement with REF R% over N positions" and checks
+    // that the rate is at least min_rate.
+    void check(const std::string & what, const std::string & ref, double min_rate) const;
+};
 
 // Files a test needs. Three kinds:
 //  - test data kept in the repository, tests/data/NAME (goldens, tokenizer
@@ -98,6 +156,9 @@ struct run_result {
 // tool given as an absolute path runs that program instead.
 run_result run_tool(const std::string & tool, const std::vector<std::string> & args,
                     const std::string & stdin_data = {});
+// Runs gloas with args, requires exit status 0 and checks that it prints
+// what `ref` printed (the run it is compared with); returns the run.
+run_result run_gloas_like(const run_result & ref, const std::vector<std::string> & args);
 // base followed by extra: one command line of a family sharing base arguments.
 inline std::vector<std::string> with_args(std::vector<std::string> base, const std::vector<std::string> & extra) {
     base.insert(base.end(), extra.begin(), extra.end());

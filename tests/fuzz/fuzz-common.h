@@ -1,6 +1,8 @@
 // Helpers shared by the fuzz targets (tests/fuzz/fuzz-*.cpp).
 #pragma once
 
+#include "tensor/error.h"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -52,5 +54,27 @@ private:
     int fd_ = -1;
     std::string path_;
 };
+
+// A sum over the bytes at p: the first, the last and a stride through them,
+// so that every page a reader hands out is touched.
+inline uint64_t sum_bytes(const uint8_t * p, size_t n) {
+    uint64_t h = 0;
+    if (n) h += p[0] + p[n - 1];
+    for (size_t k = 0; k < n; k += 4093) h += p[k];
+    return h;
+}
+
+// The body of a file reader's fuzz target: Reader::parse(data, size, name),
+// then touch(file). A gloas::error is the expected outcome for a bad image;
+// anything else (a crash, a sanitizer report, another exception) is a bug.
+template <class Reader, class Touch>
+int parse_and_touch(const uint8_t * data, size_t size, const char * name, Touch touch) {
+    try {
+        auto f = Reader::parse(data, size, name);
+        touch(*f);
+    } catch (const gloas::error &) {
+    }
+    return 0;
+}
 
 } // namespace gloas::fuzz
