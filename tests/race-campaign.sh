@@ -24,17 +24,9 @@ PROCS=${3:-8}
 SEED=${4:-$(date +%s)}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
-MODEL=
-for d in "$SRC/models" "${GLOAS_MODELS:-}" "$SRC/../shared/models"; do
-    if [ -n "$d" ] && [ -f "$d/stories260K.bin" ]; then MODEL="$d/stories260K.bin"; break; fi
-done
-if [ -z "$MODEL" ]; then
-    echo "SKIPPED: needs models/stories260K.bin (models/fetch.sh stories260K.bin, or GLOAS_MODELS)"
-    exit 77
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gloas-race.XXXXXX")
-[ "${RACE_KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=tests/kv-script-lib.sh
+. "$SRC/tests/kv-script-lib.sh"
+kv_script_setup race RACE_KEEP
 KV="$WORK/kv"
 echo "race-campaign: $PROCS processes for $SECONDS_RUN s, seed $SEED, folder $KV"
 "$BIN/gloas-gen-model" --preset tiny --seed "$SEED" -q -o "$WORK/tiny.gguf" || exit 1
