@@ -20,8 +20,12 @@
 #include "decoder/model.h"
 #include "decoder/options.h"
 #include "decoder/strategy.h"
+#include "kvcache/kv-folder.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tools/common/cli.h"
+#include "tools/common/files.h"
+#include "tools/common/run-setup.h"
 #include "tools/server/api.h"
 #include "tools/server/engine.h"
 #include "tools/server/http.h"
@@ -101,23 +105,18 @@ const option_def SERVER_OPTIONS[N_SERVER_OPTS] = {
 // clang-format on
 
 std::string usage() {
-    std::string u = "usage: gloas-server [options]\n\n"
-                    "Serves a Llama-family model over the OpenAI HTTP API (chat and completions, streamed or not).\n"
-                    "Requests share one context: --parallel sequences generate together, prompts with a common\n"
-                    "prefix share K/V pages (also across restarts, with the page folder --kv-dir).\n";
-    auto section = [&](const char * title, const char * own, const char * shared) {
-        u += std::string("\n") + title + ":\n";
-        if (own) u += options_usage(SERVER_OPTIONS, N_SERVER_OPTS, own);
-        if (shared) u += options_usage(SHARED_OPTIONS, N_SHARED_OPTS, shared);
-    };
-    section("model", MODEL, OPT_GROUP_MODEL);
-    section("HTTP", HTTP, nullptr);
-    section("scheduling", SCHED, nullptr);
-    section("context", nullptr, OPT_GROUP_CONTEXT);
-    section("sampling (defaults of requests that give none)", nullptr, OPT_GROUP_SAMPLING);
-    section("K/V cache", nullptr, OPT_GROUP_KV);
-    section("other", OTHER, nullptr);
-    return u;
+    return cli::options_help("usage: gloas-server [options]\n\n"
+                             "Serves a Llama-family model over the OpenAI HTTP API (chat and completions, streamed or "
+                             "not).\nRequests share one context: --parallel sequences generate together, prompts with a "
+                             "common\nprefix share K/V pages (also across restarts, with the page folder --kv-dir).\n",
+                             SERVER_OPTIONS, N_SERVER_OPTS,
+                             {{"model", MODEL, OPT_GROUP_MODEL},
+                              {"HTTP", HTTP, nullptr},
+                              {"scheduling", SCHED, nullptr},
+                              {"context", nullptr, OPT_GROUP_CONTEXT},
+                              {"sampling (defaults of requests that give none)", nullptr, OPT_GROUP_SAMPLING},
+                              {"K/V cache", nullptr, OPT_GROUP_KV},
+                              {"other", OTHER, nullptr}});
 }
 
 struct options {
@@ -138,10 +137,7 @@ struct options {
     run_config flags;
 };
 
-[[noreturn]] void usage_error(const std::string & msg) {
-    std::fprintf(stderr, "gloas-server: %s\nTry 'gloas-server --help'.\n", msg.c_str());
-    std::exit(2);
-}
+using cli::usage_error;
 
 size_t parse_bytes(const std::string & flag, const std::string & s) {
     char * end = nullptr;
@@ -160,44 +156,10 @@ size_t parse_bytes(const std::string & flag, const std::string & s) {
     return size_t(v * mul);
 }
 
-std::string default_kv_dir() {
-    if (const char * d = std::getenv("GLOAS_KV_DIR")) return std::strcmp(d, "none") == 0 ? std::string() : std::string(d);
-    if (const char * x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/gloas/kv";
-    if (const char * h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/gloas/kv";
-    return std::string();
-}
-
-std::string resolve_model(const std::string & name, const char * what) {
-    const model_search s = model_find(name);
-    if (s.path.empty()) throw error(model_not_found(name, s, what));
-    return s.path;
-}
-
 options parse_args(int argc, char ** argv) {
     options o;
-    const std::vector<std::string> args(argv + 1, argv + argc);
-    for (size_t i = 0; i + 1 < args.size(); ++i)
-        if (args[i] == "--config") o.config_path = args[i + 1];
-    if (!o.config_path.empty()) {
-        o.flags = config_load(o.config_path);
-        o.flags.warnings.clear();
-        o.flags.given = 0;
-    }
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string & a = args[i];
-        const option_def * d = option_find(SERVER_OPTIONS, N_SERVER_OPTS, a);
-        if (!d) {
-            const size_t used = config_apply_flag(o.flags, args, i);
-            if (used == 0) usage_error(format("unknown option '%s'", a.c_str()));
-            i += used - 1;
-            continue;
-        }
-        option_value v;
-        if (d->kind != opt_kind::SWITCH) {
-            if (i + 1 >= args.size()) usage_error(format("%s needs a value (%s)", a.c_str(), d->arg));
-            v = option_read(*d, a, args[++i]);
-        }
-        switch (server_opt(d->id)) {
+    const auto own = [&](const option_def & d, const std::string & a, const option_value & v) {
+        switch (server_opt(d.id)) {
             case S_MODEL: o.model_path = v.s; break;
             case S_TOKENIZER: o.tokenizer_path = v.s; break;
             case S_ALIAS:
@@ -219,32 +181,17 @@ options parse_args(int argc, char ** argv) {
                 if (v.i == 0) usage_error(format("%s: 0 tokens; give at least 1, or -1 for no limit", a.c_str()));
                 o.n_predict = int32_t(v.i);
                 break;
-            case S_CHAT_TEMPLATE: {
-                chat_template t;
-                if (!chat_template_from_name(v.s, &t))
-                    usage_error(format("%s: unknown template '%s'; known: %s", a.c_str(), v.s.c_str(),
-                                       chat_template_names().c_str()));
-                o.chat_template = v.s;
-                break;
-            }
+            case S_CHAT_TEMPLATE: o.chat_template = cli::chat_template_arg(a, v.s); break;
             case S_CONFIG: break;  // read above
             case S_LOG_FORMAT: o.log_json = v.s == "json"; break;
             case S_QUIET: o.quiet = true; break;
             case S_HELP: std::fputs(usage().c_str(), stdout); std::exit(0);
             case N_SERVER_OPTS: GLOAS_ASSERT(false);
         }
-    }
-    config_flags_check(o.flags);
-    if (o.model_path.empty()) {
-        const model_search s = model_find("stories260K");
-        if (s.path.empty())
-            throw error("no model given (-m) and the default model stories260K was not found: " +
-                        model_not_found("stories260K", s) + " (models/fetch.sh --default)");
-        o.model_path = s.path;
-    } else {
-        o.model_path = resolve_model(o.model_path, "model");
-    }
-    if (!o.tokenizer_path.empty()) o.tokenizer_path = resolve_model(o.tokenizer_path, "tokenizer");
+    };
+    cli::parse_options(std::vector<std::string>(argv + 1, argv + argc), SERVER_OPTIONS, N_SERVER_OPTS, o.flags,
+                       o.config_path, own);
+    cli::resolve_model_paths(o.model_path, o.tokenizer_path);
     return o;
 }
 
@@ -260,65 +207,29 @@ int run(const options & o) {
 
     // Precedence as gloas: the memory strategy, the configuration file, the flags given.
     context_params cp;
-    const std::string kv_dir = default_kv_dir();
+    const std::string kv_dir = kv_default_dir();
     cp.kv.dir = kv_dir;
-    memory_strategy strategy = memory_strategy::SPEED;
-    const bool strategy_given = fl.flag_given(OPT_STRATEGY);
-    if (strategy_given) memory_strategy_from_name(fl.strategy.c_str(), &strategy);
-    std::unique_ptr<run_config> cfg_file;
-    if (!o.config_path.empty()) {
-        cfg_file = std::make_unique<run_config>(config_load(o.config_path));
-        for (const auto & w : cfg_file->warnings) std::fprintf(stderr, "gloas-server: warning: %s\n", w.c_str());
-        config_check_model(*cfg_file, hp, m->path);
-        if (!strategy_given && !memory_strategy_from_name(cfg_file->strategy.c_str(), &strategy))
-            strategy = memory_strategy::SPEED;
-    }
-    if (strategy == memory_strategy::AUTO) {
-        std::string why;
-        const int32_t n_ctx = fl.flag_given(OPT_CTX_SIZE) ? fl.ctx.n_ctx : hp.n_ctx_train;
-        strategy = choose_strategy(*m, n_ctx * o.parallel, available_ram_bytes(), &why);
-        if (!o.quiet) std::fprintf(stderr, "gloas-server: strategy auto: %s\n", why.c_str());
-    }
-    apply_strategy(strategy, cp);
-    if (cfg_file) {
-        const context_params fc = config_context_params(*cfg_file, hp, kv_dir);
-        const sparse_params sp = cp.sparse;
-        const size_t ram = cp.kv.ram_bytes;
-        const bool copy = cp.kv.read_copy;
-        cp = fc;
-        cp.sparse = sp;
-        cp.kv.ram_bytes = ram;
-        cp.kv.read_copy = copy;
-        if (cfg_file->use_sparse_attention) cp.sparse.ratio = float(cfg_file->sparse_ratio);
-    }
+    cli::context_setup setup = cli::setup_begin(fl, o.config_path, *m);
+    const int32_t n_ctx = fl.flag_given(OPT_CTX_SIZE) ? fl.ctx.n_ctx : hp.n_ctx_train;
+    cli::setup_params(setup, *m, int64_t(n_ctx) * o.parallel, kv_dir, o.quiet, cp);
     config_override(fl, hp, cp);
     if (cp.slide.on) throw cli_error("--ctx-slide: the server keeps every request within --ctx-size positions; drop it");
     cp.n_seq_max = o.parallel;
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
 
     context ctx(*m, cp);
-    for (std::string n = ctx.store().take_notices(); !n.empty();) {
-        const size_t e = n.find('\n');
-        std::fprintf(stderr, "gloas-server: warning: %s\n", n.substr(0, e).c_str());
-        n = e == std::string::npos ? std::string() : n.substr(e + 1);
-    }
+    cli::warn_lines(ctx.store().take_notices());
 
     api_config ac;
     ac.n_ctx = ctx.n_ctx();
     ac.n_predict = o.n_predict;
     ac.sampling = config_sampling(fl, ctx.n_ctx());
-    if (!o.alias.empty()) {
-        ac.model_id = o.alias;
-    } else {
-        std::string base = m->path.substr(m->path.find_last_of('/') + 1);
-        const size_t dot = base.find_last_of('.');
-        ac.model_id = dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
-    }
+    ac.model_id = !o.alias.empty() ? o.alias : cli::base_name(m->path);
     std::string jinja, note;
     if (o.chat_template.empty() && m->file_format == "gguf")
         jinja = gguf_file::open(m->path)->get_str("tokenizer.chat_template");
     ac.tmpl = chat_template_choose(o.chat_template, jinja, m->path, &note);
-    if (!note.empty() && !o.quiet) std::fprintf(stderr, "gloas-server: warning: %s\n", note.c_str());
+    if (!note.empty() && !o.quiet) cli::warning(note);
 
     server_metrics metrics;
     engine_params ep;
@@ -382,6 +293,7 @@ int run(const options & o) {
 } // namespace
 
 int main(int argc, char ** argv) {
+    cli::prog = "gloas-server";
     // Before any thread starts: every thread inherits the mask (see run), and
     // a write to a closed connection must fail, not kill the process.
     sigset_t set;
@@ -390,15 +302,5 @@ int main(int argc, char ** argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
-    try {
-        return run(parse_args(argc, argv));
-    } catch (const cli_error & e) {
-        usage_error(e.what());
-    } catch (const error & e) {
-        std::fprintf(stderr, "gloas-server: error: %s\n", e.what());
-        return 1;
-    } catch (const std::bad_alloc &) {
-        std::fprintf(stderr, "gloas-server: error: out of memory\n");
-        return 1;
-    }
+    return cli::run_main([&] { return run(parse_args(argc, argv)); });
 }
