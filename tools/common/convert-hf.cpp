@@ -59,19 +59,14 @@ constexpr hf_family k_families[] = {
     {"gemma3_text", "gemma3", "gelu_pytorch_tanh"},
 };
 
+// config.json: the GGUF hyperparameters it gives (hp: arch, shape, rope and
+// the family's own keys; name and wtype are the caller's) and what else the
+// conversion needs.
 struct hf_config {
-    std::string arch = "llama";
-    int64_t hidden = 0, ff = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, ctx = 0, head_dim = 0;
-    float rms_eps = 1e-6f, rope_theta = 10000.0f;
+    llama_gguf_hparams hp;
     bool tied = false;
     int64_t bos = -1, eos = -1;
-    int64_t n_rot = 0;                 // phi3: partial_rotary_factor * head_dim
-    float rope_linear = 0.0f;          // gemma3: rope_scaling linear
-    int64_t ctx_orig = 0;              // phi3 longrope: original_max_position_embeddings
-    float rope_attn_factor = 0.0f;     // phi3 longrope
     std::vector<float> long_factor, short_factor;  // phi3 longrope, (n_rot / 2) each
-    int64_t sliding_window = 0;
-    float attn_softcap = 0.0f, final_softcap = 0.0f;
 };
 
 hf_config read_config(const std::string & path) {
@@ -130,24 +125,24 @@ hf_config read_config(const std::string & path) {
         throw error(format("%s: attention_bias %s is not supported", path.c_str(), it->dump().c_str()));
 
     hf_config c;
-    c.arch = arch;
-    c.hidden = get_int("hidden_size", 0, true);
-    c.ff = get_int("intermediate_size", 0, true);
-    c.layers = get_int("num_hidden_layers", 0, true);
-    c.heads = get_int("num_attention_heads", 0, true);
-    c.kv_heads = get_int("num_key_value_heads", c.heads, false);
-    c.vocab = get_int("vocab_size", 0, true);
-    c.ctx = get_int("max_position_embeddings", 2048, false);
-    c.rms_eps = get_float("rms_norm_eps", 1e-6f);
-    c.rope_theta = get_float("rope_theta", 10000.0f);
-    if (c.hidden % c.heads != 0 && !j.contains("head_dim"))
+    c.hp.arch = arch;
+    c.hp.n_embd = get_int("hidden_size", 0, true);
+    c.hp.n_ff = get_int("intermediate_size", 0, true);
+    c.hp.n_layer = get_int("num_hidden_layers", 0, true);
+    c.hp.n_head = get_int("num_attention_heads", 0, true);
+    c.hp.n_head_kv = get_int("num_key_value_heads", c.hp.n_head, false);
+    c.hp.n_vocab = get_int("vocab_size", 0, true);
+    c.hp.n_ctx = get_int("max_position_embeddings", 2048, false);
+    c.hp.rms_eps = get_float("rms_norm_eps", 1e-6f);
+    c.hp.rope_freq_base = get_float("rope_theta", 10000.0f);
+    if (c.hp.n_embd % c.hp.n_head != 0 && !j.contains("head_dim"))
         throw error(format("%s: hidden_size %lld is not a multiple of num_attention_heads %lld", path.c_str(),
-                           (long long) c.hidden, (long long) c.heads));
-    c.head_dim = get_int("head_dim", c.hidden / c.heads, false);
-    if (c.head_dim % 2 != 0) throw error(format("%s: head_dim %lld must be even", path.c_str(), (long long) c.head_dim));
-    if (c.heads % c.kv_heads != 0)
+                           (long long) c.hp.n_embd, (long long) c.hp.n_head));
+    c.hp.head_dim = get_int("head_dim", c.hp.n_embd / c.hp.n_head, false);
+    if (c.hp.head_dim % 2 != 0) throw error(format("%s: head_dim %lld must be even", path.c_str(), (long long) c.hp.head_dim));
+    if (c.hp.n_head % c.hp.n_head_kv != 0)
         throw error(format("%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld", path.c_str(),
-                           (long long) c.heads, (long long) c.kv_heads));
+                           (long long) c.hp.n_head, (long long) c.hp.n_head_kv));
     if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
         if (!it->is_boolean()) throw error(path + ": field 'tie_word_embeddings' must be true or false");
         c.tied = it->get<bool>();
@@ -158,16 +153,16 @@ hf_config read_config(const std::string & path) {
         auto it = j.find(key);
         return it == j.end() || it->is_null() ? 0.0f : get_float(key, 0.0f);
     };
-    if (arch == "gemma2" || arch == "gemma3") c.sliding_window = get_int("sliding_window", 0, false);
+    if (arch == "gemma2" || arch == "gemma3") c.hp.sliding_window = get_int("sliding_window", 0, false);
     if (arch == "gemma2") {
-        c.attn_softcap = opt_float("attn_logit_softcapping");
-        c.final_softcap = opt_float("final_logit_softcapping");
+        c.hp.attn_softcap = opt_float("attn_logit_softcapping");
+        c.hp.final_softcap = opt_float("final_logit_softcapping");
     }
     if (arch == "gemma3" && rope_scaling.is_object()) {
         auto f = rope_scaling.find("factor");
         if (f == rope_scaling.end() || !f->is_number() || !(f->get<double>() > 0))
             throw error(path + ": rope_scaling.factor must be a positive number");
-        c.rope_linear = float(f->get<double>());
+        c.hp.rope_linear = float(f->get<double>());
     }
     if (arch == "phi3") {
         double rot = 1.0;
@@ -176,31 +171,31 @@ hf_config read_config(const std::string & path) {
                 throw error(path + ": partial_rotary_factor must be in (0, 1]");
             rot = it->get<double>();
         }
-        c.n_rot = int64_t(rot * double(c.hidden)) / c.heads;  // llama.cpp's rounding
-        if (c.n_rot <= 0 || c.n_rot % 2 != 0 || c.n_rot > c.head_dim)
+        c.hp.n_rot = int64_t(rot * double(c.hp.n_embd)) / c.hp.n_head;  // llama.cpp's rounding
+        if (c.hp.n_rot <= 0 || c.hp.n_rot % 2 != 0 || c.hp.n_rot > c.hp.head_dim)
             throw error(format("%s: partial_rotary_factor gives %lld rotary dims (must be even, at most head_dim)",
-                               path.c_str(), (long long) c.n_rot));
+                               path.c_str(), (long long) c.hp.n_rot));
         if (rope_scaling.is_object()) {
-            c.ctx_orig = get_int("original_max_position_embeddings", 0, true);
+            c.hp.ctx_orig = get_int("original_max_position_embeddings", 0, true);
             for (auto [key, dst] : {std::make_pair("long_factor", &c.long_factor), std::make_pair("short_factor", &c.short_factor)}) {
                 auto it = rope_scaling.find(key);
-                if (it == rope_scaling.end() || !it->is_array() || it->size() != size_t(c.n_rot / 2))
+                if (it == rope_scaling.end() || !it->is_array() || it->size() != size_t(c.hp.n_rot / 2))
                     throw error(format("%s: rope_scaling.%s must be a list of %lld numbers (rotary dims / 2)", path.c_str(), key,
-                                       (long long) (c.n_rot / 2)));
+                                       (long long) (c.hp.n_rot / 2)));
                 for (const json & v : *it) {
                     if (!v.is_number() || !(v.get<double>() > 0)) throw error(format("%s: rope_scaling.%s holds a non-positive value", path.c_str(), key));
                     dst->push_back(float(v.get<double>()));
                 }
             }
-            const double scale = double(c.ctx) / double(c.ctx_orig);
-            c.rope_attn_factor = scale > 1.0 ? float(std::sqrt(1.0 + std::log(scale) / std::log(double(c.ctx_orig)))) : 1.0f;
+            const double scale = double(c.hp.n_ctx) / double(c.hp.ctx_orig);
+            c.hp.rope_attn_factor = scale > 1.0 ? float(std::sqrt(1.0 + std::log(scale) / std::log(double(c.hp.ctx_orig)))) : 1.0f;
         }
     }
     for (auto [key, dst] : {std::pair<const char *, int64_t *>{"bos_token_id", &c.bos}, {"eos_token_id", &c.eos}}) {
         auto it = j.find(key);
         if (it == j.end() || it->is_null()) continue;
         if (it->is_array() && !it->empty()) it = it->begin();  // a list of ids: the first one
-        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() >= c.vocab)
+        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() >= c.hp.n_vocab)
             throw error(format("%s: field '%s' must be a token id below vocab_size", path.c_str(), key));
         *dst = it->get<int64_t>();
     }
@@ -244,6 +239,47 @@ std::vector<std::string> weight_files(const std::string & dir, std::map<std::str
     return out;
 }
 
+// tokenizer.json's model.vocab (piece -> id) as the pieces in id order: the
+// ids must be 0..n-1, each once.
+std::vector<std::string> read_pieces(const json & m, const std::string & path) {
+    auto vit = m.find("vocab");
+    if (vit == m.end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
+    std::vector<std::string> pieces(vit->size());
+    std::vector<bool> seen(vit->size());
+    for (auto & [piece, id] : vit->items()) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || size_t(id.get<int64_t>()) >= seen.size())
+            throw error(format("%s: model.vocab: id of '%s' must be an integer below %zu", path.c_str(), piece.c_str(), seen.size()));
+        const size_t i = size_t(id.get<int64_t>());
+        if (seen[i]) throw error(format("%s: model.vocab: id %zu is used twice", path.c_str(), i));
+        seen[i] = true;
+        pieces[i] = piece;
+    }
+    return pieces;
+}
+
+// tokenizer.json's added_tokens into v: each piece at its id (ids past the
+// vocabulary grow it, the gap UNUSED), typed CONTROL when "special", else
+// USER_DEFINED; the unknown token keeps its type.
+void add_added_tokens(const json & j, const std::string & path, vocab & v) {
+    auto at = j.find("added_tokens");
+    if (at == j.end() || !at->is_array()) return;
+    for (const json & t : *at) {
+        if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
+            !t["content"].is_string())
+            throw error(path + ": added_tokens entries need an integer id and a string content");
+        const int64_t id = t["id"].get<int64_t>();
+        const std::string content = t["content"].get<std::string>();
+        if (id < 0 || id > (int64_t(1) << 24)) throw error(format("%s: added token '%s' has id %lld", path.c_str(), content.c_str(), (long long) id));
+        if (size_t(id) >= v.pieces.size()) {
+            v.pieces.resize(size_t(id) + 1);
+            v.scores.resize(size_t(id) + 1, 0.0f);
+            v.types.resize(size_t(id) + 1, token_type::UNUSED);
+        }
+        v.pieces[size_t(id)] = content;
+        if (int64_t(v.unk) != id) v.types[size_t(id)] = t.value("special", false) ? token_type::CONTROL : token_type::USER_DEFINED;
+    }
+}
+
 bool is_byte_piece(const std::string & s) {
     return s.size() == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' && std::isxdigit(uint8_t(s[3])) &&
            std::isxdigit(uint8_t(s[4]));
@@ -254,21 +290,10 @@ bool is_byte_piece(const std::string & s) {
 // tokens as control (special) or user-defined pieces, and the pre-tokenizer
 // llama.cpp names for the family (`pre`).
 vocab read_byte_level_bpe(const json & j, const json & m, const std::string & path, const std::string & pre) {
-    auto vit = m.find("vocab");
-    if (vit == m.end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
     vocab v;
     v.kind = vocab_kind::BPE;
     v.pre = pre;
-    v.pieces.resize(vit->size());
-    std::vector<bool> seen(vit->size());
-    for (auto & [piece, id] : vit->items()) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0 || size_t(id.get<int64_t>()) >= seen.size())
-            throw error(format("%s: model.vocab: id of '%s' must be an integer below %zu", path.c_str(), piece.c_str(), seen.size()));
-        const size_t i = size_t(id.get<int64_t>());
-        if (seen[i]) throw error(format("%s: model.vocab: id %zu is used twice", path.c_str(), i));
-        seen[i] = true;
-        v.pieces[i] = piece;
-    }
+    v.pieces = read_pieces(m, path);
     v.types.assign(v.pieces.size(), token_type::NORMAL);
     auto mit = m.find("merges");
     if (mit == m.end() || !mit->is_array()) throw error(path + ": missing array model.merges");
@@ -282,21 +307,7 @@ vocab read_byte_level_bpe(const json & j, const json & m, const std::string & pa
     v.bos = v.eos = v.unk = -1;
     v.add_bos = false;
     v.add_space_prefix = false;
-    if (auto at = j.find("added_tokens"); at != j.end() && at->is_array()) {
-        for (const json & t : *at) {
-            if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
-                !t["content"].is_string())
-                throw error(path + ": added_tokens entries need an integer id and a string content");
-            const int64_t id = t["id"].get<int64_t>();
-            if (id < 0 || id > (int64_t(1) << 24)) throw error(format("%s: added token has id %lld", path.c_str(), (long long) id));
-            if (size_t(id) >= v.pieces.size()) {
-                v.pieces.resize(size_t(id) + 1);
-                v.types.resize(size_t(id) + 1, token_type::UNUSED);
-            }
-            v.pieces[size_t(id)] = t["content"].get<std::string>();
-            v.types[size_t(id)] = t.value("special", false) ? token_type::CONTROL : token_type::USER_DEFINED;
-        }
-    }
+    add_added_tokens(j, path, v);
     for (size_t i = 0; i < v.pieces.size(); ++i)
         if (v.pieces[i].empty()) {
             v.pieces[i] = format("[PAD%zu]", i);
@@ -325,19 +336,8 @@ vocab read_tokenizer_json(const std::string & path, const std::string & arch) {
                                "(only for qwen2 and qwen3)", path.c_str(), arch.c_str()));
         return read_byte_level_bpe(j, *m, path, pre);
     }
-    auto vit = m->find("vocab");
-    if (vit == m->end() || !vit->is_object() || vit->empty()) throw error(path + ": model.vocab must be a non-empty object");
-    const size_t n_base = vit->size();
-    std::vector<std::string> pieces(n_base);
-    std::vector<bool> seen(n_base);
-    for (auto & [piece, id] : vit->items()) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0 || size_t(id.get<int64_t>()) >= n_base)
-            throw error(format("%s: model.vocab: id of '%s' must be an integer below %zu", path.c_str(), piece.c_str(), n_base));
-        const size_t i = size_t(id.get<int64_t>());
-        if (seen[i]) throw error(format("%s: model.vocab: id %zu is used twice", path.c_str(), i));
-        seen[i] = true;
-        pieces[i] = piece;
-    }
+    const std::vector<std::string> pieces = read_pieces(*m, path);
+    const size_t n_base = pieces.size();
     vocab v;
     v.pieces = pieces;
     v.scores.assign(n_base, 0.0f);
@@ -384,23 +384,7 @@ vocab read_tokenizer_json(const std::string & path, const std::string & arch) {
         v.unk = it->second;
         v.types[size_t(v.unk)] = token_type::UNKNOWN;
     }
-    if (auto at = j.find("added_tokens"); at != j.end() && at->is_array()) {
-        for (const json & t : *at) {
-            if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
-                !t["content"].is_string())
-                throw error(path + ": added_tokens entries need an integer id and a string content");
-            const int64_t id = t["id"].get<int64_t>();
-            const std::string content = t["content"].get<std::string>();
-            if (id < 0 || id > (int64_t(1) << 24)) throw error(format("%s: added token '%s' has id %lld", path.c_str(), content.c_str(), (long long) id));
-            if (size_t(id) >= v.pieces.size()) {
-                v.pieces.resize(size_t(id) + 1);
-                v.scores.resize(size_t(id) + 1, 0.0f);
-                v.types.resize(size_t(id) + 1, token_type::UNUSED);
-            }
-            v.pieces[size_t(id)] = content;
-            if (int64_t(v.unk) != id) v.types[size_t(id)] = t.value("special", false) ? token_type::CONTROL : token_type::USER_DEFINED;
-        }
-    }
+    add_added_tokens(j, path, v);
     for (size_t i = 0; i < v.pieces.size(); ++i)
         if (v.pieces[i].empty()) v.pieces[i] = format("[PAD%zu]", i);
     auto find = [&](const char * s) {
@@ -437,7 +421,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
         else throw error(dir + ": no tokenizer.model or tokenizer.json (pass --tokenizer FILE)");
     }
     if (tpath.size() >= 5 && tpath.compare(tpath.size() - 5, 5, ".json") == 0) {
-        p.voc = read_tokenizer_json(tpath, c.arch);
+        p.voc = read_tokenizer_json(tpath, c.hp.arch);
     } else {
         spm_model sm = spm_model::load(tpath);
         if (sm.model_type != 2 && !o.quiet)
@@ -447,11 +431,11 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
     }
     if (c.bos >= 0) p.voc.bos = int32_t(c.bos);
     if (c.eos >= 0) p.voc.eos = int32_t(c.eos);
-    if (int64_t(p.voc.pieces.size()) > c.vocab)
+    if (int64_t(p.voc.pieces.size()) > c.hp.n_vocab)
         throw error(format("%s: the tokenizer has %zu tokens, more than vocab_size %lld in config.json", tpath.c_str(),
-                           p.voc.pieces.size(), (long long) c.vocab));
+                           p.voc.pieces.size(), (long long) c.hp.n_vocab));
     // Embedding rows past the tokenizer's pieces: padding tokens, as llama.cpp names them.
-    for (int64_t i = int64_t(p.voc.pieces.size()); i < c.vocab; ++i) {
+    for (int64_t i = int64_t(p.voc.pieces.size()); i < c.hp.n_vocab; ++i) {
         p.voc.pieces.push_back(format("[PAD%lld]", (long long) i));
         p.voc.scores.push_back(0.0f);  // BPE: unused, one per piece
         p.voc.types.push_back(token_type::UNUSED);
@@ -461,26 +445,10 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
     tokenizer check(p.voc);  // throws if inconsistent
     (void) check;
 
+    p.hp = c.hp;
     p.hp.name = o.name.empty() ? base_name(dir, false) : o.name;
-    p.hp.n_vocab = c.vocab;
-    p.hp.n_ctx = o.ctx ? o.ctx : c.ctx;
-    p.hp.n_embd = c.hidden;
-    p.hp.n_ff = c.ff;
-    p.hp.n_head = c.heads;
-    p.hp.n_head_kv = c.kv_heads;
-    p.hp.n_layer = c.layers;
-    p.hp.head_dim = c.head_dim;
-    p.hp.rms_eps = c.rms_eps;
-    p.hp.rope_freq_base = c.rope_theta;
+    if (o.ctx) p.hp.n_ctx = o.ctx;
     p.hp.wtype = o.outtype;
-    p.hp.arch = c.arch;
-    p.hp.n_rot = c.n_rot;
-    p.hp.rope_linear = c.rope_linear;
-    p.hp.ctx_orig = c.ctx_orig;
-    p.hp.rope_attn_factor = c.rope_attn_factor;
-    p.hp.sliding_window = c.sliding_window;
-    p.hp.attn_softcap = c.attn_softcap;
-    p.hp.final_softcap = c.final_softcap;
 
     // Weights: every tensor by name, from whichever file holds it.
     std::map<std::string, std::string> weight_map;
@@ -531,8 +499,8 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
         s->vec = cols == 0;
         return s;
     };
-    const int64_t E = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, F = c.ff, V = c.vocab;
-    const bool gemma = c.arch == "gemma2" || c.arch == "gemma3";
+    const int64_t E = c.hp.n_embd, Q = c.hp.n_head * c.hp.head_dim, KV = c.hp.n_head_kv * c.hp.head_dim, F = c.hp.n_ff, V = c.hp.n_vocab;
+    const bool gemma = c.hp.arch == "gemma2" || c.hp.arch == "gemma3";
     // Gemma's RMSNorm multiplies by 1 + w: the GGUF stores 1 + w, as llama.cpp's converter does.
     auto norm = [&](const std::string & hf, int64_t n) {
         auto t = take(hf, n, 0);
@@ -554,30 +522,30 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
             add(p, name, f, o.outtype);
         }
     }
-    for (int64_t il = 0; il < c.layers; ++il) {
+    for (int64_t il = 0; il < c.hp.n_layer; ++il) {
         const std::string b = "model.layers." + std::to_string(il) + ".";
         add(p, llama_tensor_name(llama_tensor::ATTN_NORM, il), norm(b + "input_layernorm.weight", E), o.outtype);
-        if (c.arch == "phi3") {
+        if (c.hp.arch == "phi3") {
             add(p, blk(il, "attn_qkv"), take(b + "self_attn.qkv_proj.weight", Q + 2 * KV, E), o.outtype);
         } else {
             auto q = take(b + "self_attn.q_proj.weight", Q, E);
             auto k = take(b + "self_attn.k_proj.weight", KV, E);
-            if (c.arch == "llama") {  // NORM rope: Hugging Face's NEOX-ordered rows put back
-                q->row_map = unpermute_rows(c.heads, c.head_dim);
-                k->row_map = unpermute_rows(c.kv_heads, c.head_dim);
+            if (c.hp.arch == "llama") {  // NORM rope: Hugging Face's NEOX-ordered rows put back
+                q->row_map = unpermute_rows(c.hp.n_head, c.hp.head_dim);
+                k->row_map = unpermute_rows(c.hp.n_head_kv, c.hp.head_dim);
             }
             add(p, llama_tensor_name(llama_tensor::ATTN_Q, il), q, o.outtype);
             add(p, llama_tensor_name(llama_tensor::ATTN_K, il), k, o.outtype);
             add(p, llama_tensor_name(llama_tensor::ATTN_V, il), take(b + "self_attn.v_proj.weight", KV, E), o.outtype);
         }
-        if (c.arch == "qwen2") {
+        if (c.hp.arch == "qwen2") {
             add(p, "blk." + std::to_string(il) + ".attn_q.bias", take(b + "self_attn.q_proj.bias", Q, 0), o.outtype);
             add(p, "blk." + std::to_string(il) + ".attn_k.bias", take(b + "self_attn.k_proj.bias", KV, 0), o.outtype);
             add(p, "blk." + std::to_string(il) + ".attn_v.bias", take(b + "self_attn.v_proj.bias", KV, 0), o.outtype);
         }
-        if (c.arch == "qwen3" || c.arch == "gemma3") {
-            add(p, blk(il, "attn_q_norm"), norm(b + "self_attn.q_norm.weight", c.head_dim), o.outtype);
-            add(p, blk(il, "attn_k_norm"), norm(b + "self_attn.k_norm.weight", c.head_dim), o.outtype);
+        if (c.hp.arch == "qwen3" || c.hp.arch == "gemma3") {
+            add(p, blk(il, "attn_q_norm"), norm(b + "self_attn.q_norm.weight", c.hp.head_dim), o.outtype);
+            add(p, blk(il, "attn_k_norm"), norm(b + "self_attn.k_norm.weight", c.hp.head_dim), o.outtype);
         }
         add(p, llama_tensor_name(llama_tensor::ATTN_OUTPUT, il), take(b + "self_attn.o_proj.weight", E, Q), o.outtype);
         if (gemma) {
@@ -587,7 +555,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
         } else {
             add(p, llama_tensor_name(llama_tensor::FFN_NORM, il), take(b + "post_attention_layernorm.weight", E, 0), o.outtype);
         }
-        if (c.arch == "phi3") {
+        if (c.hp.arch == "phi3") {
             add(p, llama_tensor_name(llama_tensor::FFN_UP, il), take(b + "mlp.gate_up_proj.weight", 2 * F, E), o.outtype);
         } else {
             add(p, llama_tensor_name(llama_tensor::FFN_GATE, il), take(b + "mlp.gate_proj.weight", F, E), o.outtype);
@@ -609,7 +577,7 @@ void plan_hf(const options & o, plan & p, std::vector<std::unique_ptr<safetensor
             throw error(format("%s: tensor '%s' belongs to a vision tower, which gloas does not support",
                                where.first->path().c_str(), name.c_str()));
         throw error(format("%s: tensor '%s' is not part of a %s model (unexpected for this architecture)",
-                           where.first->path().c_str(), name.c_str(), c.arch.c_str()));
+                           where.first->path().c_str(), name.c_str(), c.hp.arch.c_str()));
     }
 }
 
