@@ -53,86 +53,80 @@ enum server_opt : int {
     N_SERVER_OPTS
 };
 
-constexpr const char * MODEL = "model";
-constexpr const char * HTTP = "http";
-constexpr const char * SCHED = "scheduling";
-constexpr const char * OTHER = "other";
-using K = opt_kind;
+// The --help groups of the server's own options.
+constexpr const char *MODEL = "model", *HTTP = "http", *SCHED = "scheduling", *OTHER = "other";
+
+// --help: its head, then its sections (own rows, then shared ones).
+constexpr const char * HELP_HEAD =
+    "usage: gloas-server [options]\n\n"
+    "Serves a Llama-family model over the OpenAI HTTP API (chat and completions, streamed or not).\n"
+    "Requests share one context: --parallel sequences generate together, prompts with a common\n"
+    "prefix share K/V pages (also across restarts, with the page folder --kv-dir).\n";
+constexpr cli::help_section HELP_SECTIONS[] = {
+    {"model", MODEL, OPT_GROUP_MODEL}, {"HTTP", HTTP, nullptr}, {"scheduling", SCHED, nullptr},
+    {"context", nullptr, OPT_GROUP_CONTEXT},
+    {"sampling (defaults of requests that give none)", nullptr, OPT_GROUP_SAMPLING},
+    {"K/V cache", nullptr, OPT_GROUP_KV}, {"other", OTHER, nullptr}
+};
 
 // clang-format off
 const option_def SERVER_OPTIONS[N_SERVER_OPTS] = {
-    {S_MODEL, "-m|--model", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "GGUF file or llama2.c checkpoint, a path or a name looked up as gloas -m does (default: stories260K)"},
-    {S_TOKENIZER, "-z|--tokenizer", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "tokenizer.bin for a llama2.c checkpoint (default: found beside the model)"},
-    {S_ALIAS, "-a|--alias", "NAME", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "the model's id in /v1/models and the requests' \"model\" field (default: the file name without its "
-     "extension)"},
+    cli::opt_text(S_MODEL, "-m|--model", "FILE", MODEL,
+                  "GGUF file or llama2.c checkpoint, a path or a name looked up as gloas -m does "
+                  "(default: stories260K)"),
+    cli::opt_text(S_TOKENIZER, "-z|--tokenizer", "FILE", MODEL,
+                  "tokenizer.bin for a llama2.c checkpoint (default: found beside the model)"),
+    cli::opt_text(S_ALIAS, "-a|--alias", "NAME", MODEL,
+                  "the model's id in /v1/models and the requests' \"model\" field (default: the file name without "
+                  "its extension)"),
 
-    {S_HOST, "--host", "ADDR", K::TEXT, 0, 0, false, nullptr, HTTP,
-     "address to listen on (default: 127.0.0.1; 0.0.0.0 opens the server to the network)"},
-    {S_PORT, "--port", "N", K::INT, 0, 65535, false, nullptr, HTTP,
-     "port to listen on; 0 picks a free one, printed on stderr (default: 8080)"},
-    {S_API_KEY, "--api-key", "KEY", K::TEXT, 0, 0, false, nullptr, HTTP,
-     "require 'Authorization: Bearer KEY' on every route but /health (401 otherwise)"},
-    {S_CORS, "--cors", nullptr, K::SWITCH, 0, 0, false, nullptr, HTTP,
-     "answer cross-origin requests from any origin (Access-Control-Allow-Origin: *; default: off)"},
-    {S_MAX_BODY, "--max-body", "BYTES", K::TEXT, 0, 0, false, nullptr, HTTP,
-     "largest request body, with k, M or G (default: 8M); larger ones get 413"},
-    {S_THREADS_HTTP, "--threads-http", "N", K::INT, 1, 1024, false, nullptr, HTTP,
-     "HTTP connection threads (default: --parallel + --queue + 8); each open connection holds one"},
+    cli::opt_text(S_HOST, "--host", "ADDR", HTTP,
+                  "address to listen on (default: 127.0.0.1; 0.0.0.0 opens the server to the network)"),
+    cli::opt_int(S_PORT, "--port", "N", 0, 65535, HTTP,
+                 "port to listen on; 0 picks a free one, printed on stderr (default: 8080)"),
+    cli::opt_text(S_API_KEY, "--api-key", "KEY", HTTP,
+                  "require 'Authorization: Bearer KEY' on every route but /health (401 otherwise)"),
+    cli::opt_switch(S_CORS, "--cors", HTTP,
+                    "answer cross-origin requests from any origin (Access-Control-Allow-Origin: *; default: off)"),
+    cli::opt_text(S_MAX_BODY, "--max-body", "BYTES", HTTP,
+                  "largest request body, with k, M or G (default: 8M); larger ones get 413"),
+    cli::opt_int(S_THREADS_HTTP, "--threads-http", "N", 1, 1024, HTTP,
+                 "HTTP connection threads (default: --parallel + --queue + 8); each open connection holds one"),
 
-    {S_PARALLEL, "-np|--parallel", "N", K::INT, 1, 256, false, nullptr, SCHED,
-     "sequences generated together in one batch, each with --ctx-size positions (default: 4)"},
-    {S_QUEUE, "--queue", "N", K::INT, 0, 1 << 20, false, nullptr, SCHED,
-     "requests that may wait for a free sequence; past that, 503 with Retry-After (default: 64)"},
-    {S_N_PREDICT, "-n|--n-predict", "N", K::INT, -1, 1 << 30, false, nullptr, SCHED,
-     "max_tokens of requests that give none; -1: until the context is full (default: -1)"},
-    {S_CHAT_TEMPLATE, "--chat-template", "NAME", K::TEXT, 0, 0, false, nullptr, SCHED,
-     "the chat prompt format (default: recognized from the model's tokenizer.chat_template; chatml when it has "
-     "none): chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, mistral-v1, mistral-v3, "
-     "mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, gemma, deepseek, deepseek2, deepseek3"},
+    cli::opt_int(S_PARALLEL, "-np|--parallel", "N", 1, 256, SCHED,
+                 "sequences generated together in one batch, each with --ctx-size positions (default: 4)"),
+    cli::opt_int(S_QUEUE, "--queue", "N", 0, 1 << 20, SCHED,
+                 "requests that may wait for a free sequence; past that, 503 with Retry-After (default: 64)"),
+    cli::opt_int(S_N_PREDICT, "-n|--n-predict", "N", -1, 1 << 30, SCHED,
+                 "max_tokens of requests that give none; -1: until the context is full (default: -1)"),
+    cli::opt_text(S_CHAT_TEMPLATE, "--chat-template", "NAME", SCHED,
+                  "the chat prompt format (default: recognized from the model's tokenizer.chat_template; chatml "
+                  "when it has none): chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, mistral-v1, "
+                  "mistral-v3, mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, gemma, deepseek, deepseek2, "
+                  "deepseek3"),
 
-    {S_CONFIG, "--config", "FILE", K::TEXT, 0, 0, false, nullptr, OTHER,
-     "settings in the YAML shape of the specification (examples/gloas.yaml); flags given too override it"},
-    {S_LOG_FORMAT, "--log-format", "FMT", K::WORD, 0, 0, false, "text|json", OTHER,
-     "access-log lines on stderr as text or one JSON object each (default: text)"},
-    {S_QUIET, "-q|--quiet", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "no startup figures; access-log lines and errors only"},
-    {S_HELP, "-h|--help", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "this text"},
+    cli::opt_text(S_CONFIG, "--config", "FILE", OTHER,
+                  "settings in the YAML shape of the specification (examples/gloas.yaml); "
+                  "flags given too override it"),
+    cli::opt_word(S_LOG_FORMAT, "--log-format", "FMT", "text|json", OTHER,
+                  "access-log lines on stderr as text or one JSON object each (default: text)"),
+    cli::opt_switch(S_QUIET, "-q|--quiet", OTHER, "no startup figures; access-log lines and errors only"),
+    cli::opt_switch(S_HELP, "-h|--help", OTHER, "this text"),
 };
 // clang-format on
 
-std::string usage() {
-    return cli::options_help("usage: gloas-server [options]\n\n"
-                             "Serves a Llama-family model over the OpenAI HTTP API (chat and completions, streamed or "
-                             "not).\nRequests share one context: --parallel sequences generate together, prompts with a "
-                             "common\nprefix share K/V pages (also across restarts, with the page folder --kv-dir).\n",
-                             SERVER_OPTIONS, N_SERVER_OPTS,
-                             {{"model", MODEL, OPT_GROUP_MODEL},
-                              {"HTTP", HTTP, nullptr},
-                              {"scheduling", SCHED, nullptr},
-                              {"context", nullptr, OPT_GROUP_CONTEXT},
-                              {"sampling (defaults of requests that give none)", nullptr, OPT_GROUP_SAMPLING},
-                              {"K/V cache", nullptr, OPT_GROUP_KV},
-                              {"other", OTHER, nullptr}});
-}
 
 struct options {
     std::string model_path, tokenizer_path, alias;
     std::string host = "127.0.0.1";
     int port = 8080;
-    std::string api_key;
-    bool cors = false;
-    size_t max_body = size_t(8) << 20;
+    http_options http;          // --api-key, --cors, --max-body, --log-format
     int threads_http = 0;
     int32_t parallel = 4;
     int32_t queue = 64;
     int32_t n_predict = -1;
     std::string chat_template;
     std::string config_path;
-    bool log_json = false;
     bool quiet = false;
     run_config flags;
 };
@@ -170,10 +164,10 @@ options parse_args(int argc, char ** argv) {
             case S_PORT: o.port = int(v.i); break;
             case S_API_KEY:
                 if (v.s.empty()) usage_error(format("%s: the key must not be empty", a.c_str()));
-                o.api_key = v.s;
+                o.http.api_key = v.s;
                 break;
-            case S_CORS: o.cors = true; break;
-            case S_MAX_BODY: o.max_body = parse_bytes(a, v.s); break;
+            case S_CORS: o.http.cors = true; break;
+            case S_MAX_BODY: o.http.max_body = parse_bytes(a, v.s); break;
             case S_THREADS_HTTP: o.threads_http = int(v.i); break;
             case S_PARALLEL: o.parallel = int32_t(v.i); break;
             case S_QUEUE: o.queue = int32_t(v.i); break;
@@ -183,9 +177,9 @@ options parse_args(int argc, char ** argv) {
                 break;
             case S_CHAT_TEMPLATE: o.chat_template = cli::chat_template_arg(a, v.s); break;
             case S_CONFIG: break;  // read above
-            case S_LOG_FORMAT: o.log_json = v.s == "json"; break;
+            case S_LOG_FORMAT: o.http.log_json = v.s == "json"; break;
             case S_QUIET: o.quiet = true; break;
-            case S_HELP: std::fputs(usage().c_str(), stdout); std::exit(0);
+            case S_HELP: cli::print_help(HELP_HEAD, SERVER_OPTIONS, N_SERVER_OPTS, HELP_SECTIONS);
             case N_SERVER_OPTS: GLOAS_ASSERT(false);
         }
     };
@@ -242,11 +236,7 @@ int run(const options & o) {
     const int n_http = o.threads_http > 0 ? o.threads_http : std::min(1024, o.parallel + o.queue + 8);
     svr.new_task_queue = [n_http] { return new httplib::ThreadPool(size_t(n_http)); };
     svr.set_keep_alive_timeout(5);
-    http_options ho;
-    ho.api_key = o.api_key;
-    ho.cors = o.cors;
-    ho.max_body = o.max_body;
-    ho.log_json = o.log_json;
+    http_options ho = o.http;
     ho.parallel = o.parallel;
     ho.queue = o.queue;
     server_app app(ho, *m, eng, metrics, ac);

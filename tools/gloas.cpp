@@ -55,96 +55,81 @@ enum gloas_opt : int {
     N_GLOAS_OPTS
 };
 
-constexpr const char * MODEL = "model";
-constexpr const char * GEN = "generation";
-constexpr const char * CHAT = "chat";
-constexpr const char * CONF = "configuration";
-constexpr const char * OTHER = "other";
-using K = opt_kind;
+// The --help groups of gloas's own options.
+constexpr const char *MODEL = "model", *GEN = "generation", *CHAT = "chat", *CONF = "configuration", *OTHER = "other";
+
+// --help: its head, then its sections (own rows, then shared ones).
+constexpr const char * HELP_HEAD =
+    "usage: gloas [options]\n\n"
+    "Generates text from a prompt with a Llama-family model (GGUF or llama2.c).\n"
+    "stdout gets the prompt and the generated text; stderr gets timings.\n"
+    "Where llama.cpp's llama-cli has an option of the same meaning, gloas takes its spelling too.\n";
+constexpr cli::help_section HELP_SECTIONS[] = {
+    {"model", MODEL, OPT_GROUP_MODEL}, {"generation", GEN, nullptr},
+    {"context", nullptr, OPT_GROUP_CONTEXT}, {"sampling", nullptr, OPT_GROUP_SAMPLING},
+    {"chat", CHAT, nullptr}, {"K/V cache", nullptr, OPT_GROUP_KV},
+    {"configuration", CONF, nullptr}, {"other", OTHER, nullptr}
+};
 
 // clang-format off
 const option_def GLOAS_OPTIONS[N_GLOAS_OPTS] = {
-    {G_MODEL, "-m|--model", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "GGUF file or llama2.c checkpoint: a path, or a name looked up in ./models, the source tree's models/, "
-     "$GLOAS_MODELS and ../shared/models, with .gguf or .bin added or as models/manifest.tsv names it "
-     "(default: stories260K)"},
-    {G_TOKENIZER, "-z|--tokenizer", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "tokenizer.bin for a llama2.c checkpoint, looked up as -m is (default: tok<vocab>.bin, then tokenizer.bin "
-     "beside the model); its pieces must match the model's vocabulary"},
+    cli::opt_text(G_MODEL, "-m|--model", "FILE", MODEL,
+                  "GGUF file or llama2.c checkpoint: a path, or a name looked up in ./models, the source tree's "
+                  "models/, $GLOAS_MODELS and ../shared/models, with .gguf or .bin added or as models/manifest.tsv "
+                  "names it (default: stories260K)"),
+    cli::opt_text(G_TOKENIZER, "-z|--tokenizer", "FILE", MODEL,
+                  "tokenizer.bin for a llama2.c checkpoint, looked up as -m is (default: tok<vocab>.bin, then "
+                  "tokenizer.bin beside the model); its pieces must match the model's vocabulary"),
 
-    {G_PROMPT, "-p|--prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, GEN,
-     "prompt (default: empty, generation starts from BOS)"},
-    {G_FILE, "-f|--file", "FILE", K::TEXT, 0, 0, false, nullptr, GEN,
-     "read the prompt from FILE; '-' reads it from stdin"},
-    {G_ESCAPE, "-e|--escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "process escapes in the prompt, -r and --system: \\n \\r \\t \\' \\\" \\\\ \\xHH (default: off)"},
-    {G_NO_ESCAPE, "--no-escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "take the prompt as written (the default)"},
-    {G_N_PREDICT, "-n|--n-predict", "N", K::INT, -1, 1 << 30, false, nullptr, GEN,
-     "tokens to generate; -1: until the context is full, or with --ctx-slide until end of sequence or Ctrl-C "
-     "(default: 256; stops earlier at the end of the context, unless --ctx-slide, or at an end-of-sequence "
-     "token)"},
-    {G_IGNORE_EOS, "--ignore-eos", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "keep generating past end-of-sequence tokens"},
-    {G_REVERSE_PROMPT, "-r|--reverse-prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, GEN,
-     "stop when the generated text ends with TEXT (which is printed); may be given more than once"},
-    {G_NO_DISPLAY_PROMPT, "--no-display-prompt", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "print only the generated text on stdout, not the prompt"},
+    cli::opt_text(G_PROMPT, "-p|--prompt", "TEXT", GEN, "prompt (default: empty, generation starts from BOS)"),
+    cli::opt_text(G_FILE, "-f|--file", "FILE", GEN, "read the prompt from FILE; '-' reads it from stdin"),
+    cli::opt_switch(G_ESCAPE, "-e|--escape", GEN,
+                    "process escapes in the prompt, -r and --system: \\n \\r \\t \\' \\\" \\\\ \\xHH (default: off)"),
+    cli::opt_switch(G_NO_ESCAPE, "--no-escape", GEN, "take the prompt as written (the default)"),
+    cli::opt_int(G_N_PREDICT, "-n|--n-predict", "N", -1, 1 << 30, GEN,
+                 "tokens to generate; -1: until the context is full, or with --ctx-slide until end of sequence or "
+                 "Ctrl-C (default: 256; stops earlier at the end of the context, unless --ctx-slide, or at an "
+                 "end-of-sequence token)"),
+    cli::opt_switch(G_IGNORE_EOS, "--ignore-eos", GEN, "keep generating past end-of-sequence tokens"),
+    cli::opt_text(G_REVERSE_PROMPT, "-r|--reverse-prompt", "TEXT", GEN,
+                  "stop when the generated text ends with TEXT (which is printed); may be given more than once"),
+    cli::opt_switch(G_NO_DISPLAY_PROMPT, "--no-display-prompt", GEN,
+                    "print only the generated text on stdout, not the prompt"),
 
-    {G_CHAT, "--chat", nullptr, K::SWITCH, 0, 0, false, nullptr, CHAT,
-     "interactive chat: one user message per line of stdin (a trailing \\ continues the line), each reply on "
-     "stdout; turns keep the conversation's K/V, so each prefills only its own text; -n bounds each reply; "
-     "Ctrl-C stops a reply, Ctrl-C twice at the prompt or end of input quits"},
-    {G_SYSTEM, "--system|-sys|--system-prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, CHAT,
-     "the chat's system message"},
-    {G_CHAT_TEMPLATE, "--chat-template", "NAME", K::TEXT, 0, 0, false, nullptr, CHAT,
-     "the prompt format (default: recognized from the model's tokenizer.chat_template; chatml, with a warning, "
-     "when the model has none): chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, mistral-v1, "
-     "mistral-v3, mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, gemma, deepseek, deepseek2, deepseek3"},
-    {G_VERBOSE_PROMPT, "--verbose-prompt", nullptr, K::SWITCH, 0, 0, false, nullptr, CHAT,
-     "print each turn's exact prompt text on stderr"},
+    cli::opt_switch(G_CHAT, "--chat", CHAT,
+                    "interactive chat: one user message per line of stdin (a trailing \\ continues the line), each "
+                    "reply on stdout; turns keep the conversation's K/V, so each prefills only its own text; -n "
+                    "bounds each reply; Ctrl-C stops a reply, Ctrl-C twice at the prompt or end of input quits"),
+    cli::opt_text(G_SYSTEM, "--system|-sys|--system-prompt", "TEXT", CHAT, "the chat's system message"),
+    cli::opt_text(G_CHAT_TEMPLATE, "--chat-template", "NAME", CHAT,
+                  "the prompt format (default: recognized from the model's tokenizer.chat_template; chatml, with a "
+                  "warning, when the model has none): chatml, llama2, llama2-sys, llama2-sys-bos, "
+                  "llama2-sys-strip, mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, "
+                  "gemma, deepseek, deepseek2, deepseek3"),
+    cli::opt_switch(G_VERBOSE_PROMPT, "--verbose-prompt", CHAT, "print each turn's exact prompt text on stderr"),
 
-    {G_CONFIG, "--config", "FILE", K::TEXT, 0, 0, false, nullptr, CONF,
-     "settings in the YAML shape of the specification (examples/gloas.yaml); flags given too override it"},
-    {G_AUTO, "--auto", nullptr, K::SWITCH, 0, 0, false, nullptr, CONF,
-     "choose strategy, K/V type, page size, K/V RAM budget, threads and ubatch from the model, the context and "
-     "the machine (flags given too override each choice)"},
-    {G_EXPLAIN, "--explain", nullptr, K::SWITCH, 0, 0, false, nullptr, CONF,
-     "with --auto: print the choices and the numbers behind them, then exit without generating"},
+    cli::opt_text(G_CONFIG, "--config", "FILE", CONF,
+                  "settings in the YAML shape of the specification (examples/gloas.yaml); "
+                  "flags given too override it"),
+    cli::opt_switch(G_AUTO, "--auto", CONF,
+                    "choose strategy, K/V type, page size, K/V RAM budget, threads and ubatch from the model, the "
+                    "context and the machine (flags given too override each choice)"),
+    cli::opt_switch(G_EXPLAIN, "--explain", CONF,
+                    "with --auto: print the choices and the numbers behind them, then exit without generating"),
 
-    {G_TOKENIZE, "--tokenize", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print the prompt's token ids (space-separated) and exit; works with vocabulary-only GGUF files"},
-    {G_PROFILE, "--profile", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "time every op of the forward pass: a table per op type and per layer on stderr at the end"},
-    {G_METRICS, "--metrics", "FMT", K::WORD, 0, 0, false, "json", OTHER,
-     "also print the run's metrics as json on stderr"},
-    {G_VERBOSE, "-v|--verbose", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print model details"},
-    {G_QUIET, "-q|--quiet|--log-disable", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print only warnings and errors on stderr (no load, speed or K/V figures)"},
-    {G_VERSION, "--version", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print the version and exit"},
-    {G_HELP, "-h|--help", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "this text"},
+    cli::opt_switch(G_TOKENIZE, "--tokenize", OTHER,
+                    "print the prompt's token ids (space-separated) and exit; works with vocabulary-only GGUF files"),
+    cli::opt_switch(G_PROFILE, "--profile", OTHER,
+                    "time every op of the forward pass: a table per op type and per layer on stderr at the end"),
+    cli::opt_word(G_METRICS, "--metrics", "FMT", "json", OTHER, "also print the run's metrics as json on stderr"),
+    cli::opt_switch(G_VERBOSE, "-v|--verbose", OTHER, "print model details"),
+    cli::opt_switch(G_QUIET, "-q|--quiet|--log-disable", OTHER,
+                    "print only warnings and errors on stderr (no load, speed or K/V figures)"),
+    cli::opt_switch(G_VERSION, "--version", OTHER, "print the version and exit"),
+    cli::opt_switch(G_HELP, "-h|--help", OTHER, "this text"),
 };
 // clang-format on
 
-std::string usage() {
-    return cli::options_help("usage: gloas [options]\n\n"
-                             "Generates text from a prompt with a Llama-family model (GGUF or llama2.c).\n"
-                             "stdout gets the prompt and the generated text; stderr gets timings.\n"
-                             "Where llama.cpp's llama-cli has an option of the same meaning, gloas takes its spelling "
-                             "too.\n",
-                             GLOAS_OPTIONS, N_GLOAS_OPTS,
-                             {{"model", MODEL, OPT_GROUP_MODEL},
-                              {"generation", GEN, nullptr},
-                              {"context", nullptr, OPT_GROUP_CONTEXT},
-                              {"sampling", nullptr, OPT_GROUP_SAMPLING},
-                              {"chat", CHAT, nullptr},
-                              {"K/V cache", nullptr, OPT_GROUP_KV},
-                              {"configuration", CONF, nullptr},
-                              {"other", OTHER, nullptr}});
-}
 
 struct options {
     std::string model_path;
@@ -230,7 +215,7 @@ options parse_args(int argc, char ** argv) {
             case G_VERBOSE: o.verbose = true; break;
             case G_QUIET: o.quiet = true; break;
             case G_VERSION: std::printf("gloas %s\n", GLOAS_VERSION); std::exit(0);
-            case G_HELP: std::fputs(usage().c_str(), stdout); std::exit(0);
+            case G_HELP: cli::print_help(HELP_HEAD, GLOAS_OPTIONS, N_GLOAS_OPTS, HELP_SECTIONS);
             case N_GLOAS_OPTS: GLOAS_ASSERT(false);
         }
     };

@@ -9,10 +9,11 @@
 
 namespace gloas::cli {
 
-std::string options_help(const std::string & head, const option_def * own, size_t n_own,
-                         std::initializer_list<help_section> sections) {
+std::string options_help(const char * head, const option_def * own, size_t n_own, const help_section * sections,
+                         size_t n_sections) {
     std::string u = head;
-    for (const help_section & s : sections) {
+    for (size_t i = 0; i < n_sections; ++i) {
+        const help_section & s = sections[i];
         u += std::string("\n") + s.title + ":\n";
         if (s.own) u += options_usage(own, n_own, s.own);
         if (s.shared) u += options_usage(SHARED_OPTIONS, N_SHARED_OPTS, s.shared);

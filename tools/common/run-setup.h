@@ -11,13 +11,32 @@
 #include "decoder/options.h"
 #include "decoder/strategy.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
-#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace gloas::cli {
+
+// Rows of a tool's own option table, each giving only what is its own: a
+// switch, a value of any text, an integer in [lo, hi], one of `words`
+// ('|'-separated).
+constexpr option_def opt_switch(int id, const char * names, const char * group, const char * help) {
+    return {id, names, nullptr, opt_kind::SWITCH, 0, 0, false, nullptr, group, help};
+}
+constexpr option_def opt_text(int id, const char * names, const char * arg, const char * group, const char * help) {
+    return {id, names, arg, opt_kind::TEXT, 0, 0, false, nullptr, group, help};
+}
+constexpr option_def opt_int(int id, const char * names, const char * arg, double lo, double hi, const char * group,
+                             const char * help) {
+    return {id, names, arg, opt_kind::INT, lo, hi, false, nullptr, group, help};
+}
+constexpr option_def opt_word(int id, const char * names, const char * arg, const char * words, const char * group,
+                              const char * help) {
+    return {id, names, arg, opt_kind::WORD, 0, 0, false, words, group, help};
+}
 
 // A --help section: the tool's own rows of group `own` and the shared rows
 // of group `shared` (either may be nullptr).
@@ -26,9 +45,16 @@ struct help_section {
     const char * own;
     const char * shared;
 };
-// `head`, then each section as "\nTITLE:\n" and its rows.
-std::string options_help(const std::string & head, const option_def * own, size_t n_own,
-                         std::initializer_list<help_section> sections);
+// --help: `head`, then each of the n_sections sections as "\nTITLE:\n" and
+// its rows.
+std::string options_help(const char * head, const option_def * own, size_t n_own, const help_section * sections,
+                         size_t n_sections);
+// Prints options_help on stdout and exits with status 0.
+template <size_t N>
+[[noreturn]] void print_help(const char * head, const option_def * own, size_t n_own, const help_section (&sections)[N]) {
+    std::fputs(options_help(head, own, n_own, sections, N).c_str(), stdout);
+    std::exit(0);
+}
 
 // Reads the command line `args` (argv without the tool's name). --config
 // FILE is read first, wherever it stands, into `flags`, so that the flags
