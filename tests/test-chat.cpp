@@ -7,7 +7,7 @@
 #include "decoder/gguf.h"
 #include "tensor/error.h"
 #include "test-util.h"
-#include "tools/chat-loop.h"
+#include "tools/common/chat-loop.h"
 
 #include <doctest/doctest.h>
 

@@ -1,8 +1,8 @@
 // The command lines of gloas-bench, gloas-perplexity, gloas-kv-trace and
 // gloas-convert: llama.cpp's spellings and lists, the shared warnings of
-// tools/cli.h, perplexity's progress and uncertainty, and exit status 2 with a
+// tools/common/cli.h, perplexity's progress and uncertainty, and exit status 2 with a
 // message naming the flag for every bad command line.
-#include "tools/cli.h"
+#include "tools/common/cli.h"
 #include "decoder/model.h"
 #include "test-util.h"
 

@@ -15,7 +15,7 @@
 // measured and decode is reported against its ceiling, bandwidth / bytes of
 // weights read per token; prefill is also reported in GFLOP/s per thread,
 // counting 2 x matrix parameters per token.
-#include "tools/cli.h"
+#include "tools/common/cli.h"
 #include "decoder/config.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"

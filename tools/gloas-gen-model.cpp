@@ -5,14 +5,13 @@
 //
 // The weights are decoder/random-model.h's: uniform, std 0.02, the same file
 // for any thread count.
-#include "tools/cli.h"
 #include "decoder/random-model.h"
 #include "quant/types.h"
 #include "tensor/error.h"
+#include "tools/common/cli.h"
 
 #include <omp.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -103,10 +102,7 @@ int main(int argc, char ** argv) {
 
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        auto value = [&]() -> const char * {
-            if (i + 1 >= argc) usage_error(a + " needs a value");
-            return argv[++i];
-        };
+        auto value = [&] { return cli::next_value(argc, argv, i); };
         if (a == "-h" || a == "--help") { usage(stdout); return 0; }
         else if (a == "-o" || a == "--output") out = value();
         else if (a == "--preset") {
@@ -149,7 +145,7 @@ int main(int argc, char ** argv) {
     if (over.heads && !over.kv_heads && c.kv_heads > c.heads) c.kv_heads = c.heads;
     if (threads > 0) omp_set_num_threads(threads);
 
-    try {
+    return cli::run_main([&] {
         if (c.head_dim == 0 && c.dim % c.heads != 0)
             usage_error(format("--dim %lld is not a multiple of --heads %lld", (long long) c.dim, (long long) c.heads));
         random_model_params p;
@@ -173,31 +169,14 @@ int main(int argc, char ** argv) {
         p.seed = seed;
         p.vocab_file = vocab_file;
 
-        const auto t0 = std::chrono::steady_clock::now();
-        double last = -1.0;
-        if (!quiet) {
-            p.progress = [&](size_t i, size_t n, uint64_t done, uint64_t total) {
-                const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-                if (el - last < 0.5 && i < n) return;
-                last = el;
-                std::fprintf(stderr, "\rgloas-gen-model: %s: tensor %zu/%zu, %.0f/%.0f MiB, %.1f s ", out.c_str(), i, n,
-                             double(done) / (1 << 20), double(total) / (1 << 20), el);
-                std::fflush(stderr);
-            };
-        }
+        const double t0 = cli::now_s();
+        if (!quiet) p.progress = cli::progress(out, t0);
         write_random_model(out, p);
-        if (!quiet) {
-            const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::fprintf(stderr, "\ngloas-gen-model: wrote %s (%s, dim %lld, %lld layers, vocab %lld) in %.1f s\n",
-                         out.c_str(), type_name(wtype), (long long) c.dim, (long long) c.layers, (long long) c.vocab, el);
-        }
-    } catch (const error & e) {
-        if (!quiet) std::fprintf(stderr, "\n");
-        std::fprintf(stderr, "gloas-gen-model: %s\n", e.what());
-        return 1;
-    } catch (const std::bad_alloc &) {
-        std::fprintf(stderr, "gloas-gen-model: out of memory\n");
-        return 1;
-    }
-    return 0;
+        cli::end_progress();
+        if (!quiet)
+            std::fprintf(stderr, "gloas-gen-model: wrote %s (%s, dim %lld, %lld layers, vocab %lld) in %.1f s\n",
+                         out.c_str(), type_name(wtype), (long long) c.dim, (long long) c.layers, (long long) c.vocab,
+                         cli::now_s() - t0);
+        return 0;
+    });
 }

@@ -32,12 +32,12 @@
 #include "tensor/bandwidth.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tools/common/cli.h"
 
 #include <omp.h>
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -51,10 +51,7 @@ using namespace gloas;
 
 namespace {
 
-double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
+using cli::now_s;
 
 struct shape {
     const char * name;
@@ -269,7 +266,7 @@ int main(int argc, char ** argv) {
     };
     ops::set_n_threads(nth);
     // the clock of the matmul timings: wall, or process CPU time per thread
-    const auto timer = [cpu, nth]() { return cpu ? process_cpu_now() / nth : now(); };
+    const auto timer = [cpu, nth]() { return cpu ? process_cpu_now() / nth : now_s(); };
     if (cpu) std::printf("times: process CPU time / %d threads\n\n", nth);
     std::mt19937 rng(42);
     std::printf("| type | shape | decode ms | decode GB/s | prefill n=%lld ms | GFLOP/s | GFLOP/s/thread |\n", (long long) n_prefill);

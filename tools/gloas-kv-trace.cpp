@@ -18,7 +18,7 @@
 // FULL_BYTES (a Q8_0 page); COMPRESSED re-quantizes to COMPRESSED_BYTES (Q4_0)
 // and its compressed pages count as hits. Prints one markdown table: hit rate
 // per policy (rows) and capacity (columns).
-#include "tools/cli.h"
+#include "tools/common/cli.h"
 #include "kvcache/policy.h"
 #include "tensor/error.h"
 
@@ -267,10 +267,7 @@ int main(int argc, char ** argv) {
         bool miss_hint = false;
         for (int i = 1; i < argc; ++i) {
             const char * a = argv[i];
-            auto value = [&]() -> const char * {
-                if (i + 1 >= argc) cli::usage_error(format("%s needs a value", a));
-                return argv[++i];
-            };
+            auto value = [&] { return cli::next_value(argc, argv, i); };
             if (!std::strcmp(a, "-h") || !std::strcmp(a, "--help")) {
                 usage(stdout);
                 return 0;

@@ -6,7 +6,8 @@
 #include "decoder/model.h"
 #include "kvcache/kv-folder.h"
 #include "tensor/error.h"
-#include "tools/cli.h"
+#include "tools/common/cli.h"
+#include "tools/common/files.h"
 
 #include <cinttypes>
 #include <cstdio>
@@ -177,10 +178,7 @@ int main(int argc, char ** argv) {
     bool dir_given = false, model_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) cli::usage_error(a + " needs a value");
-            return argv[++i];
-        };
+        auto value = [&] { return std::string(cli::next_value(argc, argv, i)); };
         if (a == "-h" || a == "--help") {
             print_help();
             return 0;
@@ -223,30 +221,21 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "gloas-kv: %s: cannot read the folder: %s\n", dir.c_str(), std::strerror(errno));
         return 1;
     }
-    const std::vector<page_file_info> files = kv_folder_list(dir);
-    model_filter mf;
-    if (model_given) {
-        mf.on = true;
-        mf.name = model;
-        struct stat ms;
-        if (::stat(model.c_str(), &ms) == 0 && S_ISREG(ms.st_mode)) {
-            try {
+    return cli::run_main([&] {
+        const std::vector<page_file_info> files = kv_folder_list(dir);
+        model_filter mf;
+        if (model_given) {
+            mf.on = true;
+            mf.name = model;
+            if (cli::is_file(model)) {
                 mf.fingerprint = model::load({model, ""})->fingerprint;
                 mf.by_fingerprint = true;
-            } catch (const error & e) {
-                std::fprintf(stderr, "gloas-kv: %s\n", e.what());
-                return 1;
+            } else {
+                mf.prepare(files);
             }
-        } else {
-            mf.prepare(files);
         }
-    }
-    try {
         if (command == "list") return cmd_list(dir, files, mf);
         if (command == "verify") return cmd_verify(files, mf);
         return cmd_clear(dir, files, mf);
-    } catch (const error & e) {
-        std::fprintf(stderr, "gloas-kv: %s\n", e.what());
-        return 1;
-    }
+    });
 }

@@ -15,7 +15,7 @@
 // agreement with it. --ctx-slide with --chunk-size N > -c evaluates chunks of
 // N tokens in a context of -c positions that slides (as gloas --ctx-slide), so
 // the scored half lies past that context.
-#include "tools/cli.h"
+#include "tools/common/cli.h"
 #include "decoder/config.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"

@@ -26,24 +26,21 @@
 // reference quantizers, byte-identical to ggml's. Metadata is copied;
 // general.file_type (llama.cpp's LLAMA_FTYPE numbering) and
 // general.quantization_version are set.
-#include "tools/cli.h"
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
 #include "quant/blocks.h"
 #include "quant/types.h"
 #include "tensor/error.h"
+#include "tools/common/cli.h"
+#include "tools/common/files.h"
 
 #include <omp.h>
 
-#include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <strings.h>
-#include <sys/stat.h>
 #include <vector>
 
 using namespace gloas;
@@ -142,11 +139,6 @@ bool use_more_bits(int i_layer, int n_layers) {
     return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
-bool exists(const std::string & p) {
-    struct stat st;
-    return ::stat(p.c_str(), &st) == 0;
-}
-
 // Fill callback: rows of `src` (type st, `ne0` values each) converted to `dt`.
 gguf_writer::fill_fn make_fill(const uint8_t * src, type st, type dt, int64_t ne0) {
     return [src, st, dt, ne0](void * dst, int64_t row0, int64_t n_rows) {
@@ -179,10 +171,7 @@ int main(int argc, char ** argv) {
     int threads = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        auto value = [&]() -> const char * {
-            if (i + 1 >= argc) usage_error(a + " needs a value");
-            return argv[++i];
-        };
+        auto value = [&] { return cli::next_value(argc, argv, i); };
         if (a == "-h" || a == "--help") { usage(stdout); return 0; }
         else if (a == "--output-type") { out_type = parse_type(a, value()); out_set = true; }
         else if (a == "--embd-type" || a == "--token-embedding-type") { embd_type = parse_type(a, value()); embd_set = true; }
@@ -211,9 +200,9 @@ int main(int argc, char ** argv) {
     }
     if (threads > 0) omp_set_num_threads(threads);
 
-    try {
-        if (exists(out_path) && !force) throw error(format("%s: exists (pass --force to overwrite)", out_path.c_str()));
-        const auto t0 = std::chrono::steady_clock::now();
+    return cli::run_main([&] {
+        const double t0 = cli::now_s();
+        if (cli::file_exists(out_path) && !force) throw error(format("%s: exists (pass --force to overwrite)", out_path.c_str()));
         auto in = gguf_file::open(in_path);
         const bool has_output = in->find_tensor("output.weight") != nullptr;
 
@@ -290,29 +279,13 @@ int main(int argc, char ** argv) {
                              double(t.nbytes) / (1 << 20), double(out_bytes) / (1 << 20), note_s.c_str());
         }
 
-        double last = -1.0;
-        if (!quiet) {
-            w.set_progress([&](size_t i, size_t nt, uint64_t done, uint64_t total) {
-                const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-                if (el - last < 0.5 && i < nt) return;
-                last = el;
-                std::fprintf(stderr, "\rgloas-quantize: %s: tensor %zu/%zu, %.0f/%.0f MiB, %.1f s ", out_path.c_str(), i, nt,
-                             double(done) / (1 << 20), double(total) / (1 << 20), el);
-                std::fflush(stderr);
-            });
-        }
+        if (!quiet) w.set_progress(cli::progress(out_path, t0));
         w.write(out_path);
-        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (!quiet) std::fprintf(stderr, "\n");
+        cli::end_progress();
+        const double el = cli::now_s() - t0;
         std::fprintf(stderr, "gloas-quantize: %s -> %s (%s): %zu of %zu tensors %s, weights %.2f MiB -> %.2f MiB, %.2f s, %d threads\n",
                      in_path.c_str(), out_path.c_str(), tgt.name.c_str(), n_quantized, n, dequant ? "dequantized" : "quantized",
                      double(bytes_in) / (1 << 20), double(bytes_out) / (1 << 20), el, omp_get_max_threads());
-    } catch (const error & e) {
-        std::fprintf(stderr, "gloas-quantize: %s\n", e.what());
-        return 1;
-    } catch (const std::bad_alloc &) {
-        std::fprintf(stderr, "gloas-quantize: out of memory\n");
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

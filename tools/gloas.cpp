@@ -18,13 +18,14 @@
 #include "tensor/mmap.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"
-#include "tools/chat-loop.h"
-#include "tools/cli.h"
+#include "tools/common/chat-loop.h"
+#include "tools/common/cli.h"
+#include "tools/common/files.h"
+#include "tools/common/run-setup.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
-#include <chrono>
 #include <cctype>
 #include <climits>
 #include <cmath>
@@ -54,100 +55,81 @@ enum gloas_opt : int {
     N_GLOAS_OPTS
 };
 
-constexpr const char * MODEL = "model";
-constexpr const char * GEN = "generation";
-constexpr const char * CHAT = "chat";
-constexpr const char * CONF = "configuration";
-constexpr const char * OTHER = "other";
-using K = opt_kind;
+// The --help groups of gloas's own options.
+constexpr const char *MODEL = "model", *GEN = "generation", *CHAT = "chat", *CONF = "configuration", *OTHER = "other";
+
+// --help: its head, then its sections (own rows, then shared ones).
+constexpr const char * HELP_HEAD =
+    "usage: gloas [options]\n\n"
+    "Generates text from a prompt with a Llama-family model (GGUF or llama2.c).\n"
+    "stdout gets the prompt and the generated text; stderr gets timings.\n"
+    "Where llama.cpp's llama-cli has an option of the same meaning, gloas takes its spelling too.\n";
+constexpr cli::help_section HELP_SECTIONS[] = {
+    {"model", MODEL, OPT_GROUP_MODEL}, {"generation", GEN, nullptr},
+    {"context", nullptr, OPT_GROUP_CONTEXT}, {"sampling", nullptr, OPT_GROUP_SAMPLING},
+    {"chat", CHAT, nullptr}, {"K/V cache", nullptr, OPT_GROUP_KV},
+    {"configuration", CONF, nullptr}, {"other", OTHER, nullptr}
+};
 
 // clang-format off
 const option_def GLOAS_OPTIONS[N_GLOAS_OPTS] = {
-    {G_MODEL, "-m|--model", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "GGUF file or llama2.c checkpoint: a path, or a name looked up in ./models, the source tree's models/, "
-     "$GLOAS_MODELS and ../shared/models, with .gguf or .bin added or as models/manifest.tsv names it "
-     "(default: stories260K)"},
-    {G_TOKENIZER, "-z|--tokenizer", "FILE", K::TEXT, 0, 0, false, nullptr, MODEL,
-     "tokenizer.bin for a llama2.c checkpoint, looked up as -m is (default: tok<vocab>.bin, then tokenizer.bin "
-     "beside the model); its pieces must match the model's vocabulary"},
+    cli::opt_text(G_MODEL, "-m|--model", "FILE", MODEL,
+                  "GGUF file or llama2.c checkpoint: a path, or a name looked up in ./models, the source tree's "
+                  "models/, $GLOAS_MODELS and ../shared/models, with .gguf or .bin added or as models/manifest.tsv "
+                  "names it (default: stories260K)"),
+    cli::opt_text(G_TOKENIZER, "-z|--tokenizer", "FILE", MODEL,
+                  "tokenizer.bin for a llama2.c checkpoint, looked up as -m is (default: tok<vocab>.bin, then "
+                  "tokenizer.bin beside the model); its pieces must match the model's vocabulary"),
 
-    {G_PROMPT, "-p|--prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, GEN,
-     "prompt (default: empty, generation starts from BOS)"},
-    {G_FILE, "-f|--file", "FILE", K::TEXT, 0, 0, false, nullptr, GEN,
-     "read the prompt from FILE; '-' reads it from stdin"},
-    {G_ESCAPE, "-e|--escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "process escapes in the prompt, -r and --system: \\n \\r \\t \\' \\\" \\\\ \\xHH (default: off)"},
-    {G_NO_ESCAPE, "--no-escape", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "take the prompt as written (the default)"},
-    {G_N_PREDICT, "-n|--n-predict", "N", K::INT, -1, 1 << 30, false, nullptr, GEN,
-     "tokens to generate; -1: until the context is full, or with --ctx-slide until end of sequence or Ctrl-C "
-     "(default: 256; stops earlier at the end of the context, unless --ctx-slide, or at an end-of-sequence "
-     "token)"},
-    {G_IGNORE_EOS, "--ignore-eos", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "keep generating past end-of-sequence tokens"},
-    {G_REVERSE_PROMPT, "-r|--reverse-prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, GEN,
-     "stop when the generated text ends with TEXT (which is printed); may be given more than once"},
-    {G_NO_DISPLAY_PROMPT, "--no-display-prompt", nullptr, K::SWITCH, 0, 0, false, nullptr, GEN,
-     "print only the generated text on stdout, not the prompt"},
+    cli::opt_text(G_PROMPT, "-p|--prompt", "TEXT", GEN, "prompt (default: empty, generation starts from BOS)"),
+    cli::opt_text(G_FILE, "-f|--file", "FILE", GEN, "read the prompt from FILE; '-' reads it from stdin"),
+    cli::opt_switch(G_ESCAPE, "-e|--escape", GEN,
+                    "process escapes in the prompt, -r and --system: \\n \\r \\t \\' \\\" \\\\ \\xHH (default: off)"),
+    cli::opt_switch(G_NO_ESCAPE, "--no-escape", GEN, "take the prompt as written (the default)"),
+    cli::opt_int(G_N_PREDICT, "-n|--n-predict", "N", -1, 1 << 30, GEN,
+                 "tokens to generate; -1: until the context is full, or with --ctx-slide until end of sequence or "
+                 "Ctrl-C (default: 256; stops earlier at the end of the context, unless --ctx-slide, or at an "
+                 "end-of-sequence token)"),
+    cli::opt_switch(G_IGNORE_EOS, "--ignore-eos", GEN, "keep generating past end-of-sequence tokens"),
+    cli::opt_text(G_REVERSE_PROMPT, "-r|--reverse-prompt", "TEXT", GEN,
+                  "stop when the generated text ends with TEXT (which is printed); may be given more than once"),
+    cli::opt_switch(G_NO_DISPLAY_PROMPT, "--no-display-prompt", GEN,
+                    "print only the generated text on stdout, not the prompt"),
 
-    {G_CHAT, "--chat", nullptr, K::SWITCH, 0, 0, false, nullptr, CHAT,
-     "interactive chat: one user message per line of stdin (a trailing \\ continues the line), each reply on "
-     "stdout; turns keep the conversation's K/V, so each prefills only its own text; -n bounds each reply; "
-     "Ctrl-C stops a reply, Ctrl-C twice at the prompt or end of input quits"},
-    {G_SYSTEM, "--system|-sys|--system-prompt", "TEXT", K::TEXT, 0, 0, false, nullptr, CHAT,
-     "the chat's system message"},
-    {G_CHAT_TEMPLATE, "--chat-template", "NAME", K::TEXT, 0, 0, false, nullptr, CHAT,
-     "the prompt format (default: recognized from the model's tokenizer.chat_template; chatml, with a warning, "
-     "when the model has none): chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, mistral-v1, "
-     "mistral-v3, mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, gemma, deepseek, deepseek2, deepseek3"},
-    {G_VERBOSE_PROMPT, "--verbose-prompt", nullptr, K::SWITCH, 0, 0, false, nullptr, CHAT,
-     "print each turn's exact prompt text on stderr"},
+    cli::opt_switch(G_CHAT, "--chat", CHAT,
+                    "interactive chat: one user message per line of stdin (a trailing \\ continues the line), each "
+                    "reply on stdout; turns keep the conversation's K/V, so each prefills only its own text; -n "
+                    "bounds each reply; Ctrl-C stops a reply, Ctrl-C twice at the prompt or end of input quits"),
+    cli::opt_text(G_SYSTEM, "--system|-sys|--system-prompt", "TEXT", CHAT, "the chat's system message"),
+    cli::opt_text(G_CHAT_TEMPLATE, "--chat-template", "NAME", CHAT,
+                  "the prompt format (default: recognized from the model's tokenizer.chat_template; chatml, with a "
+                  "warning, when the model has none): chatml, llama2, llama2-sys, llama2-sys-bos, "
+                  "llama2-sys-strip, mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, llama3, zephyr, phi3, "
+                  "gemma, deepseek, deepseek2, deepseek3"),
+    cli::opt_switch(G_VERBOSE_PROMPT, "--verbose-prompt", CHAT, "print each turn's exact prompt text on stderr"),
 
-    {G_CONFIG, "--config", "FILE", K::TEXT, 0, 0, false, nullptr, CONF,
-     "settings in the YAML shape of the specification (examples/gloas.yaml); flags given too override it"},
-    {G_AUTO, "--auto", nullptr, K::SWITCH, 0, 0, false, nullptr, CONF,
-     "choose strategy, K/V type, page size, K/V RAM budget, threads and ubatch from the model, the context and "
-     "the machine (flags given too override each choice)"},
-    {G_EXPLAIN, "--explain", nullptr, K::SWITCH, 0, 0, false, nullptr, CONF,
-     "with --auto: print the choices and the numbers behind them, then exit without generating"},
+    cli::opt_text(G_CONFIG, "--config", "FILE", CONF,
+                  "settings in the YAML shape of the specification (examples/gloas.yaml); "
+                  "flags given too override it"),
+    cli::opt_switch(G_AUTO, "--auto", CONF,
+                    "choose strategy, K/V type, page size, K/V RAM budget, threads and ubatch from the model, the "
+                    "context and the machine (flags given too override each choice)"),
+    cli::opt_switch(G_EXPLAIN, "--explain", CONF,
+                    "with --auto: print the choices and the numbers behind them, then exit without generating"),
 
-    {G_TOKENIZE, "--tokenize", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print the prompt's token ids (space-separated) and exit; works with vocabulary-only GGUF files"},
-    {G_PROFILE, "--profile", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "time every op of the forward pass: a table per op type and per layer on stderr at the end"},
-    {G_METRICS, "--metrics", "FMT", K::WORD, 0, 0, false, "json", OTHER,
-     "also print the run's metrics as json on stderr"},
-    {G_VERBOSE, "-v|--verbose", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print model details"},
-    {G_QUIET, "-q|--quiet|--log-disable", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print only warnings and errors on stderr (no load, speed or K/V figures)"},
-    {G_VERSION, "--version", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "print the version and exit"},
-    {G_HELP, "-h|--help", nullptr, K::SWITCH, 0, 0, false, nullptr, OTHER,
-     "this text"},
+    cli::opt_switch(G_TOKENIZE, "--tokenize", OTHER,
+                    "print the prompt's token ids (space-separated) and exit; works with vocabulary-only GGUF files"),
+    cli::opt_switch(G_PROFILE, "--profile", OTHER,
+                    "time every op of the forward pass: a table per op type and per layer on stderr at the end"),
+    cli::opt_word(G_METRICS, "--metrics", "FMT", "json", OTHER, "also print the run's metrics as json on stderr"),
+    cli::opt_switch(G_VERBOSE, "-v|--verbose", OTHER, "print model details"),
+    cli::opt_switch(G_QUIET, "-q|--quiet|--log-disable", OTHER,
+                    "print only warnings and errors on stderr (no load, speed or K/V figures)"),
+    cli::opt_switch(G_VERSION, "--version", OTHER, "print the version and exit"),
+    cli::opt_switch(G_HELP, "-h|--help", OTHER, "this text"),
 };
 // clang-format on
 
-std::string usage() {
-    std::string u = "usage: gloas [options]\n\n"
-                    "Generates text from a prompt with a Llama-family model (GGUF or llama2.c).\n"
-                    "stdout gets the prompt and the generated text; stderr gets timings.\n"
-                    "Where llama.cpp's llama-cli has an option of the same meaning, gloas takes its spelling too.\n";
-    auto section = [&](const char * title, const char * own, const char * shared) {
-        u += std::string("\n") + title + ":\n";
-        if (own) u += options_usage(GLOAS_OPTIONS, N_GLOAS_OPTS, own);
-        if (shared) u += options_usage(SHARED_OPTIONS, N_SHARED_OPTS, shared);
-    };
-    section("model", MODEL, OPT_GROUP_MODEL);
-    section("generation", GEN, nullptr);
-    section("context", nullptr, OPT_GROUP_CONTEXT);
-    section("sampling", nullptr, OPT_GROUP_SAMPLING);
-    section("chat", CHAT, nullptr);
-    section("K/V cache", nullptr, OPT_GROUP_KV);
-    section("configuration", CONF, nullptr);
-    section("other", OTHER, nullptr);
-    return u;
-}
 
 struct options {
     std::string model_path;
@@ -171,13 +153,7 @@ struct options {
     bool explain = false;        // --explain
 };
 
-[[noreturn]] void usage_error(const std::string & msg) {
-    std::fprintf(stderr, "gloas: %s\nTry 'gloas --help'.\n", msg.c_str());
-    std::exit(2);
-}
-
-// $GLOAS_KV_DIR, else $XDG_CACHE_HOME/gloas/kv, else ~/.cache/gloas/kv.
-std::string default_kv_dir() { return kv_default_dir(); }
+using cli::usage_error;
 
 // llama.cpp's escapes (string_process_escapes): \n \r \t \' \" \\ and \xHH;
 // any other backslash stays as written.
@@ -207,51 +183,12 @@ std::string process_escapes(const std::string & s) {
     return r;
 }
 
-std::string read_stdin() {
-    std::string s;
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, stdin)) > 0) s.append(buf, n);
-    if (std::ferror(stdin)) throw error("-f -: cannot read stdin");
-    return s;
-}
-
-// -m / -z: a path or a name looked up in the model folders.
-std::string resolve_model(const std::string & name, const char * what) {
-    const model_search s = model_find(name);
-    if (s.path.empty()) throw error(model_not_found(name, s, what));
-    return s.path;
-}
-
 options parse_args(int argc, char ** argv) {
     options o;
     std::string prompt_file;
     bool have_prompt = false, escape = false;
-    const std::vector<std::string> args(argv + 1, argv + argc);
-    // --config is read first, wherever it is, so that the flags override it;
-    // its policy and strategy switches then limit what the flags may pick.
-    for (size_t i = 0; i + 1 < args.size(); ++i)
-        if (args[i] == "--config") o.config_path = args[i + 1];
-    if (!o.config_path.empty()) {
-        o.flags = config_load(o.config_path);
-        o.flags.warnings.clear();
-        o.flags.given = 0;
-    }
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string & a = args[i];
-        const option_def * d = option_find(GLOAS_OPTIONS, N_GLOAS_OPTS, a);
-        if (!d) {
-            const size_t used = config_apply_flag(o.flags, args, i);
-            if (used == 0) usage_error(format("unknown option '%s'", a.c_str()));
-            i += used - 1;
-            continue;
-        }
-        option_value v;
-        if (d->kind != opt_kind::SWITCH) {
-            if (i + 1 >= args.size()) usage_error(format("%s needs a value (%s)", a.c_str(), d->arg));
-            v = option_read(*d, a, args[++i]);
-        }
-        switch (gloas_opt(d->id)) {
+    const auto own = [&](const option_def & d, const std::string & a, const option_value & v) {
+        switch (gloas_opt(d.id)) {
             case G_MODEL: o.model_path = v.s; break;
             case G_TOKENIZER: o.tokenizer_path = v.s; break;
             case G_PROMPT: o.prompt = v.s; have_prompt = true; break;
@@ -267,13 +204,7 @@ options parse_args(int argc, char ** argv) {
             case G_NO_DISPLAY_PROMPT: o.display_prompt = false; break;
             case G_CHAT: o.chat = true; break;
             case G_SYSTEM: o.chat_opts.system = v.s; break;
-            case G_CHAT_TEMPLATE: {
-                chat_template t;
-                if (!chat_template_from_name(v.s, &t))
-                    usage_error(format("--chat-template: unknown template '%s'; known: %s", v.s.c_str(), chat_template_names().c_str()));
-                o.chat_opts.template_name = v.s;
-                break;
-            }
+            case G_CHAT_TEMPLATE: o.chat_opts.template_name = cli::chat_template_arg(a, v.s); break;
             case G_VERBOSE_PROMPT: o.chat_opts.verbose_prompt = true; break;
             case G_CONFIG: break;  // read above
             case G_AUTO: o.auto_config = true; break;
@@ -284,11 +215,14 @@ options parse_args(int argc, char ** argv) {
             case G_VERBOSE: o.verbose = true; break;
             case G_QUIET: o.quiet = true; break;
             case G_VERSION: std::printf("gloas %s\n", GLOAS_VERSION); std::exit(0);
-            case G_HELP: std::fputs(usage().c_str(), stdout); std::exit(0);
+            case G_HELP: cli::print_help(HELP_HEAD, GLOAS_OPTIONS, N_GLOAS_OPTS, HELP_SECTIONS);
             case N_GLOAS_OPTS: GLOAS_ASSERT(false);
         }
-    }
-    config_flags_check(o.flags);
+    };
+    // --config is read first, wherever it is, so that the flags override it;
+    // its policy and strategy switches then limit what the flags may pick.
+    cli::parse_options(std::vector<std::string>(argv + 1, argv + argc), GLOAS_OPTIONS, N_GLOAS_OPTS, o.flags,
+                       o.config_path, own);
     if (o.chat && (have_prompt || !prompt_file.empty()))
         usage_error("--chat reads the user's messages from stdin; give a system message with --system, not -p or -f");
     if (!o.chat && (!o.chat_opts.system.empty() || !o.chat_opts.template_name.empty() || o.chat_opts.verbose_prompt))
@@ -299,7 +233,7 @@ options parse_args(int argc, char ** argv) {
         usage_error("--no-display-prompt goes with generation, not --tokenize");
     if (!prompt_file.empty()) {
         if (have_prompt) usage_error("give the prompt with -p or -f, not both");
-        o.prompt = prompt_file == "-" ? read_stdin() : read_whole_file(prompt_file);
+        o.prompt = prompt_file == "-" ? cli::read_stdin("-f -") : read_whole_file(prompt_file);
     }
     if (escape) {
         o.prompt = process_escapes(o.prompt);
@@ -307,23 +241,9 @@ options parse_args(int argc, char ** argv) {
         for (std::string & r : o.reverse_prompts) r = process_escapes(r);
     }
     o.chat_opts.quiet = o.quiet;
-    o.default_kv_dir = default_kv_dir();
-    if (o.model_path.empty()) {
-        const model_search s = model_find("stories260K");
-        if (s.path.empty())
-            throw error("no model given (-m) and the default model stories260K was not found: " +
-                        model_not_found("stories260K", s) + " (models/fetch.sh --default)");
-        o.model_path = s.path;
-    } else {
-        o.model_path = resolve_model(o.model_path, "model");
-    }
-    if (!o.tokenizer_path.empty()) o.tokenizer_path = resolve_model(o.tokenizer_path, "tokenizer");
+    o.default_kv_dir = kv_default_dir();
+    cli::resolve_model_paths(o.model_path, o.tokenizer_path);
     return o;
-}
-
-double now_s() {
-    using namespace std::chrono;
-    return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
 // An informational line on stderr, unless -q.
@@ -346,17 +266,8 @@ double percentile(std::vector<double> v, double p) {
 
 // --tokenize: only the tokenizer is loaded, so vocabulary-only GGUFs work.
 int tokenize_only(const options & o) {
-    tokenizer tok;
-    FILE * f = std::fopen(o.model_path.c_str(), "rb");
-    if (!f) throw error(format("%s: cannot open: %s", o.model_path.c_str(), std::strerror(errno)));
-    char magic[4] = {};
-    size_t n = std::fread(magic, 1, 4, f);
-    std::fclose(f);
-    if (n == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
-        tok = tokenizer::from_gguf(*gguf_file::open(o.model_path));
-    } else {
-        tok = model::load({o.model_path, o.tokenizer_path})->tok;
-    }
+    const tokenizer tok = cli::is_gguf_file(o.model_path) ? tokenizer::from_gguf(*gguf_file::open(o.model_path))
+                                                           : model::load({o.model_path, o.tokenizer_path})->tok;
     std::vector<int32_t> ids = tok.encode(o.prompt, tok.add_bos());
     std::string line;
     for (size_t i = 0; i < ids.size(); ++i) {
@@ -424,7 +335,7 @@ int run(const options & o) {
     if (fl.n_gpu_layers != 0 && !quiet)
         std::fprintf(stderr, "gloas: note: this build has no GPU backend; -ngl is ignored and every layer runs on the CPU\n");
 
-    const double t_load0 = now_s();
+    const double t_load0 = cli::now_s();
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
     if (fl.no_mmap || fl.mlock) place_weights(*m, fl.no_mmap, fl.mlock);
     const hparams & hp = m->hp;
@@ -432,16 +343,7 @@ int run(const options & o) {
     // file's own settings, then --auto's choices, then the flags given.
     context_params cp;
     cp.kv.dir = o.default_kv_dir;
-    memory_strategy strategy = memory_strategy::SPEED;
-    const bool strategy_given = fl.flag_given(OPT_STRATEGY);
-    if (strategy_given) memory_strategy_from_name(fl.strategy.c_str(), &strategy);
-    std::unique_ptr<run_config> cfg;
-    if (!o.config_path.empty()) {
-        cfg = std::make_unique<run_config>(config_load(o.config_path));
-        for (const auto & w : cfg->warnings) std::fprintf(stderr, "gloas: warning: %s\n", w.c_str());
-        config_check_model(*cfg, hp, m->path);
-        if (!strategy_given && !memory_strategy_from_name(cfg->strategy.c_str(), &strategy)) strategy = memory_strategy::SPEED;
-    }
+    cli::context_setup setup = cli::setup_begin(fl, o.config_path, *m);
     const int32_t n_ctx_given = fl.flag_given(OPT_CTX_SIZE) ? fl.ctx.n_ctx : 0;
     std::unique_ptr<auto_config> ac;
     if (o.auto_config || o.explain) {
@@ -449,25 +351,10 @@ int run(const options & o) {
         in.n_ctx = n_ctx_given;
         in.ram_available = available_ram_bytes();
         ac = std::make_unique<auto_config>(choose_config(*m, in));
-        if (!strategy_given) strategy = ac->strategy;
+        if (!setup.strategy_given) setup.strategy = ac->strategy;
     }
-    if (strategy == memory_strategy::AUTO) {
-        std::string why;
-        strategy = choose_strategy(*m, n_ctx_given > 0 ? n_ctx_given : hp.n_ctx_train, available_ram_bytes(), &why);
-        if (!quiet) std::fprintf(stderr, "gloas: strategy auto: %s\n", why.c_str());
-    }
-    apply_strategy(strategy, cp);
-    if (cfg) {
-        const context_params fc = config_context_params(*cfg, hp, o.default_kv_dir);
-        const sparse_params sp = cp.sparse;
-        const size_t ram = cp.kv.ram_bytes;  // the strategy's; the file has no such keys
-        const bool copy = cp.kv.read_copy;
-        cp = fc;
-        cp.sparse = sp;
-        cp.kv.ram_bytes = ram;
-        cp.kv.read_copy = copy;
-        if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
-    }
+    cli::setup_params(setup, *m, n_ctx_given > 0 ? n_ctx_given : hp.n_ctx_train, o.default_kv_dir, quiet, cp);
+    const memory_strategy strategy = setup.strategy;
     if (ac) {
         // --auto's choices, under the flags given
         cp.n_ctx = ac->n_ctx;
@@ -493,15 +380,11 @@ int run(const options & o) {
                      cp.kv.ram_bytes ? format("%.0f MiB", double(cp.kv.ram_bytes) / 1048576.0).c_str() : "unbounded",
                      ops::n_threads());
     cp.kv.dir_required = fl.flag_given(OPT_KV_DIR);  // the default folder, if unusable, leaves the pages in memory
-    cp.kv.on_notice = [](const std::string & n) { std::fprintf(stderr, "gloas: warning: %s\n", n.c_str()); };
+    cp.kv.on_notice = cli::warning;
     context ctx(*m, cp);
     kv_store & store = ctx.store();
-    for (std::string n = store.take_notices(); !n.empty();) {
-        size_t e = n.find('\n');
-        std::fprintf(stderr, "gloas: warning: %s\n", n.substr(0, e).c_str());
-        n = e == std::string::npos ? std::string() : n.substr(e + 1);
-    }
-    const double t_load = now_s() - t_load0;
+    cli::warn_lines(store.take_notices());
+    const double t_load = cli::now_s() - t_load0;
     if (!quiet)
         std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads, simd %s\n",
                      m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
@@ -539,9 +422,9 @@ int run(const options & o) {
     sampler smp(sparams, hp.n_vocab);
     for (int32_t t : prompt) smp.accept(t);
 
-    const double t0 = now_s();
+    const double t0 = cli::now_s();
     const float * logits = ctx.eval_prompt(prompt.data(), int32_t(prompt.size()));
-    const double t_prefill = now_s() - t0;
+    const double t_prefill = cli::now_s() - t0;
 
     std::vector<double> itl;
     const int64_t n_predict = o.n_predict < 0 ? INT64_MAX : o.n_predict;
@@ -556,7 +439,7 @@ int run(const options & o) {
     std::string pending;  // bytes of an unfinished UTF-8 character
     while (n_gen < n_predict) {
         const int32_t tok = smp.sample(logits);
-        const double t = now_s();
+        const double t = cli::now_s();
         if (n_gen == 0) t_first = t - t0;
         else itl.push_back(t - t_last);
         t_last = t;
@@ -661,17 +544,6 @@ int run(const options & o) {
 } // namespace
 
 int main(int argc, char ** argv) {
-    try {
-        return run(parse_args(argc, argv));
-    } catch (const cli_error & e) {
-        std::fflush(stdout);
-        usage_error(e.what());
-    } catch (const error & e) {
-        std::fflush(stdout);
-        std::fprintf(stderr, "gloas: error: %s\n", e.what());
-        return 1;
-    } catch (const std::bad_alloc &) {
-        std::fprintf(stderr, "gloas: error: out of memory\n");
-        return 1;
-    }
+    cli::prog = "gloas";
+    return cli::run_main([&] { return run(parse_args(argc, argv)); });
 }

@@ -11,7 +11,7 @@
 // A bad value must throw gloas::error "FLAG: message"; anything else
 // escaping, a crash or a sanitizer report is a bug.
 //
-// tools/cli.h's parse_int ends the process on a bad value (exit status 2,
+// tools/common/cli.h's parse_int ends the process on a bad value (exit status 2,
 // a usage message), so it is not fuzzed in-process here; the flags gloas
 // reads through config_apply_flag are.
 #include "decoder/config.h"

@@ -1,63 +1,34 @@
-// gloas --chat: an interactive, multi-turn conversation on one sequence.
-//
-// stdin: one line per user message (a line ending in '\' continues on the
-// next line, the backslash becoming a newline; '\r' before '\n' is dropped;
-// empty lines are skipped). stdout: each reply as it streams, then a newline
-// — nothing else, so a piped session can be read back. stderr: the format,
-// per turn the tokens prefilled and the positions kept, and with
-// verbose_prompt the exact prompt text of each turn ("gloas: turn N prompt,
-// B bytes:", a newline, the B bytes, a newline).
-//
-// Each turn evaluates only its own text (chat_session in decoder/chat.h)
-// after everything already in the sequence: earlier turns are never computed
-// again. The first turn goes through eval_prompt, so a system prompt already
-// in the K/V store (an earlier run) is reused. A reply ends at an
-// end-of-generation token (EOS, end of turn, BOS), when the format's end
-// marker appears in its text (not shown), at n_predict tokens, on Ctrl-C, or
-// when the context is full (which also ends the chat; a sliding context
-// never is). Ctrl-C at the prompt asks for a second one, which exits; so
-// does end of input.
-#pragma once
+#include "tools/common/chat-loop.h"
 
 #include "decoder/chat.h"
 #include "decoder/gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
-#include "decoder/sampler.h"
 #include "decoder/tokenizer.h"
 #include "tensor/error.h"
+#include "tools/common/cli.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fcntl.h>
 #include <poll.h>
-#include <string>
-#include <string_view>
 #include <unistd.h>
 #include <vector>
 
 namespace gloas::chat_cli {
 
-struct chat_options {
-    std::string system;          // --system; empty: none
-    std::string template_name;   // --chat-template; empty: the model's tokenizer.chat_template
-    bool verbose_prompt = false; // --verbose-prompt
-    int32_t n_predict = 256;     // tokens per reply at most
-    bool ignore_eos = false;
-    bool quiet = false;          // -q: no format, per-turn or end-of-chat lines on stderr
-};
+namespace {
 
 // SIGINTs received; the handler increments it and writes a byte to the wake
 // pipe, so a wait for input returns whichever thread the signal lands on.
-inline std::atomic<int> g_interrupts{0};
-inline int g_wake[2] = {-1, -1};
+std::atomic<int> g_interrupts{0};
+int g_wake[2] = {-1, -1};
 static_assert(std::atomic<int>::is_always_lock_free, "the SIGINT flag must be lock-free");
 
-inline void on_sigint(int) {
+void on_sigint(int) {
     g_interrupts.fetch_add(1);
     if (g_wake[1] >= 0) {
         const char c = 1;
@@ -67,7 +38,7 @@ inline void on_sigint(int) {
 }
 
 // Forgets the SIGINTs received so far.
-inline void clear_interrupts() {
+void clear_interrupts() {
     g_interrupts.store(0);
     char tmp[64];
     if (g_wake[0] >= 0)
@@ -117,68 +88,36 @@ private:
     bool eof_ = false;
 };
 
-// A reply's text as its tokens arrive. Its content ends where the format's
-// end marker first appears (the marker is not part of it). While it streams,
-// bytes are shown only once they can be neither the start of the marker nor
-// part of an unfinished UTF-8 character.
-class reply_text {
-public:
-    explicit reply_text(std::string marker) : marker_(std::move(marker)) {}
+} // namespace
 
-    // Appends a token's text; true when the end marker is complete (the
-    // reply is then over: add must not be called again).
-    bool add(std::string_view piece) {
-        GLOAS_ASSERT(!ended());
-        const size_t before = text_.size();
-        text_ += piece;
-        if (marker_.empty()) return false;
-        end_ = text_.find(marker_, before >= marker_.size() ? before - marker_.size() + 1 : 0);
-        return ended();
-    }
-    bool ended() const { return end_ != std::string::npos; }
-    // Every byte added, marker included.
-    const std::string & text() const { return text_; }
-    // The text before the marker (all of it while none appeared).
-    std::string content() const { return text_.substr(0, ended() ? end_ : text_.size()); }
-    // The bytes to show now that were not shown yet; `last`: the rest of
-    // the content, held or not.
-    std::string take_showable(bool last) {
-        const size_t stop = ended() || last ? std::min(end_, text_.size()) : shown_ + showable(std::string_view(text_).substr(shown_));
-        std::string s = stop > shown_ ? text_.substr(shown_, stop - shown_) : std::string();
-        shown_ = std::max(shown_, stop);
-        return s;
-    }
-
-private:
-    // Bytes of `s` that may be shown: all but a tail that could begin the
-    // marker, and then all but an unfinished UTF-8 character.
-    size_t showable(std::string_view s) const {
-        size_t hold = 0;
-        const size_t most = marker_.empty() ? 0 : std::min(marker_.size() - 1, s.size());
-        for (size_t k = most; k > 0; --k)
-            if (s.substr(s.size() - k) == std::string_view(marker_).substr(0, k)) {
-                hold = k;
-                break;
-            }
-        return utf8_complete_prefix(s.substr(0, s.size() - hold));
-    }
-
-    std::string marker_;
-    std::string text_;
-    size_t end_ = std::string::npos;  // where the marker starts
-    size_t shown_ = 0;
-};
-
-inline double chat_now_s() {
-    using namespace std::chrono;
-    return duration<double>(steady_clock::now().time_since_epoch()).count();
+bool reply_text::add(std::string_view piece) {
+    GLOAS_ASSERT(!ended());
+    const size_t before = text_.size();
+    text_ += piece;
+    if (marker_.empty()) return false;
+    end_ = text_.find(marker_, before >= marker_.size() ? before - marker_.size() + 1 : 0);
+    return ended();
 }
 
-// Runs the chat on a fresh context until end of input, a second Ctrl-C at the
-// prompt or a full context. Returns the exit status. A model without a chat
-// template gets chatml, with a warning (as llama.cpp does); an unrecognized
-// template is a gloas::error.
-inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, const chat_options & co) {
+std::string reply_text::take_showable(bool last) {
+    const size_t stop = ended() || last ? std::min(end_, text_.size()) : shown_ + showable(std::string_view(text_).substr(shown_));
+    std::string s = stop > shown_ ? text_.substr(shown_, stop - shown_) : std::string();
+    shown_ = std::max(shown_, stop);
+    return s;
+}
+
+size_t reply_text::showable(std::string_view s) const {
+    size_t hold = 0;
+    const size_t most = marker_.empty() ? 0 : std::min(marker_.size() - 1, s.size());
+    for (size_t k = most; k > 0; --k)
+        if (s.substr(s.size() - k) == std::string_view(marker_).substr(0, k)) {
+            hold = k;
+            break;
+        }
+    return utf8_complete_prefix(s.substr(0, s.size() - hold));
+}
+
+int chat_loop(const model & m, context & ctx, const sampler_params & sp, const chat_options & co) {
     const tokenizer & tok = m.tok;
     std::string jinja;
     if (co.template_name.empty() && m.file_format == "gguf")
@@ -186,7 +125,7 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
     std::string note;
     const chat_template t = chat_template_choose(co.template_name, jinja, m.path, &note);
     const std::string marker = chat_end_marker(t);
-    if (!note.empty()) std::fprintf(stderr, "gloas: warning: %s\n", note.c_str());
+    if (!note.empty()) cli::warning(note);
     if (!co.quiet)
         std::fprintf(stderr, "gloas: chat format %s (%s); one line per message, Ctrl-C stops a reply, Ctrl-D quits\n",
                      chat_template_name(t), !co.template_name.empty() ? "--chat-template"
@@ -233,7 +172,7 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
         const std::vector<int32_t> enc = tok.encode(text, turn == 1 && tok.add_bos(), true);
         toks.insert(toks.end(), enc.begin(), enc.end());
         const int32_t n_past0 = ctx.n_past();
-        const double t0 = chat_now_s();
+        const double t0 = cli::now_s();
         const float * logits = nullptr;
         try {
             logits = turn == 1 ? ctx.eval_prompt(toks.data(), int32_t(toks.size()))
@@ -243,7 +182,7 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
                          "chat ended (raise -c for longer chats)\n", toks.size(), ctx.n_ctx() - n_past0, ctx.n_ctx());
             break;
         }
-        const double t_prefill = chat_now_s() - t0;
+        const double t_prefill = cli::now_s() - t0;
         pending = -1;
         for (int32_t id : toks) smp.accept(id);
         const int32_t reused = turn == 1 ? ctx.n_reused() : 0;
@@ -263,7 +202,7 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
             std::fwrite(s.data(), 1, s.size(), stdout);
             std::fflush(stdout);
         };
-        const double t1 = chat_now_s();
+        const double t1 = cli::now_s();
         for (;;) {
             if (g_interrupts.load() > 0) {
                 stop = "interrupted";
@@ -301,7 +240,7 @@ inline int chat_loop(const model & m, context & ctx, const sampler_params & sp, 
         show(true);
         std::fputc('\n', stdout);
         std::fflush(stdout);
-        const double t_reply = chat_now_s() - t1;
+        const double t_reply = cli::now_s() - t1;
         if (!co.quiet)
             std::fprintf(stderr, "gloas: turn %d: reply %d tokens (%s), %.1f tokens/s\n", turn, n_reply, stop,
                          t_reply > 0 ? n_reply / t_reply : 0.0);
