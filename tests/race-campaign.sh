@@ -16,7 +16,10 @@
 # stories260K.bin comes from models/, $GLOAS_MODELS or ../shared/models
 # (exit 77, skipped, when none has it). Prints one line per failure and a summary;
 # exit 0 when every check passed, 1 otherwise. $RACE_KEEP=1 keeps the work
-# folder; $RACE_ARGS adds gloas arguments to every run.
+# folder; $RACE_ARGS adds gloas arguments to every run. With a lossy policy
+# (RACE_ARGS="--kv-policy compressed": evicted pages come back as q4_0) a
+# reused page may change the text, so $RACE_LOSSY=1 counts other text apart
+# instead of as a failure.
 set -u
 BIN=${1:?usage: race-campaign.sh BIN_DIR [SECONDS] [PROCS] [SEED]}
 SECONDS_RUN=${2:-300}
@@ -60,10 +63,12 @@ worker() {
         st=$?
         if [ "$st" != 0 ]; then
             echo "FAIL model $i prompt $n: exit $st: $(tail -1 "$WORK/w$w.err")"
-        elif ! cmp -s "$WORK/w$w.out" "$WORK/expect-$i-$n.txt"; then
+        elif ! cmp -s "$WORK/w$w.out" "$WORK/expect-$i-$n.txt" && [ "${RACE_LOSSY:-0}" != 1 ]; then
             echo "FAIL model $i prompt $n: other text than the memory-only run"
         elif grep -q "set aside\|failed its checksum\|damaged" "$WORK/w$w.err" || ! grep -q " 0 corrupt" "$WORK/w$w.err"; then
             echo "FAIL model $i prompt $n: met a damaged store: $(grep -i 'aside\|checksum\|damaged\|corrupt' "$WORK/w$w.err" | head -1)"
+        elif ! cmp -s "$WORK/w$w.out" "$WORK/expect-$i-$n.txt"; then
+            echo "ok other text $(grep -o '[0-9]* reused' "$WORK/w$w.err" | head -1)"
         else
             echo "ok $(grep -o '[0-9]* reused' "$WORK/w$w.err" | head -1)"
         fi
@@ -77,12 +82,13 @@ wait
 runs=$(cat "$WORK"/log-* | wc -l)
 fails=$(cat "$WORK"/log-* | grep -c '^FAIL')
 reusing=$(cat "$WORK"/log-* | grep '^ok' | grep -vc ' 0 reused\|^ok $')
+other=$(cat "$WORK"/log-* | grep -c '^ok other text')
 grep -h '^FAIL' "$WORK"/log-* | sort | uniq -c | head -20
 verify=0
 if ! "$BIN/gloas-kv" verify --kv-dir "$KV" > "$WORK/v.out" 2>&1; then
     echo "race-campaign: gloas-kv verify failed:"; cat "$WORK/v.out"; verify=1
 fi
-echo "race-campaign: $runs runs by $PROCS processes in $SECONDS_RUN s, $reusing of them reused pages, $fails failures;" \
+echo "race-campaign: $runs runs by $PROCS processes in $SECONDS_RUN s, $reusing of them reused pages, $other gave other text (RACE_LOSSY), $fails failures;" \
      "gloas-kv verify $([ $verify = 0 ] && echo passed || echo FAILED)"
 "$BIN/gloas-kv" list --kv-dir "$KV" | tail -2
 [ "$fails" = 0 ] && [ "$verify" = 0 ]
