@@ -365,7 +365,12 @@ await check('after a restart a repeated prompt keeps its cached-token count', as
   const cachedAfter = r.usage.prompt_tokens_details.cached_tokens;
   assert.ok(cachedAfter >= cachedCount && cachedAfter < r.usage.prompt_tokens,
             `cached ${cachedAfter} after the restart, ${cachedCount} before, of ${r.usage.prompt_tokens}`);
-  const line = server.log().split('\n').find((l) => l.startsWith('{') && l.includes('/v1/completions'));
+  // The access-log line is written once the response is sent: it may reach
+  // stderr a moment after the client has the response.
+  const findLine = () => server.log().split('\n').find((l) => l.startsWith('{') && l.includes('/v1/completions'));
+  for (const t0 = Date.now(); !findLine() && Date.now() - t0 < 5000;) await new Promise((res) => setTimeout(res, 20));
+  const line = findLine();
+  assert.ok(line, 'a JSON access-log line for the request');
   const j = JSON.parse(line);
   assert.equal(j.status, 200);
   assert.equal(j.cached_tokens, cachedAfter);
