@@ -242,6 +242,38 @@ TEST_CASE("gloas-kv-trace: every bad command line exits 2 naming the flag") {
     CHECK(contains(r.out, "| lru"));
 }
 
+TEST_CASE("gloas-kv-trace --trace: Mooncake-format JSON lines become chained pages; a bad line is one error naming it") {
+    const std::string dir = test::temp_dir("kv-trace");
+    // Blocks of 64 tokens, pages of 32: the first two requests share their
+    // first two blocks (4 pages), the third is the first one cut to 150
+    // tokens (4 full pages, all the first's).
+    const std::string trace = dir + "/trace.jsonl";
+    test::write_file(trace, "{\"timestamp\": 0, \"input_length\": 192, \"output_length\": 8, \"hash_ids\": [1, 2, 3]}\n"
+                            "{\"timestamp\": 5, \"input_length\": 192, \"output_length\": 8, \"hash_ids\": [1, 2, 4]}\n"
+                            "\n"
+                            "{\"timestamp\": 9, \"input_length\": 150, \"output_length\": 8, \"hash_ids\": [1, 2, 3]}\n");
+    auto r = test::run_tool("gloas-kv-trace", {"--trace", trace, "--block-tokens", "64", "--capacity", "4,16"});
+    REQUIRE(r.status == 0);
+    CHECK(contains(r.out, "3 requests, 16 page lookups, 8 distinct pages, 4 reused by more than one request"));
+    CHECK(contains(r.out, "| lru"));
+    // Pages spanning blocks (48-token blocks, 32-token pages): [1, 2] and
+    // [1, 5] share only the page inside block 1.
+    test::write_file(trace, "{\"input_length\": 96, \"hash_ids\": [1, 2]}\n{\"input_length\": 96, \"hash_ids\": [1, 5]}\n");
+    r = test::run_tool("gloas-kv-trace", {"--trace", trace, "--block-tokens", "48"});
+    REQUIRE(r.status == 0);
+    CHECK(contains(r.out, "2 requests, 6 page lookups, 5 distinct pages, 1 reused"));
+
+    test::write_file(trace, "{\"input_length\": 64, \"hash_ids\": [1]}\n{\"input_length\": 64, \"hash_ids\": [\"a\"]}\n");
+    r = test::run_tool("gloas-kv-trace", {"--trace", trace, "--block-tokens", "64"});
+    CHECK(r.status == 1);
+    CHECK(r.err == "gloas-kv-trace: error: " + trace + ":2: 'hash_ids' must be an array of integers\n");
+    r = test::run_tool("gloas-kv-trace", {"--trace", dir + "/missing.jsonl", "--block-tokens", "64"});
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, "missing.jsonl: cannot open"));
+    check_refused("gloas-kv-trace", {"--trace", trace}, {"--trace needs --block-tokens"});
+    check_refused("gloas-kv-trace", {"--block-tokens", "64"}, {"--block-tokens needs --trace"});
+}
+
 TEST_CASE("gloas-convert: every bad command line exits 2 naming the flag") {
     const std::string model = test::require_model("stories260K.bin");
     const std::string out = test::temp_dir("convert-flags") + "/x.gguf";

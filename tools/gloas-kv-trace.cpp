@@ -1,8 +1,8 @@
 // gloas-kv-trace: hit rates of the K/V store's eviction policies on a
-// synthetic multi-user prefix-caching workload.
+// synthetic multi-user prefix-caching workload, or on a recorded trace.
 //
 //   gloas-kv-trace [--seed N] [--requests N] [--capacity P1,P2,...] [--compressed-share F]
-//                  [--miss-hint]
+//                  [--miss-hint] [--trace FILE --block-tokens N [--page-tokens P]]
 //
 // The workload: a few system prompts (20 pages each, Zipf-like popularity);
 // each request is a system prompt followed by a user-specific tail of 1-10
@@ -10,6 +10,14 @@
 // plus a new tail; occasionally a one-off long document scans 50-120 new pages
 // once. Pages are named by a prefix hash chained over the request, as the
 // store's prefix index names them.
+//
+// A recorded trace (--trace) is JSON lines of {"timestamp", "input_length",
+// "output_length", "hash_ids"}, the format of the Mooncake traces: one hash
+// id per block of --block-tokens prompt tokens, equal ids meaning equal
+// blocks. A request's full pages of --page-tokens tokens are named by a hash
+// chained over the ids of the blocks each page overlaps (and its offset in
+// them), so two requests share exactly the pages whose tokens and prefix are
+// equal; the partial last page is not counted (the store keys it apart).
 //
 // Every policy replays the same trace through the same cache simulation: a
 // request walks its pages in order; a resident page is a hit (an access), a
@@ -22,12 +30,15 @@
 #include "kvcache/policy.h"
 #include "tensor/error.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -134,6 +145,55 @@ struct sim_result {
     uint64_t hits = 0, lookups = 0;
     uint64_t bypassed = 0;  // misses that could not be cached (everything in use)
 };
+
+// The workload of a recorded trace (see the top of the file). Throws
+// gloas::error "FILE:LINE: ..." for a line that is not such a request.
+workload read_trace(const std::string & path, int64_t block_tokens, int64_t page_tokens, int max_requests) {
+    std::ifstream in(path);
+    if (!in) throw error(format("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
+    workload w;
+    std::unordered_map<uint64_t, int> seen;
+    std::string line;
+    for (int ln = 1; std::getline(in, line) && int(w.requests.size()) < max_requests; ++ln) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const auto bad = [&](const std::string & what) {
+            return error(format("%s:%d: %s", path.c_str(), ln, what.c_str()));
+        };
+        nlohmann::json o;
+        try {
+            o = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::parse_error &) {
+            throw bad("not a JSON object");
+        }
+        if (!o.is_object()) throw bad("not a JSON object");
+        const auto len = o.find("input_length");
+        const auto ids = o.find("hash_ids");
+        if (len == o.end() || !len->is_number_integer() || len->get<int64_t>() < 0)
+            throw bad("'input_length' must be a non-negative integer");
+        if (ids == o.end() || !ids->is_array()) throw bad("'hash_ids' must be an array of integers");
+        std::vector<uint64_t> blocks;
+        for (const auto & b : *ids) {
+            if (!b.is_number_integer()) throw bad("'hash_ids' must be an array of integers");
+            blocks.push_back(b.get<uint64_t>());
+        }
+        const int64_t n_tokens = std::min(len->get<int64_t>(), int64_t(blocks.size()) * block_tokens);
+        std::vector<uint64_t> pages;
+        uint64_t h = 0;
+        for (int64_t p = 0; (p + 1) * page_tokens <= n_tokens; ++p) {
+            const int64_t first = p * page_tokens / block_tokens, last = ((p + 1) * page_tokens - 1) / block_tokens;
+            uint64_t x = mix(uint64_t(p * page_tokens - first * block_tokens));
+            for (int64_t b = first; b <= last; ++b) x = mix(x ^ blocks[size_t(b)]);
+            pages.push_back(h = mix(h ^ x));
+        }
+        for (uint64_t pg : pages) seen[pg] += 1;
+        w.n_lookups += pages.size();
+        w.requests.push_back(std::move(pages));
+    }
+    if (w.requests.empty()) throw error(format("%s: no requests", path.c_str()));
+    w.n_distinct = seen.size();
+    for (const auto & [pg, n] : seen) w.n_reused += n > 1;
+    return w;
+}
 
 // Replays the workload through one policy with `capacity` bytes.
 sim_result simulate(evict_policy kind, const workload & w, size_t capacity, double share, bool miss_hint) {
@@ -251,20 +311,31 @@ void usage(FILE * f) {
                  "  --miss-hint            report each miss with on_miss() before making room\n"
                  "                         for it (ADAPTIVE then adapts before choosing, as ARC\n"
                  "                         does; the store does not know the hash that early)\n"
+                 "  --trace FILE           replay a recorded trace instead: JSON lines of\n"
+                 "                         {\"timestamp\", \"input_length\", \"output_length\",\n"
+                 "                         \"hash_ids\"} (the Mooncake format; --requests caps\n"
+                 "                         how many are read)\n"
+                 "  --block-tokens N       with --trace: prompt tokens per hash id (needed;\n"
+                 "                         Mooncake's traces use 512)\n"
+                 "  --page-tokens N        with --trace: tokens per K/V page (default 32)\n"
                  "  -h, --help             this text\n"
                  "\n"
-                 "Exit status: 0 on success, 2 for a bad command line.\n");
+                 "Exit status: 0 on success, 1 for a trace that cannot be read, 2 for a bad\n"
+                 "command line.\n");
 }
 
 } // namespace
 
 int main(int argc, char ** argv) {
     cli::prog = "gloas-kv-trace";
-    try {
+    return cli::run_main([&] {
         workload_params wp;
         std::vector<long> capacities = {64, 128, 256, 512, 1024};
         double share = 0.3;
         bool miss_hint = false;
+        std::string trace;
+        int64_t block_tokens = 0, page_tokens = 32;
+        bool requests_given = false;
         for (int i = 1; i < argc; ++i) {
             const char * a = argv[i];
             auto value = [&] { return cli::next_value(argc, argv, i); };
@@ -275,6 +346,13 @@ int main(int argc, char ** argv) {
                 wp.seed = uint64_t(cli::parse_int(a, value(), 0, int64_t(1) << 40));
             } else if (!std::strcmp(a, "--requests")) {
                 wp.n_requests = int(cli::parse_int(a, value(), 1, 10000000));
+                requests_given = true;
+            } else if (!std::strcmp(a, "--trace")) {
+                trace = value();
+            } else if (!std::strcmp(a, "--block-tokens")) {
+                block_tokens = cli::parse_int(a, value(), 1, 1 << 20);
+            } else if (!std::strcmp(a, "--page-tokens")) {
+                page_tokens = cli::parse_int(a, value(), 1, 1 << 16);
             } else if (!std::strcmp(a, "--capacity")) {
                 capacities = parse_list(a, value());
             } else if (!std::strcmp(a, "--miss-hint")) {
@@ -292,14 +370,27 @@ int main(int argc, char ** argv) {
             }
         }
 
-        const workload w = make_workload(wp);
-        std::printf("workload: seed %llu, %d requests, %zu page lookups, %zu distinct pages, "
-                    "%zu reused by more than one request\n",
-                    (unsigned long long) wp.seed, wp.n_requests, w.n_lookups, w.n_distinct, w.n_reused);
-        std::printf("(%d system prompts of %d pages, Zipf s=%.1f; tails %d-%d pages; %.0f%% returning users; "
-                    "%.0f%% documents of %d-%d pages; compressed share %.2f)\n\n",
-                    wp.n_system, wp.system_pages, wp.zipf_s, wp.tail_min, wp.tail_max, 100 * wp.p_return,
-                    100 * wp.p_document, wp.doc_min, wp.doc_max, share);
+        if (trace.empty() && block_tokens > 0) cli::usage_error("--block-tokens needs --trace");
+        if (!trace.empty() && block_tokens == 0)
+            cli::usage_error("--trace needs --block-tokens N (prompt tokens per hash id; Mooncake's traces use 512)");
+        const workload w = trace.empty() ? make_workload(wp)
+                                         : read_trace(trace, block_tokens, page_tokens,
+                                                      requests_given ? wp.n_requests : INT32_MAX);
+        if (trace.empty()) {
+            std::printf("workload: seed %llu, %d requests, %zu page lookups, %zu distinct pages, "
+                        "%zu reused by more than one request\n",
+                        (unsigned long long) wp.seed, wp.n_requests, w.n_lookups, w.n_distinct, w.n_reused);
+            std::printf("(%d system prompts of %d pages, Zipf s=%.1f; tails %d-%d pages; %.0f%% returning users; "
+                        "%.0f%% documents of %d-%d pages; compressed share %.2f)\n\n",
+                        wp.n_system, wp.system_pages, wp.zipf_s, wp.tail_min, wp.tail_max, 100 * wp.p_return,
+                        100 * wp.p_document, wp.doc_min, wp.doc_max, share);
+        } else {
+            std::printf("workload: trace %s, %zu requests, %zu page lookups, %zu distinct pages, "
+                        "%zu reused by more than one request\n",
+                        trace.c_str(), w.requests.size(), w.n_lookups, w.n_distinct, w.n_reused);
+            std::printf("(blocks of %lld tokens, pages of %lld tokens; compressed share %.2f)\n\n",
+                        (long long) block_tokens, (long long) page_tokens, share);
+        }
 
         std::printf("| policy     |");
         for (long c : capacities) std::printf(" %5ld pages |", c);
@@ -325,8 +416,5 @@ int main(int argc, char ** argv) {
         }
         std::printf(".\n");
         return 0;
-    } catch (const std::exception & e) {
-        std::fprintf(stderr, "gloas-kv-trace: %s\n", e.what());
-        return 1;
-    }
+    });
 }
