@@ -15,17 +15,8 @@ context::context(const model & m, const context_params & p) : m_(m) {
     n_ubatch_ = std::max(1, std::min(p.n_ubatch > 0 ? p.n_ubatch : 512, n_ctx_));
     be_ = std::make_unique<cpu_backend>(n_ubatch_, p.n_threads);
 
-    kv_geometry g;
-    g.n_layer = hp.n_layer;
-    g.n_ctx = n_ctx_;
-    g.n_head = hp.n_head;
-    g.n_head_kv = hp.n_head_kv;
-    g.head_dim = hp.head_dim;
-    page_geometry pg;
-    pg.page_tokens = p.kv.page_tokens;
-    pg.n_layer = hp.n_layer;
-    pg.n_head_kv = hp.n_head_kv;
-    pg.head_dim = hp.head_dim;
+    const kv_geometry g(hp, hp.n_head, n_ctx_);
+    const page_geometry pg(p.kv.page_tokens, hp);
     if (pg.page_tokens <= 0 || !pg.valid_for(p.kv.kv_type))
         throw error(format("page size %d tokens must be a positive multiple of %lld for K/V type %s", pg.page_tokens,
                            (long long) traits(p.kv.kv_type).blck_size, type_name(p.kv.kv_type)));
