@@ -1,7 +1,7 @@
 #include "decoder/autoconfig.h"
 
 #include "kvcache/page.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <sched.h>
 

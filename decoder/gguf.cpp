@@ -1,6 +1,6 @@
 #include "decoder/gguf.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cmath>
 #include <cstring>

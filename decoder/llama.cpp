@@ -1,12 +1,25 @@
 #include "decoder/llama.h"
 
 #include "tensor/cpu-backend.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace gloas {
+
+namespace {
+// The decoder's op types in the profile (tensor/profile.h): a kv_cache's store
+// and attend, which are not backend ops.
+profile::op op_kv_store() {
+    static const profile::op o = profile::add_op("kv_store");
+    return o;
+}
+profile::op op_attention() {
+    static const profile::op o = profile::add_op("attention");
+    return o;
+}
+} // namespace
 
 context::context(const model & m, const context_params & p) : m_(m) {
     const hparams & hp = m.hp;
@@ -410,11 +423,11 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
             kv_cache & kv = *seqs_[size_t(ru.seq)].kv;
             const bool run_slid = kv.slide_shift(ru.pos0 + ru.n - 1) > 0;
             {
-                backend::group g(be, op::KV_STORE);
+                backend::group g(be, op_kv_store());
                 kv.store(il, ru.pos0, ru.n, k + ru.start * KV, v + ru.start * KV);
             }
             {
-                backend::group g(be, op::ATTENTION);
+                backend::group g(be, op_attention());
                 kv.attend(il, ru.pos0, ru.n, q + ru.start * Q, run_slid ? q_sink_.f32() + ru.start * Q : nullptr,
                           att + ru.start * Q, scale);
             }

@@ -2,7 +2,7 @@
 
 #include "decoder/gguf.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <sys/stat.h>

@@ -3,7 +3,7 @@
 #include "decoder/gguf.h"
 #include "decoder/bigram-merge.h"
 #include "decoder/pretokenize.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <cerrno>

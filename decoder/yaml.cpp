@@ -1,6 +1,6 @@
 #include "decoder/yaml.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cerrno>
 #include <cmath>

@@ -1,7 +1,7 @@
 #include "kvcache/kv-store.h"
 
 #include "kvcache/kv-folder.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cerrno>

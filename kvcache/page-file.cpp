@@ -2,7 +2,7 @@
 
 #include "kvcache/kv-folder.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cerrno>
 #include <algorithm>

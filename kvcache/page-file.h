@@ -37,7 +37,7 @@
 
 #include "kvcache/page.h"
 #include "quant/types.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -13,7 +13,7 @@
 // order the live policy had (the store's clock increases on every access).
 #include "kvcache/policy.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cstring>

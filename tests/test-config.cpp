@@ -7,7 +7,7 @@
 #include "decoder/options.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

@@ -10,7 +10,7 @@
 #include "decoder/model.h"
 #include "kvcache/kv-folder.h"
 #include "kvcache/kv-store.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

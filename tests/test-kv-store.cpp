@@ -4,7 +4,7 @@
 #include "decoder/model.h"
 #include "decoder/sampler.h"
 #include "kvcache/kv-store.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 #include "test-util.h"
 

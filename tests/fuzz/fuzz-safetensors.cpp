@@ -3,7 +3,7 @@
 // expected outcome for a bad image; anything else (a crash, a sanitizer
 // report, another exception) is a bug.
 #include "decoder/safetensors.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>
