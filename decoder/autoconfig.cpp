@@ -1,7 +1,7 @@
 #include "decoder/autoconfig.h"
 
 #include "kvcache/page.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <sched.h>
 
@@ -71,11 +71,7 @@ auto_config choose_config(const model & m, const auto_config_input & in) {
     c.sparse_ratio = cp.sparse.ratio;
     ex += format("strategy: %s: %s\n", memory_strategy_name(c.strategy), why.c_str());
 
-    page_geometry g;
-    g.page_tokens = c.page_tokens;
-    g.n_layer = hp.n_layer;
-    g.n_head_kv = hp.n_head_kv;
-    g.head_dim = hp.head_dim;
+    const page_geometry g(c.page_tokens, hp);
     const size_t page = g.page_bytes(c.kv_type);
     const size_t n_pages = (size_t(c.n_ctx) + size_t(c.page_tokens) - 1) / size_t(c.page_tokens);
     c.kv_bytes = page * n_pages;

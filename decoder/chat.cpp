@@ -1,6 +1,6 @@
 #include "decoder/chat.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cctype>
 #include <cstring>

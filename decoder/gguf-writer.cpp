@@ -1,6 +1,6 @@
 #include "decoder/gguf-writer.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,6 +1,6 @@
 #include "decoder/gguf.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cmath>
 #include <cstring>
@@ -207,24 +207,22 @@ void read_value(cursor & c, gguf_type t, gguf_value & v, int depth) {
 
 bool mul_ok(uint64_t a, uint64_t b, uint64_t * r) { return !__builtin_mul_overflow(a, b, r); }
 
+// Reads the name (`what`: "key", "tensor name") of entry k of a table and
+// makes it the messages' context ("<label> 'name': "); an empty name, or one
+// already in `seen`, fails.
+template <class Map>
+std::string_view read_entry_name(cursor & c, const char * entry, uint64_t k, const char * what, const char * label,
+                                 const Map & seen) {
+    c.ctx = format("%s %llu: ", entry, (unsigned long long) k);
+    const size_t at = c.pos;
+    const std::string_view name = c.read_str(what);
+    if (name.empty()) c.fail_at(at, format("empty %s", what));
+    c.ctx = format("%s '%s': ", label, printable(name).c_str());
+    if (seen.count(name)) c.fail_at(at, format("duplicate %s", what));
+    return name;
+}
+
 } // namespace
-
-std::unique_ptr<gguf_file> gguf_file::open(const std::string & path) {
-    std::unique_ptr<gguf_file> f(new gguf_file());
-    f->name_ = path;
-    f->map_ = mapped_file(path);
-    f->parse_all(f->map_.data(), f->map_.size());
-    return f;
-}
-
-std::unique_ptr<gguf_file> gguf_file::parse(const uint8_t * data, size_t size, const std::string & name) {
-    std::unique_ptr<gguf_file> f(new gguf_file());
-    f->name_ = name;
-    f->parse_all(data, size);
-    return f;
-}
-
-void gguf_file::fail(const std::string & msg) const { throw error(name_ + ": " + msg); }
 
 void gguf_file::parse_all(const uint8_t * data, size_t size) {
     size_ = size;
@@ -260,12 +258,7 @@ void gguf_file::parse_all(const uint8_t * data, size_t size) {
     // Metadata.
     size_t alignment_at = 0;  // where general.alignment's value sits, for messages
     for (uint64_t k = 0; k < n_kv; ++k) {
-        c.ctx = format("metadata entry %llu: ", (unsigned long long) k);
-        const size_t key_at = c.pos;
-        std::string_view key = c.read_str("key");
-        if (key.empty()) c.fail_at(key_at, "empty key");
-        c.ctx = "key '" + printable(key) + "': ";
-        if (kv_.count(key)) c.fail_at(key_at, "duplicate key");
+        const std::string_view key = read_entry_name(c, "metadata entry", k, "key", "key", kv_);
         gguf_value v;
         const gguf_type vt = c.read_type("value type");
         if (key == "general.alignment") alignment_at = c.pos;
@@ -293,12 +286,7 @@ void gguf_file::parse_all(const uint8_t * data, size_t size) {
     std::vector<size_t> offset_at;  // where each tensor's offset field sits, for messages
     offset_at.reserve(size_t(n_tensors));
     for (uint64_t k = 0; k < n_tensors; ++k) {
-        c.ctx = format("tensor %llu: ", (unsigned long long) k);
-        const size_t name_at = c.pos;
-        std::string_view name = c.read_str("tensor name");
-        if (name.empty()) c.fail_at(name_at, "empty tensor name");
-        c.ctx = "tensor '" + printable(name) + "': ";
-        if (tensor_index_.count(name)) c.fail_at(name_at, "duplicate tensor name");
+        const std::string_view name = read_entry_name(c, "tensor", k, "tensor name", "tensor", tensor_index_);
         gguf_tensor_info ti;
         ti.name = std::string(name);
         const size_t dims_at = c.pos;
@@ -392,12 +380,19 @@ std::string gguf_file::get_str(std::string_view key, std::string_view def) const
     return std::string(v->str);
 }
 
-uint32_t gguf_file::get_u32(std::string_view key, uint32_t def) const {
+// The value of `key` as magnitude and sign; null when the key is absent. A
+// value that is not an integer fails.
+const gguf_value * gguf_file::find_int(std::string_view key, uint64_t * mag, bool * neg) const {
     const gguf_value * v = find(key);
-    if (!v) return def;
-    uint64_t mag = 0; bool neg = false;
-    if (!int_value(*v, &mag, &neg))
+    if (v && !int_value(*v, mag, neg))
         fail(format("key '%s' has type %s, expected an integer", std::string(key).c_str(), gguf_type_name(v->type)));
+    return v;
+}
+
+uint32_t gguf_file::get_u32(std::string_view key, uint32_t def) const {
+    uint64_t mag = 0;
+    bool neg = false;
+    if (!find_int(key, &mag, &neg)) return def;
     if (neg || mag > std::numeric_limits<uint32_t>::max())
         fail(format("key '%s': value %s%llu does not fit in u32", std::string(key).c_str(), neg ? "-" : "",
                     (unsigned long long) mag));
@@ -405,11 +400,10 @@ uint32_t gguf_file::get_u32(std::string_view key, uint32_t def) const {
 }
 
 int64_t gguf_file::get_i64(std::string_view key, int64_t def) const {
-    const gguf_value * v = find(key);
+    uint64_t mag = 0;
+    bool neg = false;
+    const gguf_value * v = find_int(key, &mag, &neg);
     if (!v) return def;
-    uint64_t mag = 0; bool neg = false;
-    if (!int_value(*v, &mag, &neg))
-        fail(format("key '%s' has type %s, expected an integer", std::string(key).c_str(), gguf_type_name(v->type)));
     if (!neg && mag > uint64_t(std::numeric_limits<int64_t>::max()))
         fail(format("key '%s': value %llu does not fit in i64", std::string(key).c_str(), (unsigned long long) mag));
     return neg ? v->i : int64_t(mag);

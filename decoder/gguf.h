@@ -16,8 +16,8 @@
 // message starts with the file name and says what is wrong and where.
 #pragma once
 
+#include "decoder/file-image.h"
 #include "quant/types.h"
-#include "tensor/mmap.h"
 #include "tensor/tensor.h"
 
 #include <cstdint>
@@ -69,15 +69,9 @@ struct gguf_tensor_info {
     tensor view() const { return make_tensor(t, n_dims, ne, data); }
 };
 
-class gguf_file {
+// open(path), parse(bytes), path() and fail(msg) are file_image's.
+class gguf_file : public file_image<gguf_file> {
 public:
-    // Maps and parses `path`. Throws gloas::error on any problem.
-    static std::unique_ptr<gguf_file> open(const std::string & path);
-    // Parses an in-memory image (fuzzing, tests). `name` is used in messages.
-    // The buffer must outlive the result.
-    static std::unique_ptr<gguf_file> parse(const uint8_t * data, size_t size, const std::string & name);
-
-    const std::string & path() const { return name_; }
     uint32_t version() const { return version_; }
     size_t alignment() const { return alignment_; }
     // Byte offset of the tensor data section in the file (a multiple of
@@ -106,15 +100,12 @@ public:
     const std::vector<gguf_tensor_info> & tensors() const { return tensors_; }
     const gguf_tensor_info * find_tensor(std::string_view name) const;
 
-    // Throws "<file>: <msg>".
-    [[noreturn]] void fail(const std::string & msg) const;
-
 private:
+    friend class file_image<gguf_file>;
     gguf_file() = default;
     void parse_all(const uint8_t * data, size_t size);
+    const gguf_value * find_int(std::string_view key, uint64_t * mag, bool * neg) const;
 
-    std::string name_;
-    mapped_file map_;
     uint32_t version_ = 0;
     size_t alignment_ = 32;
     size_t data_offset_ = 0;

@@ -1,6 +1,6 @@
 #include "decoder/llama-gguf.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <vector>
 

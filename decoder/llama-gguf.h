@@ -21,6 +21,7 @@
 
 #include "decoder/gguf-writer.h"
 #include "decoder/tokenizer.h"
+#include "kvcache/kv-shape.h"
 #include "quant/types.h"
 
 #include <cstdint>
@@ -28,7 +29,8 @@
 
 namespace gloas {
 
-struct llama_gguf_hparams {
+// n_layer, n_head_kv and head_dim are the kv_shape's (head_dim 0: n_embd / n_head).
+struct llama_gguf_hparams : kv_shape {
     std::string arch = "llama"; // general.architecture and the keys' prefix (model.h lists them)
     std::string name;           // general.name
     int64_t n_vocab = 0;
@@ -36,9 +38,6 @@ struct llama_gguf_hparams {
     int64_t n_embd = 0;
     int64_t n_ff = 0;
     int64_t n_head = 0;
-    int64_t n_head_kv = 0;
-    int64_t n_layer = 0;
-    int64_t head_dim = 0;       // 0: n_embd / n_head
     float   rms_eps = 1e-5f;
     float   rope_freq_base = 10000.0f;
     type    wtype = type::F32;  // type of most weights: general.file_type

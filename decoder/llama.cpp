@@ -1,12 +1,25 @@
 #include "decoder/llama.h"
 
 #include "tensor/cpu-backend.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace gloas {
+
+namespace {
+// The decoder's op types in the profile (tensor/profile.h): a kv_cache's store
+// and attend, which are not backend ops.
+profile::op op_kv_store() {
+    static const profile::op o = profile::add_op("kv_store");
+    return o;
+}
+profile::op op_attention() {
+    static const profile::op o = profile::add_op("attention");
+    return o;
+}
+} // namespace
 
 context::context(const model & m, const context_params & p) : m_(m) {
     const hparams & hp = m.hp;
@@ -15,17 +28,8 @@ context::context(const model & m, const context_params & p) : m_(m) {
     n_ubatch_ = std::max(1, std::min(p.n_ubatch > 0 ? p.n_ubatch : 512, n_ctx_));
     be_ = std::make_unique<cpu_backend>(n_ubatch_, p.n_threads);
 
-    kv_geometry g;
-    g.n_layer = hp.n_layer;
-    g.n_ctx = n_ctx_;
-    g.n_head = hp.n_head;
-    g.n_head_kv = hp.n_head_kv;
-    g.head_dim = hp.head_dim;
-    page_geometry pg;
-    pg.page_tokens = p.kv.page_tokens;
-    pg.n_layer = hp.n_layer;
-    pg.n_head_kv = hp.n_head_kv;
-    pg.head_dim = hp.head_dim;
+    const kv_geometry g(hp, hp.n_head, n_ctx_);
+    const page_geometry pg(p.kv.page_tokens, hp);
     if (pg.page_tokens <= 0 || !pg.valid_for(p.kv.kv_type))
         throw error(format("page size %d tokens must be a positive multiple of %lld for K/V type %s", pg.page_tokens,
                            (long long) traits(p.kv.kv_type).blck_size, type_name(p.kv.kv_type)));
@@ -419,11 +423,11 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
             kv_cache & kv = *seqs_[size_t(ru.seq)].kv;
             const bool run_slid = kv.slide_shift(ru.pos0 + ru.n - 1) > 0;
             {
-                backend::group g(be, op::KV_STORE);
+                backend::group g(be, op_kv_store());
                 kv.store(il, ru.pos0, ru.n, k + ru.start * KV, v + ru.start * KV);
             }
             {
-                backend::group g(be, op::ATTENTION);
+                backend::group g(be, op_attention());
                 kv.attend(il, ru.pos0, ru.n, q + ru.start * Q, run_slid ? q_sink_.f32() + ru.start * Q : nullptr,
                           att + ru.start * Q, scale);
             }

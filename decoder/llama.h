@@ -30,7 +30,7 @@
 #include "kvcache/kv-store.h"
 #include "decoder/model.h"
 #include "tensor/backend.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstdint>
 #include <functional>

@@ -1,6 +1,6 @@
 #include "decoder/model.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -48,6 +48,7 @@
 
 #include "decoder/gguf.h"
 #include "decoder/tokenizer.h"
+#include "kvcache/kv-shape.h"
 #include "tensor/mmap.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
@@ -60,15 +61,14 @@
 
 namespace gloas {
 
-struct hparams {
+// The K/V shape (n_layer, n_head_kv, head_dim; head_dim is usually
+// n_embd / n_head) and the rest of the model's hyperparameters.
+struct hparams : kv_shape {
     int32_t n_vocab = 0;
     int32_t n_ctx_train = 0;   // context length the model was trained with
     int32_t n_embd = 0;        // model width (dim)
     int32_t n_ff = 0;          // FFN hidden width
     int32_t n_head = 0;
-    int32_t n_head_kv = 0;     // grouped-query attention: n_head % n_head_kv == 0
-    int32_t n_layer = 0;
-    int32_t head_dim = 0;      // usually n_embd / n_head
     int32_t n_rot = 0;         // rotary dims per head (<= head_dim, even)
     float   rms_eps = 1e-5f;
     float   rope_freq_base = 10000.0f;
@@ -89,7 +89,6 @@ struct hparams {
     float   rope_freq_base_swa = 0.0f;  // > 0: rope base of the sliding layers (scale 1 there)
 
     int32_t n_embd_q() const { return n_head * head_dim; }
-    int32_t n_embd_kv() const { return n_head_kv * head_dim; }
     // Whether layer il attends only to the last n_swa positions.
     bool is_swa(int32_t il) const { return n_swa > 0 && swa_period > 0 && il % swa_period < swa_period - 1; }
     float query_scale() const { return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(float(head_dim)); }

@@ -1,6 +1,6 @@
 #include "decoder/pretokenize.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -2,7 +2,7 @@
 
 #include "decoder/gguf.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <sys/stat.h>
@@ -144,7 +144,7 @@ void write_random_model(const std::string & path, const random_model_params & p)
     }
     random_model_check(hp, !vf);
     if (hp.head_dim <= 0) hp.head_dim = hp.n_embd / hp.n_head;
-    const int64_t kv_dim = hp.head_dim * hp.n_head_kv, q_dim = hp.head_dim * hp.n_head;
+    const int64_t kv_dim = int64_t(hp.head_dim) * hp.n_head_kv, q_dim = hp.head_dim * hp.n_head;
     llama_gguf_set_hparams(w, hp);
     if (vf) w.copy_metadata(*vf, "tokenizer.");
     else synth_vocab(w, hp.n_vocab);

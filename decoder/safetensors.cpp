@@ -1,6 +1,7 @@
 #include "decoder/safetensors.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
+#include "decoder/text.h"
 
 #include <algorithm>
 #include <cstring>
@@ -150,25 +151,11 @@ private:
         if (end_ - p_ < 4) fail("truncated \\u escape");
         unsigned v = 0;
         for (int i = 0; i < 4; ++i) {
-            char c = *p_++;
-            v <<= 4;
-            if (c >= '0' && c <= '9') v |= unsigned(c - '0');
-            else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
-            else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
-            else fail("bad hex digit in \\u escape");
+            const int h = hex_value(*p_++);
+            if (h < 0) fail("bad hex digit in \\u escape");
+            v = v << 4 | unsigned(h);
         }
         return v;
-    }
-
-    static void put_utf8(std::string & out, unsigned cp) {
-        if (cp < 0x80) out += char(cp);
-        else if (cp < 0x800) { out += char(0xC0 | (cp >> 6)); out += char(0x80 | (cp & 0x3F)); }
-        else if (cp < 0x10000) {
-            out += char(0xE0 | (cp >> 12)); out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F));
-        } else {
-            out += char(0xF0 | (cp >> 18)); out += char(0x80 | ((cp >> 12) & 0x3F));
-            out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F));
-        }
     }
 
     // Length of the valid UTF-8 sequence at p (0 if invalid).
@@ -201,16 +188,12 @@ private:
             if (c == '\\') {
                 ++p_;
                 if (p_ >= end_) fail("unterminated escape");
-                char e = *p_++;
+                const char e = *p_++;
+                if (const int ch = json_escape(e); ch >= 0) {
+                    out += char(ch);
+                    continue;
+                }
                 switch (e) {
-                    case '"': out += '"'; break;
-                    case '\\': out += '\\'; break;
-                    case '/': out += '/'; break;
-                    case 'b': out += '\b'; break;
-                    case 'f': out += '\f'; break;
-                    case 'n': out += '\n'; break;
-                    case 'r': out += '\r'; break;
-                    case 't': out += '\t'; break;
                     case 'u': {
                         unsigned cp = hex4();
                         if (cp >= 0xDC00 && cp <= 0xDFFF) fail("lone low surrogate in \\u escape");
@@ -221,7 +204,7 @@ private:
                             if (lo < 0xDC00 || lo > 0xDFFF) fail("high surrogate without a low surrogate");
                             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                         }
-                        put_utf8(out, cp);
+                        append_utf8(out, cp);
                         break;
                     }
                     default: fail("invalid escape");
@@ -277,28 +260,9 @@ int64_t safetensors_tensor::nelements() const {
     return n;
 }
 
-std::unique_ptr<safetensors_file> safetensors_file::open(const std::string & path) {
-    std::unique_ptr<safetensors_file> f(new safetensors_file());
-    f->name_ = path;
-    f->map_ = mapped_file(path);
-    f->parse_all(f->map_.data(), f->map_.size());
-    return f;
-}
-
-std::unique_ptr<safetensors_file> safetensors_file::parse(const uint8_t * data, size_t size, const std::string & name) {
-    std::unique_ptr<safetensors_file> f(new safetensors_file());
-    f->name_ = name;
-    f->parse_all(data, size);
-    return f;
-}
-
 const safetensors_tensor * safetensors_file::find(std::string_view name) const {
     auto it = index_.find(name);
     return it == index_.end() ? nullptr : &tensors_[it->second];
-}
-
-void safetensors_file::fail(const std::string & msg) const {
-    throw error(name_ + ": " + msg);
 }
 
 void safetensors_file::parse_all(const uint8_t * data, size_t size) {

@@ -21,8 +21,8 @@
 // names the tensor and field.
 #pragma once
 
+#include "decoder/file-image.h"
 #include "quant/types.h"
-#include "tensor/mmap.h"
 
 #include <cstdint>
 #include <map>
@@ -44,15 +44,9 @@ struct safetensors_tensor {
     int64_t nelements() const;
 };
 
-class safetensors_file {
+// open(path), parse(bytes), path() and fail(msg) are file_image's.
+class safetensors_file : public file_image<safetensors_file> {
 public:
-    // Maps and parses `path`. Throws gloas::error on any problem.
-    static std::unique_ptr<safetensors_file> open(const std::string & path);
-    // Parses an in-memory image (fuzzing, tests). `name` is used in messages.
-    // The buffer must outlive the result.
-    static std::unique_ptr<safetensors_file> parse(const uint8_t * data, size_t size, const std::string & name);
-
-    const std::string & path() const { return name_; }
     // Tensors in the order of their data offsets.
     const std::vector<safetensors_tensor> & tensors() const { return tensors_; }
     const safetensors_tensor * find(std::string_view name) const;
@@ -60,15 +54,11 @@ public:
     // Byte offset of the data section in the file (8 + N).
     size_t data_offset() const { return data_offset_; }
 
-    // Throws "<file>: <msg>".
-    [[noreturn]] void fail(const std::string & msg) const;
-
 private:
+    friend class file_image<safetensors_file>;
     safetensors_file() = default;
     void parse_all(const uint8_t * data, size_t size);
 
-    std::string name_;
-    mapped_file map_;
     size_t data_offset_ = 0;
     std::vector<safetensors_tensor> tensors_;
     std::map<std::string, size_t, std::less<>> index_;

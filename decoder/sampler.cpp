@@ -1,6 +1,6 @@
 #include "decoder/sampler.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cfloat>

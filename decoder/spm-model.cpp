@@ -1,6 +1,6 @@
 #include "decoder/spm-model.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <cstring>

@@ -1,55 +1,39 @@
 #include "decoder/strategy.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
+#include "base/names.h"
 
 #include <cstdio>
-#include <cstring>
-#include <strings.h>
 
 namespace gloas {
 
-const char * memory_strategy_name(memory_strategy s) {
-    switch (s) {
-        case memory_strategy::SPEED: return "speed";
-        case memory_strategy::BALANCED: return "balanced";
-        case memory_strategy::AGGRESSIVE: return "aggressive";
-        case memory_strategy::AUTO: return "auto";
-    }
-    return "?";
-}
+namespace {
+constexpr enum_name<memory_strategy> STRATEGY_NAMES[] = {
+    {memory_strategy::SPEED, "speed"},           {memory_strategy::BALANCED, "balanced"},
+    {memory_strategy::AGGRESSIVE, "aggressive"}, {memory_strategy::AUTO, "auto"},
+};
+} // namespace
 
+const char * memory_strategy_name(memory_strategy s) { return name_of(STRATEGY_NAMES, s); }
 bool memory_strategy_from_name(const char * name, memory_strategy * out) {
-    for (memory_strategy s : {memory_strategy::SPEED, memory_strategy::BALANCED, memory_strategy::AGGRESSIVE, memory_strategy::AUTO})
-        if (strcasecmp(name, memory_strategy_name(s)) == 0) {
-            *out = s;
-            return true;
-        }
-    return false;
+    return value_of(STRATEGY_NAMES, name, out, true);
 }
 
 void apply_strategy(memory_strategy s, context_params & p) {
-    switch (s) {
-        case memory_strategy::SPEED:
-            p.kv.kv_type = type::F16;
-            p.sparse.ratio = 1.0f;
-            p.kv.ram_bytes = 0;
-            p.kv.read_copy = false;
-            break;
-        case memory_strategy::BALANCED:
-            p.kv.kv_type = type::Q8_0;
-            p.sparse.ratio = 1.0f;
-            p.kv.ram_bytes = 0;
-            p.kv.read_copy = false;
-            break;
-        case memory_strategy::AGGRESSIVE:
-            p.kv.kv_type = type::Q4_0;
-            p.sparse.ratio = 0.1f;
-            p.kv.ram_bytes = AGGRESSIVE_KV_RAM_BYTES;
-            p.kv.read_copy = true;
-            break;
-        case memory_strategy::AUTO:
-            GLOAS_ASSERT(!"resolve AUTO with choose_strategy first");
-    }
+    GLOAS_ASSERT(s != memory_strategy::AUTO && "resolve AUTO with choose_strategy first");
+    struct settings {
+        type kv_type;
+        float sparse_ratio;
+        size_t kv_ram_bytes;
+        bool read_copy;
+    };
+    const settings st = s == memory_strategy::SPEED      ? settings{type::F16, 1.0f, 0, false}
+                        : s == memory_strategy::BALANCED ? settings{type::Q8_0, 1.0f, 0, false}
+                                                         : settings{type::Q4_0, 0.1f, AGGRESSIVE_KV_RAM_BYTES, true};
+    p.kv.kv_type = st.kv_type;
+    p.sparse.ratio = st.sparse_ratio;
+    p.kv.ram_bytes = st.kv_ram_bytes;
+    p.kv.read_copy = st.read_copy;
 }
 
 memory_strategy choose_strategy(const model & m, int32_t n_ctx, size_t ram_available, std::string * why) {

@@ -3,7 +3,7 @@
 #include "decoder/bigram-merge.h"
 #include "decoder/pretokenize.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <functional>

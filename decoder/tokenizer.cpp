@@ -3,7 +3,8 @@
 #include "decoder/gguf.h"
 #include "decoder/bigram-merge.h"
 #include "decoder/pretokenize.h"
-#include "tensor/error.h"
+#include "decoder/text.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <cerrno>
@@ -23,13 +24,6 @@ const char k_space_marker[] = "\xe2\x96\x81";  // U+2581 "▁", SentencePiece's 
 // Pieces that encode() may produce by merging or as a whole symbol.
 bool is_mergeable(token_type t) {
     return t == token_type::NORMAL || t == token_type::USER_DEFINED || t == token_type::UNDEFINED;
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
 }
 
 // Byte of a "<0xXX>" piece, -1 if the piece has another form.

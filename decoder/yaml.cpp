@@ -1,6 +1,7 @@
 #include "decoder/yaml.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
+#include "decoder/text.h"
 
 #include <cerrno>
 #include <cmath>
@@ -25,31 +26,6 @@ struct line_t {
 };
 
 bool is_dash(const std::string & s) { return !s.empty() && s[0] == '-' && (s.size() == 1 || is_space(s[1])); }
-
-void append_utf8(std::string & out, uint32_t cp) {
-    if (cp < 0x80) {
-        out += char(cp);
-    } else if (cp < 0x800) {
-        out += char(0xc0 | (cp >> 6));
-        out += char(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        out += char(0xe0 | (cp >> 12));
-        out += char(0x80 | ((cp >> 6) & 0x3f));
-        out += char(0x80 | (cp & 0x3f));
-    } else {
-        out += char(0xf0 | (cp >> 18));
-        out += char(0x80 | ((cp >> 12) & 0x3f));
-        out += char(0x80 | ((cp >> 6) & 0x3f));
-        out += char(0x80 | (cp & 0x3f));
-    }
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 bool is_null_text(const std::string & t) { return t.empty() || t == "~" || t == "null" || t == "Null" || t == "NULL"; }
 
@@ -298,21 +274,17 @@ private:
             if (c != '\\') { out += c; continue; }
             if (p >= s.size()) fail(no, "unterminated quoted string (quoted strings must end on their line)");
             const char e = s[p++];
+            if (const int ch = json_escape(e); ch >= 0) {
+                out += char(ch);
+                continue;
+            }
             int n_hex = 0;
-            switch (e) {
-                case '\\': out += '\\'; break;
-                case '"': out += '"'; break;
-                case '/': out += '/'; break;
+            switch (e) {  // YAML's escapes beyond JSON's
                 case ' ': out += ' '; break;
                 case '0': out += '\0'; break;
                 case 'a': out += '\a'; break;
-                case 'b': out += '\b'; break;
-                case 't': out += '\t'; break;
                 case '\t': out += '\t'; break;
-                case 'n': out += '\n'; break;
                 case 'v': out += '\v'; break;
-                case 'f': out += '\f'; break;
-                case 'r': out += '\r'; break;
                 case 'e': out += '\x1b'; break;
                 case 'x': n_hex = 2; break;
                 case 'u': n_hex = 4; break;

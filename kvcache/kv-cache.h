@@ -3,20 +3,22 @@
 // and commit each evaluated chunk (which seals and publishes full pages).
 #pragma once
 
+#include "kvcache/kv-shape.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 namespace gloas {
 
-struct kv_geometry {
-    int32_t n_layer = 0;
-    int32_t n_ctx = 0;       // positions held
-    int32_t n_head = 0;      // query heads
-    int32_t n_head_kv = 0;
-    int32_t head_dim = 0;
+// A sequence's shape: the model's K/V shape, its query heads and the
+// positions it holds.
+struct kv_geometry : kv_shape {
+    int32_t n_head = 0;  // query heads
+    int32_t n_ctx = 0;   // positions held
 
-    int32_t n_embd_kv() const { return n_head_kv * head_dim; }
+    kv_geometry() = default;
+    kv_geometry(const kv_shape & s, int32_t n_head_, int32_t n_ctx_) : kv_shape(s), n_head(n_head_), n_ctx(n_ctx_) {}
 };
 
 class kv_cache {

@@ -41,19 +41,6 @@ std::vector<std::string> folder_names(const std::string & dir) {
 
 std::string label_field(const char * p, size_t n) { return std::string(p, strnlen(p, n)); }
 
-bool lock_range(int fd, short type, off_t start, off_t len, bool wait) {
-    struct flock fl;
-    std::memset(&fl, 0, sizeof fl);
-    fl.l_type = type;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = start;
-    fl.l_len = len;
-    for (;;) {
-        if (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
-        if (errno != EINTR) return false;
-    }
-}
-
 page_geometry geometry_of(const page_file_header & h) {
     page_geometry g;
     g.page_tokens = int32_t(h.page_tokens);

@@ -2,7 +2,7 @@
 
 #include "kvcache/file-reader.h"
 #include "quant/quant-mse.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 
 #include <algorithm>

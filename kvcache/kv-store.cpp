@@ -1,7 +1,7 @@
 #include "kvcache/kv-store.h"
 
 #include "kvcache/kv-folder.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -566,12 +566,7 @@ void kv_store::abandon(int64_t slot) {
     file_->lock_table();
     slot_entry & e = file_->entry(uint64_t(slot));
     GLOAS_ASSERT(e.state == uint32_t(slot_state::WRITING));
-    e.state = uint32_t(slot_state::FREE);
-    used_bytes_ -= std::min(used_bytes_, page_bytes());
-    free_.push_back(slot);
-    local_.erase(slot);
-    file_->unlock_slot(uint64_t(slot));
-    file_->dont_need(uint64_t(slot), page_bytes());
+    free_claimed_locked(slot);
     page_file_header & h = file_->header();
     h.generation++;
     seen_generation_ = h.generation;

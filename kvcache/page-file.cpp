@@ -2,7 +2,7 @@
 
 #include "kvcache/kv-folder.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <cerrno>
@@ -75,7 +75,7 @@ size_t page_file::os_page_bytes() {
     return n;
 }
 
-void page_file::set_lock(short type, off_t start, off_t len, bool wait, bool * ok) {
+bool lock_range(int fd, short type, off_t start, off_t len, bool wait) {
     struct flock fl;
     std::memset(&fl, 0, sizeof fl);
     fl.l_type = type;
@@ -83,17 +83,16 @@ void page_file::set_lock(short type, off_t start, off_t len, bool wait, bool * o
     fl.l_start = start;
     fl.l_len = len;
     for (;;) {
-        if (::fcntl(fd_, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) {
-            if (ok) *ok = true;
-            return;
-        }
-        if (errno == EINTR) continue;
-        if (!wait && (errno == EAGAIN || errno == EACCES)) {
-            if (ok) *ok = false;
-            return;
-        }
-        throw error(format("%s: cannot lock: %s", path_.c_str(), std::strerror(errno)));
+        if (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
+        if (errno != EINTR) return false;
     }
+}
+
+void page_file::set_lock(short type, off_t start, off_t len, bool wait, bool * ok) {
+    const bool locked = lock_range(fd_, type, start, len, wait);
+    if (!locked && (wait || (errno != EAGAIN && errno != EACCES)))
+        throw error(format("%s: cannot lock: %s", path_.c_str(), std::strerror(errno)));
+    if (ok) *ok = locked;
 }
 
 // A read-only file is only read: its readers share the table lock (and an

@@ -37,12 +37,13 @@
 
 #include "kvcache/page.h"
 #include "quant/types.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace gloas {
@@ -243,5 +244,11 @@ size_t slot_data_bytes(const page_geometry & g, type kv_type, const slot_entry &
 // end of the file.
 bool pread_full(int fd, void * buf, size_t bytes, uint64_t offset);
 bool pwrite_full(int fd, const void * buf, size_t bytes, uint64_t offset);
+
+// Sets (type F_RDLCK or F_WRLCK) or drops (F_UNLCK) the open-file-description
+// lock of bytes [start, start + len) of fd, waiting for a lock another holds
+// when `wait`, retried when interrupted. False otherwise, errno saying why
+// (EAGAIN or EACCES: another holds it, without `wait`).
+bool lock_range(int fd, short type, off_t start, off_t len, bool wait);
 
 } // namespace gloas

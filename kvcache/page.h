@@ -20,6 +20,7 @@
 // quantized once, when full, row by row with the type's quantizer.
 #pragma once
 
+#include "kvcache/kv-shape.h"
 #include "quant/types.h"
 
 #include <cstddef>
@@ -27,13 +28,15 @@
 
 namespace gloas {
 
-struct page_geometry {
+// A page's shape: the model's K/V shape and the tokens per page.
+struct page_geometry : kv_shape {
     int32_t page_tokens = 32;  // P
-    int32_t n_layer = 0;
-    int32_t n_head_kv = 0;
-    int32_t head_dim = 0;
 
-    int32_t n_embd_kv() const { return n_head_kv * head_dim; }
+    page_geometry() = default;
+    page_geometry(int32_t page_tokens_, const kv_shape & s) : kv_shape(s), page_tokens(page_tokens_) {}
+    page_geometry(int32_t page_tokens_, int32_t n_layer_, int32_t n_head_kv_, int32_t head_dim_)
+        : kv_shape{n_layer_, n_head_kv_, head_dim_}, page_tokens(page_tokens_) {}
+
     // Rows per page: layers x {K, V} x channels.
     int64_t n_rows() const { return int64_t(n_layer) * 2 * n_embd_kv(); }
     size_t  row_bytes(type t) const { return row_size(t, page_tokens); }

@@ -13,7 +13,8 @@
 // order the live policy had (the store's clock increases on every access).
 #include "kvcache/policy.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
+#include "base/names.h"
 
 #include <algorithm>
 #include <cstring>
@@ -24,28 +25,16 @@
 
 namespace gloas {
 
-const char * evict_policy_name(evict_policy p) {
-    switch (p) {
-        case evict_policy::LRU:        return "lru";
-        case evict_policy::LFU:        return "lfu";
-        case evict_policy::FIFO:       return "fifo";
-        case evict_policy::ADAPTIVE:   return "adaptive";
-        case evict_policy::COMPRESSED: return "compressed";
-    }
-    return "?";
-}
+namespace {
+constexpr enum_name<evict_policy> POLICY_NAMES[] = {
+    {evict_policy::LRU, "lru"},           {evict_policy::LFU, "lfu"},
+    {evict_policy::FIFO, "fifo"},         {evict_policy::ADAPTIVE, "adaptive"},
+    {evict_policy::COMPRESSED, "compressed"},
+};
+} // namespace
 
-bool evict_policy_from_name(const char * name, evict_policy * out) {
-    if (!name) return false;
-    for (evict_policy p : {evict_policy::LRU, evict_policy::LFU, evict_policy::FIFO, evict_policy::ADAPTIVE,
-                           evict_policy::COMPRESSED}) {
-        if (std::strcmp(name, evict_policy_name(p)) == 0) {
-            if (out) *out = p;
-            return true;
-        }
-    }
-    return false;
-}
+const char * evict_policy_name(evict_policy p) { return name_of(POLICY_NAMES, p); }
+bool evict_policy_from_name(const char * name, evict_policy * out) { return value_of(POLICY_NAMES, name, out); }
 
 namespace {
 

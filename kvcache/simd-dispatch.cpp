@@ -1,6 +1,6 @@
 #include "kvcache/simd-dispatch.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 // The copies of each kernel the build carries, ns::<variant>::name.
 #define GLOAS_SIMD_DECLARE(ns, name, fn) namespace ns::GLOAS_SIMD_V { fn name; }

@@ -10,7 +10,7 @@
 #include "quant/quant-impl.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 namespace gloas {
 

@@ -4,7 +4,7 @@
 #include "quant/quant-impl.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -39,81 +39,66 @@ inline void unpack_q5(const uint8_t * qs, const uint8_t * qh, int * q) {
     }
 }
 
-// Largest and smallest value of a block.
-inline void min_max(const float * x, int n, float & mn, float & mx) {
+// Stores the scale d = (max - min) / nmax and the min of the 32 values at x
+// into b (Q4_1, Q5_1) and returns min and 1/d (0 when d is 0).
+template <class B>
+void scale_min(const float * x, float nmax, B & b, float & mn, float & id) {
     mn = FLT_MAX;
-    mx = -FLT_MAX;
-    for (int j = 0; j < n; ++j) {
+    float mx = -FLT_MAX;
+    for (int j = 0; j < 32; ++j) {
         if (x[j] < mn) mn = x[j];
         if (x[j] > mx) mx = x[j];
     }
+    const float d = (mx - mn) / nmax;
+    id = d != 0.0f ? 1.0f / d : 0.0f;
+    b.d = fp32_to_fp16(d);
+    b.m = fp32_to_fp16(mn);
+}
+
+// Packs 32 levels, 0..15 (Q4_1) or 0..31 (Q5_0, Q5_1): low nibbles values
+// 0..15, high nibbles 16..31; with qh, bit 4 of value j in bit j of qh.
+inline void pack_levels(const int * q, uint8_t * qs, uint8_t * qh = nullptr) {
+    for (int j = 0; j < 16; ++j) qs[j] = uint8_t((q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4));
+    if (!qh) return;
+    uint32_t h = 0;
+    for (int j = 0; j < 32; ++j) h |= uint32_t((q[j] & 0x10) >> 4) << j;
+    std::memcpy(qh, &h, 4);
 }
 
 } // namespace
 
 void quantize_row_q4_1_ref(const float * x, block_q4_1 * y, int64_t k) {
     GLOAS_ASSERT(k % QK4_1 == 0);
-    const int64_t nb = k / QK4_1;
-    for (int64_t i = 0; i < nb; ++i, x += QK4_1) {
-        float mn, mx;
-        min_max(x, QK4_1, mn, mx);
-        const float d = (mx - mn) / 15;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = fp32_to_fp16(d);
-        y[i].m = fp32_to_fp16(mn);
-        for (int j = 0; j < QK4_1 / 2; ++j) {
-            const float x0 = (x[j] - mn) * id;
-            const float x1 = (x[j + QK4_1 / 2] - mn) * id;
-            const int q0 = std::min(15, int(int8_t(x0 + 0.5f)));
-            const int q1 = std::min(15, int(int8_t(x1 + 0.5f)));
-            y[i].qs[j] = uint8_t(q0 | (q1 << 4));
-        }
+    for (int64_t i = 0; i < k / QK4_1; ++i, x += QK4_1) {
+        float mn, id;
+        scale_min(x, 15, y[i], mn, id);
+        int q[QK4_1];
+        for (int j = 0; j < QK4_1; ++j) q[j] = std::min(15, int(int8_t((x[j] - mn) * id + 0.5f)));
+        pack_levels(q, y[i].qs);
     }
 }
 
 void quantize_row_q5_0_ref(const float * x, block_q5_0 * y, int64_t k) {
     GLOAS_ASSERT(k % QK5_0 == 0);
-    const int64_t nb = k / QK5_0;
-    for (int64_t i = 0; i < nb; ++i, x += QK5_0) {
+    for (int64_t i = 0; i < k / QK5_0; ++i, x += QK5_0) {
         const float d = detail::max_by_magnitude(x, QK5_0) / -16;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = fp32_to_fp16(d);
-        uint32_t qh = 0;
-        for (int j = 0; j < QK5_0 / 2; ++j) {
-            const float x0 = x[j] * id;
-            const float x1 = x[j + QK5_0 / 2] * id;
-            // truncation toward zero of a value in [0.5, 32.5], as ggml's (int8_t) cast
-            const int q0 = std::min(31, int(int8_t(x0 + 16.5f)));
-            const int q1 = std::min(31, int(int8_t(x1 + 16.5f)));
-            y[i].qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
-            qh |= uint32_t((q0 & 0x10) >> 4) << j;
-            qh |= uint32_t((q1 & 0x10) >> 4) << (j + 16);
-        }
-        std::memcpy(y[i].qh, &qh, 4);
+        // truncation toward zero of a value in [0.5, 32.5], as ggml's (int8_t) cast
+        int q[QK5_0];
+        for (int j = 0; j < QK5_0; ++j) q[j] = std::min(31, int(int8_t(x[j] * id + 16.5f)));
+        pack_levels(q, y[i].qs, y[i].qh);
     }
 }
 
 void quantize_row_q5_1_ref(const float * x, block_q5_1 * y, int64_t k) {
     GLOAS_ASSERT(k % QK5_1 == 0);
-    const int64_t nb = k / QK5_1;
-    for (int64_t i = 0; i < nb; ++i, x += QK5_1) {
-        float mn, mx;
-        min_max(x, QK5_1, mn, mx);
-        const float d = (mx - mn) / 31;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = fp32_to_fp16(d);
-        y[i].m = fp32_to_fp16(mn);
-        uint32_t qh = 0;
-        for (int j = 0; j < QK5_1 / 2; ++j) {
-            const float x0 = (x[j] - mn) * id;
-            const float x1 = (x[j + QK5_1 / 2] - mn) * id;
-            const int q0 = int(uint8_t(x0 + 0.5f));
-            const int q1 = int(uint8_t(x1 + 0.5f));
-            y[i].qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
-            qh |= uint32_t((q0 & 0x10) >> 4) << j;
-            qh |= uint32_t((q1 & 0x10) >> 4) << (j + 16);
-        }
-        std::memcpy(y[i].qh, &qh, 4);
+    for (int64_t i = 0; i < k / QK5_1; ++i, x += QK5_1) {
+        float mn, id;
+        scale_min(x, 31, y[i], mn, id);
+        int q[QK5_1];
+        for (int j = 0; j < QK5_1; ++j) q[j] = int(uint8_t((x[j] - mn) * id + 0.5f));
+        pack_levels(q, y[i].qs, y[i].qh);
     }
 }
 
@@ -199,45 +184,38 @@ void dequantize_row_q8_1(const block_q8_1 * x, float * y, int64_t k) {
 
 // ---- dot products --------------------------------------------------------------
 
+// (detail::block_dot_ref.) Q4_1 and Q5_1 against Q8_1: d_w*d_x*sum + m_w*s_x.
+namespace {
+template <class W>
+float scaled_sum_min(const W & w, const block_q8_1 & x, int sumi) {
+    return fp16_to_fp32(w.d) * fp16_to_fp32(x.d) * float(sumi) + fp16_to_fp32(w.m) * fp16_to_fp32(x.s);
+}
+} // namespace
+
 float vec_dot_q4_1_q8_1_ref(int64_t n, const block_q4_1 * w, const block_q8_1 * x) {
-    GLOAS_ASSERT(n % QK8_1 == 0);
-    const int64_t nb = n / QK8_1;
-    float s = 0.0f;
-    for (int64_t i = 0; i < nb; ++i) {
-        int sumi = 0;
-        for (int j = 0; j < QK4_1 / 2; ++j)
-            sumi += (w[i].qs[j] & 0x0F) * x[i].qs[j] + (w[i].qs[j] >> 4) * x[i].qs[j + QK4_1 / 2];
-        s += fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d) * float(sumi) + fp16_to_fp32(w[i].m) * fp16_to_fp32(x[i].s);
-    }
-    return s;
+    auto unpack = [](const block_q4_1 & b, int * q) {
+        for (int j = 0; j < QK4_1 / 2; ++j) {
+            q[j] = b.qs[j] & 0x0F;
+            q[j + QK4_1 / 2] = b.qs[j] >> 4;
+        }
+    };
+    return detail::block_dot_ref(n, w, x, unpack, scaled_sum_min<block_q4_1>);
 }
 
 float vec_dot_q5_0_q8_0_ref(int64_t n, const block_q5_0 * w, const block_q8_0 * x) {
-    GLOAS_ASSERT(n % QK8_0 == 0);
-    const int64_t nb = n / QK8_0;
-    float s = 0.0f;
-    for (int64_t i = 0; i < nb; ++i) {
-        int q[32];
-        unpack_q5(w[i].qs, w[i].qh, q);
-        int sumi = 0;
-        for (int j = 0; j < QK5_0; ++j) sumi += (q[j] - 16) * x[i].qs[j];
-        s += float(sumi) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d));
-    }
-    return s;
+    auto unpack = [](const block_q5_0 & b, int * q) {
+        unpack_q5(b.qs, b.qh, q);
+        for (int j = 0; j < QK5_0; ++j) q[j] -= 16;
+    };
+    auto combine = [](const block_q5_0 & b, const block_q8_0 & a, int sumi) {
+        return float(sumi) * (fp16_to_fp32(b.d) * fp16_to_fp32(a.d));
+    };
+    return detail::block_dot_ref(n, w, x, unpack, combine);
 }
 
 float vec_dot_q5_1_q8_1_ref(int64_t n, const block_q5_1 * w, const block_q8_1 * x) {
-    GLOAS_ASSERT(n % QK8_1 == 0);
-    const int64_t nb = n / QK8_1;
-    float s = 0.0f;
-    for (int64_t i = 0; i < nb; ++i) {
-        int q[32];
-        unpack_q5(w[i].qs, w[i].qh, q);
-        int sumi = 0;
-        for (int j = 0; j < QK5_1; ++j) sumi += q[j] * x[i].qs[j];
-        s += fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d) * float(sumi) + fp16_to_fp32(w[i].m) * fp16_to_fp32(x[i].s);
-    }
-    return s;
+    auto unpack = [](const block_q5_1 & b, int * q) { unpack_q5(b.qs, b.qh, q); };
+    return detail::block_dot_ref(n, w, x, unpack, scaled_sum_min<block_q5_1>);
 }
 #endif
 

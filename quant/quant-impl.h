@@ -1,6 +1,8 @@
 // Internal to quant/: small helpers shared by the quantizer files.
 #pragma once
 
+#include "base/error.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,6 +29,24 @@ inline float max_by_magnitude(const float * x, int n) {
         }
     }
     return max;
+}
+
+// The reference dot of the formats of 32-value blocks, as ggml's: per block
+// the exact int32 sum of the weight levels q (unpack(w[i], q) fills q[32])
+// times the activation values x[i].qs, then combine(w[i], x[i], sum), the
+// block's float term, summed in block order.
+template <class W, class X, class Unpack, class Combine>
+float block_dot_ref(int64_t n, const W * w, const X * x, Unpack unpack, Combine combine) {
+    GLOAS_ASSERT(n % 32 == 0);
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / 32; ++i) {
+        int q[32];
+        unpack(w[i], q);
+        int sumi = 0;
+        for (int j = 0; j < 32; ++j) sumi += q[j] * x[i].qs[j];
+        s += combine(w[i], x[i], sumi);
+    }
+    return s;
 }
 
 // a * b + c as ggml's dequantizers compute it. Every caller multiplies an

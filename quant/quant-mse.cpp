@@ -2,7 +2,7 @@
 
 #include "quant/fp16.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cmath>
 

@@ -4,7 +4,7 @@
 #include "quant/fp16.h"
 #include "quant/quant-impl.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cmath>

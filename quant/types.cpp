@@ -2,7 +2,7 @@
 
 #include "quant/fp16.h"
 #include "quant/quant.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <array>
 #include <cctype>

@@ -2,8 +2,9 @@
 #include "quant/quant.h"
 
 #include "quant/fp16.h"
+#include "quant/quant-impl.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 
 namespace gloas {
@@ -31,32 +32,31 @@ float vec_dot_bf16_ref(int64_t n, const uint16_t * w, const float * x) {
 
 // The block references are ggml's: an exact int32 sum per block, scaled by
 // the product of the two fp16 scales and summed in float, block by block.
+// (detail::block_dot_ref).
+namespace {
+template <class W>
+float scaled_sum(const W & w, const block_q8_0 & x, int sumi) {
+    return float(sumi) * (fp16_to_fp32(w.d) * fp16_to_fp32(x.d));
+}
+} // namespace
+
 float vec_dot_q8_0_q8_0_ref(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
-    GLOAS_ASSERT(n % QK8_0 == 0);
-    const int64_t nb = n / QK8_0;
-    float s = 0.0f;
-    for (int64_t i = 0; i < nb; ++i) {
-        int sumi = 0;
-        for (int j = 0; j < QK8_0; ++j) sumi += int(w[i].qs[j]) * int(x[i].qs[j]);
-        s += float(sumi) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d));
-    }
-    return s;
+    static_assert(QK8_0 == 32, "a block of 32");
+    auto unpack = [](const block_q8_0 & b, int * q) {
+        for (int j = 0; j < QK8_0; ++j) q[j] = b.qs[j];
+    };
+    return detail::block_dot_ref(n, w, x, unpack, scaled_sum<block_q8_0>);
 }
 
 float vec_dot_q4_0_q8_0_ref(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
-    GLOAS_ASSERT(n % QK8_0 == 0);
-    const int64_t nb = n / QK8_0;
-    float s = 0.0f;
-    for (int64_t i = 0; i < nb; ++i) {
-        int sumi = 0;
+    static_assert(QK4_0 == 32, "a block of 32");
+    auto unpack = [](const block_q4_0 & b, int * q) {
         for (int j = 0; j < QK4_0 / 2; ++j) {
-            const int v0 = (w[i].qs[j] & 0x0f) - 8;
-            const int v1 = (w[i].qs[j] >> 4) - 8;
-            sumi += v0 * x[i].qs[j] + v1 * x[i].qs[j + QK4_0 / 2];
+            q[j] = (b.qs[j] & 0x0f) - 8;
+            q[j + QK4_0 / 2] = (b.qs[j] >> 4) - 8;
         }
-        s += float(sumi) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(x[i].d));
-    }
-    return s;
+    };
+    return detail::block_dot_ref(n, w, x, unpack, scaled_sum<block_q4_0>);
 }
 #endif
 

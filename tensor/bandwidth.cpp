@@ -18,41 +18,52 @@ namespace gloas {
 
 GLOAS_ISA_BEGIN
 
-// Wide loads with independent accumulators so the core is never the
-// bottleneck.
-uint64_t read_words(const uint64_t * p, size_t n, bool prefetch) {
-#if defined(__AVX512F__)
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+#if defined(__AVX512F__) || defined(__AVX2__)
+namespace {
+// Xors the leading whole groups of four vectors V of p[0, n) into four
+// independent accumulators (the core is never the bottleneck), prefetching
+// 4 KiB ahead when asked; returns how many words it read and leaves the xor of
+// the four accumulators in acc (zero on entry).
+template <class V, class Load, class Xor>
+size_t xor_vectors(const uint64_t * p, size_t n, bool prefetch, V & acc, Load load, Xor x) {
+    constexpr size_t W = sizeof(V) / sizeof(uint64_t);  // words per vector
+    V a0 = acc, a1 = acc, a2 = acc, a3 = acc;
     size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
+    for (; i + 4 * W <= n; i += 4 * W) {
         if (prefetch)
-            for (int o = 0; o < 256; o += 64) _mm_prefetch(reinterpret_cast<const char *>(p + i) + 4096 + o, _MM_HINT_T0);
-        a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
-        a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 8));
-        a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 16));
-        a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 24));
+            for (size_t o = 0; o < 4 * sizeof(V); o += 64)
+                _mm_prefetch(reinterpret_cast<const char *>(p + i) + 4096 + o, _MM_HINT_T0);
+        a0 = x(a0, load(p + i));
+        a1 = x(a1, load(p + i + W));
+        a2 = x(a2, load(p + i + 2 * W));
+        a3 = x(a3, load(p + i + 3 * W));
     }
-    alignas(64) uint64_t lanes[8];
-    _mm512_store_si512(lanes, _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3)));
+    acc = x(x(a0, a1), x(a2, a3));
+    return i;
+}
+} // namespace
+#endif
+
+// Wide loads with independent accumulators; the words past the last group
+// of vectors one by one.
+uint64_t read_words(const uint64_t * p, size_t n, bool prefetch) {
     uint64_t r = 0;
+#if defined(__AVX512F__)
+    __m512i acc = _mm512_setzero_si512();
+    size_t i = xor_vectors(p, n, prefetch, acc, [](const uint64_t * q) { return _mm512_load_si512(q); },
+                           [](__m512i a, __m512i b) { return _mm512_xor_si512(a, b); });
+    alignas(64) uint64_t lanes[8];
+    _mm512_store_si512(lanes, acc);
     for (uint64_t l : lanes) r ^= l;
 #elif defined(__AVX2__)
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        if (prefetch)
-            for (int o = 0; o < 128; o += 64) _mm_prefetch(reinterpret_cast<const char *>(p + i) + 4096 + o, _MM_HINT_T0);
-        a0 = _mm256_xor_si256(a0, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i)));
-        a1 = _mm256_xor_si256(a1, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 4)));
-        a2 = _mm256_xor_si256(a2, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 8)));
-        a3 = _mm256_xor_si256(a3, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 12)));
-    }
-    __m256i x = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
-    uint64_t r = uint64_t(_mm256_extract_epi64(x, 0) ^ _mm256_extract_epi64(x, 1) ^
-                          _mm256_extract_epi64(x, 2) ^ _mm256_extract_epi64(x, 3));
+    __m256i acc = _mm256_setzero_si256();
+    size_t i = xor_vectors(p, n, prefetch, acc,
+                           [](const uint64_t * q) { return _mm256_load_si256(reinterpret_cast<const __m256i *>(q)); },
+                           [](__m256i a, __m256i b) { return _mm256_xor_si256(a, b); });
+    r = uint64_t(_mm256_extract_epi64(acc, 0) ^ _mm256_extract_epi64(acc, 1) ^ _mm256_extract_epi64(acc, 2) ^
+                 _mm256_extract_epi64(acc, 3));
 #else
     (void) prefetch;
-    uint64_t r = 0;
     size_t i = 0;
 #endif
     for (; i < n; ++i) r ^= p[i];

@@ -1,6 +1,6 @@
 #include "tensor/mmap.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <atomic>
 #include <cerrno>

@@ -19,28 +19,33 @@
 
 namespace gloas::profile {
 
+// The op types of the backend interface (tensor/backend.h says which op
+// counts as which). Layers above add their own with add_op: they follow
+// COUNT, in the order they were added.
 enum class op : int32_t {
-    GET_ROWS,   // token embedding lookup
-    RMSNORM,    // attention and FFN norms (the final norm counts as OUTPUT)
-    MATMUL,     // Q, K, V, O and FFN projections (not the output projection)
-    BIAS,       // Q/K/V/O bias adds (Qwen2)
+    GET_ROWS,   // row lookup (the token embeddings)
+    RMSNORM,    // norms (the final norm counts as OUTPUT)
+    MATMUL,     // projections (not the output projection)
+    BIAS,       // bias adds
     ROPE,
-    KV_STORE,   // K/V appended to the cache (quantized into the open page)
-    ATTENTION,  // attention over the cached pages
-    ADD,        // residual adds
-    FFN_ACT,    // silu(gate) * up
-    OUTPUT,     // final norm + output projection of the rows whose logits are kept
+    ADD,        // adds and scales (residuals)
+    FFN_ACT,    // gated activations: silu(gate) * up, gelu(gate) * up
+    OUTPUT,     // the output head: final norm, projection and soft-capping of the kept rows
     COUNT
 };
-const char * op_name(op o);  // "matmul", "attention", ...
+// The op type named `name` (a string that lives as long as the process, e.g.
+// a literal): the one added before under that name, else a new one.
+// Thread-safe.
+op add_op(const char * name);
+const char * op_name(op o);  // "matmul", "silu_mul", or the name given to add_op
 
 void enable(bool on);
 bool enabled();
 // Forgets everything recorded.
 void reset();
 
-// Adds `ns` nanoseconds and one call to op `o` and, when layer >= 0, to that
-// layer (layers grow as needed).
+// Adds `ns` nanoseconds and one call to op `o` (a built-in type or one from
+// add_op) and, when layer >= 0, to that layer (layers grow as needed).
 void record(op o, int32_t layer, int64_t ns);
 
 // Times its own lifetime as one call of `o` in `layer` (-1: outside the
@@ -59,8 +64,8 @@ private:
 };
 
 struct report {
-    int64_t op_ns[int(op::COUNT)] = {};
-    int64_t op_calls[int(op::COUNT)] = {};
+    std::vector<int64_t> op_ns;        // (op types) indexed by int(op)
+    std::vector<int64_t> op_calls;     // (op types)
     std::vector<int64_t> layer_ns;     // (layers seen) sum of that layer's ops
     std::vector<int64_t> layer_calls;  // (layers seen) ops timed in that layer
     int64_t total_ns() const;

@@ -1,6 +1,6 @@
 #include "tensor/tensor.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 namespace gloas {
 

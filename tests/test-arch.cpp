@@ -19,7 +19,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/random-model.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"
 #include "test-util.h"
@@ -1344,7 +1344,8 @@ TEST_CASE("profile: per op type and per layer when enabled, nothing when disable
     CHECK(r.op_calls[int(op::OUTPUT)] == 3);                    // every chunk keeps logits here
     CHECK(r.op_calls[int(op::BIAS)] == 3 * s.n_layer);
     CHECK(r.op_calls[int(op::ROPE)] == 3 * s.n_layer);
-    CHECK(r.op_calls[int(op::ATTENTION)] == 3 * s.n_layer);
+    CHECK(r.op_calls[size_t(profile::add_op("attention"))] == 3 * s.n_layer);  // the decoder's own op type
+    CHECK(r.op_calls[size_t(profile::add_op("kv_store"))] == 3 * s.n_layer);
     REQUIRE(r.layer_ns.size() == size_t(s.n_layer));
     for (size_t l = 0; l < r.layer_ns.size(); ++l) {
         CHECK(r.layer_ns[l] > 0);

@@ -56,7 +56,7 @@ TEST_CASE("autoconfig: little RAM gives AGGRESSIVE with a bounded K/V budget") {
     CHECK(c.strategy == memory_strategy::AGGRESSIVE);
     CHECK(c.kv_type == type::Q4_0);
     CHECK(c.sparse_ratio < 1.0f);
-    page_geometry g{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+    page_geometry g(32, m->hp);
     CHECK(c.kv_ram_bytes >= 16 * g.page_bytes(type::Q4_0));
     CHECK(c.kv_ram_bytes < c.kv_bytes);
     CHECK(c.explanation.find("the page file holds the other") != std::string::npos);

@@ -307,3 +307,19 @@ TEST_CASE("backend profiling: each op counts as its op type in the current layer
     CHECK(r.layer_calls[0] == 0);
     CHECK(r.layer_calls[1] == 3);  // add, silu_mul, the group
 }
+
+TEST_CASE("profile: op types added by name follow the built-in ones, one per name") {
+    const profile::op a = profile::add_op("test_op");
+    CHECK(int(a) >= int(profile::op::COUNT));
+    CHECK(profile::add_op("test_op") == a);
+    CHECK(std::string(profile::op_name(a)) == "test_op");
+    CHECK(std::string(profile::op_name(profile::op::FFN_ACT)) == "silu_mul");
+    profile::reset();
+    profile::record(a, 0, 1000);
+    const profile::report r = profile::snapshot();
+    profile::reset();
+    REQUIRE(r.op_calls.size() > size_t(a));
+    CHECK(r.op_calls[size_t(a)] == 1);
+    CHECK(r.op_ns[size_t(a)] == 1000);
+    CHECK(r.op_calls[size_t(profile::op::MATMUL)] == 0);
+}

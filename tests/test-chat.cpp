@@ -5,7 +5,7 @@
 #include "decoder/chat.h"
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 #include "tools/common/chat-loop.h"
 

@@ -7,7 +7,7 @@
 #include "decoder/options.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>
@@ -357,7 +357,7 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     CHECK(a.kv.kv_type == type::Q8_0);
     CHECK(a.kv.policy == evict_policy::COMPRESSED);
     CHECK(a.kv.dir == "/tmp/kv");
-    page_geometry g{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+    page_geometry g(32, m->hp);
     CHECK(a.kv.capacity_bytes == 128 * g.page_bytes(type::Q8_0));
     CHECK(y.weight_type == type::F16);
     CHECK_FALSE(y.policy_enabled[int(evict_policy::FIFO)]);
@@ -505,7 +505,7 @@ TEST_CASE("config: config_to_yaml writes settings that read back the same") {
         INFO(y);
         const run_config back = config_parse(y, "back.yaml");
         CHECK(back.warnings.empty());
-        const hparams hp{512, 512, 64, 172, 8, 4, 5, 8, 8, 1e-5f, 10000.0f};
+        const hparams hp{{5, 4, 8}, 512, 512, 64, 172, 8, 8, 1e-5f, 10000.0f};  // {n_layer, n_head_kv, head_dim}, n_vocab, ...
         CHECK(config_context_params(back, hp).kv.capacity_bytes == config_context_params(c, hp).kv.capacity_bytes);
         check_same_settings(back, c);
         CHECK(config_to_yaml(back) == y);
@@ -647,7 +647,7 @@ TEST_CASE("options: the K/V type, page size and policy check refuses exactly wha
 }
 
 TEST_CASE("options: config_override lays only the flags given over the context parameters, then checks them") {
-    const hparams hp{512, 512, 64, 172, 8, 4, 5, 8, 8, 1e-5f, 10000.0f};
+    const hparams hp{{5, 4, 8}, 512, 512, 64, 172, 8, 8, 1e-5f, 10000.0f};  // {n_layer, n_head_kv, head_dim}, n_vocab, ...
     context_params base;
     base.n_ctx = 256;
     base.n_ubatch = 128;
@@ -675,7 +675,7 @@ TEST_CASE("options: config_override lays only the flags given over the context p
     CHECK(b.kv.kv_type == type::F16);
     CHECK(b.kv.dir.empty());
     CHECK(b.sparse.ratio == 1.0f);
-    const page_geometry g{32, hp.n_layer, hp.n_head_kv, hp.head_dim};
+    const page_geometry g(32, hp);
     CHECK(b.kv.capacity_bytes == 10 * g.page_bytes(type::F16));
 
     run_config s;

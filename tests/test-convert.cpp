@@ -12,7 +12,7 @@
 #include "decoder/spm-model.h"
 #include "decoder/tokenizer.h"
 #include "quant/fp16.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

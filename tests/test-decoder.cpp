@@ -4,7 +4,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/sampler.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

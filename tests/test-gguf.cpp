@@ -3,7 +3,7 @@
 #include "decoder/gguf-writer.h"
 #include "decoder/gguf.h"
 #include "quant/fp16.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

@@ -10,7 +10,7 @@
 #include "decoder/model.h"
 #include "kvcache/kv-folder.h"
 #include "kvcache/kv-store.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>
@@ -139,7 +139,7 @@ mode_t mode_of(const std::string & path) {
 }
 
 page_geometry stories_geometry(const model & m, int32_t page = 32) {
-    return page_geometry{page, m.hp.n_layer, m.hp.n_head_kv, m.hp.head_dim};
+    return page_geometry(page, m.hp);
 }
 
 std::vector<std::string> base_args(const std::string & prompt) {

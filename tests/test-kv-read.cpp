@@ -135,7 +135,7 @@ TEST_CASE("decode over copied pieces equals decode through the mapping, and maps
         }
         const size_t os = page_file::os_page_bytes();
         // The header and the slot table's first pages, and the page a pass writes.
-        const page_geometry pg{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+        const page_geometry pg(32, m->hp);
         cp.kv.ram_bytes = 65536 + pg.page_bytes(t) + 2 * os;
         // The same budget through the mapping: each sparse pass maps what it reads.
         size_t most_mapped = 0;

@@ -4,7 +4,7 @@
 #include "decoder/model.h"
 #include "decoder/sampler.h"
 #include "kvcache/kv-store.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 #include "test-util.h"
 
@@ -214,7 +214,7 @@ TEST_CASE("capacity bounds the store whatever the policy") {
         INFO("policy " << evict_policy_name(pol));
         context_params cp = kv_params(type::Q8_0, "");
         cp.kv.policy = pol;
-        page_geometry pg{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+        page_geometry pg(32, m->hp);
         cp.kv.capacity_bytes = 24 * pg.page_bytes(type::Q8_0);
         context ctx(*m, cp);
         for (int r = 0; r < 6; ++r) {
@@ -308,7 +308,7 @@ TEST_CASE("a RAM budget bounds the resident pages, and the output does not chang
             ref.insert(ref.end(), l, l + m->hp.n_vocab);
         }
     }
-    const page_geometry pg{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
+    const page_geometry pg(32, m->hp);
     const size_t slot = (pg.page_bytes(type::Q8_0) + 63) / 64 * 64;
     context_params cp = kv_params(type::Q8_0, dir);
     // Room for the header and the slot table's first pages (the kernel maps

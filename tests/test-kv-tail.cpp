@@ -5,7 +5,7 @@
 #include "decoder/model.h"
 #include "decoder/sampler.h"
 #include "kvcache/kv-store.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

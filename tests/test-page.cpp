@@ -1,6 +1,7 @@
 // K/V pages: layout, quantization, conversion, key bounds, and page_attend
 // against its scalar twin page_attend_scalar, page_attend_ref and the dense
 // attention reference.
+#include "kvcache/kv-cache.h"
 #include "kvcache/page.h"
 #include "quant/isa.h"
 #include "quant/fp16.h"
@@ -24,7 +25,7 @@ namespace {
 using test::randn;
 
 page_geometry make_geometry(int P, int n_layer, int n_head_kv, int head_dim) {
-    return page_geometry{P, n_layer, n_head_kv, head_dim};
+    return page_geometry(P, n_layer, n_head_kv, head_dim);
 }
 
 // K/V of a sequence: (n_layer, n_tok, n_embd_kv) each.
@@ -147,6 +148,28 @@ bool integer_pages(type t) { return t == type::Q8_0 || t == type::Q4_0; }  // pa
 double scalar_vs_ref_bound(type t) { return t == type::Q8_0 ? 0.04 : t == type::Q4_0 ? 5e-4 : 2e-6; }
 
 } // namespace
+
+TEST_CASE("page and sequence geometries take a model's K/V shape whole") {
+    kv_shape s;
+    s.n_layer = 3;
+    s.n_head_kv = 2;
+    s.head_dim = 8;
+    const page_geometry g(64, s);
+    CHECK(g.page_tokens == 64);
+    CHECK(g.n_layer == 3);
+    CHECK(g.n_head_kv == 2);
+    CHECK(g.head_dim == 8);
+    CHECK(g.n_embd_kv() == 16);
+    CHECK(g.n_rows() == 3 * 2 * 16);
+    const page_geometry h(64, 3, 2, 8);  // the same, from the numbers
+    CHECK(h.page_bytes(type::Q8_0) == g.page_bytes(type::Q8_0));
+    const kv_geometry q(g, 4, 512);
+    CHECK(q.n_layer == 3);
+    CHECK(q.n_head_kv == 2);
+    CHECK(q.head_dim == 8);
+    CHECK(q.n_head == 4);
+    CHECK(q.n_ctx == 512);
+}
 
 TEST_CASE("page layout: put tokens, quantize, dequantize rows") {
     std::mt19937 rng(1);

@@ -2,6 +2,7 @@
 // policy, pages in use skipped without losing their place, rebuild() from
 // persisted stats, COMPRESSED's compress-then-drop and share, ARC's adaptation
 // and ghost bound, and a randomized store simulation that checks the capacity.
+#include "base/names.h"
 #include "kvcache/policy.h"
 
 #include <doctest/doctest.h>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 using namespace gloas;
@@ -160,6 +162,23 @@ struct sim {
 using order = std::vector<uint64_t>;
 
 } // namespace
+
+TEST_CASE("enum name tables: read both ways, without case only where asked") {
+    enum class color { RED, GREEN, BLUE };
+    constexpr enum_name<color> names[] = {{color::RED, "red"}, {color::GREEN, "green"}};
+    CHECK(std::string(name_of(names, color::GREEN)) == "green");
+    CHECK(std::string(name_of(names, color::BLUE)) == "?");
+    color c = color::BLUE;
+    CHECK(value_of(names, "red", &c));
+    CHECK(c == color::RED);
+    CHECK_FALSE(value_of(names, "GREEN", &c));
+    CHECK(value_of(names, "GREEN", &c, true));
+    CHECK(c == color::GREEN);
+    CHECK(value_of(names, "red", static_cast<color *>(nullptr)));  // a check only
+    CHECK_FALSE(value_of(names, nullptr, &c));
+    CHECK_FALSE(value_of(names, "blue", &c, true));
+    CHECK(c == color::GREEN);
+}
 
 TEST_CASE("policy names") {
     for (evict_policy p : {evict_policy::LRU, evict_policy::LFU, evict_policy::FIFO, evict_policy::ADAPTIVE,

@@ -8,7 +8,7 @@
 #include "decoder/sampler.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

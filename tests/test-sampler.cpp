@@ -2,7 +2,7 @@
 // brute-force reference distribution, the repetition penalty, parameter checks
 // and no allocation per sample.
 #include "decoder/sampler.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <doctest/doctest.h>
 

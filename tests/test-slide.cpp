@@ -64,7 +64,7 @@ struct slide_case {
         sp.page_tokens = P;
         const page_geometry pg{P, n_layer, n_head_kv, head_dim};
         kv_store store(sp, pg, 0x5eed);
-        const kv_geometry g{n_layer, n_ctx, n_head, n_head_kv, head_dim};
+        const kv_geometry g(pg, n_head, n_ctx);
         kv_sequence seq(store, g, max_chunk);
         seq.set_slide({true, sinks});
         sparse_params spp;

@@ -5,7 +5,7 @@
 #include "decoder/gguf.h"
 #include "decoder/pretokenize.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

@@ -2,7 +2,7 @@
 // SPM test corpus, llama2.c and GGUF loaders, round trips, bad files.
 #include "decoder/gguf.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

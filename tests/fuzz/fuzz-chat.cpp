@@ -11,7 +11,7 @@
 // gloas::error, and a chat session over the messages must hold its promise
 // that each turn extends what was evaluated (no position evaluated twice).
 #include "decoder/chat.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

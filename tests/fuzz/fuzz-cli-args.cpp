@@ -17,7 +17,7 @@
 #include "decoder/config.h"
 #include "decoder/model.h"
 #include "decoder/options.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

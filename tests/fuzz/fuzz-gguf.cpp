@@ -2,8 +2,8 @@
 // value and tensor byte the reader hands out (fuzz-common.h's
 // parse_and_touch says what is a bug).
 #include "decoder/gguf.h"
+#include "base/error.h"
 #include "fuzz-common.h"
-#include "tensor/error.h"
 
 #include <cstddef>
 #include <cstdint>

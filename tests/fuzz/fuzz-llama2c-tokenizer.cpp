@@ -7,7 +7,7 @@
 // and decode text with every id in range.
 #include "decoder/tokenizer.h"
 #include "fuzz-common.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

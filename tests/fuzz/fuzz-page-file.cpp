@@ -29,7 +29,7 @@
 // writes the file of a store given 8 pages with room for 6, and exits.
 #include "kvcache/kv-folder.h"
 #include "kvcache/kv-store.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

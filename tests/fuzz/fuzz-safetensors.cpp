@@ -2,8 +2,8 @@
 // every tensor byte and metadata string it hands out (fuzz-common.h's
 // parse_and_touch says what is a bug).
 #include "decoder/safetensors.h"
+#include "base/error.h"
 #include "fuzz-common.h"
-#include "tensor/error.h"
 
 #include <cstddef>
 #include <cstdint>

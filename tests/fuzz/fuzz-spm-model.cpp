@@ -5,7 +5,7 @@
 // with every id in range, as gloas-convert uses it.
 #include "decoder/spm-model.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

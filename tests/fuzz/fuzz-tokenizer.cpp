@@ -21,7 +21,7 @@
 #include "decoder/gguf.h"
 #include "decoder/pretokenize.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

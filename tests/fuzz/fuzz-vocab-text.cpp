@@ -15,7 +15,7 @@
 #include "decoder/gguf.h"
 #include "decoder/tokenizer.h"
 #include "fuzz-common.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

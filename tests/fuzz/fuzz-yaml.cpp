@@ -8,7 +8,7 @@
 // config that writes the same text.
 #include "decoder/config.h"
 #include "decoder/yaml.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>
