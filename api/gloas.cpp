@@ -6,6 +6,7 @@
 #include "decoder/gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/options.h"
 #include "decoder/sampler.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
@@ -16,6 +17,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <new>
 #include <string>
@@ -469,9 +471,10 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         cp.n_ubatch = p.n_ubatch;
         cp.n_threads = p.n_threads;
         cp.n_seq_max = p.n_seq_max;
-        static const type kv_types[] = {type::F32, type::F16, type::Q8_0, type::Q4_0};
-        if (p.kv_type < 0 || p.kv_type > 3)
-            fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_type %d is not a GLOAS_KV_* value", p.kv_type));
+        static const type kv_types[] = {type::F32, type::F16, type::Q8_0, type::Q4_0};  // GLOAS_KV_* in order
+        if (p.kv_type < 0 || p.kv_type >= int32_t(std::size(kv_types)))
+            fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_type %d is not a GLOAS_KV_* value (K/V pages are %s)",
+                                               p.kv_type, kv_type_list().c_str()));
         cp.kv.kv_type = kv_types[p.kv_type];
         cp.kv.page_tokens = p.kv_page_tokens;
         cp.kv.dir = p.kv_dir ? p.kv_dir : "";
@@ -481,6 +484,10 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         if (p.kv_policy < 0 || p.kv_policy > 4)
             fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_policy %d is not a GLOAS_EVICT_* value", p.kv_policy));
         cp.kv.policy = evict_policy(p.kv_policy);
+        // The check the flags and the configuration file get, naming the fields.
+        const std::string why = kv_options_problem(cp.kv.kv_type, cp.kv.page_tokens, cp.kv.policy,
+                                                   {"kv_type", "kv_page_tokens", "kv_policy", " "});
+        if (!why.empty()) fail(GLOAS_ERR_INVALID_ARG, "gloas_context_new: " + why);
         cp.sparse.ratio = p.sparse_ratio;
         cp.slide.on = p.ctx_slide != 0;
         cp.kv.ram_bytes = size_t(p.kv_ram_bytes);

@@ -44,8 +44,8 @@ const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
      "speed (f16 pages, dense), balanced (q8_0, dense), aggressive (q4_0, sparse decode attention), or auto: "
      "chosen from the model, context and free RAM (default: speed); the flags below override it"},
     {OPT_KV_TYPE, "--kv-type", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "page type: f32, f16, q8_0, q4_0 (default: the strategy's, f16); q8_0 and q4_0 need a page size that is "
-     "a multiple of 32"},
+     "page type: {words} (default: the strategy's, f16); q8_0 and q4_0 need a page size that is a multiple of "
+     "32"},
     {OPT_KV_TYPE_K, "-ctk|--cache-type-k", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
      "llama.cpp's spelling of --kv-type; K and V pages have one type, so -ctv must agree"},
     {OPT_KV_TYPE_V, "-ctv|--cache-type-v", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
@@ -210,9 +210,11 @@ std::string options_usage(const option_def * table, size_t n, const char * group
         for (size_t j = 0; j < sp.size(); ++j) head += (j ? ", " : "") + sp[j];
         if (d.arg) head += std::string(" ") + d.arg;
         head += head.size() + 2 <= COL ? std::string(COL - head.size(), ' ') : std::string("  ");
-        std::string line = head;
+        std::string line = head, help = d.help;
+        const size_t at = help.find("{words}");
+        if (at != std::string::npos && d.words) help.replace(at, 7, words_list(d.words));
         bool first = true;
-        for (const char * p = d.help; *p;) {
+        for (const char * p = help.c_str(); *p;) {
             while (*p == ' ') ++p;
             const char * e = p;
             while (*e && *e != ' ') ++e;
@@ -232,26 +234,75 @@ std::string options_usage(const option_def * table, size_t n, const char * group
     return out;
 }
 
-bool kv_type_supported(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
+bool kv_type_supported(type t) { return is_word(KV_TYPES, type_name(t)); }
+
+std::string kv_type_list() { return words_list(KV_TYPES); }
 
 std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy) {
-    if (!kv_type_supported(t))
-        return format("--kv-type %s: K/V pages are f32, f16, q8_0 or q4_0", type_name(t));
-    if (page_tokens < 1 || page_tokens > 4096) return format("--kv-page %d: expected 1 to 4096 tokens", page_tokens);
+    return kv_options_problem(t, page_tokens, policy, KV_FLAG_NAMES);
+}
+
+std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy, const kv_option_names & nm) {
+    // "--kv-page 16", "cache_chunk_size: 16"
+    auto named = [&](const char * name, const std::string & v) { return std::string(name) + nm.sep + v; };
+    auto round_up = [&](int64_t blck) {
+        return named(nm.page, std::to_string(std::max<int64_t>(blck, (page_tokens + blck - 1) / blck * blck)));
+    };
+    const std::string ty = named(nm.type, type_name(t)), pg = named(nm.page, std::to_string(page_tokens));
+    if (!kv_type_supported(t)) return format("%s: K/V pages are %s", ty.c_str(), kv_type_list().c_str());
+    const option_def & page_row = SHARED_OPTIONS[OPT_KV_PAGE];
+    if (page_tokens < page_row.lo || page_tokens > page_row.hi)
+        return format("%s: expected %.0f to %.0f tokens", pg.c_str(), page_row.lo, page_row.hi);
     const page_geometry g{page_tokens, 1, 1, 1};
     const int64_t blck = traits(t).blck_size;
     if (!g.valid_for(t))
-        return format("--kv-type %s needs --kv-page to be a multiple of %lld (each page row holds one channel's "
-                      "tokens in blocks of %lld), got --kv-page %d; use --kv-page %lld or --kv-type f16",
-                      type_name(t), (long long) blck, (long long) blck, page_tokens,
-                      (long long) std::max<int64_t>(blck, (page_tokens + blck - 1) / blck * blck));
+        return format("%s needs %s to be a multiple of %lld (each page row holds one channel's tokens in blocks of "
+                      "%lld), got %s; use %s or %s",
+                      ty.c_str(), nm.page, (long long) blck, (long long) blck, pg.c_str(), round_up(blck).c_str(),
+                      named(nm.type, "f16").c_str());
     if (policy == evict_policy::COMPRESSED && !g.valid_for(type::Q4_0)) {
         const int64_t q = traits(type::Q4_0).blck_size;
-        return format("--kv-policy compressed re-quantizes evicted pages to q4_0, which needs --kv-page to be a "
-                      "multiple of %lld, got --kv-page %d; use --kv-page %lld or another --kv-policy",
-                      (long long) q, page_tokens, (long long) std::max<int64_t>(q, (page_tokens + q - 1) / q * q));
+        return format("%s re-quantizes evicted pages to q4_0, which needs %s to be a multiple of %lld, got %s; use %s "
+                      "or another %s",
+                      named(nm.policy, "compressed").c_str(), nm.page, (long long) q, pg.c_str(), round_up(q).c_str(),
+                      nm.policy);
     }
     return {};
+}
+
+const option_use * option_use_find(const option_use * uses, size_t n, const std::string & flag) {
+    const option_def * d = option_find(SHARED_OPTIONS, N_SHARED_OPTS, flag);
+    for (size_t k = 0; d && k < n; ++k)
+        if (uses[k].id == d->id) return &uses[k];
+    return nullptr;
+}
+
+std::string options_usage(const option_use * uses, size_t n, const char * group) {
+    std::string out;
+    for (size_t k = 0; k < n; ++k) {
+        option_def d = SHARED_OPTIONS[uses[k].id];
+        const std::string list = d.arg ? format("%s[,%s...]", d.arg, d.arg) : std::string();
+        if (uses[k].list && d.arg) d.arg = list.c_str();
+        if (uses[k].help) d.help = uses[k].help;
+        out += options_usage(&d, 1, group);
+    }
+    return out;
+}
+
+std::vector<run_config> config_apply_list(const run_config & base, const std::vector<std::string> & args, size_t i) {
+    GLOAS_ASSERT(i < args.size());
+    const option_def * d = option_find(SHARED_OPTIONS, N_SHARED_OPTS, args[i]);
+    GLOAS_ASSERT(d && d->kind != opt_kind::SWITCH);
+    if (i + 1 >= args.size()) throw cli_error(format("%s needs a value (%s)", args[i].c_str(), d->arg));
+    const std::string & v = args[i + 1];
+    std::vector<run_config> out;
+    for (size_t b = 0;;) {
+        const size_t e = std::min(v.find(',', b), v.size());
+        out.push_back(base);
+        config_apply_flag(out.back(), {args[i], v.substr(b, e - b)}, 0);
+        if (e == v.size()) return out;
+        b = e + 1;
+    }
 }
 
 size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args, size_t i) {

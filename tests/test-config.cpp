@@ -394,9 +394,11 @@ TEST_CASE("config: bad files fail on the right line") {
           "cache_strategy, use_async_loading, use_sparse_attention, sparse_attention_ratio, use_parallel_processing, "
           "num_workers, use_cuda_streams, use_quantization, quantization_bits)");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n\n\n\n\n    cache_dtype: float8\n") ==
-          "cfg.yaml:7: ultra_kv_cache.cache_dtype: expected one of float32, float16, bfloat16, int8, int4, got 'float8'");
+          "cfg.yaml:7: ultra_kv_cache.cache_dtype: expected one of float32, float16, bfloat16, int8, int4, or a "
+          "--kv-type value (f32, f16, q8_0 or q4_0), got 'float8'");
+    // Keys that are a shared option take what its flag takes, with its message.
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: four\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer, got 'four'");
+          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer in [-1, 1024], got 'four'");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: \"4\"\n") ==
           "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer, got the string \"4\"");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_compression: yes\n") ==
@@ -404,14 +406,21 @@ TEST_CASE("config: bad files fail on the right line") {
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    compression_ratio: [1]\n") ==
           "cfg.yaml:3: ultra_kv_cache.compression_ratio: expected a number, got a sequence");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 5000\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: 5000 is out of range [0, 1024]");
+          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer in [-1, 1024], got '5000'");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    sparse_attention_ratio: 1.5\n") ==
-          "cfg.yaml:3: ultra_kv_cache.sparse_attention_ratio: 1.5 is out of range (0, 1]");
+          "cfg.yaml:3: ultra_kv_cache.sparse_attention_ratio: expected a number in (0, 1], got '1.5'");
+    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_strategy: mru\n") ==
+          "cfg.yaml:3: ultra_kv_cache.cache_strategy takes lru, lfu, fifo, adaptive or compressed, got 'mru'");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_quantization: true\n    quantization_bits: 16\n") ==
           "cfg.yaml:4: ultra_kv_cache.quantization_bits: expected 4 or 8, got 16");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 48\n    cache_dtype: int8\n") ==
-          "cfg.yaml:3: ultra_kv_cache.cache_chunk_size: q8_0 pages need a page size (cache_chunk_size) that is a "
-          "multiple of 32, got 48");
+          "cfg.yaml:3: ultra_kv_cache: cache_dtype: q8_0 needs cache_chunk_size to be a multiple of 32 (each page row "
+          "holds one channel's tokens in blocks of 32), got cache_chunk_size: 48; use cache_chunk_size: 64 or "
+          "cache_dtype: f16");
+    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n") ==
+          "cfg.yaml:3: ultra_kv_cache: cache_strategy: compressed re-quantizes evicted pages to q4_0, which needs "
+          "cache_chunk_size to be a multiple of 32, got cache_chunk_size: 16; use cache_chunk_size: 32 or another "
+          "cache_strategy");
     CHECK(config_error("gloas:\n  ultra_decoder:\n    d_modle: 64\n").find("cfg.yaml:3: ultra_decoder.d_modle: unknown key") == 0);
     CHECK(config_error("gloas:\n  ultra_decoder:\n    cache_dtype: int8\n").find("cfg.yaml:3: ultra_decoder.cache_dtype: unknown key") == 0);
     CHECK(config_error("gloas:\n  ultra_cache:\n    a: 1\n").find("cfg.yaml:2: gloas.ultra_cache: unknown section") == 0);
@@ -641,9 +650,11 @@ TEST_CASE("options: the K/V type, page size and policy check refuses exactly wha
                 else CHECK_THROWS_AS(context(*m, cp), error);
             }
 
-    // A configuration file that asks for it fails on load, naming the file.
-    const run_config y = config_parse("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n", "c.yaml");
-    CHECK(error_of([&] { config_context_params(y, m->hp); }).find("c.yaml: --kv-policy compressed") == 0);
+    // Settings changed after the file was read are checked again, naming the
+    // file and its keys.
+    run_config y = config_parse("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 32\n    cache_strategy: compressed\n", "c.yaml");
+    y.ctx.kv.page_tokens = 16;
+    CHECK(error_of([&] { config_context_params(y, m->hp); }).find("c.yaml: cache_strategy: compressed") == 0);
 }
 
 TEST_CASE("options: config_override lays only the flags given over the context parameters, then checks them") {
