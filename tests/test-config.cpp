@@ -5,6 +5,7 @@
 #include "decoder/config.h"
 #include "decoder/model.h"
 #include "decoder/options.h"
+#include "decoder/strategy.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
 #include "tensor/error.h"
@@ -12,6 +13,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -44,6 +46,37 @@ bool has_warning(const run_config & c, const std::string & part) {
     for (const auto & w : c.warnings)
         if (w.find(part) != std::string::npos) return true;
     return false;
+}
+
+// The flags examples/gloas.yaml's header says it is equivalent to.
+std::vector<std::string> example_flags() {
+    const std::string text = test::read_file(std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml");
+    const size_t at = text.find("#   -c ");
+    REQUIRE(at != std::string::npos);
+    std::vector<std::string> args;
+    for (size_t p = at; p < text.size() && text.compare(p, 4, "#   ") == 0;) {
+        const size_t e = text.find('\n', p);
+        for (size_t w = p + 4; w < e;) {
+            const size_t sp = std::min(text.find(' ', w), e);
+            if (sp > w) args.push_back(text.substr(w, sp - w));
+            w = sp + 1;
+        }
+        p = e + 1;
+    }
+    return args;
+}
+
+// The lines of a gloas run's stderr that report its settings: the context and
+// threads, the sparse ratio, the K/V pages and policy.
+std::string settings_of(const std::string & err) {
+    std::string r;
+    for (const char * key : {"; context ", "sparse decode attention: ratio ", "gloas: kv "}) {
+        const size_t at = err.find(key);
+        if (at == std::string::npos) continue;
+        const size_t e = err.find_first_of(":\n", at + std::strlen(key));
+        r += err.substr(at, e - at) + (err.find("(compressed)", at) < err.find('\n', at) ? " compressed" : "") + "\n";
+    }
+    return r;
 }
 
 // The specification's file as it is (../shared/spec/gloas-config.yaml),
@@ -319,11 +352,10 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     const run_config y = config_load(path);
     CHECK(y.warnings.empty());
 
-    // What tools/gloas receives instead of --config examples/gloas.yaml (the
-    // list in the file's header).
-    const std::vector<std::string> args = {
-        "-c", "512", "--kv-page", "32", "--kv-type", "q8_0", "--kv-capacity", "128p", "--kv-policy", "compressed",
-        "--kv-compressed-share", "0.25", "-t", "2", "--strategy", "balanced", "--sparse-ratio", "0.25"};
+    // The flags the file's header lists instead of --config, read as gloas and
+    // gloas-server read them: config_apply_flag, then config_override over the
+    // strategy's defaults.
+    const std::vector<std::string> args = example_flags();
     run_config f;
     for (size_t i = 0; i < args.size();) {
         const size_t used = config_apply_flag(f, args, i);
@@ -335,7 +367,13 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     const auto m = model::load({mp, ""});
     config_check_model(y, m->hp, "stories260K.bin");  // the example's shape is stories260K's
     const context_params a = config_context_params(y, m->hp, "/tmp/kv");
-    const context_params b = config_context_params(f, m->hp, "/tmp/kv");
+    context_params b;
+    b.kv.dir = "/tmp/kv";
+    memory_strategy st = memory_strategy::SPEED;
+    REQUIRE(memory_strategy_from_name(f.strategy.c_str(), &st));
+    apply_strategy(st, b);
+    config_override(f, m->hp, b);
+    CHECK(b.sparse.ratio == doctest::Approx(y.sparse_ratio));
     CHECK(a.n_ctx == b.n_ctx);
     CHECK(a.n_ubatch == b.n_ubatch);
     CHECK(a.n_threads == b.n_threads);
@@ -351,6 +389,7 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     CHECK(y.strategy == f.strategy);
     CHECK(y.use_sparse_attention == f.use_sparse_attention);
     CHECK(y.sparse_ratio == doctest::Approx(f.sparse_ratio));
+    CHECK(y.strategy == "balanced");
     // ... and the values themselves.
     CHECK(a.n_ctx == 512);
     CHECK(a.n_threads == 2);
@@ -733,4 +772,131 @@ TEST_CASE("config: a --kv-dir with control characters stays inside its comment")
     const run_config back = config_parse(y, "back.yaml");
     CHECK(back.capacity.u == kv_capacity::unit::DEFAULT);
     CHECK(back.warnings.empty());
+}
+
+TEST_CASE("config: gloas run with examples/gloas.yaml and with the flags its header lists reports the same settings") {
+    const std::string model = test::require_model("stories260K.bin");
+    const std::vector<std::string> run = {"-m", model, "-p", "Once", "-n", "1", "--temp", "0", "--kv-dir", "none"};
+    const auto file = test::run_tool("gloas", test::with_args(run, {"--config", std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml"}));
+    REQUIRE_MESSAGE(file.status == 0, file.err);
+    const auto flags = test::run_tool("gloas", test::with_args(run, example_flags()));
+    REQUIRE_MESSAGE(flags.status == 0, flags.err);
+    const std::string s = settings_of(file.err);
+    CHECK(s == settings_of(flags.err));
+    CHECK(s.find("context 512, 2 threads") != std::string::npos);
+    CHECK(s.find("ratio 0.25") != std::string::npos);
+    CHECK(s.find("kv q8_0 pages of 32 tokens in memory compressed") != std::string::npos);
+}
+
+TEST_CASE("options: gloas, gloas-bench, gloas-perplexity, the configuration file and the C API take the same K/V types and values") {
+    const std::string model = test::require_model("stories260K.bin");
+    const std::string text = test::require_data("tinystories-valid-excerpt.txt");
+    // A short run of each tool; the flags under test go at its end.
+    struct tool {
+        const char * name;
+        std::vector<std::string> run;
+    };
+    const std::vector<tool> tools = {
+        {"gloas", {"-m", model, "-p", "Once", "-n", "1", "--kv-dir", "none"}},
+        {"gloas-bench", {"-m", model, "-p", "0", "-n", "1", "-r", "1"}},
+        {"gloas-perplexity", {"-m", model, "-f", text, "--chunks", "1", "-c", "64"}},
+    };
+    auto refused = [&](const tool & t, const std::vector<std::string> & extra, const std::string & msg) {
+        const auto r = test::run_tool(t.name, test::with_args(t.run, extra));
+        CHECK_MESSAGE(r.status == 2, t.name, " ", extra[0], " ", extra[1], ": ", r.err);
+        CHECK_MESSAGE(r.err.find(msg) != std::string::npos, t.name, ": ", r.err, " lacks ", msg);
+    };
+
+    // Every type the library knows: --kv-type takes exactly kv_type_supported's,
+    // in every tool and in the file (whose own names map onto them).
+    std::string supported;
+    for (uint32_t id = 0; id < TYPE_ID_LIMIT; ++id) {
+        if (!type_known(id)) continue;
+        const type t = type(id);
+        const std::string name = type_name(t);
+        INFO(name);
+        run_config c;
+        const std::string msg = cli_error_of(c, {"--kv-type", name});
+        const std::string file = "gloas:\n  ultra_kv_cache:\n    cache_dtype: " + name + "\n";
+        if (kv_type_supported(t)) {
+            CHECK(msg.empty());
+            CHECK(config_parse(file, "k.yaml").ctx.kv.kv_type == t);
+            CHECK(kv_options_problem(t, 32, evict_policy::LRU).empty());
+            supported += (supported.empty() ? "" : ",") + name;
+            continue;
+        }
+        CHECK(msg == "--kv-type takes " + kv_type_list() + ", got '" + name + "'");
+        CHECK(config_error(file).find("a --kv-type value (" + kv_type_list() + "), got '" + name + "'") != std::string::npos);
+        CHECK(kv_options_problem(t, 32, evict_policy::LRU) == "--kv-type " + name + ": K/V pages are " + kv_type_list());
+        for (const tool & tl : tools) refused(tl, {"--kv-type", name}, msg);
+    }
+    CHECK(supported == "f32,f16,q4_0,q8_0");
+    CHECK(kv_type_list() == "f32, f16, q8_0 or q4_0");
+    // ... and each supported one runs in each tool (gloas-bench takes them as one list).
+    for (const tool & tl : tools) {
+        std::vector<std::vector<std::string>> runs;
+        if (std::string(tl.name) == "gloas-bench") runs.push_back({"--kv-type", supported});
+        else
+            for (const char * t : {"f32", "f16", "q8_0", "q4_0"}) runs.push_back({"--kv-type", t});
+        for (const auto & extra : runs) {
+            const auto r = test::run_tool(tl.name, test::with_args(tl.run, extra));
+            CHECK_MESSAGE(r.status == 0, tl.name, " ", extra[1], ": ", r.err);
+        }
+    }
+
+    // Bad values: one message, from config_apply_flag (and config_flags_check /
+    // kv_options_problem for what needs two flags), in every tool that takes
+    // the flag.
+    const std::vector<std::vector<std::string>> bad = {
+        {"-ub", "0"}, {"-t", "-2"}, {"--strategy", "fast"}, {"--kv-page", "0"}, {"--kv-page", "5000"},
+        {"--kv-ram", "5x"}, {"-ctk", "q4_K"}, {"-ctk", "q8_0", "-ctv", "f16"}, {"-b", "0"},
+    };
+    for (const auto & args : bad) {
+        run_config c;
+        const std::string msg = cli_error_of(c, args);
+        INFO(args[0] << " " << args[1] << ": " << msg);
+        REQUIRE(!msg.empty());
+        for (const tool & tl : tools) refused(tl, args, msg);
+    }
+    // The page size the type needs: kv_options_problem's message everywhere.
+    const std::string page = kv_options_problem(type::Q8_0, 16, evict_policy::LRU);
+    CHECK(page == "--kv-type q8_0 needs --kv-page to be a multiple of 32 (each page row holds one channel's tokens "
+                  "in blocks of 32), got --kv-page 16; use --kv-page 32 or --kv-type f16");
+    for (const tool & tl : tools) refused(tl, {"--kv-type", "q8_0", "--kv-page", "16"}, page);
+    // gloas and gloas-perplexity (-c, --sparse-ratio), gloas and gloas-bench (--kv-read).
+    for (const auto & args : std::vector<std::vector<std::string>>{{"-c", "-5"}, {"--sparse-ratio", "1.5"}, {"--kv-read", "mmap"}}) {
+        run_config c;
+        const std::string msg = cli_error_of(c, args);
+        for (const tool & tl : tools)
+            if (std::string(tl.name) != (args[0] == "--kv-read" ? "gloas-perplexity" : "gloas-bench")) refused(tl, args, msg);
+    }
+
+    // The file's keys that are shared options: the flag's message after the key.
+    const std::vector<std::pair<std::string, std::vector<std::string>>> keys = {
+        {"num_workers: -2", {"-t", "-2"}},
+        {"cache_chunk_size: 0", {"-ub", "0"}},
+        {"max_sequence_length: -5", {"-c", "-5"}},
+        {"sparse_attention_ratio: 1.5", {"--sparse-ratio", "1.5"}},
+        {"compression_ratio: 0", {"--kv-compressed-share", "0"}},
+        {"cache_strategy: mru", {"--kv-policy", "mru"}},
+    };
+    for (const auto & [key, args] : keys) {
+        run_config c;
+        const std::string msg = cli_error_of(c, args);
+        const std::string err = config_error("gloas:\n  ultra_kv_cache:\n    " + key + "\n");
+        INFO(key << ": " << err << " vs " << msg);
+        CHECK(err == "cfg.yaml:3: ultra_kv_cache." + key.substr(0, key.find(':')) + msg.substr(args[0].size()));
+    }
+    CHECK(config_error("gloas:\n  ultra_decoder:\n    memory_strategy: fast\n") ==
+          "cfg.yaml:3: ultra_decoder.memory_strategy takes speed, balanced, aggressive or auto, got 'fast'");
+    // A file's page size and type, and the C API's fields (test-capi.c runs
+    // them), get kv_options_problem's message in their own names.
+    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_dtype: q8_0\n    cache_chunk_size: 16\n") ==
+          "cfg.yaml:4: ultra_kv_cache: cache_dtype: q8_0 needs cache_chunk_size to be a multiple of 32 (each page row "
+          "holds one channel's tokens in blocks of 32), got cache_chunk_size: 16; use cache_chunk_size: 32 or "
+          "cache_dtype: f16");
+    std::string capi = page;
+    for (const auto & [flag, field] : {std::pair<std::string, std::string>{"--kv-type", "kv_type"}, {"--kv-page", "kv_page_tokens"}})
+        for (size_t at; (at = capi.find(flag)) != std::string::npos;) capi.replace(at, flag.size(), field);
+    CHECK(kv_options_problem(type::Q8_0, 16, evict_policy::LRU, {"kv_type", "kv_page_tokens", "kv_policy", " "}) == capi);
 }
