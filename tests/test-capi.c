@@ -740,14 +740,40 @@ static void test_errors(void) {
     CHECK(gloas_context_new(NULL, NULL) == NULL);
     cp.kv_type = 99;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
-    CHECK(strstr(gloas_last_error(NULL), "kv_type") != NULL);
+    CHECK(strstr(gloas_last_error(NULL), "kv_type 99 is not a GLOAS_KV_* value (K/V pages are f32, f16, q8_0 or q4_0)") != NULL);
     cp = gloas_context_default_params();
     cp.n_seq_max = 0;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
+    /* The K/V check of the flags and the configuration file (kv_options_problem),
+     * naming the fields: test-config compares the messages. */
     cp = gloas_context_default_params();
     cp.kv_page_tokens = 0;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
-    CHECK(gloas_last_error(NULL)[0] != '\0');
+    CHECK(strcmp(gloas_last_error(NULL), "gloas_context_new: kv_page_tokens 0: expected 1 to 4096 tokens") == 0);
+    cp = gloas_context_default_params();
+    cp.kv_type = GLOAS_KV_Q8_0;
+    cp.kv_page_tokens = 16;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strcmp(gloas_last_error(NULL),
+                 "gloas_context_new: kv_type q8_0 needs kv_page_tokens to be a multiple of 32 (each page row holds one "
+                 "channel's tokens in blocks of 32), got kv_page_tokens 16; use kv_page_tokens 32 or kv_type f16") == 0);
+    cp.kv_type = GLOAS_KV_F16;
+    cp.kv_policy = GLOAS_EVICT_COMPRESSED;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "kv_policy compressed re-quantizes evicted pages to q4_0") != NULL);
+    cp = gloas_context_default_params();
+    cp.kv_dir = NULL;
+    { /* every GLOAS_KV_* type runs */
+        const int32_t types[4] = {GLOAS_KV_F32, GLOAS_KV_F16, GLOAS_KV_Q8_0, GLOAS_KV_Q4_0};
+        int k;
+        for (k = 0; k < 4; ++k) {
+            gloas_context * c;
+            cp.kv_type = types[k];
+            c = gloas_context_new(g_model, &cp);
+            CHECK(c != NULL);
+            gloas_context_free(c);
+        }
+    }
 
     /* tokenizer */
     CHECK_STATUS(gloas_tokenize(NULL, "x", -1, 1, toks, 32, &n), GLOAS_ERR_INVALID_ARG, NULL);
