@@ -24,92 +24,12 @@ constexpr const char * KV_TYPES = "f32|f16|q8_0|q4_0";
 
 } // namespace
 
-// clang-format off
 const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
-    {OPT_CTX_SIZE, "-c|--ctx-size", "N", K::INT, 0, 1 << 24, false, nullptr, CTX,
-     "context size in tokens; 0: the model's training context (default: 0)"},
-    {OPT_BATCH, "-b|--batch-size", "N", K::INT, 1, 1 << 24, false, nullptr, CTX,
-     "logical batch, as in llama.cpp: the prefill chunk (-ub) is at most N (default: 2048)"},
-    {OPT_UBATCH, "-ub|--ubatch-size|--ubatch", "N", K::INT, 1, 1 << 16, false, nullptr, CTX,
-     "PREFILL runs the prompt in chunks of N tokens, so activation memory stays bounded however long it is "
-     "(default: 512, at most -b); DECODE then runs one token at a time; a prompt partly in the K/V store "
-     "(HYBRID) prefills only its uncached tail and decodes from the reused pages"},
-    {OPT_THREADS, "-t|--threads", "N", K::INT, -1, 1024, false, nullptr, CTX,
-     "CPU threads; 0 or -1: all (default: all)"},
-    {OPT_CTX_SLIDE, "--ctx-slide|--context-shift", nullptr, K::SWITCH, 0, 0, false, nullptr, CTX,
-     "at the end of the context, keep going: keep the first K/V page (attention sinks) and slide a window over "
-     "the latest positions (StreamingLLM); a long prompt slides too (default: off, stop there)"},
-
-    {OPT_STRATEGY, "--strategy", "S", K::WORD, 0, 0, false, "speed|balanced|aggressive|auto", KV,
-     "speed (f16 pages, dense), balanced (q8_0, dense), aggressive (q4_0, sparse decode attention), or auto: "
-     "chosen from the model, context and free RAM (default: speed); the flags below override it"},
-    {OPT_KV_TYPE, "--kv-type", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "page type: {words} (default: the strategy's, f16); q8_0 and q4_0 need a page size that is a multiple of "
-     "32"},
-    {OPT_KV_TYPE_K, "-ctk|--cache-type-k", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "llama.cpp's spelling of --kv-type; K and V pages have one type, so -ctv must agree"},
-    {OPT_KV_TYPE_V, "-ctv|--cache-type-v", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "llama.cpp's spelling of --kv-type for V; must equal -ctk (or --kv-type) when both are given"},
-    {OPT_KV_PAGE, "--kv-page", "N", K::INT, 1, 4096, false, nullptr, KV,
-     "tokens per page (default: 32)"},
-    {OPT_KV_DIR, "--kv-dir", "DIR", K::TEXT, 0, 0, false, nullptr, KV,
-     "folder of page files, reused across runs (default: $GLOAS_KV_DIR, else $XDG_CACHE_HOME/gloas/kv or "
-     "~/.cache/gloas/kv; a default folder that cannot be used leaves the pages in memory, with a warning); "
-     "'none' keeps pages in memory only"},
-    {OPT_KV_CAPACITY, "--kv-capacity", "SIZE", K::SIZE, 0, 0, false, nullptr, KV,
-     "bound on the K/V folder (the page files of every model and K/V type): bytes with a k/M/G suffix, pages "
-     "with 'p', tokens with 't' (default: 4G)"},
-    {OPT_KV_POLICY, "--kv-policy", "P", K::WORD, 0, 0, false, "lru|lfu|fifo|adaptive|compressed", KV,
-     "eviction: lru, lfu, fifo, adaptive, compressed (default: lru); compressed re-quantizes evicted pages to "
-     "q4_0 first, so it needs a page size that is a multiple of 32"},
-    {OPT_KV_COMPRESSED_SHARE, "--kv-compressed-share", "R", K::FLOAT, 0, 1, true, nullptr, KV,
-     "with --kv-policy compressed: share of the capacity for compressed pages, 0 < R <= 1 (default: 0.3)"},
-    {OPT_KV_RAM, "--kv-ram", "SIZE", K::SIZE, 0, 0, false, nullptr, KV,
-     "bound on the K/V pages resident in RAM (page-file pages mapped by this process; the fixed buffers of "
-     "open pages, scratch and summaries come on top), in the units of --kv-capacity; least recently read pages "
-     "are unmapped after each pass and the page file holds them (default: the strategy's, 8M for aggressive; "
-     "0 = unbounded)"},
-    {OPT_KV_READ, "--kv-read", "MODE", K::WORD, 0, 0, false, "map|copy", KV,
-     "how decode reads pages of a page file: map (through the mapping) or copy (copies only the pieces it "
-     "selected, so they are never mapped: resident K/V stays within --kv-ram; default: the strategy's, copy for "
-     "aggressive)"},
-    {OPT_SPARSE_RATIO, "--sparse-ratio", "R", K::FLOAT, 0, 1, true, nullptr, KV,
-     "share of K/V pages a decoded token attends to, plus the first and latest pages, 0 < R <= 1 (default: the "
-     "strategy's, 1 = dense)"},
-    {OPT_NO_SPARSE, "--no-sparse", nullptr, K::SWITCH, 0, 0, false, nullptr, KV,
-     "dense decode attention, whatever the strategy (the same as --sparse-ratio 1)"},
-
-    {OPT_TEMP, "--temp", "T", K::FLOAT, 0, 100, false, nullptr, SMP,
-     "temperature; 0 is greedy (default: 0.8)"},
-    {OPT_TOP_K, "--top-k", "K", K::INT, 0, 1 << 30, false, nullptr, SMP,
-     "keep the K most likely tokens; 0 disables (default: 40)"},
-    {OPT_TOP_P, "--top-p", "P", K::FLOAT, 0, 1, false, nullptr, SMP,
-     "nucleus sampling; 1.0 disables (default: 0.95)"},
-    {OPT_MIN_P, "--min-p", "P", K::FLOAT, 0, 1, false, nullptr, SMP,
-     "drop tokens below P x the top probability (default: 0)"},
-    {OPT_REPEAT_PENALTY, "--repeat-penalty", "R", K::FLOAT, 0, 100, true, nullptr, SMP,
-     "divide positive logits (multiply negative ones) of the tokens among the last --repeat-last-n by R "
-     "(default: 1.0 = off)"},
-    {OPT_REPEAT_LAST_N, "--repeat-last-n", "N", K::INT, -1, 1 << 20, false, nullptr, SMP,
-     "tokens the penalties look back over; 0: none, -1: the whole context (default: 64)"},
-    {OPT_PRESENCE_PENALTY, "--presence-penalty", "A", K::FLOAT, -100, 100, false, nullptr, SMP,
-     "subtract A from the logit of every token that occurs among the last --repeat-last-n (default: 0 = off)"},
-    {OPT_FREQUENCY_PENALTY, "--frequency-penalty", "A", K::FLOAT, -100, 100, false, nullptr, SMP,
-     "subtract A x its count from the logit of every token among the last --repeat-last-n (default: 0 = off)"},
-    {OPT_SEED, "-s|--seed", "N", K::TEXT, 0, 0, false, nullptr, SMP,
-     "random seed; -1: from the clock (default: -1); the seed used is printed on stderr"},
-
-    {OPT_N_GPU_LAYERS, "-ngl|--n-gpu-layers|--gpu-layers", "N", K::TEXT, 0, 0, false, nullptr, MDL,
-     "layers to put on the GPU (a number, auto or all): accepted for llama.cpp command lines; this build has no "
-     "GPU backend, so every layer runs on the CPU (a one-line note says so)"},
-    {OPT_MLOCK, "--mlock", nullptr, K::SWITCH, 0, 0, false, nullptr, MDL,
-     "lock the model's weights in RAM (mlock) so they are never paged out; a warning if the system refuses "
-     "(see ulimit -l)"},
-    {OPT_NO_MMAP, "--no-mmap", nullptr, K::SWITCH, 0, 0, false, nullptr, MDL,
-     "read the model's weights into memory instead of mapping the file (the file may then change or go while "
-     "the run goes on)"},
+#define GLOAS_OPTION(id, names, arg, kind, lo, hi, lo_open, words, group, help) \
+    {id, names, arg, K::kind, lo, hi, lo_open, words, group, help},
+#include "decoder/options.def"
+#undef GLOAS_OPTION
 };
-// clang-format on
 
 namespace {
 

@@ -1,12 +1,16 @@
 // The command-line options the tools share: context, K/V cache, sparse
 // attention, sliding, sampling, threads and model loading.
 //
-// One table (SHARED_OPTIONS) describes each option: every spelling (gloas's
-// and, where the meaning is the same, llama.cpp's), its value and range, its
-// --help text. The parser (config_apply_flag) and the help (options_usage)
+// One table (SHARED_OPTIONS, listed in options.def) describes each option:
+// every spelling (gloas's and, where the meaning is the same, llama.cpp's),
+// its value and range, its --help text. The parser (config_apply_flag) and the help (options_usage)
 // both read it, so what a tool accepts and what its --help says cannot drift
 // apart. A tool keeps its own options in a table of the same shape and reads
-// both with the same functions.
+// both with the same functions; a tool that takes only some shared options,
+// or takes lists of values, names them in option_use entries. The
+// configuration file's keys that are flags are read by the same rows
+// (decoder/config.h), and the C API checks its K/V fields with
+// kv_options_problem.
 //
 // Flags fill a run_config (decoder/config.h) and mark what they set in
 // run_config::given; config_override then lays only the given settings over
@@ -74,14 +78,12 @@ option_value option_read(const option_def & d, const std::string & flag, const s
 // help text of a WORD row stands for its accepted values ("a, b or c").
 std::string options_usage(const option_def * table, size_t n, const char * group);
 
-// The shared options, by id (SHARED_OPTIONS[id].id == id).
+// The shared options, by id (SHARED_OPTIONS[id].id == id), both made from
+// the one list in decoder/options.def.
 enum shared_opt : int {
-    OPT_CTX_SIZE, OPT_BATCH, OPT_UBATCH, OPT_THREADS, OPT_CTX_SLIDE,
-    OPT_STRATEGY, OPT_KV_TYPE, OPT_KV_TYPE_K, OPT_KV_TYPE_V, OPT_KV_PAGE, OPT_KV_DIR, OPT_KV_CAPACITY,
-    OPT_KV_POLICY, OPT_KV_COMPRESSED_SHARE, OPT_KV_RAM, OPT_KV_READ, OPT_SPARSE_RATIO, OPT_NO_SPARSE,
-    OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_PRESENCE_PENALTY,
-    OPT_FREQUENCY_PENALTY, OPT_SEED,
-    OPT_N_GPU_LAYERS, OPT_MLOCK, OPT_NO_MMAP,
+#define GLOAS_OPTION(id, ...) id,
+#include "decoder/options.def"
+#undef GLOAS_OPTION
     N_SHARED_OPTS
 };
 static_assert(N_SHARED_OPTS <= 64, "run_config::given is a 64-bit mask");
