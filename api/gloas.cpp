@@ -141,8 +141,9 @@ void copy_out(const std::string & s, char * buf, size_t buf_size, size_t * len) 
 // sizeof ours are taken, the fields the size covers are read and the others
 // keep their defaults. A field appended later must start at or past sizeof
 // every earlier layout (so that a caller's size covers a field entirely or
-// not at all): keep a mirror of each earlier layout and a static_assert, as
-// for gloas_context_params below.
+// not at all): a static_assert for each appended field, as for
+// gloas_context_params below. (test-capi.c passes a copy of the first layout,
+// as a program built against 0.2.0 declares it.)
 
 #define GLOAS_END_OF(T, field) (offsetof(T, field) + sizeof(((T *) nullptr)->field))
 
@@ -153,20 +154,12 @@ constexpr size_t SAMPLER_PARAMS_MIN = GLOAS_END_OF(gloas_sampler_params, seed);
 constexpr size_t GENERATE_PARAMS_MIN = GLOAS_END_OF(gloas_generate_params, n_generated);
 constexpr size_t METRICS_MIN = GLOAS_END_OF(gloas_metrics, eval_seconds);
 
-// gloas_context_params as 0.2.0 first published it.
-struct context_params_0_2 {
-    size_t size;
-    int32_t n_ctx, n_ubatch, n_threads, n_seq_max, kv_type, kv_page_tokens;
-    const char * kv_dir;
-    uint64_t kv_capacity_bytes;
-    int32_t kv_policy;
-    float sparse_ratio;
-    int32_t ctx_slide;
-};
-static_assert(offsetof(context_params_0_2, ctx_slide) == offsetof(gloas_context_params, ctx_slide) &&
-                  CONTEXT_PARAMS_MIN == GLOAS_END_OF(context_params_0_2, ctx_slide),
-              "the first layout of gloas_context_params is a prefix of the current one");
-static_assert(offsetof(gloas_context_params, kv_ram_bytes) >= sizeof(context_params_0_2),
+// The size of an earlier layout that ends `end` bytes in: at most `end`
+// padded to the strictest alignment (a struct's alignment divides it).
+constexpr size_t layout_size(size_t end) {
+    return (end + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) * alignof(std::max_align_t);
+}
+static_assert(offsetof(gloas_context_params, kv_ram_bytes) >= layout_size(CONTEXT_PARAMS_MIN),
               "an appended field starts past the padding of every earlier layout");
 
 // Refuses a size outside [min_size, sizeof(T)].
@@ -200,19 +193,22 @@ template <class T> gloas_status init_params(T * p, size_t size, const T & dflt, 
     });
 }
 
-gloas_model_params model_defaults() {
-    gloas_model_params p;
-    std::memset(&p, 0, sizeof p);
+// A struct of zeros but for its size: the start of each *_defaults().
+template <class T> T zeroed() {
+    T p;
+    std::memset(static_cast<void *>(&p), 0, sizeof p);
     p.size = sizeof p;
-    p.tokenizer_path = nullptr;
-    p.n_threads = 0;
     return p;
 }
 
+// The fields gloas_sampler_params shares, by name, with sampler_params.
+#define GLOAS_SAMPLER_FIELDS(X) X(temp) X(top_k) X(top_p) X(min_p) X(repeat_penalty) X(repeat_last_n) X(seed)
+
+// tokenizer_path NULL, n_threads 0.
+gloas_model_params model_defaults() { return zeroed<gloas_model_params>(); }
+
 gloas_context_params context_defaults() {
-    gloas_context_params p;
-    std::memset(&p, 0, sizeof p);
-    p.size = sizeof p;
+    gloas_context_params p = zeroed<gloas_context_params>();
     p.n_ctx = 0;
     p.n_ubatch = 512;
     p.n_threads = 0;
@@ -228,25 +224,18 @@ gloas_context_params context_defaults() {
     return p;
 }
 
+// sampler_params' defaults.
 gloas_sampler_params sampler_defaults() {
-    gloas_sampler_params p;
-    std::memset(&p, 0, sizeof p);
+    gloas_sampler_params p = zeroed<gloas_sampler_params>();
     const sampler_params d;
-    p.size = sizeof p;
-    p.temp = d.temp;
-    p.top_k = d.top_k;
-    p.top_p = d.top_p;
-    p.min_p = d.min_p;
-    p.repeat_penalty = d.repeat_penalty;
-    p.repeat_last_n = d.repeat_last_n;
-    p.seed = d.seed;
+#define GLOAS_COPY(f) p.f = d.f;
+    GLOAS_SAMPLER_FIELDS(GLOAS_COPY)
+#undef GLOAS_COPY
     return p;
 }
 
 gloas_generate_params generate_defaults() {
-    gloas_generate_params p;
-    std::memset(&p, 0, sizeof p);
-    p.size = sizeof p;
+    gloas_generate_params p = zeroed<gloas_generate_params>();
     p.n_predict = 128;
     p.sampling = nullptr;
     p.seq_id = 0;
@@ -320,13 +309,9 @@ const float * seq_last_logits(gloas_context * c, int32_t s) {
 
 sampler_params to_cpp(const gloas_sampler_params & p) {
     sampler_params s;
-    s.temp = p.temp;
-    s.top_k = p.top_k;
-    s.top_p = p.top_p;
-    s.min_p = p.min_p;
-    s.repeat_penalty = p.repeat_penalty;
-    s.repeat_last_n = p.repeat_last_n;
-    s.seed = p.seed;
+#define GLOAS_COPY(f) s.f = p.f;
+    GLOAS_SAMPLER_FIELDS(GLOAS_COPY)
+#undef GLOAS_COPY
     return s;
 }
 
