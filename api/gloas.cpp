@@ -761,15 +761,11 @@ gloas_status gloas_get_metrics(gloas_context * ctx, gloas_metrics * out) {
         kv_store & st = c.store();
         st.flush();
         const kv_metrics & km = st.metrics();
-        gloas_metrics all;
-        std::memset(&all, 0, sizeof all);
-        all.pages_hit = km.pages_hit;
-        all.pages_missed = km.pages_missed;
-        all.tokens_reused = km.tokens_reused;
-        all.pages_written = km.pages_written;
-        all.pages_evicted = km.pages_evicted;
-        all.pages_compressed = km.pages_compressed;
-        all.pages_corrupt = km.pages_corrupt;
+        gloas_metrics all = zeroed<gloas_metrics>();
+#define GLOAS_COPY(f) all.f = km.f;  // the store's counters, by name
+        GLOAS_COPY(pages_hit) GLOAS_COPY(pages_missed) GLOAS_COPY(tokens_reused) GLOAS_COPY(pages_written)
+        GLOAS_COPY(pages_evicted) GLOAS_COPY(pages_compressed) GLOAS_COPY(pages_corrupt)
+#undef GLOAS_COPY
         all.hit_rate = km.hit_rate();
         all.kv_bytes_per_token = double(st.page_bytes()) / double(st.geometry().page_tokens);
         all.kv_store_bytes = st.stored_bytes();

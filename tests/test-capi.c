@@ -185,6 +185,15 @@ static void echo_prompt(struct text_buf * out, const char * prompt) {
     }
 }
 
+/* out: "Once upon a time" as echoed, then the 40 tokens generated after it. */
+static void once_upon_40(gloas_context * ctx, gloas_generate_params * gp, struct text_buf * out) {
+    out->n = 0;
+    out->s[0] = '\0';
+    echo_prompt(out, "Once upon a time");
+    gp->n_predict = 40;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", gp, on_token, out), GLOAS_OK, ctx);
+}
+
 static void test_empty_prompt(void) {
     static struct text_buf out;
     gloas_generate_params gp = gloas_generate_default_params();
@@ -206,11 +215,7 @@ static void test_empty_prompt(void) {
 
     /* A prompt, then continuations with "" and NULL: three calls give the
      * tokens of one (golden: 5 prompt positions + 124 sampled). */
-    out.n = 0;
-    out.s[0] = '\0';
-    echo_prompt(&out, "Once upon a time");
-    gp.n_predict = 40;
-    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    once_upon_40(ctx, &gp, &out);
     total += n_gen;
     CHECK(gloas_seq_n_tokens(ctx, 0) == 5 + 40); /* every token passed to the callback is in the sequence */
     CHECK_STATUS(gloas_generate(ctx, "", &gp, on_token, &out), GLOAS_OK, ctx);
@@ -224,11 +229,7 @@ static void test_empty_prompt(void) {
     /* The same when another sequence's decode dropped sequence 0's latest
      * logits in between (they are computed again). */
     CHECK_STATUS(gloas_seq_remove(ctx, 0), GLOAS_OK, ctx);
-    out.n = 0;
-    out.s[0] = '\0';
-    echo_prompt(&out, "Once upon a time");
-    gp.n_predict = 40;
-    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    once_upon_40(ctx, &gp, &out);
     gp.seq_id = 1;
     gp.n_predict = 8;
     CHECK_STATUS(gloas_generate(ctx, "Tom and Lily", &gp, NULL, NULL), GLOAS_OK, ctx);

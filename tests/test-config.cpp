@@ -336,15 +336,10 @@ TEST_CASE("config: the specification's file loads as it is") {
 
     // Without a model the shape defines a random-weight one.
     const llama_gguf_hparams hp = config_random_model_shape(c);
-    CHECK(hp.n_embd == 512);
-    CHECK(hp.n_head == 8);
-    CHECK(hp.n_head_kv == 8);
-    CHECK(hp.head_dim == 64);
-    CHECK(hp.n_layer == 6);
-    CHECK(hp.n_ff == 2048);
-    CHECK(hp.n_vocab == 50000);
-    CHECK(hp.n_ctx == 4096);
-    CHECK(hp.wtype == type::Q8_0);
+    CHECK(format("embd %lld, heads %lld/%lld of %lld, layers %lld, ff %lld, vocab %lld, ctx %lld, %s", (long long) hp.n_embd,
+                 (long long) hp.n_head, (long long) hp.n_head_kv, (long long) hp.head_dim, (long long) hp.n_layer,
+                 (long long) hp.n_ff, (long long) hp.n_vocab, (long long) hp.n_ctx, type_name(hp.wtype)) ==
+          "embd 512, heads 8/8 of 64, layers 6, ff 2048, vocab 50000, ctx 4096, q8_0");
 }
 
 TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent flags") {

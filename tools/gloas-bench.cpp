@@ -127,11 +127,15 @@ double cpu_s() {
     return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
-struct result {
+// What names a row: the model, the configuration and the test.
+struct row_key {
     std::string model, type, kv, test;
-    double size_mib = 0, params_m = 0;
-    int threads = 0, n_batch = 0, n_ubatch = 0;
-    double bw = 0;               // read bandwidth measured for `threads` (with --bandwidth)
+    double size_mib, params_m;
+    int threads, n_batch, n_ubatch;
+    double bw;                   // read bandwidth measured for `threads` (with --bandwidth)
+};
+
+struct result : row_key {
     double mean = 0, sd = 0;     // tokens/s (with --rounds, mean is the median)
     std::vector<double> samples; // tokens/s of each repetition
     double ceiling_pct = -1;     // decode: % of bandwidth ceiling
@@ -548,16 +552,9 @@ int run(int argc, char ** argv) {
 
             auto base = [&](const std::string & test) {
                 result r;
-                r.model = m->name;
-                r.type = type_name(m->weight_type);
-                r.kv = kc.name;
-                r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
-                r.params_m = double(m->n_params) / 1e6;
-                r.threads = nt;
-                r.n_ubatch = ubatch;
-                r.n_batch = batch;
-                r.bw = bw;
-                r.test = test;
+                static_cast<row_key &>(r) = {m->name, type_name(m->weight_type), kc.name, test,
+                                             double(m->weight_bytes) / (1024.0 * 1024.0), double(m->n_params) / 1e6,
+                                             nt, batch, ubatch, bw};
                 return r;
             };
             // A prompt of n tokens from `at`, in eval calls of -b tokens (the
