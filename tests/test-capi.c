@@ -566,33 +566,16 @@ static void test_defaults(void) {
 
     CHECK(mp.tokenizer_path == NULL && mp.n_threads == 0);
 
-    CHECK(cp.n_ctx == 0);
-    CHECK(cp.n_ubatch == 512);
-    CHECK(cp.n_threads == 0);
-    CHECK(cp.n_seq_max == 1);
-    CHECK(cp.kv_type == GLOAS_KV_F16);
-    CHECK(cp.kv_page_tokens == 32);
-    CHECK(cp.kv_dir == NULL);
-    CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30);
-    CHECK(cp.kv_policy == GLOAS_EVICT_LRU);
-    CHECK(cp.sparse_ratio == 1.0f);
-    CHECK(cp.ctx_slide == 0);
-    CHECK(cp.kv_ram_bytes == 0);
+    CHECK(cp.n_ctx == 0 && cp.n_ubatch == 512 && cp.n_threads == 0 && cp.n_seq_max == 1);
+    CHECK(cp.kv_type == GLOAS_KV_F16 && cp.kv_page_tokens == 32 && cp.kv_dir == NULL);
+    CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30 && cp.kv_policy == GLOAS_EVICT_LRU && cp.kv_ram_bytes == 0);
+    CHECK(cp.sparse_ratio == 1.0f && cp.ctx_slide == 0);
 
-    CHECK(sp.temp == 0.8f);
-    CHECK(sp.top_k == 40);
-    CHECK(sp.top_p == 0.95f);
-    CHECK(sp.min_p == 0.0f);
-    CHECK(sp.repeat_penalty == 1.0f);
-    CHECK(sp.repeat_last_n == 64);
-    CHECK(sp.seed == GLOAS_SEED_RANDOM);
+    CHECK(sp.temp == 0.8f && sp.top_k == 40 && sp.top_p == 0.95f && sp.min_p == 0.0f);
+    CHECK(sp.repeat_penalty == 1.0f && sp.repeat_last_n == 64 && sp.seed == GLOAS_SEED_RANDOM);
 
-    CHECK(gp.n_predict == 128);
-    CHECK(gp.sampling == NULL);
-    CHECK(gp.seq_id == 0);
-    CHECK(gp.add_bos == 1);
-    CHECK(gp.ignore_eos == 0);
-    CHECK(gp.n_generated == NULL);
+    CHECK(gp.n_predict == 128 && gp.sampling == NULL && gp.seq_id == 0);
+    CHECK(gp.add_bos == 1 && gp.ignore_eos == 0 && gp.n_generated == NULL);
 
     /* a context of the defaults: the training context, one sequence, F16
      * pages (K and V: 2 bytes per value, n_layer * n_head_kv * head_dim = 5 *

@@ -166,32 +166,28 @@ void check_spec_settings(const run_config & c) {
     for (bool b : c.strategy_enabled) CHECK(b);
 }
 
+// The context settings a file or flags give, as one line to compare.
+std::string ctx_text(const context_params & c) {
+    return format("n_ctx %d, ubatch %d, threads %d, %s pages of %d in '%s', capacity %zu, %s policy (share %.17g)",
+                  c.n_ctx, c.n_ubatch, c.n_threads, type_name(c.kv.kv_type), c.kv.page_tokens, c.kv.dir.c_str(),
+                  c.kv.capacity_bytes, evict_policy_name(c.kv.policy), c.kv.compressed_share);
+}
+
+// The settings of a run_config that only a file gives or that have no effect.
+std::string file_text(const run_config & r) {
+    std::string s = format("prefetch %d, writeback %d, cuda %d, strategy %s, sparse %d (%.17g)", r.prefetch,
+                           r.async_writeback, r.use_cuda_streams, r.strategy.c_str(), r.use_sparse_attention, r.sparse_ratio);
+    s += format("; page file %d, shape %d %d %d %d %d, %s weights; enabled", r.kv_file, r.shape.d_model, r.shape.n_heads,
+                r.shape.n_layers, r.shape.d_ff, r.shape.vocab_size, type_name(r.weight_type));
+    for (bool b : r.policy_enabled) s += b ? " 1" : " 0";
+    for (bool b : r.strategy_enabled) s += b ? " 1" : " 0";
+    return s;
+}
+
 // Every setting of a run_config (warnings and path aside).
 void check_same_settings(const run_config & a, const run_config & b) {
-    CHECK(a.ctx.n_ctx == b.ctx.n_ctx);
-    CHECK(a.ctx.n_ubatch == b.ctx.n_ubatch);
-    CHECK(a.ctx.n_threads == b.ctx.n_threads);
-    CHECK(a.ctx.kv.dir == b.ctx.kv.dir);
-    CHECK(a.ctx.kv.kv_type == b.ctx.kv.kv_type);
-    CHECK(a.ctx.kv.page_tokens == b.ctx.kv.page_tokens);
-    CHECK(a.ctx.kv.capacity_bytes == b.ctx.kv.capacity_bytes);
-    CHECK(a.ctx.kv.policy == b.ctx.kv.policy);
-    CHECK(a.ctx.kv.compressed_share == b.ctx.kv.compressed_share);
-    CHECK(a.kv_file == b.kv_file);
-    CHECK(a.prefetch == b.prefetch);
-    CHECK(a.async_writeback == b.async_writeback);
-    CHECK(a.use_cuda_streams == b.use_cuda_streams);
-    CHECK(a.strategy == b.strategy);
-    CHECK(a.use_sparse_attention == b.use_sparse_attention);
-    CHECK(a.sparse_ratio == b.sparse_ratio);
-    CHECK(a.shape.d_model == b.shape.d_model);
-    CHECK(a.shape.n_heads == b.shape.n_heads);
-    CHECK(a.shape.n_layers == b.shape.n_layers);
-    CHECK(a.shape.d_ff == b.shape.d_ff);
-    CHECK(a.shape.vocab_size == b.shape.vocab_size);
-    CHECK(a.weight_type == b.weight_type);
-    for (int i = 0; i < N_EVICT_POLICIES; ++i) CHECK(a.policy_enabled[i] == b.policy_enabled[i]);
-    for (int i = 0; i < N_MEMORY_STRATEGIES; ++i) CHECK(a.strategy_enabled[i] == b.strategy_enabled[i]);
+    CHECK(ctx_text(a.ctx) == ctx_text(b.ctx));
+    CHECK(file_text(a) == file_text(b));
 }
 
 } // namespace
@@ -284,33 +280,41 @@ TEST_CASE("yaml: typed reads") {
 }
 
 TEST_CASE("yaml: refused input names the line and the feature") {
-    CHECK(yaml_error("a:\n\tb: 1\n") == "t.yaml:2: tab character in indentation (indent with spaces)");
-    CHECK(yaml_error("a: 1\na: 2\n") == "t.yaml:2: duplicate key 'a' (first at line 1)");
-    CHECK(yaml_error("a:\n  b: 1\n   c: 2\n") == "t.yaml:3: bad indentation: 3 spaces, expected 2");
-    CHECK(yaml_error("a:\n    b: 1\n  c: 2\n") == "t.yaml:3: bad indentation: 2 spaces, but the levels around are indented 0 and 4");
-    CHECK(starts_with(yaml_error("a: 1\n  b: 2\n"), "t.yaml:2: bad indentation"));
-    CHECK(yaml_error("a: &x 1\n") == "t.yaml:1: anchors ('&') are not supported");
-    CHECK(yaml_error("a: 1\nb: *x\n") == "t.yaml:2: aliases ('*') are not supported");
-    CHECK(yaml_error("a: !!str 1\n") == "t.yaml:1: tags ('!') are not supported");
-    CHECK(yaml_error("a: |\n  text\n") == "t.yaml:1: block scalars ('|', '>') are not supported");
-    CHECK(yaml_error("a: 1\n---\nb: 2\n") == "t.yaml:2: multiple documents ('---') are not supported");
-    CHECK(yaml_error("a: 1\n...\n") == "t.yaml:2: document end markers ('...') are not supported");
-    CHECK(yaml_error("%YAML 1.2\na: 1\n") == "t.yaml:1: directives (%YAML, %TAG) are not supported");
-    CHECK(yaml_error("? a\n: b\n") == "t.yaml:1: complex keys ('? ') are not supported");
-    CHECK(yaml_error("<<: {a: 1}\n") == "t.yaml:1: merge keys ('<<') are not supported");
-    CHECK(starts_with(yaml_error("a: \"open\n"), "t.yaml:1: unterminated quoted string"));
-    CHECK(starts_with(yaml_error("a: [1, 2\n"), "t.yaml:1: unterminated flow sequence"));
-    CHECK(starts_with(yaml_error("a: {b: 1\n"), "t.yaml:1: unterminated flow mapping"));
-    CHECK(starts_with(yaml_error("a: [1,, 2]\n"), "t.yaml:1: empty entry"));
-    CHECK(starts_with(yaml_error("a: \"x\" y\n"), "t.yaml:1: unexpected text after the value"));
-    CHECK(starts_with(yaml_error("a: b: c\n"), "t.yaml:1: a mapping ('key: value') cannot start inside a value"));
-    CHECK(starts_with(yaml_error("a: 1\n- b\n"), "t.yaml:2: a sequence item"));
-    CHECK(starts_with(yaml_error("a: 1\njust text\n"), "t.yaml:2: expected 'key: value'"));
-    CHECK(starts_with(yaml_error("a: \"\\q\"\n"), "t.yaml:1: unknown escape"));
-    CHECK(starts_with(yaml_error("a: \"\\ud800\"\n"), "t.yaml:1: escape U+D800"));
-    CHECK(starts_with(yaml_error("a: 1\x01\n"), "t.yaml:1: control character 0x01"));
-    CHECK(starts_with(yaml_error("a: {b: 1, b: 2}\n"), "t.yaml:1: duplicate key 'b'"));
-    CHECK(starts_with(yaml_error(std::string(100, '[') + std::string(100, ']') + "\n"), "t.yaml:1: nesting deeper than 64"));
+    // The input and its whole message.
+    const std::pair<std::string, std::string> whole[] = {
+        {"a:\n\tb: 1\n", "t.yaml:2: tab character in indentation (indent with spaces)"},
+        {"a: 1\na: 2\n", "t.yaml:2: duplicate key 'a' (first at line 1)"},
+        {"a:\n  b: 1\n   c: 2\n", "t.yaml:3: bad indentation: 3 spaces, expected 2"},
+        {"a:\n    b: 1\n  c: 2\n", "t.yaml:3: bad indentation: 2 spaces, but the levels around are indented 0 and 4"},
+        {"a: &x 1\n", "t.yaml:1: anchors ('&') are not supported"},
+        {"a: 1\nb: *x\n", "t.yaml:2: aliases ('*') are not supported"},
+        {"a: !!str 1\n", "t.yaml:1: tags ('!') are not supported"},
+        {"a: |\n  text\n", "t.yaml:1: block scalars ('|', '>') are not supported"},
+        {"a: 1\n---\nb: 2\n", "t.yaml:2: multiple documents ('---') are not supported"},
+        {"a: 1\n...\n", "t.yaml:2: document end markers ('...') are not supported"},
+        {"%YAML 1.2\na: 1\n", "t.yaml:1: directives (%YAML, %TAG) are not supported"},
+        {"? a\n: b\n", "t.yaml:1: complex keys ('? ') are not supported"},
+        {"<<: {a: 1}\n", "t.yaml:1: merge keys ('<<') are not supported"},
+    };
+    for (const auto & [in, want] : whole) CHECK(yaml_error(in) == want);
+    // The input and how its message starts.
+    const std::pair<std::string, std::string> start[] = {
+        {"a: 1\n  b: 2\n", "t.yaml:2: bad indentation"},
+        {"a: \"open\n", "t.yaml:1: unterminated quoted string"},
+        {"a: [1, 2\n", "t.yaml:1: unterminated flow sequence"},
+        {"a: {b: 1\n", "t.yaml:1: unterminated flow mapping"},
+        {"a: [1,, 2]\n", "t.yaml:1: empty entry"},
+        {"a: \"x\" y\n", "t.yaml:1: unexpected text after the value"},
+        {"a: b: c\n", "t.yaml:1: a mapping ('key: value') cannot start inside a value"},
+        {"a: 1\n- b\n", "t.yaml:2: a sequence item"},
+        {"a: 1\njust text\n", "t.yaml:2: expected 'key: value'"},
+        {"a: \"\\q\"\n", "t.yaml:1: unknown escape"},
+        {"a: \"\\ud800\"\n", "t.yaml:1: escape U+D800"},
+        {"a: 1\x01\n", "t.yaml:1: control character 0x01"},
+        {"a: {b: 1, b: 2}\n", "t.yaml:1: duplicate key 'b'"},
+        {std::string(100, '[') + std::string(100, ']') + "\n", "t.yaml:1: nesting deeper than 64"},
+    };
+    for (const auto & [in, want] : start) CHECK(starts_with(yaml_error(in), want));
     std::string deep;
     for (int i = 0; i < 100; ++i) deep += std::string(size_t(i), ' ') + "k:\n";
     CHECK(starts_with(yaml_error(deep), "t.yaml:"));
@@ -369,30 +373,14 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     apply_strategy(st, b);
     config_override(f, m->hp, b);
     CHECK(b.sparse.ratio == doctest::Approx(y.sparse_ratio));
-    CHECK(a.n_ctx == b.n_ctx);
-    CHECK(a.n_ubatch == b.n_ubatch);
-    CHECK(a.n_threads == b.n_threads);
-    CHECK(a.kv.kv_type == b.kv.kv_type);
-    CHECK(a.kv.page_tokens == b.kv.page_tokens);
-    CHECK(a.kv.capacity_bytes == b.kv.capacity_bytes);
-    CHECK(a.kv.policy == b.kv.policy);
-    CHECK(a.kv.compressed_share == doctest::Approx(b.kv.compressed_share));
-    CHECK(a.kv.dir == b.kv.dir);
-    CHECK(y.prefetch == f.prefetch);
-    CHECK(y.async_writeback == f.async_writeback);
-    CHECK(y.use_cuda_streams == f.use_cuda_streams);
-    CHECK(y.strategy == f.strategy);
-    CHECK(y.use_sparse_attention == f.use_sparse_attention);
-    CHECK(y.sparse_ratio == doctest::Approx(f.sparse_ratio));
-    CHECK(y.strategy == "balanced");
+    CHECK(ctx_text(a) == ctx_text(b));
+    const std::string rest = file_text(y);
+    CHECK(rest.substr(0, rest.find(';')) == file_text(f).substr(0, rest.find(';')));
     // ... and the values themselves.
-    CHECK(a.n_ctx == 512);
-    CHECK(a.n_threads == 2);
-    CHECK(a.kv.kv_type == type::Q8_0);
-    CHECK(a.kv.policy == evict_policy::COMPRESSED);
-    CHECK(a.kv.dir == "/tmp/kv");
     page_geometry g{32, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
-    CHECK(a.kv.capacity_bytes == 128 * g.page_bytes(type::Q8_0));
+    CHECK(ctx_text(a) == format("n_ctx 512, ubatch 512, threads 2, q8_0 pages of 32 in '/tmp/kv', capacity %zu, compressed "
+                                "policy (share 0.25)", 128 * g.page_bytes(type::Q8_0)));
+    CHECK(rest.substr(0, rest.find(';')) == "prefetch 1, writeback 1, cuda 0, strategy balanced, sparse 1 (0.25)");
     CHECK(y.weight_type == type::F16);
     CHECK_FALSE(y.policy_enabled[int(evict_policy::FIFO)]);
     CHECK_FALSE(y.strategy_enabled[memory_strategy_index("aggressive")]);
@@ -430,21 +418,19 @@ TEST_CASE("config: bad files fail on the right line") {
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n\n\n\n\n    cache_dtype: float8\n") ==
           "cfg.yaml:7: ultra_kv_cache.cache_dtype: expected one of float32, float16, bfloat16, int8, int4, or a "
           "--kv-type value (f32, f16, q8_0 or q4_0), got 'float8'");
-    // Keys that are a shared option take what its flag takes, with its message.
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: four\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer in [-1, 1024], got 'four'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: \"4\"\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer, got the string \"4\"");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_compression: yes\n") ==
-          "cfg.yaml:3: ultra_kv_cache.use_compression: expected true or false, got 'yes'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    compression_ratio: [1]\n") ==
-          "cfg.yaml:3: ultra_kv_cache.compression_ratio: expected a number, got a sequence");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 5000\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer in [-1, 1024], got '5000'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    sparse_attention_ratio: 1.5\n") ==
-          "cfg.yaml:3: ultra_kv_cache.sparse_attention_ratio: expected a number in (0, 1], got '1.5'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_strategy: mru\n") ==
-          "cfg.yaml:3: ultra_kv_cache.cache_strategy takes lru, lfu, fifo, adaptive or compressed, got 'mru'");
+    // One ultra_kv_cache key (line 3), and the error after "cfg.yaml:3: ultra_kv_cache.". Keys that are a
+    // shared option take what its flag takes, with its message.
+    const std::pair<const char *, const char *> one_key[] = {
+        {"num_workers: four", "num_workers: expected an integer in [-1, 1024], got 'four'"},
+        {"num_workers: \"4\"", "num_workers: expected an integer, got the string \"4\""},
+        {"use_compression: yes", "use_compression: expected true or false, got 'yes'"},
+        {"compression_ratio: [1]", "compression_ratio: expected a number, got a sequence"},
+        {"num_workers: 5000", "num_workers: expected an integer in [-1, 1024], got '5000'"},
+        {"sparse_attention_ratio: 1.5", "sparse_attention_ratio: expected a number in (0, 1], got '1.5'"},
+        {"cache_strategy: mru", "cache_strategy takes lru, lfu, fifo, adaptive or compressed, got 'mru'"},
+    };
+    for (const auto & [key, want] : one_key)
+        CHECK(config_error(std::string("gloas:\n  ultra_kv_cache:\n    ") + key + "\n") == std::string("cfg.yaml:3: ultra_kv_cache.") + want);
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_quantization: true\n    quantization_bits: 16\n") ==
           "cfg.yaml:4: ultra_kv_cache.quantization_bits: expected 4 or 8, got 16");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 48\n    cache_dtype: int8\n") ==
