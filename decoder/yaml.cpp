@@ -298,27 +298,13 @@ private:
             if (c != '\\') { out += c; continue; }
             if (p >= s.size()) fail(no, "unterminated quoted string (quoted strings must end on their line)");
             const char e = s[p++];
-            int n_hex = 0;
-            switch (e) {
-                case '\\': out += '\\'; break;
-                case '"': out += '"'; break;
-                case '/': out += '/'; break;
-                case ' ': out += ' '; break;
-                case '0': out += '\0'; break;
-                case 'a': out += '\a'; break;
-                case 'b': out += '\b'; break;
-                case 't': out += '\t'; break;
-                case '\t': out += '\t'; break;
-                case 'n': out += '\n'; break;
-                case 'v': out += '\v'; break;
-                case 'f': out += '\f'; break;
-                case 'r': out += '\r'; break;
-                case 'e': out += '\x1b'; break;
-                case 'x': n_hex = 2; break;
-                case 'u': n_hex = 4; break;
-                case 'U': n_hex = 8; break;
-                default: fail(no, format("unknown escape '\\%s' in a double-quoted string", shown(std::string(1, e)).c_str()));
-            }
+            // YAML's one-character escapes: ESC[i] stands for CHR[i].
+            static constexpr char ESC[] = "\\\"/ 0abt\tnvfre";
+            static constexpr char CHR[] = "\\\"/ \0\a\b\t\t\n\v\f\r\x1b";
+            const char * at = e ? std::strchr(ESC, e) : nullptr;
+            const int n_hex = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+            if (at) out += CHR[at - ESC];
+            else if (!n_hex) fail(no, format("unknown escape '\\%s' in a double-quoted string", shown(std::string(1, e)).c_str()));
             if (n_hex) {
                 uint32_t cp = 0;
                 for (int k = 0; k < n_hex; ++k) {

@@ -431,30 +431,45 @@ TEST_CASE("config: bad files fail on the right line") {
     };
     for (const auto & [key, want] : one_key)
         CHECK(config_error(std::string("gloas:\n  ultra_kv_cache:\n    ") + key + "\n") == std::string("cfg.yaml:3: ultra_kv_cache.") + want);
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_quantization: true\n    quantization_bits: 16\n") ==
-          "cfg.yaml:4: ultra_kv_cache.quantization_bits: expected 4 or 8, got 16");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 48\n    cache_dtype: int8\n") ==
-          "cfg.yaml:3: ultra_kv_cache: cache_dtype: q8_0 needs cache_chunk_size to be a multiple of 32 (each page row "
-          "holds one channel's tokens in blocks of 32), got cache_chunk_size: 48; use cache_chunk_size: 64 or "
-          "cache_dtype: f16");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n") ==
-          "cfg.yaml:3: ultra_kv_cache: cache_strategy: compressed re-quantizes evicted pages to q4_0, which needs "
-          "cache_chunk_size to be a multiple of 32, got cache_chunk_size: 16; use cache_chunk_size: 32 or another "
-          "cache_strategy");
-    CHECK(config_error("gloas:\n  ultra_decoder:\n    d_modle: 64\n").find("cfg.yaml:3: ultra_decoder.d_modle: unknown key") == 0);
-    CHECK(config_error("gloas:\n  ultra_decoder:\n    cache_dtype: int8\n").find("cfg.yaml:3: ultra_decoder.cache_dtype: unknown key") == 0);
-    CHECK(config_error("gloas:\n  ultra_cache:\n    a: 1\n").find("cfg.yaml:2: gloas.ultra_cache: unknown section") == 0);
-    CHECK(config_error("other: 1\n") == "cfg.yaml:1: other: unknown key (the configuration is under 'gloas:')");
-    CHECK(config_error("gloas:\n  cache_strategies:\n    mru: true\n").find("cfg.yaml:3: cache_strategies.mru: unknown key") == 0);
-    CHECK(config_error("gloas:\n  ultra_kv_cache: 3\n") == "cfg.yaml:2: ultra_kv_cache: expected a mapping, got '3' (an integer)");
-    // The parser's errors (indentation, tabs, duplicates) carry the line too.
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 4\n   max_cache_size: 8\n") ==
-          "cfg.yaml:4: bad indentation: 3 spaces, but the levels around are indented 2 and 4");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n\tnum_workers: 4\n") ==
-          "cfg.yaml:3: tab character in indentation (indent with spaces)");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 4\n    num_workers: 8\n") ==
-          "cfg.yaml:4: duplicate key 'num_workers' (first at line 3)");
-    CHECK(config_error("") == "cfg.yaml: empty configuration (expected 'gloas:' at the top)");
+    // A file and its whole message; the parser's errors (indentation, tabs,
+    // duplicates) carry the line too.
+    const std::pair<std::string, std::string> files[] = {
+        {"gloas:\n  ultra_kv_cache:\n    use_quantization: true\n    quantization_bits: 16\n",
+         "cfg.yaml:4: ultra_kv_cache.quantization_bits: expected 4 or 8, got 16"},
+        {"gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 48\n    cache_dtype: int8\n",
+         "cfg.yaml:3: ultra_kv_cache: cache_dtype: q8_0 needs cache_chunk_size to be a multiple of 32 (each page row "
+         "holds one channel's tokens in blocks of 32), got cache_chunk_size: 48; use cache_chunk_size: 64 or "
+         "cache_dtype: f16"},
+        {"gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n",
+         "cfg.yaml:3: ultra_kv_cache: cache_strategy: compressed re-quantizes evicted pages to q4_0, which needs "
+         "cache_chunk_size to be a multiple of 32, got cache_chunk_size: 16; use cache_chunk_size: 32 or another "
+         "cache_strategy"},
+        {"other: 1\n",
+         "cfg.yaml:1: other: unknown key (the configuration is under 'gloas:')"},
+        {"gloas:\n  ultra_kv_cache: 3\n",
+         "cfg.yaml:2: ultra_kv_cache: expected a mapping, got '3' (an integer)"},
+        {"gloas:\n  ultra_kv_cache:\n    num_workers: 4\n   max_cache_size: 8\n",
+         "cfg.yaml:4: bad indentation: 3 spaces, but the levels around are indented 2 and 4"},
+        {"gloas:\n  ultra_kv_cache:\n\tnum_workers: 4\n",
+         "cfg.yaml:3: tab character in indentation (indent with spaces)"},
+        {"gloas:\n  ultra_kv_cache:\n    num_workers: 4\n    num_workers: 8\n",
+         "cfg.yaml:4: duplicate key 'num_workers' (first at line 3)"},
+        {"",
+         "cfg.yaml: empty configuration (expected 'gloas:' at the top)"},
+    };
+    for (const auto & [text, want] : files) CHECK(config_error(text) == want);
+    // A file and how its message starts.
+    const std::pair<std::string, std::string> starts[] = {
+        {"gloas:\n  ultra_decoder:\n    d_modle: 64\n",
+         "cfg.yaml:3: ultra_decoder.d_modle: unknown key"},
+        {"gloas:\n  ultra_decoder:\n    cache_dtype: int8\n",
+         "cfg.yaml:3: ultra_decoder.cache_dtype: unknown key"},
+        {"gloas:\n  ultra_cache:\n    a: 1\n",
+         "cfg.yaml:2: gloas.ultra_cache: unknown section"},
+        {"gloas:\n  cache_strategies:\n    mru: true\n",
+         "cfg.yaml:3: cache_strategies.mru: unknown key"},
+    };
+    for (const auto & [text, want] : starts) CHECK(starts_with(config_error(text), want));
     CHECK(error_of([] { config_load("/nonexistent/cfg.yaml"); }).find("/nonexistent/cfg.yaml: cannot open") == 0);
 }
 
