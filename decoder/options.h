@@ -3,9 +3,9 @@
 //
 // One table (SHARED_OPTIONS, listed in options.def) describes each option:
 // every spelling (gloas's and, where the meaning is the same, llama.cpp's),
-// its value and range, its --help text. The parser (config_apply_flag) and the help (options_usage)
-// both read it, so what a tool accepts and what its --help says cannot drift
-// apart. A tool keeps its own options in a table of the same shape and reads
+// its value and range, its --help text. The parser (config_apply_flag) and
+// the help (options_usage) both read it, so what a tool accepts and what its
+// --help says cannot drift apart. A tool keeps its own options in a table of the same shape and reads
 // both with the same functions; a tool that takes only some shared options,
 // or takes lists of values, names them in option_use entries. The
 // configuration file's keys that are flags are read by the same rows
@@ -118,7 +118,8 @@ const option_use * option_use_find(const option_use * uses, size_t n, const std:
 // Reads the comma-separated value of the shared flag args[i] (args[i+1]):
 // each element is applied, as config_apply_flag applies one value, to a copy
 // of `base`; returns the copies in order. Throws cli_error naming the flag
-// for a bad element, a missing value or an empty list.
+// for a missing value or a bad element (an empty one included, where the
+// row refuses an empty value).
 std::vector<run_config> config_apply_list(const run_config & base, const std::vector<std::string> & args, size_t i);
 
 // K/V page types the page store supports: the values --kv-type takes (f32,
