@@ -6,6 +6,7 @@
 #include "decoder/gguf.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "decoder/options.h"
 #include "decoder/sampler.h"
 #include "base/error.h"
 #include "tensor/ops.h"
@@ -16,6 +17,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <new>
 #include <string>
@@ -139,8 +141,9 @@ void copy_out(const std::string & s, char * buf, size_t buf_size, size_t * len) 
 // sizeof ours are taken, the fields the size covers are read and the others
 // keep their defaults. A field appended later must start at or past sizeof
 // every earlier layout (so that a caller's size covers a field entirely or
-// not at all): keep a mirror of each earlier layout and a static_assert, as
-// for gloas_context_params below.
+// not at all): a static_assert for each appended field, as for
+// gloas_context_params below. (test-capi.c passes a copy of the first layout,
+// as a program built against 0.2.0 declares it.)
 
 #define GLOAS_END_OF(T, field) (offsetof(T, field) + sizeof(((T *) nullptr)->field))
 
@@ -151,20 +154,12 @@ constexpr size_t SAMPLER_PARAMS_MIN = GLOAS_END_OF(gloas_sampler_params, seed);
 constexpr size_t GENERATE_PARAMS_MIN = GLOAS_END_OF(gloas_generate_params, n_generated);
 constexpr size_t METRICS_MIN = GLOAS_END_OF(gloas_metrics, eval_seconds);
 
-// gloas_context_params as 0.2.0 first published it.
-struct context_params_0_2 {
-    size_t size;
-    int32_t n_ctx, n_ubatch, n_threads, n_seq_max, kv_type, kv_page_tokens;
-    const char * kv_dir;
-    uint64_t kv_capacity_bytes;
-    int32_t kv_policy;
-    float sparse_ratio;
-    int32_t ctx_slide;
-};
-static_assert(offsetof(context_params_0_2, ctx_slide) == offsetof(gloas_context_params, ctx_slide) &&
-                  CONTEXT_PARAMS_MIN == GLOAS_END_OF(context_params_0_2, ctx_slide),
-              "the first layout of gloas_context_params is a prefix of the current one");
-static_assert(offsetof(gloas_context_params, kv_ram_bytes) >= sizeof(context_params_0_2),
+// The size of an earlier layout that ends `end` bytes in: at most `end`
+// padded to the strictest alignment (a struct's alignment divides it).
+constexpr size_t layout_size(size_t end) {
+    return (end + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) * alignof(std::max_align_t);
+}
+static_assert(offsetof(gloas_context_params, kv_ram_bytes) >= layout_size(CONTEXT_PARAMS_MIN),
               "an appended field starts past the padding of every earlier layout");
 
 // Refuses a size outside [min_size, sizeof(T)].
@@ -198,19 +193,22 @@ template <class T> gloas_status init_params(T * p, size_t size, const T & dflt, 
     });
 }
 
-gloas_model_params model_defaults() {
-    gloas_model_params p;
-    std::memset(&p, 0, sizeof p);
+// A struct of zeros but for its size: the start of each *_defaults().
+template <class T> T zeroed() {
+    T p;
+    std::memset(static_cast<void *>(&p), 0, sizeof p);
     p.size = sizeof p;
-    p.tokenizer_path = nullptr;
-    p.n_threads = 0;
     return p;
 }
 
+// The fields gloas_sampler_params shares, by name, with sampler_params.
+#define GLOAS_SAMPLER_FIELDS(X) X(temp) X(top_k) X(top_p) X(min_p) X(repeat_penalty) X(repeat_last_n) X(seed)
+
+// tokenizer_path NULL, n_threads 0.
+gloas_model_params model_defaults() { return zeroed<gloas_model_params>(); }
+
 gloas_context_params context_defaults() {
-    gloas_context_params p;
-    std::memset(&p, 0, sizeof p);
-    p.size = sizeof p;
+    gloas_context_params p = zeroed<gloas_context_params>();
     p.n_ctx = 0;
     p.n_ubatch = 512;
     p.n_threads = 0;
@@ -226,25 +224,18 @@ gloas_context_params context_defaults() {
     return p;
 }
 
+// sampler_params' defaults.
 gloas_sampler_params sampler_defaults() {
-    gloas_sampler_params p;
-    std::memset(&p, 0, sizeof p);
+    gloas_sampler_params p = zeroed<gloas_sampler_params>();
     const sampler_params d;
-    p.size = sizeof p;
-    p.temp = d.temp;
-    p.top_k = d.top_k;
-    p.top_p = d.top_p;
-    p.min_p = d.min_p;
-    p.repeat_penalty = d.repeat_penalty;
-    p.repeat_last_n = d.repeat_last_n;
-    p.seed = d.seed;
+#define GLOAS_COPY(f) p.f = d.f;
+    GLOAS_SAMPLER_FIELDS(GLOAS_COPY)
+#undef GLOAS_COPY
     return p;
 }
 
 gloas_generate_params generate_defaults() {
-    gloas_generate_params p;
-    std::memset(&p, 0, sizeof p);
-    p.size = sizeof p;
+    gloas_generate_params p = zeroed<gloas_generate_params>();
     p.n_predict = 128;
     p.sampling = nullptr;
     p.seq_id = 0;
@@ -318,13 +309,9 @@ const float * seq_last_logits(gloas_context * c, int32_t s) {
 
 sampler_params to_cpp(const gloas_sampler_params & p) {
     sampler_params s;
-    s.temp = p.temp;
-    s.top_k = p.top_k;
-    s.top_p = p.top_p;
-    s.min_p = p.min_p;
-    s.repeat_penalty = p.repeat_penalty;
-    s.repeat_last_n = p.repeat_last_n;
-    s.seed = p.seed;
+#define GLOAS_COPY(f) s.f = p.f;
+    GLOAS_SAMPLER_FIELDS(GLOAS_COPY)
+#undef GLOAS_COPY
     return s;
 }
 
@@ -469,9 +456,10 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         cp.n_ubatch = p.n_ubatch;
         cp.n_threads = p.n_threads;
         cp.n_seq_max = p.n_seq_max;
-        static const type kv_types[] = {type::F32, type::F16, type::Q8_0, type::Q4_0};
-        if (p.kv_type < 0 || p.kv_type > 3)
-            fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_type %d is not a GLOAS_KV_* value", p.kv_type));
+        static const type kv_types[] = {type::F32, type::F16, type::Q8_0, type::Q4_0};  // GLOAS_KV_* in order
+        if (p.kv_type < 0 || p.kv_type >= int32_t(std::size(kv_types)))
+            fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_type %d is not a GLOAS_KV_* value (K/V pages are %s)",
+                                               p.kv_type, kv_type_list().c_str()));
         cp.kv.kv_type = kv_types[p.kv_type];
         cp.kv.page_tokens = p.kv_page_tokens;
         cp.kv.dir = p.kv_dir ? p.kv_dir : "";
@@ -481,6 +469,10 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         if (p.kv_policy < 0 || p.kv_policy > 4)
             fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_policy %d is not a GLOAS_EVICT_* value", p.kv_policy));
         cp.kv.policy = evict_policy(p.kv_policy);
+        // The check the flags and the configuration file get, naming the fields.
+        const std::string why = kv_options_problem(cp.kv.kv_type, cp.kv.page_tokens, cp.kv.policy,
+                                                   {"kv_type", "kv_page_tokens", "kv_policy", " "});
+        if (!why.empty()) fail(GLOAS_ERR_INVALID_ARG, "gloas_context_new: " + why);
         cp.sparse.ratio = p.sparse_ratio;
         cp.slide.on = p.ctx_slide != 0;
         cp.kv.ram_bytes = size_t(p.kv_ram_bytes);
@@ -769,15 +761,11 @@ gloas_status gloas_get_metrics(gloas_context * ctx, gloas_metrics * out) {
         kv_store & st = c.store();
         st.flush();
         const kv_metrics & km = st.metrics();
-        gloas_metrics all;
-        std::memset(&all, 0, sizeof all);
-        all.pages_hit = km.pages_hit;
-        all.pages_missed = km.pages_missed;
-        all.tokens_reused = km.tokens_reused;
-        all.pages_written = km.pages_written;
-        all.pages_evicted = km.pages_evicted;
-        all.pages_compressed = km.pages_compressed;
-        all.pages_corrupt = km.pages_corrupt;
+        gloas_metrics all = zeroed<gloas_metrics>();
+#define GLOAS_COPY(f) all.f = km.f;  // the store's counters, by name
+        GLOAS_COPY(pages_hit) GLOAS_COPY(pages_missed) GLOAS_COPY(tokens_reused) GLOAS_COPY(pages_written)
+        GLOAS_COPY(pages_evicted) GLOAS_COPY(pages_compressed) GLOAS_COPY(pages_corrupt)
+#undef GLOAS_COPY
         all.hit_rate = km.hit_rate();
         all.kv_bytes_per_token = double(st.page_bytes()) / double(st.geometry().page_tokens);
         all.kv_store_bytes = st.stored_bytes();

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <type_traits>
 
 namespace gloas {
@@ -53,7 +54,10 @@ struct section_values {
     given<double> compression_ratio, sparse_attention_ratio;
 };
 
-enum key_kind { K_BOOL, K_INT, K_FLOAT, K_ENUM };
+enum key_kind { K_BOOL, K_INT, K_FLOAT, K_ENUM, K_DTYPE };
+
+// The K/V settings as kv_options_problem names them in a file.
+constexpr kv_option_names YAML_KV_NAMES{"cache_dtype", "cache_chunk_size", "cache_strategy", ": "};
 enum : unsigned { S_KV = 1, S_DEC = 2 };
 
 struct key_def {
@@ -64,8 +68,9 @@ struct key_def {
     const char * const * names;         // K_ENUM
     size_t n_names;
     given<bool> section_values::* b;
-    given<int64_t> section_values::* i;
+    given<int64_t> section_values::* i;  // K_INT, K_ENUM (an index into names), K_DTYPE (a type)
     given<double> section_values::* f;
+    int opt = -1;  // the shared option (decoder/options.h) whose row checks the value, its range and words; -1: none
 };
 
 constexpr unsigned S_BOTH = S_KV | S_DEC;
@@ -75,36 +80,43 @@ key_def B(const char * k, unsigned s, given<bool> sv::* m) { return {k, s, K_BOO
 key_def I(const char * k, unsigned s, double lo, double hi, given<int64_t> sv::* m) {
     return {k, s, K_INT, lo, hi, nullptr, 0, nullptr, m, nullptr};
 }
-key_def F(const char * k, unsigned s, given<double> sv::* m) { return {k, s, K_FLOAT, 0, 1, nullptr, 0, nullptr, nullptr, m}; }
-template <size_t N> key_def E(const char * k, unsigned s, const char * const (&names)[N], given<int64_t> sv::* m) {
-    return {k, s, K_ENUM, 0, 0, names, N, nullptr, m, nullptr};
+// Keys that are a shared option: the option's row checks them.
+key_def I(const char * k, unsigned s, shared_opt o, given<int64_t> sv::* m) {
+    return {k, s, K_INT, 0, 0, nullptr, 0, nullptr, m, nullptr, o};
+}
+key_def F(const char * k, unsigned s, shared_opt o, given<double> sv::* m) {
+    return {k, s, K_FLOAT, 0, 0, nullptr, 0, nullptr, nullptr, m, o};
+}
+template <size_t N> key_def E(const char * k, unsigned s, const char * const (&names)[N], given<int64_t> sv::* m,
+                              int o = -1) {
+    return {k, s, K_ENUM, 0, 0, names, N, nullptr, m, nullptr, o};
 }
 
 // In the specification's order.
 const key_def KEYS[] = {
     I("max_cache_size", S_KV, 1, double(int64_t(1) << 40), &sv::max_cache_size),
-    I("cache_chunk_size", S_KV, 1, 65536, &sv::cache_chunk_size),
+    I("cache_chunk_size", S_KV, OPT_UBATCH, &sv::cache_chunk_size),
     I("d_model", S_DEC, 1, 1 << 20, &sv::d_model),
     I("n_heads", S_DEC, 1, 4096, &sv::n_heads),
     I("n_layers", S_DEC, 1, 1024, &sv::n_layers),
     I("d_ff", S_DEC, 1, 1 << 22, &sv::d_ff),
     I("vocab_size", S_DEC, 1, 1 << 24, &sv::vocab_size),
-    I("max_sequence_length", S_BOTH, 1, 1 << 24, &sv::max_sequence_length),
-    E("cache_dtype", S_KV, DTYPE_NAMES, &sv::cache_dtype),
+    I("max_sequence_length", S_BOTH, OPT_CTX_SIZE, &sv::max_sequence_length),
+    {"cache_dtype", S_KV, K_DTYPE, 0, 0, nullptr, 0, nullptr, &sv::cache_dtype, nullptr},
     B("use_compression", S_BOTH, &sv::use_compression),
-    F("compression_ratio", S_BOTH, &sv::compression_ratio),
+    F("compression_ratio", S_BOTH, OPT_KV_COMPRESSED_SHARE, &sv::compression_ratio),
     B("use_memory_mapping", S_KV, &sv::use_memory_mapping),
     E("memory_layout", S_KV, LAYOUT_NAMES, &sv::memory_layout),
-    E("cache_strategy", S_KV, POLICY_NAMES, &sv::cache_strategy),
+    E("cache_strategy", S_KV, POLICY_NAMES, &sv::cache_strategy, OPT_KV_POLICY),
     B("use_async_loading", S_KV, &sv::use_async_loading),
     B("use_sparse_attention", S_BOTH, &sv::use_sparse_attention),
-    F("sparse_attention_ratio", S_BOTH, &sv::sparse_attention_ratio),
-    E("memory_strategy", S_DEC, STRATEGY_OR_AUTO, &sv::memory_strategy),
+    F("sparse_attention_ratio", S_BOTH, OPT_SPARSE_RATIO, &sv::sparse_attention_ratio),
+    E("memory_strategy", S_DEC, STRATEGY_OR_AUTO, &sv::memory_strategy, OPT_STRATEGY),
     B("use_gradient_checkpointing", S_DEC, &sv::use_gradient_checkpointing),
     B("use_activation_checkpointing", S_DEC, &sv::use_activation_checkpointing),
     B("use_mixed_precision", S_DEC, &sv::use_mixed_precision),
     B("use_parallel_processing", S_BOTH, &sv::use_parallel_processing),
-    I("num_workers", S_BOTH, 0, 1024, &sv::num_workers),
+    I("num_workers", S_BOTH, OPT_THREADS, &sv::num_workers),
     B("use_cuda_streams", S_BOTH, &sv::use_cuda_streams),
     B("use_async_processing", S_DEC, &sv::use_async_processing),
     B("use_quantization", S_BOTH, &sv::use_quantization),
@@ -154,6 +166,33 @@ public:
                                                                        : e.value.describe().c_str()));
     }
 
+    // cache_dtype: the specification's names, or a --kv-type value. As a type.
+    int64_t get_dtype(const yaml_entry & e, const std::string & key) const {
+        const bool scalar = e.value.kind == yaml_kind::SCALAR;
+        for (size_t i = 0; scalar && i < std::size(DTYPE_NAMES); ++i)
+            if (e.value.text == DTYPE_NAMES[i]) {
+                if (DTYPE_TYPES[i] == type::F16 && e.value.text == "bfloat16")
+                    warn(line_of(e), key, "K/V pages have no bfloat16 type; float16 pages are used");
+                return int64_t(DTYPE_TYPES[i]);
+            }
+        type t = type::F16;
+        if (scalar && type_from_name(e.value.text.c_str(), &t) && kv_type_supported(t)) return int64_t(t);
+        fail(line_of(e), key, format("expected one of %s, or a --kv-type value (%s), got %s",
+                                     join(DTYPE_NAMES, std::size(DTYPE_NAMES)).c_str(), kv_type_list().c_str(),
+                                     scalar ? ("'" + e.value.text + "'").c_str() : e.value.describe().c_str()));
+    }
+
+    // A key that is a shared option: the value as its flag would take it
+    // (option_read), so the file and the flag accept the same values.
+    void check_shared(const yaml_entry & e, const std::string & key, const option_def & row) const {
+        if (e.value.kind != yaml_kind::SCALAR) return;  // the typed read says what was expected
+        try {
+            option_read(row, key, e.value.text);
+        } catch (const cli_error & x) {
+            throw error(format("%s:%d: %s", name_.c_str(), line_of(e), x.what()));
+        }
+    }
+
     // A section that must be a mapping (or empty).
     const std::vector<yaml_entry> & section(const yaml_entry & e, const std::string & key) const {
         static const std::vector<yaml_entry> none;
@@ -175,11 +214,15 @@ public:
                 fail(e.line, key, "unknown key (known keys: " + known + ")");
             }
             const int32_t line = line_of(e);
+            const option_def * row = d->opt >= 0 ? &SHARED_OPTIONS[d->opt] : nullptr;
+            if (row) check_shared(e, key, *row);
+            const double lo = row ? row->lo : d->lo, hi = row ? row->hi : d->hi;
             switch (d->kind) {
                 case K_BOOL: out.*(d->b) = {get_bool(e, key), line}; break;
-                case K_INT: out.*(d->i) = {get_int(e, key, d->lo, d->hi), line}; break;
-                case K_FLOAT: out.*(d->f) = {get_float(e, key, d->lo, d->hi), line}; break;
+                case K_INT: out.*(d->i) = {get_int(e, key, lo, hi), line}; break;
+                case K_FLOAT: out.*(d->f) = {get_float(e, key, lo, hi), line}; break;
                 case K_ENUM: out.*(d->i) = {get_enum(e, key, d->names, d->n_names), line}; break;
+                case K_DTYPE: out.*(d->i) = {get_dtype(e, key), line}; break;
             }
         }
     }
@@ -242,26 +285,11 @@ void resolve(const reader & r, const section_values & kv, const section_values &
         cfg.ctx.kv.kv_type = quant_type(r, "ultra_kv_cache", kv.quantization_bits);
         type_line = kv.use_quantization.line;
     } else if (kv.cache_dtype.set()) {
-        cfg.ctx.kv.kv_type = DTYPE_TYPES[kv.cache_dtype.v];
+        cfg.ctx.kv.kv_type = type(kv.cache_dtype.v);
         type_line = kv.cache_dtype.line;
-        if (std::strcmp(DTYPE_NAMES[kv.cache_dtype.v], "bfloat16") == 0)
-            r.warn(type_line, "ultra_kv_cache.cache_dtype", "K/V pages have no bfloat16 type; float16 pages are used");
     }
     if (kv.quantization_bits.set() && !(kv.use_quantization.set() && kv.use_quantization.v))
         quant_type(r, "ultra_kv_cache", kv.quantization_bits);  // still checked
-    if (kv.cache_chunk_size.set() || type_line) {
-        page_geometry g;
-        g.page_tokens = cfg.ctx.kv.page_tokens;
-        if (!g.valid_for(cfg.ctx.kv.kv_type)) {
-            const bool chunk = kv.cache_chunk_size.set() && kv.cache_chunk_size.v <= 64;
-            r.fail(chunk ? kv.cache_chunk_size.line : type_line,
-                   chunk ? "ultra_kv_cache.cache_chunk_size" : "ultra_kv_cache.cache_dtype",
-                   format("%s pages need a page size (cache_chunk_size) that is a multiple of %lld, got %d",
-                          type_name(cfg.ctx.kv.kv_type), (long long) traits(cfg.ctx.kv.kv_type).blck_size,
-                          cfg.ctx.kv.page_tokens));
-        }
-    }
-
     // Page file.
     if (kv.use_memory_mapping.set() || kv.memory_layout.set()) {
         const bool mm = !kv.use_memory_mapping.set() || kv.use_memory_mapping.v;
@@ -303,6 +331,15 @@ void resolve(const reader & r, const section_values & kv, const section_values &
         cfg.ctx.kv.policy = evict_policy(i);
     }
 
+    // The K/V type, page size and policy together, as kv_options_problem
+    // checks the flags (naming the keys), on the line of the first key given.
+    const int32_t kv_line = kv.cache_chunk_size.set() && kv.cache_chunk_size.v <= 64 ? kv.cache_chunk_size.line
+                          : type_line ? type_line : kv.cache_strategy.set() ? kv.cache_strategy.line : use_comp.line;
+    if (kv_line) {
+        const std::string why = kv_options_problem(cfg.ctx.kv.kv_type, cfg.ctx.kv.page_tokens, cfg.ctx.kv.policy, YAML_KV_NAMES);
+        if (!why.empty()) r.fail(kv_line, "ultra_kv_cache", why);
+    }
+
     // Background threads.
     if (kv.use_async_loading.set()) cfg.prefetch = kv.use_async_loading.v;
     if (dec.use_async_processing.set()) cfg.async_writeback = dec.use_async_processing.v;
@@ -317,7 +354,7 @@ void resolve(const reader & r, const section_values & kv, const section_values &
         if (workers.set() && workers.v != 1)
             r.warn(workers.line, "num_workers", format("ignored: use_parallel_processing is false (line %d), one thread", par.line));
     } else if (workers.set()) {
-        cfg.ctx.n_threads = int32_t(workers.v);
+        cfg.ctx.n_threads = int32_t(std::max<int64_t>(workers.v, 0));  // -1: all, as -t -1
     }
 
     // Sparse attention.
@@ -607,7 +644,7 @@ context_params config_context_params(const run_config & cfg, const hparams & hp,
     if (!cfg.kv_file) p.kv.dir.clear();
     else if (p.kv.dir.empty()) p.kv.dir = default_kv_dir;
     page_geometry g{p.kv.page_tokens, hp.n_layer, hp.n_head_kv, hp.head_dim};
-    const std::string why = kv_options_problem(p.kv.kv_type, p.kv.page_tokens, p.kv.policy);
+    const std::string why = kv_options_problem(p.kv.kv_type, p.kv.page_tokens, p.kv.policy, YAML_KV_NAMES);
     if (!why.empty())
         throw error(format("%s: %s", cfg.path.empty() ? "configuration" : cfg.path.c_str(), why.c_str()));
     p.kv.capacity_bytes = kv_capacity_bytes(cfg.capacity, g.page_bytes(p.kv.kv_type), p.kv.page_tokens, p.kv.capacity_bytes);

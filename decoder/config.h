@@ -12,23 +12,31 @@
 // message". Keys that mean nothing for inference are accepted and add a
 // warning to run_config::warnings (the caller prints them).
 //
+// A key whose flag is marked [=] below is read by that flag's row of
+// SHARED_OPTIONS (decoder/options.h): it takes exactly the values the flag
+// takes, refused with the flag's message after the key's name. The K/V type,
+// page size and policy are checked together by kv_options_problem, as the
+// flags are.
+//
 // Key                          Setting (equivalent gloas flag)
 // ---------------------------  ---------------------------------------------------
 // ultra_kv_cache:
 //   max_cache_size  N          bound on the K/V store in tokens, 1..2^40: stored
 //                              pages <= ceil(N / page_tokens) (--kv-capacity Nt;
 //                              --kv-capacity <N/page_tokens>p is the same bound)
-//   cache_chunk_size  N        N <= 64: tokens per K/V page, kv.page_tokens
-//                              (--kv-page N; a multiple of 32 for q8_0/q4_0
-//                              pages and the compressed policy); N > 64: the
-//                              prefill chunk, n_ubatch (-ub N),
-//                              up to 65536. Pages are the store's unit of reuse and
-//                              small; a chunk bigger than 64 tokens can only mean
-//                              how many prompt tokens are evaluated at once.
-//   max_sequence_length  N     n_ctx, positions per sequence (-c N)
+//   cache_chunk_size  N        1..65536 [= -ub]. N <= 64: tokens per K/V page,
+//                              kv.page_tokens (--kv-page N; a multiple of 32 for
+//                              q8_0/q4_0 pages and the compressed policy); N > 64:
+//                              the prefill chunk, n_ubatch (-ub N). Pages are the
+//                              store's unit of reuse and small; a chunk bigger
+//                              than 64 tokens can only mean how many prompt
+//                              tokens are evaluated at once.
+//   max_sequence_length  N     n_ctx, positions per sequence; 0: the model's
+//                              training context [= -c N]
 //   cache_dtype  T             K/V page type (--kv-type): float32 -> f32,
 //                              float16 -> f16, bfloat16 -> f16 (pages have no bf16
-//                              type; a warning says so), int8 -> q8_0, int4 -> q4_0
+//                              type; a warning says so), int8 -> q8_0, int4 -> q4_0;
+//                              or a --kv-type value: f32, f16, q8_0, q4_0
 //   use_quantization  B        with quantization_bits 8 -> q8_0, 4 -> q4_0 pages;
 //   quantization_bits  8|4     when true it takes precedence over cache_dtype
 //   use_compression  B         true: evicted pages are first re-quantized to q4_0,
@@ -37,31 +45,32 @@
 //                              cache_strategy: compressed needs it not false
 //   compression_ratio  R       share of the capacity for compressed pages,
 //                              kv.compressed_share, 0 < R <= 1
-//                              (--kv-compressed-share R)
+//                              [= --kv-compressed-share R]
 //   use_memory_mapping  B      the page file (mmap'd, reused across runs) on/off;
 //   memory_layout  L           hierarchical: RAM pages backed by the page file;
 //                              flat: memory only. Pages go to a file only when both
 //                              say so (off: --kv-dir none)
 //   cache_strategy  P          eviction policy lru, lfu, fifo, adaptive, compressed
-//                              (--kv-policy P); must be enabled in cache_strategies
+//                              [= --kv-policy P]; must be enabled in cache_strategies
 //   use_async_loading  B       accepted and written back by config_to_yaml; no
 //                              effect: page-file pages are mapped and read when
 //                              attention needs them (there is no read-ahead thread)
 //   use_parallel_processing B  false: one thread (-t 1; a num_workers other than 1
 //                              is ignored with a warning); true: num_workers threads
-//   num_workers  N             n_threads, 0 = all hardware threads (-t N), 0..1024
+//   num_workers  N             n_threads, -1..1024; 0 or -1: all hardware threads
+//                              [= -t N]
 //   use_cuda_streams  B        accepted and written back; no effect (this build
 //                              has no GPU backend)
 //   use_sparse_attention  B    decode attends only to the top pages (Quest) ...
 //   sparse_attention_ratio R   ... a fraction R of them, 0 < R <= 1
-//                              (--sparse-ratio R; false: --no-sparse)
+//                              [= --sparse-ratio R]; false: --no-sparse
 // ultra_decoder:
 //   d_model, n_heads, n_layers, d_ff, vocab_size
 //                              the model's shape: n_embd, n_head, n_layer, n_ff,
 //                              n_vocab. Checked against a loaded model
 //                              (config_check_model); without a model they define a
 //                              random-weight one (config_random_model_shape)
-//   memory_strategy  S         speed, balanced, aggressive or auto (--strategy S);
+//   memory_strategy  S         speed, balanced, aggressive or auto [= --strategy S];
 //                              must be enabled in memory_strategies; keys given
 //                              explicitly (cache_dtype, ...) win over the strategy
 //   use_quantization  B        weight type of a random-weight model: q8_0 / q4_0;

@@ -24,92 +24,12 @@ constexpr const char * KV_TYPES = "f32|f16|q8_0|q4_0";
 
 } // namespace
 
-// clang-format off
 const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
-    {OPT_CTX_SIZE, "-c|--ctx-size", "N", K::INT, 0, 1 << 24, false, nullptr, CTX,
-     "context size in tokens; 0: the model's training context (default: 0)"},
-    {OPT_BATCH, "-b|--batch-size", "N", K::INT, 1, 1 << 24, false, nullptr, CTX,
-     "logical batch, as in llama.cpp: the prefill chunk (-ub) is at most N (default: 2048)"},
-    {OPT_UBATCH, "-ub|--ubatch-size|--ubatch", "N", K::INT, 1, 1 << 16, false, nullptr, CTX,
-     "PREFILL runs the prompt in chunks of N tokens, so activation memory stays bounded however long it is "
-     "(default: 512, at most -b); DECODE then runs one token at a time; a prompt partly in the K/V store "
-     "(HYBRID) prefills only its uncached tail and decodes from the reused pages"},
-    {OPT_THREADS, "-t|--threads", "N", K::INT, -1, 1024, false, nullptr, CTX,
-     "CPU threads; 0 or -1: all (default: all)"},
-    {OPT_CTX_SLIDE, "--ctx-slide|--context-shift", nullptr, K::SWITCH, 0, 0, false, nullptr, CTX,
-     "at the end of the context, keep going: keep the first K/V page (attention sinks) and slide a window over "
-     "the latest positions (StreamingLLM); a long prompt slides too (default: off, stop there)"},
-
-    {OPT_STRATEGY, "--strategy", "S", K::WORD, 0, 0, false, "speed|balanced|aggressive|auto", KV,
-     "speed (f16 pages, dense), balanced (q8_0, dense), aggressive (q4_0, sparse decode attention), or auto: "
-     "chosen from the model, context and free RAM (default: speed); the flags below override it"},
-    {OPT_KV_TYPE, "--kv-type", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "page type: f32, f16, q8_0, q4_0 (default: the strategy's, f16); q8_0 and q4_0 need a page size that is "
-     "a multiple of 32"},
-    {OPT_KV_TYPE_K, "-ctk|--cache-type-k", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "llama.cpp's spelling of --kv-type; K and V pages have one type, so -ctv must agree"},
-    {OPT_KV_TYPE_V, "-ctv|--cache-type-v", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "llama.cpp's spelling of --kv-type for V; must equal -ctk (or --kv-type) when both are given"},
-    {OPT_KV_PAGE, "--kv-page", "N", K::INT, 1, 4096, false, nullptr, KV,
-     "tokens per page (default: 32)"},
-    {OPT_KV_DIR, "--kv-dir", "DIR", K::TEXT, 0, 0, false, nullptr, KV,
-     "folder of page files, reused across runs (default: $GLOAS_KV_DIR, else $XDG_CACHE_HOME/gloas/kv or "
-     "~/.cache/gloas/kv; a default folder that cannot be used leaves the pages in memory, with a warning); "
-     "'none' keeps pages in memory only"},
-    {OPT_KV_CAPACITY, "--kv-capacity", "SIZE", K::SIZE, 0, 0, false, nullptr, KV,
-     "bound on the K/V folder (the page files of every model and K/V type): bytes with a k/M/G suffix, pages "
-     "with 'p', tokens with 't' (default: 4G)"},
-    {OPT_KV_POLICY, "--kv-policy", "P", K::WORD, 0, 0, false, "lru|lfu|fifo|adaptive|compressed", KV,
-     "eviction: lru, lfu, fifo, adaptive, compressed (default: lru); compressed re-quantizes evicted pages to "
-     "q4_0 first, so it needs a page size that is a multiple of 32"},
-    {OPT_KV_COMPRESSED_SHARE, "--kv-compressed-share", "R", K::FLOAT, 0, 1, true, nullptr, KV,
-     "with --kv-policy compressed: share of the capacity for compressed pages, 0 < R <= 1 (default: 0.3)"},
-    {OPT_KV_RAM, "--kv-ram", "SIZE", K::SIZE, 0, 0, false, nullptr, KV,
-     "bound on the K/V pages resident in RAM (page-file pages mapped by this process; the fixed buffers of "
-     "open pages, scratch and summaries come on top), in the units of --kv-capacity; least recently read pages "
-     "are unmapped after each pass and the page file holds them (default: the strategy's, 8M for aggressive; "
-     "0 = unbounded)"},
-    {OPT_KV_READ, "--kv-read", "MODE", K::WORD, 0, 0, false, "map|copy", KV,
-     "how decode reads pages of a page file: map (through the mapping) or copy (copies only the pieces it "
-     "selected, so they are never mapped: resident K/V stays within --kv-ram; default: the strategy's, copy for "
-     "aggressive)"},
-    {OPT_SPARSE_RATIO, "--sparse-ratio", "R", K::FLOAT, 0, 1, true, nullptr, KV,
-     "share of K/V pages a decoded token attends to, plus the first and latest pages, 0 < R <= 1 (default: the "
-     "strategy's, 1 = dense)"},
-    {OPT_NO_SPARSE, "--no-sparse", nullptr, K::SWITCH, 0, 0, false, nullptr, KV,
-     "dense decode attention, whatever the strategy (the same as --sparse-ratio 1)"},
-
-    {OPT_TEMP, "--temp", "T", K::FLOAT, 0, 100, false, nullptr, SMP,
-     "temperature; 0 is greedy (default: 0.8)"},
-    {OPT_TOP_K, "--top-k", "K", K::INT, 0, 1 << 30, false, nullptr, SMP,
-     "keep the K most likely tokens; 0 disables (default: 40)"},
-    {OPT_TOP_P, "--top-p", "P", K::FLOAT, 0, 1, false, nullptr, SMP,
-     "nucleus sampling; 1.0 disables (default: 0.95)"},
-    {OPT_MIN_P, "--min-p", "P", K::FLOAT, 0, 1, false, nullptr, SMP,
-     "drop tokens below P x the top probability (default: 0)"},
-    {OPT_REPEAT_PENALTY, "--repeat-penalty", "R", K::FLOAT, 0, 100, true, nullptr, SMP,
-     "divide positive logits (multiply negative ones) of the tokens among the last --repeat-last-n by R "
-     "(default: 1.0 = off)"},
-    {OPT_REPEAT_LAST_N, "--repeat-last-n", "N", K::INT, -1, 1 << 20, false, nullptr, SMP,
-     "tokens the penalties look back over; 0: none, -1: the whole context (default: 64)"},
-    {OPT_PRESENCE_PENALTY, "--presence-penalty", "A", K::FLOAT, -100, 100, false, nullptr, SMP,
-     "subtract A from the logit of every token that occurs among the last --repeat-last-n (default: 0 = off)"},
-    {OPT_FREQUENCY_PENALTY, "--frequency-penalty", "A", K::FLOAT, -100, 100, false, nullptr, SMP,
-     "subtract A x its count from the logit of every token among the last --repeat-last-n (default: 0 = off)"},
-    {OPT_SEED, "-s|--seed", "N", K::TEXT, 0, 0, false, nullptr, SMP,
-     "random seed; -1: from the clock (default: -1); the seed used is printed on stderr"},
-
-    {OPT_N_GPU_LAYERS, "-ngl|--n-gpu-layers|--gpu-layers", "N", K::TEXT, 0, 0, false, nullptr, MDL,
-     "layers to put on the GPU (a number, auto or all): accepted for llama.cpp command lines; this build has no "
-     "GPU backend, so every layer runs on the CPU (a one-line note says so)"},
-    {OPT_MLOCK, "--mlock", nullptr, K::SWITCH, 0, 0, false, nullptr, MDL,
-     "lock the model's weights in RAM (mlock) so they are never paged out; a warning if the system refuses "
-     "(see ulimit -l)"},
-    {OPT_NO_MMAP, "--no-mmap", nullptr, K::SWITCH, 0, 0, false, nullptr, MDL,
-     "read the model's weights into memory instead of mapping the file (the file may then change or go while "
-     "the run goes on)"},
+#define GLOAS_OPTION(id, names, arg, kind, lo, hi, lo_open, words, group, help) \
+    {id, names, arg, K::kind, lo, hi, lo_open, words, group, help},
+#include "decoder/options.def"
+#undef GLOAS_OPTION
 };
-// clang-format on
 
 namespace {
 
@@ -210,9 +130,11 @@ std::string options_usage(const option_def * table, size_t n, const char * group
         for (size_t j = 0; j < sp.size(); ++j) head += (j ? ", " : "") + sp[j];
         if (d.arg) head += std::string(" ") + d.arg;
         head += head.size() + 2 <= COL ? std::string(COL - head.size(), ' ') : std::string("  ");
-        std::string line = head;
+        std::string line = head, help = d.help;
+        const size_t at = help.find("{words}");
+        if (at != std::string::npos && d.words) help.replace(at, 7, words_list(d.words));
         bool first = true;
-        for (const char * p = d.help; *p;) {
+        for (const char * p = help.c_str(); *p;) {
             while (*p == ' ') ++p;
             const char * e = p;
             while (*e && *e != ' ') ++e;
@@ -232,26 +154,75 @@ std::string options_usage(const option_def * table, size_t n, const char * group
     return out;
 }
 
-bool kv_type_supported(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
+bool kv_type_supported(type t) { return is_word(KV_TYPES, type_name(t)); }
+
+std::string kv_type_list() { return words_list(KV_TYPES); }
 
 std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy) {
-    if (!kv_type_supported(t))
-        return format("--kv-type %s: K/V pages are f32, f16, q8_0 or q4_0", type_name(t));
-    if (page_tokens < 1 || page_tokens > 4096) return format("--kv-page %d: expected 1 to 4096 tokens", page_tokens);
+    return kv_options_problem(t, page_tokens, policy, KV_FLAG_NAMES);
+}
+
+std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy, const kv_option_names & nm) {
+    // "--kv-page 16", "cache_chunk_size: 16"
+    auto named = [&](const char * name, const std::string & v) { return std::string(name) + nm.sep + v; };
+    auto round_up = [&](int64_t blck) {
+        return named(nm.page, std::to_string(std::max<int64_t>(blck, (page_tokens + blck - 1) / blck * blck)));
+    };
+    const std::string ty = named(nm.type, type_name(t)), pg = named(nm.page, std::to_string(page_tokens));
+    if (!kv_type_supported(t)) return format("%s: K/V pages are %s", ty.c_str(), kv_type_list().c_str());
+    const option_def & page_row = SHARED_OPTIONS[OPT_KV_PAGE];
+    if (page_tokens < page_row.lo || page_tokens > page_row.hi)
+        return format("%s: expected %.0f to %.0f tokens", pg.c_str(), page_row.lo, page_row.hi);
     const page_geometry g{page_tokens, 1, 1, 1};
     const int64_t blck = traits(t).blck_size;
     if (!g.valid_for(t))
-        return format("--kv-type %s needs --kv-page to be a multiple of %lld (each page row holds one channel's "
-                      "tokens in blocks of %lld), got --kv-page %d; use --kv-page %lld or --kv-type f16",
-                      type_name(t), (long long) blck, (long long) blck, page_tokens,
-                      (long long) std::max<int64_t>(blck, (page_tokens + blck - 1) / blck * blck));
+        return format("%s needs %s to be a multiple of %lld (each page row holds one channel's tokens in blocks of "
+                      "%lld), got %s; use %s or %s",
+                      ty.c_str(), nm.page, (long long) blck, (long long) blck, pg.c_str(), round_up(blck).c_str(),
+                      named(nm.type, "f16").c_str());
     if (policy == evict_policy::COMPRESSED && !g.valid_for(type::Q4_0)) {
         const int64_t q = traits(type::Q4_0).blck_size;
-        return format("--kv-policy compressed re-quantizes evicted pages to q4_0, which needs --kv-page to be a "
-                      "multiple of %lld, got --kv-page %d; use --kv-page %lld or another --kv-policy",
-                      (long long) q, page_tokens, (long long) std::max<int64_t>(q, (page_tokens + q - 1) / q * q));
+        return format("%s re-quantizes evicted pages to q4_0, which needs %s to be a multiple of %lld, got %s; use %s "
+                      "or another %s",
+                      named(nm.policy, "compressed").c_str(), nm.page, (long long) q, pg.c_str(), round_up(q).c_str(),
+                      nm.policy);
     }
     return {};
+}
+
+const option_use * option_use_find(const option_use * uses, size_t n, const std::string & flag) {
+    const option_def * d = option_find(SHARED_OPTIONS, N_SHARED_OPTS, flag);
+    for (size_t k = 0; d && k < n; ++k)
+        if (uses[k].id == d->id) return &uses[k];
+    return nullptr;
+}
+
+std::string options_usage(const option_use * uses, size_t n, const char * group) {
+    std::string out;
+    for (size_t k = 0; k < n; ++k) {
+        option_def d = SHARED_OPTIONS[uses[k].id];
+        const std::string list = d.arg ? format("%s[,%s...]", d.arg, d.arg) : std::string();
+        if (uses[k].list && d.arg) d.arg = list.c_str();
+        if (uses[k].help) d.help = uses[k].help;
+        out += options_usage(&d, 1, group);
+    }
+    return out;
+}
+
+std::vector<run_config> config_apply_list(const run_config & base, const std::vector<std::string> & args, size_t i) {
+    GLOAS_ASSERT(i < args.size());
+    const option_def * d = option_find(SHARED_OPTIONS, N_SHARED_OPTS, args[i]);
+    GLOAS_ASSERT(d && d->kind != opt_kind::SWITCH);
+    if (i + 1 >= args.size()) throw cli_error(format("%s needs a value (%s)", args[i].c_str(), d->arg));
+    const std::string & v = args[i + 1];
+    std::vector<run_config> out;
+    for (size_t b = 0;;) {
+        const size_t e = std::min(v.find(',', b), v.size());
+        out.push_back(base);
+        config_apply_flag(out.back(), {args[i], v.substr(b, e - b)}, 0);
+        if (e == v.size()) return out;
+        b = e + 1;
+    }
 }
 
 size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args, size_t i) {

@@ -1,12 +1,16 @@
 // The command-line options the tools share: context, K/V cache, sparse
 // attention, sliding, sampling, threads and model loading.
 //
-// One table (SHARED_OPTIONS) describes each option: every spelling (gloas's
-// and, where the meaning is the same, llama.cpp's), its value and range, its
-// --help text. The parser (config_apply_flag) and the help (options_usage)
-// both read it, so what a tool accepts and what its --help says cannot drift
-// apart. A tool keeps its own options in a table of the same shape and reads
-// both with the same functions.
+// One table (SHARED_OPTIONS, listed in options.def) describes each option:
+// every spelling (gloas's and, where the meaning is the same, llama.cpp's),
+// its value and range, its --help text. The parser (config_apply_flag) and
+// the help (options_usage) both read it, so what a tool accepts and what its
+// --help says cannot drift apart. A tool keeps its own options in a table of the same shape and reads
+// both with the same functions; a tool that takes only some shared options,
+// or takes lists of values, names them in option_use entries. The
+// configuration file's keys that are flags are read by the same rows
+// (decoder/config.h), and the C API checks its K/V fields with
+// kv_options_problem.
 //
 // Flags fill a run_config (decoder/config.h) and mark what they set in
 // run_config::given; config_override then lays only the given settings over
@@ -70,17 +74,16 @@ option_value option_read(const option_def & d, const std::string & flag, const s
 
 // --help lines of the rows of `group`, in table order: the spellings and the
 // value's name from column 3 (column 7 when the first spelling is long),
-// the help text from column 27, wrapped before column 80.
+// the help text from column 27, wrapped before column 80. "{words}" in the
+// help text of a WORD row stands for its accepted values ("a, b or c").
 std::string options_usage(const option_def * table, size_t n, const char * group);
 
-// The shared options, by id (SHARED_OPTIONS[id].id == id).
+// The shared options, by id (SHARED_OPTIONS[id].id == id), both made from
+// the one list in decoder/options.def.
 enum shared_opt : int {
-    OPT_CTX_SIZE, OPT_BATCH, OPT_UBATCH, OPT_THREADS, OPT_CTX_SLIDE,
-    OPT_STRATEGY, OPT_KV_TYPE, OPT_KV_TYPE_K, OPT_KV_TYPE_V, OPT_KV_PAGE, OPT_KV_DIR, OPT_KV_CAPACITY,
-    OPT_KV_POLICY, OPT_KV_COMPRESSED_SHARE, OPT_KV_RAM, OPT_KV_READ, OPT_SPARSE_RATIO, OPT_NO_SPARSE,
-    OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_PRESENCE_PENALTY,
-    OPT_FREQUENCY_PENALTY, OPT_SEED,
-    OPT_N_GPU_LAYERS, OPT_MLOCK, OPT_NO_MMAP,
+#define GLOAS_OPTION(id, ...) id,
+#include "decoder/options.def"
+#undef GLOAS_OPTION
     N_SHARED_OPTS
 };
 static_assert(N_SHARED_OPTS <= 64, "run_config::given is a 64-bit mask");
@@ -92,8 +95,50 @@ constexpr const char * OPT_GROUP_KV = "K/V cache";
 constexpr const char * OPT_GROUP_SAMPLING = "sampling";
 constexpr const char * OPT_GROUP_MODEL = "model loading";
 
-// K/V page types the page store supports: f32, f16, q8_0 and q4_0.
+// A tool's use of a shared option: the row (shared_opt), whether the tool
+// takes a comma-separated list of values ("-ctk f16,q8_0"; each element is
+// read as the row reads one value), and the tool's own help text where its
+// meaning or default differs from gloas's (nullptr: the row's).
+struct option_use {
+    int id;
+    bool list = false;
+    const char * help = nullptr;
+};
+
+// --help lines of the shared rows in `uses` that belong to `group`, in
+// `uses` order, formatted as options_usage formats them; a list row's value
+// is "T[,T...]".
+std::string options_usage(const option_use * uses, size_t n, const char * group);
+
+// The entry of `uses` whose row has the spelling `flag`; nullptr if none. A
+// tool reads such a flag with config_apply_flag, or config_apply_list when
+// the entry is a list.
+const option_use * option_use_find(const option_use * uses, size_t n, const std::string & flag);
+
+// Reads the comma-separated value of the shared flag args[i] (args[i+1]):
+// each element is applied, as config_apply_flag applies one value, to a copy
+// of `base`; returns the copies in order. Throws cli_error naming the flag
+// for a missing value or a bad element (an empty one included, where the
+// row refuses an empty value).
+std::vector<run_config> config_apply_list(const run_config & base, const std::vector<std::string> & args, size_t i);
+
+// K/V page types the page store supports: the values --kv-type takes (f32,
+// f16, q8_0 and q4_0). Every reader of a K/V type (the flags, the YAML
+// file, the C API) asks this.
 bool kv_type_supported(type t);
+// Those types in words: "f32, f16, q8_0 or q4_0".
+std::string kv_type_list();
+
+// The names the user gave the three K/V settings kv_options_problem speaks of
+// and how a name joins its value: the flags ("--kv-type q8_0"), the C API's
+// fields ("kv_type q8_0"), the YAML keys ("cache_chunk_size: 16").
+struct kv_option_names {
+    const char * type = "--kv-type";
+    const char * page = "--kv-page";
+    const char * policy = "--kv-policy";
+    const char * sep = " ";
+};
+constexpr kv_option_names KV_FLAG_NAMES{};
 // Whether pages of type t, page_tokens tokens each, evicted by `policy` can
 // work: empty when they can, else why not, naming the flags (--kv-type,
 // --kv-page, --kv-policy). A page stores each channel's page_tokens values as
@@ -101,6 +146,8 @@ bool kv_type_supported(type t);
 // the tokens of a page: the page size must be a multiple of the block. The
 // compressed policy re-quantizes evicted pages to q4_0, so it needs that too.
 std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy);
+// The same, naming the settings as `names` does.
+std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy, const kv_option_names & names);
 
 // Applies the shared flag at args[i] (with its value at args[i+1] if it
 // takes one) to cfg and marks it in cfg.given, so that flags given after

@@ -69,6 +69,18 @@ extern "C" {
 #define GLOAS_API
 #endif
 
+/* Defines gloas_NAME_default_params(): a gloas_NAME_params with this header's
+ * size and every field at its default, from gloas_NAME_params_init (see
+ * "ABI"). Inline, so the size recorded is the one this program was compiled
+ * with. */
+#define GLOAS_DEFAULT_PARAMS(NAME)                                               \
+    static inline gloas_##NAME##_params gloas_##NAME##_default_params(void) {    \
+        gloas_##NAME##_params p;                                                 \
+        p.size = 0;                                                              \
+        gloas_##NAME##_params_init(&p, sizeof p);                                \
+        return p;                                                                \
+    }
+
 typedef struct gloas_model gloas_model;
 typedef struct gloas_context gloas_context;
 typedef struct gloas_sampler gloas_sampler;
@@ -129,12 +141,7 @@ typedef struct gloas_model_params {
  * GLOAS_ERR_INVALID_ARG for a NULL params or a size this library does not
  * take (see "ABI"); then nothing is written. */
 GLOAS_API gloas_status gloas_model_params_init(gloas_model_params * params, size_t size);
-static inline gloas_model_params gloas_model_default_params(void) {
-    gloas_model_params p;
-    p.size = 0;
-    gloas_model_params_init(&p, sizeof p);
-    return p;
-}
+GLOAS_DEFAULT_PARAMS(model) /* gloas_model_default_params() */
 
 /* Loads a GGUF file or a llama2.c checkpoint. Returns NULL on failure with
  * *status (if status is not NULL) GLOAS_ERR_IO (cannot open/read),
@@ -218,12 +225,7 @@ typedef struct gloas_context_params {
 
 /* As gloas_model_params_init, for context params. */
 GLOAS_API gloas_status gloas_context_params_init(gloas_context_params * params, size_t size);
-static inline gloas_context_params gloas_context_default_params(void) {
-    gloas_context_params p;
-    p.size = 0;
-    gloas_context_params_init(&p, sizeof p);
-    return p;
-}
+GLOAS_DEFAULT_PARAMS(context) /* gloas_context_default_params() */
 
 /* Returns NULL on failure (message in gloas_last_error(NULL)). params may be
  * NULL (defaults). The model must outlive the context. */
@@ -283,12 +285,7 @@ typedef struct gloas_sampler_params {
 
 /* As gloas_model_params_init, for sampler params. */
 GLOAS_API gloas_status gloas_sampler_params_init(gloas_sampler_params * params, size_t size);
-static inline gloas_sampler_params gloas_sampler_default_params(void) {
-    gloas_sampler_params p;
-    p.size = 0;
-    gloas_sampler_params_init(&p, sizeof p);
-    return p;
-}
+GLOAS_DEFAULT_PARAMS(sampler) /* gloas_sampler_default_params() */
 /* Steps in llama.cpp's order: repetition penalty, top-k, top-p, min-p,
  * temperature, draw. Returns NULL for rejected parameters (NaN temperature,
  * penalty <= 0, ...), message in gloas_last_error(NULL). */
@@ -326,12 +323,7 @@ typedef struct gloas_generate_params {
 
 /* As gloas_model_params_init, for generate params. */
 GLOAS_API gloas_status gloas_generate_params_init(gloas_generate_params * params, size_t size);
-static inline gloas_generate_params gloas_generate_default_params(void) {
-    gloas_generate_params p;
-    p.size = 0;
-    gloas_generate_params_init(&p, sizeof p);
-    return p;
-}
+GLOAS_DEFAULT_PARAMS(generate) /* gloas_generate_default_params() */
 
 /* Appends the prompt's tokens to sequence seq_id (an empty sequence first
  * reuses stored pages of the prompt), then samples up to n_predict tokens,

@@ -185,6 +185,15 @@ static void echo_prompt(struct text_buf * out, const char * prompt) {
     }
 }
 
+/* out: "Once upon a time" as echoed, then the 40 tokens generated after it. */
+static void once_upon_40(gloas_context * ctx, gloas_generate_params * gp, struct text_buf * out) {
+    out->n = 0;
+    out->s[0] = '\0';
+    echo_prompt(out, "Once upon a time");
+    gp->n_predict = 40;
+    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", gp, on_token, out), GLOAS_OK, ctx);
+}
+
 static void test_empty_prompt(void) {
     static struct text_buf out;
     gloas_generate_params gp = gloas_generate_default_params();
@@ -206,11 +215,7 @@ static void test_empty_prompt(void) {
 
     /* A prompt, then continuations with "" and NULL: three calls give the
      * tokens of one (golden: 5 prompt positions + 124 sampled). */
-    out.n = 0;
-    out.s[0] = '\0';
-    echo_prompt(&out, "Once upon a time");
-    gp.n_predict = 40;
-    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    once_upon_40(ctx, &gp, &out);
     total += n_gen;
     CHECK(gloas_seq_n_tokens(ctx, 0) == 5 + 40); /* every token passed to the callback is in the sequence */
     CHECK_STATUS(gloas_generate(ctx, "", &gp, on_token, &out), GLOAS_OK, ctx);
@@ -224,11 +229,7 @@ static void test_empty_prompt(void) {
     /* The same when another sequence's decode dropped sequence 0's latest
      * logits in between (they are computed again). */
     CHECK_STATUS(gloas_seq_remove(ctx, 0), GLOAS_OK, ctx);
-    out.n = 0;
-    out.s[0] = '\0';
-    echo_prompt(&out, "Once upon a time");
-    gp.n_predict = 40;
-    CHECK_STATUS(gloas_generate(ctx, "Once upon a time", &gp, on_token, &out), GLOAS_OK, ctx);
+    once_upon_40(ctx, &gp, &out);
     gp.seq_id = 1;
     gp.n_predict = 8;
     CHECK_STATUS(gloas_generate(ctx, "Tom and Lily", &gp, NULL, NULL), GLOAS_OK, ctx);
@@ -565,33 +566,16 @@ static void test_defaults(void) {
 
     CHECK(mp.tokenizer_path == NULL && mp.n_threads == 0);
 
-    CHECK(cp.n_ctx == 0);
-    CHECK(cp.n_ubatch == 512);
-    CHECK(cp.n_threads == 0);
-    CHECK(cp.n_seq_max == 1);
-    CHECK(cp.kv_type == GLOAS_KV_F16);
-    CHECK(cp.kv_page_tokens == 32);
-    CHECK(cp.kv_dir == NULL);
-    CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30);
-    CHECK(cp.kv_policy == GLOAS_EVICT_LRU);
-    CHECK(cp.sparse_ratio == 1.0f);
-    CHECK(cp.ctx_slide == 0);
-    CHECK(cp.kv_ram_bytes == 0);
+    CHECK(cp.n_ctx == 0 && cp.n_ubatch == 512 && cp.n_threads == 0 && cp.n_seq_max == 1);
+    CHECK(cp.kv_type == GLOAS_KV_F16 && cp.kv_page_tokens == 32 && cp.kv_dir == NULL);
+    CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30 && cp.kv_policy == GLOAS_EVICT_LRU && cp.kv_ram_bytes == 0);
+    CHECK(cp.sparse_ratio == 1.0f && cp.ctx_slide == 0);
 
-    CHECK(sp.temp == 0.8f);
-    CHECK(sp.top_k == 40);
-    CHECK(sp.top_p == 0.95f);
-    CHECK(sp.min_p == 0.0f);
-    CHECK(sp.repeat_penalty == 1.0f);
-    CHECK(sp.repeat_last_n == 64);
-    CHECK(sp.seed == GLOAS_SEED_RANDOM);
+    CHECK(sp.temp == 0.8f && sp.top_k == 40 && sp.top_p == 0.95f && sp.min_p == 0.0f);
+    CHECK(sp.repeat_penalty == 1.0f && sp.repeat_last_n == 64 && sp.seed == GLOAS_SEED_RANDOM);
 
-    CHECK(gp.n_predict == 128);
-    CHECK(gp.sampling == NULL);
-    CHECK(gp.seq_id == 0);
-    CHECK(gp.add_bos == 1);
-    CHECK(gp.ignore_eos == 0);
-    CHECK(gp.n_generated == NULL);
+    CHECK(gp.n_predict == 128 && gp.sampling == NULL && gp.seq_id == 0);
+    CHECK(gp.add_bos == 1 && gp.ignore_eos == 0 && gp.n_generated == NULL);
 
     /* a context of the defaults: the training context, one sequence, F16
      * pages (K and V: 2 bytes per value, n_layer * n_head_kv * head_dim = 5 *
@@ -740,14 +724,40 @@ static void test_errors(void) {
     CHECK(gloas_context_new(NULL, NULL) == NULL);
     cp.kv_type = 99;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
-    CHECK(strstr(gloas_last_error(NULL), "kv_type") != NULL);
+    CHECK(strstr(gloas_last_error(NULL), "kv_type 99 is not a GLOAS_KV_* value (K/V pages are f32, f16, q8_0 or q4_0)") != NULL);
     cp = gloas_context_default_params();
     cp.n_seq_max = 0;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
+    /* The K/V check of the flags and the configuration file (kv_options_problem),
+     * naming the fields: test-config compares the messages. */
     cp = gloas_context_default_params();
     cp.kv_page_tokens = 0;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
-    CHECK(gloas_last_error(NULL)[0] != '\0');
+    CHECK(strcmp(gloas_last_error(NULL), "gloas_context_new: kv_page_tokens 0: expected 1 to 4096 tokens") == 0);
+    cp = gloas_context_default_params();
+    cp.kv_type = GLOAS_KV_Q8_0;
+    cp.kv_page_tokens = 16;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strcmp(gloas_last_error(NULL),
+                 "gloas_context_new: kv_type q8_0 needs kv_page_tokens to be a multiple of 32 (each page row holds one "
+                 "channel's tokens in blocks of 32), got kv_page_tokens 16; use kv_page_tokens 32 or kv_type f16") == 0);
+    cp.kv_type = GLOAS_KV_F16;
+    cp.kv_policy = GLOAS_EVICT_COMPRESSED;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "kv_policy compressed re-quantizes evicted pages to q4_0") != NULL);
+    cp = gloas_context_default_params();
+    cp.kv_dir = NULL;
+    { /* every GLOAS_KV_* type runs */
+        const int32_t types[4] = {GLOAS_KV_F32, GLOAS_KV_F16, GLOAS_KV_Q8_0, GLOAS_KV_Q4_0};
+        int k;
+        for (k = 0; k < 4; ++k) {
+            gloas_context * c;
+            cp.kv_type = types[k];
+            c = gloas_context_new(g_model, &cp);
+            CHECK(c != NULL);
+            gloas_context_free(c);
+        }
+    }
 
     /* tokenizer */
     CHECK_STATUS(gloas_tokenize(NULL, "x", -1, 1, toks, 32, &n), GLOAS_ERR_INVALID_ARG, NULL);

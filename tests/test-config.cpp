@@ -5,6 +5,7 @@
 #include "decoder/config.h"
 #include "decoder/model.h"
 #include "decoder/options.h"
+#include "decoder/strategy.h"
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
 #include "base/error.h"
@@ -12,6 +13,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -44,6 +46,37 @@ bool has_warning(const run_config & c, const std::string & part) {
     for (const auto & w : c.warnings)
         if (w.find(part) != std::string::npos) return true;
     return false;
+}
+
+// The flags examples/gloas.yaml's header says it is equivalent to.
+std::vector<std::string> example_flags() {
+    const std::string text = test::read_file(std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml");
+    const size_t at = text.find("#   -c ");
+    REQUIRE(at != std::string::npos);
+    std::vector<std::string> args;
+    for (size_t p = at; p < text.size() && text.compare(p, 4, "#   ") == 0;) {
+        const size_t e = text.find('\n', p);
+        for (size_t w = p + 4; w < e;) {
+            const size_t sp = std::min(text.find(' ', w), e);
+            if (sp > w) args.push_back(text.substr(w, sp - w));
+            w = sp + 1;
+        }
+        p = e + 1;
+    }
+    return args;
+}
+
+// The lines of a gloas run's stderr that report its settings: the context and
+// threads, the sparse ratio, the K/V pages and policy.
+std::string settings_of(const std::string & err) {
+    std::string r;
+    for (const char * key : {"; context ", "sparse decode attention: ratio ", "gloas: kv "}) {
+        const size_t at = err.find(key);
+        if (at == std::string::npos) continue;
+        const size_t e = err.find_first_of(":\n", at + std::strlen(key));
+        r += err.substr(at, e - at) + (err.find("(compressed)", at) < err.find('\n', at) ? " compressed" : "") + "\n";
+    }
+    return r;
 }
 
 // The specification's file as it is (../shared/spec/gloas-config.yaml),
@@ -133,32 +166,28 @@ void check_spec_settings(const run_config & c) {
     for (bool b : c.strategy_enabled) CHECK(b);
 }
 
+// The context settings a file or flags give, as one line to compare.
+std::string ctx_text(const context_params & c) {
+    return format("n_ctx %d, ubatch %d, threads %d, %s pages of %d in '%s', capacity %zu, %s policy (share %.17g)",
+                  c.n_ctx, c.n_ubatch, c.n_threads, type_name(c.kv.kv_type), c.kv.page_tokens, c.kv.dir.c_str(),
+                  c.kv.capacity_bytes, evict_policy_name(c.kv.policy), c.kv.compressed_share);
+}
+
+// The settings of a run_config that only a file gives or that have no effect.
+std::string file_text(const run_config & r) {
+    std::string s = format("prefetch %d, writeback %d, cuda %d, strategy %s, sparse %d (%.17g)", r.prefetch,
+                           r.async_writeback, r.use_cuda_streams, r.strategy.c_str(), r.use_sparse_attention, r.sparse_ratio);
+    s += format("; page file %d, shape %d %d %d %d %d, %s weights; enabled", r.kv_file, r.shape.d_model, r.shape.n_heads,
+                r.shape.n_layers, r.shape.d_ff, r.shape.vocab_size, type_name(r.weight_type));
+    for (bool b : r.policy_enabled) s += b ? " 1" : " 0";
+    for (bool b : r.strategy_enabled) s += b ? " 1" : " 0";
+    return s;
+}
+
 // Every setting of a run_config (warnings and path aside).
 void check_same_settings(const run_config & a, const run_config & b) {
-    CHECK(a.ctx.n_ctx == b.ctx.n_ctx);
-    CHECK(a.ctx.n_ubatch == b.ctx.n_ubatch);
-    CHECK(a.ctx.n_threads == b.ctx.n_threads);
-    CHECK(a.ctx.kv.dir == b.ctx.kv.dir);
-    CHECK(a.ctx.kv.kv_type == b.ctx.kv.kv_type);
-    CHECK(a.ctx.kv.page_tokens == b.ctx.kv.page_tokens);
-    CHECK(a.ctx.kv.capacity_bytes == b.ctx.kv.capacity_bytes);
-    CHECK(a.ctx.kv.policy == b.ctx.kv.policy);
-    CHECK(a.ctx.kv.compressed_share == b.ctx.kv.compressed_share);
-    CHECK(a.kv_file == b.kv_file);
-    CHECK(a.prefetch == b.prefetch);
-    CHECK(a.async_writeback == b.async_writeback);
-    CHECK(a.use_cuda_streams == b.use_cuda_streams);
-    CHECK(a.strategy == b.strategy);
-    CHECK(a.use_sparse_attention == b.use_sparse_attention);
-    CHECK(a.sparse_ratio == b.sparse_ratio);
-    CHECK(a.shape.d_model == b.shape.d_model);
-    CHECK(a.shape.n_heads == b.shape.n_heads);
-    CHECK(a.shape.n_layers == b.shape.n_layers);
-    CHECK(a.shape.d_ff == b.shape.d_ff);
-    CHECK(a.shape.vocab_size == b.shape.vocab_size);
-    CHECK(a.weight_type == b.weight_type);
-    for (int i = 0; i < N_EVICT_POLICIES; ++i) CHECK(a.policy_enabled[i] == b.policy_enabled[i]);
-    for (int i = 0; i < N_MEMORY_STRATEGIES; ++i) CHECK(a.strategy_enabled[i] == b.strategy_enabled[i]);
+    CHECK(ctx_text(a.ctx) == ctx_text(b.ctx));
+    CHECK(file_text(a) == file_text(b));
 }
 
 } // namespace
@@ -251,33 +280,41 @@ TEST_CASE("yaml: typed reads") {
 }
 
 TEST_CASE("yaml: refused input names the line and the feature") {
-    CHECK(yaml_error("a:\n\tb: 1\n") == "t.yaml:2: tab character in indentation (indent with spaces)");
-    CHECK(yaml_error("a: 1\na: 2\n") == "t.yaml:2: duplicate key 'a' (first at line 1)");
-    CHECK(yaml_error("a:\n  b: 1\n   c: 2\n") == "t.yaml:3: bad indentation: 3 spaces, expected 2");
-    CHECK(yaml_error("a:\n    b: 1\n  c: 2\n") == "t.yaml:3: bad indentation: 2 spaces, but the levels around are indented 0 and 4");
-    CHECK(starts_with(yaml_error("a: 1\n  b: 2\n"), "t.yaml:2: bad indentation"));
-    CHECK(yaml_error("a: &x 1\n") == "t.yaml:1: anchors ('&') are not supported");
-    CHECK(yaml_error("a: 1\nb: *x\n") == "t.yaml:2: aliases ('*') are not supported");
-    CHECK(yaml_error("a: !!str 1\n") == "t.yaml:1: tags ('!') are not supported");
-    CHECK(yaml_error("a: |\n  text\n") == "t.yaml:1: block scalars ('|', '>') are not supported");
-    CHECK(yaml_error("a: 1\n---\nb: 2\n") == "t.yaml:2: multiple documents ('---') are not supported");
-    CHECK(yaml_error("a: 1\n...\n") == "t.yaml:2: document end markers ('...') are not supported");
-    CHECK(yaml_error("%YAML 1.2\na: 1\n") == "t.yaml:1: directives (%YAML, %TAG) are not supported");
-    CHECK(yaml_error("? a\n: b\n") == "t.yaml:1: complex keys ('? ') are not supported");
-    CHECK(yaml_error("<<: {a: 1}\n") == "t.yaml:1: merge keys ('<<') are not supported");
-    CHECK(starts_with(yaml_error("a: \"open\n"), "t.yaml:1: unterminated quoted string"));
-    CHECK(starts_with(yaml_error("a: [1, 2\n"), "t.yaml:1: unterminated flow sequence"));
-    CHECK(starts_with(yaml_error("a: {b: 1\n"), "t.yaml:1: unterminated flow mapping"));
-    CHECK(starts_with(yaml_error("a: [1,, 2]\n"), "t.yaml:1: empty entry"));
-    CHECK(starts_with(yaml_error("a: \"x\" y\n"), "t.yaml:1: unexpected text after the value"));
-    CHECK(starts_with(yaml_error("a: b: c\n"), "t.yaml:1: a mapping ('key: value') cannot start inside a value"));
-    CHECK(starts_with(yaml_error("a: 1\n- b\n"), "t.yaml:2: a sequence item"));
-    CHECK(starts_with(yaml_error("a: 1\njust text\n"), "t.yaml:2: expected 'key: value'"));
-    CHECK(starts_with(yaml_error("a: \"\\q\"\n"), "t.yaml:1: unknown escape"));
-    CHECK(starts_with(yaml_error("a: \"\\ud800\"\n"), "t.yaml:1: escape U+D800"));
-    CHECK(starts_with(yaml_error("a: 1\x01\n"), "t.yaml:1: control character 0x01"));
-    CHECK(starts_with(yaml_error("a: {b: 1, b: 2}\n"), "t.yaml:1: duplicate key 'b'"));
-    CHECK(starts_with(yaml_error(std::string(100, '[') + std::string(100, ']') + "\n"), "t.yaml:1: nesting deeper than 64"));
+    // The input and its whole message.
+    const std::pair<std::string, std::string> whole[] = {
+        {"a:\n\tb: 1\n", "t.yaml:2: tab character in indentation (indent with spaces)"},
+        {"a: 1\na: 2\n", "t.yaml:2: duplicate key 'a' (first at line 1)"},
+        {"a:\n  b: 1\n   c: 2\n", "t.yaml:3: bad indentation: 3 spaces, expected 2"},
+        {"a:\n    b: 1\n  c: 2\n", "t.yaml:3: bad indentation: 2 spaces, but the levels around are indented 0 and 4"},
+        {"a: &x 1\n", "t.yaml:1: anchors ('&') are not supported"},
+        {"a: 1\nb: *x\n", "t.yaml:2: aliases ('*') are not supported"},
+        {"a: !!str 1\n", "t.yaml:1: tags ('!') are not supported"},
+        {"a: |\n  text\n", "t.yaml:1: block scalars ('|', '>') are not supported"},
+        {"a: 1\n---\nb: 2\n", "t.yaml:2: multiple documents ('---') are not supported"},
+        {"a: 1\n...\n", "t.yaml:2: document end markers ('...') are not supported"},
+        {"%YAML 1.2\na: 1\n", "t.yaml:1: directives (%YAML, %TAG) are not supported"},
+        {"? a\n: b\n", "t.yaml:1: complex keys ('? ') are not supported"},
+        {"<<: {a: 1}\n", "t.yaml:1: merge keys ('<<') are not supported"},
+    };
+    for (const auto & [in, want] : whole) CHECK(yaml_error(in) == want);
+    // The input and how its message starts.
+    const std::pair<std::string, std::string> start[] = {
+        {"a: 1\n  b: 2\n", "t.yaml:2: bad indentation"},
+        {"a: \"open\n", "t.yaml:1: unterminated quoted string"},
+        {"a: [1, 2\n", "t.yaml:1: unterminated flow sequence"},
+        {"a: {b: 1\n", "t.yaml:1: unterminated flow mapping"},
+        {"a: [1,, 2]\n", "t.yaml:1: empty entry"},
+        {"a: \"x\" y\n", "t.yaml:1: unexpected text after the value"},
+        {"a: b: c\n", "t.yaml:1: a mapping ('key: value') cannot start inside a value"},
+        {"a: 1\n- b\n", "t.yaml:2: a sequence item"},
+        {"a: 1\njust text\n", "t.yaml:2: expected 'key: value'"},
+        {"a: \"\\q\"\n", "t.yaml:1: unknown escape"},
+        {"a: \"\\ud800\"\n", "t.yaml:1: escape U+D800"},
+        {"a: 1\x01\n", "t.yaml:1: control character 0x01"},
+        {"a: {b: 1, b: 2}\n", "t.yaml:1: duplicate key 'b'"},
+        {std::string(100, '[') + std::string(100, ']') + "\n", "t.yaml:1: nesting deeper than 64"},
+    };
+    for (const auto & [in, want] : start) CHECK(starts_with(yaml_error(in), want));
     std::string deep;
     for (int i = 0; i < 100; ++i) deep += std::string(size_t(i), ' ') + "k:\n";
     CHECK(starts_with(yaml_error(deep), "t.yaml:"));
@@ -303,15 +340,10 @@ TEST_CASE("config: the specification's file loads as it is") {
 
     // Without a model the shape defines a random-weight one.
     const llama_gguf_hparams hp = config_random_model_shape(c);
-    CHECK(hp.n_embd == 512);
-    CHECK(hp.n_head == 8);
-    CHECK(hp.n_head_kv == 8);
-    CHECK(hp.head_dim == 64);
-    CHECK(hp.n_layer == 6);
-    CHECK(hp.n_ff == 2048);
-    CHECK(hp.n_vocab == 50000);
-    CHECK(hp.n_ctx == 4096);
-    CHECK(hp.wtype == type::Q8_0);
+    CHECK(format("embd %lld, heads %lld/%lld of %lld, layers %lld, ff %lld, vocab %lld, ctx %lld, %s", (long long) hp.n_embd,
+                 (long long) hp.n_head, (long long) hp.n_head_kv, (long long) hp.head_dim, (long long) hp.n_layer,
+                 (long long) hp.n_ff, (long long) hp.n_vocab, (long long) hp.n_ctx, type_name(hp.wtype)) ==
+          "embd 512, heads 8/8 of 64, layers 6, ff 2048, vocab 50000, ctx 4096, q8_0");
 }
 
 TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent flags") {
@@ -319,11 +351,10 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     const run_config y = config_load(path);
     CHECK(y.warnings.empty());
 
-    // What tools/gloas receives instead of --config examples/gloas.yaml (the
-    // list in the file's header).
-    const std::vector<std::string> args = {
-        "-c", "512", "--kv-page", "32", "--kv-type", "q8_0", "--kv-capacity", "128p", "--kv-policy", "compressed",
-        "--kv-compressed-share", "0.25", "-t", "2", "--strategy", "balanced", "--sparse-ratio", "0.25"};
+    // The flags the file's header lists instead of --config, read as gloas and
+    // gloas-server read them: config_apply_flag, then config_override over the
+    // strategy's defaults.
+    const std::vector<std::string> args = example_flags();
     run_config f;
     for (size_t i = 0; i < args.size();) {
         const size_t used = config_apply_flag(f, args, i);
@@ -335,30 +366,21 @@ TEST_CASE("config: examples/gloas.yaml gives the same settings as the equivalent
     const auto m = model::load({mp, ""});
     config_check_model(y, m->hp, "stories260K.bin");  // the example's shape is stories260K's
     const context_params a = config_context_params(y, m->hp, "/tmp/kv");
-    const context_params b = config_context_params(f, m->hp, "/tmp/kv");
-    CHECK(a.n_ctx == b.n_ctx);
-    CHECK(a.n_ubatch == b.n_ubatch);
-    CHECK(a.n_threads == b.n_threads);
-    CHECK(a.kv.kv_type == b.kv.kv_type);
-    CHECK(a.kv.page_tokens == b.kv.page_tokens);
-    CHECK(a.kv.capacity_bytes == b.kv.capacity_bytes);
-    CHECK(a.kv.policy == b.kv.policy);
-    CHECK(a.kv.compressed_share == doctest::Approx(b.kv.compressed_share));
-    CHECK(a.kv.dir == b.kv.dir);
-    CHECK(y.prefetch == f.prefetch);
-    CHECK(y.async_writeback == f.async_writeback);
-    CHECK(y.use_cuda_streams == f.use_cuda_streams);
-    CHECK(y.strategy == f.strategy);
-    CHECK(y.use_sparse_attention == f.use_sparse_attention);
-    CHECK(y.sparse_ratio == doctest::Approx(f.sparse_ratio));
+    context_params b;
+    b.kv.dir = "/tmp/kv";
+    memory_strategy st = memory_strategy::SPEED;
+    REQUIRE(memory_strategy_from_name(f.strategy.c_str(), &st));
+    apply_strategy(st, b);
+    config_override(f, m->hp, b);
+    CHECK(b.sparse.ratio == doctest::Approx(y.sparse_ratio));
+    CHECK(ctx_text(a) == ctx_text(b));
+    const std::string rest = file_text(y);
+    CHECK(rest.substr(0, rest.find(';')) == file_text(f).substr(0, rest.find(';')));
     // ... and the values themselves.
-    CHECK(a.n_ctx == 512);
-    CHECK(a.n_threads == 2);
-    CHECK(a.kv.kv_type == type::Q8_0);
-    CHECK(a.kv.policy == evict_policy::COMPRESSED);
-    CHECK(a.kv.dir == "/tmp/kv");
     page_geometry g(32, m->hp);
-    CHECK(a.kv.capacity_bytes == 128 * g.page_bytes(type::Q8_0));
+    CHECK(ctx_text(a) == format("n_ctx 512, ubatch 512, threads 2, q8_0 pages of 32 in '/tmp/kv', capacity %zu, compressed "
+                                "policy (share 0.25)", 128 * g.page_bytes(type::Q8_0)));
+    CHECK(rest.substr(0, rest.find(';')) == "prefetch 1, writeback 1, cuda 0, strategy balanced, sparse 1 (0.25)");
     CHECK(y.weight_type == type::F16);
     CHECK_FALSE(y.policy_enabled[int(evict_policy::FIFO)]);
     CHECK_FALSE(y.strategy_enabled[memory_strategy_index("aggressive")]);
@@ -394,38 +416,60 @@ TEST_CASE("config: bad files fail on the right line") {
           "cache_strategy, use_async_loading, use_sparse_attention, sparse_attention_ratio, use_parallel_processing, "
           "num_workers, use_cuda_streams, use_quantization, quantization_bits)");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n\n\n\n\n    cache_dtype: float8\n") ==
-          "cfg.yaml:7: ultra_kv_cache.cache_dtype: expected one of float32, float16, bfloat16, int8, int4, got 'float8'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: four\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer, got 'four'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: \"4\"\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: expected an integer, got the string \"4\"");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_compression: yes\n") ==
-          "cfg.yaml:3: ultra_kv_cache.use_compression: expected true or false, got 'yes'");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    compression_ratio: [1]\n") ==
-          "cfg.yaml:3: ultra_kv_cache.compression_ratio: expected a number, got a sequence");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 5000\n") ==
-          "cfg.yaml:3: ultra_kv_cache.num_workers: 5000 is out of range [0, 1024]");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    sparse_attention_ratio: 1.5\n") ==
-          "cfg.yaml:3: ultra_kv_cache.sparse_attention_ratio: 1.5 is out of range (0, 1]");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    use_quantization: true\n    quantization_bits: 16\n") ==
-          "cfg.yaml:4: ultra_kv_cache.quantization_bits: expected 4 or 8, got 16");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 48\n    cache_dtype: int8\n") ==
-          "cfg.yaml:3: ultra_kv_cache.cache_chunk_size: q8_0 pages need a page size (cache_chunk_size) that is a "
-          "multiple of 32, got 48");
-    CHECK(config_error("gloas:\n  ultra_decoder:\n    d_modle: 64\n").find("cfg.yaml:3: ultra_decoder.d_modle: unknown key") == 0);
-    CHECK(config_error("gloas:\n  ultra_decoder:\n    cache_dtype: int8\n").find("cfg.yaml:3: ultra_decoder.cache_dtype: unknown key") == 0);
-    CHECK(config_error("gloas:\n  ultra_cache:\n    a: 1\n").find("cfg.yaml:2: gloas.ultra_cache: unknown section") == 0);
-    CHECK(config_error("other: 1\n") == "cfg.yaml:1: other: unknown key (the configuration is under 'gloas:')");
-    CHECK(config_error("gloas:\n  cache_strategies:\n    mru: true\n").find("cfg.yaml:3: cache_strategies.mru: unknown key") == 0);
-    CHECK(config_error("gloas:\n  ultra_kv_cache: 3\n") == "cfg.yaml:2: ultra_kv_cache: expected a mapping, got '3' (an integer)");
-    // The parser's errors (indentation, tabs, duplicates) carry the line too.
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 4\n   max_cache_size: 8\n") ==
-          "cfg.yaml:4: bad indentation: 3 spaces, but the levels around are indented 2 and 4");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n\tnum_workers: 4\n") ==
-          "cfg.yaml:3: tab character in indentation (indent with spaces)");
-    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    num_workers: 4\n    num_workers: 8\n") ==
-          "cfg.yaml:4: duplicate key 'num_workers' (first at line 3)");
-    CHECK(config_error("") == "cfg.yaml: empty configuration (expected 'gloas:' at the top)");
+          "cfg.yaml:7: ultra_kv_cache.cache_dtype: expected one of float32, float16, bfloat16, int8, int4, or a "
+          "--kv-type value (f32, f16, q8_0 or q4_0), got 'float8'");
+    // One ultra_kv_cache key (line 3), and the error after "cfg.yaml:3: ultra_kv_cache.". Keys that are a
+    // shared option take what its flag takes, with its message.
+    const std::pair<const char *, const char *> one_key[] = {
+        {"num_workers: four", "num_workers: expected an integer in [-1, 1024], got 'four'"},
+        {"num_workers: \"4\"", "num_workers: expected an integer, got the string \"4\""},
+        {"use_compression: yes", "use_compression: expected true or false, got 'yes'"},
+        {"compression_ratio: [1]", "compression_ratio: expected a number, got a sequence"},
+        {"num_workers: 5000", "num_workers: expected an integer in [-1, 1024], got '5000'"},
+        {"sparse_attention_ratio: 1.5", "sparse_attention_ratio: expected a number in (0, 1], got '1.5'"},
+        {"cache_strategy: mru", "cache_strategy takes lru, lfu, fifo, adaptive or compressed, got 'mru'"},
+    };
+    for (const auto & [key, want] : one_key)
+        CHECK(config_error(std::string("gloas:\n  ultra_kv_cache:\n    ") + key + "\n") == std::string("cfg.yaml:3: ultra_kv_cache.") + want);
+    // A file and its whole message; the parser's errors (indentation, tabs,
+    // duplicates) carry the line too.
+    const std::pair<std::string, std::string> files[] = {
+        {"gloas:\n  ultra_kv_cache:\n    use_quantization: true\n    quantization_bits: 16\n",
+         "cfg.yaml:4: ultra_kv_cache.quantization_bits: expected 4 or 8, got 16"},
+        {"gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 48\n    cache_dtype: int8\n",
+         "cfg.yaml:3: ultra_kv_cache: cache_dtype: q8_0 needs cache_chunk_size to be a multiple of 32 (each page row "
+         "holds one channel's tokens in blocks of 32), got cache_chunk_size: 48; use cache_chunk_size: 64 or "
+         "cache_dtype: f16"},
+        {"gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n",
+         "cfg.yaml:3: ultra_kv_cache: cache_strategy: compressed re-quantizes evicted pages to q4_0, which needs "
+         "cache_chunk_size to be a multiple of 32, got cache_chunk_size: 16; use cache_chunk_size: 32 or another "
+         "cache_strategy"},
+        {"other: 1\n",
+         "cfg.yaml:1: other: unknown key (the configuration is under 'gloas:')"},
+        {"gloas:\n  ultra_kv_cache: 3\n",
+         "cfg.yaml:2: ultra_kv_cache: expected a mapping, got '3' (an integer)"},
+        {"gloas:\n  ultra_kv_cache:\n    num_workers: 4\n   max_cache_size: 8\n",
+         "cfg.yaml:4: bad indentation: 3 spaces, but the levels around are indented 2 and 4"},
+        {"gloas:\n  ultra_kv_cache:\n\tnum_workers: 4\n",
+         "cfg.yaml:3: tab character in indentation (indent with spaces)"},
+        {"gloas:\n  ultra_kv_cache:\n    num_workers: 4\n    num_workers: 8\n",
+         "cfg.yaml:4: duplicate key 'num_workers' (first at line 3)"},
+        {"",
+         "cfg.yaml: empty configuration (expected 'gloas:' at the top)"},
+    };
+    for (const auto & [text, want] : files) CHECK(config_error(text) == want);
+    // A file and how its message starts.
+    const std::pair<std::string, std::string> starts[] = {
+        {"gloas:\n  ultra_decoder:\n    d_modle: 64\n",
+         "cfg.yaml:3: ultra_decoder.d_modle: unknown key"},
+        {"gloas:\n  ultra_decoder:\n    cache_dtype: int8\n",
+         "cfg.yaml:3: ultra_decoder.cache_dtype: unknown key"},
+        {"gloas:\n  ultra_cache:\n    a: 1\n",
+         "cfg.yaml:2: gloas.ultra_cache: unknown section"},
+        {"gloas:\n  cache_strategies:\n    mru: true\n",
+         "cfg.yaml:3: cache_strategies.mru: unknown key"},
+    };
+    for (const auto & [text, want] : starts) CHECK(starts_with(config_error(text), want));
     CHECK(error_of([] { config_load("/nonexistent/cfg.yaml"); }).find("/nonexistent/cfg.yaml: cannot open") == 0);
 }
 
@@ -641,9 +685,11 @@ TEST_CASE("options: the K/V type, page size and policy check refuses exactly wha
                 else CHECK_THROWS_AS(context(*m, cp), error);
             }
 
-    // A configuration file that asks for it fails on load, naming the file.
-    const run_config y = config_parse("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 16\n    cache_strategy: compressed\n", "c.yaml");
-    CHECK(error_of([&] { config_context_params(y, m->hp); }).find("c.yaml: --kv-policy compressed") == 0);
+    // Settings changed after the file was read are checked again, naming the
+    // file and its keys.
+    run_config y = config_parse("gloas:\n  ultra_kv_cache:\n    cache_chunk_size: 32\n    cache_strategy: compressed\n", "c.yaml");
+    y.ctx.kv.page_tokens = 16;
+    CHECK(error_of([&] { config_context_params(y, m->hp); }).find("c.yaml: cache_strategy: compressed") == 0);
 }
 
 TEST_CASE("options: config_override lays only the flags given over the context parameters, then checks them") {
@@ -722,4 +768,131 @@ TEST_CASE("config: a --kv-dir with control characters stays inside its comment")
     const run_config back = config_parse(y, "back.yaml");
     CHECK(back.capacity.u == kv_capacity::unit::DEFAULT);
     CHECK(back.warnings.empty());
+}
+
+TEST_CASE("config: gloas run with examples/gloas.yaml and with the flags its header lists reports the same settings") {
+    const std::string model = test::require_model("stories260K.bin");
+    const std::vector<std::string> run = {"-m", model, "-p", "Once", "-n", "1", "--temp", "0", "--kv-dir", "none"};
+    const auto file = test::run_tool("gloas", test::with_args(run, {"--config", std::string(GLOAS_SOURCE_DIR) + "/examples/gloas.yaml"}));
+    REQUIRE_MESSAGE(file.status == 0, file.err);
+    const auto flags = test::run_tool("gloas", test::with_args(run, example_flags()));
+    REQUIRE_MESSAGE(flags.status == 0, flags.err);
+    const std::string s = settings_of(file.err);
+    CHECK(s == settings_of(flags.err));
+    CHECK(s.find("context 512, 2 threads") != std::string::npos);
+    CHECK(s.find("ratio 0.25") != std::string::npos);
+    CHECK(s.find("kv q8_0 pages of 32 tokens in memory compressed") != std::string::npos);
+}
+
+TEST_CASE("options: gloas, gloas-bench, gloas-perplexity, the configuration file and the C API take the same K/V types and values") {
+    const std::string model = test::require_model("stories260K.bin");
+    const std::string text = test::require_data("tinystories-valid-excerpt.txt");
+    // A short run of each tool; the flags under test go at its end.
+    struct tool {
+        const char * name;
+        std::vector<std::string> run;
+    };
+    const std::vector<tool> tools = {
+        {"gloas", {"-m", model, "-p", "Once", "-n", "1", "--kv-dir", "none"}},
+        {"gloas-bench", {"-m", model, "-p", "0", "-n", "1", "-r", "1"}},
+        {"gloas-perplexity", {"-m", model, "-f", text, "--chunks", "1", "-c", "64"}},
+    };
+    auto refused = [&](const tool & t, const std::vector<std::string> & extra, const std::string & msg) {
+        const auto r = test::run_tool(t.name, test::with_args(t.run, extra));
+        CHECK_MESSAGE(r.status == 2, t.name, " ", extra[0], " ", extra[1], ": ", r.err);
+        CHECK_MESSAGE(r.err.find(msg) != std::string::npos, t.name, ": ", r.err, " lacks ", msg);
+    };
+
+    // Every type the library knows: --kv-type takes exactly kv_type_supported's,
+    // in every tool and in the file (whose own names map onto them).
+    std::string supported;
+    for (uint32_t id = 0; id < TYPE_ID_LIMIT; ++id) {
+        if (!type_known(id)) continue;
+        const type t = type(id);
+        const std::string name = type_name(t);
+        INFO(name);
+        run_config c;
+        const std::string msg = cli_error_of(c, {"--kv-type", name});
+        const std::string file = "gloas:\n  ultra_kv_cache:\n    cache_dtype: " + name + "\n";
+        if (kv_type_supported(t)) {
+            CHECK(msg.empty());
+            CHECK(config_parse(file, "k.yaml").ctx.kv.kv_type == t);
+            CHECK(kv_options_problem(t, 32, evict_policy::LRU).empty());
+            supported += (supported.empty() ? "" : ",") + name;
+            continue;
+        }
+        CHECK(msg == "--kv-type takes " + kv_type_list() + ", got '" + name + "'");
+        CHECK(config_error(file).find("a --kv-type value (" + kv_type_list() + "), got '" + name + "'") != std::string::npos);
+        CHECK(kv_options_problem(t, 32, evict_policy::LRU) == "--kv-type " + name + ": K/V pages are " + kv_type_list());
+        for (const tool & tl : tools) refused(tl, {"--kv-type", name}, msg);
+    }
+    CHECK(supported == "f32,f16,q4_0,q8_0");
+    CHECK(kv_type_list() == "f32, f16, q8_0 or q4_0");
+    // ... and each supported one runs in each tool (gloas-bench takes them as one list).
+    for (const tool & tl : tools) {
+        std::vector<std::vector<std::string>> runs;
+        if (std::string(tl.name) == "gloas-bench") runs.push_back({"--kv-type", supported});
+        else
+            for (const char * t : {"f32", "f16", "q8_0", "q4_0"}) runs.push_back({"--kv-type", t});
+        for (const auto & extra : runs) {
+            const auto r = test::run_tool(tl.name, test::with_args(tl.run, extra));
+            CHECK_MESSAGE(r.status == 0, tl.name, " ", extra[1], ": ", r.err);
+        }
+    }
+
+    // Bad values: one message, from config_apply_flag (and config_flags_check /
+    // kv_options_problem for what needs two flags), in every tool that takes
+    // the flag.
+    const std::vector<std::vector<std::string>> bad = {
+        {"-ub", "0"}, {"-t", "-2"}, {"--strategy", "fast"}, {"--kv-page", "0"}, {"--kv-page", "5000"},
+        {"--kv-ram", "5x"}, {"-ctk", "q4_K"}, {"-ctk", "q8_0", "-ctv", "f16"}, {"-b", "0"},
+    };
+    for (const auto & args : bad) {
+        run_config c;
+        const std::string msg = cli_error_of(c, args);
+        INFO(args[0] << " " << args[1] << ": " << msg);
+        REQUIRE(!msg.empty());
+        for (const tool & tl : tools) refused(tl, args, msg);
+    }
+    // The page size the type needs: kv_options_problem's message everywhere.
+    const std::string page = kv_options_problem(type::Q8_0, 16, evict_policy::LRU);
+    CHECK(page == "--kv-type q8_0 needs --kv-page to be a multiple of 32 (each page row holds one channel's tokens "
+                  "in blocks of 32), got --kv-page 16; use --kv-page 32 or --kv-type f16");
+    for (const tool & tl : tools) refused(tl, {"--kv-type", "q8_0", "--kv-page", "16"}, page);
+    // gloas and gloas-perplexity (-c, --sparse-ratio), gloas and gloas-bench (--kv-read).
+    for (const auto & args : std::vector<std::vector<std::string>>{{"-c", "-5"}, {"--sparse-ratio", "1.5"}, {"--kv-read", "mmap"}}) {
+        run_config c;
+        const std::string msg = cli_error_of(c, args);
+        for (const tool & tl : tools)
+            if (std::string(tl.name) != (args[0] == "--kv-read" ? "gloas-perplexity" : "gloas-bench")) refused(tl, args, msg);
+    }
+
+    // The file's keys that are shared options: the flag's message after the key.
+    const std::vector<std::pair<std::string, std::vector<std::string>>> keys = {
+        {"num_workers: -2", {"-t", "-2"}},
+        {"cache_chunk_size: 0", {"-ub", "0"}},
+        {"max_sequence_length: -5", {"-c", "-5"}},
+        {"sparse_attention_ratio: 1.5", {"--sparse-ratio", "1.5"}},
+        {"compression_ratio: 0", {"--kv-compressed-share", "0"}},
+        {"cache_strategy: mru", {"--kv-policy", "mru"}},
+    };
+    for (const auto & [key, args] : keys) {
+        run_config c;
+        const std::string msg = cli_error_of(c, args);
+        const std::string err = config_error("gloas:\n  ultra_kv_cache:\n    " + key + "\n");
+        INFO(key << ": " << err << " vs " << msg);
+        CHECK(err == "cfg.yaml:3: ultra_kv_cache." + key.substr(0, key.find(':')) + msg.substr(args[0].size()));
+    }
+    CHECK(config_error("gloas:\n  ultra_decoder:\n    memory_strategy: fast\n") ==
+          "cfg.yaml:3: ultra_decoder.memory_strategy takes speed, balanced, aggressive or auto, got 'fast'");
+    // A file's page size and type, and the C API's fields (test-capi.c runs
+    // them), get kv_options_problem's message in their own names.
+    CHECK(config_error("gloas:\n  ultra_kv_cache:\n    cache_dtype: q8_0\n    cache_chunk_size: 16\n") ==
+          "cfg.yaml:4: ultra_kv_cache: cache_dtype: q8_0 needs cache_chunk_size to be a multiple of 32 (each page row "
+          "holds one channel's tokens in blocks of 32), got cache_chunk_size: 16; use cache_chunk_size: 32 or "
+          "cache_dtype: f16");
+    std::string capi = page;
+    for (const auto & [flag, field] : {std::pair<std::string, std::string>{"--kv-type", "kv_type"}, {"--kv-page", "kv_page_tokens"}})
+        for (size_t at; (at = capi.find(flag)) != std::string::npos;) capi.replace(at, flag.size(), field);
+    CHECK(kv_options_problem(type::Q8_0, 16, evict_policy::LRU, {"kv_type", "kv_page_tokens", "kv_policy", " "}) == capi);
 }

@@ -17,6 +17,7 @@
 // counting 2 x matrix parameters per token.
 #include "tools/common/cli.h"
 #include "decoder/config.h"
+#include "decoder/options.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/random-model.h"
@@ -44,68 +45,76 @@ using namespace gloas;
 
 namespace {
 
-const char * USAGE = R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
+// The shared options gloas-bench takes (decoder/options.h): list rows take
+// comma-separated values, each read as gloas reads one, and every value is
+// measured in turn.
+const option_use SHARED[] = {
+    {OPT_BATCH, false, "tokens per eval call of a prefill; the prefill chunk (-ub) is at most N (default: 2048)"},
+    {OPT_UBATCH, false, "prefill chunk: tokens per forward pass (default: 512)"},
+    {OPT_THREADS, true,
+     "threads; 0 or -1: all cores (default: all); more than the machine's cores draws a warning"},
+    {OPT_STRATEGY, true,
+     "memory strategies speed, balanced, aggressive or auto (chosen for each model from its size, the longest "
+     "context measured and the free RAM); each sets the K/V type, sparse ratio and K/V RAM budget, and replaces "
+     "--kv-type given before it"},
+    {OPT_KV_TYPE, true,
+     "K/V page types: {words} (default: f16); q8_0 and q4_0 need a page size that is a multiple of 32; replaces "
+     "--strategy given before it"},
+    {OPT_KV_TYPE_K, true},
+    {OPT_KV_TYPE_V, true},
+    {OPT_KV_PAGE},
+    {OPT_KV_RAM, false,
+     "K/V RAM budget of every configuration, in the units of gloas --kv-capacity (default: the strategy's; 0 = "
+     "unbounded)"},
+    {OPT_KV_READ, true,
+     "how decode reads pages: map (through the mapping) or copy (copies of the selected pieces out of the file); "
+     "each configuration runs with each (default: the strategy's)"},
+    {OPT_N_GPU_LAYERS, false,
+     "accepted for llama-bench's command lines; this build has no GPU, so N > 0 only prints a note"},
+};
+constexpr size_t N_SHARED = sizeof SHARED / sizeof SHARED[0];
+
+std::string usage() {
+    return std::string(R"(usage: gloas-bench -m MODEL[,MODEL...] [options]
 
 LIST flags take comma-separated values; every combination is measured.
 
-  -m, --model LIST    models (GGUF or llama2.c), comma-separated or repeated
-  -p, --n-prompt LIST prompt tokens for the prefill test (default 512; 0 skips)
-  -n, --n-gen LIST    tokens for the decode test (default 128; 0 skips)
-  -pg PP,TG           a prompt of PP tokens then TG decodes, timed together
-                      and reported as ppPP+tgTG in (PP+TG)/s; repeatable
-  -d, --n-depth LIST  tokens already in the context (default 0; also --depth)
-  -ctk, --cache-type-k LIST
-  -ctv, --cache-type-v LIST
-      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0 (default f16); K
-                      and V share one type, so -ctk and -ctv name the same
-      --strategy LIST memory strategies speed, balanced, aggressive (each sets
-                      the K/V type and sparse ratio; replaces --kv-type)
-      --kv-page N     tokens per page (default 32; a multiple of the K/V
-                      type's block: 32 for q8_0 and q4_0)
-      --config FILE   settings from a YAML file in the specification's shape:
-                      K/V type and sparsity, page size, ubatch, threads; with no
-                      -m, a random-weight model of its ultra_decoder shape
-                      (cached under $XDG_CACHE_HOME/gloas/models); flags
-                      given too override it
-  -b, --batch-size N  tokens per eval call of a prefill (default 2048)
-  -ub, --ubatch-size N
-                      prefill chunk: tokens per forward pass (default 512;
-                      also --ubatch)
-      --fill MODE     how each depth is reached: prefill (default: the model
-                      computes it) or random: random K/V rows are stored page
-                      by page through the K/V path and taken as a reused prefix,
-                      with no prefill, so long depths are affordable (decode
-                      cost depends on the K/V size, not its values; sparse
-                      selection scores every page whatever the values)
-      --kv-dir DIR    page file in a private folder under DIR, removed at exit
-                      (default: pages in memory; resident figures only mean
-                      RAM saved with a file on disk)
-      --kv-ram SIZE   K/V RAM budget (bytes with k/M/G, tokens with t) for every
-                      configuration (default: the strategy's; 0 = unbounded)
-      --kv-read LIST  how decode reads pages: map (through the mapping) or
-                      copy (copies of the selected pieces out of the file);
-                      each configuration runs with each (default: the
-                      strategy's)
-  -t, --threads LIST  threads (default: all cores); more than the
-                      machine's cores draws a warning
-  -r, --repetitions N timed repetitions (default 3; at least 1)
-      --rounds N      run every configuration N times in turn (default 1),
-                      the repetitions of all rounds pooled, and report their
-                      median: on a shared machine a slow spell then spreads
-                      over all configurations instead of falling on one, and
-                      does not move the figure
-      --bandwidth     measure read bandwidth and report decode against it
-  -ngl, --n-gpu-layers N
-                      accepted for llama-bench's command lines; this build has
-                      no GPU, so N > 0 only prints a note
-  -o, --output FMT    md (default), json, jsonl or csv
+  -m, --model LIST        models (GGUF or llama2.c), comma-separated or repeated
+  -p, --n-prompt LIST     prompt tokens for the prefill test (default 512; 0 skips)
+  -n, --n-gen LIST        tokens for the decode test (default 128; 0 skips)
+  -pg PP,TG               a prompt of PP tokens then TG decodes, timed together
+                          and reported as ppPP+tgTG in (PP+TG)/s; repeatable
+  -d, --n-depth LIST      tokens already in the context (default 0; also --depth)
+      --config FILE       settings from a YAML file in the specification's shape:
+                          K/V type and sparsity, page size, ubatch, threads; with
+                          no -m, a random-weight model of its ultra_decoder shape
+                          (cached under $XDG_CACHE_HOME/gloas/models); flags
+                          given too override it
+      --fill MODE         how each depth is reached: prefill (default: the model
+                          computes it) or random: random K/V rows are stored page
+                          by page through the K/V path and taken as a reused
+                          prefix, with no prefill, so long depths are affordable
+                          (decode cost depends on the K/V size, not its values;
+                          sparse selection scores every page whatever the values)
+      --kv-dir DIR        page file in a private folder under DIR, removed at exit
+                          (default: pages in memory; resident figures only mean
+                          RAM saved with a file on disk)
+  -r, --repetitions N     timed repetitions (default 3; at least 1)
+      --rounds N          run every configuration N times in turn (default 1),
+                          the repetitions of all rounds pooled, and report their
+                          median: on a shared machine a slow spell then spreads
+                          over all configurations instead of falling on one, and
+                          does not move the figure
+      --bandwidth         measure read bandwidth and report decode against it
+  -o, --output FMT        md (default), json, jsonl or csv
   -h, --help
 
-Exit status: 0 on success, 1 when a model or run fails, 2 for a bad command line.
-)";
-
-// The K/V page types (the store's); the other weight types are not.
-bool is_kv_type(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
+context:
+)") + options_usage(SHARED, N_SHARED, OPT_GROUP_CONTEXT) + "\nK/V cache:\n" +
+           options_usage(SHARED, N_SHARED, OPT_GROUP_KV) + "\nmodel loading:\n" +
+           options_usage(SHARED, N_SHARED, OPT_GROUP_MODEL) +
+           "\nExit status: 0 on success, 1 when a model or run fails, 2 for a bad command line.\n";
+}
 
 double now_s() {
     using namespace std::chrono;
@@ -118,11 +127,15 @@ double cpu_s() {
     return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
-struct result {
+// What names a row: the model, the configuration and the test.
+struct row_key {
     std::string model, type, kv, test;
-    double size_mib = 0, params_m = 0;
-    int threads = 0, n_batch = 0, n_ubatch = 0;
-    double bw = 0;               // read bandwidth measured for `threads` (with --bandwidth)
+    double size_mib, params_m;
+    int threads, n_batch, n_ubatch;
+    double bw;                   // read bandwidth measured for `threads` (with --bandwidth)
+};
+
+struct result : row_key {
     double mean = 0, sd = 0;     // tokens/s (with --rounds, mean is the median)
     std::vector<double> samples; // tokens/s of each repetition
     double ceiling_pct = -1;     // decode: % of bandwidth ceiling
@@ -225,6 +238,11 @@ std::vector<int> int_list(const std::string & flag, const std::string & s, int l
     return out;
 }
 
+// A configuration's name in the tables: "balanced (q8_0)", "aggressive (q4_0, sparse 0.1)".
+std::string config_label(const char * what, type t, float sparse) {
+    return std::string(what) + " (" + type_name(t) + (sparse < 1.0f ? format(", sparse %.2g)", double(sparse)) : std::string(")"));
+}
+
 // One timed test: pp (prefill of n_pp tokens), tg (n_tg decodes) or both in
 // turn (-pg), named as llama-bench names them.
 struct test_spec {
@@ -240,23 +258,31 @@ int run(int argc, char ** argv) {
     constexpr int MAX_TOKENS = 1 << 24;
     std::vector<std::string> models;
     std::vector<int> depths = {0};
-    // Each configuration is a K/V type and a sparse ratio, named for the table.
-    struct kv_config { std::string name; type t; float sparse; size_t ram = 0; bool copy = false; };
+    // Each configuration is a K/V type and a sparse ratio, named for the table;
+    // `strategy` AUTO is chosen for each model.
+    struct kv_config {
+        std::string name;
+        type t;
+        float sparse;
+        size_t ram = 0;
+        bool copy = false;
+        bool auto_strategy = false;
+    };
     std::vector<kv_config> kv_configs = {{"f16", type::F16, 1.0f}};
-    std::string kv_flag;                 // the flag that set kv_configs (-ctk, -ctv, --kv-type, --strategy)
-    std::string kv_given;                // that flag and its value, as typed
     int page = 32;
     std::vector<int> n_prompts = {512}, n_gens = {128}, threads = {0};
     std::vector<std::pair<int, int>> pgs;  // -pg PP,TG
-    int ubatch = 512, batch = 2048, reps = 3, rounds = 1;
-    bool threads_given = false;
+    int ubatch = 512, reps = 3, rounds = 1;
     bool bandwidth = false;
     bool fill = false;          // --fill random
     std::string kv_dir;         // --kv-dir
-    bool ram_given = false;     // --kv-ram
-    kv_capacity ram;
-    std::vector<std::string> read_modes;  // --kv-read
     std::string out_fmt = "md";
+    // The shared options: single values in `flags`; each list element in a
+    // copy of it (config_apply_list).
+    run_config flags;
+    std::vector<run_config> k_types, v_types, strategies, read_modes;
+    std::string k_given, v_given, ngl_given;  // the flags and values as typed
+    bool strategy_last = false;  // --strategy after the K/V type flags: it chooses the configurations
     // --config first, wherever it is: the other flags override it.
     std::unique_ptr<run_config> cfg;
     for (int i = 1; i + 1 < argc; ++i)
@@ -268,45 +294,19 @@ int run(int argc, char ** argv) {
             if (memory_strategy_from_name(cfg->strategy.c_str(), &st) && st != memory_strategy::AUTO) apply_strategy(st, cp);
             else cp.sparse.ratio = 1.0f;
             if (cfg->use_sparse_attention) cp.sparse.ratio = float(cfg->sparse_ratio);
-            kv_configs = {{std::string("config (") + type_name(cfg->ctx.kv.kv_type) +
-                               (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
-                           cfg->ctx.kv.kv_type, cp.sparse.ratio}};
+            kv_configs = {{config_label("config", cfg->ctx.kv.kv_type, cp.sparse.ratio), cfg->ctx.kv.kv_type, cp.sparse.ratio}};
             page = cfg->ctx.kv.page_tokens;
             ubatch = cfg->ctx.n_ubatch;
             if (cfg->ctx.n_threads > 0) threads = {cfg->ctx.n_threads};
         }
+    const std::vector<std::string> args(argv, argv + argc);
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         auto value = [&]() -> std::string {
             if (i + 1 >= argc) cli::usage_error(a + " needs a value");
             return argv[++i];
         };
-        // K/V types from -ctk, -ctv or --kv-type: one type holds K and V, so
-        // when -ctk and -ctv are both given they must name the same list.
-        auto kv_types = [&]() {
-            const std::string v = value();
-            std::vector<kv_config> list;
-            for (auto & k : split(v)) {
-                type t;
-                if (!type_from_name(k.c_str(), &t) || !is_kv_type(t))
-                    cli::usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0)", a.c_str(), k.c_str()));
-                list.push_back({type_name(t), t, 1.0f});
-            }
-            if (list.empty()) cli::usage_error(format("%s '%s': no value in the list", a.c_str(), v.c_str()));
-            const bool pair = (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") &&
-                              (kv_flag == "-ctk" || kv_flag == "--cache-type-k" || kv_flag == "-ctv" || kv_flag == "--cache-type-v");
-            if (pair) {
-                bool same = list.size() == kv_configs.size();
-                for (size_t j = 0; same && j < list.size(); ++j) same = list[j].t == kv_configs[j].t;
-                if (!same)
-                    cli::usage_error(format("%s %s differs from %s: K and V pages share one type here, so give one list "
-                                            "(or --kv-type)", a.c_str(), v.c_str(), kv_given.c_str()));
-            }
-            kv_configs = list;
-            kv_flag = a;
-            kv_given = a + " " + v;
-        };
-        if (a == "-h" || a == "--help") { std::fputs(USAGE, stdout); return 0; }
+        if (a == "-h" || a == "--help") { std::fputs(usage().c_str(), stdout); return 0; }
         else if (a == "-m" || a == "--model") for (auto & m : split(value())) models.push_back(m);
         else if (a == "-p" || a == "--n-prompt") n_prompts = int_list(a, value(), 0, MAX_TOKENS, "must be 0 (skip) or more");
         else if (a == "-n" || a == "--n-gen") n_gens = int_list(a, value(), 0, MAX_TOKENS, "must be 0 (skip) or more");
@@ -319,38 +319,10 @@ int run(int argc, char ** argv) {
             pgs.push_back({list_int(flag, parts[0], 1, MAX_TOKENS, "needs at least 1 prompt token"),
                            list_int(flag, parts[1], 1, MAX_TOKENS, "needs at least 1 generated token")});
         }
-        else if (a == "-ub" || a == "--ubatch-size" || a == "--ubatch")
-            ubatch = list_int(a, value(), 1, MAX_TOKENS, "a prefill chunk holds at least 1 token");
-        else if (a == "-b" || a == "--batch-size") batch = list_int(a, value(), 1, MAX_TOKENS, "a batch holds at least 1 token");
-        else if (a == "--kv-page") page = list_int(a, value(), 1, 1 << 16, "a page holds at least 1 token");
         else if (a == "-d" || a == "--depth" || a == "--n-depth") depths = int_list(a, value(), 0, MAX_TOKENS, "a depth is 0 or more tokens");
-        else if (a == "--kv-type" || a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") kv_types();
-        else if (a == "--strategy") {
-            kv_configs.clear();
-            kv_flag = a;
-            for (auto & k : split(value())) {
-                memory_strategy st;
-                if (!memory_strategy_from_name(k.c_str(), &st) || st == memory_strategy::AUTO)
-                    cli::usage_error(format("--strategy: '%s' is not speed, balanced or aggressive", k.c_str()));
-                context_params cp;
-                apply_strategy(st, cp);
-                kv_configs.push_back({memory_strategy_name(st) + std::string(" (") + type_name(cp.kv.kv_type) +
-                                          (cp.sparse.ratio < 1.0f ? format(", sparse %.2g)", double(cp.sparse.ratio)) : std::string(")")),
-                                      cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes, cp.kv.read_copy});
-            }
-            if (kv_configs.empty()) cli::usage_error("--strategy: no value in the list");
-        }
-        else if (a == "-t" || a == "--threads") {
-            threads = int_list(a, value(), 1, 4096, "at least 1 thread (leave -t out for all cores)");
-            threads_given = true;
-        }
         else if (a == "-r" || a == "--repetitions")
             reps = list_int(a, value(), 1, 1 << 20, "at least 1 timed repetition is needed (warm-up runs are not timed)");
         else if (a == "--rounds") rounds = list_int(a, value(), 1, 1 << 20, "at least 1 round is needed");
-        else if (a == "-ngl" || a == "--n-gpu-layers") {
-            const int n = list_int(a, value(), 0, 1 << 20, "a layer count is not negative");
-            if (n > 0) std::fprintf(stderr, "gloas-bench: note: this build has no GPU; %s %d is ignored (all layers run on the CPU)\n", a.c_str(), n);
-        }
         else if (a == "--bandwidth") bandwidth = true;
         else if (a == "--fill") {
             const std::string v = value();
@@ -358,28 +330,69 @@ int run(int argc, char ** argv) {
             fill = v == "random";
         }
         else if (a == "--kv-dir") kv_dir = value();
-        else if (a == "--kv-ram") {
-            const std::string v = value();
-            try {
-                ram = v == "0" ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
-            } catch (const error & e) {
-                cli::usage_error(e.what());
-            }
-            ram_given = true;
-        }
-        else if (a == "--kv-read") {
-            read_modes = split(value());
-            for (const auto & r : read_modes)
-                if (r != "map" && r != "copy") cli::usage_error(format("--kv-read: '%s' is not map or copy", r.c_str()));
-            if (read_modes.empty()) cli::usage_error("--kv-read: no value in the list");
-        }
         else if (a == "--config") value();
         else if (a == "-o" || a == "--output") {
             out_fmt = value();
             if (out_fmt != "md" && out_fmt != "json" && out_fmt != "jsonl" && out_fmt != "csv")
                 cli::usage_error(format("%s: '%s' is not md, json, jsonl or csv", a.c_str(), out_fmt.c_str()));
         }
+        else if (const option_use * u = option_use_find(SHARED, N_SHARED, a)) {
+            if (!u->list) {
+                i += int(config_apply_flag(flags, args, size_t(i))) - 1;
+                if (u->id == OPT_N_GPU_LAYERS && flags.n_gpu_layers != 0) ngl_given = a + " " + argv[i];
+                continue;
+            }
+            std::vector<run_config> list = config_apply_list(flags, args, size_t(i));
+            const std::string given = a + " " + value();
+            switch (u->id) {
+                case OPT_THREADS:
+                    threads.clear();
+                    for (const run_config & c : list) threads.push_back(c.ctx.n_threads);
+                    cli::warn_threads(*std::max_element(threads.begin(), threads.end()));
+                    break;
+                case OPT_KV_READ: read_modes = list; break;
+                case OPT_STRATEGY: strategies = list; strategy_last = true; break;
+                case OPT_KV_TYPE_V: v_types = list; v_given = given; strategy_last = false; break;
+                default: k_types = list; k_given = given; strategy_last = false; break;  // --kv-type, -ctk
+            }
+        }
         else cli::usage_error(format("unknown option '%s'", a.c_str()));
+    }
+    if (flags.flag_given(OPT_KV_PAGE)) page = flags.ctx.kv.page_tokens;
+    if (flags.flag_given(OPT_UBATCH)) ubatch = flags.ctx.n_ubatch;
+    const int batch = flags.n_batch;
+    if (flags.flag_given(OPT_BATCH)) ubatch = std::min(ubatch, batch);
+    if (!ngl_given.empty())
+        std::fprintf(stderr, "gloas-bench: note: this build has no GPU; %s is ignored (all layers run on the CPU)\n", ngl_given.c_str());
+    // -ctk and -ctv name one list (K and V pages have one type): checked
+    // element by element as gloas checks one pair.
+    if (!k_types.empty() && !v_types.empty() && k_types.size() != v_types.size())
+        throw cli_error(format("%s and %s: K and V pages have one type in this build; give the same list to both (or "
+                               "--kv-type LIST)", k_given.c_str(), v_given.c_str()));
+    for (size_t j = 0; j < k_types.size() && j < v_types.size(); ++j) {
+        run_config pair = k_types[j];
+        pair.kv_type_v = v_types[j].kv_type_v;
+        pair.given |= v_types[j].given;
+        config_flags_check(pair);
+    }
+    if (!strategies.empty() && (strategy_last || (k_types.empty() && v_types.empty()))) {
+        kv_configs.clear();
+        for (const run_config & c : strategies) {
+            memory_strategy st = memory_strategy::SPEED;
+            memory_strategy_from_name(c.strategy.c_str(), &st);
+            context_params cp;
+            if (st == memory_strategy::AUTO) {
+                kv_configs.push_back({"auto", type::F16, 1.0f, 0, false, true});
+                continue;
+            }
+            apply_strategy(st, cp);
+            kv_configs.push_back({config_label(memory_strategy_name(st), cp.kv.kv_type, cp.sparse.ratio), cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes, cp.kv.read_copy});
+        }
+    } else if (!k_types.empty() || !v_types.empty()) {
+        kv_configs.clear();
+        for (const run_config & c : k_types) kv_configs.push_back({type_name(c.ctx.kv.kv_type), c.ctx.kv.kv_type, 1.0f});
+        if (k_types.empty())
+            for (const run_config & c : v_types) kv_configs.push_back({type_name(c.kv_type_v), c.kv_type_v, 1.0f});
     }
     if (models.empty() && cfg) {
         const char * xdg = std::getenv("XDG_CACHE_HOME");
@@ -394,19 +407,16 @@ int run(int argc, char ** argv) {
     }
     if (models.empty()) cli::usage_error("no model given (-m MODEL or --config FILE)");
     for (const kv_config & kc : kv_configs) {
-        const page_geometry pg{page, 1, 1, 1};
-        if (!pg.valid_for(kc.t))
-            cli::usage_error(format("--kv-page %d does not suit K/V type %s (%s): its pages hold a multiple of %lld tokens", page,
-                                    type_name(kc.t), kv_flag.empty() ? "the default" : kv_flag.c_str(),
-                                    (long long) traits(kc.t).blck_size));
+        const std::string why = kc.auto_strategy ? std::string() : kv_options_problem(kc.t, page, evict_policy::LRU);
+        if (!why.empty()) throw cli_error(why);
     }
     if (!read_modes.empty()) {
         std::vector<kv_config> each;
         for (const kv_config & kc : kv_configs)
-            for (const auto & r : read_modes) {
+            for (const run_config & r : read_modes) {
                 kv_config c = kc;
-                c.copy = r == "copy";
-                c.name += " " + r;
+                c.copy = r.ctx.kv.read_copy;
+                c.name += c.copy ? " copy" : " map";
                 each.push_back(c);
             }
         kv_configs = each;
@@ -421,7 +431,6 @@ int run(int argc, char ** argv) {
     if (tests.empty()) cli::usage_error("nothing to measure: -p and -n are 0 and no -pg is given");
     int longest = 16;  // positions a test adds to its depth (the warm-up needs 16)
     for (const test_spec & t : tests) longest = std::max(longest, t.n_pp + t.n_tg);
-    if (threads_given) cli::warn_threads(*std::max_element(threads.begin(), threads.end()));
     // Each thread count in turn: 0 (no -t) means all cores.
     const int all_threads = ops::n_threads();
     for (int & t : threads) t = t > 0 ? t : all_threads;
@@ -495,11 +504,29 @@ int run(int argc, char ** argv) {
             for (const tensor * t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_down, &l.ffn_up})
                 mat_params += double(t->nelements());
 
+        // --strategy auto: the strategy gloas would choose for this model at
+        // the longest context measured.
+        std::vector<kv_config> configs = kv_configs;
+        for (kv_config & kc : configs) {
+            if (!kc.auto_strategy) continue;
+            std::string why;
+            const memory_strategy st = choose_strategy(*m, int32_t(tokens.size()), available_ram_bytes(), &why);
+            std::fprintf(stderr, "gloas-bench: strategy auto: %s\n", why.c_str());
+            context_params cp;
+            apply_strategy(st, cp);
+            const bool copy = kc.copy;
+            const std::string suffix = kc.name.substr(4);  // " map" / " copy" of --kv-read
+            kc = {config_label(format("auto: %s", memory_strategy_name(st)).c_str(), cp.kv.kv_type, cp.sparse.ratio) + suffix,
+                  cp.kv.kv_type, cp.sparse.ratio, cp.kv.ram_bytes, suffix.empty() ? cp.kv.read_copy : copy};
+            const std::string bad = kv_options_problem(kc.t, page, evict_policy::LRU);
+            if (!bad.empty()) throw cli_error(bad);
+        }
+
         for (int round = 0; round < rounds; ++round)
         for (int nt : threads) {
         ops::set_n_threads(nt);
         const double bw = bandwidth ? bandwidth_for(nt) : 0.0;
-        for (const kv_config & kc : kv_configs) {
+        for (const kv_config & kc : configs) {
             context_params cp;
             cp.n_ctx = int32_t(tokens.size());
             cp.n_ubatch = ubatch;
@@ -511,7 +538,7 @@ int run(int argc, char ** argv) {
             cp.kv.ram_bytes = kc.ram;
             cp.kv.read_copy = kc.copy;
             const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
-            if (ram_given) cp.kv.ram_bytes = kv_capacity_bytes(ram, pg.page_bytes(kc.t), page, 0);
+            if (flags.flag_given(OPT_KV_RAM)) cp.kv.ram_bytes = kv_capacity_bytes(flags.kv_ram, pg.page_bytes(kc.t), page, 0);
             // Room for two sequences of the longest depth: an old fill is evicted, not piled up.
             if (fill) cp.kv.capacity_bytes = pg.page_bytes(kc.t) * size_t(2 * (cp.n_ctx / page + 2));
             remove_files(page_dir);
@@ -525,16 +552,9 @@ int run(int argc, char ** argv) {
 
             auto base = [&](const std::string & test) {
                 result r;
-                r.model = m->name;
-                r.type = type_name(m->weight_type);
-                r.kv = kc.name;
-                r.size_mib = double(m->weight_bytes) / (1024.0 * 1024.0);
-                r.params_m = double(m->n_params) / 1e6;
-                r.threads = nt;
-                r.n_ubatch = ubatch;
-                r.n_batch = batch;
-                r.bw = bw;
-                r.test = test;
+                static_cast<row_key &>(r) = {m->name, type_name(m->weight_type), kc.name, test,
+                                             double(m->weight_bytes) / (1024.0 * 1024.0), double(m->n_params) / 1e6,
+                                             nt, batch, ubatch, bw};
                 return r;
             };
             // A prompt of n tokens from `at`, in eval calls of -b tokens (the
@@ -730,6 +750,8 @@ int run(int argc, char ** argv) {
 int main(int argc, char ** argv) {
     try {
         return run(argc, argv);
+    } catch (const cli_error & e) {
+        cli::usage_error(e.what());
     } catch (const error & e) {
         std::fprintf(stderr, "gloas-bench: error: %s\n", e.what());
         return 1;

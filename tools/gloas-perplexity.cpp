@@ -17,6 +17,7 @@
 // the scored half lies past that context.
 #include "tools/common/cli.h"
 #include "decoder/config.h"
+#include "decoder/options.h"
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/strategy.h"
@@ -37,46 +38,56 @@ using namespace gloas;
 
 namespace {
 
-const char * USAGE = R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
+// The shared options gloas-perplexity takes (decoder/options.h), with its own
+// help text where its default or meaning differs from gloas's.
+const option_use SHARED[] = {
+    {OPT_CTX_SIZE, false,
+     "context size: tokens per chunk (default: 512; 0: the model's training context); above the model's "
+     "training context draws a warning"},
+    {OPT_BATCH, false, "tokens per eval call (default: 2048); the prefill chunk (-ub) is at most N"},
+    {OPT_UBATCH, false, "prefill chunk: tokens per forward pass (default: 512)"},
+    {OPT_THREADS},
+    {OPT_CTX_SLIDE, false,
+     "the context slides past its end as in gloas --ctx-slide (StreamingLLM: sink pages and a window of the "
+     "latest positions), so chunks of --chunk-size tokens are scored in a -c window, to measure the quality of "
+     "text beyond the context (default: off)"},
+    {OPT_STRATEGY, false,
+     "speed, balanced, aggressive or auto (sets the K/V type, sparse ratio and K/V RAM budget; the flags below "
+     "override it; default: f32 pages, dense)"},
+    {OPT_KV_TYPE, false, "page type: {words} (default: f32); q8_0 and q4_0 need a page size that is "
+                         "a multiple of 32"},
+    {OPT_KV_TYPE_K},
+    {OPT_KV_TYPE_V},
+    {OPT_KV_PAGE},
+    {OPT_KV_RAM, false,
+     "K/V RAM budget in the units of gloas --kv-capacity (0 = unbounded; default: the strategy's); the scores do "
+     "not depend on it (pages are in memory: only the mapping shrinks)"},
+    {OPT_SPARSE_RATIO, false,
+     "share of K/V pages a decoded token attends to, 0 < R <= 1; below 1 the text is evaluated one token at a "
+     "time, as decode reads it (default: 1 = dense)"},
+    {OPT_NO_SPARSE},
+};
+constexpr size_t N_SHARED = sizeof SHARED / sizeof SHARED[0];
 
-  -m, --model FILE     GGUF or llama2.c checkpoint (-z TOKENIZER for the latter)
+std::string usage() {
+    return std::string(R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
+
+  -m, --model FILE        GGUF or llama2.c checkpoint (-z TOKENIZER for the latter)
   -z, --tokenizer FILE
-  -f, --file FILE      text to score
-  -c, --ctx-size N     context size: tokens per chunk (default 512; 0: the
-                       model's training context); above the model's training
-                       context draws a warning
-      --chunk-size N   tokens per chunk when it differs from -c: larger than -c
-                       needs --ctx-slide (default: -c)
-      --chunks N       score at most N chunks (default: all)
-      --ctx-slide      the context slides past its end as in gloas --ctx-slide
-                       (StreamingLLM: sink pages and a window of the latest
-                       positions), so chunks of --chunk-size tokens are scored
-                       in a -c window, to measure the quality of text beyond
-                       the context (default: off)
-      --slide-sinks K  pages kept as attention sinks when sliding (default: 1)
-  -b, --batch-size N   tokens per eval call (default 2048)
-  -ub, --ubatch-size N prefill chunk: tokens per forward pass (default 512;
-                       also --ubatch)
-  -t, --threads N      threads (default: all cores); more than the machine's
-                       cores draws a warning
-  -ctk, --cache-type-k T
-  -ctv, --cache-type-v T
-      --kv-type T      f32, f16, q8_0, q4_0 (default f32); K and V share one
-                       type, so -ctk and -ctv name the same
-      --strategy S     speed, balanced or aggressive (sets K/V type and sparse
-                       ratio; --kv-type / --sparse-ratio given after override)
-      --sparse-ratio R sparse decode attention; below 1 the text is evaluated
-                       one token at a time, as decode reads it (default 1)
-      --decode         evaluate one token at a time even when dense
-      --kv-page N      tokens per page (default 32; a multiple of the K/V
-                       type's block: 32 for q8_0 and q4_0)
-      --kv-ram SIZE    K/V RAM budget (bytes with k/M/G, tokens with t; 0 =
-                       unbounded; default: the strategy's); the scores do not
-                       depend on it (pages are in memory: only the mapping shrinks)
-      --save-logits F  write the scored positions' logits to F
-      --kl-base F      compare with logits saved by an earlier run (KL, top-1)
+  -f, --file FILE         text to score
+      --chunk-size N      tokens per chunk when it differs from -c: larger than
+                          -c needs --ctx-slide (default: -c)
+      --chunks N          score at most N chunks (default: all)
+      --slide-sinks K     pages kept as attention sinks when sliding (default: 1)
+      --decode            evaluate one token at a time even when dense
+      --save-logits F     write the scored positions' logits to F
+      --kl-base F         compare with logits saved by an earlier run (KL, top-1)
   -h, --help
 
+context:
+)") + options_usage(SHARED, N_SHARED, OPT_GROUP_CONTEXT) +
+           "\nK/V cache (pages are in memory: scoring never reuses them):\n" +
+           options_usage(SHARED, N_SHARED, OPT_GROUP_KV) + R"(
 Progress goes to stderr: the number of chunks and the estimated time, then
 each chunk's running perplexity and the time left. stdout gets the result:
   PPL = X +/- U        U: standard error of X (from the per-token log-likelihoods)
@@ -84,13 +95,11 @@ and with --kl-base, first KL = K +/- U and TOP1 = fraction.
 
 Exit status: 0 on success, 1 when a file or the run fails, 2 for a bad command line.
 )";
+}
 
 constexpr char LOGITS_MAGIC[8] = {'G', 'L', 'O', 'A', 'S', 'L', 'G', 'T'};
 
 using cli::usage_error;
-
-// The K/V page types (the store's); the other weight types are not.
-bool is_kv_type(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
 
 // Running mean and variance of a series (Welford's update: no cancellation
 // however long the series).
@@ -130,97 +139,43 @@ log_softmax_stats lse(const float * x, int32_t n) {
 int run(int argc, char ** argv) {
     cli::prog = "gloas-perplexity";
     std::string model_path, tok_path, text_path, save_path, base_path;
-    int32_t n_ctx = 512, chunk_size = 0, n_chunks = -1, ubatch = 512, batch = 2048, threads = 0, page = 32;
-    type kv_type = type::F32;
-    std::string kv_given;  // the flag that set the K/V type and its value, as typed
-    float sparse = 1.0f;
+    int32_t chunk_size = 0, n_chunks = -1;
     bool decode = false;
-    bool slide = false;
     int32_t slide_sinks = 1;
-    size_t strategy_ram = 0;  // the strategy's K/V RAM budget
-    bool ram_given = false;   // --kv-ram
-    kv_capacity ram;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
+    run_config flags;  // the shared options given
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string & a = args[i];
         auto value = [&]() -> std::string {
-            if (i + 1 >= argc) usage_error(a + " needs a value");
-            return argv[++i];
+            if (i + 1 >= args.size()) usage_error(a + " needs a value");
+            return args[++i];
         };
         auto int_value = [&](int64_t lo) { return int32_t(cli::parse_int(a, value().c_str(), lo, 1 << 24)); };
-        if (a == "-h" || a == "--help") { std::fputs(USAGE, stdout); return 0; }
+        if (a == "-h" || a == "--help") { std::fputs(usage().c_str(), stdout); return 0; }
         else if (a == "-m" || a == "--model") model_path = value();
         else if (a == "-z" || a == "--tokenizer") tok_path = value();
         else if (a == "-f" || a == "--file") text_path = value();
-        else if (a == "-c" || a == "--ctx-size") {
-            n_ctx = int_value(0);
-            if (n_ctx > 0 && n_ctx < 8) usage_error(format("-c %d: a context holds at least 8 tokens (0: the model's)", n_ctx));
-        }
         else if (a == "--chunk-size") chunk_size = int_value(8);
         else if (a == "--chunks") n_chunks = int_value(1);
-        else if (a == "--ctx-slide" || a == "--context-shift") slide = true;
         else if (a == "--slide-sinks") slide_sinks = int_value(0);
-        else if (a == "-ub" || a == "--ubatch-size" || a == "--ubatch") ubatch = int_value(1);
-        else if (a == "-b" || a == "--batch-size") batch = int_value(1);
-        else if (a == "-t" || a == "--threads") threads = int_value(1);
-        else if (a == "--kv-page") page = int_value(1);
-        else if (a == "--kv-type" || a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
-            const std::string v = value();
-            type t;
-            if (!type_from_name(v.c_str(), &t) || !is_kv_type(t))
-                usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0)", a.c_str(), v.c_str()));
-            // One type holds K and V: -ctk and -ctv given together must agree.
-            const bool pair = a.find("-ct") == 0 || a.find("--cache-type") == 0;
-            const bool pair_before = kv_given.find("-ct") == 0 || kv_given.find("--cache-type") == 0;
-            if (pair && pair_before && t != kv_type)
-                usage_error(format("%s %s differs from %s: K and V pages share one type here (or use --kv-type)", a.c_str(),
-                                   v.c_str(), kv_given.c_str()));
-            kv_type = t;
-            kv_given = a + " " + v;
-        }
-        else if (a == "--strategy") {
-            const std::string v = value();
-            memory_strategy st;
-            if (!memory_strategy_from_name(v.c_str(), &st) || st == memory_strategy::AUTO)
-                usage_error("--strategy: '" + v + "' is not speed, balanced or aggressive");
-            context_params sp;
-            apply_strategy(st, sp);
-            kv_type = sp.kv.kv_type;
-            kv_given = a + " " + v;
-            sparse = sp.sparse.ratio;
-            strategy_ram = sp.kv.ram_bytes;
-        }
-        else if (a == "--kv-ram") {
-            const std::string v = value();
-            try {
-                ram = v == "0" ? kv_capacity{kv_capacity::unit::BYTES, 0} : parse_kv_capacity(a, v);
-            } catch (const error & e) {
-                usage_error(e.what());
-            }
-            ram_given = true;
-        }
-        else if (a == "--sparse-ratio") {
-            const std::string v = value();
-            char * end = nullptr;
-            sparse = std::strtof(v.c_str(), &end);
-            if (v.empty() || !end || *end || !(sparse > 0.0f && sparse <= 1.0f))
-                usage_error("--sparse-ratio: '" + v + "' is not a number in (0, 1]");
-        }
         else if (a == "--decode") decode = true;
         else if (a == "--save-logits") save_path = value();
         else if (a == "--kl-base") base_path = value();
-        else if (i > 1 && (std::strcmp(argv[i - 1], "--ctx-slide") == 0 || std::strcmp(argv[i - 1], "--context-shift") == 0))
-            usage_error(format("'%s': %s takes no value: the window is -c, the tokens per chunk --chunk-size", a.c_str(), argv[i - 1]));
+        else if (option_use_find(SHARED, N_SHARED, a)) i += config_apply_flag(flags, args, i) - 1;
+        else if (i > 0 && (args[i - 1] == "--ctx-slide" || args[i - 1] == "--context-shift"))
+            usage_error(format("'%s': %s takes no value: the window is -c, the tokens per chunk --chunk-size", a.c_str(),
+                               args[i - 1].c_str()));
         else if (!a.empty() && a[0] == '-') usage_error("unknown option '" + a + "'");
         else usage_error("unexpected argument '" + a + "' (the text to score is -f FILE)");
     }
     if (model_path.empty() || text_path.empty()) usage_error("-m MODEL and -f TEXT are required");
-    if (!page_geometry{page, 1, 1, 1}.valid_for(kv_type))
-        usage_error(format("--kv-page %d does not suit K/V type %s (%s): its pages hold a multiple of %lld tokens", page,
-                           type_name(kv_type), kv_given.empty() ? "the default" : kv_given.c_str(),
-                           (long long) traits(kv_type).blck_size));
-    if (threads > 0) {
-        cli::warn_threads(threads);
-        ops::set_n_threads(threads);
+    config_flags_check(flags);
+    int32_t n_ctx = flags.flag_given(OPT_CTX_SIZE) ? flags.ctx.n_ctx : 512;
+    if (n_ctx > 0 && n_ctx < 8) usage_error(format("-c %d: a context holds at least 8 tokens (0: the model's)", n_ctx));
+    const bool slide = flags.ctx.slide.on;
+    if (flags.ctx.n_threads > 0) {
+        cli::warn_threads(flags.ctx.n_threads);
+        ops::set_n_threads(flags.ctx.n_threads);
     }
 
     // -c and --chunk-size agree with --ctx-slide (once -c 0 is the model's).
@@ -238,6 +193,28 @@ int run(int argc, char ** argv) {
     if (n_ctx == 0) n_ctx = m->hp.n_ctx_train;
     cli::warn_context(n_ctx, m->hp.n_ctx_train);
     check_chunks();
+
+    // f32 pages, dense, in memory; then the strategy's settings; then the flags given.
+    context_params cp;
+    cp.n_ctx = n_ctx;
+    cp.slide.sink_pages = slide_sinks;
+    cp.kv.kv_type = type::F32;
+    cp.kv.dir = "";  // scoring never reuses pages: every chunk is computed
+    if (flags.flag_given(OPT_STRATEGY)) {
+        memory_strategy st = memory_strategy::SPEED;
+        memory_strategy_from_name(flags.strategy.c_str(), &st);
+        if (st == memory_strategy::AUTO) {
+            std::string why;
+            st = choose_strategy(*m, n_ctx, available_ram_bytes(), &why);
+            std::fprintf(stderr, "gloas-perplexity: strategy auto: %s\n", why.c_str());
+        }
+        apply_strategy(st, cp);
+    }
+    flags.given &= ~(uint64_t(1) << OPT_CTX_SIZE);  // -c 0 is resolved above
+    config_override(flags, m->hp, cp);
+    const type kv_type = cp.kv.kv_type;
+    const int32_t page = cp.kv.page_tokens, batch = flags.n_batch;
+    const float sparse = cp.sparse.ratio;
     const std::string text = read_whole_file(text_path);
     const std::vector<int32_t> toks = m->tok.encode(text, true);
     const int32_t available = int32_t(toks.size()) / chunk_size;
@@ -273,20 +250,6 @@ int run(int argc, char ** argv) {
         std::fwrite(&n_scored, 8, 1, save);
     }
 
-    context_params cp;
-    cp.n_ctx = n_ctx;
-    cp.slide.on = slide;
-    cp.slide.sink_pages = slide_sinks;
-    cp.n_ubatch = ubatch;
-    cp.kv.kv_type = kv_type;
-    cp.kv.page_tokens = page;
-    cp.kv.dir = "";  // scoring never reuses pages: every chunk is computed
-    cp.sparse.ratio = sparse;
-    cp.kv.ram_bytes = strategy_ram;
-    if (ram_given) {
-        const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
-        cp.kv.ram_bytes = kv_capacity_bytes(ram, pg.page_bytes(kv_type), page, 0);
-    }
     // Sparse attention applies to decoded tokens only: score them as decoded.
     if (sparse < 1.0f) decode = true;
     context ctx(*m, cp);
@@ -360,6 +323,8 @@ int run(int argc, char ** argv) {
 int main(int argc, char ** argv) {
     try {
         return run(argc, argv);
+    } catch (const cli_error & e) {
+        usage_error(e.what());
     } catch (const error & e) {
         std::fprintf(stderr, "gloas-perplexity: error: %s\n", e.what());
         return 1;

@@ -1,7 +1,8 @@
 // Fuzz target for the command line's number and size parsers: the
 // --kv-capacity / --kv-ram size syntax (parse_kv_capacity, then resolved to
 // bytes by kv_capacity_bytes for a page size) and the flags every gloas tool
-// shares with --config (config_apply_flag: integers, ratios, sizes, names),
+// shares with --config (config_apply_flag: integers, ratios, sizes, names;
+// config_apply_list for gloas-bench's comma lists),
 // then the configuration they make (config_to_yaml, whose text, when it
 // parses, must write back the same, comments aside on the first trip since
 // they say which flag set a value; and config_context_params for a small
@@ -37,6 +38,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
         } catch (const gloas::error &) {
         }
     }
+    // The flags as comma lists, as gloas-bench reads them: each element as one value.
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+        const gloas::option_def * d = gloas::option_find(gloas::SHARED_OPTIONS, gloas::N_SHARED_OPTS, args[i]);
+        if (!d || d->kind == gloas::opt_kind::SWITCH) continue;
+        try {
+            if (gloas::config_apply_list(gloas::run_config(), args, i).empty()) __builtin_trap();
+        } catch (const gloas::error &) {
+        }
+    }
     gloas::run_config cfg;
     try {
         for (size_t i = 0; i < args.size();) {
@@ -65,16 +75,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
             __builtin_trap();
         }
     }
-    gloas::hparams hp;
-    hp.n_vocab = 512;
-    hp.n_ctx_train = 512;
-    hp.n_embd = 64;
-    hp.n_ff = 172;
-    hp.n_head = 8;
-    hp.n_head_kv = 4;
-    hp.n_layer = 5;
-    hp.head_dim = 8;
-    hp.n_rot = 8;
+    // stories260K's shape: vocabulary, context, width, FFN, heads, KV heads, layers, head size, rotary dims
+    const gloas::hparams hp{512, 512, 64, 172, 8, 4, 5, 8, 8};
     try {
         (void) gloas::config_context_params(cfg, hp, "/nonexistent-kv-dir");
     } catch (const gloas::error &) {
