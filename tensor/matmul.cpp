@@ -6,8 +6,9 @@
 // layout below. The weight rows of every matrix of a set, MR at a time, are
 // the work items of one job of the thread pool (tensor/thread-pool.h: each
 // thread a contiguous share, a late thread's share taken by the others):
-//  - up to DIRECT_MAX_TOK tokens (decode): the rows are read straight from
-//    the weights, one pass, with the next tile prefetched (memory bound);
+//  - up to the format's direct_max tokens (decode, small batches): the rows
+//    are read straight from the weights, one pass, with the next tile
+//    prefetched (memory bound), DIRECT_MAX_TOK tokens at a time;
 //  - more tokens (prefill): the MR rows are unpacked once per chunk of tokens
 //    (CHUNK_BYTES of activations, L2-resident) into the w_tile layout, then an
 //    MR x MT micro-kernel of f32 accumulators (integer dot products with
@@ -474,7 +475,7 @@ void tile_direct_k(const tensor & w, int64_t r0, const char * act, int64_t n_in,
     acc_store(acc, y, y_stride, false);
 }
 
-constexpr int DIRECT_MAX_TOK = 3;  // up to this many tokens, read weights directly
+constexpr int DIRECT_MAX_TOK = 3;  // tokens per call of a direct kernel
 using tile_direct_fn = void (*)(const tensor &, int64_t, const char *, int64_t, float *, int64_t);
 template <type WT, int R> constexpr tile_direct_fn tile_direct_row[DIRECT_MAX_TOK] = {
     tile_direct<WT, R, 1>, tile_direct<WT, R, 2>, tile_direct<WT, R, 3>};
@@ -549,15 +550,23 @@ struct qformat {
     void (*unpack)(const void * row, int64_t n_in, char * out);
     const tile_direct_fn * const * direct;
     const tile_q_fn * const * tile;
+    // Up to this many tokens the direct kernels (DIRECT_MAX_TOK tokens at a
+    // time, each tile's rows read again from L1 for the next tokens) beat
+    // unpacking the rows for the tile kernels: unpacking costs about as much
+    // as a direct pass, so it pays only once enough tokens share it: on
+    // TinyLlama-sized matrices the direct kernels are the faster up to 8
+    // tokens for Q4_0 and Q4_K and up to 6 for Q5_K and Q6_K, while Q8_0's
+    // unpacked rows win from 4 tokens on.
+    int64_t direct_max;
     int64_t n_groups(int64_t n_in) const { return (n_in + group_vals - 1) / group_vals; }
 };
 
 template <type WT> constexpr qformat LEGACY_FORMAT = {
     64, ACT_PAIR, W_PAIR, 2 * sizeof(block_q8_0), quantize_act<WT == type::Q4_0 ? 8 : 128>, unpack_row<WT>,
-    TILE_DIRECT<WT>, TILE_Q<pair_group>};
+    TILE_DIRECT<WT>, TILE_Q<pair_group>, WT == type::Q4_0 ? 8 : DIRECT_MAX_TOK};
 template <type WT> constexpr qformat K_FORMAT = {
     QK_K, K_AGROUP<WT>, K_WGROUP<WT>, sizeof(block_q8_K), quantize_act_k<WT>, unpack_row_k<WT>,
-    TILE_DIRECT_K<WT>, TILE_Q<k_group<WT>>};
+    TILE_DIRECT_K<WT>, TILE_Q<k_group<WT>>, WT == type::Q4_K ? 8 : 6};
 
 // The tile format of weight type t, or null (matmul_blocks).
 const qformat * tile_format(type t) {
@@ -589,7 +598,7 @@ void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * wor
 
     // Work items: the MR-row tiles of every matrix (the activations are
     // read-only from here on).
-    if (n_tok <= DIRECT_MAX_TOK) {
+    if (n_tok <= f.direct_max) {
         parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
             set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
                 const tensor & w = *set.w[iw];
@@ -597,7 +606,10 @@ void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * wor
                 const int64_t n_out = w.nrows();
                 for (int64_t r = r0; r < r1; r += MR) {
                     const int R = int(std::min<int64_t>(MR, r1 - r));
-                    f.direct[R - 1][n_tok - 1](w, r, act, n_in, y + r, n_out);
+                    for (int64_t t = 0; t < n_tok; t += DIRECT_MAX_TOK) {
+                        const int T = int(std::min<int64_t>(DIRECT_MAX_TOK, n_tok - t));
+                        f.direct[R - 1][T - 1](w, r, act + size_t(t) * a_row, n_in, y + t * n_out + r, n_out);
+                    }
                 }
             });
         });
