@@ -21,7 +21,9 @@
 // computed in a fixed order), so results do not depend on the threads.
 //
 // One job at a time: a parallel_for called from inside a job, or while
-// another thread's job runs, runs its items on the calling thread.
+// another thread's job runs, runs its items on the calling thread. An
+// exception thrown by a chunk is rethrown to the caller once every chunk is
+// done (the first one, if several throw).
 #pragma once
 
 #include <cstdint>

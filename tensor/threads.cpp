@@ -187,10 +187,10 @@ void work(pool & p, int self, uint32_t gen) {
     tl_in_job = false;
 }
 
-void worker_main(pool * pp, int self) {
+// Worker `self`, started when the last job handed out was `seen`.
+void worker_main(pool * pp, int self, uint32_t seen) {
     pool & p = *pp;
     worker & w = p.wk[self];
-    uint32_t seen = w.go.load(std::memory_order_acquire);
     for (;;) {
         const uint32_t g = w.go.load(std::memory_order_acquire);
         if (g == seen) {
@@ -213,7 +213,7 @@ int grow(pool & p, int nth) {
         const int self = p.n_workers + 1;
         p.wk[self].go.store(p.gen, std::memory_order_relaxed);
         try {
-            std::thread(worker_main, &p, self).detach();
+            std::thread(worker_main, &p, self, p.gen).detach();
         } catch (const std::system_error &) {
             break;  // no more threads: the job runs on those there are
         }
