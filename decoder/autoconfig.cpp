@@ -81,8 +81,8 @@ auto_config choose_config(const model & m, const auto_config_input & in) {
         const int32_t phys = physical_cores();
         c.n_threads = ops::default_threads();
         ex += format("threads: %d, one per physical core (decode is bound by memory bandwidth; hyper-threads add none) "
-                     "of the %d, less the CPUs busy with other work (a thread that shares its core's time with "
-                     "another process holds the others up)\n",
+                     "not busy with other work (%d physical cores; a thread sharing its core's time with another "
+                     "process would hold the others up)\n",
                      c.n_threads, phys);
     }
 
