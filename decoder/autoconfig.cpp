@@ -2,12 +2,10 @@
 
 #include "kvcache/page.h"
 #include "base/error.h"
-
-#include <sched.h>
+#include "tensor/thread-pool.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <set>
 #include <utility>
 
 namespace gloas {
@@ -22,36 +20,9 @@ std::string bytes(double b) {
     return u == 0 ? format("%.0f bytes", b) : format(b < 10 ? "%.2f %s" : b < 100 ? "%.1f %s" : "%.0f %s", b, unit[u]);
 }
 
-// Reads one integer from a sysfs file; -1 if it cannot.
-long read_long(const char * path) {
-    FILE * f = std::fopen(path, "r");
-    if (!f) return -1;
-    long v = -1;
-    if (std::fscanf(f, "%ld", &v) != 1) v = -1;
-    std::fclose(f);
-    return v;
-}
-
 } // namespace
 
-int32_t physical_cores() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
-    std::set<std::pair<long, long>> cores;  // (package, core)
-    int32_t logical = 0;
-    for (int c = 0; c < CPU_SETSIZE; ++c) {
-        if (!CPU_ISSET(c, &set)) continue;
-        ++logical;
-        char path[128];
-        std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", c);
-        const long pkg = read_long(path);
-        std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", c);
-        const long core = read_long(path);
-        cores.insert(core < 0 ? std::make_pair(-1L - c, long(c)) : std::make_pair(pkg, core));
-    }
-    return std::max<int32_t>(1, cores.empty() ? logical : int32_t(cores.size()));
-}
+int32_t physical_cores() { return ops::physical_cores(); }
 
 auto_config choose_config(const model & m, const auto_config_input & in) {
     const hparams & hp = m.hp;
@@ -98,9 +69,18 @@ auto_config choose_config(const model & m, const auto_config_input & in) {
                      bytes(double(c.kv_bytes > c.kv_ram_bytes ? c.kv_bytes - c.kv_ram_bytes : 0)).c_str());
     }
 
-    c.n_threads = in.n_cores > 0 ? in.n_cores : physical_cores();
-    ex += format("threads: %d, one per physical core (decode is bound by memory bandwidth; hyper-threads add none)\n",
-                 c.n_threads);
+    if (in.n_cores > 0) {
+        c.n_threads = in.n_cores;
+        ex += format("threads: %d, one per physical core (decode is bound by memory bandwidth; hyper-threads add none)\n",
+                     c.n_threads);
+    } else {
+        const int32_t phys = physical_cores();
+        c.n_threads = ops::default_threads();
+        ex += format("threads: %d, one per physical core (decode is bound by memory bandwidth; hyper-threads add none) "
+                     "not busy with other work (%d physical cores; a thread sharing its core's time with another "
+                     "process would hold the others up)\n",
+                     c.n_threads, phys);
+    }
 
     const size_t per_token = sizeof(float) * size_t(2 * hp.n_embd + 2 * hp.n_embd_q() + 2 * hp.n_embd_kv() + 2 * hp.n_ff);
     int32_t ub = std::min(512, c.n_ctx);

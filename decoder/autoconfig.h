@@ -15,8 +15,10 @@
 //   RAM budget  the whole K/V of the context when it fits beside the weights in
 //               half of the available RAM; otherwise what is left of that half
 //               (at least 16 pages): the page file holds the rest.
-//   threads     the physical cores this process may run on: decode is bound by
-//               memory bandwidth, which hyper-threads do not add to.
+//   threads     the physical cores this process may run on (decode is bound by
+//               memory bandwidth, which hyper-threads do not add to), less the
+//               CPUs busy with other work (ops::default_threads), unless
+//               n_cores is given.
 //   ubatch      512 tokens, fewer when activations would take more than a
 //               sixteenth of the available RAM or the context is shorter.
 // GPU memory is reported and not used: the CUDA backend is not built yet.
@@ -36,7 +38,7 @@ struct auto_config_input {
     int32_t n_ctx = 0;          // positions wanted; 0: the model's training context
     size_t ram_available = 0;   // bytes; 0: unknown (assume plenty)
     size_t gpu_available = 0;   // bytes of free GPU memory; 0: none
-    int32_t n_cores = 0;        // physical cores usable; 0: detect
+    int32_t n_cores = 0;        // physical cores usable; 0: detect (leaving out busy CPUs)
 };
 
 struct auto_config {

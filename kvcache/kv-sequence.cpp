@@ -4,6 +4,7 @@
 #include "quant/quant-mse.h"
 #include "base/error.h"
 #include "tensor/ops.h"
+#include "tensor/thread-pool.h"
 
 #include <algorithm>
 #include <cmath>
@@ -257,8 +258,9 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
     const bool copy = n_tok == 1 && st_.params().read_copy;  // decode: copies (kv-store.h)
     const int32_t la = size_t(g_.head_dim) * pg_.row_bytes(t_) >= AHEAD_MIN_BYTES ? AHEAD : 0;  // pages translated ahead
     // Work per item grows with the position: interleave items over threads.
-#pragma omp parallel for num_threads(ops::n_threads()) schedule(dynamic, 1) if (n_items > 1 && int64_t(pos0 + n_tok) * n_items * hd > 32768)
-    for (int64_t it = 0; it < n_items; ++it) {
+    const bool par = n_items > 1 && int64_t(pos0 + n_tok) * n_items * hd > 32768;
+    ops::parallel_for(n_items, par ? ops::n_threads() : 1, 1, [&](int64_t it0, int64_t it1) {
+    for (int64_t it = it0; it < it1; ++it) {
         const int32_t t = int32_t(it / hkv), h = int32_t(it % hkv);
         const int32_t p = pos0 + t;
         const int64_t cur = p / P;
@@ -331,6 +333,7 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
         page_attend(pg1_, type::F32, staging(cur, il), 0, h, p % P + 1, qs, group, s);
         attn_state_finish(s, group, hd, out + q_off);
     }
+    });
 }
 
 void kv_sequence::attend_limited(int32_t il, int32_t h, int32_t p, const float * qs, int32_t group,

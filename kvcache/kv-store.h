@@ -49,7 +49,7 @@
 // Thread safety: one thread drives the store (the decoder's); a background
 // writer thread publishes full pages (checksum + slot table) off the decode
 // path, and its queue is drained by flush(). touch() may be called from any
-// thread (the decoder's OpenMP workers).
+// thread (the workers of the decoder's thread pool).
 //
 // RAM budget (kv_store_params::ram_bytes, --kv-ram). Tiers: hot = page-file
 // pages mapped in this process; warm = the OS page cache; cold = the file on

@@ -1,6 +1,7 @@
 #include "tensor/cpu-backend.h"
 
 #include "tensor/error.h"
+#include "tensor/thread-pool.h"
 
 #include <algorithm>
 #include <cmath>
@@ -92,11 +93,12 @@ void cpu_backend::silu_mul(float * y, const float * g, const float * u, int64_t 
 void cpu_backend::gelu_mul(float * y, const float * g, const float * u, int64_t n) {
     op_timer pt(*this, profile::op::FFN_ACT);
     const float c = 0.7978845608028654f;  // sqrt(2/pi)
-#pragma omp parallel for num_threads(ops::n_threads()) schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
-        const float x = g[i];
-        y[i] = 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x))) * u[i];
-    }
+    ops::parallel_for(n, n > 65536 ? ops::n_threads() : 1, 0, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float x = g[i];
+            y[i] = 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x))) * u[i];
+        }
+    });
 }
 
 void cpu_backend::scale(float * y, int64_t n_rows, int64_t width, int64_t n_scaled, float s) {

@@ -1,5 +1,5 @@
 // The CPU backend: the backend interface over the CPU ops of ops.h (SIMD
-// kernels chosen at build time, OpenMP threads), in host memory.
+// kernels chosen at start, the threads of tensor/thread-pool.h), in host memory.
 //
 // Every op calls the ops.h function it names, row by row where that function
 // takes one row, so results are those of ops.h bit for bit; gelu_mul, scale
@@ -7,7 +7,7 @@
 // definitions in backend.h (float arithmetic, tanh from <cmath>). Weights stay
 // where they are (views into the mapped model file); `weight` only sizes the
 // matmul scratch for them. Ops run synchronously on the calling thread's
-// OpenMP team; upload and to_host are copies. Ops time themselves with
+// thread pool; upload and to_host are copies. Ops time themselves with
 // profile::timer (no cost but an atomic load while profiling is off).
 #pragma once
 

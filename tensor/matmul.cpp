@@ -3,10 +3,12 @@
 // Quantized weights with a tile format (AVX-512 VNNI + VBMI: Q4_0, Q8_0 and
 // the K-quants Q4_K, Q5_K, Q6_K): each token row is quantized once to 8 bits
 // (Q8_0 for Q4_0/Q8_0, Q8_K for the K-quants, as matmul_ref does) in the act
-// layout below. Each thread owns a contiguous range of weight rows, taken MR
-// at a time:
-//  - up to DIRECT_MAX_TOK tokens (decode): the rows are read straight from
-//    the weights, one pass, with the next tile prefetched (memory bound);
+// layout below. The weight rows of every matrix of a set, MR at a time, are
+// the work items of one job of the thread pool (tensor/thread-pool.h: each
+// thread a contiguous share, a late thread's share taken by the others):
+//  - up to the format's direct_max tokens (decode, small batches): the rows
+//    are read straight from the weights, one pass, with the next tile
+//    prefetched (memory bound), DIRECT_MAX_TOK tokens at a time;
 //  - more tokens (prefill): the MR rows are unpacked once per chunk of tokens
 //    (CHUNK_BYTES of activations, L2-resident) into the w_tile layout, then an
 //    MR x MT micro-kernel of f32 accumulators (integer dot products with
@@ -14,16 +16,17 @@
 //    stay in L1.
 // Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
 // micro-kernel. Other block types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1) and other
-// variants use matmul_blocks: one vec_dot per (row, token), rows split by
-// thread, tokens chunked so activations stay in L2.
+// variants use matmul_blocks: one vec_dot per (row, token), rows split over
+// threads, tokens chunked so activations stay in L2.
+// Every output value is computed by one thread, in an order that does not
+// depend on the split: results are the same for any thread count.
 #include "tensor/ops.h"
 
 #include "quant/fp16.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
 #include "tensor/error.h"
-
-#include <omp.h>
+#include "tensor/thread-pool.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -39,12 +42,41 @@ struct mm_set {
     const tensor * const * w;
     float * const * y;
     int n;
-    int64_t max_rows() const {
+    int64_t rows() const {
         int64_t m = 0;
-        for (int i = 0; i < n; ++i) m = std::max(m, w[i]->nrows());
+        for (int i = 0; i < n; ++i) m += w[i]->nrows();
         return m;
     }
+    // Work items: the tiles of `tile` rows of every matrix, in order.
+    int64_t tiles(int64_t tile) const {
+        int64_t m = 0;
+        for (int i = 0; i < n; ++i) m += (w[i]->nrows() + tile - 1) / tile;
+        return m;
+    }
+    // f(iw, r0, r1) for the rows of items [b, e) of tiles(tile): per matrix,
+    // one contiguous run of whole tiles.
+    template <class F> void for_rows(int64_t tile, int64_t b, int64_t e, F && f) const {
+        int64_t base = 0;
+        for (int i = 0; i < n && b < e; ++i) {
+            const int64_t rows = w[i]->nrows(), nt = (rows + tile - 1) / tile;
+            if (b < base + nt) {
+                const int64_t t1 = std::min(e, base + nt);
+                f(i, (b - base) * tile, std::min(rows, (t1 - base) * tile));
+                b = t1;
+            }
+            base += nt;
+        }
+    }
 };
+
+// Threads for `macs` multiply-adds over `items` work items: no more than
+// n_threads(), than the items, or than gives each thread PAR_MIN_MACS (below
+// that, waking a thread costs more than it saves).
+constexpr double PAR_MIN_MACS = 1 << 16;
+int threads_for(double macs, int64_t items) {
+    const double by_work = std::max(1.0, macs / PAR_MIN_MACS);
+    return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(n_threads()), items, int64_t(std::min(by_work, 1e6))})));
+}
 
 [[maybe_unused]] constexpr int MR = 4;         // weight rows per micro-tile
 constexpr int     MT = 4;           // tokens per micro-tile
@@ -443,7 +475,7 @@ void tile_direct_k(const tensor & w, int64_t r0, const char * act, int64_t n_in,
     acc_store(acc, y, y_stride, false);
 }
 
-constexpr int DIRECT_MAX_TOK = 3;  // up to this many tokens, read weights directly
+constexpr int DIRECT_MAX_TOK = 3;  // tokens per call of a direct kernel
 using tile_direct_fn = void (*)(const tensor &, int64_t, const char *, int64_t, float *, int64_t);
 template <type WT, int R> constexpr tile_direct_fn tile_direct_row[DIRECT_MAX_TOK] = {
     tile_direct<WT, R, 1>, tile_direct<WT, R, 2>, tile_direct<WT, R, 3>};
@@ -518,15 +550,23 @@ struct qformat {
     void (*unpack)(const void * row, int64_t n_in, char * out);
     const tile_direct_fn * const * direct;
     const tile_q_fn * const * tile;
+    // Up to this many tokens the direct kernels (DIRECT_MAX_TOK tokens at a
+    // time, each tile's rows read again from L1 for the next tokens) beat
+    // unpacking the rows for the tile kernels: unpacking costs about as much
+    // as a direct pass, so it pays only once enough tokens share it: on
+    // TinyLlama-sized matrices the direct kernels are the faster up to 8
+    // tokens for Q4_0 and Q4_K and up to 6 for Q5_K and Q6_K, while Q8_0's
+    // unpacked rows win from 4 tokens on.
+    int64_t direct_max;
     int64_t n_groups(int64_t n_in) const { return (n_in + group_vals - 1) / group_vals; }
 };
 
 template <type WT> constexpr qformat LEGACY_FORMAT = {
     64, ACT_PAIR, W_PAIR, 2 * sizeof(block_q8_0), quantize_act<WT == type::Q4_0 ? 8 : 128>, unpack_row<WT>,
-    TILE_DIRECT<WT>, TILE_Q<pair_group>};
+    TILE_DIRECT<WT>, TILE_Q<pair_group>, WT == type::Q4_0 ? 8 : DIRECT_MAX_TOK};
 template <type WT> constexpr qformat K_FORMAT = {
     QK_K, K_AGROUP<WT>, K_WGROUP<WT>, sizeof(block_q8_K), quantize_act_k<WT>, unpack_row_k<WT>,
-    TILE_DIRECT_K<WT>, TILE_Q<k_group<WT>>};
+    TILE_DIRECT_K<WT>, TILE_Q<k_group<WT>>, WT == type::Q4_K ? 8 : 6};
 
 // The tile format of weight type t, or null (matmul_blocks).
 const qformat * tile_format(type t) {
@@ -547,52 +587,60 @@ void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * wor
     // groups per reduction segment: MR weight rows and MT act rows of it in L1
     const int64_t seg = std::max<int64_t>(1, int64_t(SEG_BYTES / (MR * f.w_group + MT * f.a_group)));
     char * act = align_up(work);
-    const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (set.max_rows() + MR - 1) / MR)));
+    const int64_t n_tiles = set.tiles(MR);
+    const int nth = threads_for(double(set.rows()) * double(n_in) * double(n_tok), n_tiles);
 
-    #pragma omp parallel num_threads(nth)
-    {
-        const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
-        char * tmp = thread_scratch(size_t(ng) * f.tmp_group + ALIGN + MR * w_row);
-        char * wt = align_up(tmp + size_t(ng) * f.tmp_group);
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < n_tok; ++t) f.quantize(x + t * n_in, n_in, act + size_t(t) * a_row, tmp);
+    // the activations, each token once (on the caller for a few tokens)
+    parallel_for(n_tok, n_tok >= 16 ? nth : 1, 0, [&](int64_t b, int64_t e) {
+        char * tmp = thread_scratch(size_t(ng) * f.tmp_group);
+        for (int64_t t = b; t < e; ++t) f.quantize(x + t * n_in, n_in, act + size_t(t) * a_row, tmp);
+    });
 
-        // Each matrix in turn, without a barrier between them (the activations
-        // are read-only from here on).
-        for (int iw = 0; iw < set.n; ++iw) {
-            const tensor & w = *set.w[iw];
-            float * y = set.y[iw];
-            const int64_t n_out = w.nrows();
-            // contiguous row range of this thread, in whole tiles
-            const int64_t n_tiles = (n_out + MR - 1) / MR;
-            const int64_t per = (n_tiles + nt - 1) / nt;
-            const int64_t r0 = std::min(n_out, ith * per * MR), r1 = std::min(n_out, (ith + 1) * per * MR);
-            if (n_tok <= DIRECT_MAX_TOK) {
+    // Work items: the MR-row tiles of every matrix (the activations are
+    // read-only from here on).
+    if (n_tok <= f.direct_max) {
+        parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
+            set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
+                const tensor & w = *set.w[iw];
+                float * y = set.y[iw];
+                const int64_t n_out = w.nrows();
                 for (int64_t r = r0; r < r1; r += MR) {
                     const int R = int(std::min<int64_t>(MR, r1 - r));
-                    f.direct[R - 1][n_tok - 1](w, r, act, n_in, y + r, n_out);
+                    for (int64_t t = 0; t < n_tok; t += DIRECT_MAX_TOK) {
+                        const int T = int(std::min<int64_t>(DIRECT_MAX_TOK, n_tok - t));
+                        f.direct[R - 1][T - 1](w, r, act + size_t(t) * a_row, n_in, y + t * n_out + r, n_out);
+                    }
                 }
-            } else {
-                const int64_t chunk = tok_chunk(a_row);
-                for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-                    const int64_t t1 = std::min(n_tok, t0 + chunk);
-                    for (int64_t r = r0; r < r1; r += MR) {
-                        const int R = int(std::min<int64_t>(MR, r1 - r));
-                        for (int i = 0; i < R; ++i) f.unpack(w.row(r + i), n_in, wt + size_t(i) * w_row);
-                        // the reduction in segments whose weights and activations stay in L1
-                        for (int64_t g0 = 0; g0 < ng; g0 += seg) {
-                            const int64_t g1 = std::min(ng, g0 + seg);
-                            for (int64_t t = t0; t < t1; t += MT) {
-                                const int T = int(std::min<int64_t>(MT, t1 - t));
-                                f.tile[R - 1][T - 1](wt + size_t(g0) * f.w_group, w_row,
-                                                     act + size_t(t) * a_row + size_t(g0) * f.a_group, a_row, g1 - g0,
-                                                     y + t * n_out + r, n_out, g0 > 0);
-                            }
+            });
+        });
+        return;
+    }
+    // per chunk of tokens (activations L2-resident), each tile unpacked once
+    const int64_t chunk = tok_chunk(a_row);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+        const int64_t t1 = std::min(n_tok, t0 + chunk);
+        parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
+            char * wt = thread_scratch(MR * w_row);
+            set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
+                const tensor & w = *set.w[iw];
+                float * y = set.y[iw];
+                const int64_t n_out = w.nrows();
+                for (int64_t r = r0; r < r1; r += MR) {
+                    const int R = int(std::min<int64_t>(MR, r1 - r));
+                    for (int i = 0; i < R; ++i) f.unpack(w.row(r + i), n_in, wt + size_t(i) * w_row);
+                    // the reduction in segments whose weights and activations stay in L1
+                    for (int64_t g0 = 0; g0 < ng; g0 += seg) {
+                        const int64_t g1 = std::min(ng, g0 + seg);
+                        for (int64_t t = t0; t < t1; t += MT) {
+                            const int T = int(std::min<int64_t>(MT, t1 - t));
+                            f.tile[R - 1][T - 1](wt + size_t(g0) * f.w_group, w_row,
+                                                 act + size_t(t) * a_row + size_t(g0) * f.a_group, a_row, g1 - g0,
+                                                 y + t * n_out + r, n_out, g0 > 0);
                         }
                     }
                 }
-            }
-        }
+            });
+        });
     }
 }
 #endif
@@ -654,27 +702,25 @@ void matmul_float(const mm_set & set, const float * x, int64_t n_tok) {
     const tensor & w0 = *set.w[0];
     const int64_t n_in = w0.ne[0];
     const tile_f_fn * const * table = w0.t == type::F32 ? TILE_F<type::F32> : w0.t == type::F16 ? TILE_F<type::F16> : TILE_F<type::BF16>;
-    const int nth = int(std::min<int64_t>(n_threads(), std::max<int64_t>(1, (set.max_rows() + MR - 1) / MR)));
-    #pragma omp parallel num_threads(nth)
-    for (int iw = 0; iw < set.n; ++iw) {
-        const tensor & w = *set.w[iw];
-        float * y = set.y[iw];
-        const int64_t n_out = w.nrows();
-        const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
-        const int64_t n_tiles = (n_out + MR - 1) / MR;
-        const int64_t per = (n_tiles + nt - 1) / nt;
-        const int64_t r0 = std::min(n_out, ith * per * MR), r1 = std::min(n_out, (ith + 1) * per * MR);
-        const int64_t chunk = tok_chunk(size_t(n_in) * sizeof(float));
-        for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-            const int64_t t1 = std::min(n_tok, t0 + chunk);
-            for (int64_t r = r0; r < r1; r += MR) {
-                const int R = int(std::min<int64_t>(MR, r1 - r));
-                for (int64_t t = t0; t < t1; t += MT) {
-                    const int T = int(std::min<int64_t>(MT, t1 - t));
-                    table[R - 1][T - 1](w, r, x + t * n_in, n_in, y + t * n_out + r, n_out);
+    const int64_t n_tiles = set.tiles(MR);
+    const int nth = threads_for(double(set.rows()) * double(n_in) * double(n_tok), n_tiles);
+    const int64_t chunk = tok_chunk(size_t(n_in) * sizeof(float));
+    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+        const int64_t t1 = std::min(n_tok, t0 + chunk);
+        parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
+            set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
+                const tensor & w = *set.w[iw];
+                float * y = set.y[iw];
+                const int64_t n_out = w.nrows();
+                for (int64_t r = r0; r < r1; r += MR) {
+                    const int R = int(std::min<int64_t>(MR, r1 - r));
+                    for (int64_t t = t0; t < t1; t += MT) {
+                        const int T = int(std::min<int64_t>(MT, t1 - t));
+                        table[R - 1][T - 1](w, r, x + t * n_in, n_in, y + t * n_out + r, n_out);
+                    }
                 }
-            }
-        }
+            });
+        });
     }
 }
 #endif
@@ -716,17 +762,17 @@ GLOAS_ISA_BEGIN
 static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const int64_t n_in = w.ne[0], n_out = w.nrows();
-    const int nth = n_threads();
-    #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int64_t r = 0; r < n_out; ++r) {
-        for (int64_t t = 0; t < n_tok; ++t) y[t * n_out + r] = tw.vec_dot(n_in, w.row(r), x + t * n_in);
-    }
+    const int nth = threads_for(double(n_out) * double(n_in) * double(n_tok), n_out);
+    parallel_for(n_out, nth, 0, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r)
+            for (int64_t t = 0; t < n_tok; ++t) y[t * n_out + r] = tw.vec_dot(n_in, w.row(r), x + t * n_in);
+    });
 }
 
 // Block weights without a tile format above (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1,
 // and every block type in variants without VNNI): each token row is quantized
-// once to the type's vec_dot_type (act_row_bytes apart in `work`); each
-// thread owns a contiguous range of weight rows and, per chunk of tokens
+// once to the type's vec_dot_type (act_row_bytes apart in `work`); the rows
+// are split over threads and, per chunk of tokens
 // whose activations stay in L2, reads each of its rows once (then from L1)
 // for every token of the chunk. With one token (decode) that is one pass over
 // the weights, the next rows prefetched.
@@ -736,22 +782,20 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
     const int64_t n_in = set.w[0]->ne[0];
     const size_t vrow = act_row_bytes(tw.vec_dot_type, n_in);
     char * act = align_up(work);
-    const int nth = int(std::min<int64_t>(n_threads(), set.max_rows()));
+    const int64_t n_rows = set.rows();
+    const int nth = threads_for(double(n_rows) * double(n_in) * double(n_tok), n_rows);
     const int64_t chunk = std::max<int64_t>(1, int64_t(CHUNK_BYTES / vrow));
-    #pragma omp parallel num_threads(nth)
-    {
-        const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < n_tok; ++t) tv.from_float(x + t * n_in, act + size_t(t) * vrow, n_in);
-        for (int iw = 0; iw < set.n; ++iw) {
-            const tensor & w = *set.w[iw];
-            float * y = set.y[iw];
-            const int64_t n_out = w.nrows();
-            const size_t w_row = w.nb[1];
-            const int64_t per = (n_out + nt - 1) / nt;
-            const int64_t r0 = std::min(n_out, ith * per), r1 = std::min(n_out, (ith + 1) * per);
-            for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-                const int64_t t1 = std::min(n_tok, t0 + chunk);
+    parallel_for(n_tok, n_tok >= 16 ? nth : 1, 0, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) tv.from_float(x + t * n_in, act + size_t(t) * vrow, n_in);
+    });
+    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+        const int64_t t1 = std::min(n_tok, t0 + chunk);
+        parallel_for(n_rows, nth, 0, [&](int64_t b, int64_t e) {
+            set.for_rows(1, b, e, [&](int iw, int64_t r0, int64_t r1) {
+                const tensor & w = *set.w[iw];
+                float * y = set.y[iw];
+                const int64_t n_out = w.nrows();
+                const size_t w_row = w.nb[1];
                 for (int64_t r = r0; r < r1; ++r) {
                     const char * wr = static_cast<const char *>(w.row(r));
                     // two rows ahead
@@ -759,14 +803,14 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
                         for (size_t o = 0; o < w_row; o += 64) __builtin_prefetch(wr + 2 * w_row + o, 0, 3);
                     for (int64_t t = t0; t < t1; ++t) y[t * n_out + r] = tw.vec_dot(n_in, wr, act + size_t(t) * vrow);
                 }
-            }
-        }
+            });
+        });
     }
 }
 
 // Matrices of one type and input width, with the same input rows: the
-// activations are converted once and every matrix is computed in one
-// parallel region.
+// activations are converted once and every matrix is computed in one job of
+// the thread pool.
 static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void * work) {
     const tensor & w = *set.w[0];
 #if defined(GLOAS_MATMUL_VNNI)

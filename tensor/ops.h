@@ -2,8 +2,9 @@
 //
 // Every op has a scalar reference (`*_ref`) that defines its result and a fast
 // version (AVX-512 / AVX2 inside the kernel, scalar tail) tested against it.
-// Ops that are worth it split their work over OpenMP threads (set_n_threads);
-// the small ones run on the calling thread.
+// Ops that are worth it split their work over the threads of the pool
+// (tensor/thread-pool.h, set_n_threads); the small ones run on the calling
+// thread.
 //
 // Shapes are given as (rows, cols) with the last index fastest.
 #pragma once
@@ -15,7 +16,9 @@
 
 namespace gloas::ops {
 
-// Threads used by parallel ops (OpenMP); n <= 0 means all hardware threads.
+// Threads used by parallel ops (and by OpenMP regions that name no count);
+// n <= 0: the default, one per physical core not busy with other work
+// (thread-pool.h default_threads).
 void set_n_threads(int n);
 int  n_threads();
 
@@ -40,7 +43,7 @@ void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y);
 // y[i] (n_tok, rows of w[i]) = x · w[i]^T for n matrices of the same input
 // width (the projections of one normed input: Q, K, V; gate and up): the
 // activations are converted once per run of matrices of one type and those
-// are computed in one parallel region. work: the largest matmul_work_size of
+// are computed in one job of the thread pool. work: the largest matmul_work_size of
 // the matrices. Results equal matmul's for each matrix.
 void matmul_n(const tensor * const * w, float * const * y, int n, const float * x, int64_t n_tok, void * work);
 
