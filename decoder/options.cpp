@@ -20,7 +20,7 @@ constexpr const char * CTX = OPT_GROUP_CONTEXT;
 constexpr const char * KV = OPT_GROUP_KV;
 constexpr const char * SMP = OPT_GROUP_SAMPLING;
 constexpr const char * MDL = OPT_GROUP_MODEL;
-constexpr const char * KV_TYPES = "f32|f16|q8_0|q4_0";
+constexpr const char * KV_TYPES = "f32|f16|q8_0|q4_0|q4_kivi";
 
 } // namespace
 
@@ -44,8 +44,8 @@ const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
      "speed (f16 pages, dense), balanced (q8_0, dense), aggressive (q4_0, sparse decode attention), or auto: "
      "chosen from the model, context and free RAM (default: speed); the flags below override it"},
     {OPT_KV_TYPE, "--kv-type", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
-     "page type: f32, f16, q8_0, q4_0 (default: the strategy's, f16); q8_0 and q4_0 need a page size that is "
-     "a multiple of 32"},
+     "page type: f32, f16, q8_0, q4_0, q4_kivi (4-bit: keys per channel with a minimum, values as q4_0; "
+     "default: the strategy's, f16); the quantized types need a page size that is a multiple of 32"},
     {OPT_KV_TYPE_K, "-ctk|--cache-type-k", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
      "llama.cpp's spelling of --kv-type; K and V pages have one type, so -ctv must agree"},
     {OPT_KV_TYPE_V, "-ctv|--cache-type-v", "T", K::WORD, 0, 0, false, KV_TYPES, KV,
@@ -232,11 +232,13 @@ std::string options_usage(const option_def * table, size_t n, const char * group
     return out;
 }
 
-bool kv_type_supported(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
+bool kv_type_supported(type t) {
+    return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0 || t == type::Q4_KIVI;
+}
 
 std::string kv_options_problem(type t, int32_t page_tokens, evict_policy policy) {
     if (!kv_type_supported(t))
-        return format("--kv-type %s: K/V pages are f32, f16, q8_0 or q4_0", type_name(t));
+        return format("--kv-type %s: K/V pages are f32, f16, q8_0, q4_0 or q4_kivi", type_name(t));
     if (page_tokens < 1 || page_tokens > 4096) return format("--kv-page %d: expected 1 to 4096 tokens", page_tokens);
     const page_geometry g{page_tokens, 1, 1, 1};
     const int64_t blck = traits(t).blck_size;

@@ -56,7 +56,7 @@ LIST flags take comma-separated values; every combination is measured.
   -d, --n-depth LIST  tokens already in the context (default 0; also --depth)
   -ctk, --cache-type-k LIST
   -ctv, --cache-type-v LIST
-      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0 (default f16); K
+      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0, q4_kivi (default f16); K
                       and V share one type, so -ctk and -ctv name the same
       --strategy LIST memory strategies speed, balanced, aggressive (each sets
                       the K/V type and sparse ratio; replaces --kv-type)
@@ -105,7 +105,9 @@ Exit status: 0 on success, 1 when a model or run fails, 2 for a bad command line
 )";
 
 // The K/V page types (the store's); the other weight types are not.
-bool is_kv_type(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
+bool is_kv_type(type t) {
+    return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0 || t == type::Q4_KIVI;
+}
 
 double now_s() {
     using namespace std::chrono;
@@ -289,7 +291,7 @@ int run(int argc, char ** argv) {
             for (auto & k : split(v)) {
                 type t;
                 if (!type_from_name(k.c_str(), &t) || !is_kv_type(t))
-                    cli::usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0)", a.c_str(), k.c_str()));
+                    cli::usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0, q4_kivi)", a.c_str(), k.c_str()));
                 list.push_back({type_name(t), t, 1.0f});
             }
             if (list.empty()) cli::usage_error(format("%s '%s': no value in the list", a.c_str(), v.c_str()));

@@ -61,7 +61,7 @@ const char * USAGE = R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
                        cores draws a warning
   -ctk, --cache-type-k T
   -ctv, --cache-type-v T
-      --kv-type T      f32, f16, q8_0, q4_0 (default f32); K and V share one
+      --kv-type T      f32, f16, q8_0, q4_0, q4_kivi (default f32); K and V share one
                        type, so -ctk and -ctv name the same
       --strategy S     speed, balanced or aggressive (sets K/V type and sparse
                        ratio; --kv-type / --sparse-ratio given after override)
@@ -90,7 +90,9 @@ constexpr char LOGITS_MAGIC[8] = {'G', 'L', 'O', 'A', 'S', 'L', 'G', 'T'};
 using cli::usage_error;
 
 // The K/V page types (the store's); the other weight types are not.
-bool is_kv_type(type t) { return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0; }
+bool is_kv_type(type t) {
+    return t == type::F32 || t == type::F16 || t == type::Q8_0 || t == type::Q4_0 || t == type::Q4_KIVI;
+}
 
 // Running mean and variance of a series (Welford's update: no cancellation
 // however long the series).
@@ -167,7 +169,7 @@ int run(int argc, char ** argv) {
             const std::string v = value();
             type t;
             if (!type_from_name(v.c_str(), &t) || !is_kv_type(t))
-                usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0)", a.c_str(), v.c_str()));
+                usage_error(format("%s: '%s' is not a K/V type (f32, f16, q8_0, q4_0, q4_kivi)", a.c_str(), v.c_str()));
             // One type holds K and V: -ctk and -ctv given together must agree.
             const bool pair = a.find("-ct") == 0 || a.find("--cache-type") == 0;
             const bool pair_before = kv_given.find("-ct") == 0 || kv_given.find("--cache-type") == 0;
