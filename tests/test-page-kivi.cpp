@@ -38,10 +38,10 @@ page_geometry make_geometry(int P, int n_layer, int n_head_kv, int head_dim) {
 std::vector<float> random_open_page(const page_geometry & g, std::mt19937 & rng) {
     const int P = g.page_tokens, E = g.n_embd_kv();
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<float> off(size_t(E), 0.0f);
+    std::vector<float> off(static_cast<size_t>(E), 0.0f);
     for (int c = 0; c < E; ++c) off[size_t(c)] = (c % 3 == 0 ? 4.0f : 0.5f) * nd(rng) + (c % g.head_dim == 1 ? 12.0f : 0.0f);
     std::vector<float> open(size_t(g.n_rows()) * size_t(P));
-    std::vector<float> k(size_t(E)), v(size_t(E));
+    std::vector<float> k(static_cast<size_t>(E)), v(static_cast<size_t>(E));
     for (int il = 0; il < g.n_layer; ++il)
         for (int t = 0; t < P; ++t) {
             for (int c = 0; c < E; ++c) {
@@ -61,7 +61,7 @@ const float * open_row(const page_geometry & g, const std::vector<float> & open,
 std::vector<float> attend(const page_geometry & g, const std::vector<char> & page, int il, int h, int n,
                           const std::vector<float> & q, int group, int which) {
     const int D = g.head_dim;
-    std::vector<float> m(size_t(group)), l(m.size()), acc(m.size() * size_t(D)), out(acc.size());
+    std::vector<float> m(static_cast<size_t>(group)), l(m.size()), acc(m.size() * size_t(D)), out(acc.size());
     attn_state s{m.data(), l.data(), acc.data()};
     attn_state_init(s, group, D);
     if (which == 0) page_attend_ref(g, KIVI, page.data(), il, h, n, q.data(), group, s);
@@ -87,7 +87,7 @@ TEST_CASE("q4_kivi: a page-only type in the table, its rows Q4_1 (K) and Q4_0 (V
     REQUIRE(type_from_name("q4_kivi", &t));
     CHECK(t == KIVI);
     CHECK_FALSE(type_is_weight(KIVI));
-    CHECK(traits(KIVI).to_float == nullptr);
+    CHECK_FALSE(bool(traits(KIVI).to_float));
     CHECK(page_row_type(KIVI, 0) == type::Q4_1);
     CHECK(page_row_type(KIVI, 1) == type::Q4_0);
     CHECK(page_row_type(type::Q8_0, 1) == type::Q8_0);
@@ -123,7 +123,7 @@ TEST_CASE("q4_kivi quantization: K per channel keeps offset channels to half a s
     std::vector<char> page(g.page_bytes(KIVI));
     page_quantize(g, open.data(), KIVI, page.data());
     const int P = g.page_tokens;
-    std::vector<float> row(size_t(P));
+    std::vector<float> row(static_cast<size_t>(P));
     double k_err_kivi = 0.0, k_err_q4_0 = 0.0;
     for (int il = 0; il < g.n_layer; ++il)
         for (int c = 0; c < g.n_embd_kv(); ++c) {
@@ -138,8 +138,8 @@ TEST_CASE("q4_kivi quantization: K per channel keeps offset channels to half a s
                 const float step = (hi - lo) / 15.0f, slack = 0.51f * step + 2e-3f * std::max(std::fabs(lo), std::fabs(hi));
                 for (int i = 0; i < 32; ++i) CHECK(std::fabs(row[size_t(32 * b + i)] - x[32 * b + i]) <= slack);
             }
-            std::vector<block_q4_0> q4(size_t(P / 32));
-            std::vector<float> back(size_t(P));
+            std::vector<block_q4_0> q4(static_cast<size_t>(P / 32));
+            std::vector<float> back(static_cast<size_t>(P));
             quantize_row_q4_0_mse(x, q4.data(), P);
             dequantize_row_q4_0(q4.data(), back.data(), P);
             for (int i = 0; i < P; ++i) {
@@ -161,7 +161,7 @@ TEST_CASE("q4_kivi key bounds: the min and max of the dequantized keys") {
     const std::vector<float> open = random_open_page(g, rng);
     std::vector<char> page(g.page_bytes(KIVI));
     page_quantize(g, open.data(), KIVI, page.data());
-    std::vector<float> row(size_t(g.page_tokens)), kmin(size_t(g.head_dim)), kmax(kmin.size());
+    std::vector<float> row(static_cast<size_t>(g.page_tokens)), kmin(static_cast<size_t>(g.head_dim)), kmax(kmin.size());
     for (int il = 0; il < g.n_layer; ++il)
         for (int h = 0; h < g.n_head_kv; ++h)
             for (int n : {32, 7}) {
@@ -206,7 +206,7 @@ TEST_CASE("q4_kivi page_attend: every SIMD variant against the scalar twin, the 
         page_quantize(g, open.data(), KIVI, page.data());
         for (int group : {1, 3, 8, 11}) {
             std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(float(g.head_dim)));
-            std::vector<float> q(size_t(group * g.head_dim));
+            std::vector<float> q(static_cast<size_t>(group * g.head_dim));
             for (float & x : q) x = nd(rng);
             for (int il = 0; il < g.n_layer; ++il)
                 for (int h = 0; h < g.n_head_kv; ++h)
@@ -248,10 +248,10 @@ TEST_CASE("q4_kivi page_attend_multi equals page_attend per query token") {
     page_quantize(g, open.data(), KIVI, page.data());
     const int group = 4, n_q = 3, D = g.head_dim;
     std::normal_distribution<float> nd(0.0f, 0.125f);
-    std::vector<float> q(size_t(n_q * group * D));
+    std::vector<float> q(static_cast<size_t>(n_q * group * D));
     for (float & x : q) x = nd(rng);
     const int32_t n_valid[n_q] = {32, 0, 17};
-    std::vector<float> m(size_t(n_q * group)), l(m.size()), acc(m.size() * size_t(D)), out(acc.size());
+    std::vector<float> m(static_cast<size_t>(n_q * group)), l(m.size()), acc(m.size() * size_t(D)), out(acc.size());
     attn_state s{m.data(), l.data(), acc.data()};
     attn_state_init(s, n_q * group, D);
     page_attend_multi(g, KIVI, page.data(), 0, 1, n_q, n_valid, q.data(), group, s);
