@@ -22,6 +22,9 @@
 //           the nibbles), one vpdpwssd per head and 2 tokens adds 16
 //           channels; the nibbles' offset 8 comes off as 8 * sum_t u_t
 // (without VNNI, vpmaddwd + vpaddd: the Q4_0 kernel needs AVX-512 BW only).
+// Q4_KIVI pages run the Q4_0 kernel with K rows of Q4_1 blocks: the K
+// nibbles without the offset 8, and each head's bias sum_c q_c * m_c added
+// to its scores (attend_kivi).
 // attend_int_portable (page-attend.cpp) is the scalar twin of both (the kernel
 // of variants without them: no AVX-512, or for Q8_0 no VNNI / VBMI): the same
 // integers and the same float operations.
@@ -329,6 +332,20 @@ inline void load_scales(const char * b0, size_t rb, int rows, float * out) {
     }
 }
 
+// Scales d and minima m (as F32) of `rows` Q4_1 blocks rb bytes apart from
+// b0, 16 at a time, zero from `rows` to a multiple of 16: one gather of each
+// block's first dword (d, m) per 16 rows.
+inline void load_scales_min(const char * b0, size_t rb, int rows, float * d, float * m) {
+    const __m512i step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(int(rb)));
+    for (int c0 = 0; c0 < rows; c0 += 16) {
+        const __m512i idx = _mm512_add_epi32(step, _mm512_set1_epi32(int(size_t(c0) * rb)));
+        const __m512i x = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), simd::tail_mask(rows - c0), idx, b0, 1);
+        _mm512_store_ps(d + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x)));
+        _mm512_store_ps(m + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16))));
+    }
+}
+
 // One online-softmax step of GN query heads over the window of 32 tokens at
 // w0 (one block of every row) of a Q4_0 page, head g reading its first
 // nh[g] (0..32) tokens: the integer algorithm of page.h for Q4_0, equal to
@@ -378,9 +395,9 @@ void attend_window_q4(const char * kr, const char * vr, size_t rbk, size_t rbv, 
 
     // block scales, zero past D
     alignas(64) float dk[MAX_D], dv[MAX_D], mk[KIVI ? MAX_D : 1];
-    load_scales(kr + boffk, rbk, D, dk);
+    if constexpr (KIVI) load_scales_min(kr + boffk, rbk, D, dk, mk);
+    else load_scales(kr + boffk, rbk, D, dk);
     load_scales(vr + boff, rbv, D, dv);
-    if constexpr (KIVI) load_scales(kr + boffk + 2, rbk, D, mk);  // the Q4_1 blocks' m
 
     // query: q_c * dk_c as int16 per head (qw, zero past D), scale sq
     alignas(64) int16_t qw[GN][MAX_D];  // (written 32 channels at a time: MAX_D % 32 == 0)

@@ -1,10 +1,11 @@
 // page_attend / page_attend_multi: attention of query heads over one K/V
 // page (kvcache/page.h), K and V read in registers, never expanded in memory.
 //
-// Q8_0 and Q4_0 pages run the integer algorithm of page.h: the AVX-512
-// kernels are in page-attend-int.cpp; attend_int_portable below is their
-// scalar twin (and the kernel of variants without them: no AVX-512, or for
-// Q8_0 no VNNI / VBMI), the same integers and the same float operations.
+// Q8_0, Q4_0 and Q4_KIVI pages run the integer algorithm of page.h: the
+// AVX-512 kernels are in page-attend-int.cpp (Q4_KIVI's AVX2 one in
+// page-attend-kivi.cpp); attend_int_portable below is their scalar twin (and
+// the kernel of variants without them: no AVX-512, or for Q8_0 no VNNI /
+// VBMI), the same integers and the same float operations.
 //
 // F32 / F16 pages (and BF16 in the portable kernel) run the float
 // algorithm. In the channel-major page every K/V channel d of the head is a

@@ -122,6 +122,11 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // (mostly the query), 16 are nearly float-exact and still twice the
 // products per instruction of float FMAs (vpdpwssd). BENCHMARKS.md
 // ("Quality on stories260K") has the perplexities of both.
+// Q4_KIVI pages run Q4_0's algorithm with k_c the K rows' Q4_1 nibbles q
+// (x = dk_c * q + mk_c), and each head's bias b = sum_c q_c * mk_c (in
+// float, the blocks' minima) added to its scores:
+//   s_t = sq * sum_c qi_c * k_c[t] + b
+// (the AVX-512 kernel is Q4_0's; AVX2 has its own, page-attend-kivi.cpp).
 //
 // page_attend_scalar is page_attend's scalar twin, the same algorithm for
 // every type in plain C++ (the kernel where AVX-512 is missing, as in the
