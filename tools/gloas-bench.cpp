@@ -56,8 +56,8 @@ LIST flags take comma-separated values; every combination is measured.
   -d, --n-depth LIST  tokens already in the context (default 0; also --depth)
   -ctk, --cache-type-k LIST
   -ctv, --cache-type-v LIST
-      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0, q4_kivi (default f16); K
-                      and V share one type, so -ctk and -ctv name the same
+      --kv-type LIST  K/V page types: f32, f16, q8_0, q4_0, q4_kivi (default
+                      f16); K and V share one type, so -ctk and -ctv name the same
       --strategy LIST memory strategies speed, balanced, aggressive (each sets
                       the K/V type and sparse ratio; replaces --kv-type)
       --kv-page N     tokens per page (default 32; a multiple of the K/V

@@ -61,8 +61,8 @@ const char * USAGE = R"(usage: gloas-perplexity -m MODEL -f TEXT [options]
                        cores draws a warning
   -ctk, --cache-type-k T
   -ctv, --cache-type-v T
-      --kv-type T      f32, f16, q8_0, q4_0, q4_kivi (default f32); K and V share one
-                       type, so -ctk and -ctv name the same
+      --kv-type T      f32, f16, q8_0, q4_0, q4_kivi (default f32); K and V
+                       share one type, so -ctk and -ctv name the same
       --strategy S     speed, balanced or aggressive (sets K/V type and sparse
                        ratio; --kv-type / --sparse-ratio given after override)
       --sparse-ratio R sparse decode attention; below 1 the text is evaluated
