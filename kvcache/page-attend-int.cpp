@@ -332,10 +332,50 @@ inline void load_scales(const char * b0, size_t rb, int rows, float * out) {
     }
 }
 
+// Lane 8h+i of the (d, m) dwords of 16 consecutive 20-byte Q4_1 blocks:
+// dword 5i of the three vectors from the block 8h's start (i < 7), or of the
+// third alone (i = 7, dword 35).
+struct q4_1_tables {
+    alignas(64) int32_t dm2[2][16];  // lane 8h+i <- dword 5i of (v0, v1), i = 0..6
+    alignas(64) int32_t dm3[2][16];  // lane 8h+7 <- dword 3 of v2
+};
+
+constexpr q4_1_tables make_q4_1_tables() {
+    q4_1_tables x{};
+    for (int h = 0; h < 2; ++h) {
+        for (int i = 0; i < 7; ++i) x.dm2[h][8 * h + i] = 5 * i;
+        x.dm3[h][8 * h + 7] = 3;
+    }
+    return x;
+}
+
+constexpr q4_1_tables Q4_1_TABLES = make_q4_1_tables();
+
 // Scales d and minima m (as F32) of `rows` Q4_1 blocks rb bytes apart from
-// b0, 16 at a time, zero from `rows` to a multiple of 16: one gather of each
-// block's first dword (d, m) per 16 rows.
+// b0, 16 at a time, zero from `rows` to a multiple of 16: each block's first
+// dword (d, m), by permutations where the rows are one block each (rb ==
+// 20), else by gathers.
 inline void load_scales_min(const char * b0, size_t rb, int rows, float * d, float * m) {
+    if (rb == sizeof(block_q4_1)) {
+        const q4_1_tables & X = Q4_1_TABLES;
+        for (int c0 = 0; c0 < rows; c0 += 16) {
+            const char * b = b0 + size_t(c0) * rb;
+            const int n = (rows - c0) * int(rb);  // bytes of the rows from b
+            __m512i x = _mm512_setzero_si512();
+            for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7: 160 bytes from b + 160h
+                const char * p = b + 160 * h;
+                const int nh = n - 160 * h;
+                if (nh <= 0) break;
+                const __m512i v0 = load_head64(p, nh), v1 = load_head64(p + 64, nh - 64), v2 = load_head64(p + 128, nh - 128);
+                __m512i t = _mm512_permutex2var_epi32(v0, load_idx(X.dm2[h]), v1);
+                t = _mm512_mask_permutexvar_epi32(t, __mmask16(1u << (8 * h + 7)), load_idx(X.dm3[h]), v2);
+                x = _mm512_mask_mov_epi32(x, __mmask16(0xFFu << (8 * h)), t);
+            }
+            _mm512_store_ps(d + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x)));
+            _mm512_store_ps(m + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16))));
+        }
+        return;
+    }
     const __m512i step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(int(rb)));
     for (int c0 = 0; c0 < rows; c0 += 16) {
