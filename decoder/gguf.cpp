@@ -305,7 +305,8 @@ void gguf_file::parse_all(const uint8_t * data, size_t size) {
         }
         const size_t type_at = c.pos;
         const uint32_t tid = c.read<uint32_t>("tensor type");
-        if (!type_known(tid)) c.fail_at(type_at, format("unknown type %u", tid));
+        if (!type_known(tid) || !traits(type(tid)).to_float)  // (a K/V page type is no tensor's)
+            c.fail_at(type_at, format("unknown type %u", tid));
         ti.t = type(tid);
         const type_traits & tr = traits(ti.t);
         if (ti.ne[0] % tr.blck_size != 0)

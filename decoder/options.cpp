@@ -20,7 +20,7 @@ constexpr const char * CTX = OPT_GROUP_CONTEXT;
 constexpr const char * KV = OPT_GROUP_KV;
 constexpr const char * SMP = OPT_GROUP_SAMPLING;
 constexpr const char * MDL = OPT_GROUP_MODEL;
-constexpr const char * KV_TYPES = "f32|f16|q8_0|q4_0";
+constexpr const char * KV_TYPES = "f32|f16|q8_0|q4_0|q4_kivi";
 
 } // namespace
 

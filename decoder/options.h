@@ -123,10 +123,10 @@ const option_use * option_use_find(const option_use * uses, size_t n, const std:
 std::vector<run_config> config_apply_list(const run_config & base, const std::vector<std::string> & args, size_t i);
 
 // K/V page types the page store supports: the values --kv-type takes (f32,
-// f16, q8_0 and q4_0). Every reader of a K/V type (the flags, the YAML
+// f16, q8_0, q4_0 and q4_kivi). Every reader of a K/V type (the flags, the YAML
 // file, the C API) asks this.
 bool kv_type_supported(type t);
-// Those types in words: "f32, f16, q8_0 or q4_0".
+// Those types in words: "f32, f16, q8_0, q4_0 or q4_kivi".
 std::string kv_type_list();
 
 // The names the user gave the three K/V settings kv_options_problem speaks of

@@ -143,6 +143,10 @@ const float * kv_sequence::staging(int64_t page, int32_t il) const {
 void kv_sequence::quantize_layer(int64_t page, int32_t il) {
     const float * src = staging(page, il);
     uint8_t * dst = const_cast<uint8_t *>(pages_[held(page)].ref.data) + size_t(pg_.row_index(il, 0, 0)) * pg_.row_bytes(t_);
+    if (t_ == type::Q4_KIVI) {  // rows of two block types (page.h)
+        page_quantize(pg1_, src, t_, dst);
+        return;
+    }
     const type_traits & tt = traits(t_);
     const int32_t P = pg_.page_tokens;
     const size_t rb = pg_.row_bytes(t_);
@@ -373,12 +377,10 @@ void kv_sequence::attend_limited(int32_t il, int32_t h, int32_t p, const float *
             page_attend(pg_, r.t, r.data, il, h, P, qs, group, s);
             continue;
         }
-        const size_t rb = pg_.row_bytes(r.t);
-        const auto to_float = traits(r.t).to_float;
         for (int32_t kind = 0; kind < 2; ++kind)
             for (int32_t d = 0; d < hd; ++d)
-                to_float(r.data + size_t(pg_.row_index(il, kind, h * hd + d)) * rb,
-                         kv.data() + (size_t(kind) * size_t(hd) + size_t(d)) * size_t(P), P);
+                page_row_to_float(pg_, r.t, r.data, il, kind, h * hd + d,
+                                  kv.data() + (size_t(kind) * size_t(hd) + size_t(d)) * size_t(P));
         visit(kv.data(), kv.data() + size_t(hd) * size_t(P), std::max(0, lo - int32_t(j) * P), P);
     }
     page_reads_ += reads;

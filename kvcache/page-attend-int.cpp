@@ -22,6 +22,9 @@
 //           the nibbles), one vpdpwssd per head and 2 tokens adds 16
 //           channels; the nibbles' offset 8 comes off as 8 * sum_t u_t
 // (without VNNI, vpmaddwd + vpaddd: the Q4_0 kernel needs AVX-512 BW only).
+// Q4_KIVI pages run the Q4_0 kernel with K rows of Q4_1 blocks: the K
+// nibbles without the offset 8, and each head's bias sum_c q_c * m_c added
+// to its scores (attend_kivi).
 // attend_int_portable (page-attend.cpp) is the scalar twin of both (the kernel
 // of variants without them: no AVX-512, or for Q8_0 no VNNI / VBMI): the same
 // integers and the same float operations.
@@ -329,25 +332,84 @@ inline void load_scales(const char * b0, size_t rb, int rows, float * out) {
     }
 }
 
+// Lane 8h+i of the (d, m) dwords of 16 consecutive 20-byte Q4_1 blocks:
+// dword 5i of the three vectors from the block 8h's start (i < 7), or of the
+// third alone (i = 7, dword 35).
+struct q4_1_tables {
+    alignas(64) int32_t dm2[2][16];  // lane 8h+i <- dword 5i of (v0, v1), i = 0..6
+    alignas(64) int32_t dm3[2][16];  // lane 8h+7 <- dword 3 of v2
+};
+
+constexpr q4_1_tables make_q4_1_tables() {
+    q4_1_tables x{};
+    for (int h = 0; h < 2; ++h) {
+        for (int i = 0; i < 7; ++i) x.dm2[h][8 * h + i] = 5 * i;
+        x.dm3[h][8 * h + 7] = 3;
+    }
+    return x;
+}
+
+constexpr q4_1_tables Q4_1_TABLES = make_q4_1_tables();
+
+// Scales d and minima m (as F32) of `rows` Q4_1 blocks rb bytes apart from
+// b0, 16 at a time, zero from `rows` to a multiple of 16: each block's first
+// dword (d, m), by permutations where the rows are one block each (rb ==
+// 20), else by gathers.
+inline void load_scales_min(const char * b0, size_t rb, int rows, float * d, float * m) {
+    if (rb == sizeof(block_q4_1)) {
+        const q4_1_tables & X = Q4_1_TABLES;
+        for (int c0 = 0; c0 < rows; c0 += 16) {
+            const char * b = b0 + size_t(c0) * rb;
+            const int n = (rows - c0) * int(rb);  // bytes of the rows from b
+            __m512i x = _mm512_setzero_si512();
+            for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7: 160 bytes from b + 160h
+                const char * p = b + 160 * h;
+                const int nh = n - 160 * h;
+                if (nh <= 0) break;
+                const __m512i v0 = load_head64(p, nh), v1 = load_head64(p + 64, nh - 64), v2 = load_head64(p + 128, nh - 128);
+                __m512i t = _mm512_permutex2var_epi32(v0, load_idx(X.dm2[h]), v1);
+                t = _mm512_mask_permutexvar_epi32(t, __mmask16(1u << (8 * h + 7)), load_idx(X.dm3[h]), v2);
+                x = _mm512_mask_mov_epi32(x, __mmask16(0xFFu << (8 * h)), t);
+            }
+            _mm512_store_ps(d + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x)));
+            _mm512_store_ps(m + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16))));
+        }
+        return;
+    }
+    const __m512i step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(int(rb)));
+    for (int c0 = 0; c0 < rows; c0 += 16) {
+        const __m512i idx = _mm512_add_epi32(step, _mm512_set1_epi32(int(size_t(c0) * rb)));
+        const __m512i x = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), simd::tail_mask(rows - c0), idx, b0, 1);
+        _mm512_store_ps(d + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x)));
+        _mm512_store_ps(m + c0, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16))));
+    }
+}
+
 // One online-softmax step of GN query heads over the window of 32 tokens at
 // w0 (one block of every row) of a Q4_0 page, head g reading its first
 // nh[g] (0..32) tokens: the integer algorithm of page.h for Q4_0, equal to
 // attend_int_portable (see the top of this file).
 // The per-head maxima and sums are reduced together (hreduce8). HD: the
 // head_dim as a constant (loops unrolled, no tails), or 0: any, D_.
+// KIVI: a Q4_KIVI page, whose K rows are Q4_1 blocks (rbk bytes apart; V
+// rows Q4_0, rbv apart): the same algorithm on the K nibbles (no offset 8)
+// with each head's bias sum_c q_c * m_c added to its scores (page.h).
 // q (GN, D); m, l (GN); acc (GN, D).
-template <int GN, int HD>
-void attend_window_q4(const char * kr, const char * vr, size_t rb, int D_, int w0, const int * nh,
+template <int GN, int HD, bool KIVI = false>
+void attend_window_q4(const char * kr, const char * vr, size_t rbk, size_t rbv, int D_, int w0, const int * nh,
                       const float * q, float * m, float * l, float * acc, next_prefetch & pf_io) {
     static_assert(HD >= 0 && HD <= MAX_D, "head_dim");
     const int D = HD > 0 ? HD : D_;
     static_assert(GN == 1 || GN == 2 || GN == 4 || GN == 8, "chunks of 1, 2, 4 or 8 heads");
-    constexpr size_t BS = sizeof(block_q4_0);
-    constexpr int OFF = 8;             // nibble - 8 is the value
+    constexpr size_t BSK = KIVI ? sizeof(block_q4_1) : sizeof(block_q4_0), BSV = sizeof(block_q4_0);
+    constexpr int KNIB = KIVI ? 4 : 2;  // bytes before a K block's nibbles
+    constexpr int OFF = 8;             // nibble - 8 is the value (K: none for KIVI)
     constexpr float QMAX = 32767.0f;   // int16 query
     constexpr float PMAX = 32767.0f;   // 15-bit probabilities
     const q4_tables & X = Q4_TABLES;
-    const size_t boff = size_t(w0 / IW) * BS;
+    const size_t boffk = size_t(w0 / IW) * BSK, boff = size_t(w0 / IW) * BSV;
+    const size_t rb = rbv;  // rows4 reads V rows only
     const int Dp = (D + 15) / 16 * 16;
     const __mmask16 hm = __mmask16((1u << GN) - 1);
     const auto max_op = [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); };
@@ -364,7 +426,7 @@ void attend_window_q4(const char * kr, const char * vr, size_t rb, int D_, int w
     // rows c, c + 1 of K as words: dword t = (byte t of row c, of row c + 1)
     auto pair_words = [&](const char * r0, int c) {
         auto row = [&](int i) {
-            return reinterpret_cast<const __m128i *>(r0 + size_t(std::min(i, D - 1)) * rb + boff + 2);
+            return reinterpret_cast<const __m128i *>(r0 + size_t(std::min(i, D - 1)) * rbk + boffk + KNIB);
         };
         const __m128i a = _mm_loadu_si128(row(c)), b = _mm_loadu_si128(row(c + 1));
         return _mm512_cvtepu8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(a, b)),
@@ -372,13 +434,14 @@ void attend_window_q4(const char * kr, const char * vr, size_t rb, int D_, int w
     };
 
     // block scales, zero past D
-    alignas(64) float dk[MAX_D], dv[MAX_D];
-    load_scales(kr + boff, rb, D, dk);
-    load_scales(vr + boff, rb, D, dv);
+    alignas(64) float dk[MAX_D], dv[MAX_D], mk[KIVI ? MAX_D : 1];
+    if constexpr (KIVI) load_scales_min(kr + boffk, rbk, D, dk, mk);
+    else load_scales(kr + boffk, rbk, D, dk);
+    load_scales(vr + boff, rbv, D, dv);
 
     // query: q_c * dk_c as int16 per head (qw, zero past D), scale sq
     alignas(64) int16_t qw[GN][MAX_D];  // (written 32 channels at a time: MAX_D % 32 == 0)
-    alignas(64) float sq[16], qinv[16];
+    alignas(64) float sq[16], qinv[16], bias[16] = {};
     {
         __m512 am[8];
         for (int g = 0; g < GN; ++g) {
@@ -390,6 +453,17 @@ void attend_window_q4(const char * kr, const char * vr, size_t rb, int D_, int w
         }
         for (int g = GN; g < 8; ++g) am[g] = am[0];
         const __m512 amv = hreduce8(am, max_op);  // lane g: head g's largest |q_c dk_c|
+        if constexpr (KIVI) {  // bias lane g: head g's sum_c q_c * m_c
+            __m512 b[8];
+            for (int g = 0; g < GN; ++g) {
+                __m512 a = _mm512_setzero_ps();
+                for (int c0 = 0; c0 < D; c0 += 16)
+                    a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(simd::tail_mask(D - c0), q + g * D + c0), _mm512_load_ps(mk + c0), a);
+                b[g] = a;
+            }
+            for (int g = GN; g < 8; ++g) b[g] = b[0];
+            _mm512_store_ps(bias, hreduce8(b, add_op));
+        }
         _mm512_store_ps(qinv, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amv, _mm512_set1_ps(Q_TINY), _CMP_GE_OQ),
                                                   _mm512_set1_ps(QMAX), amv));
         _mm512_store_ps(sq, _mm512_div_ps(amv, _mm512_set1_ps(QMAX)));
@@ -414,7 +488,7 @@ void attend_window_q4(const char * kr, const char * vr, size_t rb, int D_, int w
     for (int g = 0; g < GN; ++g) slo[g] = shi[g] = _mm512_setzero_si512();
     for (int c = 0; c < D; c += 4) {
         pf.k_rows(4);
-        const __m512i nib = _mm512_set1_epi16(15), off = _mm512_set1_epi16(OFF);
+        const __m512i nib = _mm512_set1_epi16(15), off = _mm512_set1_epi16(KIVI ? 0 : OFF);
         __m512i klo[2], khi[2];  // pair h: dword t = words (row c + 2h, row c + 2h + 1) of token t (klo) or 16 + t (khi)
         for (int h = 0; h < 2; ++h) {
             const __m512i w = pair_words(kr, c + 2 * h);
@@ -440,7 +514,15 @@ void attend_window_q4(const char * kr, const char * vr, size_t rb, int D_, int w
     __m512 xs[8];         // per head, then padded with head 0's
     for (int g = 0; g < GN; ++g) {
         const __m512 sv = _mm512_set1_ps(sq[g]);
-        const __m512 s0 = _mm512_mul_ps(_mm512_cvtepi32_ps(slo[g]), sv), s1 = _mm512_mul_ps(_mm512_cvtepi32_ps(shi[g]), sv);
+        __m512 s0, s1;
+        if constexpr (KIVI) {
+            const __m512 bv = _mm512_set1_ps(bias[g]);
+            s0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(slo[g]), sv, bv);
+            s1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(shi[g]), sv, bv);
+        } else {
+            s0 = _mm512_mul_ps(_mm512_cvtepi32_ps(slo[g]), sv);
+            s1 = _mm512_mul_ps(_mm512_cvtepi32_ps(shi[g]), sv);
+        }
         _mm512_store_ps(p + g * IW, s0);
         _mm512_store_ps(p + g * IW + 16, s1);
         mh[g][0] = simd::tail_mask(std::max(0, std::min(16, nh[g])));
@@ -547,9 +629,9 @@ void attend_heads_int(const char * kr, const char * vr, size_t rb, int D, const 
         for (int g = 0; g < GN; ++g) nh[g] = std::max(0, std::min(IW, n[g] - w0));
         if constexpr (T == type::Q4_0) {
             switch (D) {  // TinyLlama's and Llama's head_dim as constants
-            case 64:  attend_window_q4<GN, 64>(kr, vr, rb, D, w0, nh, q, m, l, acc, pf); break;
-            case 128: attend_window_q4<GN, 128>(kr, vr, rb, D, w0, nh, q, m, l, acc, pf); break;
-            default:  attend_window_q4<GN, 0>(kr, vr, rb, D, w0, nh, q, m, l, acc, pf); break;
+            case 64:  attend_window_q4<GN, 64>(kr, vr, rb, rb, D, w0, nh, q, m, l, acc, pf); break;
+            case 128: attend_window_q4<GN, 128>(kr, vr, rb, rb, D, w0, nh, q, m, l, acc, pf); break;
+            default:  attend_window_q4<GN, 0>(kr, vr, rb, rb, D, w0, nh, q, m, l, acc, pf); break;
             }
         } else {
 #if defined(GLOAS_PAGE_VNNI)
@@ -578,6 +660,28 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
 #else
             GLOAS_ASSERT(false && "Q8_0's register kernel needs AVX-512 VNNI / VBMI");
 #endif
+        }
+    });
+}
+
+void attend_kivi(const char * kr, const char * vr, size_t rbk, size_t rbv, int D, const head_counts & cnt, int n_heads,
+                 const float * q, attn_state & s, next_prefetch & pf) {
+    GLOAS_ASSERT(D <= MAX_D);
+    for_head_chunks(n_heads, [&](auto gn, int h) {
+        constexpr int GN = decltype(gn)::value;
+        int n[GN], nh[GN], n_max = 0;
+        for (int g = 0; g < GN; ++g) n_max = std::max(n_max, n[g] = cnt(h + g));
+        for (int w0 = 0; w0 < n_max; w0 += IW) {
+            for (int g = 0; g < GN; ++g) nh[g] = std::max(0, std::min(IW, n[g] - w0));
+            auto run = [&](auto hd) {
+                attend_window_q4<GN, decltype(hd)::value, true>(kr, vr, rbk, rbv, D, w0, nh, q + h * D, s.m + h, s.l + h,
+                                                                s.acc + int64_t(h) * D, pf);
+            };
+            switch (D) {  // TinyLlama's and Llama's head_dim as constants
+            case 64:  run(std::integral_constant<int, 64>()); break;
+            case 128: run(std::integral_constant<int, 128>()); break;
+            default:  run(std::integral_constant<int, 0>()); break;
+            }
         }
     });
 }

@@ -1,10 +1,11 @@
 // page_attend / page_attend_multi: attention of query heads over one K/V
 // page (kvcache/page.h), K and V read in registers, never expanded in memory.
 //
-// Q8_0 and Q4_0 pages run the integer algorithm of page.h: the AVX-512
-// kernels are in page-attend-int.cpp; attend_int_portable below is their
-// scalar twin (and the kernel of variants without them: no AVX-512, or for
-// Q8_0 no VNNI / VBMI), the same integers and the same float operations.
+// Q8_0, Q4_0 and Q4_KIVI pages run the integer algorithm of page.h: the
+// AVX-512 kernels are in page-attend-int.cpp (Q4_KIVI's AVX2 one in
+// page-attend-kivi.cpp); attend_int_portable below is their scalar twin (and
+// the kernel of variants without them: no AVX-512, or for Q8_0 no VNNI /
+// VBMI), the same integers and the same float operations.
 //
 // F32 / F16 pages (and BF16 in the portable kernel) run the float
 // algorithm. In the channel-major page every K/V channel d of the head is a
@@ -177,57 +178,71 @@ struct int_algo {
 };
 constexpr int_algo INT_Q8_0 = {128, 0, 127, 255};
 constexpr int_algo INT_Q4_0 = {8, 8, 32767, 32767};
+constexpr int_algo INT_Q4_KIVI = {0, 8, 32767, 32767};  // K: Q4_1 nibbles (x = d * q + m); V: Q4_0's
 
-inline const int_algo & int_algo_of(type t) { return t == type::Q4_0 ? INT_Q4_0 : INT_Q8_0; }
+inline const int_algo & int_algo_of(type t) {
+    return t == type::Q4_0 ? INT_Q4_0 : t == type::Q4_KIVI ? INT_Q4_KIVI : INT_Q8_0;
+}
 
-// Value i (0..31) of a Q8_0 block (int8) or a Q4_0 block (nibble - 8; low
-// nibbles are values 0..15, high nibbles 16..31).
+// Value i (0..31) of a Q8_0 block (int8), a Q4_0 block (nibble - 8; low
+// nibbles are values 0..15, high nibbles 16..31) or a Q4_1 block (the
+// nibble q of d * q + m).
 inline int block_value(type t, const char * b, int i) {
     if (t == type::Q4_0) return (i < 16 ? int(uint8_t(b[2 + i]) & 15) : int(uint8_t(b[2 + i - 16]) >> 4)) - 8;
+    if (t == type::Q4_1) return i < 16 ? int(uint8_t(b[4 + i]) & 15) : int(uint8_t(b[4 + i - 16]) >> 4);
     return int(int8_t(b[2 + i]));
 }
 
-// Scalar twin of the VNNI kernels, any head_dim and number of heads; t is
-// Q8_0 or Q4_0.
-void attend_int_portable(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
-                         int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
-    GLOAS_ASSERT(t == type::Q8_0 || t == type::Q4_0);
-    GLOAS_ASSERT(t == type::Q8_0 || D <= 4096);  // Q4_0's int16 query: |sum_c qi_c ku_c| < 2^31
-    const size_t bs = traits(t).type_size;
+inline float block_min(const char * b) { return block_scale(b + 2); }  // a Q4_1 block's m
+
+// Scalar twin of the integer register kernels, any head_dim and number of
+// heads; t is Q8_0, Q4_0 or Q4_KIVI. kr, vr: the piece's D K rows (rbk
+// bytes apart) and D V rows (rbv). Q4_KIVI's K rows are Q4_1 blocks: the
+// integer algorithm runs on their nibbles, with dk the blocks' d, and adds
+// each head's bias_h = sum_c q_c * m_c (the blocks' minima) to its scores.
+void attend_int_portable(type t, const char * kr, const char * vr, size_t rbk, size_t rbv, int D,
+                         const head_counts & cnt, int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
+    GLOAS_ASSERT(t == type::Q8_0 || t == type::Q4_0 || t == type::Q4_KIVI);
+    GLOAS_ASSERT(t == type::Q8_0 || D <= 4096);  // the 4-bit types' int16 query: |sum_c qi_c ku_c| < 2^31
+    const type tk = page_row_type(t, 0), tv = page_row_type(t, 1);
+    const size_t bsk = traits(tk).type_size, bsv = traits(tv).type_size;
+    const bool kmin = tk == type::Q4_1;
     const int_algo & A = int_algo_of(t);
     const float qmax = float(A.q_max), pmax = float(A.p_max);
     int n_max = 0;
     for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
     // (D) K scales of the window
-    float * dk = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(3 * D)));
+    float * dk = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(4 * D)));
     float * dv = dk + D;             // (D) V scales
     float * qf = dv + D;             // (D) one head's q_c * dk_c
+    float * mk = qf + D;             // (D) K minima (Q4_1 rows)
     // (D, IW) K values + k_off
     int * ku = static_cast<int *>(isa::thread_scratch(isa::scratch_slot::page_ints, sizeof(int) * size_t(2 * D * IW + D + IW)));
     int * vv = ku + D * IW;          // (D, IW) V values + v_off
     int * qi = vv + D * IW;          // (D) one head's integer query
     int * pu = qi + D;               // (IW) one head's quantized probabilities
     for (int w0 = 0; w0 < n_max; w0 += IW) {
-        const size_t boff = size_t(w0 / IW) * bs;
         for (int d = 0; d < D; ++d) {
             pf.k_rows(1);
             pf.v_rows(1);
-            const char * kb = kr + size_t(d) * rb + boff, * vb = vr + size_t(d) * rb + boff;
+            const char * kb = kr + size_t(d) * rbk + size_t(w0 / IW) * bsk, * vb = vr + size_t(d) * rbv + size_t(w0 / IW) * bsv;
             dk[d] = block_scale(kb);
             dv[d] = block_scale(vb);
+            mk[d] = kmin ? block_min(kb) : 0.0f;
             for (int i = 0; i < IW; ++i) {
-                ku[d * IW + i] = block_value(t, kb, i) + A.k_off;
-                vv[d * IW + i] = block_value(t, vb, i) + A.v_off;
+                ku[d * IW + i] = block_value(tk, kb, i) + A.k_off;
+                vv[d * IW + i] = block_value(tv, vb, i) + A.v_off;
             }
         }
         for (int h = 0; h < n_heads; ++h) {
             const int nh = std::max(0, std::min(IW, cnt(h) - w0));
             if (nh == 0) continue;
             // query: int8 per head, scale sq
-            float amax = 0.0f;
+            float amax = 0.0f, bias = 0.0f;
             for (int d = 0; d < D; ++d) {
                 qf[d] = q[int64_t(h) * D + d] * dk[d];
                 amax = std::max(amax, std::fabs(qf[d]));
+                if (kmin) bias = fma_f(q[int64_t(h) * D + d], mk[d], bias);
             }
             const float inv = amax >= Q_TINY ? qmax / amax : 0.0f, sq = amax / qmax;
             int qsum = 0;
@@ -242,7 +257,7 @@ void attend_int_portable(type t, const char * kr, const char * vr, size_t rb, in
             float sc[IW];
             float mx = -INFINITY;
             for (int i = 0; i < nh; ++i) {
-                sc[i] = float(a[i] - A.k_off * qsum) * sq;
+                sc[i] = kmin ? fma_f(float(a[i]), sq, bias) : float(a[i] - A.k_off * qsum) * sq;
                 mx = std::max(mx, sc[i]);
             }
             // online softmax; probabilities as integers, p_max = the window's largest
@@ -608,10 +623,18 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
     GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
     GLOAS_ASSERT(g.head_dim >= 1);
     const int D = g.head_dim;
-    const size_t rb = g.row_bytes(t);
+    const size_t rb = g.row_bytes(t), rbk = page_row_bytes(g, t, 0), rbv = page_row_bytes(g, t, 1);
     const char * base = static_cast<const char *>(page);
-    const char * kr = base + size_t(g.row_index(layer, 0, kv_head * D)) * rb;  // (D) rows of P tokens
-    const char * vr = base + size_t(g.row_index(layer, 1, kv_head * D)) * rb;
+    const char * kr = base + page_row_offset(g, t, layer, 0, kv_head * D);  // (D) rows of P tokens
+    const char * vr = base + page_row_offset(g, t, layer, 1, kv_head * D);
+    if (t == type::Q4_KIVI) {
+#if defined(GLOAS_PAGE_AVX512)
+        if (D <= MAX_D) return attend_kivi(kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
+#elif defined(GLOAS_PAGE_AVX2)
+        return attend_kivi(kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
+#endif
+        return attend_int_portable(t, kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
+    }
 #if defined(GLOAS_PAGE_AVX512)
     if (D <= MAX_D) {
         switch (t) {
@@ -625,7 +648,7 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
         }
     }
 #endif
-    if (t == type::Q8_0 || t == type::Q4_0) attend_int_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
+    if (t == type::Q8_0 || t == type::Q4_0) attend_int_portable(t, kr, vr, rb, rb, D, cnt, n_heads, q, s, pf);
     else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
 }
 
@@ -637,10 +660,11 @@ void attend_page_scalar(const page_geometry & g, type t, const void * page, int3
     const int D = g.head_dim;
     const size_t rb = g.row_bytes(t);
     const char * base = static_cast<const char *>(page);
-    const char * kr = base + size_t(g.row_index(layer, 0, kv_head * D)) * rb;
-    const char * vr = base + size_t(g.row_index(layer, 1, kv_head * D)) * rb;
+    const char * kr = base + page_row_offset(g, t, layer, 0, kv_head * D);
+    const char * vr = base + page_row_offset(g, t, layer, 1, kv_head * D);
     next_prefetch none;
-    if (t == type::Q8_0 || t == type::Q4_0) attend_int_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, none);
+    if (t == type::Q8_0 || t == type::Q4_0 || t == type::Q4_KIVI)
+        attend_int_portable(t, kr, vr, page_row_bytes(g, t, 0), page_row_bytes(g, t, 1), D, cnt, n_heads, q, s, none);
     else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, none);
 }
 
@@ -650,10 +674,10 @@ next_prefetch prefetch_of(const page_geometry & g, const void * next, type tn, i
     if (!next) return next_prefetch();
     GLOAS_ASSERT(g.valid_for(tn));
     const int D = g.head_dim;
-    const size_t rb = g.row_bytes(tn);
+    const size_t rb = page_row_bytes(g, tn, 0);  // (Q4_KIVI: the larger, K's; a prefetch past the piece is harmless)
     const char * base = static_cast<const char *>(next);
-    return next_prefetch(base + size_t(g.row_index(layer, 0, kv_head * D)) * rb,
-                         base + size_t(g.row_index(layer, 1, kv_head * D)) * rb, rb, D);
+    return next_prefetch(base + page_row_offset(g, tn, layer, 0, kv_head * D),
+                         base + page_row_offset(g, tn, layer, 1, kv_head * D), rb, D);
 }
 
 } // namespace
@@ -699,16 +723,15 @@ GLOAS_ISA_END
 
 #if GLOAS_ISA_BASE
 void page_prefetch_first(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
-    const size_t rb = g.row_bytes(t);
     const char * p = static_cast<const char *>(page);
-    __builtin_prefetch(p + size_t(g.row_index(layer, 0, kv_head * g.head_dim)) * rb, 0, 1);
-    __builtin_prefetch(p + size_t(g.row_index(layer, 1, kv_head * g.head_dim)) * rb, 0, 1);
+    __builtin_prefetch(p + page_row_offset(g, t, layer, 0, kv_head * g.head_dim), 0, 1);
+    __builtin_prefetch(p + page_row_offset(g, t, layer, 1, kv_head * g.head_dim), 0, 1);
 }
 
 void page_prefetch(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head) {
-    const size_t rb = g.row_bytes(t), bytes = size_t(g.head_dim) * rb;
     for (int kind = 0; kind < 2; ++kind) {
-        const char * r = static_cast<const char *>(page) + size_t(g.row_index(layer, kind, kv_head * g.head_dim)) * rb;
+        const size_t bytes = size_t(g.head_dim) * page_row_bytes(g, t, kind);
+        const char * r = static_cast<const char *>(page) + page_row_offset(g, t, layer, kind, kv_head * g.head_dim);
         for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
     }
 }

@@ -49,8 +49,9 @@
 namespace gloas {
 
 constexpr char     PAGE_FILE_MAGIC[8] = {'G', 'L', 'O', 'A', 'S', 'K', 'V', '\0'};
-// 2: a page's rows grouped by (layer, KV head) (page.h); 3: tails (slot_entry::n_pieces)
-constexpr uint32_t PAGE_FILE_VERSION = 3;
+// 2: a page's rows grouped by (layer, KV head) (page.h); 3: tails (slot_entry::n_pieces);
+// 4: Q4_KIVI pages, whose K and V rows differ in size (page.h)
+constexpr uint32_t PAGE_FILE_VERSION = 4;
 constexpr size_t   PAGE_FILE_HEADER_BYTES = 4096;
 
 struct page_file_header {

@@ -16,6 +16,8 @@
 #if defined(__AVX512VNNI__) && defined(__AVX512VBMI__)
 #define GLOAS_PAGE_VNNI 1
 #endif
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define GLOAS_PAGE_AVX2 1  // the AVX2 register kernel of Q4_KIVI pages (page-attend-kivi.cpp)
 #endif
 
 // In the variant's inline namespace (quant/isa.h): each variant's two files
@@ -110,5 +112,14 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
                 const float * q, attn_state & s, next_prefetch & pf);
 
 #endif // GLOAS_PAGE_AVX512
+
+#if defined(GLOAS_PAGE_AVX512) || defined(GLOAS_PAGE_AVX2)
+// The same over one piece of a Q4_KIVI page: kr its D K rows (Q4_1 blocks,
+// rbk bytes apart), vr its D V rows (Q4_0, rbv apart); the integer algorithm
+// of page.h with the K minima's bias, equal to attend_int_portable (AVX-512:
+// page-attend-int.cpp, D <= MAX_D; AVX2: page-attend-kivi.cpp, any D).
+void attend_kivi(const char * kr, const char * vr, size_t rbk, size_t rbv, int D, const head_counts & cnt, int n_heads,
+                 const float * q, attn_state & s, next_prefetch & pf);
+#endif
 
 }} // namespace gloas::page_kernels::GLOAS_ISA

@@ -4,6 +4,7 @@
 #include "kvcache/page.h"
 
 #include "quant/fp16.h"
+#include "quant/quant-mse.h"
 #include "quant/simd.h"
 #include "base/error.h"
 
@@ -16,6 +17,37 @@
 namespace gloas {
 
 #if GLOAS_ISA_BASE
+type page_row_type(type t, int32_t kind) {
+    if (t == type::Q4_KIVI) return kind == 0 ? type::Q4_1 : type::Q4_0;
+    return t;
+}
+
+size_t page_row_bytes(const page_geometry & g, type t, int32_t kind) { return row_size(page_row_type(t, kind), g.page_tokens); }
+
+size_t page_row_offset(const page_geometry & g, type t, int32_t layer, int32_t kind, int32_t c) {
+    if (t != type::Q4_KIVI) return size_t(g.row_index(layer, kind, c)) * g.row_bytes(t);
+    const size_t D = size_t(g.head_dim), rbk = page_row_bytes(g, t, 0), rbv = page_row_bytes(g, t, 1);
+    const size_t piece = size_t(layer) * size_t(g.n_head_kv) + size_t(c) / D;  // D K rows, then D V rows
+    return piece * D * (rbk + rbv) + (kind == 0 ? 0 : D * rbk) + (size_t(c) % D) * (kind == 0 ? rbk : rbv);
+}
+
+void page_row_to_float(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kind, int32_t c,
+                       float * out) {
+    traits(page_row_type(t, kind)).to_float(static_cast<const char *>(page) + page_row_offset(g, t, layer, kind, c), out,
+                                            g.page_tokens);
+}
+
+namespace {
+
+// Quantizes one row of P values into a row of block type rt: Q4_0 rows with
+// the error-minimizing scale (quant-mse.h), the others with the type's quantizer.
+void quantize_page_row(type rt, const float * x, char * dst, int64_t P) {
+    if (rt == type::Q4_0) quantize_row_q4_0_mse(x, reinterpret_cast<block_q4_0 *>(dst), P);
+    else traits(rt).from_float(x, dst, P);
+}
+
+} // namespace
+
 void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
                     const float * k, const float * v) {
     GLOAS_ASSERT(layer >= 0 && layer < g.n_layer && tok >= 0 && tok < g.page_tokens);
@@ -34,29 +66,42 @@ void page_put_token(const page_geometry & g, float * open_page, int32_t layer, i
 void page_quantize(const page_geometry & g, const float * open_page, type t, void * dst) {
     GLOAS_ASSERT(g.valid_for(t));
     const int64_t P = g.page_tokens;
+    char * out = static_cast<char *>(dst);
+    if (t == type::Q4_KIVI) {  // rows in page order: row r of the open page is row r of the page
+        const int32_t E = g.n_embd_kv();
+        for (int32_t il = 0; il < g.n_layer; ++il)
+            for (int32_t kind = 0; kind < 2; ++kind)
+                for (int32_t c = 0; c < E; ++c)
+                    quantize_page_row(page_row_type(t, kind), open_page + g.row_index(il, kind, c) * P,
+                                      out + page_row_offset(g, t, il, kind, c), P);
+        return;
+    }
     const size_t rb = g.row_bytes(t);
     const from_float_fn q = traits(t).from_float;
-    char * out = static_cast<char *>(dst);
     for (int64_t r = 0; r < g.n_rows(); ++r) q(open_page + r * P, out + size_t(r) * rb, P);
 }
 
 void page_convert(const page_geometry & g, const void * src, type from, type to, void * dst) {
     GLOAS_ASSERT(g.valid_for(from) && g.valid_for(to));
     const int64_t P = g.page_tokens;
-    const size_t rb_from = g.row_bytes(from), rb_to = g.row_bytes(to);
-    const to_float_fn deq = traits(from).to_float;
-    const from_float_fn q = traits(to).from_float;
     std::vector<float> row(static_cast<size_t>(P));  // one row at a time, per page (not per token)
     const char * in = static_cast<const char *>(src);
     char * out = static_cast<char *>(dst);
-    for (int64_t r = 0; r < g.n_rows(); ++r) {
-        deq(in + size_t(r) * rb_from, row.data(), P);
-        // An overflowed K/V value (inf, NaN: a model's, or a stored page's)
-        // would make the quantizer's float-to-int conversions undefined.
-        for (float & x : row)
-            if (!std::isfinite(x)) x = 0.0f;
-        q(row.data(), out + size_t(r) * rb_to, P);
-    }
+    const int32_t E = g.n_embd_kv();
+    for (int32_t il = 0; il < g.n_layer; ++il)
+        for (int32_t kind = 0; kind < 2; ++kind) {
+            const type rf = page_row_type(from, kind), rt = page_row_type(to, kind);
+            for (int32_t c = 0; c < E; ++c) {
+                traits(rf).to_float(in + page_row_offset(g, from, il, kind, c), row.data(), P);
+                // An overflowed K/V value (inf, NaN: a model's, or a stored page's)
+                // would make the quantizer's float-to-int conversions undefined.
+                for (float & x : row)
+                    if (!std::isfinite(x)) x = 0.0f;
+                char * o = out + page_row_offset(g, to, il, kind, c);
+                if (to == type::Q4_KIVI) quantize_page_row(rt, row.data(), o, P);
+                else traits(rt).from_float(row.data(), o, P);
+            }
+        }
 }
 
 void attn_state_init(attn_state & s, int32_t group, int32_t head_dim) {
@@ -82,16 +127,11 @@ void page_attend_ref(const page_geometry & g, type t, const void * page, int32_t
     GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
     GLOAS_ASSERT(n >= 1 && n <= g.page_tokens && group >= 1);
     const int32_t D = g.head_dim, P = g.page_tokens;
-    const size_t rb = g.row_bytes(t);
-    const to_float_fn deq = traits(t).to_float;
-    const char * base = static_cast<const char *>(page);
-    const char * kr = base + size_t(g.row_index(layer, 0, kv_head * D)) * rb;  // (D) rows of P
-    const char * vr = base + size_t(g.row_index(layer, 1, kv_head * D)) * rb;
 
     std::vector<float> row(static_cast<size_t>(P));
     std::vector<double> sc(size_t(group) * size_t(n), 0.0);  // (group, n) scores, then probabilities
     for (int32_t d = 0; d < D; ++d) {
-        deq(kr + size_t(d) * rb, row.data(), P);
+        page_row_to_float(g, t, page, layer, 0, kv_head * D + d, row.data());
         for (int32_t h = 0; h < group; ++h) {
             const double qd = q[int64_t(h) * D + d];
             for (int32_t i = 0; i < n; ++i) sc[size_t(h) * n + i] += qd * double(row[size_t(i)]);
@@ -116,7 +156,7 @@ void page_attend_ref(const page_geometry & g, type t, const void * page, int32_t
         s.m[h] = m_new;
     }
     for (int32_t d = 0; d < D; ++d) {
-        deq(vr + size_t(d) * rb, row.data(), P);
+        page_row_to_float(g, t, page, layer, 1, kv_head * D + d, row.data());
         for (int32_t h = 0; h < group; ++h) {
             const double * ph = sc.data() + size_t(h) * n;
             double o = 0.0;
@@ -143,16 +183,16 @@ void page_key_bounds(const page_geometry & g, type t, const void * page, int32_t
     GLOAS_ASSERT(g.valid_for(t) && layer >= 0 && layer < g.n_layer && kv_head >= 0 && kv_head < g.n_head_kv);
     GLOAS_ASSERT(n >= 1 && n <= g.page_tokens);
     const int32_t D = g.head_dim;
-    const size_t rb = g.row_bytes(t);
-    const char * kr = static_cast<const char *>(page) + size_t(g.row_index(layer, 0, kv_head * D)) * rb;
+    const char * base = static_cast<const char *>(page);
     std::vector<float> row;
     if (t != type::F32) row.resize(size_t(g.page_tokens));
     for (int32_t d = 0; d < D; ++d) {
+        const char * kr = base + page_row_offset(g, t, layer, 0, kv_head * D + d);
         const float * x;
         if (t == type::F32) {
-            x = reinterpret_cast<const float *>(kr + size_t(d) * rb);
+            x = reinterpret_cast<const float *>(kr);
         } else {
-            traits(t).to_float(kr + size_t(d) * rb, row.data(), g.page_tokens);
+            page_row_to_float(g, t, page, layer, 0, kv_head * D + d, row.data());
             x = row.data();
         }
         float lo = x[0], hi = x[0];

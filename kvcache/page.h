@@ -18,6 +18,16 @@
 //
 // The page being filled (the open page) has the same layout in F32; it is
 // quantized once, when full, row by row with the type's quantizer.
+//
+// Q4_KIVI pages (KIVI's split: keys per channel with a minimum, values at 4
+// bits) have rows of two block types: K rows are Q4_1 blocks (per channel
+// and 32 tokens, the page's tokens when P = 32: x = d * q + m, d = (max -
+// min) / 15, so a channel's extremes are kept and an offset channel uses
+// all 16 levels), V rows Q4_0 blocks (error-minimizing scale, quant-mse.h).
+// A piece is then [D K rows of 20 bytes per block][D V rows of 18]: 38 bytes
+// per channel and 32 tokens, as two rows of the table's mean 19, so the
+// pieces and pages sit where page_geometry puts them; only rows inside a
+// piece move (page_row_offset). Bytes per token: 0.297x F16.
 #pragma once
 
 #include "kvcache/kv-shape.h"
@@ -47,6 +57,18 @@ struct page_geometry : kv_shape {
     }
     bool valid_for(type t) const { return page_tokens > 0 && page_tokens % int32_t(traits(t).blck_size) == 0; }
 };
+
+// The block type of the K (kind 0) or V (kind 1) rows of a page of type t:
+// Q4_1 / Q4_0 for Q4_KIVI, t for the others.
+type page_row_type(type t, int32_t kind);
+// Bytes of one such row of P tokens.
+size_t page_row_bytes(const page_geometry & g, type t, int32_t kind);
+// Byte offset in a page of type t of the row (layer, kind, channel c):
+// row_index * row_bytes, except inside a Q4_KIVI piece.
+size_t page_row_offset(const page_geometry & g, type t, int32_t layer, int32_t kind, int32_t c);
+// The P values of that row as floats (its block type's to_float).
+void page_row_to_float(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kind, int32_t c,
+                       float * out);
 
 // Writes the K and V of token `tok` (0 <= tok < P) of `layer` into an F32 open
 // page; k and v are (n_embd_kv).
@@ -103,6 +125,11 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // (mostly the query), 16 are nearly float-exact and still twice the
 // products per instruction of float FMAs (vpdpwssd). BENCHMARKS.md
 // ("Quality on stories260K") has the perplexities of both.
+// Q4_KIVI pages run Q4_0's algorithm with k_c the K rows' Q4_1 nibbles q
+// (x = dk_c * q + mk_c), and each head's bias b = sum_c q_c * mk_c (in
+// float, the blocks' minima) added to its scores:
+//   s_t = sq * sum_c qi_c * k_c[t] + b
+// (the AVX-512 kernel is Q4_0's; AVX2 has its own, page-attend-kivi.cpp).
 //
 // page_attend_scalar is page_attend's scalar twin, the same algorithm for
 // every type in plain C++ (the kernel where AVX-512 is missing, as in the

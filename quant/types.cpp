@@ -98,6 +98,9 @@ constexpr type_traits ROWS[] = {
         type::Q6_K, "q6_K", QK_K, 18, type::Q8_0),
     row<dequantize_row_q8_K, quantize_row_q8_K_ref, quantize_row_q8_K, vec_dot_q8_K_q8_K, vec_dot_q8_K_q8_K>(
         type::Q8_K, "q8_K", QK_K, NO_FILE_TYPE, type::Q8_K),
+    // K/V pages only (types.h): no kernels; page.h reads its rows as Q4_1 and Q4_0
+    {type::Q4_KIVI, "q4_kivi", 32, (sizeof(block_q4_1) + sizeof(block_q4_0)) / 2, true, NO_FILE_TYPE, type::Q4_KIVI,
+     nullptr, nullptr, nullptr, nullptr, type::Q4_KIVI, nullptr},
 };
 
 // The rows placed at their ids; ids with no type have a null name.

@@ -35,6 +35,11 @@ enum class type : uint32_t {
     Q6_K = 14,
     Q8_K = 15,  // activations of K-quant dot products
     BF16 = 30,
+    // A K/V page type, no tensor's: in a page, K rows are Q4_1 blocks and V
+    // rows Q4_0 blocks (kvcache/page.h). Its row in the table has no kernels
+    // (null to_float, from_float, vec_dot) and type_size 19, the mean of the
+    // two rows' 20 and 18 bytes per 32 values.
+    Q4_KIVI = 36,
 };
 
 constexpr uint32_t TYPE_ID_LIMIT = 40;  // ids at or above this are never known

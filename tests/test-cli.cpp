@@ -407,7 +407,7 @@ TEST_CASE("bad command lines exit 2 and name the flag as typed and what is wrong
     check_usage_error({"-m", m, "--kv-capacity", "0"}, {"--kv-capacity: '0': the bound must be more than 0"});
     check_usage_error({"-m", m, "--kv-capacity", "lots"}, {"--kv-capacity: cannot read 'lots'"});
     check_usage_error({"-m", m, "-ctk", "f16", "-ctv", "q8_0"}, {"-ctk f16 and -ctv q8_0", "one type"});
-    check_usage_error({"-m", m, "--cache-type-k", "bf16"}, {"--cache-type-k takes f32, f16, q8_0 or q4_0, got 'bf16'"});
+    check_usage_error({"-m", m, "--cache-type-k", "bf16"}, {"--cache-type-k takes f32, f16, q8_0, q4_0 or q4_kivi, got 'bf16'"});
     check_usage_error({"-m", m, "--threads", "5000"}, {"--threads: expected an integer in [-1, 1024], got '5000'"});
     check_usage_error({"-m", m, "--top-p", "2"}, {"--top-p: expected a number in [0, 1], got '2'"});
     check_usage_error({"-m", m, "--seed", "abc"}, {"--seed: expected -1 (random) or an integer"});

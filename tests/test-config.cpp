@@ -640,7 +640,7 @@ TEST_CASE("options: values are checked by kind and range; errors name the spelli
     CHECK(cli_error_of(d, {"--ctx-size", "-5"}) == "--ctx-size: expected an integer in [0, 16777216], got '-5'");
     CHECK(cli_error_of(d, {"--repeat-penalty", "0"}) == "--repeat-penalty: expected a number in (0, 100], got '0'");
     CHECK(cli_error_of(d, {"--top-p", "inf"}) == "--top-p: expected a number in [0, 1], got 'inf'");
-    CHECK(cli_error_of(d, {"--cache-type-v", "q5_0"}) == "--cache-type-v takes f32, f16, q8_0 or q4_0, got 'q5_0'");
+    CHECK(cli_error_of(d, {"--cache-type-v", "q5_0"}) == "--cache-type-v takes f32, f16, q8_0, q4_0 or q4_kivi, got 'q5_0'");
     CHECK(cli_error_of(d, {"--kv-capacity", "0"}).find("--kv-capacity: '0': the bound must be more than 0") == 0);
     CHECK(cli_error_of(d, {"--kv-capacity", "-3p"}).find("must be more than 0") != std::string::npos);
     CHECK(cli_error_of(d, {"-s", "18446744073709551615"}).find("-s: expected -1 (random) or an integer") == 0);

@@ -17,11 +17,11 @@ using namespace gloas;
 
 namespace {
 
-// Every type the table has, in id order.
+// Every type the table has with kernels (not the K/V page types), in id order.
 std::vector<type> all_types() {
     std::vector<type> v;
     for (uint32_t id = 0; id < TYPE_ID_LIMIT; ++id)
-        if (type_known(id)) v.push_back(type(id));
+        if (type_known(id) && traits(type(id)).to_float) v.push_back(type(id));
     return v;
 }
 

@@ -99,8 +99,8 @@ output dots(type wt) {
 struct page_case {
     page_geometry g;
     std::vector<float> q;
-    std::vector<std::vector<char>> pages;  // F16, Q8_0, Q4_0, F32
-    static constexpr type TYPES[4] = {type::F16, type::Q8_0, type::Q4_0, type::F32};
+    std::vector<std::vector<char>> pages;  // F16, Q8_0, Q4_0, F32, Q4_KIVI
+    static constexpr type TYPES[5] = {type::F16, type::Q8_0, type::Q4_0, type::F32, type::Q4_KIVI};
     static constexpr int GROUP = 4;
     page_case() {
         g.page_tokens = 32;
