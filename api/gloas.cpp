@@ -456,7 +456,7 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         cp.n_ubatch = p.n_ubatch;
         cp.n_threads = p.n_threads;
         cp.n_seq_max = p.n_seq_max;
-        static const type kv_types[] = {type::F32, type::F16, type::Q8_0, type::Q4_0};  // GLOAS_KV_* in order
+        static const type kv_types[] = {type::F32, type::F16, type::Q8_0, type::Q4_0, type::Q4_KIVI};  // GLOAS_KV_* in order
         if (p.kv_type < 0 || p.kv_type >= int32_t(std::size(kv_types)))
             fail(GLOAS_ERR_INVALID_ARG, format("gloas_context_new: kv_type %d is not a GLOAS_KV_* value (K/V pages are %s)",
                                                p.kv_type, kv_type_list().c_str()));

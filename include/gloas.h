@@ -105,7 +105,8 @@ enum {
     GLOAS_KV_F32 = 0,
     GLOAS_KV_F16 = 1,
     GLOAS_KV_Q8_0 = 2,
-    GLOAS_KV_Q4_0 = 3
+    GLOAS_KV_Q4_0 = 3,
+    GLOAS_KV_Q4_KIVI = 4  /* 4-bit: keys per channel with a minimum, values as Q4_0 */
 };
 
 /* Eviction policies of the K/V store. */

@@ -724,7 +724,7 @@ static void test_errors(void) {
     CHECK(gloas_context_new(NULL, NULL) == NULL);
     cp.kv_type = 99;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
-    CHECK(strstr(gloas_last_error(NULL), "kv_type 99 is not a GLOAS_KV_* value (K/V pages are f32, f16, q8_0 or q4_0)") != NULL);
+    CHECK(strstr(gloas_last_error(NULL), "kv_type 99 is not a GLOAS_KV_* value (K/V pages are f32, f16, q8_0, q4_0 or q4_kivi)") != NULL);
     cp = gloas_context_default_params();
     cp.n_seq_max = 0;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
@@ -748,9 +748,9 @@ static void test_errors(void) {
     cp = gloas_context_default_params();
     cp.kv_dir = NULL;
     { /* every GLOAS_KV_* type runs */
-        const int32_t types[4] = {GLOAS_KV_F32, GLOAS_KV_F16, GLOAS_KV_Q8_0, GLOAS_KV_Q4_0};
+        const int32_t types[5] = {GLOAS_KV_F32, GLOAS_KV_F16, GLOAS_KV_Q8_0, GLOAS_KV_Q4_0, GLOAS_KV_Q4_KIVI};
         int k;
-        for (k = 0; k < 4; ++k) {
+        for (k = 0; k < 5; ++k) {
             gloas_context * c;
             cp.kv_type = types[k];
             c = gloas_context_new(g_model, &cp);

@@ -417,7 +417,7 @@ TEST_CASE("config: bad files fail on the right line") {
           "num_workers, use_cuda_streams, use_quantization, quantization_bits)");
     CHECK(config_error("gloas:\n  ultra_kv_cache:\n\n\n\n\n    cache_dtype: float8\n") ==
           "cfg.yaml:7: ultra_kv_cache.cache_dtype: expected one of float32, float16, bfloat16, int8, int4, or a "
-          "--kv-type value (f32, f16, q8_0 or q4_0), got 'float8'");
+          "--kv-type value (f32, f16, q8_0, q4_0 or q4_kivi), got 'float8'");
     // One ultra_kv_cache key (line 3), and the error after "cfg.yaml:3: ultra_kv_cache.". Keys that are a
     // shared option take what its flag takes, with its message.
     const std::pair<const char *, const char *> one_key[] = {
@@ -826,8 +826,8 @@ TEST_CASE("options: gloas, gloas-bench, gloas-perplexity, the configuration file
         CHECK(kv_options_problem(t, 32, evict_policy::LRU) == "--kv-type " + name + ": K/V pages are " + kv_type_list());
         for (const tool & tl : tools) refused(tl, {"--kv-type", name}, msg);
     }
-    CHECK(supported == "f32,f16,q4_0,q8_0");
-    CHECK(kv_type_list() == "f32, f16, q8_0 or q4_0");
+    CHECK(supported == "f32,f16,q4_0,q8_0,q4_kivi");
+    CHECK(kv_type_list() == "f32, f16, q8_0, q4_0 or q4_kivi");
     // ... and each supported one runs in each tool (gloas-bench takes them as one list).
     for (const tool & tl : tools) {
         std::vector<std::vector<std::string>> runs;

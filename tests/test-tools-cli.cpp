@@ -100,7 +100,7 @@ TEST_CASE("gloas-bench: -r 0 and every other bad command line exit 2, naming the
     check_refused("gloas-bench", test::with_args(m, {"-pg", "512,0"}), {"-pg 512,0", "at least 1 generated token"});
     check_refused("gloas-bench", test::with_args(m, {"-ctk", "q8_0", "-ctv", "f16"}), {"-ctk q8_0 and -ctv f16: K and V pages have one type"});
     check_refused("gloas-bench", test::with_args(m, {"-ctk", "f16,q8_0", "-ctv", "f16"}), {"-ctk f16,q8_0 and -ctv f16", "the same list"});
-    check_refused("gloas-bench", test::with_args(m, {"-ctk", "f16,q4_K"}), {"-ctk takes f32, f16, q8_0 or q4_0, got 'q4_K'"});
+    check_refused("gloas-bench", test::with_args(m, {"-ctk", "f16,q4_K"}), {"-ctk takes f32, f16, q8_0, q4_0 or q4_kivi, got 'q4_K'"});
     check_refused("gloas-bench", test::with_args(m, {"-ctk", "q8_0", "--kv-page", "16"}), {"--kv-type q8_0 needs --kv-page to be a multiple of 32", "got --kv-page 16"});
     check_refused("gloas-bench", test::with_args(m, {"-ub", "0"}), {"-ub: expected an integer in [1, 65536], got '0'"});
     check_refused("gloas-bench", test::with_args(m, {"-o", "xml"}), {"-o", "'xml'"});
@@ -219,7 +219,7 @@ TEST_CASE("gloas-perplexity: llama.cpp's spellings, and every bad command line e
 
     check_refused("gloas-perplexity", test::with_args(base, {"-c", "4"}), {"-c 4", "at least 8"});
     check_refused("gloas-perplexity", test::with_args(base, {"--sparse-ratio", "0.5x"}), {"--sparse-ratio", "'0.5x'"});
-    check_refused("gloas-perplexity", test::with_args(base, {"-ctk", "q4_K"}), {"-ctk takes f32, f16, q8_0 or q4_0, got 'q4_K'"});
+    check_refused("gloas-perplexity", test::with_args(base, {"-ctk", "q4_K"}), {"-ctk takes f32, f16, q8_0, q4_0 or q4_kivi, got 'q4_K'"});
     check_refused("gloas-perplexity", test::with_args(base, {"-ctk", "q8_0", "-ctv", "f16"}), {"-ctk q8_0 and -ctv f16: K and V pages have one type"});
     check_refused("gloas-perplexity", test::with_args(base, {"--kv-type", "q4_0", "--kv-page", "16"}), {"--kv-page 16", "--kv-type q4_0"});
     check_refused("gloas-perplexity", test::with_args(base, {"--strategy", "fast"}), {"--strategy", "'fast'"});
