@@ -100,8 +100,10 @@ const option_def SHARED_OPTIONS[N_SHARED_OPTS] = {
      "random seed; -1: from the clock (default: -1); the seed used is printed on stderr"},
 
     {OPT_N_GPU_LAYERS, "-ngl|--n-gpu-layers|--gpu-layers", "N", K::TEXT, 0, 0, false, nullptr, MDL,
-     "layers to put on the GPU (a number, auto or all): accepted for llama.cpp command lines; this build has no "
-     "GPU backend, so every layer runs on the CPU (a one-line note says so)"},
+     "layers to put on the CUDA GPU (a number, auto or all; default 0: the CPU). Any N > 0 runs every layer "
+     "there (there is no partial offload) or, when the GPU cannot (no device, a build without CUDA, too little "
+     "memory, a weight type it does not read), fails with the reason (exit status 1); auto, all or -1 run on "
+     "the GPU when it can and else on the CPU, saying why on stderr"},
     {OPT_MLOCK, "--mlock", nullptr, K::SWITCH, 0, 0, false, nullptr, MDL,
      "lock the model's weights in RAM (mlock) so they are never paged out; a warning if the system refuses "
      "(see ulimit -l)"},
@@ -384,6 +386,10 @@ void config_override(const run_config & f, const hparams & hp, context_params & 
     if (given(OPT_KV_COMPRESSED_SHARE)) cp.kv.compressed_share = f.ctx.kv.compressed_share;
     if (given(OPT_KV_READ)) cp.kv.read_copy = f.ctx.kv.read_copy;
     if (given(OPT_SPARSE_RATIO) || given(OPT_NO_SPARSE)) cp.sparse.ratio = f.use_sparse_attention ? float(f.sparse_ratio) : 1.0f;
+    if (given(OPT_N_GPU_LAYERS)) {
+        cp.n_gpu_layers = f.n_gpu_layers;
+        cp.gpu_required = f.n_gpu_layers > 0;
+    }
 
     const std::string why = kv_options_problem(cp.kv.kv_type, cp.kv.page_tokens, cp.kv.policy);
     if (!why.empty()) throw cli_error(why);

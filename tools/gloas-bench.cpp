@@ -22,6 +22,7 @@
 #include "decoder/random-model.h"
 #include "decoder/strategy.h"
 #include "tensor/bandwidth.h"
+#include "tensor/cuda/cuda-backend.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -96,8 +97,9 @@ LIST flags take comma-separated values; every combination is measured.
                       does not move the figure
       --bandwidth     measure read bandwidth and report decode against it
   -ngl, --n-gpu-layers N
-                      accepted for llama-bench's command lines; this build has
-                      no GPU, so N > 0 only prints a note
+                      N > 0: run every layer on the CUDA GPU (no partial
+                      offload; exit 1 when it cannot); with --bandwidth the
+                      GPU's read bandwidth is the ceiling (default 0: the CPU)
   -o, --output FMT    md (default), json, jsonl or csv
   -h, --help
 
@@ -251,6 +253,7 @@ int run(int argc, char ** argv) {
     int ubatch = 512, batch = 2048, reps = 3, rounds = 1;
     bool threads_given = false;
     bool bandwidth = false;
+    int ngl = 0;                // -ngl: > 0 runs on the CUDA GPU
     bool fill = false;          // --fill random
     std::string kv_dir;         // --kv-dir
     bool ram_given = false;     // --kv-ram
@@ -348,8 +351,7 @@ int run(int argc, char ** argv) {
             reps = list_int(a, value(), 1, 1 << 20, "at least 1 timed repetition is needed (warm-up runs are not timed)");
         else if (a == "--rounds") rounds = list_int(a, value(), 1, 1 << 20, "at least 1 round is needed");
         else if (a == "-ngl" || a == "--n-gpu-layers") {
-            const int n = list_int(a, value(), 0, 1 << 20, "a layer count is not negative");
-            if (n > 0) std::fprintf(stderr, "gloas-bench: note: this build has no GPU; %s %d is ignored (all layers run on the CPU)\n", a.c_str(), n);
+            ngl = list_int(a, value(), 0, 1 << 20, "a layer count is not negative");
         }
         else if (a == "--bandwidth") bandwidth = true;
         else if (a == "--fill") {
@@ -429,6 +431,13 @@ int run(int argc, char ** argv) {
     // Read bandwidth, measured once per thread count (with --bandwidth).
     std::vector<std::pair<int, double>> bandwidths;
     auto bandwidth_for = [&](int nt) {
+        if (ngl > 0) {  // the GPU's memory, once
+            if (bandwidths.empty()) {
+                bandwidths.push_back({0, cuda_read_bandwidth(size_t(1) << 30, 10)});
+                std::fprintf(stderr, "gloas-bench: GPU read bandwidth: %.2f GB/s\n", bandwidths[0].second / 1e9);
+            }
+            return bandwidths[0].second;
+        }
         for (const auto & [n, b] : bandwidths)
             if (n == nt) return b;
         const double plain = measure_read_bandwidth(size_t(1) << 30, nt, 10);
@@ -510,6 +519,8 @@ int run(int argc, char ** argv) {
             cp.kv.dir = page_dir;
             cp.kv.ram_bytes = kc.ram;
             cp.kv.read_copy = kc.copy;
+            cp.n_gpu_layers = ngl;
+            cp.gpu_required = ngl > 0;
             const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
             if (ram_given) cp.kv.ram_bytes = kv_capacity_bytes(ram, pg.page_bytes(kc.t), page, 0);
             // Room for two sequences of the longest depth: an old fill is evicted, not piled up.
