@@ -433,7 +433,11 @@ int run(int argc, char ** argv) {
     auto bandwidth_for = [&](int nt) {
         if (ngl > 0) {  // the GPU's memory, once
             if (bandwidths.empty()) {
-                bandwidths.push_back({0, cuda_read_bandwidth(size_t(1) << 30, 10)});
+                try {
+                    bandwidths.push_back({0, cuda_read_bandwidth(size_t(1) << 30, 10)});
+                } catch (const error & e) {
+                    throw error(format("--bandwidth with -ngl %d: the GPU's read bandwidth cannot be measured: %s", ngl, e.what()));
+                }
                 std::fprintf(stderr, "gloas-bench: GPU read bandwidth: %.2f GB/s\n", bandwidths[0].second / 1e9);
             }
             return bandwidths[0].second;
