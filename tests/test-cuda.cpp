@@ -1,11 +1,13 @@
 // The CUDA backend on a GPU: every op against the CPU reference it mirrors,
 // with the error bound stated at each check (tensor/cuda/kernels.h says why);
 // stories260K greedy output equals llama2.c's golden text with F32 and F16
-// pages; a two-sequence batch equals two single runs. Without a usable device
+// pages; a two-sequence batch equals two single runs; the decode attention
+// kernel against the softmax in double. Without a usable device
 // every case ends "SKIPPED: no CUDA device (<the runtime's reason>)" and ctest
 // reports the test skipped.
 #include "decoder/llama.h"
 #include "decoder/model.h"
+#include "quant/fp16.h"
 #include "quant/types.h"
 #include "tensor/cpu-backend.h"
 #include "tensor/cuda/cuda-backend.h"
@@ -251,4 +253,35 @@ TEST_CASE("cuda: a two-sequence batch equals two single runs") {
     }
     CHECK(oa == ra);
     CHECK(ob == rb);
+}
+
+TEST_CASE("cuda: decode attention over F32 and F16 K/V against attention_ref") {
+    require_cuda();
+    std::mt19937 rng(5);
+    for (int64_t n_kv : {int64_t(1), int64_t(37), int64_t(300), int64_t(5000)})
+        for (int head_dim : {64, 128}) {
+            const int n_head = 8, n_head_kv = 2;
+            const int64_t stride = int64_t(n_head_kv) * head_dim;
+            const std::vector<float> q = randn(rng, int64_t(n_head) * head_dim);
+            std::vector<float> k = randn(rng, n_kv * stride), v = randn(rng, n_kv * stride);
+            const float scale = 1.0f / std::sqrt(float(head_dim));
+            for (type t : {type::F32, type::F16}) {
+                std::vector<uint16_t> k16(k.size()), v16(v.size());
+                std::vector<float> kr = k, vr = v;  // what the kernel reads, widened
+                if (t == type::F16) {
+                    fp32_to_fp16_row(k.data(), k16.data(), int64_t(k.size()));
+                    fp32_to_fp16_row(v.data(), v16.data(), int64_t(v.size()));
+                    fp16_to_fp32_row(k16.data(), kr.data(), int64_t(k.size()));
+                    fp16_to_fp32_row(v16.data(), vr.data(), int64_t(v.size()));
+                }
+                std::vector<float> out(q.size()), ref(q.size());
+                test::attention_ref(ref.data(), q.data(), kr.data(), vr.data(), n_kv, n_head, n_head_kv, head_dim, stride,
+                                    scale);
+                cuda_attention(q.data(), t == type::F16 ? static_cast<const void *>(k16.data()) : k.data(),
+                               t == type::F16 ? static_cast<const void *>(v16.data()) : v.data(), t, n_kv, n_head,
+                               n_head_kv, head_dim, stride, scale, out.data());
+                // float sums over head_dim and over a part's positions: <= 1e-5 relative
+                CHECK_MESSAGE(max_rel(out, ref) <= 1e-5, type_name(t) << " n_kv " << n_kv << " head_dim " << head_dim);
+            }
+        }
 }

@@ -108,7 +108,9 @@ public:
         void * d = nullptr;
         GLOAS_CUDA_TRY(cudaMalloc(&d, bytes));
         weights_.push_back(d);
-        GLOAS_CUDA_TRY(cudaMemcpy(d, host.data, bytes, cudaMemcpyHostToDevice));
+        // On the ops' stream, so that no op reads the weight before it is there
+        // (the stream does not wait for the legacy default stream).
+        GLOAS_CUDA_TRY(cudaMemcpyAsync(d, host.data, bytes, cudaMemcpyHostToDevice, stream_));
         tensor t = host;
         t.data = d;
         return t;

@@ -47,4 +47,12 @@ std::unique_ptr<backend> make_cuda_backend(int64_t max_tokens, int device = 0);
 // Throws gloas::error without a usable device.
 double cuda_read_bandwidth(size_t bytes, int reps);
 
+// Decode attention of one query token on the device (kernels.h's
+// cuda::attention_decode), from and to host memory: q (n_head, head_dim),
+// k and v (n_kv, kv_stride) of kv_type F32 or F16, out (n_head, head_dim).
+// For the tests and kernel benchmarks (it copies everything each call).
+// Throws gloas::error without a usable device.
+void cuda_attention(const float * q, const void * k, const void * v, type kv_type, int64_t n_kv, int n_head,
+                    int n_head_kv, int head_dim, int64_t kv_stride, float scale, float * out);
+
 } // namespace gloas

@@ -1,5 +1,5 @@
 // The launches of the CUDA kernels, one op family per file (get-rows.cu,
-// rms-norm.cu, rope.cu, elementwise.cu, matmul.cu), as the CUDA backend
+// rms-norm.cu, rope.cu, elementwise.cu, matmul.cu, attention.cu), as the CUDA backend
 // (cuda-backend.cu) calls them. Every pointer is device memory; every launch
 // is queued on `s` and throws gloas::error when it cannot be made. Each
 // kernel's result and error bound against the CPU reference it mirrors is
@@ -67,5 +67,22 @@ void gemm_f16(cublasHandle_t h, const uint16_t * w16, int64_t n_in, int64_t n_ou
               float * y);
 // The same for F32 weights (cublasSgemm, without TF32).
 void gemm_f32(cublasHandle_t h, const float * w, int64_t n_in, int64_t n_out, const float * x, int64_t n_tok, float * y);
+
+// Decode attention of one query token over n_kv contiguous positions, all
+// heads (the oracle of tests/test-util.h's attention_ref):
+//   q    (n_head, head_dim) f32
+//   k, v (n_kv, kv_stride) f32, or fp16 when f16; KV head h_kv at h_kv * head_dim
+//   out  (n_head, head_dim)
+// Query head h reads KV head h / (n_head / n_head_kv); scores are q·k *
+// scale. The positions are split into attention_parts(n_kv) parts, each an
+// online softmax (cuda_math::softmax_push) into `part` (n_head,
+// attention_parts(n_kv), head_dim + 2) floats of scratch, merged in order by
+// cuda_math::softmax_merge. Against the softmax in double: relative error
+// <= ~1e-5 (float sums over head_dim and over the positions of a part).
+// Not yet called by the forward pass (the kv_caches stay on the CPU).
+constexpr int ATTENTION_MAX_HEAD_DIM = 256;
+int attention_parts(int64_t n_kv);
+void attention_decode(cudaStream_t s, const float * q, const void * k, const void * v, bool f16, int64_t n_kv, int n_head,
+                      int n_head_kv, int head_dim, int64_t kv_stride, float scale, float * part, float * out);
 
 } // namespace gloas::cuda
