@@ -121,12 +121,14 @@ TEST_CASE("cuda: matmul against matmul_ref, decode and prefill, every weight typ
             const std::vector<float> y = get(*be, dy, n_tok * n_out);
             std::vector<float> ref(size_t(n_tok * n_out));
             ops::matmul_ref(host, x.data(), n_tok, ref.data());
-            // Decode (matvec): exact block sums, float sums in another order:
-            // NMSE <= 1e-10. Prefill (fp16 cuBLAS) differs from matmul_ref by
-            // fp16 rounding of the activations, where matmul_ref quantizes
-            // Q8_0 / Q4_0 activations to Q8_0: NMSE <= 1e-4 against it.
+            // Decode (matvec; F32 prefill: cuBLAS SGEMM): exact block sums,
+            // float sums in another order: NMSE <= 1e-10. Prefill on fp16
+            // operands differs from matmul_ref by the fp16 rounding of the
+            // activations (NMSE ~1e-7) and, for Q8_0 / Q4_0 weights, by
+            // matmul_ref's own Q8_0 rounding of the activations (NMSE ~3e-5
+            // for gaussian rows): NMSE <= 3e-4 against it.
             const bool prefill = n_tok > 8 && t != type::BF16 && t != type::F32;
-            const double bound = prefill ? 1e-4 : 1e-10;
+            const double bound = prefill ? 3e-4 : 1e-10;
             const double e = nmse(y, ref);
             CHECK_MESSAGE(e <= bound, type_name(t) << " n_tok " << n_tok << ": NMSE " << e);
         }
