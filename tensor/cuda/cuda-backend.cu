@@ -2,6 +2,7 @@
 // the kernels of kernels.h.
 #include "tensor/cuda/cuda-backend.h"
 
+#include "tensor/cuda/cublas-loader.h"
 #include "tensor/cuda/kernels.h"
 
 #include <algorithm>
@@ -57,14 +58,15 @@ class cuda_backend final : public backend {
 public:
     cuda_backend(int64_t max_tokens, int device) : max_tokens_(max_tokens), device_(device) {
         GLOAS_CUDA_TRY(cudaSetDevice(device));
+        const cuda::cublas_api & blas = cuda::cublas();
         GLOAS_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-        const cublasStatus_t st = cublasCreate(&blas_);
+        const cublasStatus_t st = blas.create(&blas_);
         if (st != CUBLAS_STATUS_SUCCESS) {
             cudaStreamDestroy(stream_);
             throw error(format("CUDA: cuBLAS could not start (status %d)", int(st)));
         }
-        cublasSetStream(blas_, stream_);
-        cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH);  // no TF32 for the F32 GEMM
+        blas.set_stream(blas_, stream_);
+        blas.set_math_mode(blas_, CUBLAS_DEFAULT_MATH);  // no TF32 for the F32 GEMM
         // A kernel of this build must run on the device: a GPU the build has no
         // code for fails here, at creation, not in the middle of a forward pass.
         try {
@@ -72,7 +74,7 @@ public:
             cuda::to_f16(stream_, x, 1, reinterpret_cast<uint16_t *>(x + 1));
             GLOAS_CUDA_TRY(cudaStreamSynchronize(stream_));
         } catch (...) {
-            cublasDestroy(blas_);
+            blas.destroy(blas_);
             cudaStreamDestroy(stream_);
             throw;
         }
@@ -81,7 +83,7 @@ public:
     ~cuda_backend() override {
         cudaStreamSynchronize(stream_);
         for (void * p : weights_) cudaFree(p);
-        cublasDestroy(blas_);
+        cuda::cublas().destroy(blas_);
         cudaStreamDestroy(stream_);
     }
 

@@ -2,6 +2,8 @@
 // the prefill GEMM through cuBLAS on fp16 operands.
 #include "tensor/cuda/kernels.h"
 
+#include "tensor/cuda/cublas-loader.h"
+
 namespace gloas::cuda {
 
 namespace cm = cuda_math;
@@ -145,7 +147,7 @@ void matvec(cudaStream_t s, wtype t, const void * w, size_t row_bytes, int64_t n
 void gemm_f16(cublasHandle_t h, const uint16_t * w16, int64_t n_in, int64_t n_out, const uint16_t * x16, int64_t n_tok,
               float * y) {
     const float one = 1.0f, zero = 0.0f;
-    cublas_try(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(n_out), int(n_tok), int(n_in), &one, w16, CUDA_R_16F,
+    cublas_try(cublas().gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, int(n_out), int(n_tok), int(n_in), &one, w16, CUDA_R_16F,
                             int(n_in), x16, CUDA_R_16F, int(n_in), &zero, y, CUDA_R_32F, int(n_out),
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
@@ -153,7 +155,7 @@ void gemm_f16(cublasHandle_t h, const uint16_t * w16, int64_t n_in, int64_t n_ou
 
 void gemm_f32(cublasHandle_t h, const float * w, int64_t n_in, int64_t n_out, const float * x, int64_t n_tok, float * y) {
     const float one = 1.0f, zero = 0.0f;
-    cublas_try(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, int(n_out), int(n_tok), int(n_in), &one, w, int(n_in), x,
+    cublas_try(cublas().sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, int(n_out), int(n_tok), int(n_in), &one, w, int(n_in), x,
                            int(n_in), &zero, y, int(n_out)),
                "cublasSgemm");
 }
