@@ -4,7 +4,8 @@
 // device buffers, and every op is a kernel queued on the backend's one stream
 // (tensor/cuda/kernels.h states each kernel's error bound against the CPU
 // reference). Decode matmuls (at most cuda::MATVEC_MAX_TOK tokens) dequantize
-// the weights in registers; larger chunks run cuBLAS on fp16 operands. It
+// the weights in registers; larger chunks run cuBLAS on fp16 operands
+// (libcublas is loaded when the first backend is made: cublas-loader.h). It
 // reads F32, F16, BF16, Q8_0 and Q4_0 weights; a model with other types is
 // refused at `weight` (a gloas::error), and the context then runs on the CPU.
 // Its memory is not host memory (host_addressable is false): the forward pass
