@@ -168,7 +168,7 @@ struct run_config {
     int32_t n_batch = 2048;         // -b: the prefill chunk is at most this
     kv_capacity kv_ram;             // --kv-ram; DEFAULT: the strategy's
     type kv_type_v = type::F16;     // -ctv (must equal the K type, ctx.kv.kv_type)
-    int32_t n_gpu_layers = 0;       // -ngl (-1: auto or all): accepted; this build has no GPU backend
+    int32_t n_gpu_layers = 0;       // -ngl (-1: auto or all): context_params::n_gpu_layers
     bool mlock = false;             // --mlock
     bool no_mmap = false;           // --no-mmap
     uint64_t given = 0;             // bit i: shared option i (shared_opt) was given

@@ -2,9 +2,11 @@
 
 #include "tensor/cpu-backend.h"
 #include "base/error.h"
+#include "tensor/cuda/cuda-backend.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace gloas {
 
@@ -26,7 +28,6 @@ context::context(const model & m, const context_params & p) : m_(m) {
     n_ctx_ = p.n_ctx > 0 ? p.n_ctx : hp.n_ctx_train;
     if (p.n_ctx < 0) throw error(format("context size %d must be positive", p.n_ctx));
     n_ubatch_ = std::max(1, std::min(p.n_ubatch > 0 ? p.n_ubatch : 512, n_ctx_));
-    be_ = std::make_unique<cpu_backend>(n_ubatch_, p.n_threads);
 
     const kv_geometry g(hp, hp.n_head, n_ctx_);
     const page_geometry pg(p.kv.page_tokens, hp);
@@ -69,6 +70,35 @@ context::context(const model & m, const context_params & p) : m_(m) {
                            "the context: leave the sliding context off",
                            m.arch.c_str()));
 
+    // The backend: the GPU when layers were asked for it and it can hold them.
+    if (p.n_gpu_layers != 0) {
+        try {
+            be_ = make_cuda_backend(n_ubatch_);
+            place(p);
+        } catch (const error & e) {
+            unplace();
+            be_.reset();
+            if (p.gpu_required)
+                throw error(format("GPU layers were asked for (-ngl %d), but the CUDA backend cannot run: %s",
+                                   p.n_gpu_layers, e.what()));
+            std::fprintf(stderr, "gloas: the CUDA backend cannot run (%s); running on the CPU\n", e.what());
+        }
+    }
+    if (!be_) {
+        be_ = std::make_unique<cpu_backend>(n_ubatch_, p.n_threads);
+        place(p);
+    }
+}
+
+void context::unplace() {
+    w_ = weights();
+    rope_.clear();
+    for (buffer * b : {&ids_, &pos_, &x_, &xb_, &q_, &q_sink_, &k_, &v_, &att_, &hb_, &hb2_, &out_}) *b = buffer();
+}
+
+void context::place(const context_params & p) {
+    const hparams & hp = m_.hp;
+    const model & m = m_;
     backend & be = *be_;
     w_.tok_embd = be.weight(m.tok_embd);
     w_.output_norm = be.weight(m.output_norm);
@@ -112,6 +142,13 @@ context::context(const model & m, const context_params & p) : m_(m) {
     hb2_ = be.alloc(U * size_t(hp.n_ff) * F32);
     out_ = be.alloc(size_t(hp.n_vocab) * F32);
     logits_.resize(size_t(hp.n_vocab));
+    if (!be.host_addressable()) {
+        h_k_.assign(U * size_t(hp.n_embd_kv()), 0.0f);
+        h_v_.assign(U * size_t(hp.n_embd_kv()), 0.0f);
+        h_q_.assign(U * size_t(hp.n_embd_q()), 0.0f);
+        h_att_.assign(U * size_t(hp.n_embd_q()), 0.0f);
+        if (p.slide.on) h_qs_.assign(U * size_t(hp.n_embd_q()), 0.0f);
+    }
 }
 
 context::~context() = default;
@@ -349,6 +386,7 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
     const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
     const float scale = hp.query_scale();
     backend & be = *be_;
+    const bool staged = !be.host_addressable();
     float * x = x_.f32();
     float * xb = xb_.f32();
     float * q = q_.f32();
@@ -418,20 +456,36 @@ void context::forward(const int32_t * tokens, int32_t n, const run * runs, int32
             be.rope(q, q, n, hp.n_head, hp.head_dim, hp.n_rot, d_pos, rp);
             be.rope(k, k, n, hp.n_head_kv, hp.head_dim, hp.n_rot, d_pos, rp);
         }
+        // The kv_caches read and write host memory: a GPU backend's K, V and
+        // Q come over for them, and the attention output goes back.
+        const float * kk = k, * vv = v, * qq = q, * qs = q_sink_.f32();
+        float * aa = att;
+        if (staged) {
+            be.to_host(h_k_.data(), k, size_t(n) * size_t(KV) * sizeof(float));
+            be.to_host(h_v_.data(), v, size_t(n) * size_t(KV) * sizeof(float));
+            be.to_host(h_q_.data(), q, size_t(n) * size_t(Q) * sizeof(float));
+            if (slid) be.to_host(h_qs_.data(), q_sink_.f32(), size_t(n) * size_t(Q) * sizeof(float));
+            kk = h_k_.data();
+            vv = h_v_.data();
+            qq = h_q_.data();
+            qs = h_qs_.data();
+            aa = h_att_.data();
+        }
         for (int32_t r = 0; r < n_runs; ++r) {
             const run & ru = runs[r];
             kv_cache & kv = *seqs_[size_t(ru.seq)].kv;
             const bool run_slid = kv.slide_shift(ru.pos0 + ru.n - 1) > 0;
             {
                 backend::group g(be, op_kv_store());
-                kv.store(il, ru.pos0, ru.n, k + ru.start * KV, v + ru.start * KV);
+                kv.store(il, ru.pos0, ru.n, kk + ru.start * KV, vv + ru.start * KV);
             }
             {
                 backend::group g(be, op_attention());
-                kv.attend(il, ru.pos0, ru.n, q + ru.start * Q, run_slid ? q_sink_.f32() + ru.start * Q : nullptr,
-                          att + ru.start * Q, scale);
+                kv.attend(il, ru.pos0, ru.n, qq + ru.start * Q, run_slid ? qs + ru.start * Q : nullptr,
+                          aa + ru.start * Q, scale);
             }
         }
+        if (staged) be.upload(att, h_att_.data(), size_t(n) * size_t(Q) * sizeof(float));
         be.matmul(l.wo, att, n, xb);
         if (!l.bo.empty()) be.bias(xb, static_cast<const float *>(l.bo.data), n, E);
         if (!l.attn_post_norm.empty()) be.rmsnorm(xb, xb, static_cast<const float *>(l.attn_post_norm.data), n, E, hp.rms_eps);

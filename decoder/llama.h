@@ -51,6 +51,14 @@ struct context_params {
     // while at most n_ctx of them are attended. Needs n_ctx >= (sink_pages + 2) * page_tokens.
     slide_params slide;
     int32_t n_seq_max = 1;   // sequences the context holds, ids [0, n_seq_max)
+    // Layers on the GPU (the CUDA backend, tensor/cuda/cuda-backend.h): 0,
+    // none; any other value (-1: all) runs the whole forward pass there, as
+    // there is no partial offload. When the GPU cannot run it (no device, too
+    // little memory, a weight type it does not read) the CPU runs it, said
+    // once on stderr, or with gpu_required the context is not made (a
+    // gloas::error with the reason).
+    int32_t n_gpu_layers = 0;
+    bool gpu_required = false;
 };
 
 // Thrown when positions would go past the context size (a gloas::error, so
@@ -109,6 +117,8 @@ public:
     // Whether sequences slide past n_ctx positions (context_params::slide).
     bool slides() const { return slides_; }
     const model & get_model() const { return m_; }
+    // The backend the forward pass runs on: "cpu" or "cuda".
+    const char * backend_name() const { return be_->name(); }
     const kv_sequence & kv() const { return seq_kv(0); }
     kv_store & store() { return *store_; }
     // Forgets every position of every sequence: the next eval starts at position 0.
@@ -179,6 +189,10 @@ private:
     void forward(const int32_t * tokens, int32_t n, const run * runs, int32_t n_runs, const int32_t * rows,
                  int32_t n_rows, float * out);
     void check_tokens(const int32_t * tokens, int32_t n) const;
+    // Makes the weights resident on be_ and allocates the activation buffers;
+    // unplace releases them (before be_ goes).
+    void place(const context_params & p);
+    void unplace();
 
     const model & m_;
     int32_t n_ctx_ = 0;
@@ -217,6 +231,10 @@ private:
     buffer hb2_;     // (n_ubatch, n_ff)
     buffer out_;     // (rows, n_vocab) logits of the kept rows: one row, grown to the most rows kept
     std::vector<float> logits_;  // (n_vocab), or (n_ubatch, n_vocab) once all logits were asked for
+    // Host copies for the kv_caches when backend memory is not host memory
+    // (backend::host_addressable); empty otherwise.
+    std::vector<float> h_k_, h_v_;          // (n_ubatch, n_embd_kv)
+    std::vector<float> h_q_, h_qs_, h_att_; // (n_ubatch, n_embd_q); h_qs_ only when sliding
 };
 
 } // namespace gloas

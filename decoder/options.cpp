@@ -355,6 +355,10 @@ void config_override(const run_config & f, const hparams & hp, context_params & 
     if (given(OPT_KV_COMPRESSED_SHARE)) cp.kv.compressed_share = f.ctx.kv.compressed_share;
     if (given(OPT_KV_READ)) cp.kv.read_copy = f.ctx.kv.read_copy;
     if (given(OPT_SPARSE_RATIO) || given(OPT_NO_SPARSE)) cp.sparse.ratio = f.use_sparse_attention ? float(f.sparse_ratio) : 1.0f;
+    if (given(OPT_N_GPU_LAYERS)) {
+        cp.n_gpu_layers = f.n_gpu_layers;
+        cp.gpu_required = f.n_gpu_layers > 0;
+    }
 
     const std::string why = kv_options_problem(cp.kv.kv_type, cp.kv.page_tokens, cp.kv.policy);
     if (!why.empty()) throw cli_error(why);

@@ -7,7 +7,8 @@
 // logits out with `to_host`, and calls the ops below. It never reads or
 // writes backend memory itself: every pointer it hands to an op, or to its
 // kv_cache's store and attend, is an address inside a backend buffer or a
-// weight view `weight` returned, device memory on a GPU backend. Arithmetic on
+// weight view `weight` returned, device memory on a GPU backend (whose
+// kv_cache, on the CPU, gets host copies instead: host_addressable). Arithmetic on
 // those addresses (row t of a buffer) is allowed; dereferencing them is not.
 //
 // Ops may run asynchronously but in the order they were called; `to_host`
@@ -74,7 +75,13 @@ public:
     backend(const backend &) = delete;
     backend & operator=(const backend &) = delete;
 
-    virtual const char * name() const = 0;  // "cpu", ...
+    virtual const char * name() const = 0;  // "cpu", "cuda"
+
+    // Whether backend memory is host memory. When it is not (a GPU), the
+    // forward pass copies K, V and Q to the host for each sequence's kv_cache,
+    // whose store and attend then run on the CPU, and uploads the attention
+    // output.
+    virtual bool host_addressable() const { return true; }
 
     // ---- memory
     // `bytes` of backend memory, zeroed (none for 0). Throws gloas::error

@@ -1,6 +1,7 @@
 // The gloas command line: what goes to stdout and stderr, exit codes, one
 // clear error for each kind of bad input, where models are found, and
 // llama.cpp's spellings.
+#include "tensor/cuda/cuda-backend.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>
@@ -429,12 +430,21 @@ TEST_CASE("llama.cpp's spellings mean what they mean there") {
     auto ref = run({"--temp", "0", "-n", "30", "-c", "128", "-t", "1", "--kv-type", "f16", "--ubatch", "16"});
     REQUIRE(ref.status == 0);
     auto llama = run({"--temp", "0", "--n-predict", "30", "--ctx-size", "128", "--threads", "1", "-ctk", "f16", "-ctv",
-                      "f16", "-ub", "16", "-b", "64", "-ngl", "99", "--mlock", "--no-mmap"});
+                      "f16", "-ub", "16", "-b", "64", "-ngl", "0", "--mlock", "--no-mmap"});
     INFO("stderr: " << llama.err);
     REQUIRE(llama.status == 0);
     CHECK(llama.out == ref.out);
-    CHECK(llama.err.find("gloas: note: this build has no GPU backend; -ngl is ignored") != std::string::npos);
-    CHECK(run({"-n", "1", "-ngl", "all"}).status == 0);
+    // -ngl N > 0 runs on the GPU or fails (exit 1, the reason on stderr);
+    // all (or auto) runs on the CPU when the GPU cannot, saying why.
+    auto ngl = run({"--temp", "0", "-n", "4", "-ngl", "99"});
+    if (gloas::cuda_usable(nullptr)) CHECK(ngl.status == 0);
+    else {
+        CHECK(ngl.status == 1);
+        CHECK(ngl.err.find("-ngl 99") != std::string::npos);
+        auto all = run({"-n", "1", "-ngl", "all"});
+        CHECK(all.status == 0);
+        CHECK(all.err.find("running on the CPU") != std::string::npos);
+    }
     check_usage_error({"-m", m, "-ngl", "many"}, {"-ngl: expected a number of layers in [-1, 1048576], auto or all, got 'many'"});
 
     // -n -1: until the context is full; -c 0: the model's context (512).

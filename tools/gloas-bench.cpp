@@ -23,6 +23,7 @@
 #include "decoder/random-model.h"
 #include "decoder/strategy.h"
 #include "tensor/bandwidth.h"
+#include "tensor/cuda/cuda-backend.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -274,6 +275,7 @@ int run(int argc, char ** argv) {
     std::vector<std::pair<int, int>> pgs;  // -pg PP,TG
     int ubatch = 512, reps = 3, rounds = 1;
     bool bandwidth = false;
+    int ngl = 0;                // -ngl: > 0 runs on the CUDA GPU; -1 (auto, all) where it can
     bool fill = false;          // --fill random
     std::string kv_dir;         // --kv-dir
     std::string out_fmt = "md";
@@ -281,7 +283,7 @@ int run(int argc, char ** argv) {
     // copy of it (config_apply_list).
     run_config flags;
     std::vector<run_config> k_types, v_types, strategies, read_modes;
-    std::string k_given, v_given, ngl_given;  // the flags and values as typed
+    std::string k_given, v_given;  // the flags and values as typed
     bool strategy_last = false;  // --strategy after the K/V type flags: it chooses the configurations
     // --config first, wherever it is: the other flags override it.
     std::unique_ptr<run_config> cfg;
@@ -339,7 +341,6 @@ int run(int argc, char ** argv) {
         else if (const option_use * u = option_use_find(SHARED, N_SHARED, a)) {
             if (!u->list) {
                 i += int(config_apply_flag(flags, args, size_t(i))) - 1;
-                if (u->id == OPT_N_GPU_LAYERS && flags.n_gpu_layers != 0) ngl_given = a + " " + argv[i];
                 continue;
             }
             std::vector<run_config> list = config_apply_list(flags, args, size_t(i));
@@ -362,8 +363,7 @@ int run(int argc, char ** argv) {
     if (flags.flag_given(OPT_UBATCH)) ubatch = flags.ctx.n_ubatch;
     const int batch = flags.n_batch;
     if (flags.flag_given(OPT_BATCH)) ubatch = std::min(ubatch, batch);
-    if (!ngl_given.empty())
-        std::fprintf(stderr, "gloas-bench: note: this build has no GPU; %s is ignored (all layers run on the CPU)\n", ngl_given.c_str());
+    ngl = flags.n_gpu_layers;
     // -ctk and -ctv name one list (K and V pages have one type): checked
     // element by element as gloas checks one pair.
     if (!k_types.empty() && !v_types.empty() && k_types.size() != v_types.size())
@@ -438,6 +438,17 @@ int run(int argc, char ** argv) {
     // Read bandwidth, measured once per thread count (with --bandwidth).
     std::vector<std::pair<int, double>> bandwidths;
     auto bandwidth_for = [&](int nt) {
+        if (ngl > 0) {  // the GPU's memory, once
+            if (bandwidths.empty()) {
+                try {
+                    bandwidths.push_back({0, cuda_read_bandwidth(size_t(1) << 30, 10)});
+                } catch (const error & e) {
+                    throw error(format("--bandwidth with -ngl %d: the GPU's read bandwidth cannot be measured: %s", ngl, e.what()));
+                }
+                std::fprintf(stderr, "gloas-bench: GPU read bandwidth: %.2f GB/s\n", bandwidths[0].second / 1e9);
+            }
+            return bandwidths[0].second;
+        }
         for (const auto & [n, b] : bandwidths)
             if (n == nt) return b;
         const double plain = measure_read_bandwidth(size_t(1) << 30, nt, 10);
@@ -537,6 +548,8 @@ int run(int argc, char ** argv) {
             cp.kv.dir = page_dir;
             cp.kv.ram_bytes = kc.ram;
             cp.kv.read_copy = kc.copy;
+            cp.n_gpu_layers = ngl;
+            cp.gpu_required = ngl > 0;
             const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
             if (flags.flag_given(OPT_KV_RAM)) cp.kv.ram_bytes = kv_capacity_bytes(flags.kv_ram, pg.page_bytes(kc.t), page, 0);
             // Room for two sequences of the longest depth: an old fill is evicted, not piled up.

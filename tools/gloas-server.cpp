@@ -192,8 +192,6 @@ options parse_args(int argc, char ** argv) {
 int run(const options & o) {
     const run_config & fl = o.flags;
     if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) ops::set_n_threads(fl.ctx.n_threads);
-    if (fl.n_gpu_layers != 0 && !o.quiet)
-        std::fprintf(stderr, "gloas-server: note: this build has no GPU backend; -ngl is ignored and every layer runs on the CPU\n");
     if ((fl.mlock || fl.no_mmap) && !o.quiet)
         std::fprintf(stderr, "gloas-server: note: --mlock and --no-mmap are ignored: the server maps the weights as they are\n");
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});

@@ -332,8 +332,6 @@ int run(const options & o) {
     const bool quiet = o.quiet;
     if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) ops::set_n_threads(fl.ctx.n_threads);
     if (o.tokenize_only) return tokenize_only(o);
-    if (fl.n_gpu_layers != 0 && !quiet)
-        std::fprintf(stderr, "gloas: note: this build has no GPU backend; -ngl is ignored and every layer runs on the CPU\n");
 
     const double t_load0 = cli::now_s();
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
