@@ -206,8 +206,9 @@ void worker_main(pool * pp, int self, uint32_t seen) {
     }
 }
 
-// Starts workers up to index nth - 1 (the caller holds p.busy); the threads
-// there are afterwards.
+// Starts workers up to index nth - 1 (the caller holds p.busy); returns the
+// threads there are afterwards (the caller and every started worker, which
+// may be more than nth).
 int grow(pool & p, int nth) {
     while (p.n_workers < nth - 1) {
         const int self = p.n_workers + 1;
@@ -272,7 +273,7 @@ void run_parallel(int64_t n, int nth, int64_t chunk, range_fn fn, void * ctx) {
         std::unique_lock<std::mutex> lock(p.busy, std::try_to_lock);
         if (lock.owns_lock()) {
             nth = int(std::min<int64_t>({int64_t(nth), int64_t(MAX_THREADS), n}));
-            nth = grow(p, nth);
+            nth = std::min(nth, grow(p, nth));  // grow() reports every started worker
             if (nth > 1) {
                 const int64_t longest = (n + nth - 1) / nth;
                 if (chunk <= 0) chunk = (longest + CHUNKS_PER_SHARE - 1) / CHUNKS_PER_SHARE;
