@@ -33,6 +33,7 @@
 // 2x its in-cache time to within about 10% of it (gloas-kernel-bench --pages).
 #include "kvcache/page.h"
 #include "kvcache/page-kernels.h"
+#include "kvcache/page-neon.h"
 
 #include "quant/blocks.h"
 #include "quant/fp16.h"
@@ -624,6 +625,9 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
         default: break;  // BF16, and Q8_0 without VNNI / VBMI: the portable kernels
         }
     }
+#endif
+#if defined(GLOAS_NEON)
+    if ((t == type::Q8_0 || t == type::Q4_0) && attend_int_neon(t, kr, vr, rb, D, cnt, n_heads, q, s, pf)) return;
 #endif
     if (t == type::Q8_0 || t == type::Q4_0) attend_int_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
     else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);

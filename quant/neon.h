@@ -1,0 +1,35 @@
+// Internal to the kernels: the NEON variant (quant/isa.h, variant::neon:
+// ARMv8.2-A with the dot-product and fp16 arithmetic extensions). Where the
+// translation unit is compiled with both (the neon variant of an aarch64
+// build, or a GLOAS_NATIVE=ON build on such a CPU), GLOAS_NEON is 1, the
+// intrinsics are included and the NEON kernels of quant/vec-dot-neon.cpp are
+// declared, in the variant's namespace; the generic kernels of the files with
+// SIMD paths call them in place of their portable loops.
+#pragma once
+
+#include "quant/blocks.h"
+#include "quant/isa.h"
+
+#include <cstdint>
+
+#if defined(__aarch64__) && defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD) && \
+    defined(__ARM_FEATURE_FP16_VECTOR_ARITHMETIC)
+#define GLOAS_NEON 1
+#include <arm_neon.h>
+
+namespace gloas::neon_kernels { inline namespace GLOAS_ISA {
+
+// The dot products of quant/quant.h (same contracts): int8 dot products
+// (SDOT) per block, exact in int32, scaled per block in float lanes; float
+// rows by FMA in f32 lanes (f16 and bf16 weights widened to f32).
+float vec_dot_f32(int64_t n, const float * w, const float * x);
+float vec_dot_f16(int64_t n, const uint16_t * w, const float * x);
+float vec_dot_bf16(int64_t n, const uint16_t * w, const float * x);
+float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x);
+float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x);
+float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K * w, const block_q8_K * x);
+float vec_dot_q5_K_q8_K(int64_t n, const block_q5_K * w, const block_q8_K * x);
+float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x);
+
+}} // namespace gloas::neon_kernels::GLOAS_ISA
+#endif
