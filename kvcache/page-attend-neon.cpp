@@ -16,6 +16,14 @@
 // 15-bit probabilities likewise (p = 256 ph + pl, both UDOT). All exact in
 // int32: the integers are attend_int_portable's (page-attend.cpp, the scalar
 // twin), and so are the float operations on them, in the same order.
+//
+// F16 and F32 pages, the float algorithm: per window K and V are widened to
+// f32 once for all heads (in the thread's scratch, L1-resident); scores by
+// broadcast multiply-adds two heads at a time, outputs by FMA of 4 V rows
+// with the head's probabilities, reduced together by pairwise adds.
+//
+// Quest scoring (page_score_bounds_f16): 32 pages in 8 vectors, the bound
+// row each query value's sign selects widened and multiplied in.
 #include "kvcache/page-neon.h"
 
 #if defined(GLOAS_NEON)
@@ -225,6 +233,177 @@ bool attend_int_neon(type t, const char * kr, const char * vr, size_t rb, int D,
     else if (t == type::Q4_0 && D <= 4096) attend_int<type::Q4_0>(kr, vr, rb, D, cnt, n_heads, q, s, pf);
     else return false;
     return true;
+}
+
+namespace {
+
+// Tokens [w0, w0 + nw) of a row of type T as 32 floats, zero past nw.
+template <type T>
+inline void widen_window(const char * row, int w0, int nw, float * out) {
+    if (nw == 32) {
+        if (T == type::F16) {
+            const uint16_t * h = reinterpret_cast<const uint16_t *>(row) + w0;
+            for (int k = 0; k < 4; ++k) {
+                const float16x8_t v = vreinterpretq_f16_u16(vld1q_u16(h + 8 * k));
+                vst1q_f32(out + 8 * k, vcvt_f32_f16(vget_low_f16(v)));
+                vst1q_f32(out + 8 * k + 4, vcvt_high_f32_f16(v));
+            }
+        } else {
+            std::memcpy(out, reinterpret_cast<const float *>(row) + w0, 32 * sizeof(float));
+        }
+        return;
+    }
+    for (int i = 0; i < 32; ++i) {
+        if (i >= nw) out[i] = 0.0f;
+        else if (T == type::F16) out[i] = block_scale(row + 2 * size_t(w0 + i));
+        else std::memcpy(out + i, row + 4 * size_t(w0 + i), 4);
+    }
+}
+
+template <type T>
+void attend_float(const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,
+                  const float * q, attn_state & s, next_prefetch & pf) {
+    constexpr int PW = 32;
+    int n_max = 0;
+    for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
+    // (n_heads, PW) scores, then probabilities
+    float * sc = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_scores, sizeof(float) * size_t(n_heads) * PW));
+    // (D, PW) the window's K, then (D, PW) its V, as floats
+    float * kf = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(2 * D) * PW));
+    float * vf = kf + size_t(D) * PW;
+    for (int w0 = 0; w0 < n_max; w0 += PW) {
+        const int nw = std::min(PW, n_max - w0);
+        for (int d = 0; d < D; ++d) {
+            pf.k_rows(1);
+            widen_window<T>(kr + size_t(d) * rb, w0, nw, kf + size_t(d) * PW);
+        }
+        // scores, two heads at a time: 16 accumulators
+        for (int h0 = 0; h0 < n_heads; h0 += 2) {
+            const int hn = std::min(2, n_heads - h0);
+            float32x4_t a[2][8];
+            for (int j = 0; j < 2; ++j)
+                for (int k = 0; k < 8; ++k) a[j][k] = vdupq_n_f32(0.0f);
+            const float * q0 = q + int64_t(h0) * D, * q1 = q + int64_t(h0 + hn - 1) * D;
+            for (int d = 0; d < D; ++d) {
+                const float * kd = kf + size_t(d) * PW;
+                const float qa = q0[d], qb = q1[d];
+                for (int k = 0; k < 8; ++k) {
+                    const float32x4_t kv = vld1q_f32(kd + 4 * k);
+                    a[0][k] = vaddq_f32(a[0][k], vmulq_n_f32(kv, qa));
+                    a[1][k] = vaddq_f32(a[1][k], vmulq_n_f32(kv, qb));
+                }
+            }
+            for (int j = 0; j < hn; ++j)
+                for (int k = 0; k < 8; ++k) vst1q_f32(sc + size_t(h0 + j) * PW + 4 * k, a[j][k]);
+        }
+        // online softmax, as the twin
+        for (int h = 0; h < n_heads; ++h) {
+            float * sh = sc + h * PW;
+            const int nh = std::max(0, std::min(nw, cnt(h) - w0));
+            std::fill(sh + nh, sh + PW, 0.0f);
+            if (nh == 0) continue;
+            float mx = -INFINITY;
+            for (int i = 0; i < nh; ++i) mx = std::fmax(mx, sh[i]);
+            const float m_new = std::fmax(s.m[h], mx);
+            const float corr = std::exp(s.m[h] - m_new);
+            float sum = 0.0f;
+            for (int i = 0; i < nh; ++i) {
+                sh[i] = std::exp(sh[i] - m_new);
+                sum += sh[i];
+            }
+            s.l[h] = s.l[h] * corr + sum;
+            s.m[h] = m_new;
+            float * ah = s.acc + int64_t(h) * D;
+            for (int d = 0; d < D; ++d) ah[d] *= corr;
+        }
+        for (int d = 0; d < D; ++d) {
+            pf.v_rows(1);
+            widen_window<T>(vr + size_t(d) * rb, w0, nw, vf + size_t(d) * PW);
+        }
+        // outputs: 4 channels of a head at a time, their sums reduced together
+        for (int h = 0; h < n_heads; ++h) {
+            if (cnt(h) - w0 <= 0) continue;
+            const float * ph = sc + h * PW;
+            float32x4_t p[8];
+            for (int k = 0; k < 8; ++k) p[k] = vld1q_f32(ph + 4 * k);
+            float * ah = s.acc + int64_t(h) * D;
+            int d = 0;
+            for (; d + 4 <= D; d += 4) {
+                float32x4_t o[4];
+                for (int r = 0; r < 4; ++r) {
+                    const float * v = vf + size_t(d + r) * PW;
+                    float32x4_t x = vmulq_f32(p[0], vld1q_f32(v)), y = vmulq_f32(p[1], vld1q_f32(v + 4));
+                    for (int k = 2; k < 8; k += 2) {
+                        x = vfmaq_f32(x, p[k], vld1q_f32(v + 4 * k));
+                        y = vfmaq_f32(y, p[k + 1], vld1q_f32(v + 4 * k + 4));
+                    }
+                    o[r] = vaddq_f32(x, y);
+                }
+                const float32x4_t o4 = vpaddq_f32(vpaddq_f32(o[0], o[1]), vpaddq_f32(o[2], o[3]));
+                vst1q_f32(ah + d, vaddq_f32(vld1q_f32(ah + d), o4));
+            }
+            for (; d < D; ++d) {
+                const float * v = vf + size_t(d) * PW;
+                float32x4_t x = vmulq_f32(p[0], vld1q_f32(v));
+                for (int k = 1; k < 8; ++k) x = vfmaq_f32(x, p[k], vld1q_f32(v + 4 * k));
+                ah[d] += vaddvq_f32(x);
+            }
+        }
+    }
+}
+
+} // namespace
+
+bool attend_float_neon(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
+                       int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
+    if (t == type::F16) attend_float<type::F16>(kr, vr, rb, D, cnt, n_heads, q, s, pf);
+    else if (t == type::F32) attend_float<type::F32>(kr, vr, rb, D, cnt, n_heads, q, s, pf);
+    else return false;
+    return true;
+}
+
+void score_bounds_f16_neon(const float * q, int32_t group, int32_t head_dim, const uint16_t * tiles, int32_t n,
+                           float * out) {
+    static_assert(SUMMARY_TILE == 32, "8 vectors of 4 pages per tile");
+    GLOAS_ASSERT(group >= 1 && head_dim >= 1);
+    const size_t hd = size_t(head_dim), tile = 2 * hd * SUMMARY_TILE;
+    const float32x4_t inf = vdupq_n_f32(INFINITY);
+    for (int32_t c0 = 0; c0 < n; c0 += SUMMARY_TILE) {
+        const int32_t nc = std::min(SUMMARY_TILE, n - c0);
+        const uint16_t * t = tiles + size_t(c0 / SUMMARY_TILE) * tile;
+        if (nc < SUMMARY_TILE) {
+            // a partial last tile: its columns past n are never read, so
+            // the valid ones are copied into a zero-padded tile
+            uint16_t * pad = static_cast<uint16_t *>(isa::thread_scratch(isa::scratch_slot::page_bounds, 2 * tile));
+            for (size_t r = 0; r < 2 * hd; ++r) {
+                std::memcpy(pad + r * SUMMARY_TILE, t + r * SUMMARY_TILE, size_t(nc) * 2);
+                std::memset(pad + r * SUMMARY_TILE + nc, 0, size_t(SUMMARY_TILE - nc) * 2);
+            }
+            t = pad;
+        }
+        float32x4_t best[8];
+        for (int k = 0; k < 8; ++k) best[k] = vdupq_n_f32(-INFINITY);
+        for (int32_t g = 0; g < group; ++g) {
+            const float * qg = q + size_t(g) * hd;
+            float32x4_t a[8];
+            for (int k = 0; k < 8; ++k) a[k] = vdupq_n_f32(0.0f);
+            for (size_t d = 0; d < hd; ++d) {
+                const float qd = qg[d];
+                // kmin rows come first in the tile, then the kmax rows
+                const uint16_t * row = t + ((qd >= 0.0f ? hd : 0) + d) * SUMMARY_TILE;
+                for (int k = 0; k < 4; ++k) {
+                    const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(row + 8 * k));
+                    a[2 * k] = vfmaq_n_f32(a[2 * k], vcvt_f32_f16(vget_low_f16(h)), qd);
+                    a[2 * k + 1] = vfmaq_n_f32(a[2 * k + 1], vcvt_high_f32_f16(h), qd);
+                }
+            }
+            // a NaN sum (an infinite bound times a zero query value) counts as +inf
+            for (int k = 0; k < 8; ++k) best[k] = vmaxq_f32(best[k], vbslq_f32(vceqq_f32(a[k], a[k]), a[k], inf));
+        }
+        float o[SUMMARY_TILE];
+        for (int k = 0; k < 8; ++k) vst1q_f32(o + 4 * k, best[k]);
+        std::memcpy(out + c0, o, size_t(nc) * sizeof(float));
+    }
 }
 
 }} // namespace gloas::page_kernels::GLOAS_ISA

@@ -9,7 +9,9 @@
 
 #include "quant/blocks.h"
 #include "quant/isa.h"
+#include "quant/types.h"
 
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__aarch64__) && defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD) && \
@@ -30,6 +32,13 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x);
 float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K * w, const block_q8_K * x);
 float vec_dot_q5_K_q8_K(int64_t n, const block_q5_K * w, const block_q8_K * x);
 float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x);
+
+// One weight row against 4 activation rows at once, for prefill (each
+// weight block loaded and unpacked once for the 4): out[j] = the dot product
+// with the activation row at x + j * x_stride bytes. Q4_0 and Q8_0 weights
+// (Q8_0 activations); vec_dot_x4(t) is the kernel of weight type t, or null.
+using vec_dot_x4_fn = void (*)(int64_t n, const void * w, const void * x, size_t x_stride, float * out);
+vec_dot_x4_fn vec_dot_x4(type t);
 
 }} // namespace gloas::neon_kernels::GLOAS_ISA
 #endif

@@ -127,6 +127,56 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
 
 namespace {
 
+// Blocks of a weight row against 4 activation rows: each weight block once
+// (load(b, lo, hi): its 32 values as signed bytes, 0..15 then 16..31).
+template <typename B, typename L>
+void dot_x4(int64_t n, const void * w_, const void * x_, size_t x_stride, float * out, L load) {
+    GLOAS_ASSERT(n % QK8_0 == 0);
+    const int64_t nb = n / QK8_0;
+    const B * w = static_cast<const B *>(w_);
+    const block_q8_0 * x[4];
+    for (int j = 0; j < 4; ++j) x[j] = reinterpret_cast<const block_q8_0 *>(static_cast<const char *>(x_) + j * x_stride);
+    float32x4_t acc[4];
+    for (int j = 0; j < 4; ++j) acc[j] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; ++b) {
+        int8x16_t lo, hi;
+        load(w[b], lo, hi);
+        const float dw = h2f(w[b].d);
+        for (int j = 0; j < 4; ++j) {
+            const int32x4_t p = dot2(lo, vld1q_s8(x[j][b].qs), hi, vld1q_s8(x[j][b].qs + 16));
+            acc[j] = vfmaq_n_f32(acc[j], vcvtq_f32_s32(p), dw * h2f(x[j][b].d));
+        }
+    }
+    for (int j = 0; j < 4; ++j) out[j] = vaddvq_f32(acc[j]);
+}
+
+void dot_x4_q4_0(int64_t n, const void * w, const void * x, size_t x_stride, float * out) {
+    dot_x4<block_q4_0>(n, w, x, x_stride, out, [](const block_q4_0 & b, int8x16_t & lo, int8x16_t & hi) {
+        const uint8x16_t v = vld1q_u8(b.qs);
+        lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
+        hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+    });
+}
+
+void dot_x4_q8_0(int64_t n, const void * w, const void * x, size_t x_stride, float * out) {
+    dot_x4<block_q8_0>(n, w, x, x_stride, out, [](const block_q8_0 & b, int8x16_t & lo, int8x16_t & hi) {
+        lo = vld1q_s8(b.qs);
+        hi = vld1q_s8(b.qs + 16);
+    });
+}
+
+} // namespace
+
+vec_dot_x4_fn vec_dot_x4(type t) {
+    switch (t) {
+    case type::Q4_0: return dot_x4_q4_0;
+    case type::Q8_0: return dot_x4_q8_0;
+    default: return nullptr;
+    }
+}
+
+namespace {
+
 // The mins term of a Q4_K/Q5_K super-block: sum_j m_j * (sum of the
 // activations of sub-block j of 32), exact in int32.
 inline int32_t k4_mins_dot(const uint8_t * mins8, const int16_t * bsums) {

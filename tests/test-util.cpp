@@ -175,12 +175,11 @@ std::string temp_dir(const std::string & tag) {
     return std::string(buf.data());
 }
 
-// Starts exe with argv (argv[0] == exe) in this (forked) process. In a
-// cross build run under qemu-user (GLOAS_TEST_EMULATOR, the build's
-// CMAKE_CROSSCOMPILING_EMULATOR, its words split by |), a program of the target
-// architecture runs under the emulator, which the host starts natively;
-// other programs (/bin/bash) run as they are.
-[[noreturn]] static void exec_tool(const std::string & exe, std::vector<char *> argv) {
+// In a cross build run under qemu-user (GLOAS_TEST_EMULATOR, the build's
+// CMAKE_CROSSCOMPILING_EMULATOR, its words split by |), a program of the
+// target architecture runs under the emulator, which the host starts
+// natively; other programs (/bin/bash) run as they are.
+void exec_program(const std::string & exe, std::vector<char *> argv) {
 #if defined(GLOAS_TEST_EMULATOR)
     unsigned char h[20] = {};
     if (FILE * f = std::fopen(exe.c_str(), "rb")) {
@@ -229,7 +228,7 @@ run_result run_tool(const std::string & tool, const std::vector<std::string> & a
             std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
             ::_exit(127);
         }
-        exec_tool(exe, argv);
+        exec_program(exe, argv);
     }
     ::close(in_pipe[0]);
     ::close(out_pipe[1]);
@@ -317,7 +316,7 @@ int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
         argv.push_back(const_cast<char *>(exe.c_str()));
         for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
         argv.push_back(nullptr);
-        exec_tool(exe, argv);
+        exec_program(exe, argv);
     }
     return int(pid);
 }
