@@ -9,6 +9,7 @@
 # --install first installs the packages (apt, as root): the cross compiler,
 # qemu-user-static and the arm64 libraries the build links.
 # gloas-server is not built (GLOAS_SERVER=OFF: test-server reports a skip).
+# $GLOAS_CTEST_ARGS is passed to ctest (e.g. "-R test-simd-dispatch").
 # Speed is not measured here: qemu runs NEON code as a sequence of host
 # instructions, so its timings say nothing about an ARM CPU.
 set -eu
@@ -48,7 +49,8 @@ cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCM
 cmake --build "$build" -j "$jobs"
 
 start=$(date +%s)
-(cd "$build" && ctest --output-on-failure -j "$jobs")
+# shellcheck disable=SC2086
+(cd "$build" && ctest --output-on-failure -j "$jobs" ${GLOAS_CTEST_ARGS:-})
 echo "aarch64-qemu: the suite under qemu took $(( $(date +%s) - start )) s"
 
 echo "== test-simd-dispatch on an ARMv8.0 CPU (cortex-a53: no dot products, no fp16 arithmetic)"
