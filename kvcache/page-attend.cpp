@@ -32,8 +32,12 @@
 // one, the next piece's K (V) rows as it reads the same rows of its own K
 // (V) (next_prefetch): over cold F16 pages that took page_attend from about
 // 2x its in-cache time to within about 10% of it (gloas-kernel-bench --pages).
+//
+// The NEON variant (aarch64) runs its own kernels for F32, F16, Q8_0 and Q4_0
+// pages (page-attend-neon.cpp), with the portable ones as their twins.
 #include "kvcache/page.h"
 #include "kvcache/page-kernels.h"
+#include "kvcache/page-neon.h"
 
 #include "quant/blocks.h"
 #include "quant/fp16.h"
@@ -647,6 +651,10 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
         default: break;  // BF16, and Q8_0 without VNNI / VBMI: the portable kernels
         }
     }
+#endif
+#if defined(GLOAS_NEON)
+    if ((t == type::Q8_0 || t == type::Q4_0) && attend_int_neon(t, kr, vr, rb, D, cnt, n_heads, q, s, pf)) return;
+    if ((t == type::F16 || t == type::F32) && attend_float_neon(t, kr, vr, rb, D, cnt, n_heads, q, s, pf)) return;
 #endif
     if (t == type::Q8_0 || t == type::Q4_0) attend_int_portable(t, kr, vr, rb, rb, D, cnt, n_heads, q, s, pf);
     else attend_portable(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);

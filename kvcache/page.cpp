@@ -2,6 +2,7 @@
 // attention over one page and the key bounds. The fast attention kernels are
 // in page-attend.cpp.
 #include "kvcache/page.h"
+#include "kvcache/page-neon.h"
 
 #include "quant/fp16.h"
 #include "quant/quant-mse.h"
@@ -341,6 +342,8 @@ void page_score_bounds_f16(const float * q, int32_t group, int32_t head_dim, con
     if (group - g >= 4) run(std::integral_constant<int, 4>());
     if (group - g >= 2) run(std::integral_constant<int, 2>());
     if (group - g >= 1) run(std::integral_constant<int, 1>());
+#elif defined(GLOAS_NEON)
+    page_kernels::score_bounds_f16_neon(q, group, head_dim, tiles, n, out);
 #else
     page_score_bounds_f16_ref(q, group, head_dim, tiles, n, out);
 #endif

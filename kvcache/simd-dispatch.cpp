@@ -28,6 +28,12 @@ GLOAS_SIMD_KERNELS(GLOAS_SIMD_DECLARE)
 static const gloas::isa::kernel_table AVX512_TABLE = {GLOAS_SIMD_KERNELS(GLOAS_SIMD_ENTRY)};
 #undef GLOAS_SIMD_V
 #endif
+#if defined(GLOAS_ISA_HAVE_NEON)
+#define GLOAS_SIMD_V neon
+GLOAS_SIMD_KERNELS(GLOAS_SIMD_DECLARE)
+static const gloas::isa::kernel_table NEON_TABLE = {GLOAS_SIMD_KERNELS(GLOAS_SIMD_ENTRY)};
+#undef GLOAS_SIMD_V
+#endif
 #endif
 
 namespace gloas::isa {
@@ -36,7 +42,7 @@ namespace gloas::isa {
 // names it; the others are never active).
 const kernel_table * const TABLES[N_VARIANTS] = {
 #if defined(GLOAS_ISA_NATIVE)
-    &NATIVE_TABLE, &NATIVE_TABLE, &NATIVE_TABLE,
+    &NATIVE_TABLE, &NATIVE_TABLE, &NATIVE_TABLE, &NATIVE_TABLE,
 #else
     &SCALAR_TABLE,
 #if defined(GLOAS_ISA_HAVE_AVX2)
@@ -46,6 +52,11 @@ const kernel_table * const TABLES[N_VARIANTS] = {
 #endif
 #if defined(GLOAS_ISA_HAVE_AVX512)
     &AVX512_TABLE,
+#else
+    nullptr,
+#endif
+#if defined(GLOAS_ISA_HAVE_NEON)
+    &NEON_TABLE,
 #else
     nullptr,
 #endif

@@ -1,5 +1,6 @@
 #include "quant/fp16.h"
 
+#include "quant/neon.h"
 #include "quant/simd.h"
 
 namespace gloas {
@@ -60,6 +61,13 @@ void fp16_to_fp32_row(const uint16_t * x, float * y, int64_t n) {
     for (; i + 8 <= n; i += 8) {
         _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x + i))));
     }
+#elif defined(GLOAS_NEON)
+    // FCVTL: exact, NaNs quieted with their payload, as above
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+        vst1q_f32(y + i, vcvt_f32_f16(vget_low_f16(h)));
+        vst1q_f32(y + i + 4, vcvt_high_f32_f16(h));
+    }
 #endif
     for (; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
 }
@@ -76,6 +84,12 @@ void fp32_to_fp16_row(const float * x, uint16_t * y, int64_t n) {
         _mm_storeu_si128(reinterpret_cast<__m128i *>(y + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
+#elif defined(GLOAS_NEON)
+    // FCVTN in the default rounding mode (nearest even; subnormals kept)
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vcvt_high_f16_f32(vcvt_f16_f32(vld1q_f32(x + i)), vld1q_f32(x + i + 4));
+        vst1q_u16(y + i, vreinterpretq_u16_f16(h));
+    }
 #endif
     for (; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
 }
@@ -91,6 +105,12 @@ void bf16_to_fp32_row(const uint16_t * x, float * y, int64_t n) {
     for (; i + 8 <= n; i += 8) {
         const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x + i)));
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(y + i), _mm256_slli_epi32(h, 16));
+    }
+#elif defined(GLOAS_NEON)
+    for (; i + 8 <= n; i += 8) {
+        const uint16x8_t h = vld1q_u16(x + i);
+        vst1q_f32(y + i, vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)));
+        vst1q_f32(y + i + 4, vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)));
     }
 #endif
     for (; i < n; ++i) y[i] = bf16_to_fp32(x[i]);

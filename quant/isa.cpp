@@ -7,8 +7,14 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 // The build says which variants it carries: GLOAS_ISA_HAVE_AVX2 /
-// GLOAS_ISA_HAVE_AVX512 (dispatched x86-64 build) or GLOAS_ISA_NATIVE (one
+// GLOAS_ISA_HAVE_AVX512 (dispatched x86-64 build), GLOAS_ISA_HAVE_NEON
+// (dispatched aarch64 build) or GLOAS_ISA_NATIVE (one
 // variant, this file compiled with the same -march=native flags as the
 // kernels, so the macros below name it).
 
@@ -21,6 +27,8 @@ namespace {
 constexpr variant NATIVE = variant::avx512;
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 constexpr variant NATIVE = variant::avx2;
+#elif defined(__ARM_FEATURE_DOTPROD) && defined(__ARM_FEATURE_FP16_VECTOR_ARITHMETIC)
+constexpr variant NATIVE = variant::neon;
 #else
 constexpr variant NATIVE = variant::scalar;
 #endif
@@ -41,19 +49,34 @@ bool cpu_has(variant v) {
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+    case variant::neon: {
+        // ASIMD (always there on aarch64), its dot products (SDOT/UDOT) and
+        // half-precision arithmetic (with its ASIMD form)
+        const unsigned long hw = getauxval(AT_HWCAP);
+        return (hw & HWCAP_ASIMD) && (hw & HWCAP_ASIMDDP) && (hw & HWCAP_FPHP) && (hw & HWCAP_ASIMDHP);
+    }
+#endif
     default: return false;
     }
 }
 
-const char * const NAMES[N_VARIANTS] = {"scalar", "avx2", "avx512"};
+const char * const NAMES[N_VARIANTS] = {"scalar", "avx2", "avx512", "neon"};
 
 // The name of the one variant a native build carries ("avx512 native").
 const char * carried_name() {
 #if defined(GLOAS_ISA_NATIVE)
-    static const char * const NATIVE_NAMES[N_VARIANTS] = {"scalar native", "avx2 native", "avx512 native"};
+    static const char * const NATIVE_NAMES[N_VARIANTS] = {"scalar native", "avx2 native", "avx512 native",
+                                                          "neon native"};
     return NATIVE_NAMES[int(NATIVE)];
 #else
-    return "scalar";  // a dispatched build lacks a variant only off x86-64
+#if defined(GLOAS_ISA_HAVE_NEON)
+    return "scalar and neon";
+#elif defined(GLOAS_ISA_HAVE_AVX2)
+    return "scalar, avx2 and avx512";
+#else
+    return "scalar";  // a dispatched build off x86-64 and aarch64
+#endif
 #endif
 }
 
@@ -71,7 +94,7 @@ variant choose() {
         for (int i = 0; i < N_VARIANTS; ++i)
             if (std::strcmp(force, NAMES[i]) == 0) v = i;
         if (v < 0) {
-            std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: not a SIMD variant (scalar, avx2 or avx512)\n", force);
+            std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: not a SIMD variant (scalar, avx2, avx512 or neon)\n", force);
             refuse_force();
         }
         if (!built(variant(v))) {
@@ -81,8 +104,9 @@ variant choose() {
         }
         if (!cpu_has(variant(v))) {
             std::fprintf(stderr, "gloas: GLOAS_FORCE_SIMD=%s: this CPU lacks %s\n", force,
-                         v == int(variant::avx2) ? "AVX2, FMA or F16C"
-                                                 : "one of AVX-512 F, BW, VL, DQ, VNNI and VBMI");
+                         v == int(variant::avx2)   ? "AVX2, FMA or F16C"
+                         : v == int(variant::neon) ? "the ARMv8.2 dot-product or fp16 arithmetic extension"
+                                                   : "one of AVX-512 F, BW, VL, DQ, VNNI and VBMI");
             refuse_force();
         }
         return variant(v);
@@ -117,6 +141,9 @@ bool built(variant v) {
 #endif
 #if defined(GLOAS_ISA_HAVE_AVX512)
     case variant::avx512: return true;
+#endif
+#if defined(GLOAS_ISA_HAVE_NEON)
+    case variant::neon: return true;
 #endif
     default: return false;
     }

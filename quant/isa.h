@@ -6,8 +6,11 @@
 // GLOAS_ISA_END below), and calls them through the table of
 // kvcache/simd-dispatch.h. The variant is chosen once, on the first kernel
 // call or query: the best this CPU supports, or the one GLOAS_FORCE_SIMD
-// (scalar, avx2, avx512) names. A GLOAS_NATIVE=ON build carries one variant,
-// compiled for the build machine (-march=native).
+// (scalar, avx2, avx512, neon) names. x86-64 builds carry scalar, avx2 and
+// avx512; aarch64 builds scalar (plain ARMv8-A) and neon (ARMv8.2-A with the
+// dot-product and fp16 arithmetic extensions, as Apple M1, Graviton 2 and
+// Ampere Altra have). A GLOAS_NATIVE=ON build carries one variant, compiled
+// for the build machine (-march=native).
 #pragma once
 
 #include <atomic>
@@ -15,10 +18,11 @@
 
 namespace gloas::isa {
 
-enum class variant { scalar, avx2, avx512 };
-constexpr int N_VARIANTS = 3;
+// Ordered by preference within an architecture (the highest supported wins).
+enum class variant { scalar, avx2, avx512, neon };
+constexpr int N_VARIANTS = 4;
 
-// "scalar", "avx2" or "avx512".
+// "scalar", "avx2", "avx512" or "neon".
 const char * name(variant v);
 
 // The variant the kernels run (chosen on the first call; a GLOAS_FORCE_SIMD
@@ -60,7 +64,7 @@ void * thread_scratch(scratch_slot slot, size_t bytes);
 } // namespace gloas::isa
 
 // The namespace of the variant a translation unit is compiled for (set by the
-// build: GLOAS_ISA is scalar, avx2, avx512 or native). A file with SIMD paths
+// build: GLOAS_ISA is scalar, avx2, avx512, neon or native). A file with SIMD paths
 // wraps its kernels, the functions the dispatch table names, in it; its
 // generic code is compiled once, in the pass where GLOAS_ISA_BASE is 1.
 #if !defined(GLOAS_ISA)

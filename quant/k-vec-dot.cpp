@@ -7,6 +7,7 @@
 // level x signed activation, pairs to int16, no saturation as levels <= 63),
 // then madd with the sub-block scale (int16 pairs to int32).
 #include "quant/fp16.h"
+#include "quant/neon.h"
 #include "quant/quant-impl.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
@@ -251,6 +252,8 @@ float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K * w, const block_q8_K * x) {
         accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ks.mins), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.dmin)), accm);
     }
     return simd::hsum256(acc) - simd::hsum256(accm);
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_q4_K_q8_K(n, w, x);
 #else
     return vec_dot_q4_K_q8_K_ref(n, w, x);
 #endif
@@ -282,6 +285,8 @@ float vec_dot_q5_K_q8_K(int64_t n, const block_q5_K * w, const block_q8_K * x) {
         accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ks.mins), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.dmin)), accm);
     }
     return simd::hsum256(acc) - simd::hsum256(accm);
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_q5_K_q8_K(n, w, x);
 #else
     return vec_dot_q5_K_q8_K_ref(n, w, x);
 #endif
@@ -318,6 +323,8 @@ float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(x[i].d * _cvtsh_ss(b.d)), acc);
     }
     return simd::hsum256(acc);
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_q6_K_q8_K(n, w, x);
 #else
     return vec_dot_q6_K_q8_K_ref(n, w, x);
 #endif

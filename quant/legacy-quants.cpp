@@ -127,12 +127,12 @@ void quantize_row_q8_1(const float * x, block_q8_1 * y, int64_t k) {
     for (int64_t i = 0; i < nb; ++i, x += QK8_1) {
         block_q8_0 b;
         quantize_row_q8_0(x, &b, QK8_1);
+        // two loops: GCC 12 for aarch64 fails (internal compiler error) to
+        // vectorize the two reductions in one
         float amax = 0.0f;
+        for (int j = 0; j < QK8_1; ++j) amax = std::fmax(amax, std::fabs(x[j]));
         int sum = 0;
-        for (int j = 0; j < QK8_1; ++j) {
-            amax = std::fmax(amax, std::fabs(x[j]));
-            sum += b.qs[j];
-        }
+        for (int j = 0; j < QK8_1; ++j) sum += b.qs[j];
         y[i].d = b.d;
         y[i].s = fp32_to_fp16(float(sum) * (amax / 127.0f));
         std::memcpy(y[i].qs, b.qs, QK8_1);

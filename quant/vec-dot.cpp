@@ -3,6 +3,7 @@
 
 #include "quant/fp16.h"
 #include "quant/quant-impl.h"
+#include "quant/neon.h"
 #include "quant/simd.h"
 #include "base/error.h"
 
@@ -140,6 +141,8 @@ float vec_dot_f32(int64_t n, const float * w, const float * x) {
     float s = simd::hsum256(_mm256_add_ps(a0, a1));
     for (; i < n; ++i) s += w[i] * x[i];
     return s;
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_f32(n, w, x);
 #else
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
@@ -170,6 +173,8 @@ float vec_dot_f16(int64_t n, const uint16_t * w, const float * x) {
     float s = simd::hsum256(a0);
     for (; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
     return s;
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_f16(n, w, x);
 #else
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
@@ -202,6 +207,8 @@ float vec_dot_bf16(int64_t n, const uint16_t * w, const float * x) {
     float s = simd::hsum256(a0);
     for (; i < n; ++i) s += bf16_to_fp32(w[i]) * x[i];
     return s;
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_bf16(n, w, x);
 #else
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += bf16_to_fp32(w[i]) * x[i];
@@ -237,6 +244,8 @@ float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
         acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
     s = simd::hsum256(acc);
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_q8_0_q8_0(n, w, x);
 #endif
     if (i < nb) s += vec_dot_q8_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;
@@ -271,6 +280,8 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
         acc = _mm256_fmadd_ps(dot_i8_avx2(wq, xq), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
     }
     s = simd::hsum256(acc);
+#elif defined(GLOAS_NEON)
+    return neon_kernels::vec_dot_q4_0_q8_0(n, w, x);
 #endif
     if (i < nb) s += vec_dot_q4_0_q8_0_ref((nb - i) * QK8_0, w + i, x + i);
     return s;

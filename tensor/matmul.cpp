@@ -17,12 +17,14 @@
 // Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
 // micro-kernel. Other block types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1) and other
 // variants use matmul_blocks: one vec_dot per (row, token), rows split over
-// threads, tokens chunked so activations stay in L2.
+// threads, tokens chunked so activations stay in L2 (the NEON variant takes
+// Q4_0 / Q8_0 rows against 4 tokens at a time, quant/neon.h).
 // Every output value is computed by one thread, in an order that does not
 // depend on the split: results are the same for any thread count.
 #include "tensor/ops.h"
 
 #include "quant/fp16.h"
+#include "quant/neon.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
 #include "tensor/error.h"
@@ -785,6 +787,9 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
     const int64_t n_rows = set.rows();
     const int nth = threads_for(double(n_rows) * double(n_in) * double(n_tok), n_rows);
     const int64_t chunk = std::max<int64_t>(1, int64_t(CHUNK_BYTES / vrow));
+#if defined(GLOAS_NEON)
+    const neon_kernels::vec_dot_x4_fn dot_x4 = neon_kernels::vec_dot_x4(set.w[0]->t);
+#endif
     parallel_for(n_tok, n_tok >= 16 ? nth : 1, 0, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) tv.from_float(x + t * n_in, act + size_t(t) * vrow, n_in);
     });
@@ -801,7 +806,16 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
                     // two rows ahead
                     if (r + 2 < r1)
                         for (size_t o = 0; o < w_row; o += 64) __builtin_prefetch(wr + 2 * w_row + o, 0, 3);
-                    for (int64_t t = t0; t < t1; ++t) y[t * n_out + r] = tw.vec_dot(n_in, wr, act + size_t(t) * vrow);
+                    int64_t t = t0;
+#if defined(GLOAS_NEON)
+                    // prefill: 4 tokens per pass over the row (quant/neon.h)
+                    if (dot_x4)
+                        for (float o[4]; t + 4 <= t1; t += 4) {
+                            dot_x4(n_in, wr, act + size_t(t) * vrow, vrow, o);
+                            for (int j = 0; j < 4; ++j) y[(t + j) * n_out + r] = o[j];
+                        }
+#endif
+                    for (; t < t1; ++t) y[t * n_out + r] = tw.vec_dot(n_in, wr, act + size_t(t) * vrow);
                 }
             });
         });

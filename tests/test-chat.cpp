@@ -391,8 +391,7 @@ TEST_CASE("gloas --chat: Ctrl-C stops a reply, not the chat; twice at the prompt
         std::vector<char *> argv;
         for (const std::string & a : args) argv.push_back(const_cast<char *>(a.c_str()));
         argv.push_back(nullptr);
-        ::execv(exe.c_str(), argv.data());
-        ::_exit(127);
+        test::exec_program(exe, argv);
     }
     ::close(in[0]);
     int status = -1;

@@ -35,13 +35,16 @@ for d in "$src/models" "${GLOAS_MODELS:-}" "$src/../shared/models"; do
     if [ -n "$d" ] && [ -r "$d/stories260K.bin" ]; then model=$d/stories260K.bin; break; fi
 done
 
-# Runs a built example: usage without arguments, text with the model.
+# Runs a built example: usage without arguments, text with the model. A
+# cross build's tests set GLOAS_TEST_RUN to the emulator that runs it.
+# shellcheck disable=SC2086
 check_runs() {
     status=0
-    "$@" >"$tmp/out" 2>"$tmp/err" || status=$?
+    ${GLOAS_TEST_RUN:-} "$@" >"$tmp/out" 2>"$tmp/err" || status=$?
     [ "$status" -eq 2 ] || { cat "$tmp/err" >&2; fail "$1 without arguments exited $status, expected 2 (usage)"; }
     if [ -n "$model" ]; then
-        "$@" "$model" "Once upon a time" 8 >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err" >&2; fail "$1 $model failed"; }
+        ${GLOAS_TEST_RUN:-} "$@" "$model" "Once upon a time" 8 >"$tmp/out" 2>"$tmp/err" ||
+            { cat "$tmp/err" >&2; fail "$1 $model failed"; }
         grep -q "Once upon a time" "$tmp/out" || fail "$1 printed no text"
     fi
 }

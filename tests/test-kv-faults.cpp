@@ -120,8 +120,7 @@ test::run_result run_gloas_home(const std::vector<std::string> & args, const std
         std::vector<char *> argv{const_cast<char *>(exe.c_str())};
         for (const std::string & a : args) argv.push_back(const_cast<char *>(a.c_str()));
         argv.push_back(nullptr);
-        ::execv(exe.c_str(), argv.data());
-        ::_exit(127);
+        test::exec_program(exe, argv);
     }
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}

@@ -222,13 +222,14 @@ TEST_CASE("readme: every build/bin/ command of README.md's sh blocks exits 0") {
         if (missing) continue;
 
         // Run by bash from the source tree (pipefail: a pipe fails when any
-        // command in it does), build/bin/ replaced by this build's tools.
+        // command in it does), build/bin/ replaced by this build's tools
+        // (in a cross build, wrappers that run them under the emulator).
         std::string line;
         if (plain) {
-            line = sh_quote(std::string(GLOAS_BIN_DIR) + "/" + words[0].substr(10));
+            line = sh_quote(std::string(GLOAS_SHELL_BIN_DIR) + "/" + words[0].substr(10));
             for (size_t i = 1; i < words.size(); ++i) line += " " + sh_quote(words[i]);
         } else {
-            line = std::string(GLOAS_BIN_DIR) + "/" + cmd.substr(10);
+            line = std::string(GLOAS_SHELL_BIN_DIR) + "/" + cmd.substr(10);
         }
         // The K/V folder is the test's own, so that no command (gloas-kv clear)
         // touches the user's.

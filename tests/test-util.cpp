@@ -280,6 +280,36 @@ std::string temp_dir(const std::string & tag) {
     return std::string(buf.data());
 }
 
+// In a cross build run under qemu-user (GLOAS_TEST_EMULATOR, the build's
+// CMAKE_CROSSCOMPILING_EMULATOR, its words split by |), a program of the
+// target architecture runs under the emulator, which the host starts
+// natively; other programs (/bin/bash) run as they are.
+void exec_program(const std::string & exe, std::vector<char *> argv) {
+#if defined(GLOAS_TEST_EMULATOR)
+    unsigned char h[20] = {};
+    if (FILE * f = std::fopen(exe.c_str(), "rb")) {
+        if (std::fread(h, 1, sizeof h, f) != sizeof h) h[0] = 0;
+        std::fclose(f);
+    }
+    if (std::memcmp(h, "\x7f" "ELF", 4) == 0 && (h[18] | h[19] << 8) == GLOAS_TEST_EMULATOR_MACHINE) {
+        static std::vector<std::string> emu;
+        std::string e = GLOAS_TEST_EMULATOR;
+        for (size_t p = 0; p <= e.size();) {
+            const size_t q = std::min(e.find('|', p), e.size());
+            emu.push_back(e.substr(p, q - p));
+            p = q + 1;
+        }
+        std::vector<char *> a;
+        for (auto & x : emu) a.push_back(const_cast<char *>(x.c_str()));
+        a.insert(a.end(), argv.begin(), argv.end());
+        ::execv(a[0], a.data());
+        ::_exit(127);
+    }
+#endif
+    ::execv(exe.c_str(), argv.data());
+    ::_exit(127);
+}
+
 // A tool's executable: the build's bin/TOOL, or TOOL itself if absolute.
 static std::string tool_path(const std::string & tool) {
     return tool.rfind('/', 0) == 0 ? tool : std::string(GLOAS_BIN_DIR) + "/" + tool;
@@ -293,8 +323,11 @@ static std::string tool_path(const std::string & tool) {
     argv.push_back(const_cast<char *>(exe.c_str()));
     for (const auto & a : args) argv.push_back(const_cast<char *>(a.c_str()));
     argv.push_back(nullptr);
-    ::execv(exe.c_str(), argv.data());
-    std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
+    if (::access(exe.c_str(), X_OK) != 0) {
+        std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
+        ::_exit(127);
+    }
+    exec_program(exe, argv);
     ::_exit(127);
 }
 

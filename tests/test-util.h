@@ -181,4 +181,10 @@ int spawn_tool(const std::string & tool, const std::vector<std::string> & args,
                const std::string & out_path, const std::string & err_path);
 int wait_tool(int pid);
 
+// execv(exe, argv) for a forked child (argv[0] == exe, null-terminated);
+// _exit(127) where it fails. In a cross build whose tests run under an
+// emulator (cmake/aarch64-linux-gnu.cmake), a program of the target
+// architecture is started under it. run_tool and spawn_tool use it.
+[[noreturn]] void exec_program(const std::string & exe, std::vector<char *> argv);
+
 } // namespace gloas::test
