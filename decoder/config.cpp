@@ -4,7 +4,7 @@
 #include "decoder/yaml.h"
 #include "kvcache/page.h"
 #include "kvcache/policy.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 
 #include <algorithm>

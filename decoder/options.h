@@ -22,7 +22,7 @@
 #include "decoder/config.h"
 #include "kvcache/policy.h"
 #include "quant/types.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -16,7 +16,7 @@
 #include "quant/blocks.h"
 #include "quant/fp16.h"
 #include "quant/isa.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cmath>

@@ -42,7 +42,7 @@
 #include "quant/blocks.h"
 #include "quant/fp16.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <cmath>

@@ -8,7 +8,7 @@
 #if defined(GLOAS_NEON)
 
 #include "quant/quant-impl.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstring>
 

@@ -1,6 +1,6 @@
 #include "tensor/cpu-backend.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/thread-pool.h"
 
 #include <algorithm>

@@ -27,7 +27,7 @@
 #include "quant/neon.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/thread-pool.h"
 
 #include <algorithm>

@@ -2,7 +2,7 @@
 #include "tensor/ops.h"
 
 #include "quant/simd.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cmath>
 #include <vector>

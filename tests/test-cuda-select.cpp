@@ -7,7 +7,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "tensor/cuda/cuda-backend.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "test-util.h"
 
 #include <doctest/doctest.h>

@@ -524,7 +524,7 @@ TEST_CASE("every variant's kernels at odd sizes (tails, partial tiles, other hea
             const int64_t n = traits(wt).blck_size == 1 ? 1003 : traits(wt).blck_size * (wt == type::Q8_0 || wt == type::Q4_0 ? 7 : 3);
             std::mt19937 rng(uint32_t(wt) + 50);
             for (int i = 0; i < 4; ++i) {
-                const std::vector<char> w = rows_of(wt, 1, n, rng), x = rows_of(traits(wt).vec_dot_type, 1, n, rng);
+                const std::vector<char> w = random_rows(wt, 1, n, rng), x = random_rows(traits(wt).vec_dot_type, 1, n, rng);
                 const float d = dot_of(wt, n, w, x), r = traits(wt).vec_dot_ref(n, w.data(), x.data());
                 CHECK(std::fabs(d - r) <= 1e-4f * std::max(1.0f, std::fabs(r)) + 1e-3f);
             }

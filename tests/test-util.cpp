@@ -2,7 +2,7 @@
 
 #include "decoder/llama.h"
 #include "decoder/sampler.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 
 #include <doctest/doctest.h>

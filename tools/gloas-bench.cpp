@@ -24,7 +24,7 @@
 #include "decoder/strategy.h"
 #include "tensor/bandwidth.h"
 #include "tensor/cuda/cuda-backend.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 
 #include <algorithm>

@@ -25,7 +25,7 @@
 #include "decoder/model.h"
 #include "quant/fp16.h"
 #include "quant/types.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/common/cli.h"
 #include "tools/common/convert-hf.h"
 #include "tools/common/files.h"

@@ -7,7 +7,7 @@
 // for any thread count.
 #include "decoder/random-model.h"
 #include "quant/types.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/common/cli.h"
 
 #include <omp.h>

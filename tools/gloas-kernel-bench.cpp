@@ -30,7 +30,7 @@
 #include "quant/simd.h"
 #include "quant/types.h"
 #include "tensor/bandwidth.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 #include "tools/common/cli.h"
 

@@ -28,7 +28,7 @@
 // per policy (rows) and capacity (columns).
 #include "tools/common/cli.h"
 #include "kvcache/policy.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <nlohmann/json.hpp>
 

@@ -5,7 +5,7 @@
 //   gloas-kv clear  [--kv-dir DIR] [--model NAME|FILE]
 #include "decoder/model.h"
 #include "kvcache/kv-folder.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/common/cli.h"
 #include "tools/common/files.h"
 

@@ -21,7 +21,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/strategy.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 #include "tensor/ops.h"
 

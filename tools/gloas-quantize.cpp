@@ -30,7 +30,7 @@
 #include "decoder/gguf.h"
 #include "quant/blocks.h"
 #include "quant/types.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/common/cli.h"
 #include "tools/common/files.h"
 

@@ -21,7 +21,7 @@
 #include "decoder/options.h"
 #include "decoder/strategy.h"
 #include "kvcache/kv-folder.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/ops.h"
 #include "tools/common/cli.h"
 #include "tools/common/files.h"

@@ -14,7 +14,7 @@
 #include "decoder/tokenizer.h"
 #include "kvcache/kv-folder.h"
 #include "quant/isa.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 #include "tensor/ops.h"
 #include "tensor/profile.h"

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "tensor/cuda/cuda-math.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cuda_runtime.h>
 

@@ -1,7 +1,7 @@
 // cuBLAS through dlopen (cublas-loader.h).
 #include "tensor/cuda/cublas-loader.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <dlfcn.h>
 

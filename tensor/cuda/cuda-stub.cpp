@@ -2,7 +2,7 @@
 // CMake found no CUDA compiler): nothing is usable, and each says why.
 #include "tensor/cuda/cuda-backend.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 namespace gloas {
 

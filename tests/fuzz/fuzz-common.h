@@ -1,7 +1,7 @@
 // Helpers shared by the fuzz targets (tests/fuzz/fuzz-*.cpp).
 #pragma once
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstdint>
 #include <cstdio>

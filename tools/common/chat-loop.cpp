@@ -5,7 +5,7 @@
 #include "decoder/llama.h"
 #include "decoder/model.h"
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/common/cli.h"
 
 #include <algorithm>

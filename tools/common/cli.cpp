@@ -1,7 +1,7 @@
 #include "tools/common/cli.h"
 
 #include "decoder/options.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cerrno>
 #include <chrono>

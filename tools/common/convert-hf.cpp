@@ -1,7 +1,7 @@
 #include "tools/common/convert-hf.h"
 
 #include "decoder/spm-model.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tensor/mmap.h"
 #include "tools/common/files.h"
 

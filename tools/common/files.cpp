@@ -1,6 +1,6 @@
 #include "tools/common/files.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cstdio>
 #include <cstring>

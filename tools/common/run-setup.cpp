@@ -2,7 +2,7 @@
 
 #include "decoder/chat.h"
 #include "decoder/model.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/common/cli.h"
 
 #include <cstdio>

@@ -1,6 +1,6 @@
 #include "tools/server/api.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <cmath>
 #include <cstdlib>

@@ -1,7 +1,7 @@
 #include "tools/server/engine.h"
 
 #include "decoder/tokenizer.h"
-#include "tensor/error.h"
+#include "base/error.h"
 #include "tools/server/metrics.h"
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 #include "tools/server/http.h"
 
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <arpa/inet.h>
 #include <chrono>

@@ -1,7 +1,7 @@
 #include "tools/server/metrics.h"
 
 #include "tools/server/engine.h"
-#include "tensor/error.h"
+#include "base/error.h"
 
 #include <algorithm>
 
