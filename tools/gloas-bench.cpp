@@ -761,12 +761,5 @@ int run(int argc, char ** argv) {
 } // namespace
 
 int main(int argc, char ** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const cli_error & e) {
-        cli::usage_error(e.what());
-    } catch (const error & e) {
-        std::fprintf(stderr, "gloas-bench: error: %s\n", e.what());
-        return 1;
-    }
+    return cli::run_main([&] { return run(argc, argv); });
 }
