@@ -8,7 +8,8 @@
 # (cortex-a53), where the scalar variant must be chosen and neon refused.
 # --install first installs the packages (apt, as root): the cross compiler,
 # qemu-user-static and the arm64 libraries the build links.
-# gloas-server is not built (GLOAS_SERVER=OFF: test-server reports a skip).
+# gloas-server is not built (GLOAS_SERVER=OFF: test-server reports a skip), nor
+# the CUDA backend (nvcc compiles for the host).
 # $GLOAS_CTEST_ARGS is passed to ctest (e.g. "-R test-simd-dispatch").
 # Speed is not measured here: qemu runs NEON code as a sequence of host
 # instructions, so its timings say nothing about an ARM CPU.
@@ -45,7 +46,7 @@ if command -v ccache > /dev/null; then
 fi
 # shellcheck disable=SC2086
 cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
-    -DGLOAS_SERVER=OFF $launcher
+    -DGLOAS_SERVER=OFF -DGLOAS_CUDA=OFF $launcher
 cmake --build "$build" -j "$jobs"
 
 start=$(date +%s)
