@@ -20,24 +20,12 @@ using namespace gloas;
 
 namespace {
 
+using test::get;
+using test::put;
 using test::randn;
 using test::random_rows;
 
 // Host values into a fresh backend buffer.
-template <class T>
-buffer put(backend & be, const std::vector<T> & v) {
-    buffer b = be.alloc(v.size() * sizeof(T));
-    be.upload(b.data(), v.data(), v.size() * sizeof(T));
-    return b;
-}
-
-// A backend buffer's first n floats, on the host.
-std::vector<float> get(backend & be, const buffer & b, int64_t n) {
-    std::vector<float> v(static_cast<size_t>(n));
-    be.to_host(v.data(), b.data(), v.size() * sizeof(float));
-    return v;
-}
-
 bool same_bits(const std::vector<float> & a, const std::vector<float> & b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }

@@ -24,6 +24,8 @@
 #include <vector>
 
 using namespace gloas;
+using test::get;
+using test::put;
 
 namespace {
 
@@ -39,19 +41,6 @@ std::vector<float> randn(std::mt19937 & rng, int64_t n, float sigma = 1.0f) {
     std::vector<float> x(static_cast<size_t>(n));
     for (auto & v : x) v = nd(rng);
     return x;
-}
-
-template <class T>
-buffer put(backend & be, const std::vector<T> & v) {
-    buffer b = be.alloc(v.size() * sizeof(T));
-    be.upload(b.data(), v.data(), v.size() * sizeof(T));
-    return b;
-}
-
-std::vector<float> get(backend & be, const buffer & b, int64_t n) {
-    std::vector<float> v(static_cast<size_t>(n));
-    be.to_host(v.data(), b.data(), v.size() * sizeof(float));
-    return v;
 }
 
 // Normalized mean squared error of a against the reference r.

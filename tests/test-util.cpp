@@ -24,6 +24,12 @@
 
 namespace gloas::test {
 
+std::vector<float> get(backend & be, const buffer & b, int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    be.to_host(v.data(), b.data(), v.size() * sizeof(float));
+    return v;
+}
+
 std::string generate_like_llama2c(context & ctx, const std::string & prompt, int steps, std::vector<int32_t> * ids) {
     const model & m = ctx.get_model();
     std::vector<int32_t> toks = m.tok.encode(prompt, true);

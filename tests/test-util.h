@@ -5,6 +5,8 @@
 #include "decoder/llama-gguf.h"
 #include "quant/types.h"
 
+#include "tensor/backend.h"
+
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -18,6 +20,16 @@ struct tensor;
 }
 
 namespace gloas::test {
+
+// A backend buffer holding v (uploaded), and a buffer's first n floats on the
+// host: how the backend tests move data.
+template <class T>
+buffer put(backend & be, const std::vector<T> & v) {
+    buffer b = be.alloc(v.size() * sizeof(T));
+    be.upload(b.data(), v.data(), v.size() * sizeof(T));
+    return b;
+}
+std::vector<float> get(backend & be, const buffer & b, int64_t n);
 
 inline bool contains(const std::string & s, const std::string & sub) { return s.find(sub) != std::string::npos; }
 // One check per part: text contains it (a failure names the part).
