@@ -28,6 +28,7 @@
 #include "quant/quant.h"
 #include "quant/simd.h"
 #include "base/error.h"
+#include "tensor/matmul-impl.h"
 #include "tensor/thread-pool.h"
 
 #include <algorithm>
@@ -37,58 +38,25 @@
 
 namespace gloas::ops {
 
-namespace {
-
-// Matrices multiplied by the same activations: y[i] = x · w[i]^T.
-struct mm_set {
-    const tensor * const * w;
-    float * const * y;
-    int n;
-    int64_t rows() const {
-        int64_t m = 0;
-        for (int i = 0; i < n; ++i) m += w[i]->nrows();
-        return m;
-    }
-    // Work items: the tiles of `tile` rows of every matrix, in order.
-    int64_t tiles(int64_t tile) const {
-        int64_t m = 0;
-        for (int i = 0; i < n; ++i) m += (w[i]->nrows() + tile - 1) / tile;
-        return m;
-    }
-    // f(iw, r0, r1) for the rows of items [b, e) of tiles(tile): per matrix,
-    // one contiguous run of whole tiles.
-    template <class F> void for_rows(int64_t tile, int64_t b, int64_t e, F && f) const {
-        int64_t base = 0;
-        for (int i = 0; i < n && b < e; ++i) {
-            const int64_t rows = w[i]->nrows(), nt = (rows + tile - 1) / tile;
-            if (b < base + nt) {
-                const int64_t t1 = std::min(e, base + nt);
-                f(i, (b - base) * tile, std::min(rows, (t1 - base) * tile));
-                b = t1;
-            }
-            base += nt;
-        }
-    }
-};
-
-// Threads for `macs` multiply-adds over `items` work items: no more than
-// n_threads(), than the items, or than gives each thread PAR_MIN_MACS (below
-// that, waking a thread costs more than it saves).
+namespace mm { GLOAS_ISA_BEGIN
 constexpr double PAR_MIN_MACS = 1 << 16;
 int threads_for(double macs, int64_t items) {
     const double by_work = std::max(1.0, macs / PAR_MIN_MACS);
     return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(n_threads()), items, int64_t(std::min(by_work, 1e6))})));
 }
+GLOAS_ISA_END }
+
+namespace {
+
+using namespace mm;
 
 [[maybe_unused]] constexpr int MR = 4;         // weight rows per micro-tile
 constexpr int     MT = 4;           // tokens per micro-tile
-constexpr size_t  CHUNK_BYTES = 768 << 10;  // activations of a token chunk: stay in L2 while the rows stream
 
 // Tokens per chunk for activation rows of `row_bytes`: a multiple of MT.
 [[maybe_unused]] int64_t tok_chunk(size_t row_bytes) {
     return std::max<int64_t>(MT, int64_t(CHUNK_BYTES / row_bytes) / MT * MT);
 }
-constexpr size_t  ALIGN = 64;
 
 [[maybe_unused]] bool is_float(type t) { return t == type::F32 || t == type::F16 || t == type::BF16; }
 
@@ -114,15 +82,6 @@ constexpr size_t  ALIGN = 64;
 [[maybe_unused]] constexpr size_t MINS_BYTES = 64;
 // L1 budget of a reduction segment: MR w_tile rows + MT act rows of it.
 [[maybe_unused]] constexpr size_t SEG_BYTES = 40 << 10;
-
-[[maybe_unused]] char * align_up(void * p) {
-    return reinterpret_cast<char *>((reinterpret_cast<uintptr_t>(p) + ALIGN - 1) & ~uintptr_t(ALIGN - 1));
-}
-
-// Scratch reused across calls, one per thread (allocated on first use only).
-[[maybe_unused]] char * thread_scratch(size_t bytes) {
-    return static_cast<char *>(isa::thread_scratch(isa::scratch_slot::matmul, bytes));
-}
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define GLOAS_MATMUL_VNNI 1
@@ -736,11 +695,16 @@ static size_t act_row_bytes(type vt, int64_t n_in) { return (row_size(vt, n_in) 
 
 size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
     const type vt = traits(wt).vec_dot_type;
-    if (vt == type::F32) return 0;
 #if defined(GLOAS_MATMUL_VNNI)
     if (const qformat * f = tile_format(wt)) return size_t(f->n_groups(n_in)) * f->a_group * size_t(n_tok) + ALIGN;
 #endif
-    return act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
+    size_t bytes = vt == type::F32 ? 0 : act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
+#if defined(GLOAS_MATMUL_AVX2)
+    // the tiles' act layout where a tile format would run (matmul_blocks' otherwise)
+    if (const mm::avx2_format * f = mm::avx2_format_for(wt); f && n_tok >= f->min_tokens)
+        bytes = std::max(bytes, mm::avx2_work_size(*f, n_in, n_tok));
+#endif
+    return bytes;
 }
 
 GLOAS_ISA_END
@@ -832,6 +796,10 @@ static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void 
 #endif
 #if defined(GLOAS_MATMUL_AVX512_FLOAT)
     if (is_float(w.t)) return matmul_float(set, x, n_tok);
+#endif
+#if defined(GLOAS_MATMUL_AVX2)
+    if (const mm::avx2_format * f = mm::avx2_format_for(w.t); f && n_tok >= f->min_tokens)
+        return mm::matmul_avx2(set, x, n_tok, work, *f);
 #endif
     if (traits(w.t).vec_dot_type != type::F32) return matmul_blocks(set, x, n_tok, work);
     for (int i = 0; i < set.n; ++i) matmul_generic(*set.w[i], x, n_tok, set.y[i]);
