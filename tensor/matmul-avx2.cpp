@@ -28,17 +28,12 @@
 namespace gloas::ops::mm {
 GLOAS_ISA_BEGIN
 
-#if defined(GLOAS_MATMUL_AVX2)
+#if defined(GLOAS_MATMUL_TILES)
 
 namespace {
 
-constexpr int    MR = 8, MT = 4;
 constexpr size_t A_BLOCK = 40;
-constexpr size_t SEG_BYTES = 24 << 10;  // L1 budget of a reduction segment: a tile's part and MT act rows of it
-
-template <type WT> constexpr size_t LEVEL_BYTES = WT == type::Q4_0 ? 256 : 512;
-template <type WT> constexpr size_t W_BLOCK = LEVEL_BYTES<WT> + 32;
-template <type WT> constexpr int OFFSET = WT == type::Q4_0 ? 8 : 0;
+constexpr size_t SEG_BYTES = 24 << 10;  // L1 budget of a reduction segment: a tile's part and mt act rows of it
 
 inline int32_t load32(const char * p) {
     int32_t v;
@@ -51,7 +46,8 @@ inline float loadf(const char * p) {
     return v;
 }
 
-template <type WT>
+// The act layout of a token row; OFFSET: the offset of the weights' levels.
+template <int OFFSET>
 void convert_q(const float * x, int64_t n_in, char * out, void * tmp_) {
     block_q8_0 * tmp = static_cast<block_q8_0 *>(tmp_);
     const int64_t nb = n_in / 32;
@@ -62,14 +58,24 @@ void convert_q(const float * x, int64_t n_in, char * out, void * tmp_) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(a), q);
         const float dx = _cvtsh_ss(tmp[b].d);
         int32_t c = 0;
-        if (OFFSET<WT> != 0) {
+        if (OFFSET != 0) {
             for (int j = 0; j < 32; ++j) c += tmp[b].qs[j];
-            c *= -OFFSET<WT>;
+            c *= -OFFSET;
         }
         std::memcpy(a + 32, &dx, 4);
         std::memcpy(a + 36, &c, 4);
     }
 }
+
+} // namespace
+#endif
+
+#if defined(GLOAS_MATMUL_AVX2)
+namespace {
+
+constexpr int MR = 8, MT = 4;
+template <type WT> constexpr size_t LEVEL_BYTES = WT == type::Q4_0 ? 256 : 512;
+template <type WT> constexpr size_t W_BLOCK = LEVEL_BYTES<WT> + 32;
 
 // Block b of row `row` as 32 levels (Q4_0) or values (Q8_0), and its scale.
 template <type WT> inline __m256i block_values(const char * row, int64_t b, float & d);
@@ -201,7 +207,7 @@ void tile_q_any(int R, int T, const char * wt, const char * act, size_t a_row, i
 // Fewer tokens than min_tokens: the rows' one pass of matmul_blocks beats
 // unpacking them first.
 template <type WT> constexpr avx2_format LEGACY_FORMAT = {
-    MR, MT, 32, A_BLOCK, W_BLOCK<WT>, sizeof(block_q8_0), convert_q<WT>, unpack_q<WT>, tile_q_any<WT>, 8};
+    MR, MT, 32, A_BLOCK, W_BLOCK<WT>, sizeof(block_q8_0), convert_q<WT == type::Q4_0 ? 8 : 0>, unpack_q<WT>, tile_q_any<WT>, 8};
 
 } // namespace
 
@@ -213,10 +219,135 @@ const avx2_format * avx2_legacy_format(type t) {
     }
 }
 
+#endif
+
+#if defined(GLOAS_MATMUL_AVX512_TILES)
+namespace {
+
+// AVX-512 VNNI: 16 rows per tile, a vector k holding values 4k .. 4k+3 of
+// each (row r at bytes 4r .. 4r+3; the 8 vectors of a block: 512 bytes),
+// then dw [16] f32. Levels are unsigned: Q4_0 the nibbles, Q8_0 q + 128
+// (q ^ 0x80); vpdpbusd multiplies them by 4 broadcast activation bytes and
+// adds each row's 4 products into its own 32-bit lane, starting from the
+// act's cx = -OFFSET * sum(x), so a block's 8 steps end at the exact dot.
+constexpr int MR = 16, MT = 8;
+constexpr size_t W_BLOCK = 512 + 64;
+
+template <type WT>
+void unpack_q(const tensor & w, int64_t r0, int R, int64_t n_in, char * out) {
+    const int64_t nb = n_in / 32;
+    const char * rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = static_cast<const char *>(w.row(r0 + std::min(r, R - 1)));
+    alignas(64) char half[2][256];
+    for (int64_t b = 0; b < nb; ++b) {
+        char * o = out + size_t(b) * W_BLOCK;
+        alignas(64) float dw[MR];
+        for (int h = 0; h < 2; ++h) {
+            __m256i v[8];
+            for (int i = 0; i < 8; ++i) {
+                const int r = 8 * h + i;
+                uint16_t d;
+                if (WT == type::Q4_0) {
+                    const char * p = rows[r] + size_t(b) * sizeof(block_q4_0);
+                    std::memcpy(&d, p, 2);
+                    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 2));
+                    v[i] = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                                            _mm256_set1_epi8(0x0f));
+                } else {
+                    const char * p = rows[r] + size_t(b) * sizeof(block_q8_0);
+                    std::memcpy(&d, p, 2);
+                    v[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + 2)),
+                                            _mm256_set1_epi8(char(0x80)));
+                }
+                dw[r] = _cvtsh_ss(d);
+                if (r >= R) {
+                    v[i] = _mm256_setzero_si256();
+                    dw[r] = 0.0f;
+                }
+            }
+            transpose8_store(v, half[h]);
+        }
+        for (int k = 0; k < 8; ++k) {
+            const __m512i lo = _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i *>(half[0] + 32 * k)));
+            _mm512_storeu_si512(o + 64 * k,
+                                _mm512_inserti64x4(lo, _mm256_load_si256(reinterpret_cast<const __m256i *>(half[1] + 32 * k)), 1));
+        }
+        _mm512_storeu_ps(o + 512, _mm512_load_ps(dw));
+    }
+}
+
+template <int T>
+void tile_q(int R, const char * wt, const char * act, size_t a_row, int64_t nb, float * y, int64_t ys, bool accumulate) {
+    __m512 acc[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const char * w = wt + size_t(b) * W_BLOCK;
+        const char * a = act + size_t(b) * A_BLOCK;
+        __m512i isum[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) isum[t] = _mm512_set1_epi32(load32(a + t * a_row + 36));
+        #pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) {
+            const __m512i wk = _mm512_loadu_si512(w + 64 * k);
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; ++t)
+                isum[t] = _mm512_dpbusd_epi32(isum[t], wk, _mm512_set1_epi32(load32(a + t * a_row + 4 * k)));
+        }
+        const __m512 dw = _mm512_loadu_ps(w + 512);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t)
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(loadf(a + t * a_row + 32))),
+                                     acc[t]);
+    }
+    const __mmask16 m = __mmask16((1u << R) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+        float * yt = y + t * ys;
+        const __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]) : acc[t];
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
+void tile_q_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
+                bool accumulate) {
+    switch (T) {
+    case 1: return tile_q<1>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 2: return tile_q<2>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 3: return tile_q<3>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 4: return tile_q<4>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 5: return tile_q<5>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 6: return tile_q<6>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 7: return tile_q<7>(R, wt, act, a_row, ng, y, ys, accumulate);
+    default: return tile_q<8>(R, wt, act, a_row, ng, y, ys, accumulate);
+    }
+}
+
+// min_tokens: up to the direct kernels' limit (tensor/matmul.cpp) those run.
+template <type WT> constexpr avx2_format LEGACY_FORMAT = {
+    MR, MT, 32, A_BLOCK, W_BLOCK, sizeof(block_q8_0), convert_q<WT == type::Q4_0 ? 8 : 128>, unpack_q<WT>, tile_q_any,
+    WT == type::Q4_0 ? 9 : 4};
+
+} // namespace
+
+const avx2_format * avx2_legacy_format(type t) {
+    switch (t) {
+    case type::Q4_0: return &LEGACY_FORMAT<type::Q4_0>;
+    case type::Q8_0: return &LEGACY_FORMAT<type::Q8_0>;
+    default: return nullptr;
+    }
+}
+#endif
+
+#if defined(GLOAS_MATMUL_TILES)
 const avx2_format * avx2_format_for(type t) {
     if (const avx2_format * f = avx2_legacy_format(t)) return f;
+#if defined(GLOAS_MATMUL_AVX2)
     if (const avx2_format * f = avx2_k_format(t)) return f;
     return avx2_float_format(t);
+#else
+    return nullptr;
+#endif
 }
 
 size_t avx2_work_size(const avx2_format & f, int64_t n_in, int64_t n_tok) {

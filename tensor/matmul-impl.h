@@ -1,16 +1,18 @@
 // Internal to matmul: what tensor/matmul.cpp shares with the AVX2 tile
 // kernels (tensor/matmul-avx2*.cpp), compiled in every variant's namespace.
 //
-// AVX2 tiles. In the AVX2 variant (no AVX-512), a weight type with an
+// Interleaved tiles. In the AVX2 variant (no AVX-512), a weight type with an
 // avx2_format is multiplied in tiles of `mr` rows: per chunk of tokens (their
 // activations L2-resident), a tile's rows are unpacked once into the format's
-// interleaved layout (one 8-lane vector holds a piece of each of 8 rows, so a
-// micro-kernel's accumulators hold 8 outputs of one token and need no
+// interleaved layout (one vector holds a piece of each of the tile's rows, so
+// a micro-kernel's accumulators hold mr outputs of one token and need no
 // horizontal sum), then the micro-kernel runs over the chunk's tokens, `mt`
 // at a time, in reduction segments whose tile and activations stay in L1.
 // Each token row is converted once (quantized to 8 bits for the quantized
 // types) into the format's act layout in the work area. Below min_tokens
-// tokens the unpacking does not pay and matmul_blocks runs instead.
+// tokens the unpacking does not pay and the variant's direct kernels run
+// instead. The AVX-512 VNNI variant uses the same driver for Q4_0 and Q8_0,
+// 16 rows per tile.
 #pragma once
 
 #include "quant/isa.h"
@@ -76,6 +78,12 @@ inline char * thread_scratch(size_t bytes) {
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
 #define GLOAS_MATMUL_AVX2 1
+#endif
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define GLOAS_MATMUL_AVX512_TILES 1
+#endif
+#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES)
+#define GLOAS_MATMUL_TILES 1
 
 // A weight type's AVX2 tile format. A row is n_groups(n_in) groups of
 // group_vals values (the last one may be part padding, read as zero).

@@ -696,7 +696,14 @@ static size_t act_row_bytes(type vt, int64_t n_in) { return (row_size(vt, n_in) 
 size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
     const type vt = traits(wt).vec_dot_type;
 #if defined(GLOAS_MATMUL_VNNI)
-    if (const qformat * f = tile_format(wt)) return size_t(f->n_groups(n_in)) * f->a_group * size_t(n_tok) + ALIGN;
+    if (const qformat * f = tile_format(wt)) {
+        size_t bytes = size_t(f->n_groups(n_in)) * f->a_group * size_t(n_tok) + ALIGN;
+#if defined(GLOAS_MATMUL_AVX512_TILES)
+        if (const mm::avx2_format * g = mm::avx2_format_for(wt); g && n_tok >= g->min_tokens)
+            bytes = std::max(bytes, mm::avx2_work_size(*g, n_in, n_tok));
+#endif
+        return bytes;
+    }
 #endif
     size_t bytes = vt == type::F32 ? 0 : act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
 #if defined(GLOAS_MATMUL_AVX2)
@@ -791,6 +798,10 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
 // the thread pool.
 static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void * work) {
     const tensor & w = *set.w[0];
+#if defined(GLOAS_MATMUL_AVX512_TILES)
+    if (const mm::avx2_format * f = mm::avx2_format_for(w.t); f && n_tok >= f->min_tokens)
+        return mm::matmul_avx2(set, x, n_tok, work, *f);
+#endif
 #if defined(GLOAS_MATMUL_VNNI)
     if (const qformat * f = tile_format(w.t)) return matmul_quant(set, x, n_tok, work, *f);
 #endif
