@@ -323,10 +323,10 @@ void tile_q_any(int R, int T, const char * wt, const char * act, size_t a_row, i
     }
 }
 
-// min_tokens: up to the direct kernels' limit (tensor/matmul.cpp) those run.
+// min_tokens 1: the direct kernels (tensor/matmul.cpp) take the calls of up to
+// their direct_max tokens.
 template <type WT> constexpr avx2_format LEGACY_FORMAT = {
-    MR, MT, 32, A_BLOCK, W_BLOCK, sizeof(block_q8_0), convert_q<WT == type::Q4_0 ? 8 : 128>, unpack_q<WT>, tile_q_any,
-    WT == type::Q4_0 ? 9 : 4};
+    MR, MT, 32, A_BLOCK, W_BLOCK, sizeof(block_q8_0), convert_q<WT == type::Q4_0 ? 8 : 128>, unpack_q<WT>, tile_q_any, 1};
 
 } // namespace
 
@@ -346,7 +346,7 @@ const avx2_format * avx2_format_for(type t) {
     if (const avx2_format * f = avx2_k_format(t)) return f;
     return avx2_float_format(t);
 #else
-    return nullptr;
+    return avx512_k_format(t);
 #endif
 }
 

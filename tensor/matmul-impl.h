@@ -79,7 +79,7 @@ inline char * thread_scratch(size_t bytes) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
 #define GLOAS_MATMUL_AVX2 1
 #endif
-#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define GLOAS_MATMUL_AVX512_TILES 1
 #endif
 #if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES)
@@ -115,6 +115,9 @@ const avx2_format * avx2_format_for(type t);
 const avx2_format * avx2_legacy_format(type t);
 const avx2_format * avx2_k_format(type t);
 const avx2_format * avx2_float_format(type t);
+#if defined(GLOAS_MATMUL_AVX512_TILES)
+const avx2_format * avx512_k_format(type t);   // Q4_K, Q5_K, Q6_K: tensor/matmul.cpp
+#endif
 
 // Work bytes of matmul_avx2 for n_tok tokens.
 size_t avx2_work_size(const avx2_format & f, int64_t n_in, int64_t n_tok);

@@ -1,24 +1,23 @@
 // matmul: y (n_tok, n_out) = x (n_tok, n_in) · w^T.
 //
-// Quantized weights with a tile format (AVX-512 VNNI + VBMI: Q4_0, Q8_0 and
-// the K-quants Q4_K, Q5_K, Q6_K): each token row is quantized once to 8 bits
-// (Q8_0 for Q4_0/Q8_0, Q8_K for the K-quants, as matmul_ref does) in the act
-// layout below. The weight rows of every matrix of a set, MR at a time, are
-// the work items of one job of the thread pool (tensor/thread-pool.h: each
-// thread a contiguous share, a late thread's share taken by the others):
-//  - up to the format's direct_max tokens (decode, small batches): the rows
-//    are read straight from the weights, one pass, with the next tile
-//    prefetched (memory bound), DIRECT_MAX_TOK tokens at a time;
-//  - more tokens (prefill): the MR rows are unpacked once per chunk of tokens
-//    (CHUNK_BYTES of activations, L2-resident) into the w_tile layout, then an
-//    MR x MT micro-kernel of f32 accumulators (integer dot products with
-//    dpbusd) runs over every token of the chunk, in reduction segments that
-//    stay in L1.
-// Float weights (F32/F16/BF16) use the same row split and an MR x MT f32 FMA
-// micro-kernel. Other block types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1) and other
-// variants use matmul_blocks: one vec_dot per (row, token), rows split over
-// threads, tokens chunked so activations stay in L2 (the NEON variant takes
-// Q4_0 / Q8_0 rows against 4 tokens at a time, quant/neon.h).
+// Quantized weights, each token row quantized once to 8 bits (Q8_0 for
+// Q4_0/Q8_0, Q8_K for the K-quants, as matmul_ref does):
+//  - prefill: interleaved tiles (tensor/matmul-impl.h, the driver in
+//    tensor/matmul-avx2.cpp): AVX-512 VNNI Q4_0, Q8_0 (matmul-avx2.cpp) and
+//    Q4_K, Q5_K, Q6_K (below), 16 rows per tile; AVX2 8 rows per tile, Q4_0
+//    and Q8_0 in matmul-avx2.cpp, the K-quants in matmul-avx2-k.cpp;
+//  - AVX-512 VNNI + VBMI, up to a format's direct_max tokens (decode, small
+//    batches): the weight rows of every matrix of a set, MR at a time, are the
+//    work items of one job of the thread pool (tensor/thread-pool.h: each
+//    thread a contiguous share, a late thread's share taken by the others),
+//    read straight from the weights, one pass, with the next tile prefetched
+//    (memory bound), DIRECT_MAX_TOK tokens at a time, in the act layout below.
+// Float weights (F32/F16/BF16): AVX-512 an MR x MT f32 FMA micro-kernel over
+// the same row split; AVX2 interleaved tiles (matmul-avx2-f.cpp). Other block
+// types (Q2_K, Q3_K, Q4_1/Q5_0/Q5_1), decode in the AVX2 variant, and the
+// other variants use matmul_blocks: one vec_dot per (row, token), rows split
+// over threads, tokens chunked so activations stay in L2 (the NEON variant
+// takes Q4_0 / Q8_0 rows against 4 tokens at a time, quant/neon.h).
 // Every output value is computed by one thread, in an order that does not
 // depend on the split: results are the same for any thread count.
 #include "tensor/ops.h"
@@ -70,18 +69,12 @@ constexpr int     MT = 4;           // tokens per micro-tile
 // for Q6_K, 0 for Q4_K/Q5_K), so dpbusd(cx, w + K, x) is the exact int32 dot
 // of each group, split over its lanes.
 [[maybe_unused]] constexpr size_t ACT_PAIR = 192;
-// w_tile layout, per row, per pair: 128 bytes
-//   u   [64] uint8  weight levels + K (Q4_0: the nibbles; Q8_0: q ^ 0x80)
-//   dwv [16] f32    lane i = the weight scale of the values lane i sums
-[[maybe_unused]] constexpr size_t W_PAIR = 128;
 // The K-quants group 4 pairs (one super-block of 256 values); Q4_K/Q5_K add
 // their mins term per super-block, sm · xm with
-//   w_tile: sm [16] f32  lanes j < 8: d * sc_j, lanes 8 + j: dmin * m_j
-//   act:    xm [16] f32  lanes j < 8: 0,        lanes 8 + j: -d_x * sum(x of sub-block j)
+//   weights: sm [16] f32  lanes j < 8: d * sc_j, lanes 8 + j: dmin * m_j
+//   act:     xm [16] f32  lanes j < 8: 0,        lanes 8 + j: -d_x * sum(x of sub-block j)
 // after the super-block's 4 pairs.
 [[maybe_unused]] constexpr size_t MINS_BYTES = 64;
-// L1 budget of a reduction segment: MR w_tile rows + MT act rows of it.
-[[maybe_unused]] constexpr size_t SEG_BYTES = 40 << 10;
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define GLOAS_MATMUL_VNNI 1
@@ -167,20 +160,6 @@ template <> inline void load_pair<type::Q8_0>(const char * b, bool two, __m512i 
     dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx_d, head)));
 }
 
-// One weight row -> w_tile layout.
-template <type WT>
-void unpack_row(const void * row, int64_t n_in, char * out) {
-    const int64_t nb = n_in / 32, np = n_pairs(n_in);
-    const char * b = static_cast<const char *>(row);
-    for (int64_t p = 0; p < np; ++p) {
-        __m512i u;
-        __m512 dw;
-        load_pair<WT>(b + size_t(p) * PAIR_BYTES<WT>, 2 * p + 1 < nb, u, dw);
-        _mm512_store_si512(out + size_t(p) * W_PAIR, u);
-        _mm512_store_ps(reinterpret_cast<float *>(out + size_t(p) * W_PAIR + 64), dw);
-    }
-}
-
 // ---- K-quants Q4_K / Q5_K / Q6_K: groups of one super-block (4 pairs) ----------
 
 template <type WT> struct kq;
@@ -196,7 +175,6 @@ static_assert(offsetof(block_q6_K, qh) == 128 && offsetof(block_q6_K, scales) ==
               "block_q6_K layout");
 
 template <type WT> constexpr size_t K_AGROUP = 4 * ACT_PAIR + (kq<WT>::MINS ? MINS_BYTES : 0);
-template <type WT> constexpr size_t K_WGROUP = 4 * W_PAIR + (kq<WT>::MINS ? MINS_BYTES : 0);
 
 // One token row -> K act layout (Q8_K values); tmp: n_in/256 block_q8_K.
 template <type WT>
@@ -300,23 +278,6 @@ template <> inline __m512i k_levels<type::Q6_K>(const char * b, int p) {
         hb = _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1));
     }
     return _mm512_or_si512(_mm512_and_si512(ql, _mm512_set1_epi8(0x0f)), _mm512_and_si512(hb, _mm512_set1_epi8(0x30)));
-}
-
-// One weight row -> K w_tile layout.
-template <type WT>
-void unpack_row_k(const void * row, int64_t n_in, char * out) {
-    const int64_t nsb = n_in / QK_K;
-    for (int64_t i = 0; i < nsb; ++i) {
-        const char * b = static_cast<const char *>(row) + size_t(i) * sizeof(typename kq<WT>::block);
-        char * o = out + size_t(i) * K_WGROUP<WT>;
-        const __m512 sc = k_scales<WT>(b);
-        #pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {
-            _mm512_store_si512(o + p * W_PAIR, k_levels<WT>(b, p));
-            _mm512_store_ps(reinterpret_cast<float *>(o + p * W_PAIR + 64), k_pair_scale<WT>(sc, p));
-        }
-        if (kq<WT>::MINS) _mm512_store_ps(reinterpret_cast<float *>(o + 4 * W_PAIR), sc);
-    }
 }
 
 // ---- micro-kernels ---------------------------------------------------------------
@@ -447,90 +408,207 @@ template <type WT, int R> constexpr tile_direct_fn tile_direct_k_row[DIRECT_MAX_
 template <type WT> constexpr const tile_direct_fn * TILE_DIRECT_K[MR] = {
     tile_direct_k_row<WT, 1>, tile_direct_k_row<WT, 2>, tile_direct_k_row<WT, 3>, tile_direct_k_row<WT, 4>};
 
-// The groups of a tile format: G pairs, then the mins term when MINS; CX:
-// the weights carry an offset K != 0.
-struct pair_group { static constexpr int G = 1; static constexpr bool MINS = false, CX = true; };
-template <type WT> struct k_group {
-    static constexpr int G = 4;
-    static constexpr bool MINS = kq<WT>::MINS, CX = kq<WT>::K != 0;
-};
-
-// y[t * y_stride + r] (=, or += when `accumulate`) row r of the tile · token t
-// over `ng` groups GR, for R rows (w_tile rows `w_row` bytes apart) and T
-// tokens (act rows `a_row` bytes apart).
-template <int R, int T, typename GR>
-void tile_q(const char * wt, size_t w_row, const char * act, size_t a_row, int64_t ng, float * y, int64_t y_stride,
-            bool accumulate) {
-    constexpr int G = GR::G;
-    constexpr bool MINS = GR::MINS;
-    constexpr size_t WG = G * W_PAIR + (MINS ? MINS_BYTES : 0), AG = G * ACT_PAIR + (MINS ? MINS_BYTES : 0);
-    __m512 acc[R][T];
-    acc_zero(acc);
-    for (int64_t g = 0; g < ng; ++g) {
-        #pragma GCC unroll 4
-        for (int p = 0; p < G; ++p) {
-            __m512i u[R];
-            __m512 dw[R];
-            #pragma GCC unroll 4
-            for (int r = 0; r < R; ++r) {
-                const char * o = wt + r * w_row + size_t(g) * WG + p * W_PAIR;
-                u[r]  = _mm512_load_si512(o);
-                dw[r] = _mm512_load_ps(reinterpret_cast<const float *>(o + 64));
-            }
-            pair_step<R, T, true, GR::CX>(u, dw, act + size_t(g) * AG + p * ACT_PAIR, a_row, acc);
-        }
-        if (MINS) {
-            #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) {
-                const __m512 xm = _mm512_load_ps(reinterpret_cast<const float *>(act + t * a_row + size_t(g) * AG + G * ACT_PAIR));
-                #pragma GCC unroll 4
-                for (int r = 0; r < R; ++r) {
-                    const __m512 sm = _mm512_load_ps(reinterpret_cast<const float *>(wt + r * w_row + size_t(g) * WG + G * W_PAIR));
-                    acc[r][t] = _mm512_fmadd_ps(sm, xm, acc[r][t]);
-                }
-            }
-        }
-    }
-    acc_store(acc, y, y_stride, accumulate);
-}
-
-using tile_q_fn = void (*)(const char *, size_t, const char *, size_t, int64_t, float *, int64_t, bool);
-template <int R, typename GR> constexpr tile_q_fn tile_q_row[MT] = {
-    tile_q<R, 1, GR>, tile_q<R, 2, GR>, tile_q<R, 3, GR>, tile_q<R, 4, GR>};
-template <typename GR> constexpr const tile_q_fn * TILE_Q[MR] = {
-    tile_q_row<1, GR>, tile_q_row<2, GR>, tile_q_row<3, GR>, tile_q_row<4, GR>};
-
-// A weight type's tile format: a row is n_groups groups of group_vals values
-// (the last one may be partly padding), a_group / w_group bytes each in the
-// act / w_tile layouts.
+// A weight type's direct format: a row is n_groups groups of group_vals
+// values (the last one may be partly padding), a_group bytes each in the act
+// layout.
 struct qformat {
     int64_t group_vals;
-    size_t  a_group, w_group;
+    size_t  a_group;
     size_t  tmp_group;   // quantizer scratch per group
     void (*quantize)(const float * x, int64_t n_in, char * out, void * tmp);
-    void (*unpack)(const void * row, int64_t n_in, char * out);
     const tile_direct_fn * const * direct;
-    const tile_q_fn * const * tile;
     // Up to this many tokens the direct kernels (DIRECT_MAX_TOK tokens at a
     // time, each tile's rows read again from L1 for the next tokens) beat
-    // unpacking the rows for the tile kernels: unpacking costs about as much
-    // as a direct pass, so it pays only once enough tokens share it: on
-    // TinyLlama-sized matrices the direct kernels are the faster up to 8
-    // tokens for Q4_0 and Q4_K and up to 6 for Q5_K and Q6_K, while Q8_0's
-    // unpacked rows win from 4 tokens on.
+    // unpacking the rows into interleaved tiles (tensor/matmul-impl.h), which
+    // costs about as much as a direct pass and pays once enough tokens share it.
     int64_t direct_max;
     int64_t n_groups(int64_t n_in) const { return (n_in + group_vals - 1) / group_vals; }
 };
 
 template <type WT> constexpr qformat LEGACY_FORMAT = {
-    64, ACT_PAIR, W_PAIR, 2 * sizeof(block_q8_0), quantize_act<WT == type::Q4_0 ? 8 : 128>, unpack_row<WT>,
-    TILE_DIRECT<WT>, TILE_Q<pair_group>, WT == type::Q4_0 ? 8 : DIRECT_MAX_TOK};
+    64, ACT_PAIR, 2 * sizeof(block_q8_0), quantize_act<WT == type::Q4_0 ? 8 : 128>,
+    TILE_DIRECT<WT>, WT == type::Q4_0 ? 8 : DIRECT_MAX_TOK};
 template <type WT> constexpr qformat K_FORMAT = {
-    QK_K, K_AGROUP<WT>, K_WGROUP<WT>, sizeof(block_q8_K), quantize_act_k<WT>, unpack_row_k<WT>,
-    TILE_DIRECT_K<WT>, TILE_Q<k_group<WT>>, WT == type::Q4_K ? 8 : 6};
+    QK_K, K_AGROUP<WT>, sizeof(block_q8_K), quantize_act_k<WT>, TILE_DIRECT_K<WT>, WT == type::Q4_K ? 8 : 6};
 
-// The tile format of weight type t, or null (matmul_blocks).
-const qformat * tile_format(type t) {
+} // namespace
+
+// ---- K-quants in 16-row interleaved tiles (tensor/matmul-impl.h) --------------
+//
+// Group: one super-block. act, per token (K_ACT bytes): qs [256] int8 (Q8_K),
+// then 16 4-byte sums: Q4_K/Q5_K the 8 sub-block sums of x (f32), Q6_K the
+// 16 offsets -32 * (sum of x over sub-block j) (int32); then d_x f32.
+// tile (K_TILE bytes, 16 rows): 64 vectors k of values 4k .. 4k+3 of each row
+// (levels, unsigned), then per sub-block j the rows' scales d * sc_j (f32 x
+// 16; Q6_K 16 sub-blocks of 16 values, Q4_K/Q5_K 8 of 32 followed by the 8
+// vectors dmin * m_j). A sub-block's vpdpbusd sums are converted once and
+// scaled by its vector of row scales; the mins come off per super-block; d_x
+// multiplies at the end of the super-block.
+namespace {
+
+constexpr int    KI_MR = 16, KI_MT = 8;
+constexpr size_t K_ACT = 256 + 64 + 64;
+constexpr size_t K_TILE = 4096 + 1024;
+
+template <type WT>
+void convert_k16(const float * x, int64_t n_in, char * out, void * tmp_) {
+    block_q8_K * q = static_cast<block_q8_K *>(tmp_);
+    const int64_t nsb = n_in / QK_K;
+    quantize_row_q8_K(x, q, n_in);
+    for (int64_t i = 0; i < nsb; ++i) {
+        char * a = out + size_t(i) * K_ACT;
+        std::memcpy(a, q[i].qs, 256);
+        for (int j = 0; j < 16; ++j) {
+            if (WT == type::Q6_K) {
+                const int32_t c = -kq<WT>::K * q[i].bsums[j];
+                std::memcpy(a + 256 + 4 * j, &c, 4);
+            } else {
+                const float s = j < 8 ? float(q[i].bsums[2 * j] + q[i].bsums[2 * j + 1]) : 0.0f;
+                std::memcpy(a + 256 + 4 * j, &s, 4);
+            }
+        }
+        std::memcpy(a + 320, &q[i].d, 4);
+    }
+}
+
+template <type WT>
+void unpack_k16(const tensor & w, int64_t r0, int R, int64_t n_in, char * out) {
+    constexpr size_t BB = sizeof(typename kq<WT>::block);
+    const int64_t nsb = n_in / QK_K;
+    alignas(64) char lv[KI_MR][256];
+    alignas(64) float sc[KI_MR][16];
+    alignas(64) char half[2][256];
+    for (int64_t i = 0; i < nsb; ++i) {
+        char * o = out + size_t(i) * K_TILE;
+        for (int r = 0; r < KI_MR; ++r) {
+            if (r >= R) {
+                std::memset(lv[r], 0, 256);
+                std::memset(sc[r], 0, sizeof sc[r]);
+                continue;
+            }
+            const char * b = static_cast<const char *>(w.row(r0 + r)) + size_t(i) * BB;
+            for (int p = 0; p < 4; ++p) _mm512_store_si512(lv[r] + 64 * p, k_levels<WT>(b, p));
+            _mm512_store_ps(sc[r], k_scales<WT>(b));
+        }
+        // 32-byte segment s of every row -> vectors 8s .. 8s+7, 8 rows at a time
+        for (int sg = 0; sg < 8; ++sg) {
+            for (int h = 0; h < 2; ++h) {
+                __m256i v[8];
+                for (int j = 0; j < 8; ++j) v[j] = _mm256_load_si256(reinterpret_cast<const __m256i *>(lv[8 * h + j] + 32 * sg));
+                mm::transpose8_store(v, half[h]);
+            }
+            for (int k = 0; k < 8; ++k) {
+                const __m512i lo = _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i *>(half[0] + 32 * k)));
+                _mm512_storeu_si512(o + 64 * (8 * sg + k),
+                                    _mm512_inserti64x4(lo, _mm256_load_si256(reinterpret_cast<const __m256i *>(half[1] + 32 * k)), 1));
+            }
+        }
+        float * f = reinterpret_cast<float *>(o + 4096);
+        for (int j = 0; j < 16; ++j)
+            for (int r = 0; r < KI_MR; ++r) f[16 * j + r] = sc[r][j];
+    }
+}
+
+template <type WT, int T>
+void tile_k16(int R, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys, bool accumulate) {
+    constexpr int NS = WT == type::Q6_K ? 16 : 8;  // sub-blocks
+    constexpr int KS = 64 / NS;                     // vectors per sub-block
+    __m512 acc[T];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+        const char * w = wt + size_t(g) * K_TILE;
+        const char * a = act + size_t(g) * K_ACT;
+        __m512 facc[T];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) facc[t] = _mm512_setzero_ps();
+        for (int j = 0; j < NS; ++j) {
+            __m512i isum[T];
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) {
+                int32_t c = 0;
+                if (WT == type::Q6_K) std::memcpy(&c, a + t * a_row + 256 + 4 * j, 4);
+                isum[t] = _mm512_set1_epi32(c);
+            }
+            #pragma GCC unroll 8
+            for (int kk = 0; kk < KS; ++kk) {
+                const int k = j * KS + kk;
+                const __m512i wk = _mm512_loadu_si512(w + 64 * k);
+                #pragma GCC unroll 8
+                for (int t = 0; t < T; ++t) {
+                    int32_t x4;
+                    std::memcpy(&x4, a + t * a_row + 4 * k, 4);
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], wk, _mm512_set1_epi32(x4));
+                }
+            }
+            const __m512 sc = _mm512_loadu_ps(w + 4096 + 64 * j);
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), sc, facc[t]);
+        }
+        if (kq<WT>::MINS) {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; ++j) {
+                const __m512 mn = _mm512_loadu_ps(w + 4096 + 512 + 64 * j);
+                #pragma GCC unroll 8
+                for (int t = 0; t < T; ++t) {
+                    float sx;
+                    std::memcpy(&sx, a + t * a_row + 256 + 4 * j, 4);
+                    facc[t] = _mm512_fnmadd_ps(mn, _mm512_set1_ps(sx), facc[t]);
+                }
+            }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+            float dx;
+            std::memcpy(&dx, a + t * a_row + 320, 4);
+            acc[t] = _mm512_fmadd_ps(facc[t], _mm512_set1_ps(dx), acc[t]);
+        }
+    }
+    const __mmask16 m = __mmask16((1u << R) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+        float * yt = y + t * ys;
+        const __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]) : acc[t];
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
+template <type WT>
+void tile_k16_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
+                  bool accumulate) {
+    switch (T) {
+    case 1: return tile_k16<WT, 1>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 2: return tile_k16<WT, 2>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 3: return tile_k16<WT, 3>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 4: return tile_k16<WT, 4>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 5: return tile_k16<WT, 5>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 6: return tile_k16<WT, 6>(R, wt, act, a_row, ng, y, ys, accumulate);
+    case 7: return tile_k16<WT, 7>(R, wt, act, a_row, ng, y, ys, accumulate);
+    default: return tile_k16<WT, 8>(R, wt, act, a_row, ng, y, ys, accumulate);
+    }
+}
+
+// min_tokens 1: the direct kernels take the calls of up to K_FORMAT's direct_max tokens.
+template <type WT> constexpr mm::avx2_format K16_FORMAT = {
+    KI_MR, KI_MT, QK_K, K_ACT, K_TILE, sizeof(block_q8_K), convert_k16<WT>, unpack_k16<WT>, tile_k16_any<WT>, 1};
+
+} // namespace
+
+namespace mm { GLOAS_ISA_BEGIN
+const avx2_format * avx512_k_format(type t) {
+    switch (t) {
+    case type::Q4_K: return &K16_FORMAT<type::Q4_K>;
+    case type::Q5_K: return &K16_FORMAT<type::Q5_K>;
+    case type::Q6_K: return &K16_FORMAT<type::Q6_K>;
+    default: return nullptr;
+    }
+}
+GLOAS_ISA_END }
+
+namespace {
+
+// The direct format of weight type t, or null.
+const qformat * direct_format(type t) {
     switch (t) {
     case type::Q4_0: return &LEGACY_FORMAT<type::Q4_0>;
     case type::Q8_0: return &LEGACY_FORMAT<type::Q8_0>;
@@ -541,68 +619,32 @@ const qformat * tile_format(type t) {
     }
 }
 
-void matmul_quant(const mm_set & set, const float * x, int64_t n_tok, void * work, const qformat & f) {
-    const tensor & w0 = *set.w[0];
-    const int64_t n_in = w0.ne[0], ng = f.n_groups(n_in);
-    const size_t a_row = size_t(ng) * f.a_group, w_row = size_t(ng) * f.w_group;
-    // groups per reduction segment: MR weight rows and MT act rows of it in L1
-    const int64_t seg = std::max<int64_t>(1, int64_t(SEG_BYTES / (MR * f.w_group + MT * f.a_group)));
+// Up to f.direct_max tokens: each token quantized once into the act layout,
+// then the MR-row tiles of every matrix are the work items, their rows read
+// straight from the weights (one pass, the next tile prefetched),
+// DIRECT_MAX_TOK tokens at a time.
+void matmul_direct(const mm_set & set, const float * x, int64_t n_tok, void * work, const qformat & f) {
+    const int64_t n_in = set.w[0]->ne[0], ng = f.n_groups(n_in);
+    const size_t a_row = size_t(ng) * f.a_group;
     char * act = align_up(work);
     const int64_t n_tiles = set.tiles(MR);
     const int nth = threads_for(double(set.rows()) * double(n_in) * double(n_tok), n_tiles);
-
-    // the activations, each token once (on the caller for a few tokens)
-    parallel_for(n_tok, n_tok >= 16 ? nth : 1, 0, [&](int64_t b, int64_t e) {
-        char * tmp = thread_scratch(size_t(ng) * f.tmp_group);
-        for (int64_t t = b; t < e; ++t) f.quantize(x + t * n_in, n_in, act + size_t(t) * a_row, tmp);
+    char * tmp = thread_scratch(size_t(ng) * f.tmp_group);
+    for (int64_t t = 0; t < n_tok; ++t) f.quantize(x + t * n_in, n_in, act + size_t(t) * a_row, tmp);
+    parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
+        set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
+            const tensor & w = *set.w[iw];
+            float * y = set.y[iw];
+            const int64_t n_out = w.nrows();
+            for (int64_t r = r0; r < r1; r += MR) {
+                const int R = int(std::min<int64_t>(MR, r1 - r));
+                for (int64_t t = 0; t < n_tok; t += DIRECT_MAX_TOK) {
+                    const int T = int(std::min<int64_t>(DIRECT_MAX_TOK, n_tok - t));
+                    f.direct[R - 1][T - 1](w, r, act + size_t(t) * a_row, n_in, y + t * n_out + r, n_out);
+                }
+            }
+        });
     });
-
-    // Work items: the MR-row tiles of every matrix (the activations are
-    // read-only from here on).
-    if (n_tok <= f.direct_max) {
-        parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
-            set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
-                const tensor & w = *set.w[iw];
-                float * y = set.y[iw];
-                const int64_t n_out = w.nrows();
-                for (int64_t r = r0; r < r1; r += MR) {
-                    const int R = int(std::min<int64_t>(MR, r1 - r));
-                    for (int64_t t = 0; t < n_tok; t += DIRECT_MAX_TOK) {
-                        const int T = int(std::min<int64_t>(DIRECT_MAX_TOK, n_tok - t));
-                        f.direct[R - 1][T - 1](w, r, act + size_t(t) * a_row, n_in, y + t * n_out + r, n_out);
-                    }
-                }
-            });
-        });
-        return;
-    }
-    // per chunk of tokens (activations L2-resident), each tile unpacked once
-    const int64_t chunk = tok_chunk(a_row);
-    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-        const int64_t t1 = std::min(n_tok, t0 + chunk);
-        parallel_for(n_tiles, nth, 0, [&](int64_t b, int64_t e) {
-            char * wt = thread_scratch(MR * w_row);
-            set.for_rows(MR, b, e, [&](int iw, int64_t r0, int64_t r1) {
-                const tensor & w = *set.w[iw];
-                float * y = set.y[iw];
-                const int64_t n_out = w.nrows();
-                for (int64_t r = r0; r < r1; r += MR) {
-                    const int R = int(std::min<int64_t>(MR, r1 - r));
-                    for (int i = 0; i < R; ++i) f.unpack(w.row(r + i), n_in, wt + size_t(i) * w_row);
-                    // the reduction in segments whose weights and activations stay in L1
-                    for (int64_t g0 = 0; g0 < ng; g0 += seg) {
-                        const int64_t g1 = std::min(ng, g0 + seg);
-                        for (int64_t t = t0; t < t1; t += MT) {
-                            const int T = int(std::min<int64_t>(MT, t1 - t));
-                            f.tile[R - 1][T - 1](wt + size_t(g0) * f.w_group, w_row,
-                                                 act + size_t(t) * a_row + size_t(g0) * f.a_group, a_row, g1 - g0,
-                                                 y + t * n_out + r, n_out, g0 > 0);
-                        }
-                    }
-                }
-            });
-        });
-    }
 }
 #endif
 
@@ -694,20 +736,14 @@ GLOAS_ISA_BEGIN
 static size_t act_row_bytes(type vt, int64_t n_in) { return (row_size(vt, n_in) + ALIGN - 1) & ~(ALIGN - 1); }
 
 size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
+    // the most any path n_tok or fewer tokens take needs
     const type vt = traits(wt).vec_dot_type;
+    size_t bytes = vt == type::F32 ? 0 : act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;  // matmul_blocks
 #if defined(GLOAS_MATMUL_VNNI)
-    if (const qformat * f = tile_format(wt)) {
-        size_t bytes = size_t(f->n_groups(n_in)) * f->a_group * size_t(n_tok) + ALIGN;
-#if defined(GLOAS_MATMUL_AVX512_TILES)
-        if (const mm::avx2_format * g = mm::avx2_format_for(wt); g && n_tok >= g->min_tokens)
-            bytes = std::max(bytes, mm::avx2_work_size(*g, n_in, n_tok));
+    if (const qformat * f = direct_format(wt))
+        bytes = std::max(bytes, size_t(f->n_groups(n_in)) * f->a_group * size_t(std::min(n_tok, f->direct_max)) + ALIGN);
 #endif
-        return bytes;
-    }
-#endif
-    size_t bytes = vt == type::F32 ? 0 : act_row_bytes(vt, n_in) * size_t(n_tok) + ALIGN;
-#if defined(GLOAS_MATMUL_AVX2)
-    // the tiles' act layout where a tile format would run (matmul_blocks' otherwise)
+#if defined(GLOAS_MATMUL_TILES)
     if (const mm::avx2_format * f = mm::avx2_format_for(wt); f && n_tok >= f->min_tokens)
         bytes = std::max(bytes, mm::avx2_work_size(*f, n_in, n_tok));
 #endif
@@ -798,19 +834,15 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
 // the thread pool.
 static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void * work) {
     const tensor & w = *set.w[0];
-#if defined(GLOAS_MATMUL_AVX512_TILES)
+#if defined(GLOAS_MATMUL_VNNI)
+    if (const qformat * f = direct_format(w.t); f && n_tok <= f->direct_max) return matmul_direct(set, x, n_tok, work, *f);
+#endif
+#if defined(GLOAS_MATMUL_TILES)
     if (const mm::avx2_format * f = mm::avx2_format_for(w.t); f && n_tok >= f->min_tokens)
         return mm::matmul_avx2(set, x, n_tok, work, *f);
-#endif
-#if defined(GLOAS_MATMUL_VNNI)
-    if (const qformat * f = tile_format(w.t)) return matmul_quant(set, x, n_tok, work, *f);
 #endif
 #if defined(GLOAS_MATMUL_AVX512_FLOAT)
     if (is_float(w.t)) return matmul_float(set, x, n_tok);
-#endif
-#if defined(GLOAS_MATMUL_AVX2)
-    if (const mm::avx2_format * f = mm::avx2_format_for(w.t); f && n_tok >= f->min_tokens)
-        return mm::matmul_avx2(set, x, n_tok, work, *f);
 #endif
     if (traits(w.t).vec_dot_type != type::F32) return matmul_blocks(set, x, n_tok, work);
     for (int i = 0; i < set.n; ++i) matmul_generic(*set.w[i], x, n_tok, set.y[i]);
