@@ -5,7 +5,7 @@ namespace gloas::ops::mm {
 GLOAS_ISA_BEGIN
 
 #if defined(GLOAS_MATMUL_AVX2)
-const avx2_format * avx2_float_format(type) { return nullptr; }
+const tile_format * avx2_float_format(type) { return nullptr; }
 #endif
 
 GLOAS_ISA_END

@@ -1,18 +1,20 @@
-// Internal to matmul: what tensor/matmul.cpp shares with the AVX2 tile
-// kernels (tensor/matmul-avx2*.cpp), compiled in every variant's namespace.
+// Internal to matmul: what tensor/matmul.cpp shares with the interleaved
+// tile kernels (tensor/matmul-tiles.cpp, tensor/matmul-avx2-*.cpp), compiled
+// in every variant's namespace.
 //
-// Interleaved tiles. In the AVX2 variant (no AVX-512), a weight type with an
-// avx2_format is multiplied in tiles of `mr` rows: per chunk of tokens (their
-// activations L2-resident), a tile's rows are unpacked once into the format's
-// interleaved layout (one vector holds a piece of each of the tile's rows, so
-// a micro-kernel's accumulators hold mr outputs of one token and need no
+// Interleaved tiles (prefill). A weight type with a tile_format is multiplied
+// in tiles of `mr` rows: per chunk of tokens (their activations L2-resident),
+// a tile's rows are unpacked once into the format's interleaved layout (one
+// vector holds a piece of each of the tile's rows, so a micro-kernel's
+// accumulators hold outputs of several rows for one token and need no
 // horizontal sum), then the micro-kernel runs over the chunk's tokens, `mt`
 // at a time, in reduction segments whose tile and activations stay in L1.
 // Each token row is converted once (quantized to 8 bits for the quantized
 // types) into the format's act layout in the work area. Below min_tokens
 // tokens the unpacking does not pay and the variant's direct kernels run
-// instead. The AVX-512 VNNI variant uses the same driver for Q4_0 and Q8_0,
-// 16 rows per tile.
+// instead. Formats: AVX-512 VNNI Q4_0, Q8_0 and the K-quants (16 rows); AVX2
+// Q4_0, Q8_0 (8 rows), the K-quants and the float types; NEON Q4_0, Q8_0
+// (8 rows).
 #pragma once
 
 #include "quant/isa.h"
@@ -82,12 +84,15 @@ inline char * thread_scratch(size_t bytes) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define GLOAS_MATMUL_AVX512_TILES 1
 #endif
-#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES)
+#if defined(__aarch64__) && defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD)
+#define GLOAS_MATMUL_NEON_TILES 1
+#endif
+#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES) || defined(GLOAS_MATMUL_NEON_TILES)
 #define GLOAS_MATMUL_TILES 1
 
-// A weight type's AVX2 tile format. A row is n_groups(n_in) groups of
+// A weight type's tile format. A row is n_groups(n_in) groups of
 // group_vals values (the last one may be part padding, read as zero).
-struct avx2_format {
+struct tile_format {
     int     mr;            // rows per tile
     int     mt;            // tokens per micro-kernel call, at most
     int64_t group_vals;
@@ -108,20 +113,21 @@ struct avx2_format {
     int64_t n_groups(int64_t n_in) const { return (n_in + group_vals - 1) / group_vals; }
 };
 
-// The AVX2 tile format of weight type t, or null: each family's file
-// answers for its types (Q4_0 and Q8_0: matmul-avx2.cpp; Q4_K, Q5_K, Q6_K:
-// matmul-avx2-k.cpp; F32, F16, BF16: matmul-avx2-f.cpp).
-const avx2_format * avx2_format_for(type t);
-const avx2_format * avx2_legacy_format(type t);
-const avx2_format * avx2_k_format(type t);
-const avx2_format * avx2_float_format(type t);
+// The tile format of weight type t in this variant, or null: each family's
+// file answers for its types (Q4_0 and Q8_0: matmul-tiles.cpp; AVX2 Q4_K,
+// Q5_K, Q6_K: matmul-avx2-k.cpp; AVX2 F32, F16, BF16: matmul-avx2-f.cpp).
+const tile_format * tile_format_for(type t);
+const tile_format * legacy_tile_format(type t);
+const tile_format * avx2_k_format(type t);
+const tile_format * avx2_float_format(type t);
 #if defined(GLOAS_MATMUL_AVX512_TILES)
-const avx2_format * avx512_k_format(type t);   // Q4_K, Q5_K, Q6_K: tensor/matmul.cpp
+const tile_format * avx512_k_format(type t);   // Q4_K, Q5_K, Q6_K: tensor/matmul.cpp
 #endif
 
-// Work bytes of matmul_avx2 for n_tok tokens.
-size_t avx2_work_size(const avx2_format & f, int64_t n_in, int64_t n_tok);
+// Work bytes of matmul_tiles for n_tok tokens.
+size_t tiles_work_size(const tile_format & f, int64_t n_in, int64_t n_tok);
 
+#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES)
 // The 8 x 8 transpose of 32-bit pieces: piece k of v[r] (bytes 4k .. 4k+3)
 // -> piece r of out[k], out[k] stored at out + 32 k. A tile's rows (v[r]:
 // 32 bytes of row r) become its interleaved vectors.
@@ -141,10 +147,11 @@ inline void transpose8_store(const __m256i (&v)[8], char * out) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + 32 * (k + 4)), _mm256_permute2x128_si256(u[k], u[4 + k], 0x31));
     }
 }
+#endif
 
 // The set multiplied in tiles of format f (set.w[0]'s type), the activations
-// converted into `work` (avx2_work_size bytes, any alignment).
-void matmul_avx2(const mm_set & set, const float * x, int64_t n_tok, void * work, const avx2_format & f);
+// converted into `work` (tiles_work_size bytes, any alignment).
+void matmul_tiles(const mm_set & set, const float * x, int64_t n_tok, void * work, const tile_format & f);
 #endif
 
 } // namespace GLOAS_ISA

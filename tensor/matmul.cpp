@@ -3,9 +3,9 @@
 // Quantized weights, each token row quantized once to 8 bits (Q8_0 for
 // Q4_0/Q8_0, Q8_K for the K-quants, as matmul_ref does):
 //  - prefill: interleaved tiles (tensor/matmul-impl.h, the driver in
-//    tensor/matmul-avx2.cpp): AVX-512 VNNI Q4_0, Q8_0 (matmul-avx2.cpp) and
+//    tensor/matmul-tiles.cpp): AVX-512 VNNI Q4_0, Q8_0 (matmul-tiles.cpp) and
 //    Q4_K, Q5_K, Q6_K (below), 16 rows per tile; AVX2 8 rows per tile, Q4_0
-//    and Q8_0 in matmul-avx2.cpp, the K-quants in matmul-avx2-k.cpp;
+//    and Q8_0 in matmul-tiles.cpp, the K-quants in matmul-avx2-k.cpp;
 //  - AVX-512 VNNI + VBMI, up to a format's direct_max tokens (decode, small
 //    batches): the weight rows of every matrix of a set, MR at a time, are the
 //    work items of one job of the thread pool (tensor/thread-pool.h: each
@@ -589,13 +589,13 @@ void tile_k16_any(int R, int T, const char * wt, const char * act, size_t a_row,
 }
 
 // min_tokens 1: the direct kernels take the calls of up to K_FORMAT's direct_max tokens.
-template <type WT> constexpr mm::avx2_format K16_FORMAT = {
+template <type WT> constexpr mm::tile_format K16_FORMAT = {
     KI_MR, KI_MT, QK_K, K_ACT, K_TILE, sizeof(block_q8_K), convert_k16<WT>, unpack_k16<WT>, tile_k16_any<WT>, 1};
 
 } // namespace
 
 namespace mm { GLOAS_ISA_BEGIN
-const avx2_format * avx512_k_format(type t) {
+const tile_format * avx512_k_format(type t) {
     switch (t) {
     case type::Q4_K: return &K16_FORMAT<type::Q4_K>;
     case type::Q5_K: return &K16_FORMAT<type::Q5_K>;
@@ -744,8 +744,8 @@ size_t matmul_work_size(type wt, int64_t n_in, int64_t n_tok) {
         bytes = std::max(bytes, size_t(f->n_groups(n_in)) * f->a_group * size_t(std::min(n_tok, f->direct_max)) + ALIGN);
 #endif
 #if defined(GLOAS_MATMUL_TILES)
-    if (const mm::avx2_format * f = mm::avx2_format_for(wt); f && n_tok >= f->min_tokens)
-        bytes = std::max(bytes, mm::avx2_work_size(*f, n_in, n_tok));
+    if (const mm::tile_format * f = mm::tile_format_for(wt); f && n_tok >= f->min_tokens)
+        bytes = std::max(bytes, mm::tiles_work_size(*f, n_in, n_tok));
 #endif
     return bytes;
 }
@@ -838,8 +838,8 @@ static void matmul_set(const mm_set & set, const float * x, int64_t n_tok, void 
     if (const qformat * f = direct_format(w.t); f && n_tok <= f->direct_max) return matmul_direct(set, x, n_tok, work, *f);
 #endif
 #if defined(GLOAS_MATMUL_TILES)
-    if (const mm::avx2_format * f = mm::avx2_format_for(w.t); f && n_tok >= f->min_tokens)
-        return mm::matmul_avx2(set, x, n_tok, work, *f);
+    if (const mm::tile_format * f = mm::tile_format_for(w.t); f && n_tok >= f->min_tokens)
+        return mm::matmul_tiles(set, x, n_tok, work, *f);
 #endif
 #if defined(GLOAS_MATMUL_AVX512_FLOAT)
     if (is_float(w.t)) return matmul_float(set, x, n_tok);
