@@ -5,7 +5,7 @@
 //     activation sums the weights' mins or offset need, int16: Q4_K/Q5_K
 //     bs [8] (sums of the 8 sub-blocks of 32), Q6_K bs [16] (the 16 of 16);
 //   tile: lv, 64 vectors k of the 8 rows' levels 4k .. 4k+3 (row r at bytes
-//     4r .. 4r+3), unsigned: Q4_K 0..15, Q5_K 0..31, Q6_K 0..63 (q + 32);
+//     4r .. 4r+3), unsigned: Q4_K 0..15, Q5_K 0..31, Q6_K 0..63 (the value + 32);
 //     sc, one vector per sub-block j (8 of 32 values; Q6_K 16 of 16) whose
 //     lane r is row r's scale in both 16-bit halves;
 //     Q4_K/Q5_K: mn, 4 vectors i whose lane r holds row r's mins m[2i],
