@@ -136,6 +136,44 @@ TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many to
     }
 }
 
+// K-quant weights, through the AVX2 tiles when forced to avx2 (matmul_blocks
+// or the AVX-512 tiles otherwise): row counts that are not a multiple of the
+// 8-row tile, rows of several reduction segments (22 super-blocks), the
+// fewest tokens the tiles take and two token chunks; and levels at their top
+// (rows 0 and 1) against constant tokens (every 8-bit activation at -127 or
+// +127), the largest 16-bit sums the tiles add before widening.
+TEST_CASE("matmul vs matmul_ref: K-quant weights, odd rows, long rows, several chunks, largest sums") {
+    std::mt19937 rng(34);
+    const int64_t n_in = 5632, n_out = 13;
+    for (type t : {type::Q4_K, type::Q5_K, type::Q6_K}) {
+        std::vector<float> wf = randn(rng, n_out * n_in, 0.5f);
+        for (int64_t i = 0; i < n_in; ++i) {
+            wf[size_t(i)] = i % 16 ? 1.0f : 0.0f;           // Q4_K/Q5_K: levels 15 / 31
+            wf[size_t(n_in + i)] = i % 16 ? -0.97f : 1.0f;   // Q6_K: level 63
+        }
+        const size_t rb = row_size(t, n_in);
+        std::vector<char> wbuf(rb * size_t(n_out) + 64);
+        for (int64_t r = 0; r < n_out; ++r) traits(t).from_float_ref(wf.data() + r * n_in, wbuf.data() + size_t(r) * rb, n_in);
+        const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+        for (int64_t n_tok : {8, 161}) {
+            std::vector<float> x = randn(rng, n_tok * n_in);
+            for (int64_t i = 0; i < n_in; ++i) {
+                x[size_t(i)] = 1.0f;
+                x[size_t(n_in + i)] = -1.0f;
+            }
+            std::vector<float> yr(size_t(n_tok * n_out));
+            ops::matmul_ref(w, x.data(), n_tok, yr.data());
+            test::for_thread_counts({1, 3}, [&](int nth) {
+                std::vector<float> y(size_t(n_tok * n_out), -1.0f);
+                std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+                ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+                const int bad = test::matmul_mismatches(w, x, n_tok, y, yr, false);
+                CHECK_MESSAGE(bad == 0, type_name(t), " n_tok=", n_tok, " threads=", nth);
+            });
+        }
+    }
+}
+
 TEST_CASE("matmul: unaligned activations, output and work; more threads than cores") {
     std::mt19937 rng(32);
     test::for_thread_counts({1, 3}, [&](int nth) {
