@@ -28,6 +28,7 @@ namespace {
 constexpr int     MR = 16, MT = 6, GV = 8;
 constexpr size_t  A_GROUP = GV * sizeof(float);
 constexpr size_t  W_GROUP = size_t(MR) * GV * sizeof(float);
+constexpr size_t  PF_AHEAD = 2048;
 
 void convert_f(const float * x, int64_t n_in, char * out, void *) {
     const int64_t n_pad = (n_in + GV - 1) / GV * GV;
@@ -80,7 +81,12 @@ void unpack_f(const tensor & w, int64_t r0, int R, int64_t n_in, char * out_) {
     const int64_t n_full = n_in / GV, ng = (n_in + GV - 1) / GV;
     const void * rows[MR];
     for (int r = 0; r < MR; ++r) rows[r] = w.row(r0 + std::min(r, R - 1));
+    constexpr size_t ELEM = WT == type::F32 ? 4 : 2;
+    constexpr int64_t LINE_GROUPS = 64 / (GV * ELEM);  // groups per cache line
     for (int64_t g = 0; g < ng; ++g) {
+        if (g % LINE_GROUPS == 0)
+            for (int r = 0; r < R; ++r)
+                _mm_prefetch(static_cast<const char *>(rows[r]) + size_t(g) * GV * ELEM + PF_AHEAD, _MM_HINT_T0);
         for (int h = 0; h < MR / 8; ++h) {
             __m256 v[8];
             for (int r = 0; r < 8; ++r) {
@@ -94,21 +100,18 @@ void unpack_f(const tensor & w, int64_t r0, int R, int64_t n_in, char * out_) {
     }
 }
 
-// y[t * ys + r] (=, or +=) = acc[h][t] lane r - 8h, rows r < R.
+// y[t * ys + r] (=, or +=) = v[t][r], rows r < R.
 template <int T>
-inline void store_rows(const __m256 (&acc)[2][T], int R, float * y, int64_t ys, bool accumulate) {
+inline void store_rows(const float (&v)[T][MR], int R, float * y, int64_t ys, bool accumulate) {
     for (int t = 0; t < T; ++t) {
         float * yt = y + t * ys;
         if (R == MR) {
-            for (int h = 0; h < 2; ++h) {
-                const __m256 v = accumulate ? _mm256_add_ps(_mm256_loadu_ps(yt + 8 * h), acc[h][t]) : acc[h][t];
-                _mm256_storeu_ps(yt + 8 * h, v);
+            for (int h = 0; h < MR / 8; ++h) {
+                const __m256 a = _mm256_load_ps(v[t] + 8 * h);
+                _mm256_storeu_ps(yt + 8 * h, accumulate ? _mm256_add_ps(_mm256_loadu_ps(yt + 8 * h), a) : a);
             }
         } else {
-            alignas(32) float v[MR];
-            _mm256_store_ps(v, acc[0][t]);
-            _mm256_store_ps(v + 8, acc[1][t]);
-            for (int r = 0; r < R; ++r) yt[r] = accumulate ? yt[r] + v[r] : v[r];
+            for (int r = 0; r < R; ++r) yt[r] = accumulate ? yt[r] + v[t][r] : v[t][r];
         }
     }
 }
@@ -116,9 +119,11 @@ inline void store_rows(const __m256 (&acc)[2][T], int R, float * y, int64_t ys, 
 template <int T>
 void tile_f(int R, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys, bool accumulate) {
     __m256 acc[2][T];
+    #pragma GCC unroll 6
     for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     const float * w = reinterpret_cast<const float *>(wt);
     const float * a[T];
+    #pragma GCC unroll 6
     for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const float *>(act + size_t(t) * a_row);
     const int64_t n = ng * GV;
     for (int64_t i = 0; i < n; i += GV) {
@@ -133,7 +138,14 @@ void tile_f(int R, const char * wt, const char * act, size_t a_row, int64_t ng, 
             }
         }
     }
-    store_rows(acc, R, y, ys, accumulate);
+    // (through memory: indexing acc at run time would keep it out of registers)
+    alignas(32) float v[T][MR];
+    #pragma GCC unroll 6
+    for (int t = 0; t < T; ++t) {
+        _mm256_store_ps(v[t], acc[0][t]);
+        _mm256_store_ps(v[t] + 8, acc[1][t]);
+    }
+    store_rows(v, R, y, ys, accumulate);
 }
 
 void tile_f_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
