@@ -11,6 +11,11 @@
 // horizontal sum. 12 accumulators, 2 weight vectors and the broadcast fill
 // the 16 ymm registers. F16 and BF16 rows are widened to f32 once, when the
 // tile is unpacked.
+// The weights are read only when a tile is unpacked: unpack_f leaves the
+// address of the next tile's rows (this thread's next tile, as a rule) in
+// next_rows / next_bytes, and the micro-kernel calls on this tile prefetch
+// them into L2, one cache line per group, so the next unpack does not wait
+// on memory.
 #include "tensor/matmul-impl.h"
 
 #include "quant/fp16.h"
@@ -28,7 +33,10 @@ namespace {
 constexpr int     MR = 16, MT = 6, GV = 8;
 constexpr size_t  A_GROUP = GV * sizeof(float);
 constexpr size_t  W_GROUP = size_t(MR) * GV * sizeof(float);
-constexpr size_t  PF_AHEAD = 2048;
+
+// The weight bytes still to prefetch, on this thread (see above).
+thread_local const char * next_rows;
+thread_local size_t       next_bytes;
 
 void convert_f(const float * x, int64_t n_in, char * out, void *) {
     const int64_t n_pad = (n_in + GV - 1) / GV * GV;
@@ -81,12 +89,11 @@ void unpack_f(const tensor & w, int64_t r0, int R, int64_t n_in, char * out_) {
     const int64_t n_full = n_in / GV, ng = (n_in + GV - 1) / GV;
     const void * rows[MR];
     for (int r = 0; r < MR; ++r) rows[r] = w.row(r0 + std::min(r, R - 1));
-    constexpr size_t ELEM = WT == type::F32 ? 4 : 2;
-    constexpr int64_t LINE_GROUPS = 64 / (GV * ELEM);  // groups per cache line
+    // the next tile's rows, fetched while this one is multiplied
+    const int64_t r_next = r0 + MR, R_next = std::min<int64_t>(MR, w.nrows() - r_next);
+    next_rows = R_next > 0 ? static_cast<const char *>(w.row(r_next)) : nullptr;
+    next_bytes = R_next > 0 ? size_t(R_next) * w.nb[1] : 0;
     for (int64_t g = 0; g < ng; ++g) {
-        if (g % LINE_GROUPS == 0)
-            for (int r = 0; r < R; ++r)
-                _mm_prefetch(static_cast<const char *>(rows[r]) + size_t(g) * GV * ELEM + PF_AHEAD, _MM_HINT_T0);
         for (int h = 0; h < MR / 8; ++h) {
             __m256 v[8];
             for (int r = 0; r < 8; ++r) {
@@ -126,7 +133,14 @@ void tile_f(int R, const char * wt, const char * act, size_t a_row, int64_t ng, 
     #pragma GCC unroll 6
     for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const float *>(act + size_t(t) * a_row);
     const int64_t n = ng * GV;
+    const char * pf = next_rows;
+    size_t pf_left = next_bytes;
     for (int64_t i = 0; i < n; i += GV) {
+        if (pf_left) {
+            _mm_prefetch(pf, _MM_HINT_T1);
+            pf += 64;
+            pf_left = pf_left > 64 ? pf_left - 64 : 0;
+        }
         #pragma GCC unroll 8
         for (int k = 0; k < GV; ++k) {
             const __m256 w0 = _mm256_loadu_ps(w + MR * (i + k)), w1 = _mm256_loadu_ps(w + MR * (i + k) + 8);
@@ -138,6 +152,8 @@ void tile_f(int R, const char * wt, const char * act, size_t a_row, int64_t ng, 
             }
         }
     }
+    next_rows = pf;
+    next_bytes = pf_left;
     // (through memory: indexing acc at run time would keep it out of registers)
     alignas(32) float v[T][MR];
     #pragma GCC unroll 6
@@ -160,8 +176,10 @@ void tile_f_any(int R, int T, const char * wt, const char * act, size_t a_row, i
     }
 }
 
+// One token: the rows' one pass of vec_dot (matmul_generic); from two tokens
+// on the tiles are the faster.
 template <type WT> constexpr avx2_format FLOAT_FORMAT = {
-    MR, MT, GV, A_GROUP, W_GROUP, 0, convert_f, unpack_f<WT>, tile_f_any, 4};
+    MR, MT, GV, A_GROUP, W_GROUP, 0, convert_f, unpack_f<WT>, tile_f_any, 2};
 
 } // namespace
 

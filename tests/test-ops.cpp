@@ -136,6 +136,45 @@ TEST_CASE("matmul vs matmul_ref: long rows (several reduction segments), many to
     }
 }
 
+// The float weights take any width: the AVX2 tiles (16 rows, 6 tokens, groups
+// of 8 values, reduction segments of a few hundred values) pad the last group
+// with zeros; every row and token remainder of a tile, and several chunks.
+TEST_CASE("matmul vs matmul_ref: float weights, widths not a multiple of 8, every tile remainder") {
+    std::mt19937 rng(34);
+    test::for_thread_counts({1, 2}, [&](int nth) {
+        for (type t : {type::F32, type::F16, type::BF16}) {
+            for (int64_t n_in : {1, 5, 13, 100, 301, 1003}) {
+                for (int64_t n_out : {16, 35}) {
+                    std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
+                    const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+                    for (int64_t n_tok : {2, 5, 6, 11, 40}) {
+                        if (nth == 2 && n_tok != 40) continue;
+                        std::vector<float> x = randn(rng, n_tok * n_in);
+                        std::vector<float> y(size_t(n_tok * n_out), -1.0f), yr(size_t(n_tok * n_out), -2.0f);
+                        std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok), char(0xff));  // NaN floats
+                        ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+                        ops::matmul_ref(w, x.data(), n_tok, yr.data());
+                        const int bad = test::matmul_mismatches(w, x, n_tok, y, yr, false);
+                        CHECK_MESSAGE(bad == 0, type_name(t), " n_in=", n_in, " n_out=", n_out, " n_tok=", n_tok, " threads=", nth);
+                    }
+                }
+            }
+        }
+        // 3001 f32 values a token: a chunk of activations holds 60 tokens
+        const int64_t n_in = 3001, n_out = 35, n_tok = 130;
+        for (type t : {type::F32, type::F16}) {
+            std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
+            const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+            std::vector<float> x = randn(rng, n_tok * n_in);
+            std::vector<float> y(size_t(n_tok * n_out)), yr(size_t(n_tok * n_out));
+            std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+            ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+            ops::matmul_ref(w, x.data(), n_tok, yr.data());
+            CHECK_MESSAGE(test::matmul_mismatches(w, x, n_tok, y, yr, false) == 0, type_name(t), " threads=", nth);
+        }
+    });
+}
+
 TEST_CASE("matmul: unaligned activations, output and work; more threads than cores") {
     std::mt19937 rng(32);
     test::for_thread_counts({1, 3}, [&](int nth) {
