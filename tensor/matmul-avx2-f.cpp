@@ -8,7 +8,7 @@
 // A micro-kernel step loads the two vectors of one value k (16 rows),
 // broadcasts value k of each of MT tokens and adds the products into 2 x MT
 // accumulators: one vector holds 8 rows of one token, so the outputs need no
-// horizontal sum. 12 accumulators, 2 weight vectors and the broadcast fill
+// horizontal sum. 12 accumulators, 2 weight vectors and the broadcast fit in
 // the 16 ymm registers. F16 and BF16 rows are widened to f32 once, when the
 // tile is unpacked.
 // The weights are read only when a tile is unpacked: unpack_f leaves the
@@ -17,8 +17,6 @@
 // them into L2, one cache line per group, so the next unpack does not wait
 // on memory.
 #include "tensor/matmul-impl.h"
-
-#include "quant/fp16.h"
 
 #include <cstring>
 #include <type_traits>
@@ -44,8 +42,8 @@ void convert_f(const float * x, int64_t n_in, char * out, void *) {
     std::memset(out + size_t(n_in) * sizeof(float), 0, size_t(n_pad - n_in) * sizeof(float));
 }
 
-// Values i .. i+7 of a row as f32; `n` (< 8) of them when the row ends first,
-// the others zero.
+// load8: values i .. i+7 of a row as f32; load_tail: the last n (< 8) values
+// of the row from i on, the others zero.
 template <type WT> inline __m256 load8(const void * row, int64_t i);
 template <> inline __m256 load8<type::F32>(const void * row, int64_t i) {
     return _mm256_loadu_ps(static_cast<const float *>(row) + i);
@@ -176,10 +174,11 @@ void tile_f_any(int R, int T, const char * wt, const char * act, size_t a_row, i
     }
 }
 
-// One token: the rows' one pass of vec_dot (matmul_generic); from two tokens
-// on the tiles are the faster.
+// Every token count: one token (decode) reads each tile's rows once, as
+// vec_dot would, and no slower; and each output is summed in the same order
+// for any token count, so a token's outputs do not depend on its batch.
 template <type WT> constexpr avx2_format FLOAT_FORMAT = {
-    MR, MT, GV, A_GROUP, W_GROUP, 0, convert_f, unpack_f<WT>, tile_f_any, 2};
+    MR, MT, GV, A_GROUP, W_GROUP, 0, convert_f, unpack_f<WT>, tile_f_any, 1};
 
 } // namespace
 

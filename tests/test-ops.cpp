@@ -175,6 +175,27 @@ TEST_CASE("matmul vs matmul_ref: float weights, widths not a multiple of 8, ever
     });
 }
 
+// A context's logits for a token are the same whether it was evaluated alone
+// or in a batch (tests/test-kv-store.cpp compares them bit for bit): float
+// weights sum each output in an order that does not depend on the token count.
+TEST_CASE("matmul: float weights give each token the same bits, alone or in a batch") {
+    std::mt19937 rng(35);
+    for (type t : {type::F32, type::F16, type::BF16}) {
+        const int64_t n_in = 301, n_out = 35, n_tok = 13;
+        std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
+        const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+        const std::vector<float> x = randn(rng, n_tok * n_in);
+        std::vector<float> y(size_t(n_tok * n_out)), y1(static_cast<size_t>(n_out));
+        std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+        ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+        for (int64_t tk = 0; tk < n_tok; ++tk) {
+            ops::matmul(w, x.data() + tk * n_in, 1, y1.data(), work.data());
+            CHECK_MESSAGE(std::memcmp(y1.data(), y.data() + tk * n_out, size_t(n_out) * sizeof(float)) == 0,
+                          type_name(t), " token ", tk);
+        }
+    }
+}
+
 TEST_CASE("matmul: unaligned activations, output and work; more threads than cores") {
     std::mt19937 rng(32);
     test::for_thread_counts({1, 3}, [&](int nth) {
