@@ -767,7 +767,8 @@ void matmul_ref(const tensor & w, const float * x, int64_t n_tok, float * y) {
 
 GLOAS_ISA_BEGIN
 
-// Float weights in variants without the AVX-512 tiles: one vec_dot per (row, token).
+// Float weights in variants without float tiles (AVX-512's above, AVX2's in
+// tensor/matmul-avx2-f.cpp): one vec_dot per (row, token).
 static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, float * y) {
     const type_traits & tw = traits(w.t);
     const int64_t n_in = w.ne[0], n_out = w.nrows();

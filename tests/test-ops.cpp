@@ -170,6 +170,63 @@ TEST_CASE("matmul vs matmul_ref: K-quant weights, odd rows, long rows, several c
                 const int bad = test::matmul_mismatches(w, x, n_tok, y, yr, false);
                 CHECK_MESSAGE(bad == 0, type_name(t), " n_tok=", n_tok, " threads=", nth);
             });
+
+// The float weights take any width: the AVX2 tiles (16 rows, 6 tokens, groups
+// of 8 values, reduction segments of a few hundred values) pad the last group
+// with zeros; every row and token remainder of a tile, and several chunks.
+TEST_CASE("matmul vs matmul_ref: float weights, widths not a multiple of 8, every tile remainder") {
+    std::mt19937 rng(34);
+    test::for_thread_counts({1, 2}, [&](int nth) {
+        for (type t : {type::F32, type::F16, type::BF16}) {
+            for (int64_t n_in : {1, 5, 13, 100, 301, 1003}) {
+                for (int64_t n_out : {16, 35}) {
+                    std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
+                    const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+                    for (int64_t n_tok : {2, 5, 6, 11, 40}) {
+                        if (nth == 2 && n_tok != 40) continue;
+                        std::vector<float> x = randn(rng, n_tok * n_in);
+                        std::vector<float> y(size_t(n_tok * n_out), -1.0f), yr(size_t(n_tok * n_out), -2.0f);
+                        std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok), char(0xff));  // NaN floats
+                        ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+                        ops::matmul_ref(w, x.data(), n_tok, yr.data());
+                        const int bad = test::matmul_mismatches(w, x, n_tok, y, yr, false);
+                        CHECK_MESSAGE(bad == 0, type_name(t), " n_in=", n_in, " n_out=", n_out, " n_tok=", n_tok, " threads=", nth);
+                    }
+                }
+            }
+        }
+        // 3001 f32 values a token: a chunk of activations holds 60 tokens
+        const int64_t n_in = 3001, n_out = 35, n_tok = 130;
+        for (type t : {type::F32, type::F16}) {
+            std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
+            const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+            std::vector<float> x = randn(rng, n_tok * n_in);
+            std::vector<float> y(size_t(n_tok * n_out)), yr(size_t(n_tok * n_out));
+            std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+            ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+            ops::matmul_ref(w, x.data(), n_tok, yr.data());
+            CHECK_MESSAGE(test::matmul_mismatches(w, x, n_tok, y, yr, false) == 0, type_name(t), " threads=", nth);
+        }
+    });
+}
+
+// A context's logits for a token are the same whether it was evaluated alone
+// or in a batch (tests/test-kv-store.cpp compares them bit for bit): float
+// weights sum each output in an order that does not depend on the token count.
+TEST_CASE("matmul: float weights give each token the same bits, alone or in a batch") {
+    std::mt19937 rng(35);
+    for (type t : {type::F32, type::F16, type::BF16}) {
+        const int64_t n_in = 301, n_out = 35, n_tok = 13;
+        std::vector<char> wbuf = test::random_rows(t, n_out, n_in, rng, 64);
+        const tensor w = make_tensor_2d(t, n_in, n_out, wbuf.data());
+        const std::vector<float> x = randn(rng, n_tok * n_in);
+        std::vector<float> y(size_t(n_tok * n_out)), y1(static_cast<size_t>(n_out));
+        std::vector<char> work(ops::matmul_work_size(t, n_in, n_tok));
+        ops::matmul(w, x.data(), n_tok, y.data(), work.data());
+        for (int64_t tk = 0; tk < n_tok; ++tk) {
+            ops::matmul(w, x.data() + tk * n_in, 1, y1.data(), work.data());
+            CHECK_MESSAGE(std::memcmp(y1.data(), y.data() + tk * n_out, size_t(n_out) * sizeof(float)) == 0,
+                          type_name(t), " token ", tk);
         }
     }
 }
