@@ -35,12 +35,6 @@ namespace gloas::page_kernels { inline namespace GLOAS_ISA {
 
 namespace {
 
-inline float half(const char * p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return fp16_to_fp32(h);
-}
-
 inline __m128i load16(const char * p) { return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p)); }
 
 // The 32 nibbles of a block (16 bytes at p) as bytes in token order: low
@@ -57,6 +51,17 @@ inline __m256i hsum8x8(const __m256i * s) {
     const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
     const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// The first dword of each block's (d, then Q4_1's m or two value bytes) of 8
+// rows as floats: d of the low halves, m of the high.
+inline void halves8(const uint32_t * raw, float * d, float * m) {
+    const __m256i idx = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    const __m256i x = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(_mm256_load_si256(reinterpret_cast<const __m256i *>(raw)), idx),
+                                               _MM_SHUFFLE(3, 1, 2, 0));
+    _mm256_store_ps(d, _mm256_cvtph_ps(_mm256_castsi256_si128(x)));
+    if (m) _mm256_store_ps(m, _mm256_cvtph_ps(_mm256_extracti128_si256(x, 1)));
 }
 
 inline int32_t hsum_epi32(__m256i v) {
@@ -112,12 +117,17 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
     float * dk = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(5 * D16)));
     float * mk = dk + D16, * dv = mk + D16, * qf = dv + D16, * qz = qf + D16;
     // kp (D2, 4) vectors: channel pair j, tokens 8i..8i+7 as word pairs (k_2j, k_2j+1);
-    // vw (D8, 2) vectors: channel d, tokens 16i..16i+15 as words; qw (D16) one head's query as words
-    __m256i * kp = static_cast<__m256i *>(isa::thread_scratch(isa::scratch_slot::page_ints,
-                                                              sizeof(__m256i) * size_t(4 * D2 + 2 * D8) + sizeof(int16_t) * size_t(D16)));
+    // vw (D8, 2) vectors: channel d, tokens 16i..16i+15 as words; qw (D16) one head's query as words;
+    // kd, vd (D16, zero past D) the first dword of each K and V block
+    __m256i * kp = static_cast<__m256i *>(isa::thread_scratch(
+        isa::scratch_slot::page_ints, sizeof(__m256i) * size_t(4 * D2 + 2 * D8) + (sizeof(int16_t) + 2 * sizeof(uint32_t)) * size_t(D16)));
     __m256i * vw = kp + 4 * D2;
     int16_t * qw = reinterpret_cast<int16_t *>(vw + 2 * D8);
-    for (int d = D; d < D16; ++d) dk[d] = mk[d] = dv[d] = qz[d] = 0.0f;
+    uint32_t * kd = reinterpret_cast<uint32_t *>(qw + D16), * vd = kd + D16;
+    for (int d = D; d < D16; ++d) {
+        qz[d] = 0.0f;
+        kd[d] = vd[d] = 0;
+    }
     next_prefetch pf = pf_io;
     for (int w0 = 0; w0 < n_max; w0 += IW) {
         const size_t bk = size_t(w0 / IW) * BSK, bv = size_t(w0 / IW) * BSV;
@@ -126,12 +136,8 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
             const char * a = kr + size_t(2 * j) * rbk + bk;
             const bool has_b = 2 * j + 1 < D;  // else: row 2j + 1's words are zero, as its query word
             const char * b = a + rbk;
-            dk[2 * j] = half(a);
-            if (has_b) dk[2 * j + 1] = half(b);
-            if constexpr (KIVI) {
-                mk[2 * j] = half(a + 2);
-                if (has_b) mk[2 * j + 1] = half(b + 2);
-            }
+            std::memcpy(kd + 2 * j, a, 4);
+            if (has_b) std::memcpy(kd + 2 * j + 1, b, 4);
             if constexpr (Q8) {
                 const __m128i z = _mm_setzero_si128();
                 const __m128i a0 = load16(a + KV0), a1 = load16(a + KV0 + 16);
@@ -164,7 +170,7 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
             if (d < D) {
                 pf.v_rows(1);
                 const char * v = vr + size_t(d) * rbv + bv;
-                dv[d] = half(v);
+                std::memcpy(vd + d, v, 4);
                 if constexpr (Q8) {
                     vw[2 * d] = _mm256_cvtepi8_epi16(load16(v + 2));
                     vw[2 * d + 1] = _mm256_cvtepi8_epi16(load16(v + 18));
@@ -177,6 +183,10 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
             } else {
                 vw[2 * d] = vw[2 * d + 1] = _mm256_setzero_si256();
             }
+        }
+        for (int c0 = 0; c0 < D16; c0 += 8) {
+            halves8(kd + c0, dk + c0, KIVI ? mk + c0 : nullptr);
+            halves8(vd + c0, dv + c0, nullptr);
         }
         for (int h = 0; h < n_heads; ++h) {
             const int nh = std::max(0, std::min(IW, cnt(h) - w0));

@@ -684,10 +684,10 @@ next_prefetch prefetch_of(const page_geometry & g, const void * next, type tn, i
     if (!next) return next_prefetch();
     GLOAS_ASSERT(g.valid_for(tn));
     const int D = g.head_dim;
-    const size_t rb = page_row_bytes(g, tn, 0);  // (Q4_KIVI: the larger, K's; a prefetch past the piece is harmless)
     const char * base = static_cast<const char *>(next);
     return next_prefetch(base + page_row_offset(g, tn, layer, 0, kv_head * D),
-                         base + page_row_offset(g, tn, layer, 1, kv_head * D), rb, D);
+                         base + page_row_offset(g, tn, layer, 1, kv_head * D), page_row_bytes(g, tn, 0),
+                         page_row_bytes(g, tn, 1), D);
 }
 
 } // namespace

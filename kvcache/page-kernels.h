@@ -49,12 +49,12 @@ struct head_counts {
 class next_prefetch {
 public:
     next_prefetch() = default;
-    // kr, vr: the next piece's D rows of K and of V, rb bytes each.
-    next_prefetch(const char * kr, const char * vr, size_t rb, int D)
-        : k_(line_of(kr)), v_(line_of(vr)), k_end_(kr + size_t(D) * rb), v_end_(vr + size_t(D) * rb),
-          k_due_(size_t(kr - k_) + 64), v_due_(size_t(vr - v_) + 64), rb_(rb) {}
-    void k_rows(int n) { fetch(k_, k_end_, k_due_, size_t(n) * rb_); }
-    void v_rows(int n) { fetch(v_, v_end_, v_due_, size_t(n) * rb_); }
+    // kr, vr: the next piece's D rows of K (rbk bytes each) and of V (rbv).
+    next_prefetch(const char * kr, const char * vr, size_t rbk, size_t rbv, int D)
+        : k_(line_of(kr)), v_(line_of(vr)), k_end_(kr + size_t(D) * rbk), v_end_(vr + size_t(D) * rbv),
+          k_due_(size_t(kr - k_) + 64), v_due_(size_t(vr - v_) + 64), rbk_(rbk), rbv_(rbv) {}
+    void k_rows(int n) { fetch(k_, k_end_, k_due_, size_t(n) * rbk_); }
+    void v_rows(int n) { fetch(v_, v_end_, v_due_, size_t(n) * rbv_); }
 
 private:
     static const char * line_of(const char * p) { return p - (reinterpret_cast<uintptr_t>(p) & 63); }
@@ -64,7 +64,7 @@ private:
     const char * k_ = nullptr, * v_ = nullptr;          // next line to prefetch
     const char * k_end_ = nullptr, * v_end_ = nullptr;  // end of the next piece's K and V rows
     size_t k_due_ = 0, v_due_ = 0;                      // bytes due to be prefetched
-    size_t rb_ = 0;                                     // the next piece's row bytes
+    size_t rbk_ = 0, rbv_ = 0;                          // the next piece's K and V row bytes
 };
 
 // Calls f(std::integral_constant<int, GN>(), h) for consecutive chunks of
