@@ -443,20 +443,16 @@ void attend_window_q4(const char * kr, const char * vr, size_t rbk, size_t rbv, 
     alignas(64) int16_t qw[GN][MAX_D];  // (written 32 channels at a time: MAX_D % 32 == 0)
     alignas(64) float sq[16], qinv[16], bias[16] = {};
     {
-        __m512 am[8], b[8];  // per head, then padded with head 0's; b: KIVI's bias sum_c q_c * m_c, lane by lane
+        __m512 am[8];
         for (int g = 0; g < GN; ++g) {
-            __m512 a = _mm512_setzero_ps(), bg = _mm512_setzero_ps();
-            for (int c0 = 0; c0 < D; c0 += 16) {
-                const __m512 qv = _mm512_maskz_loadu_ps(simd::tail_mask(D - c0), q + g * D + c0);
-                a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_mul_ps(qv, _mm512_load_ps(dk + c0))));
-                if constexpr (KIVI) bg = _mm512_fmadd_ps(qv, _mm512_load_ps(mk + c0), bg);
-            }
+            __m512 a = _mm512_setzero_ps();
+            for (int c0 = 0; c0 < D; c0 += 16)
+                a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(simd::tail_mask(D - c0), q + g * D + c0),
+                                                                 _mm512_load_ps(dk + c0))));
             am[g] = a;
-            b[g] = bg;
         }
-        for (int g = GN; g < 8; ++g) am[g] = am[0], b[g] = b[0];
+        for (int g = GN; g < 8; ++g) am[g] = am[0];
         const __m512 amv = hreduce8(am, max_op);  // lane g: head g's largest |q_c dk_c|
-        if constexpr (KIVI) _mm512_store_ps(bias, hreduce8(b, add_op));  // lane g: head g's bias
         _mm512_store_ps(qinv, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amv, _mm512_set1_ps(Q_TINY), _CMP_GE_OQ),
                                                   _mm512_set1_ps(QMAX), amv));
         _mm512_store_ps(sq, _mm512_div_ps(amv, _mm512_set1_ps(QMAX)));
@@ -499,6 +495,20 @@ void attend_window_q4(const char * kr, const char * vr, size_t rbk, size_t rbv, 
                 shi[g] = dp_words(shi[g], khi[h], qv);
             }
         }
+    }
+
+    // KIVI's bias lane g: head g's sum_c q_c * m_c, after the scores: its
+    // shuffles stay off the path from the scales to the scores
+    if constexpr (KIVI) {
+        __m512 b[8];
+        for (int g = 0; g < GN; ++g) {
+            __m512 a = _mm512_setzero_ps();
+            for (int c0 = 0; c0 < D; c0 += 16)
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(simd::tail_mask(D - c0), q + g * D + c0), _mm512_load_ps(mk + c0), a);
+            b[g] = a;
+        }
+        for (int g = GN; g < 8; ++g) b[g] = b[0];
+        _mm512_store_ps(bias, hreduce8(b, add_op));
     }
 
     // online softmax: scores (GN, 32) to probabilities; per-head scalars as lanes of one vector
