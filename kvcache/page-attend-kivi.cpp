@@ -132,7 +132,6 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
     for (int w0 = 0; w0 < n_max; w0 += IW) {
         const size_t bk = size_t(w0 / IW) * BSK, bv = size_t(w0 / IW) * BSV;
         for (int j = 0; j < D2; ++j) {
-            pf.k_rows(2);
             const char * a = kr + size_t(2 * j) * rbk + bk;
             const bool has_b = 2 * j + 1 < D;  // else: row 2j + 1's words are zero, as its query word
             const char * b = a + rbk;
@@ -168,7 +167,6 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
         }
         for (int d = 0; d < D8; ++d) {
             if (d < D) {
-                pf.v_rows(1);
                 const char * v = vr + size_t(d) * rbv + bv;
                 std::memcpy(vd + d, v, 4);
                 if constexpr (Q8) {
@@ -189,6 +187,11 @@ void attend_piece(const char * kr, const char * vr, size_t rbk, size_t rbv, int 
             halves8(vd + c0, dv + c0, nullptr);
         }
         for (int h = 0; h < n_heads; ++h) {
+            // the next piece streamed in over the heads' work, D / n_heads of its K and V rows
+            // per head (in one burst with the unpacking, its lines would fill the miss buffers)
+            const int rows = D * (h + 1) / n_heads - D * h / n_heads;
+            pf.k_rows(rows);
+            pf.v_rows(rows);
             const int nh = std::max(0, std::min(IW, cnt(h) - w0));
             if (nh == 0) continue;
             const float * qh = q + int64_t(h) * D;
