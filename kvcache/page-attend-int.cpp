@@ -453,17 +453,6 @@ void attend_window_q4(const char * kr, const char * vr, size_t rbk, size_t rbv, 
         }
         for (int g = GN; g < 8; ++g) am[g] = am[0];
         const __m512 amv = hreduce8(am, max_op);  // lane g: head g's largest |q_c dk_c|
-        if constexpr (KIVI) {  // bias lane g: head g's sum_c q_c * m_c
-            __m512 b[8];
-            for (int g = 0; g < GN; ++g) {
-                __m512 a = _mm512_setzero_ps();
-                for (int c0 = 0; c0 < D; c0 += 16)
-                    a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(simd::tail_mask(D - c0), q + g * D + c0), _mm512_load_ps(mk + c0), a);
-                b[g] = a;
-            }
-            for (int g = GN; g < 8; ++g) b[g] = b[0];
-            _mm512_store_ps(bias, hreduce8(b, add_op));
-        }
         _mm512_store_ps(qinv, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amv, _mm512_set1_ps(Q_TINY), _CMP_GE_OQ),
                                                   _mm512_set1_ps(QMAX), amv));
         _mm512_store_ps(sq, _mm512_div_ps(amv, _mm512_set1_ps(QMAX)));
@@ -506,6 +495,20 @@ void attend_window_q4(const char * kr, const char * vr, size_t rbk, size_t rbv, 
                 shi[g] = dp_words(shi[g], khi[h], qv);
             }
         }
+    }
+
+    // KIVI's bias lane g: head g's sum_c q_c * m_c, after the scores: its
+    // shuffles stay off the path from the scales to the scores
+    if constexpr (KIVI) {
+        __m512 b[8];
+        for (int g = 0; g < GN; ++g) {
+            __m512 a = _mm512_setzero_ps();
+            for (int c0 = 0; c0 < D; c0 += 16)
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(simd::tail_mask(D - c0), q + g * D + c0), _mm512_load_ps(mk + c0), a);
+            b[g] = a;
+        }
+        for (int g = GN; g < 8; ++g) b[g] = b[0];
+        _mm512_store_ps(bias, hreduce8(b, add_op));
     }
 
     // online softmax: scores (GN, 32) to probabilities; per-head scalars as lanes of one vector

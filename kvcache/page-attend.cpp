@@ -2,10 +2,10 @@
 // page (kvcache/page.h), K and V read in registers, never expanded in memory.
 //
 // Q8_0, Q4_0 and Q4_KIVI pages run the integer algorithm of page.h: the
-// AVX-512 kernels are in page-attend-int.cpp (Q4_KIVI's AVX2 one in
-// page-attend-kivi.cpp); attend_int_portable below is their scalar twin (and
-// the kernel of variants without them: no AVX-512, or for Q8_0 no VNNI /
-// VBMI), the same integers and the same float operations.
+// AVX-512 kernels are in page-attend-int.cpp, the AVX2 ones in
+// page-attend-kivi.cpp; attend_int_portable below is their scalar twin (and
+// the kernel of variants without them: scalar, or AVX-512 without VNNI /
+// VBMI for Q8_0), the same integers and the same float operations.
 //
 // F32 / F16 pages (and BF16 in the portable kernel) run the float
 // algorithm. In the channel-major page every K/V channel d of the head is a
@@ -651,6 +651,8 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
         default: break;  // BF16, and Q8_0 without VNNI / VBMI: the portable kernels
         }
     }
+#elif defined(GLOAS_PAGE_AVX2)
+    if (t == type::Q8_0 || t == type::Q4_0) return attend_int(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
 #endif
 #if defined(GLOAS_NEON)
     if ((t == type::Q8_0 || t == type::Q4_0) && attend_int_neon(t, kr, vr, rb, D, cnt, n_heads, q, s, pf)) return;
@@ -682,10 +684,10 @@ next_prefetch prefetch_of(const page_geometry & g, const void * next, type tn, i
     if (!next) return next_prefetch();
     GLOAS_ASSERT(g.valid_for(tn));
     const int D = g.head_dim;
-    const size_t rb = page_row_bytes(g, tn, 0);  // (Q4_KIVI: the larger, K's; a prefetch past the piece is harmless)
     const char * base = static_cast<const char *>(next);
     return next_prefetch(base + page_row_offset(g, tn, layer, 0, kv_head * D),
-                         base + page_row_offset(g, tn, layer, 1, kv_head * D), rb, D);
+                         base + page_row_offset(g, tn, layer, 1, kv_head * D), page_row_bytes(g, tn, 0),
+                         page_row_bytes(g, tn, 1), D);
 }
 
 } // namespace

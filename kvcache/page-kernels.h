@@ -1,6 +1,7 @@
 // Internal to the page attention kernels, shared by page-attend.cpp (the
-// portable kernels, the float register kernels and the dispatch) and
-// page-attend-int.cpp (the integer register kernels of Q8_0 and Q4_0 pages).
+// portable kernels, the float register kernels and the dispatch),
+// page-attend-int.cpp (the AVX-512 integer register kernels of Q8_0, Q4_0 and
+// Q4_KIVI pages) and page-attend-kivi.cpp (the AVX2 ones).
 // Not part of the API: page.h is.
 #pragma once
 
@@ -17,7 +18,7 @@
 #define GLOAS_PAGE_VNNI 1
 #endif
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#define GLOAS_PAGE_AVX2 1  // the AVX2 register kernel of Q4_KIVI pages (page-attend-kivi.cpp)
+#define GLOAS_PAGE_AVX2 1  // the AVX2 register kernels of Q8_0, Q4_0 and Q4_KIVI pages (page-attend-kivi.cpp)
 #endif
 
 // In the variant's inline namespace (quant/isa.h): each variant's two files
@@ -48,12 +49,12 @@ struct head_counts {
 class next_prefetch {
 public:
     next_prefetch() = default;
-    // kr, vr: the next piece's D rows of K and of V, rb bytes each.
-    next_prefetch(const char * kr, const char * vr, size_t rb, int D)
-        : k_(line_of(kr)), v_(line_of(vr)), k_end_(kr + size_t(D) * rb), v_end_(vr + size_t(D) * rb),
-          k_due_(size_t(kr - k_) + 64), v_due_(size_t(vr - v_) + 64), rb_(rb) {}
-    void k_rows(int n) { fetch(k_, k_end_, k_due_, size_t(n) * rb_); }
-    void v_rows(int n) { fetch(v_, v_end_, v_due_, size_t(n) * rb_); }
+    // kr, vr: the next piece's D rows of K (rbk bytes each) and of V (rbv).
+    next_prefetch(const char * kr, const char * vr, size_t rbk, size_t rbv, int D)
+        : k_(line_of(kr)), v_(line_of(vr)), k_end_(kr + size_t(D) * rbk), v_end_(vr + size_t(D) * rbv),
+          k_due_(size_t(kr - k_) + 64), v_due_(size_t(vr - v_) + 64), rbk_(rbk), rbv_(rbv) {}
+    void k_rows(int n) { fetch(k_, k_end_, k_due_, size_t(n) * rbk_); }
+    void v_rows(int n) { fetch(v_, v_end_, v_due_, size_t(n) * rbv_); }
 
 private:
     static const char * line_of(const char * p) { return p - (reinterpret_cast<uintptr_t>(p) & 63); }
@@ -63,7 +64,7 @@ private:
     const char * k_ = nullptr, * v_ = nullptr;          // next line to prefetch
     const char * k_end_ = nullptr, * v_end_ = nullptr;  // end of the next piece's K and V rows
     size_t k_due_ = 0, v_due_ = 0;                      // bytes due to be prefetched
-    size_t rb_ = 0;                                     // the next piece's row bytes
+    size_t rbk_ = 0, rbv_ = 0;                          // the next piece's K and V row bytes
 };
 
 // Calls f(std::integral_constant<int, GN>(), h) for consecutive chunks of
@@ -104,16 +105,17 @@ inline __m512 hreduce8(const __m512 * a, Op op) {
     return op(_mm512_shuffle_f32x4(f, f, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(f, f, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// Heads [0, n_heads) of q (n_heads, D), counted by cnt, over one piece of a
-// Q8_0 page (variants with VNNI / VBMI) or a Q4_0 page, D <= MAX_D: the integer
-// register kernels (page-attend-int.cpp). kr, vr: the piece's D rows of K and
-// of V, rb bytes each.
-void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,
-                const float * q, attn_state & s, next_prefetch & pf);
-
 #endif // GLOAS_PAGE_AVX512
 
 #if defined(GLOAS_PAGE_AVX512) || defined(GLOAS_PAGE_AVX2)
+// Heads [0, n_heads) of q (n_heads, D), counted by cnt, over one piece of a
+// Q8_0 or Q4_0 page: the integer register kernels, equal to
+// attend_int_portable (AVX-512: page-attend-int.cpp, D <= MAX_D, Q8_0 with
+// VNNI / VBMI only; AVX2: page-attend-kivi.cpp, any D). kr, vr: the piece's D
+// rows of K and of V, rb bytes each.
+void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,
+                const float * q, attn_state & s, next_prefetch & pf);
+
 // The same over one piece of a Q4_KIVI page: kr its D K rows (Q4_1 blocks,
 // rbk bytes apart), vr its D V rows (Q4_0, rbv apart); the integer algorithm
 // of page.h with the K minima's bias, equal to attend_int_portable (AVX-512:

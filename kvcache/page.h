@@ -129,12 +129,12 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 // (x = dk_c * q + mk_c), and each head's bias b = sum_c q_c * mk_c (in
 // float, the blocks' minima) added to its scores:
 //   s_t = sq * sum_c qi_c * k_c[t] + b
-// (the AVX-512 kernel is Q4_0's; AVX2 has its own, page-attend-kivi.cpp).
+// (the AVX-512 kernel is Q4_0's; the AVX2 kernels are page-attend-kivi.cpp).
 //
 // page_attend_scalar is page_attend's scalar twin, the same algorithm for
-// every type in plain C++ (the kernel where AVX-512 is missing, as in the
-// scalar and AVX2 variants of quant/isa.h, and for Q8_0 where AVX-512 VNNI /
-// VBMI are); the two differ by float rounding only (for Q8_0 and Q4_0 the
+// every type in plain C++ (the kernel of the scalar variant of quant/isa.h,
+// of the float types in the AVX2 one, and of Q8_0 pages where AVX-512 comes
+// without VNNI / VBMI); the two differ by float rounding only (for Q8_0 and Q4_0 the
 // integers are equal and, in the variants with FMA, so are the float
 // operations and their order).
 void page_attend       (const page_geometry & g, type t, const void * page, int32_t layer, int32_t kv_head,

@@ -2,7 +2,7 @@
 // or of attention over K/V pages.
 //
 //   gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick] [--cpu]
-//   gloas-kernel-bench --pages [-t THREADS] [-d DEPTH] [--kv-page N] [--huge] [--types f16,q8_0,q4_0] [--quick]
+//   gloas-kernel-bench --pages [-t THREADS] [-d DEPTH] [--kv-page N] [--huge] [--types f16,q8_0,q4_0,q4_kivi] [--quick]
 //
 // Matmul: prints a read-bandwidth probe (sum of a 1 GiB buffer with 1 and
 // THREADS threads), then per weight type and shape: decode (n_tok = 1) as GB/s
@@ -79,7 +79,7 @@ std::vector<char> make_matrix(type t, int64_t n_out, int64_t n_in, uint32_t seed
 
 void usage() {
     std::printf("usage: gloas-kernel-bench [-t THREADS] [-n PREFILL_TOKENS] [--types q4_0,q8_0,q4_K,q5_K,q6_K,f16] [--quick] [--cpu]\n"
-                "       gloas-kernel-bench --pages [-t THREADS] [-d DEPTH] [--kv-page N] [--huge] [--types f16,q8_0,q4_0] [--quick]\n");
+                "       gloas-kernel-bench --pages [-t THREADS] [-d DEPTH] [--kv-page N] [--huge] [--types f16,q8_0,q4_0,q4_kivi] [--quick]\n");
 }
 
 // CPU seconds of the whole process, all threads.
