@@ -170,6 +170,9 @@ TEST_CASE("matmul vs matmul_ref: K-quant weights, odd rows, long rows, several c
                 const int bad = test::matmul_mismatches(w, x, n_tok, y, yr, false);
                 CHECK_MESSAGE(bad == 0, type_name(t), " n_tok=", n_tok, " threads=", nth);
             });
+        }
+    }
+}
 
 // The float weights take any width: the AVX2 tiles (16 rows, 6 tokens, groups
 // of 8 values, reduction segments of a few hundred values) pad the last group
