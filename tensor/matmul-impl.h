@@ -13,8 +13,7 @@
 // types) into the format's act layout in the work area. Below min_tokens
 // tokens the unpacking does not pay and the variant's direct kernels run
 // instead. Formats: AVX-512 VNNI Q4_0, Q8_0 and the K-quants (16 rows); AVX2
-// Q4_0, Q8_0 (8 rows), the K-quants and the float types; NEON Q4_0, Q8_0
-// (8 rows).
+// Q4_0, Q8_0 (8 rows), the K-quants (8 rows) and the float types (16 rows).
 #pragma once
 
 #include "quant/isa.h"
@@ -84,10 +83,7 @@ inline char * thread_scratch(size_t bytes) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define GLOAS_MATMUL_AVX512_TILES 1
 #endif
-#if defined(__aarch64__) && defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD)
-#define GLOAS_MATMUL_NEON_TILES 1
-#endif
-#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES) || defined(GLOAS_MATMUL_NEON_TILES)
+#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES)
 #define GLOAS_MATMUL_TILES 1
 
 // A weight type's tile format. A row is n_groups(n_in) groups of
@@ -127,7 +123,6 @@ const tile_format * avx512_k_format(type t);   // Q4_K, Q5_K, Q6_K: tensor/matmu
 // Work bytes of matmul_tiles for n_tok tokens.
 size_t tiles_work_size(const tile_format & f, int64_t n_in, int64_t n_tok);
 
-#if defined(GLOAS_MATMUL_AVX2) || defined(GLOAS_MATMUL_AVX512_TILES)
 // The 8 x 8 transpose of 32-bit pieces: piece k of v[r] (bytes 4k .. 4k+3)
 // -> piece r of out[k], out[k] stored at out + 32 k. A tile's rows (v[r]:
 // 32 bytes of row r) become its interleaved vectors.
@@ -147,7 +142,6 @@ inline void transpose8_store(const __m256i (&v)[8], char * out) {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + 32 * (k + 4)), _mm256_permute2x128_si256(u[k], u[4 + k], 0x31));
     }
 }
-#endif
 
 // The set multiplied in tiles of format f (set.w[0]'s type), the activations
 // converted into `work` (tiles_work_size bytes, any alignment).

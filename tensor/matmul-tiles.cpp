@@ -1,5 +1,5 @@
 // The interleaved tile driver (tensor/matmul-impl.h) and the tile formats of
-// Q4_0 and Q8_0 weights: AVX2, AVX-512 VNNI and NEON.
+// Q4_0 and Q8_0 weights: AVX2 and AVX-512 VNNI.
 //
 // AVX2 Q4_0 / Q8_0 layouts, a group being one 32-value block:
 //   act, per token, 40 bytes: qs [32] int8 (the block's Q8_0 values), dx f32
@@ -25,10 +25,6 @@
 #include "tensor/thread-pool.h"
 
 #include <cstring>
-
-#if defined(GLOAS_MATMUL_NEON_TILES)
-#include <arm_neon.h>
-#endif
 
 namespace gloas::ops::mm {
 GLOAS_ISA_BEGIN
@@ -343,127 +339,14 @@ const tile_format * legacy_tile_format(type t) {
 }
 #endif
 
-#if defined(GLOAS_MATMUL_NEON_TILES)
-namespace {
-
-// NEON (ARMv8.2 dot products): 8 rows per tile. Per block, 8 steps k of two
-// vectors (rows 0..3, rows 4..7), each row's values 4k .. 4k+3 as signed
-// bytes (Q4_0: level - 8; Q8_0: q), then dw [8] f32; act as above (cx
-// unused: the levels carry no offset). SDOT by lane multiplies a vector by 4
-// activation bytes of a token and adds each row's 4 products into its lane.
-constexpr int MR = 8, MT = 4;
-constexpr size_t W_BLOCK = 256 + 32;
-
-template <type WT>
-void unpack_q(const tensor & w, int64_t r0, int R, int64_t n_in, char * out) {
-    const int64_t nb = n_in / 32;
-    for (int64_t b = 0; b < nb; ++b) {
-        char * o = out + size_t(b) * W_BLOCK;
-        float dw[MR];
-        for (int r = 0; r < MR; ++r) {
-            int8_t v[32] = {};
-            dw[r] = 0.0f;
-            if (r < R) {
-                const char * row = static_cast<const char *>(w.row(r0 + r));
-                if (WT == type::Q4_0) {
-                    const block_q4_0 & k = reinterpret_cast<const block_q4_0 *>(row)[b];
-                    for (int j = 0; j < 16; ++j) {
-                        v[j] = int8_t((k.qs[j] & 15) - 8);
-                        v[j + 16] = int8_t((k.qs[j] >> 4) - 8);
-                    }
-                    dw[r] = fp16_to_fp32(k.d);
-                } else {
-                    const block_q8_0 & k = reinterpret_cast<const block_q8_0 *>(row)[b];
-                    std::memcpy(v, k.qs, 32);
-                    dw[r] = fp16_to_fp32(k.d);
-                }
-            }
-            for (int k = 0; k < 8; ++k) std::memcpy(o + 32 * k + 4 * r, v + 4 * k, 4);
-        }
-        std::memcpy(o + 256, dw, sizeof dw);
-    }
-}
-
-// Steps 4h + J of a block for T tokens: xv[t] holds the token's bytes 16h .. 16h+15.
-template <int J, int T>
-inline void dot_step(const char * w, const int8x16_t (&xv)[T], int32x4_t (&is)[T][2]) {
-    const int8x16_t w0 = vld1q_s8(reinterpret_cast<const int8_t *>(w)), w1 = vld1q_s8(reinterpret_cast<const int8_t *>(w + 16));
-    for (int t = 0; t < T; ++t) {
-        is[t][0] = vdotq_laneq_s32(is[t][0], w0, xv[t], J);
-        is[t][1] = vdotq_laneq_s32(is[t][1], w1, xv[t], J);
-    }
-}
-
-template <int T>
-void tile_q(int R, const char * wt, const char * act, size_t a_row, int64_t nb, float * y, int64_t ys, bool accumulate) {
-    float32x4_t acc[T][2];
-    for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = vdupq_n_f32(0.0f);
-    for (int64_t b = 0; b < nb; ++b) {
-        const char * w = wt + size_t(b) * W_BLOCK;
-        const char * a = act + size_t(b) * A_BLOCK;
-        int32x4_t is[T][2];
-        for (int t = 0; t < T; ++t) is[t][0] = is[t][1] = vdupq_n_s32(0);
-        for (int h = 0; h < 2; ++h) {
-            int8x16_t xv[T];
-            for (int t = 0; t < T; ++t) xv[t] = vld1q_s8(reinterpret_cast<const int8_t *>(a + t * a_row + 16 * h));
-            const char * wh = w + 128 * h;
-            dot_step<0, T>(wh, xv, is);
-            dot_step<1, T>(wh + 32, xv, is);
-            dot_step<2, T>(wh + 64, xv, is);
-            dot_step<3, T>(wh + 96, xv, is);
-        }
-        const float32x4_t d0 = vld1q_f32(reinterpret_cast<const float *>(w + 256));
-        const float32x4_t d1 = vld1q_f32(reinterpret_cast<const float *>(w + 272));
-        for (int t = 0; t < T; ++t) {
-            const float dx = loadf(a + t * a_row + 32);
-            acc[t][0] = vfmaq_f32(acc[t][0], vcvtq_f32_s32(is[t][0]), vmulq_n_f32(d0, dx));
-            acc[t][1] = vfmaq_f32(acc[t][1], vcvtq_f32_s32(is[t][1]), vmulq_n_f32(d1, dx));
-        }
-    }
-    for (int t = 0; t < T; ++t) {
-        float v[MR];
-        vst1q_f32(v, acc[t][0]);
-        vst1q_f32(v + 4, acc[t][1]);
-        float * yt = y + t * ys;
-        for (int r = 0; r < R; ++r) yt[r] = accumulate ? yt[r] + v[r] : v[r];
-    }
-}
-
-void tile_q_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
-                bool accumulate) {
-    switch (T) {
-    case 1: return tile_q<1>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 2: return tile_q<2>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 3: return tile_q<3>(R, wt, act, a_row, ng, y, ys, accumulate);
-    default: return tile_q<4>(R, wt, act, a_row, ng, y, ys, accumulate);
-    }
-}
-
-// Fewer tokens than min_tokens: matmul_blocks (4 tokens per pass over a row).
-template <type WT> constexpr tile_format LEGACY_FORMAT = {
-    MR, MT, 32, A_BLOCK, W_BLOCK, sizeof(block_q8_0), convert_q<0>, unpack_q<WT>, tile_q_any, 8};
-
-} // namespace
-
-const tile_format * legacy_tile_format(type t) {
-    switch (t) {
-    case type::Q4_0: return &LEGACY_FORMAT<type::Q4_0>;
-    case type::Q8_0: return &LEGACY_FORMAT<type::Q8_0>;
-    default: return nullptr;
-    }
-}
-#endif
-
 #if defined(GLOAS_MATMUL_TILES)
 const tile_format * tile_format_for(type t) {
     if (const tile_format * f = legacy_tile_format(t)) return f;
 #if defined(GLOAS_MATMUL_AVX2)
     if (const tile_format * f = avx2_k_format(t)) return f;
     return avx2_float_format(t);
-#elif defined(GLOAS_MATMUL_AVX512_TILES)
-    return avx512_k_format(t);
 #else
-    return nullptr;
+    return avx512_k_format(t);
 #endif
 }
 
