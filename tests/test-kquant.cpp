@@ -353,12 +353,13 @@ TEST_CASE("matmul vs matmul_ref: every new weight type, token counts, odd row co
     });
 }
 
-// The tiled K-quant paths (AVX-512 VNNI builds; matmul_blocks elsewhere):
-// decode (1..3 tokens, weights read directly) and prefill (unpacked tiles)
-// on rows longer than one reduction segment (9 super-blocks), row counts
-// that are not a multiple of the 4-row tile, token counts around the 4-token
-// tile and past one token chunk (~100 tokens of 2304 values), outlier
-// activations and all-zero, constant and one-signed weight rows.
+// The K-quant paths: decode (1..3 tokens: AVX-512 direct kernels, weights
+// read directly; matmul_blocks elsewhere) and prefill (interleaved tiles of
+// 16 rows on AVX-512, 8 on AVX2) on rows longer than one reduction segment
+// (9 super-blocks), row counts that are not a multiple of a tile, token
+// counts around a micro-kernel's tokens and past one token chunk (~100
+// tokens of 2304 values), outlier activations and all-zero, constant and
+// one-signed weight rows.
 TEST_CASE("matmul vs matmul_ref: K-quant tiles, long rows, many tokens, odd rows and tokens, 1 and 3 threads") {
     std::mt19937 rng(81);
     const int64_t n_in = 2304;
