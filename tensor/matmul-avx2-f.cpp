@@ -164,14 +164,7 @@ void tile_f(int R, const char * wt, const char * act, size_t a_row, int64_t ng, 
 
 void tile_f_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
                 bool accumulate) {
-    switch (T) {
-    case 1: return tile_f<1>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 2: return tile_f<2>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 3: return tile_f<3>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 4: return tile_f<4>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 5: return tile_f<5>(R, wt, act, a_row, ng, y, ys, accumulate);
-    default: return tile_f<6>(R, wt, act, a_row, ng, y, ys, accumulate);
-    }
+    with_tokens<MT>(T, [&](auto n) { tile_f<decltype(n)::value>(R, wt, act, a_row, ng, y, ys, accumulate); });
 }
 
 // Every token count: one token (decode) reads each tile's rows once, as

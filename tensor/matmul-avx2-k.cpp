@@ -183,22 +183,6 @@ void unpack_k(const tensor & w, int64_t r0, int R, int64_t n_in, char * out) {
     }
 }
 
-// y[t * ys + r] (=, or +=) = acc[t] lane r, rows r < R.
-template <int T>
-inline void store_rows(const __m256 (&acc)[T], int R, float * y, int64_t ys, bool accumulate) {
-    for (int t = 0; t < T; ++t) {
-        float * yt = y + t * ys;
-        if (R == MR) {
-            const __m256 v = accumulate ? _mm256_add_ps(_mm256_loadu_ps(yt), acc[t]) : acc[t];
-            _mm256_storeu_ps(yt, v);
-        } else {
-            alignas(32) float v[MR];
-            _mm256_store_ps(v, acc[t]);
-            for (int r = 0; r < R; ++r) yt[r] = accumulate ? yt[r] + v[r] : v[r];
-        }
-    }
-}
-
 template <type WT, int T>
 void tile_k(int R, const char * wt, const char * act, size_t a_row, int64_t nsb, float * y, int64_t ys, bool accumulate) {
     constexpr int S = STEPS<WT>;
@@ -257,12 +241,7 @@ void tile_k(int R, const char * wt, const char * act, size_t a_row, int64_t nsb,
 template <type WT>
 void tile_k_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
                 bool accumulate) {
-    switch (T) {
-    case 1: return tile_k<WT, 1>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 2: return tile_k<WT, 2>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 3: return tile_k<WT, 3>(R, wt, act, a_row, ng, y, ys, accumulate);
-    default: return tile_k<WT, 4>(R, wt, act, a_row, ng, y, ys, accumulate);
-    }
+    with_tokens<MT>(T, [&](auto n) { tile_k<WT, decltype(n)::value>(R, wt, act, a_row, ng, y, ys, accumulate); });
 }
 
 // Fewer tokens than min_tokens: the rows' one pass of matmul_blocks beats

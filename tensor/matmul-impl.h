@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace gloas::ops::mm {
 inline namespace GLOAS_ISA {
@@ -122,6 +123,43 @@ const tile_format * avx512_k_format(type t);   // Q4_K, Q5_K, Q6_K: tensor/matmu
 
 // Work bytes of matmul_tiles for n_tok tokens.
 size_t tiles_work_size(const tile_format & f, int64_t n_in, int64_t n_tok);
+
+// f(std::integral_constant<int, T>()) for a call of T tokens, T = 1 .. N
+// (more than N: N): a format's tile function picking its micro-kernel.
+template <int N, class F>
+inline void with_tokens(int T, F && f) {
+    if constexpr (N > 1)
+        if (T < N) return with_tokens<N - 1>(T, f);
+    f(std::integral_constant<int, N>());
+}
+
+// y[t * ys + r] (=, or += when `accumulate`) = acc[t] lane r, rows r < R:
+// the outputs of an 8-row (AVX2) or 16-row (AVX-512) tile.
+template <int T>
+inline void store_rows(const __m256 (&acc)[T], int R, float * y, int64_t ys, bool accumulate) {
+    for (int t = 0; t < T; ++t) {
+        float * yt = y + t * ys;
+        if (R == 8) {
+            const __m256 v = accumulate ? _mm256_add_ps(_mm256_loadu_ps(yt), acc[t]) : acc[t];
+            _mm256_storeu_ps(yt, v);
+        } else {
+            alignas(32) float v[8];
+            _mm256_store_ps(v, acc[t]);
+            for (int r = 0; r < R; ++r) yt[r] = accumulate ? yt[r] + v[r] : v[r];
+        }
+    }
+}
+#if defined(GLOAS_MATMUL_AVX512_TILES)
+template <int T>
+inline void store_rows(const __m512 (&acc)[T], int R, float * y, int64_t ys, bool accumulate) {
+    const __mmask16 m = __mmask16((1u << R) - 1);
+    for (int t = 0; t < T; ++t) {
+        float * yt = y + t * ys;
+        const __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]) : acc[t];
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+#endif
 
 // The 8 x 8 transpose of 32-bit pieces: piece k of v[r] (bytes 4k .. 4k+3)
 // -> piece r of out[k], out[k] stored at out + 32 k. A tile's rows (v[r]:

@@ -124,22 +124,6 @@ void unpack_q(const tensor & w, int64_t r0, int R, int64_t n_in, char * out) {
     }
 }
 
-// y[t * ys + r] (=, or +=) = acc[t] lane r, rows r < R.
-template <int T>
-inline void store_rows(const __m256 (&acc)[T], int R, float * y, int64_t ys, bool accumulate) {
-    for (int t = 0; t < T; ++t) {
-        float * yt = y + t * ys;
-        if (R == MR) {
-            const __m256 v = accumulate ? _mm256_add_ps(_mm256_loadu_ps(yt), acc[t]) : acc[t];
-            _mm256_storeu_ps(yt, v);
-        } else {
-            alignas(32) float v[MR];
-            _mm256_store_ps(v, acc[t]);
-            for (int r = 0; r < R; ++r) yt[r] = accumulate ? yt[r] + v[r] : v[r];
-        }
-    }
-}
-
 template <type WT, int T>
 void tile_q(int R, const char * wt, const char * act, size_t a_row, int64_t nb, float * y, int64_t ys, bool accumulate) {
     __m256 acc[T];
@@ -196,12 +180,7 @@ void tile_q(int R, const char * wt, const char * act, size_t a_row, int64_t nb, 
 template <type WT>
 void tile_q_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
                 bool accumulate) {
-    switch (T) {
-    case 1: return tile_q<WT, 1>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 2: return tile_q<WT, 2>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 3: return tile_q<WT, 3>(R, wt, act, a_row, ng, y, ys, accumulate);
-    default: return tile_q<WT, 4>(R, wt, act, a_row, ng, y, ys, accumulate);
-    }
+    with_tokens<MT>(T, [&](auto n) { tile_q<WT, decltype(n)::value>(R, wt, act, a_row, ng, y, ys, accumulate); });
 }
 
 // Fewer tokens than min_tokens: the rows' one pass of matmul_blocks beats
@@ -210,15 +189,6 @@ template <type WT> constexpr tile_format LEGACY_FORMAT = {
     MR, MT, 32, A_BLOCK, W_BLOCK<WT>, sizeof(block_q8_0), convert_q<WT == type::Q4_0 ? 8 : 0>, unpack_q<WT>, tile_q_any<WT>, 8};
 
 } // namespace
-
-const tile_format * legacy_tile_format(type t) {
-    switch (t) {
-    case type::Q4_0: return &LEGACY_FORMAT<type::Q4_0>;
-    case type::Q8_0: return &LEGACY_FORMAT<type::Q8_0>;
-    default: return nullptr;
-    }
-}
-
 #endif
 
 #if defined(GLOAS_MATMUL_AVX512_TILES)
@@ -300,27 +270,12 @@ void tile_q(int R, const char * wt, const char * act, size_t a_row, int64_t nb, 
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(loadf(a + t * a_row + 32))),
                                      acc[t]);
     }
-    const __mmask16 m = __mmask16((1u << R) - 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-        float * yt = y + t * ys;
-        const __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]) : acc[t];
-        _mm512_mask_storeu_ps(yt, m, v);
-    }
+    store_rows(acc, R, y, ys, accumulate);
 }
 
 void tile_q_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
                 bool accumulate) {
-    switch (T) {
-    case 1: return tile_q<1>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 2: return tile_q<2>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 3: return tile_q<3>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 4: return tile_q<4>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 5: return tile_q<5>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 6: return tile_q<6>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 7: return tile_q<7>(R, wt, act, a_row, ng, y, ys, accumulate);
-    default: return tile_q<8>(R, wt, act, a_row, ng, y, ys, accumulate);
-    }
+    with_tokens<MT>(T, [&](auto n) { tile_q<decltype(n)::value>(R, wt, act, a_row, ng, y, ys, accumulate); });
 }
 
 // min_tokens 1: the direct kernels (tensor/matmul.cpp) take the calls of up to
@@ -329,7 +284,9 @@ template <type WT> constexpr tile_format LEGACY_FORMAT = {
     MR, MT, 32, A_BLOCK, W_BLOCK, sizeof(block_q8_0), convert_q<WT == type::Q4_0 ? 8 : 128>, unpack_q<WT>, tile_q_any, 1};
 
 } // namespace
+#endif
 
+#if defined(GLOAS_MATMUL_TILES)
 const tile_format * legacy_tile_format(type t) {
     switch (t) {
     case type::Q4_0: return &LEGACY_FORMAT<type::Q4_0>;
@@ -337,9 +294,7 @@ const tile_format * legacy_tile_format(type t) {
     default: return nullptr;
     }
 }
-#endif
 
-#if defined(GLOAS_MATMUL_TILES)
 const tile_format * tile_format_for(type t) {
     if (const tile_format * f = legacy_tile_format(t)) return f;
 #if defined(GLOAS_MATMUL_AVX2)

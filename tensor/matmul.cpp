@@ -564,28 +564,13 @@ void tile_k16(int R, const char * wt, const char * act, size_t a_row, int64_t ng
             acc[t] = _mm512_fmadd_ps(facc[t], _mm512_set1_ps(dx), acc[t]);
         }
     }
-    const __mmask16 m = __mmask16((1u << R) - 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-        float * yt = y + t * ys;
-        const __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]) : acc[t];
-        _mm512_mask_storeu_ps(yt, m, v);
-    }
+    mm::store_rows(acc, R, y, ys, accumulate);
 }
 
 template <type WT>
 void tile_k16_any(int R, int T, const char * wt, const char * act, size_t a_row, int64_t ng, float * y, int64_t ys,
                   bool accumulate) {
-    switch (T) {
-    case 1: return tile_k16<WT, 1>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 2: return tile_k16<WT, 2>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 3: return tile_k16<WT, 3>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 4: return tile_k16<WT, 4>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 5: return tile_k16<WT, 5>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 6: return tile_k16<WT, 6>(R, wt, act, a_row, ng, y, ys, accumulate);
-    case 7: return tile_k16<WT, 7>(R, wt, act, a_row, ng, y, ys, accumulate);
-    default: return tile_k16<WT, 8>(R, wt, act, a_row, ng, y, ys, accumulate);
-    }
+    mm::with_tokens<KI_MT>(T, [&](auto n) { tile_k16<WT, decltype(n)::value>(R, wt, act, a_row, ng, y, ys, accumulate); });
 }
 
 // min_tokens 1: the direct kernels take the calls of up to K_FORMAT's direct_max tokens.
