@@ -7,7 +7,7 @@
 //   strategy    choose_strategy: SPEED when the weights plus F16 K/V for the
 //               whole context fit in half of the available RAM, BALANCED when
 //               they do with Q8_0 K/V, AGGRESSIVE otherwise.
-//   K/V type,   the strategy's (F16 / Q8_0 / Q4_0; sparse decode at 0.1 for
+//   K/V type,   the strategy's (F16 / Q8_0 / Q4_KIVI; sparse decode at 0.1 for
 //   sparsity    AGGRESSIVE).
 //   page size   32 tokens: the smallest size every K/V type allows (quantized
 //               rows are 32-token blocks), which keeps the open F32 page, the

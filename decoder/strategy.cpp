@@ -29,7 +29,7 @@ void apply_strategy(memory_strategy s, context_params & p) {
     };
     const settings st = s == memory_strategy::SPEED      ? settings{type::F16, 1.0f, 0, false}
                         : s == memory_strategy::BALANCED ? settings{type::Q8_0, 1.0f, 0, false}
-                                                         : settings{type::Q4_0, 0.1f, AGGRESSIVE_KV_RAM_BYTES, true};
+                                                         : settings{type::Q4_KIVI, 0.1f, AGGRESSIVE_KV_RAM_BYTES, true};
     p.kv.kv_type = st.kv_type;
     p.sparse.ratio = st.sparse_ratio;
     p.kv.ram_bytes = st.kv_ram_bytes;
@@ -51,7 +51,7 @@ memory_strategy choose_strategy(const model & m, int32_t n_ctx, size_t ram_avail
         *why = format("weights %.0f MiB; K/V for %d positions: %.0f MiB in f16, %.0f MiB in q8_0; half of the %.0f MiB "
                       "of available RAM is %.0f MiB -> %s",
                       mib(w), n_ctx, mib(kv_f16), mib(kv_q8), mib(double(ram_available)), mib(budget), memory_strategy_name(s));
-        if (s == memory_strategy::AGGRESSIVE) *why += " (q4_0 pages, sparse decode; the page file holds what RAM does not)";
+        if (s == memory_strategy::AGGRESSIVE) *why += " (q4_kivi pages, sparse decode; the page file holds what RAM does not)";
     }
     return s;
 }

@@ -2,7 +2,7 @@
 //
 //   SPEED       F16 pages, dense attention, no RAM budget
 //   BALANCED    Q8_0 pages, dense attention, no RAM budget
-//   AGGRESSIVE  Q4_0 pages, sparse decode attention (ratio 0.1) over pieces
+//   AGGRESSIVE  Q4_KIVI pages, sparse decode attention (ratio 0.1) over pieces
 //               copied out of the page file (kv_store_params::read_copy), K/V
 //               RAM budget AGGRESSIVE_KV_RAM_BYTES (kv_store_params::ram_bytes):
 //               the page file holds what does not fit

@@ -54,7 +54,7 @@ TEST_CASE("autoconfig: little RAM gives AGGRESSIVE with a bounded K/V budget") {
     in.ram_available = 2 * (m->weight_bytes + 40000);
     const auto_config c = choose_config(*m, in);
     CHECK(c.strategy == memory_strategy::AGGRESSIVE);
-    CHECK(c.kv_type == type::Q4_0);
+    CHECK(c.kv_type == type::Q4_KIVI);
     CHECK(c.sparse_ratio < 1.0f);
     page_geometry g(32, m->hp);
     CHECK(c.kv_ram_bytes >= 16 * g.page_bytes(type::Q4_0));
@@ -118,7 +118,7 @@ TEST_CASE("gloas --auto --explain prints the choices and exits; flags override t
 
     r = test::run_tool("gloas", {"-m", model, "--auto", "--explain", "--strategy", "aggressive", "-t", "1", "-c", "256"});
     REQUIRE(r.status == 0);
-    CHECK(r.out.find("--strategy aggressive --kv-type q4_0") != std::string::npos);
+    CHECK(r.out.find("--strategy aggressive --kv-type q4_kivi") != std::string::npos);
     CHECK(r.out.find("-c 256 ") != std::string::npos);
     CHECK(r.out.find(" -t 1\n") != std::string::npos);
 

@@ -59,7 +59,7 @@ const option_use SHARED[] = {
      "context measured and the free RAM); each sets the K/V type, sparse ratio and K/V RAM budget, and replaces "
      "--kv-type given before it"},
     {OPT_KV_TYPE, true,
-     "K/V page types: {words} (default: f16); q8_0 and q4_0 need a page size that is a multiple of 32; replaces "
+     "K/V page types: {words} (default: f16); the quantized types need a page size that is a multiple of 32; replaces "
      "--strategy given before it"},
     {OPT_KV_TYPE_K, true},
     {OPT_KV_TYPE_V, true},
@@ -239,7 +239,7 @@ std::vector<int> int_list(const std::string & flag, const std::string & s, int l
     return out;
 }
 
-// A configuration's name in the tables: "balanced (q8_0)", "aggressive (q4_0, sparse 0.1)".
+// A configuration's name in the tables: "balanced (q8_0)", "aggressive (q4_kivi, sparse 0.1)".
 std::string config_label(const char * what, type t, float sparse) {
     return std::string(what) + " (" + type_name(t) + (sparse < 1.0f ? format(", sparse %.2g)", double(sparse)) : std::string(")"));
 }

@@ -54,7 +54,7 @@ const option_use SHARED[] = {
     {OPT_STRATEGY, false,
      "speed, balanced, aggressive or auto (sets the K/V type, sparse ratio and K/V RAM budget; the flags below "
      "override it; default: f32 pages, dense)"},
-    {OPT_KV_TYPE, false, "page type: {words} (default: f32); q8_0 and q4_0 need a page size that is "
+    {OPT_KV_TYPE, false, "page type: {words} (default: f32); the quantized types need a page size that is "
                          "a multiple of 32"},
     {OPT_KV_TYPE_K},
     {OPT_KV_TYPE_V},
