@@ -967,8 +967,10 @@ TEST_CASE("unsupported variants are refused by name: mixture-of-experts, vision 
 // small random model of each family) and DIR/<family>.gloas.txt, the logits
 // of 64 prompt positions and a greedy continuation of 64 tokens, in a
 // context of 512 positions (the format: "vocab V positions N", one line of
-// logits per position, then "greedy" and the token ids). BENCHMARKS.md
-// compares these with llama.cpp's on the same files.
+// logits per position, then "greedy" and the token ids), and
+// DIR/<family>.ref.txt, the plain-loop reference's logits in the same format
+// (no greedy ids). BENCHMARKS.md compares both with llama.cpp's on the same
+// files.
 TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)") {
     const char * dir = std::getenv("GLOAS_ARCH_DUMP");
     if (!dir || !*dir) return;
@@ -998,7 +1000,8 @@ TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)"
     for (int i = 0; i < 64; ++i) prompt.push_back(int32_t(3 + (i * 37 + 11) % 253));
     for (const spec & s : specs) {
         const std::string path = std::string(dir) + "/" + s.arch + ".gguf";
-        write_model(path, s, make_weights(s, 7));
+        const weights w = make_weights(s, 7);
+        write_model(path, s, w);
         auto m = model::load({path, ""});
         context_params cp = f32_params(64);
         cp.n_ctx = 512;
@@ -1021,6 +1024,16 @@ TEST_CASE("families: logits for the comparison with llama.cpp (GLOAS_ARCH_DUMP)"
         }
         std::fprintf(f, "\n");
         std::fclose(f);
+        // The plain-loop reference (double), the definition both are compared with.
+        std::FILE * rf = std::fopen((std::string(dir) + "/" + s.arch + ".ref.txt").c_str(), "w");
+        REQUIRE(rf);
+        std::fprintf(rf, "vocab %d positions %d\n", s.n_vocab, int(prompt.size()));
+        for (const std::vector<double> & l : ref_forward(s, w, prompt, 512)) {
+            for (int v = 0; v < s.n_vocab; ++v) std::fprintf(rf, v ? " %.9g" : "%.9g", l[size_t(v)]);
+            std::fprintf(rf, "\n");
+        }
+        std::fprintf(rf, "greedy\n");
+        std::fclose(rf);
     }
 }
 
