@@ -343,7 +343,9 @@ await check('metrics: Prometheus text with requests, tokens, latency histograms 
   const t = (await raw('/metrics', undefined, { method: 'GET' })).text;
   for (const name of ['gloas_requests_total{path="/v1/completions",status="200"}', 'gloas_generated_tokens_total',
                       'gloas_time_to_first_token_seconds_count', 'gloas_inter_token_seconds_bucket{le="+Inf"}',
-                      'gloas_kv_pages{state="stored"}', 'gloas_kv_hit_rate', 'gloas_prompt_cached_tokens_total'])
+                      'gloas_kv_pages{state="stored"}', 'gloas_kv_hit_rate', 'gloas_prompt_cached_tokens_total',
+                      'gloas_kv_held_bytes{pages="shared"}', 'gloas_kv_held_bytes{pages="unshared"}',
+                      'gloas_kv_sequence_bytes'])
     assert.ok(t.includes(name + ' ') || t.includes(name), `${name} in /metrics`);
   assert.ok((await metric('gloas_kv_pages{state="stored"}')) > 0);
   assert.ok((await metric('gloas_prompt_cached_tokens_total')) >= cachedCount);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <set>
 
 namespace gloas::server {
@@ -76,14 +77,20 @@ void engine::update_stats() {
     s.stored_bytes = st.stored_bytes();
     s.file_bytes = st.file_bytes();
     s.page_tokens = st.geometry().page_tokens;
-    std::multiset<int64_t> slots;
+    std::map<int64_t, int32_t> refs;  // slot -> sequences holding it
     for (const auto & j : active_) {
         const kv_sequence & kv = ctx_.seq_kv(j->seq);
-        for (int32_t i = 0; i < kv.n_pages(); ++i) slots.insert(kv.page(i).slot);
+        s.sequence_bytes += kv.ram_bytes();
+        for (int32_t i = 0; i < kv.n_pages(); ++i) {
+            const page_ref & r = kv.page(i);
+            const size_t bytes = st.geometry().page_bytes(r.t);
+            s.held_bytes_unshared += bytes;
+            if (refs[r.slot]++ == 0) s.held_bytes += bytes;
+        }
+        s.pages_held += size_t(kv.n_pages());
     }
-    s.pages_held = slots.size();
-    for (auto it = slots.begin(); it != slots.end(); it = slots.upper_bound(*it))
-        if (slots.count(*it) > 1) s.pages_shared += 1;
+    for (const auto & [slot, n] : refs)
+        if (n > 1) s.pages_shared += 1;
     std::lock_guard<std::mutex> l(mu_);
     s.steps = stats_.steps;
     s.waiting = int32_t(waiting_.size());

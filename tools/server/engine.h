@@ -125,6 +125,9 @@ struct engine_stats {
     size_t pages_stored = 0;     // pages in the store (page file or memory)
     size_t pages_held = 0;       // page references the active sequences hold
     size_t pages_shared = 0;     // pages of active sequences that another active sequence holds too
+    size_t held_bytes = 0;       // bytes of the distinct pages the active sequences hold
+    size_t held_bytes_unshared = 0;  // what they would hold with a copy of each page per sequence
+    size_t sequence_bytes = 0;   // the active sequences' own buffers (open pages, summaries; kv_sequence::ram_bytes)
     size_t stored_bytes = 0;
     size_t file_bytes = 0;
     int32_t page_tokens = 0;

@@ -102,6 +102,13 @@ std::string server_metrics::text(const engine_stats & es) {
     o += format("gloas_kv_pages{state=\"stored\"} %zu\n", es.pages_stored);
     o += format("gloas_kv_pages{state=\"held\"} %zu\n", es.pages_held);
     o += format("gloas_kv_pages{state=\"shared\"} %zu\n", es.pages_shared);
+    head(o, "gloas_kv_held_bytes", "gauge",
+         "bytes of the K/V pages active sequences hold: each page once (shared), or once per sequence holding it "
+         "(unshared, what copies would take)");
+    o += format("gloas_kv_held_bytes{pages=\"shared\"} %zu\n", es.held_bytes);
+    o += format("gloas_kv_held_bytes{pages=\"unshared\"} %zu\n", es.held_bytes_unshared);
+    scalar(o, "gloas_kv_sequence_bytes", "gauge", "the active sequences' own K/V buffers (open pages, page summaries)",
+           double(es.sequence_bytes));
     scalar(o, "gloas_kv_page_tokens", "gauge", "tokens per K/V page", es.page_tokens);
     scalar(o, "gloas_kv_stored_bytes", "gauge", "bytes of the stored K/V pages", double(es.stored_bytes));
     scalar(o, "gloas_kv_file_bytes", "gauge", "bytes of the page file on disk", double(es.file_bytes));
