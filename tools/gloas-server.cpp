@@ -48,7 +48,7 @@ namespace {
 enum server_opt : int {
     S_MODEL, S_TOKENIZER, S_ALIAS,
     S_HOST, S_PORT, S_API_KEY, S_CORS, S_MAX_BODY, S_THREADS_HTTP,
-    S_PARALLEL, S_QUEUE, S_N_PREDICT, S_CHAT_TEMPLATE,
+    S_PARALLEL, S_QUEUE, S_STEP_TOKENS, S_N_PREDICT, S_CHAT_TEMPLATE,
     S_CONFIG, S_LOG_FORMAT, S_QUIET, S_HELP,
     N_SERVER_OPTS
 };
@@ -97,6 +97,10 @@ const option_def SERVER_OPTIONS[N_SERVER_OPTS] = {
                  "sequences generated together in one batch, each with --ctx-size positions (default: 4)"),
     cli::opt_int(S_QUEUE, "--queue", "N", 0, 1 << 20, SCHED,
                  "requests that may wait for a free sequence; past that, 503 with Retry-After (default: 64)"),
+    cli::opt_int(S_STEP_TOKENS, "--step-tokens", "N", 1, 1 << 16, SCHED,
+                 "tokens per forward pass: a token of every generating request, then prompt chunks in arrival "
+                 "order; smaller steps give waiting prompts their first token sooner, larger ones read the weights "
+                 "fewer times per prompt token (default: 128; at most -ub, at least --parallel)"),
     cli::opt_int(S_N_PREDICT, "-n|--n-predict", "N", -1, 1 << 30, SCHED,
                  "max_tokens of requests that give none; -1: until the context is full (default: -1)"),
     cli::opt_text(S_CHAT_TEMPLATE, "--chat-template", "NAME", SCHED,
@@ -124,6 +128,7 @@ struct options {
     int threads_http = 0;
     int32_t parallel = 4;
     int32_t queue = 64;
+    int32_t step_tokens = 128;
     int32_t n_predict = -1;
     std::string chat_template;
     std::string config_path;
@@ -171,6 +176,7 @@ options parse_args(int argc, char ** argv) {
             case S_THREADS_HTTP: o.threads_http = int(v.i); break;
             case S_PARALLEL: o.parallel = int32_t(v.i); break;
             case S_QUEUE: o.queue = int32_t(v.i); break;
+            case S_STEP_TOKENS: o.step_tokens = int32_t(v.i); break;
             case S_N_PREDICT:
                 if (v.i == 0) usage_error(format("%s: 0 tokens; give at least 1, or -1 for no limit", a.c_str()));
                 o.n_predict = int32_t(v.i);
@@ -227,7 +233,7 @@ int run(const options & o) {
     engine_params ep;
     ep.n_parallel = o.parallel;
     ep.queue = o.queue;
-    ep.step_tokens = std::max(cp.n_ubatch, o.parallel);
+    ep.step_tokens = std::max(std::min(o.step_tokens, cp.n_ubatch), o.parallel);
     engine eng(*m, ctx, ep, metrics);
 
     httplib::Server svr;

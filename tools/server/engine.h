@@ -110,7 +110,7 @@ struct job {
 struct engine_params {
     int32_t n_parallel = 1;   // sequences of the context
     int32_t queue = 64;       // jobs that may wait for a sequence
-    int32_t step_tokens = 512;  // tokens per step (at least one per generating job)
+    int32_t step_tokens = 128;  // tokens per step (at least one per generating job)
 };
 
 // The K/V and scheduling figures /metrics and /health report, as of the
