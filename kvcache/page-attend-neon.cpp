@@ -1,8 +1,8 @@
 // The NEON page attention kernels (kvcache/page-neon.h): compiled only where
 // GLOAS_NEON is 1, empty otherwise.
 //
-// Q8_0 and Q4_0 pages, the integer algorithm of page.h per window of IW = 32
-// tokens (one block of every K and V row):
+// Q8_0, Q4_0 and Q4_KIVI pages, the integer algorithm of page.h per window of
+// IW = 32 tokens (one block of every K and V row):
 //  - K is transposed once per window, for all heads, into groups of 4
 //    channels: 16 bytes hold 4 tokens x 4 channels, so one SDOT adds 4
 //    channels of the integer query to the scores of 4 tokens;
@@ -13,9 +13,13 @@
 // UDOT of the u8 probabilities with V + 128 (unsigned), less 128 x their sum.
 // Q4_0: the int16 query is split into a signed high byte and an unsigned low
 // byte (q = 256 qh + ql), each dotted with the nibbles (SDOT, UDOT); the
-// 15-bit probabilities likewise (p = 256 ph + pl, both UDOT). All exact in
-// int32: the integers are attend_int_portable's (page-attend.cpp, the scalar
-// twin), and so are the float operations on them, in the same order.
+// 15-bit probabilities likewise (p = 256 ph + pl, both UDOT). Q4_KIVI: K rows
+// are Q4_1 blocks, whose nibbles (no offset) take Q4_0's query split; V rows
+// are Q4_0's; each head's bias sum_c q_c * mk_c (the K blocks' minima) is
+// summed per channel in the twin's order, 4 heads in the lanes of a vector,
+// and added to its scores. All exact in int32: the integers are
+// attend_int_portable's (page-attend.cpp, the scalar twin), and so are the
+// float operations on them, in the same order.
 //
 // F16 and F32 pages, the float algorithm: per window K and V are widened to
 // f32 once for all heads (in the thread's scratch, L1-resident); scores by
@@ -84,23 +88,62 @@ inline int8x16_t dup4(const int8_t * p) {
     return vreinterpretq_s8_s32(vdupq_n_s32(w));
 }
 
+// Each head's bias of a Q4_KIVI window, b[h] = sum_c q_c * mk_c (q: n_heads
+// rows of D), as the twin sums it: channel by channel from 0, one fused
+// multiply-add each (the twin's fma_f, a * b + c, is contracted to one: the
+// compilers' default in C++ on aarch64); 4 heads at a time in the lanes of a
+// vector (their 4 x 4 blocks of q transposed), the rest one by one. D % 4 == 0.
+void kivi_bias(const float * q, const float * mk, int D, int n_heads, float * b) {
+    int h = 0;
+    for (; h + 4 <= n_heads; h += 4) {
+        const float * q0 = q + int64_t(h) * D;
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (int d = 0; d < D; d += 4) {
+            const float32x4_t r0 = vld1q_f32(q0 + d), r1 = vld1q_f32(q0 + D + d);
+            const float32x4_t r2 = vld1q_f32(q0 + 2 * D + d), r3 = vld1q_f32(q0 + 3 * D + d);
+            const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+            const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+            // the columns of the 4 x 4 block: lane i of column j is channel d + j of head h + i
+            const float32x4_t m = vld1q_f32(mk + d);
+            acc = vfmaq_laneq_f32(acc, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)), m, 0);
+            acc = vfmaq_laneq_f32(acc, vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)), m, 1);
+            acc = vfmaq_laneq_f32(acc, vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)), m, 2);
+            acc = vfmaq_laneq_f32(acc, vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)), m, 3);
+        }
+        vst1q_f32(b + h, acc);
+    }
+    for (; h < n_heads; ++h) {
+        const float * qh = q + int64_t(h) * D;
+        float acc = 0.0f;
+        for (int d = 0; d < D; ++d) acc = std::fma(qh[d], mk[d], acc);
+        b[h] = acc;
+    }
+}
+
+// Q8_0, Q4_0 or Q4_KIVI pages (T): kr the piece's D K rows (rbk bytes apart),
+// vr its D V rows (rbv).
 template <type T>
-void attend_int(const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,
+void attend_int(const char * kr, const char * vr, size_t rbk, size_t rbv, int D, const head_counts & cnt, int n_heads,
                 const float * q, attn_state & s, next_prefetch & pf) {
-    constexpr bool Q4 = T == type::Q4_0;
-    constexpr size_t BS = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
-    constexpr int K_OFF = Q4 ? 8 : 0;     // the K values kt holds: nibbles (value + 8) or int8
+    constexpr bool KIVI = T == type::Q4_KIVI, Q4 = T == type::Q4_0 || KIVI;
+    constexpr size_t BSK = KIVI ? sizeof(block_q4_1) : Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    constexpr size_t BSV = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    constexpr int K0 = KIVI ? 4 : 2;      // bytes before a K block's values (Q4_1: d, m)
+    constexpr int K_OFF = T == type::Q4_0 ? 8 : 0;  // the K values kt holds: nibbles (Q4_0: value + 8) or int8
     constexpr int V_SUB = Q4 ? 8 : 128;   // vt holds V + V_SUB (nibbles, or int8 + 128)
     constexpr int Q_MAX = Q4 ? 32767 : 127, P_MAX = Q4 ? 32767 : 255;
     const float qmax = float(Q_MAX), pmax = float(P_MAX);
     int n_max = 0;
     for (int h = 0; h < n_heads; ++h) n_max = std::max(n_max, cnt(h));
-    float * dk = static_cast<float *>(isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * size_t(3 * D)));
+    float * dk = static_cast<float *>(
+        isa::thread_scratch(isa::scratch_slot::page_floats, sizeof(float) * (size_t(4 * D) + size_t(KIVI ? n_heads : 0))));
     float * dv = dk + D;             // (D) V scales
     float * qf = dv + D;             // (D) one head's q_c * dk_c
+    float * mk = qf + D;             // (D) Q4_KIVI: the K minima
+    float * bias = mk + D;           // (n_heads) Q4_KIVI: each head's sum_c q_c * mk_c
     // kt (D/4 groups of 128 bytes: K transposed), vt (D rows of 32 bytes),
-    // qi (D int32), qb (D bytes: Q8_0 the int8 query, Q4_0 its high bytes),
-    // ql (D bytes: Q4_0 the low bytes)
+    // qi (D int32), qb (D bytes: Q8_0 the int8 query, the 4-bit types its
+    // high bytes), ql (D bytes: the 4-bit types' low bytes)
     int8_t * kt = static_cast<int8_t *>(isa::thread_scratch(isa::scratch_slot::page_ints, size_t(D) * (64 + 4 + 2)));
     uint8_t * vt = reinterpret_cast<uint8_t *>(kt + size_t(D) * IW);
     int32_t * qi = reinterpret_cast<int32_t *>(vt + size_t(D) * IW);
@@ -108,18 +151,19 @@ void attend_int(const char * kr, const char * vr, size_t rb, int D, const head_c
     uint8_t * ql = reinterpret_cast<uint8_t *>(qb + D);
     const uint8x16_t m4 = vdupq_n_u8(0x0f), x80 = vdupq_n_u8(0x80);
     for (int w0 = 0; w0 < n_max; w0 += IW) {
-        const size_t boff = size_t(w0 / IW) * BS;
+        const size_t bk = size_t(w0 / IW) * BSK, bv = size_t(w0 / IW) * BSV;
         for (int c = 0; c < D; c += 4) {
             pf.k_rows(4);
             pf.v_rows(4);
             int8x16_t lo[4], hi[4];  // K of tokens 0..15, 16..31 of the 4 channels
             for (int j = 0; j < 4; ++j) {
-                const char * kb = kr + size_t(c + j) * rb + boff, * vb = vr + size_t(c + j) * rb + boff;
+                const char * kb = kr + size_t(c + j) * rbk + bk, * vb = vr + size_t(c + j) * rbv + bv;
                 dk[c + j] = block_scale(kb);
+                if (KIVI) mk[c + j] = block_scale(kb + 2);
                 dv[c + j] = block_scale(vb);
                 uint8_t * vo = vt + size_t(c + j) * IW;
                 if (Q4) {
-                    const uint8x16_t k = vld1q_u8(reinterpret_cast<const uint8_t *>(kb + 2));
+                    const uint8x16_t k = vld1q_u8(reinterpret_cast<const uint8_t *>(kb + K0));
                     lo[j] = vreinterpretq_s8_u8(vandq_u8(k, m4));
                     hi[j] = vreinterpretq_s8_u8(vshrq_n_u8(k, 4));
                     const uint8x16_t v = vld1q_u8(reinterpret_cast<const uint8_t *>(vb + 2));
@@ -135,6 +179,7 @@ void attend_int(const char * kr, const char * vr, size_t rb, int D, const head_c
             transpose4x16(lo, kt + size_t(c) * IW);
             transpose4x16(hi, kt + size_t(c) * IW + 64);
         }
+        if (KIVI) kivi_bias(q, mk, D, n_heads, bias);
         for (int h = 0; h < n_heads; ++h) {
             const int nh = std::max(0, std::min(IW, cnt(h) - w0));
             if (nh == 0) continue;
@@ -179,7 +224,7 @@ void attend_int(const char * kr, const char * vr, size_t rb, int D, const head_c
             float sc[IW];
             float mx = -INFINITY;
             for (int i = 0; i < nh; ++i) {
-                sc[i] = float(a[i] - K_OFF * qsum) * sq;
+                sc[i] = KIVI ? std::fma(float(a[i]), sq, bias[h]) : float(a[i] - K_OFF * qsum) * sq;
                 mx = std::max(mx, sc[i]);
             }
             // online softmax; probabilities as integers, p_max = the window's largest
@@ -187,7 +232,7 @@ void attend_int(const char * kr, const char * vr, size_t rb, int D, const head_c
             const float corr = exp_poly(s.m[h] - m_new);
             const float pm = exp_poly(mx - m_new);
             const float invp = pm >= Q_TINY ? pmax / pm : 0.0f, psc = pm / pmax;
-            alignas(16) uint8_t pb[IW], pl[IW];  // Q8_0: the probabilities; Q4_0: their high, low bytes
+            alignas(16) uint8_t pb[IW], pl[IW];  // Q8_0: the probabilities; the 4-bit types: their high, low bytes
             int psum = 0;
             for (int i = 0; i < IW; ++i) {
                 const int p = i < nh ? std::min(P_MAX, int(std::nearbyint(exp_poly(sc[i] - m_new) * invp))) : 0;
@@ -229,9 +274,16 @@ void attend_int(const char * kr, const char * vr, size_t rb, int D, const head_c
 bool attend_int_neon(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
                      int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
     if (D % 4 != 0) return false;
-    if (t == type::Q8_0) attend_int<type::Q8_0>(kr, vr, rb, D, cnt, n_heads, q, s, pf);
-    else if (t == type::Q4_0 && D <= 4096) attend_int<type::Q4_0>(kr, vr, rb, D, cnt, n_heads, q, s, pf);
+    if (t == type::Q8_0) attend_int<type::Q8_0>(kr, vr, rb, rb, D, cnt, n_heads, q, s, pf);
+    else if (t == type::Q4_0 && D <= 4096) attend_int<type::Q4_0>(kr, vr, rb, rb, D, cnt, n_heads, q, s, pf);
     else return false;
+    return true;
+}
+
+bool attend_kivi_neon(const char * kr, const char * vr, size_t rbk, size_t rbv, int D, const head_counts & cnt,
+                      int n_heads, const float * q, attn_state & s, next_prefetch & pf) {
+    if (D % 4 != 0 || D > 4096) return false;  // D > 4096: the int16 query's sums would leave int32
+    attend_int<type::Q4_KIVI>(kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
     return true;
 }
 

@@ -33,8 +33,9 @@
 // (V) (next_prefetch): over cold F16 pages that took page_attend from about
 // 2x its in-cache time to within about 10% of it (gloas-kernel-bench --pages).
 //
-// The NEON variant (aarch64) runs its own kernels for F32, F16, Q8_0 and Q4_0
-// pages (page-attend-neon.cpp), with the portable ones as their twins.
+// The NEON variant (aarch64) runs its own kernels for F32, F16, Q8_0, Q4_0
+// and Q4_KIVI pages (page-attend-neon.cpp), with the portable ones as their
+// twins.
 #include "kvcache/page.h"
 #include "kvcache/page-kernels.h"
 #include "kvcache/page-neon.h"
@@ -636,6 +637,8 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
         if (D <= MAX_D) return attend_kivi(kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
 #elif defined(GLOAS_PAGE_AVX2)
         return attend_kivi(kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
+#elif defined(GLOAS_NEON)
+        if (attend_kivi_neon(kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf)) return;
 #endif
         return attend_int_portable(t, kr, vr, rbk, rbv, D, cnt, n_heads, q, s, pf);
     }

@@ -20,6 +20,15 @@ namespace gloas::page_kernels { inline namespace GLOAS_ISA {
 bool attend_int_neon(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt,
                      int n_heads, const float * q, attn_state & s, next_prefetch & pf);
 
+// The same over one piece of a Q4_KIVI page: kr its D K rows (Q4_1 blocks,
+// rbk bytes apart), vr its D V rows (Q4_0, rbv apart). Q4_0's algorithm on
+// the K nibbles, plus each head's bias sum_c q_c * mk_c (the K minima) added
+// to its scores: attend_int_portable's integers and float operations, in its
+// order. False (nothing done) where head_dim is not a multiple of 4 or
+// exceeds 4096.
+bool attend_kivi_neon(const char * kr, const char * vr, size_t rbk, size_t rbv, int D, const head_counts & cnt,
+                      int n_heads, const float * q, attn_state & s, next_prefetch & pf);
+
 // The float algorithm of F16 and F32 pages, as attend_portable in
 // page-attend.cpp (its scalar twin): per window of 32 tokens K and V are
 // widened to f32 once for all heads; scores by FMA of each head's query

@@ -1,7 +1,7 @@
 // Q4_KIVI pages (kvcache/page.h): the layout of their two row types, the
 // quantization (K rows Q4_1 per channel, V rows Q4_0), key bounds,
-// conversion, and page_attend's kernels (AVX-512, AVX2, scalar) under every
-// SIMD variant this CPU runs against the scalar twin and page_attend_ref.
+// conversion, and page_attend's kernels (AVX-512, AVX2, NEON, scalar) under
+// every SIMD variant this CPU runs against the scalar twin and page_attend_ref.
 #include "kvcache/page.h"
 #include "quant/blocks.h"
 #include "quant/fp16.h"
@@ -69,6 +69,10 @@ std::vector<float> attend(const page_geometry & g, const std::vector<char> & pag
     else page_attend(g, KIVI, page.data(), il, h, n, q.data(), group, s, page.data(), KIVI);
     attn_state_finish(s, group, D, out.data());
     return out;
+}
+
+bool bitwise_equal(const std::vector<float> & a, const std::vector<float> & b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 double rel_diff(const std::vector<float> & a, const std::vector<float> & b) {
@@ -231,6 +235,9 @@ TEST_CASE("q4_kivi page_attend: every SIMD variant against the scalar twin, the 
                             const double f = rel_diff(fast, twin);
                             worst_fast = std::max(worst_fast, f);
                             CHECK(f <= 1e-4);  // the same integers; floats in another order
+                            // NEON: the twin's float operations in its order (the
+                            // twin of the same variant: the same compiler flags)
+                            if (v == isa::variant::neon) CHECK(bitwise_equal(fast, attend(g, page, il, h, n, q, group, 1)));
                             if (g.head_dim == 8 && group == 1 && n == 1 && il == 0 && h == 0) ++n_variants;
                         }
                     }

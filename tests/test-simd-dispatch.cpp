@@ -474,7 +474,7 @@ void check_page_twins(int D) {
         }
     const int G = 3, NQ = 2;
     const std::vector<float> q = randn(rng, size_t(NQ * G * D), 0.3f);
-    for (type t : {type::F16, type::Q8_0, type::Q4_0, type::F32}) {
+    for (type t : {type::F16, type::Q8_0, type::Q4_0, type::F32, type::Q4_KIVI}) {
         std::vector<char> page(g.page_bytes(t));
         page_quantize(g, open.data(), t, page.data());
         for (int n : {64, 37, 1}) {
