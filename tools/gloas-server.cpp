@@ -214,6 +214,9 @@ int run(const options & o) {
     if (cp.slide.on) throw cli_error("--ctx-slide: the server keeps every request within --ctx-size positions; drop it");
     cp.n_seq_max = o.parallel;
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
+    // No batch is larger than a step: the sequences' chunk buffers need no more.
+    const int32_t step_tokens = std::max(std::min(o.step_tokens, cp.n_ubatch), o.parallel);
+    cp.n_ubatch = step_tokens;
 
     context ctx(*m, cp);
     cli::warn_lines(ctx.store().take_notices());
@@ -233,7 +236,7 @@ int run(const options & o) {
     engine_params ep;
     ep.n_parallel = o.parallel;
     ep.queue = o.queue;
-    ep.step_tokens = std::max(std::min(o.step_tokens, cp.n_ubatch), o.parallel);
+    ep.step_tokens = step_tokens;
     engine eng(*m, ctx, ep, metrics);
 
     httplib::Server svr;
