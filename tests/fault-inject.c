@@ -2,9 +2,12 @@
  * fault sweep (tests/fault-sweep.sh).
  *
  * Calls: write, pwrite, fallocate, fsync (fsync and fdatasync), pread, mmap,
- * ftruncate (each with its 64-bit twin). Only calls the program makes by
+ * ftruncate (each with its 64-bit twin), and the io_uring system calls
+ * io_uring_setup and io_uring_enter (made through syscall(2), as gloas makes
+ * them: there is no C library function). Only calls the program makes by
  * these names are seen: the C library's own (stdio's writes, its internal
- * mmaps) are not, and neither are io_uring submissions.
+ * mmaps) are not. A failed io_uring_enter submits nothing: reads the ring
+ * already holds stay in flight, as when the kernel refuses a call.
  *
  * Environment:
  *   GLOAS_FAULT_CALL   the call to fail: one of the names above
@@ -29,14 +32,17 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-enum { C_WRITE, C_PWRITE, C_FALLOCATE, C_FSYNC, C_PREAD, C_MMAP, C_FTRUNCATE, N_CALLS };
-static const char * const call_names[N_CALLS] = {"write", "pwrite", "fallocate", "fsync", "pread", "mmap", "ftruncate"};
+enum { C_WRITE, C_PWRITE, C_FALLOCATE, C_FSYNC, C_PREAD, C_MMAP, C_FTRUNCATE, C_URING_SETUP, C_URING_ENTER, N_CALLS };
+static const char * const call_names[N_CALLS] = {"write", "pwrite", "fallocate", "fsync", "pread",
+                                                 "mmap", "ftruncate", "io_uring_setup", "io_uring_enter"};
 
 static int target = -1;          /* the call to fail, or -1 */
 static long fail_n = 0;
@@ -50,7 +56,7 @@ static const char * errno_name(int e) { return e == ENOSPC ? "ENOSPC" : e == EIN
 
 /* The wrapped functions: real_NAME points to the C library's NAME. */
 #define WRAPPED(X) X(write) X(pwrite) X(pwrite64) X(fallocate) X(fallocate64) X(fsync) X(fdatasync) \
-    X(pread) X(pread64) X(mmap) X(mmap64) X(ftruncate) X(ftruncate64)
+    X(pread) X(pread64) X(mmap) X(mmap64) X(ftruncate) X(ftruncate64) X(syscall)
 #define REAL(name) static __typeof__(name) * real_##name;
 WRAPPED(REAL)
 
@@ -109,10 +115,11 @@ static int watched(int fd) {
     return !path_part || strstr(path, path_part) != NULL;
 }
 
-/* Counts a call on fd; nonzero when it must fail (errno is then set). */
+/* Counts a call on fd (-1: a call on no file); nonzero when it must fail
+ * (errno is then set). */
 static int should_fail(int call, int fd) {
     if (!real_write) fault_init();
-    if (!watched(fd)) return 0;
+    if (fd != -1 && !watched(fd)) return 0;
     long k = __atomic_add_fetch(&counts[call], 1, __ATOMIC_RELAXED);
     if (call != target || fail_n <= 0 || (fail_from ? k < fail_n : k != fail_n)) return 0;
     __atomic_add_fetch(&injected[call], 1, __ATOMIC_RELAXED);
@@ -143,4 +150,18 @@ void * mmap(void * a, size_t n, int prot, int flags, int fd, off_t o) {
 void * mmap64(void * a, size_t n, int prot, int flags, int fd, off64_t o) {
     if (!(flags & MAP_ANONYMOUS) && should_fail(C_MMAP, fd)) return MAP_FAILED;
     return real_mmap64(a, n, prot, flags, fd, o);
+}
+
+/* syscall(2) passes up to six arguments in registers; they are read back as
+ * longs and passed on unchanged, as the C library's own wrapper does. */
+long syscall(long number, ...) {
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (int i = 0; i < 6; ++i) a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (number == __NR_io_uring_setup && should_fail(C_URING_SETUP, -1)) return -1;
+    if (number == __NR_io_uring_enter && should_fail(C_URING_ENTER, (int) a[0])) return -1;
+    if (!real_syscall) fault_init();
+    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # I/O fault sweep: runs gloas under the fault-inject shim (tests/fault-inject.c)
 # failing the Nth write / pwrite / fallocate / fsync / pread / mmap / ftruncate
-# with ENOSPC, EIO or EINTR (once, or from the Nth call on: a disk that stays
+# / io_uring_setup / io_uring_enter with ENOSPC, EIO or EINTR (once, or from the Nth call on: a disk that stays
 # full), N swept over every call the run makes (or a few of them), in four
 # scenarios on a K/V folder: fresh (an empty folder: the page file is
 # created and written), reuse (a folder a clean run filled: pages are read,
@@ -19,7 +19,9 @@
 #   BIN_DIR  the build's bin/ (gloas, gloas-kv);  SHIM  libgloas-fault-inject.so
 #   short    N in {1, 2, middle, last} with one errno each (ctest)
 #   long     every N, every errno, both modes (by hand)
-# $FAULT_SWEEP_SCENARIOS picks scenarios (default: all four). Prints one line
+# $FAULT_SWEEP_SCENARIOS picks scenarios (default: all four), $FAULT_SWEEP_CALLS
+# calls (default: all), $FAULT_SWEEP_STRIDE every how many N the long sweep
+# takes (default 1: every one). Prints one line
 # per failure and, per call, the faults injected and how the runs ended. Exit 0 when all passed, 1 otherwise, 77 (skipped) without
 # models/stories260K.bin (models/, $GLOAS_MODELS or ../shared/models).
 set -u
@@ -38,7 +40,9 @@ for p in short long; do
         echo "fault-sweep: the memory-only run failed:"; cat "$WORK/expect.err"; exit 1; }
 done
 
-CALLS=(write pwrite fallocate fsync pread mmap ftruncate)
+# shellcheck disable=SC2206
+CALLS=(${FAULT_SWEEP_CALLS:-write pwrite fallocate fsync pread mmap ftruncate io_uring_setup io_uring_enter})
+STRIDE=${FAULT_SWEEP_STRIDE:-1}
 # shellcheck disable=SC2206
 SCENARIOS=(${FAULT_SWEEP_SCENARIOS:-fresh reuse copy compressed})
 fail=0 runs=0
@@ -109,7 +113,7 @@ for sc in "${SCENARIOS[@]}"; do
         echo "fault-sweep: $sc: $total $call calls"
         [ "$total" = 0 ] && continue
         if [ "$DEPTH" = long ]; then
-            for ((n = 1; n <= total; n++)); do
+            for ((n = 1; n <= total; n += STRIDE)); do
                 for err in "${ERRS[@]}"; do one "$sc" "$call" "$n" "$err" once; done
                 one "$sc" "$call" "$n" ENOSPC from
             done
