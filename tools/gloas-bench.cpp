@@ -16,6 +16,7 @@
 // weights read per token; prefill is also reported in GFLOP/s per thread,
 // counting 2 x matrix parameters per token.
 #include "tools/common/cli.h"
+#include "tools/common/weights.h"
 #include "decoder/config.h"
 #include "decoder/options.h"
 #include "decoder/llama.h"
@@ -70,6 +71,9 @@ const option_use SHARED[] = {
     {OPT_KV_READ, true,
      "how decode reads pages: map (through the mapping) or copy (copies of the selected pieces out of the file); "
      "each configuration runs with each (default: the strategy's)"},
+    {OPT_NO_MMAP, false,
+     "copy each model's weights into memory (transparent huge pages where the kernel allows) instead of reading "
+     "them through the file's mapping, as gloas --no-mmap does; llama-bench -mmp 0 is the same"},
     {OPT_N_GPU_LAYERS, false,
      "accepted for llama-bench's command lines; this build has no GPU, so N > 0 only prints a note"},
 };
@@ -502,6 +506,7 @@ int run(int argc, char ** argv) {
     for (const auto & path : models) {
         std::fprintf(stderr, "gloas-bench: loading %s\n", path.c_str());
         auto m = model::load({path, ""});
+        if (flags.no_mmap) cli::place_weights(*m, true, false, "gloas-bench");
         if (cfg) config_check_model(*cfg, m->hp, path);
         const int max_depth = *std::max_element(depths.begin(), depths.end());
         std::uniform_int_distribution<int32_t> tok(0, m->hp.n_vocab - 1);

@@ -26,6 +26,7 @@
 #include "tools/common/cli.h"
 #include "tools/common/files.h"
 #include "tools/common/run-setup.h"
+#include "tools/common/weights.h"
 #include "tools/server/api.h"
 #include "tools/server/engine.h"
 #include "tools/server/http.h"
@@ -198,9 +199,8 @@ options parse_args(int argc, char ** argv) {
 int run(const options & o) {
     const run_config & fl = o.flags;
     if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) ops::set_n_threads(fl.ctx.n_threads);
-    if ((fl.mlock || fl.no_mmap) && !o.quiet)
-        std::fprintf(stderr, "gloas-server: note: --mlock and --no-mmap are ignored: the server maps the weights as they are\n");
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
+    if (fl.no_mmap || fl.mlock) cli::place_weights(*m, fl.no_mmap, fl.mlock, "gloas-server");
     const hparams & hp = m->hp;
 
     // Precedence as gloas: the memory strategy, the configuration file, the flags given.

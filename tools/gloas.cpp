@@ -22,6 +22,7 @@
 #include "tools/common/cli.h"
 #include "tools/common/files.h"
 #include "tools/common/run-setup.h"
+#include "tools/common/weights.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -278,55 +279,6 @@ int tokenize_only(const options & o) {
     return 0;
 }
 
-// Where the model file is mapped in this process: [begin, end) ranges of
-// /proc/self/maps whose file is `path`.
-std::vector<std::pair<uintptr_t, uintptr_t>> file_mappings(const std::string & path) {
-    std::vector<std::pair<uintptr_t, uintptr_t>> r;
-    char real[PATH_MAX];
-    if (!::realpath(path.c_str(), real)) return r;
-    FILE * f = std::fopen("/proc/self/maps", "r");
-    if (!f) return r;
-    char line[PATH_MAX + 256];
-    while (std::fgets(line, sizeof line, f)) {
-        unsigned long long b = 0, e = 0;
-        int name_at = 0;
-        if (std::sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &b, &e, &name_at) < 2 || name_at <= 0) continue;
-        std::string name(line + name_at);
-        while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-        if (name == real) r.emplace_back(uintptr_t(b), uintptr_t(e));
-    }
-    std::fclose(f);
-    return r;
-}
-
-// --no-mmap and --mlock, done by the tool on the model's mapping once it is
-// loaded, so the library's loaders keep one code path: --no-mmap replaces
-// each mapped range of the file with anonymous memory holding the same bytes
-// at the same address (the weights' pointers stay valid and the file is no
-// longer read); --mlock locks those ranges in RAM. A refusal is a warning.
-void place_weights(const model & m, bool copy, bool lock) {
-    const auto ranges = file_mappings(m.path);
-    for (const auto & [b, e] : ranges) {
-        void * at = reinterpret_cast<void *>(b);
-        const size_t n = e - b;
-        if (copy) {
-            std::vector<uint8_t> tmp(static_cast<const uint8_t *>(at), static_cast<const uint8_t *>(at) + n);
-            void * p = ::mmap(at, n, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (p == MAP_FAILED) throw error(format("--no-mmap: cannot allocate %zu bytes: %s", n, std::strerror(errno)));
-            std::memcpy(p, tmp.data(), n);
-            ::mprotect(p, n, PROT_READ);
-        }
-        if (lock && ::mlock(at, n) != 0) {
-            std::fprintf(stderr, "gloas: warning: --mlock: cannot lock %.1f MiB of weights in RAM: %s (see ulimit -l)\n",
-                         double(n) / 1048576.0, std::strerror(errno));
-            lock = false;
-        }
-    }
-    if (ranges.empty() && (copy || lock))
-        std::fprintf(stderr, "gloas: warning: %s: the model's mapping was not found; %s has no effect\n", m.path.c_str(),
-                     copy ? "--no-mmap" : "--mlock");
-}
-
 int run(const options & o) {
     const run_config & fl = o.flags;
     const bool quiet = o.quiet;
@@ -335,7 +287,7 @@ int run(const options & o) {
 
     const double t_load0 = cli::now_s();
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
-    if (fl.no_mmap || fl.mlock) place_weights(*m, fl.no_mmap, fl.mlock);
+    if (fl.no_mmap || fl.mlock) cli::place_weights(*m, fl.no_mmap, fl.mlock, "gloas");
     const hparams & hp = m->hp;
     // Precedence: the memory strategy's defaults, then the configuration
     // file's own settings, then --auto's choices, then the flags given.
