@@ -38,6 +38,33 @@ std::vector<std::pair<uintptr_t, uintptr_t>> file_mappings(const std::string & p
     return r;
 }
 
+constexpr uintptr_t HUGE_PAGE = uintptr_t(2) << 20;
+
+// Replaces the mapping [at, at + n) by anonymous memory holding its bytes.
+// The copy is made beside it, at the same offset within a 2 MiB page (so
+// the huge pages the kernel gives it stay whole when moved), then moved over
+// it (mremap): at most one extra copy of the range exists at a time.
+void copy_to_anonymous(void * at, size_t n) {
+    const size_t span = n + HUGE_PAGE;
+    void * raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw error(format("--no-mmap: cannot allocate %zu bytes: %s", n, std::strerror(errno)));
+    // the first address from raw on at at's offset in a huge page
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(raw), off = reinterpret_cast<uintptr_t>(at) % HUGE_PAGE;
+    const uintptr_t start = lo + (off + HUGE_PAGE - lo % HUGE_PAGE) % HUGE_PAGE;
+    void * dst = reinterpret_cast<void *>(start);
+    ::madvise(dst, n, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
+    std::memcpy(dst, at, n);
+    ::mprotect(dst, n, PROT_READ);
+    if (::mremap(dst, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, at) == MAP_FAILED) {
+        const int e = errno;
+        ::munmap(raw, span);
+        throw error(format("--no-mmap: cannot move %zu bytes of weights into place: %s", n, std::strerror(e)));
+    }
+    // what is left of the reservation on either side of the moved range
+    if (start > lo) ::munmap(raw, start - lo);
+    if (start + n < lo + span) ::munmap(reinterpret_cast<void *>(start + n), lo + span - (start + n));
+}
+
 } // namespace
 
 void place_weights(const model & m, bool copy, bool lock, const char * tool) {
@@ -45,14 +72,7 @@ void place_weights(const model & m, bool copy, bool lock, const char * tool) {
     for (const auto & [b, e] : ranges) {
         void * at = reinterpret_cast<void *>(b);
         const size_t n = e - b;
-        if (copy) {
-            std::vector<uint8_t> tmp(static_cast<const uint8_t *>(at), static_cast<const uint8_t *>(at) + n);
-            void * p = ::mmap(at, n, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (p == MAP_FAILED) throw error(format("--no-mmap: cannot allocate %zu bytes: %s", n, std::strerror(errno)));
-            ::madvise(p, n, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
-            std::memcpy(p, tmp.data(), n);
-            ::mprotect(p, n, PROT_READ);
-        }
+        if (copy) copy_to_anonymous(at, n);
         if (lock && ::mlock(at, n) != 0) {
             std::fprintf(stderr, "%s: warning: --mlock: cannot lock %.1f MiB of weights in RAM: %s (see ulimit -l)\n",
                          tool, double(n) / 1048576.0, std::strerror(errno));

@@ -14,7 +14,9 @@ namespace gloas::cli {
 // decode streams every weight once per token, and on 2 MiB pages it crosses
 // a page boundary, where a TLB walk starts and the prefetchers stop, 512
 // times less often. lock (--mlock): those ranges are locked in RAM. A refusal
-// is a warning on stderr naming `tool`.
+// is a warning on stderr naming `tool`. The copy is made beside the mapping
+// and moved over it, so at most one extra copy of the weights exists at a
+// time.
 void place_weights(const model & m, bool copy, bool lock, const char * tool);
 
 } // namespace gloas::cli
