@@ -89,6 +89,17 @@ auto_config choose_config(const model & m, const auto_config_input & in) {
     ex += format("ubatch: %d tokens per prefill chunk (%s of activations)\n", c.n_ubatch,
                  bytes(double(per_token) * c.n_ubatch).c_str());
 
+    c.copy_weights = in.ram_available > 0 && double(m.weight_bytes) <= double(in.ram_available) / 4;
+    ex += c.copy_weights
+              ? format("weights: copied into memory in huge pages (--no-mmap): %s, at most a quarter of the %s "
+                       "available; decode reads them faster than through the file's mapping\n",
+                       bytes(double(m.weight_bytes)).c_str(), bytes(double(in.ram_available)).c_str())
+              : in.ram_available == 0
+                    ? std::string("weights: mapped from the file (the available RAM is unknown)\n")
+                    : format("weights: mapped from the file: %s, more than a quarter of the %s available, so the page "
+                             "cache keeps the only copy\n",
+                             bytes(double(m.weight_bytes)).c_str(), bytes(double(in.ram_available)).c_str());
+
     if (in.gpu_available > 0)
         ex += format("GPU: %s free, not used: this build has no CUDA backend\n", bytes(double(in.gpu_available)).c_str());
     else

@@ -21,6 +21,10 @@
 //               n_cores is given.
 //   ubatch      512 tokens, fewer when activations would take more than a
 //               sixteenth of the available RAM or the context is shorter.
+//   weights     copied into memory in huge pages (--no-mmap) when they take
+//               at most a quarter of the available RAM: decode reads them
+//               faster than through the file's 4 KiB pages; otherwise mapped,
+//               so the page cache holds the only copy.
 // GPU memory is reported and not used: the CUDA backend is not built yet.
 #pragma once
 
@@ -51,6 +55,7 @@ struct auto_config {
     size_t kv_ram_bytes = 0;    // RAM budget of the K/V cache; 0: unbounded
     int32_t n_threads = 1;
     int32_t n_ubatch = 512;
+    bool copy_weights = false;  // --no-mmap
     std::string explanation;    // one line per choice, with its numbers
 };
 

@@ -39,10 +39,11 @@ TEST_CASE("autoconfig: plenty of RAM gives SPEED, an unbounded K/V and one threa
     CHECK(c.kv_ram_bytes == 0);
     CHECK(c.n_threads == 3);
     CHECK(c.n_ubatch == 512);
+    CHECK(c.copy_weights);  // a small model beside 16 GiB: in huge pages
     // stories260K: 5 layers x 2 (K, V) x 32 channels x 512 positions x 2 bytes
     CHECK(c.kv_bytes == size_t(5) * 2 * 32 * 512 * 2);
     for (const char * key : {"model:", "strategy: speed", "K/V: f16 pages of 32 tokens", "RAM budget: unbounded",
-                             "threads: 3", "ubatch: 512", "GPU:"})
+                             "threads: 3", "ubatch: 512", "weights: copied into memory", "GPU:"})
         CHECK_MESSAGE(c.explanation.find(key) != std::string::npos, key);
 }
 
@@ -56,6 +57,8 @@ TEST_CASE("autoconfig: little RAM gives AGGRESSIVE with a bounded K/V budget") {
     CHECK(c.strategy == memory_strategy::AGGRESSIVE);
     CHECK(c.kv_type == type::Q4_KIVI);
     CHECK(c.sparse_ratio < 1.0f);
+    CHECK(!c.copy_weights);  // the weights take half the RAM: mapped, one copy in the page cache
+    CHECK(c.explanation.find("weights: mapped from the file") != std::string::npos);
     page_geometry g(32, m->hp);
     CHECK(c.kv_ram_bytes >= 16 * g.page_bytes(type::Q4_0));
     CHECK(c.kv_ram_bytes < c.kv_bytes);
@@ -120,12 +123,13 @@ TEST_CASE("gloas --auto --explain prints the choices and exits; flags override t
     REQUIRE(r.status == 0);
     CHECK(r.out.find("--strategy aggressive --kv-type q4_kivi") != std::string::npos);
     CHECK(r.out.find("-c 256 ") != std::string::npos);
-    CHECK(r.out.find(" -t 1\n") != std::string::npos);
+    CHECK(r.out.find(" -t 1 --no-mmap\n") != std::string::npos);  // a small model: its weights in memory
 
     // --auto without --explain generates, saying what it chose
     r = test::run_tool("gloas", {"-m", model, "--auto", "-n", "8", "--temp", "0", "--kv-dir", "none"});
     REQUIRE(r.status == 0);
     CHECK(r.err.find("gloas: auto: ") != std::string::npos);
+    CHECK(r.err.find("weights in memory") != std::string::npos);
     CHECK(!r.out.empty());
 }
 

@@ -287,7 +287,6 @@ int run(const options & o) {
 
     const double t_load0 = cli::now_s();
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
-    if (fl.no_mmap || fl.mlock) cli::place_weights(*m, fl.no_mmap, fl.mlock, "gloas");
     const hparams & hp = m->hp;
     // Precedence: the memory strategy's defaults, then the configuration
     // file's own settings, then --auto's choices, then the flags given.
@@ -315,20 +314,24 @@ int run(const options & o) {
     }
     config_override(fl, hp, cp);
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
+    const bool copy_weights = fl.no_mmap || (ac && ac->copy_weights);
     if (o.explain) {
         std::fputs(ac->explanation.c_str(), stdout);
-        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu --kv-read %s -c %d -ub %d -t %d\n",
+        std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu --kv-read %s -c %d -ub %d -t %d%s\n",
                     memory_strategy_name(strategy), type_name(cp.kv.kv_type), double(cp.sparse.ratio), cp.kv.page_tokens,
-                    cp.kv.ram_bytes, cp.kv.read_copy ? "copy" : "map", cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch, ops::n_threads());
+                    cp.kv.ram_bytes, cp.kv.read_copy ? "copy" : "map", cp.n_ctx > 0 ? cp.n_ctx : hp.n_ctx_train, cp.n_ubatch,
+                    ops::n_threads(), copy_weights ? " --no-mmap" : "");
         return 0;
     }
+    if (copy_weights || fl.mlock) cli::place_weights(*m, copy_weights, fl.mlock, "gloas");
     if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) cli::warn_threads(fl.ctx.n_threads);
     cli::warn_context(cp.n_ctx, hp.n_ctx_train, fl.flag_given(OPT_CTX_SIZE) ? "-c" : "the context");
     if (ac && !quiet)
-        std::fprintf(stderr, "gloas: auto: %s, %s pages of %d tokens, K/V RAM budget %s, %d threads (--explain says why)\n",
+        std::fprintf(stderr, "gloas: auto: %s, %s pages of %d tokens, K/V RAM budget %s, %d threads, weights %s "
+                     "(--explain says why)\n",
                      memory_strategy_name(strategy), type_name(cp.kv.kv_type), cp.kv.page_tokens,
                      cp.kv.ram_bytes ? format("%.0f MiB", double(cp.kv.ram_bytes) / 1048576.0).c_str() : "unbounded",
-                     ops::n_threads());
+                     ops::n_threads(), copy_weights ? "in memory" : "mapped");
     cp.kv.dir_required = fl.flag_given(OPT_KV_DIR);  // the default folder, if unusable, leaves the pages in memory
     cp.kv.on_notice = cli::warning;
     context ctx(*m, cp);
