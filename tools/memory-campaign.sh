@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Resident memory of a long generation, per K/V configuration: runs gloas on
 # MODEL generating N tokens (--ignore-eos, a context of N + 64) with each
-# strategy and with a --kv-ram bound, samples the process's resident set
+# strategy and with a --kv-ram bound (pages read through the mapping, which
+# trims to the budget at the end of each forward pass, and with --kv-read
+# copy, which maps no page it reads), samples the process's resident set
 # (VmRSS, and its file-backed and anonymous parts) every half second, and
 # prints, per configuration, the peak and the RSS at each tenth of the run,
 # beside the model file's size and the K/V bytes the run's tokens hold. A
@@ -20,7 +22,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gloas-memory.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 echo "memory-campaign: $MODEL ($(( $(stat -c %s "$MODEL") / 1048576 )) MiB), $N tokens, $T threads"
 
-CONFIGS=("speed" "balanced" "aggressive" "balanced --kv-ram 16M")
+# $MEMORY_CONFIGS (';'-separated) replaces the list.
+CONFIGS=("speed" "balanced" "aggressive" "balanced --kv-ram 16M" "balanced --kv-ram 16M --kv-read copy")
+if [ -n "${MEMORY_CONFIGS:-}" ]; then IFS=';' read -r -a CONFIGS <<< "$MEMORY_CONFIGS"; fi
 for cfg in "${CONFIGS[@]}"; do
     name=$(echo "$cfg" | tr -c 'a-z0-9\n' '-')
     # shellcheck disable=SC2086
