@@ -55,7 +55,7 @@ FUZZERS := $(patsubst tests/fuzz/%.cpp,%,$(sort $(wildcard tests/fuzz/fuzz-*.cpp
 
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-		-DGLOAS_FUZZ=ON -DGLOAS_SANITIZE=ON -DGLOAS_TESTS=ON $(CMAKE_ARGS) >/dev/null
+		-DGLOAS_FUZZ=ON -DGLOAS_SANITIZE=ON -DGLOAS_TESTS=ON -DGLOAS_CUDA=OFF $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target $(FUZZERS)
 	@for f in $(FUZZERS); do \
 		mkdir -p build-fuzz/corpus-$$f && \

@@ -7,6 +7,9 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
@@ -34,6 +37,15 @@ constexpr variant NATIVE = variant::scalar;
 #endif
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+// F16C (CPUID leaf 1, ECX bit 29), read directly: older clang (14, Debian
+// 12's) has no "f16c" for __builtin_cpu_supports.
+bool x86_f16c() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u) != 0;
+}
+#endif
+
 // What the CPU (and the OS, which must save the wider registers) supports.
 bool cpu_has(variant v) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -43,7 +55,7 @@ bool cpu_has(variant v) {
     case variant::scalar: return true;
 #if defined(__x86_64__) || defined(__i386__)
     case variant::avx2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && x86_f16c();
     case variant::avx512:
         return cpu_has(variant::avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
