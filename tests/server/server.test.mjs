@@ -208,6 +208,8 @@ await check('equal seeds give equal outputs at temperature 1', async () => {
 
 await check('bad requests get 4xx with an error object naming the field', async () => {
   assertError(await raw('/v1/chat/completions', '{"messages": [', {}), 400);
+  // a number past a double's range is a bad body too, not a server error
+  assertError(await raw('/v1/completions', '{"prompt": "x", "max_tokens": 1e999}', {}), 400);
   assertError(await raw('/v1/chat/completions', JSON.stringify({ messages: 'hello' })), 400, 'messages');
   assertError(await raw('/v1/chat/completions', JSON.stringify({ messages: [{ role: 'user', content: 3 }] })), 400,
               'messages[0].content');

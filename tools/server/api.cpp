@@ -85,8 +85,9 @@ json parse_object(const std::string & body) {
     json o;
     try {
         o = json::parse(body);
-    } catch (const json::parse_error & e) {
-        // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 9: ..."
+    } catch (const json::exception & e) {
+        // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 9: ..." (or
+        // out_of_range.406, a number past a double's range)
         std::string w = e.what();
         const size_t at = w.find("] ");
         if (at != std::string::npos) w = w.substr(at + 2);
