@@ -81,7 +81,7 @@ TEST_CASE("gloas-bench: llama-bench's spellings -ctk/-ctv, -b, -ub, --n-depth an
     CHECK(count(r.out, "\"kv_type\": \"q8_0\"") == 2);
     CHECK(count(r.out, "\"n_batch\": 16, \"n_ubatch\": 8") == 2);
     CHECK(contains(r.out, "\"pp16 @ d32\""));
-    // --no-mmap (llama-bench -mmp 0): the weights copied into memory, found where the file was mapped
+    // --no-mmap (llama-bench -mmp 0, or -lm none): the weights copied into memory, found where the file was mapped
     r = test::run_tool("gloas-bench", {"-m", test::require_model("stories260K.bin"), "-p", "8", "-n", "2", "-r", "1",
                                        "--no-mmap"});
     REQUIRE_MESSAGE(r.status == 0, r.err);

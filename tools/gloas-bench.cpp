@@ -73,7 +73,7 @@ const option_use SHARED[] = {
      "each configuration runs with each (default: the strategy's)"},
     {OPT_NO_MMAP, false,
      "copy each model's weights into memory (transparent huge pages where the kernel allows) instead of reading "
-     "them through the file's mapping, as gloas --no-mmap does; llama-bench -mmp 0 is the same"},
+     "them through the file's mapping, as gloas --no-mmap does; llama-bench -mmp 0 (-lm none in its newer builds) is the same"},
     {OPT_N_GPU_LAYERS, false,
      "accepted for llama-bench's command lines; this build has no GPU, so N > 0 only prints a note"},
 };
