@@ -127,6 +127,17 @@ int32_t kv_store::tail_pieces(int32_t n, int32_t n_logits) const {
     return int32_t((bytes + page_bytes() - 1) / page_bytes());
 }
 
+void kv_store::changed_locked() {
+    page_file_header & h = file_->header();
+    h.generation++;
+    seen_generation_ = h.generation;
+}
+
+bool kv_store::held_locked(int64_t slot) const {
+    auto it = local_.find(slot);
+    return it != local_.end() && it->second.refs > 0;
+}
+
 // Rebuilds the index, the free list, the byte count and the policy from the
 // slot table when any process (this one included) changed it since we last looked.
 void kv_store::sync_locked() {
@@ -150,10 +161,11 @@ void kv_store::sync_locked() {
     uint64_t damaged = 0;
     for (uint64_t s = 0; s < n; ++s) {
         slot_entry & e = file_->entry(s);
-        auto it = local_.find(int64_t(s));
-        const bool ours = it != local_.end() && it->second.refs > 0;
+        const bool ours = held_locked(int64_t(s));
         if (e.state == uint32_t(slot_state::FREE)) {
-            free_.push_back(int64_t(s));
+            // A slot this process still references is never handed out again
+            // here, whatever the table says.
+            if (!ours) free_.push_back(int64_t(s));
             continue;
         }
         if (e.state == uint32_t(slot_state::WRITING)) {
@@ -216,8 +228,7 @@ void kv_store::sync_locked() {
         orphans++;
         index_.erase(e.hash);
         used_bytes_ -= std::min(used_bytes_, entry_bytes(e));
-        auto it = local_.find(s);
-        if (!ro && !(it != local_.end() && it->second.refs > 0)) {
+        if (!ro && !held_locked(s)) {
             file_->entry(uint64_t(s)).state = uint32_t(slot_state::FREE);
             free_.push_back(s);
             changed = true;
@@ -239,11 +250,13 @@ void kv_store::sync_locked() {
 
 bool kv_store::verify(int64_t slot) {
     local_slot & ls = local_[slot];
-    if (ls.verified) return true;
     const slot_entry & e = file_->entry(uint64_t(slot));
+    if (ls.verified && ls.verified_hash == e.hash && ls.verified_sum == e.checksum) return true;
     const uint64_t sum = page_checksum(file_->data(uint64_t(slot)), entry_bytes(e), e.hash);
     if (sum != e.checksum) return false;
     ls.verified = true;
+    ls.verified_hash = e.hash;
+    ls.verified_sum = e.checksum;
     return true;
 }
 
@@ -257,9 +270,10 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
     size_t got = 0;
     for (; got < n; ++got) {
         auto it = index_.find(hashes[got]);
-        if (it == index_.end() || file_->entry(uint64_t(it->second)).n_pieces != 0) break;
+        if (it == index_.end()) break;
         const int64_t s = it->second;
         slot_entry & e = file_->entry(uint64_t(s));
+        if (e.n_pieces != 0 || e.state != uint32_t(slot_state::READY) || e.hash != hashes[got]) break;
         local_slot & ls = local_[s];
         if (ls.refs++ == 0) file_->lock_slot_shared(uint64_t(s));
         if (!file_->read_only()) {
@@ -290,8 +304,7 @@ size_t kv_store::acquire_chain(const uint64_t * hashes, size_t n, page_ref * out
                 used_bytes_ -= std::min(used_bytes_, entry_bytes(e));
                 if (!file_->read_only()) {
                     e.state = uint32_t(slot_state::FREE);
-                    h.generation++;
-                    seen_generation_ = h.generation;
+                    changed_locked();
                 }
                 local_[s].verified = false;
             }
@@ -330,9 +343,7 @@ void kv_store::release(int64_t slot) {
         free_.push_back(slot);
         local_.erase(it);
         file_->dont_need(uint64_t(slot), page_bytes());
-        page_file_header & h = file_->header();
-        h.generation++;
-        seen_generation_ = h.generation;
+        changed_locked();
     }
     file_->unlock_slot(uint64_t(slot));
     file_->unlock_table();
@@ -356,6 +367,7 @@ void kv_store::drop_locked(int64_t slot, bool evicted) {
     local_.erase(slot);
     // Give the memory and the disk blocks back.
     file_->dont_need(uint64_t(slot), bytes);
+    changed_locked();
     if (evicted) m_.pages_evicted++;
 }
 
@@ -395,6 +407,7 @@ void kv_store::free_claimed_locked(int64_t slot) {
     local_.erase(slot);
     file_->unlock_slot(uint64_t(slot));
     file_->dont_need(uint64_t(slot), page_bytes());
+    changed_locked();
 }
 
 void kv_store::compress_locked(int64_t slot) {
@@ -417,6 +430,7 @@ void kv_store::compress_locked(int64_t slot) {
     file_->dont_need(uint64_t(slot), before);
     used_bytes_ -= before - tmp.size();
     policy_->on_compress(slot, tmp.size());
+    changed_locked();
     m_.pages_compressed++;
 }
 
@@ -440,8 +454,7 @@ void kv_store::fit_folder_locked(size_t need_bytes) {
 // slot for it. False when that cannot be: the pages left are in use.
 bool kv_store::make_room_locked(size_t need_bytes) {
     auto evictable = [&](int64_t s) {
-        auto it = local_.find(s);
-        if (it != local_.end() && it->second.refs > 0) return false;
+        if (held_locked(s)) return false;
         // Another process using it holds a shared lock on its entry.
         if (!file_->try_lock_slot_exclusive(uint64_t(s))) return false;
         file_->unlock_slot(uint64_t(s));
@@ -511,7 +524,10 @@ page_ref kv_store::begin_page() {
         while (!free_.empty()) {
             const int64_t c = free_.back();
             free_.pop_back();
-            if (file_->entry(uint64_t(c)).state == uint32_t(slot_state::FREE) && file_->try_lock_slot_exclusive(uint64_t(c))) {
+            // The slot lock is the open file's: one this process holds
+            // already would be granted again, so its own slots are skipped.
+            if (file_->entry(uint64_t(c)).state == uint32_t(slot_state::FREE) && !held_locked(c) &&
+                file_->try_lock_slot_exclusive(uint64_t(c))) {
                 s = c;
                 break;
             }
@@ -544,9 +560,8 @@ page_ref kv_store::begin_page() {
         used_bytes_ += page_bytes();
         local_slot & ls = local_[s];
         ls.refs = 1;
-        ls.verified = true;  // we write it
-        h.generation++;
-        seen_generation_ = h.generation;
+        ls.verified = false;  // until it is published: this process's checksum then
+        changed_locked();
         file_->unlock_table();
         return page_ref{s, file_->data(uint64_t(s)), p_.kv_type};
     } catch (...) {
@@ -567,9 +582,6 @@ void kv_store::abandon(int64_t slot) {
     slot_entry & e = file_->entry(uint64_t(slot));
     GLOAS_ASSERT(e.state == uint32_t(slot_state::WRITING));
     free_claimed_locked(slot);
-    page_file_header & h = file_->header();
-    h.generation++;
-    seen_generation_ = h.generation;
     file_->unlock_table();
 }
 
@@ -632,9 +644,12 @@ void kv_store::writer_loop() {
             m_.pages_written++;
             // Our exclusive writer lock becomes a shared use lock.
             file_->lock_slot_shared(uint64_t(j.slot));
+            local_slot & ls = local_[j.slot];
+            ls.verified = true;  // written here
+            ls.verified_hash = j.hash;
+            ls.verified_sum = sum;
         }
-        h.generation++;
-        seen_generation_ = h.generation;
+        changed_locked();
         file_->unlock_table();
         if (p_.ram_bytes > 0 && file_->persistent()) {
             // Clean pages in the page cache are the warm tier the kernel may reclaim.
@@ -883,15 +898,14 @@ bool kv_store::put_tail(uint64_t parent, const int32_t * tokens, int32_t n, cons
         }
         tails_.emplace(parent, claimed[0].slot);
         auto unused = [&](int64_t s) {
-            if (!file_->try_lock_slot_exclusive(uint64_t(s))) return false;
+            if (held_locked(s) || !file_->try_lock_slot_exclusive(uint64_t(s))) return false;
             file_->unlock_slot(uint64_t(s));
             return true;
         };
         for (const int64_t s0 : extended) drop_tail_locked(s0, unused, false);
         m_.tails_written++;
     }
-    h.generation++;
-    seen_generation_ = h.generation;
+    changed_locked();
     file_->unlock_table();
     if (p_.ram_bytes > 0 && file_->persistent())
         for (const page_ref & c : claimed) file_->start_writeback(uint64_t(c.slot), pb);
@@ -957,8 +971,6 @@ int32_t kv_store::take_tail(uint64_t parent, const int32_t * tokens, int32_t n, 
                 }
         } else {
             drop_tail_locked(best, [](int64_t) { return true; }, false);
-            h.generation++;
-            seen_generation_ = h.generation;
         }
         file_->unlock_table();
         return 0;

@@ -271,10 +271,17 @@ private:
     };
     struct local_slot {
         uint32_t refs = 0;
-        bool verified = false;      // checksum checked since this process took it
+        // The page this process last checked (or wrote) in the slot: a slot
+        // freed and filled again by another process is checked again.
+        bool verified = false;
+        uint64_t verified_hash = 0, verified_sum = 0;
     };
 
     void sync_locked();             // re-reads the table if another process changed it
+    // After any change to the slot table: tells the other processes (and
+    // this one's index stays current, having made the change itself).
+    void changed_locked();
+    bool held_locked(int64_t slot) const;  // this process references the slot
     void note(const std::string & line);  // a notice (see on_notice)
     page_ref memory_page_locked(const std::string & why);
     void fit_folder_locked(size_t need_bytes);
@@ -291,7 +298,6 @@ private:
     bool verify(int64_t slot);
     size_t entry_bytes(const slot_entry & e) const;
     void writer_loop();
-    void do_publish(int64_t slot, uint64_t hash, uint64_t parent, int32_t n_tokens);
 
     kv_store_params p_;
     page_geometry geom_;

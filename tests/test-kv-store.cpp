@@ -287,6 +287,65 @@ TEST_CASE("processes: reuse across runs, a killed writer, two writers at once") 
     CHECK(test::read_file(dir + "/b.out") == ref_b.out);
 }
 
+// Two stores on one folder stand for two processes: the slot locks belong to
+// each store's open file.
+TEST_CASE("a page one store evicts is gone for the other, even when the evicting store then finds no room") {
+    auto m = load_stories();
+    const std::string dir = test::temp_dir("kv-evict-seen");
+    const page_geometry g(32, m->hp);
+    kv_store_params pa;
+    pa.dir = dir;
+    kv_store a(pa, g, m->fingerprint);
+    const int32_t P = g.page_tokens;
+    const uint64_t hashes[4] = {11, 12, 13, 14};
+    for (int i = 0; i < 4; ++i) {
+        const page_ref r = a.begin_page();
+        REQUIRE(kv_store::in_file(r.slot));
+        std::memset(const_cast<uint8_t *>(r.data), 1 + i, a.page_bytes());
+        a.publish(r.slot, hashes[i], i == 0 ? 0 : hashes[i - 1], P);
+        a.release(r.slot);
+    }
+    // b may keep two pages and holds the first two: its new page evicts the
+    // other two and then, still past its capacity, goes to memory.
+    kv_store_params pb = pa;
+    pb.capacity_bytes = 2 * a.page_bytes();
+    kv_store b(pb, g, m->fingerprint);
+    page_ref held[2];
+    REQUIRE(b.acquire(hashes[0], &held[0]));
+    REQUIRE(b.acquire(hashes[1], &held[1]));
+    const page_ref extra = b.begin_page();
+    CHECK_FALSE(kv_store::in_file(extra.slot));
+    CHECK(b.take_notices().find("capacity") != std::string::npos);
+    page_ref r;
+    CHECK_FALSE(a.acquire(hashes[2], &r));
+    CHECK_FALSE(a.acquire(hashes[3], &r));
+    REQUIRE(a.acquire(hashes[0], &r));
+    CHECK(r.slot == held[0].slot);
+    a.release(r.slot);
+    // A slot marked free while this store alone holds its page (a damaged
+    // table) is not handed out to this store again: its own lock on the slot
+    // would not stop it.
+    b.release(held[1].slot);
+    REQUIRE(a.acquire(hashes[1], &r));
+    const int fd = ::open(a.path().c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    const uint32_t free_state = uint32_t(slot_state::FREE);
+    REQUIRE(::pwrite(fd, &free_state, sizeof free_state,
+                     off_t(PAGE_FILE_HEADER_BYTES + uint64_t(r.slot) * sizeof(slot_entry) + offsetof(slot_entry, state))) ==
+            ssize_t(sizeof free_state));
+    ::close(fd);
+    {
+        kv_store c(pa, g, m->fingerprint);  // any change by another store makes the others read the table again
+        c.abandon(c.begin_page().slot);
+    }
+    const page_ref n1 = a.begin_page();
+    CHECK(n1.slot != r.slot);
+    a.abandon(n1.slot);
+    a.release(r.slot);
+    b.abandon(extra.slot);
+    b.release(held[0].slot);
+}
+
 TEST_CASE("a RAM budget bounds the resident pages, and the output does not change") {
     // One thread: hundreds of single-token passes of a tiny model would spend
     // their time waking OpenMP workers.
