@@ -36,7 +36,7 @@ kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_ch
     // A chunk of max_chunk tokens touches at most (max_chunk + P - 2) / P + 1
     // pages: its first and last are open pages, the others are inside.
     const int32_t n_inside = std::max(0, (max_chunk + P - 2) / P - 1);
-    open_.assign(2 * size_t(pg_.n_rows()) * size_t(P), 0.0f);
+    open_.assign(size_t(g.n_layer + 1) * size_t(pg1_.n_rows()) * size_t(P), 0.0f);
     inside_.assign(size_t(n_inside) * size_t(pg1_.n_rows()) * size_t(P), 0.0f);
     alloc(size_t(g.n_ctx / P + 1));
     tokens_.reserve(size_t(g.n_ctx));
@@ -121,21 +121,27 @@ void kv_sequence::begin_chunk(int32_t pos0, int32_t n_tok) {
     const int32_t P = pg_.page_tokens;
     chunk_first_ = pos0 / P;
     chunk_last_ = (pos0 + n_tok - 1) / P;
-    // Open buffers of pages before the chunk are done with (their pages are sealed).
-    for (int64_t & o : open_page_)
-        if (o != chunk_first_ && o != chunk_last_) o = -1;
-    for (const int64_t pg : {chunk_first_, chunk_last_}) {
-        if (open_page_[0] == pg || open_page_[1] == pg) continue;
-        // A page the chunk starts mid-way was open in the last chunk: it has its buffer.
-        GLOAS_ASSERT(pg != chunk_first_ || pos0 % P == 0);
-        (open_page_[0] < 0 ? open_page_[0] : open_page_[1]) = pg;
+    // A page the chunk starts mid-way was the last chunk's last page: its
+    // layers are where they were. Any other page before the chunk is sealed.
+    int32_t base = 0;
+    if (pos0 % P != 0) {
+        const int i = open_page_[0] == chunk_first_ ? 0 : 1;
+        GLOAS_ASSERT(open_page_[i] == chunk_first_);
+        base = open_base_[i];
     }
+    // The last page's layer l goes where the first page's layer l - 1 was:
+    // sealed, and read by no query, once layer l - 1 is done.
+    open_page_[0] = chunk_first_;
+    open_base_[0] = base;
+    open_page_[1] = chunk_last_ != chunk_first_ ? chunk_last_ : -1;
+    open_base_[1] = (base + g_.n_layer) % (g_.n_layer + 1);
 }
 
 const float * kv_sequence::staging(int64_t page, int32_t il) const {
     const size_t P = size_t(pg_.page_tokens);
+    const size_t region = size_t(pg1_.n_rows()) * P;
     for (int i = 0; i < 2; ++i)
-        if (open_page_[i] == page) return open_.data() + (size_t(i) * size_t(pg_.n_rows()) + size_t(pg_.row_index(il, 0, 0))) * P;
+        if (open_page_[i] == page) return open_.data() + size_t((open_base_[i] + il) % (g_.n_layer + 1)) * region;
     GLOAS_ASSERT(page > chunk_first_ && page < chunk_last_);
     return inside_.data() + size_t(page - chunk_first_ - 1) * size_t(pg1_.n_rows()) * P;
 }
@@ -548,7 +554,8 @@ int32_t kv_sequence::reuse(const int32_t * tokens, int32_t n_tok, float * logits
             seq_page sp;
             sp.ref = st_.begin_page();
             pages_.push_back(sp);
-            open_page_[0] = int64_t(got);
+            open_page_[0] = int64_t(got);  // its layers in order from the ring's start (take_tail wrote them)
+            open_base_[0] = 0;
             open_page_[1] = -1;
             reused += from_tail;
         }
@@ -570,8 +577,18 @@ void kv_sequence::store_tail() {
     for (int i = 0; i < 2; ++i) {
         if (open_page_[i] != pg) continue;
         try {
-            st_.put_tail(tail_parent_, tokens_.data() + size_t(pg) * size_t(pg_.page_tokens), tail_n_,
-                         open_.data() + size_t(i) * size_t(pg_.n_rows()) * size_t(pg_.page_tokens), size_t(pg_.page_tokens),
+            // The tail's rows in layer order: in place unless the layers wrap
+            // around the ring's end.
+            const size_t P = size_t(pg_.page_tokens), region = size_t(pg1_.n_rows()) * P;
+            const float * rows = open_.data() + size_t(open_base_[i]) * region;
+            std::vector<float> gathered;
+            if (open_base_[i] > 1) {
+                gathered.resize(size_t(g_.n_layer) * region);
+                for (int32_t il = 0; il < g_.n_layer; ++il)
+                    std::memcpy(gathered.data() + size_t(il) * region, staging(pg, il), region * sizeof(float));
+                rows = gathered.data();
+            }
+            st_.put_tail(tail_parent_, tokens_.data() + size_t(pg) * P, tail_n_, rows, P,
                          tail_logits_.empty() ? nullptr : tail_logits_.data(), int32_t(tail_logits_.size()));
         } catch (const std::exception &) {
             // Not stored (no memory): a later prompt computes these tokens again.
@@ -590,6 +607,7 @@ void kv_sequence::clear() {
     hashes_.clear();
     n_dropped_ = 0;
     open_page_[0] = open_page_[1] = -1;
+    open_base_[0] = open_base_[1] = 0;
     chunk_first_ = chunk_last_ = -1;
 }
 

@@ -204,13 +204,20 @@ private:
     uint64_t tail_parent_ = 0;           // prefix hash of the pages before it
     std::vector<float> tail_logits_;     // the logits of its last token, when computed
     // Staging. A chunk of tokens (one store per layer, then its attend)
-    // starts and ends in open pages, which keep all their layers in F32
-    // between chunks; the pages strictly inside it are filled within the
-    // chunk, sealed layer by layer as they fill, and read in F32 only by the
-    // chunk's own queries of that layer, so they share one layer's rows.
+    // starts and ends in open pages; the last one keeps all its layers in
+    // F32 until the next chunk. The pages after the first are filled within
+    // the chunk and sealed layer by layer as they fill; a sealed layer's F32
+    // rows are read only by the chunk's own queries of that layer. So the
+    // pages strictly inside share one layer's rows, and the two open pages
+    // share a ring of n_layer + 1 layer regions: layer l of open page i is
+    // region (open_base_[i] + l) mod (n_layer + 1), the last page's base one
+    // below the first's, so that its layer l takes the region of the first
+    // page's layer l - 1, done with by then. The ring holds a page and one
+    // layer, not two pages.
     page_geometry pg1_;                  // pg_ with one layer: the rows of one layer of a page
-    std::vector<float> open_;            // (2, n_rows, P): the open pages open_page_[0..1]
-    int64_t open_page_[2] = {-1, -1};
+    std::vector<float> open_;            // (n_layer + 1, pg1_.n_rows(), P): the ring of the open pages' layers
+    int64_t open_page_[2] = {-1, -1};    // the chunk's first page, and its last when another
+    int32_t open_base_[2] = {0, 0};
     std::vector<float> inside_;          // (pages inside a chunk, pg1_.n_rows(), P): the current layer's rows
     int64_t chunk_first_ = -1, chunk_last_ = -1;  // pages of the chunk being stored
     size_t scratch_item_ = 0;            // floats of attend's per-thread scratch
