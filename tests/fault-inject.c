@@ -8,6 +8,11 @@
  * these names are seen: the C library's own (stdio's writes, its internal
  * mmaps) are not. A failed io_uring_enter submits nothing: reads the ring
  * already holds stay in flight, as when the kernel refuses a call.
+ * io_uring_cqe is the kernel's answer rather than a call: the Nth completion
+ * a ring posts (counted as io_uring_enter returns) gets the error as its
+ * result (-errno), as a read the device failed would; a completion the
+ * program has already taken when the shim first sees it is counted, not
+ * failed.
  *
  * Environment:
  *   GLOAS_FAULT_CALL   the call to fail: one of the names above
@@ -39,10 +44,12 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <linux/io_uring.h>
 
-enum { C_WRITE, C_PWRITE, C_FALLOCATE, C_FSYNC, C_PREAD, C_MMAP, C_FTRUNCATE, C_URING_SETUP, C_URING_ENTER, N_CALLS };
-static const char * const call_names[N_CALLS] = {"write", "pwrite", "fallocate", "fsync", "pread",
-                                                 "mmap", "ftruncate", "io_uring_setup", "io_uring_enter"};
+enum { C_WRITE, C_PWRITE, C_FALLOCATE, C_FSYNC, C_PREAD, C_MMAP, C_FTRUNCATE, C_URING_SETUP, C_URING_ENTER,
+       C_URING_CQE, N_CALLS };
+static const char * const call_names[N_CALLS] = {"write", "pwrite", "fallocate", "fsync", "pread", "mmap",
+                                                 "ftruncate", "io_uring_setup", "io_uring_enter", "io_uring_cqe"};
 
 static int target = -1;          /* the call to fail, or -1 */
 static long fail_n = 0;
@@ -143,13 +150,49 @@ static int grows(int fd, off64_t n) {
 }
 int ftruncate(int fd, off_t n) { return grows(fd, n) && should_fail(C_FTRUNCATE, fd) ? -1 : real_ftruncate(fd, n); }
 int ftruncate64(int fd, off64_t n) { return grows(fd, n) && should_fail(C_FTRUNCATE, fd) ? -1 : real_ftruncate64(fd, n); }
+/* The ring whose completions are counted (the program's last one): its fd,
+ * its setup parameters, the mapping of its completion queue, and how many of
+ * its completions the shim has seen. */
+static int uring_fd = -1;
+static struct io_uring_params uring_p;
+static char * uring_cq = NULL;
+static unsigned uring_seen = 0;
+
+static void note_ring_mapping(int fd, off_t o, void * at) {
+    if (fd < 0 || fd != uring_fd || at == MAP_FAILED) return;
+    if (o == (off_t) IORING_OFF_CQ_RING || (o == (off_t) IORING_OFF_SQ_RING && (uring_p.features & IORING_FEAT_SINGLE_MMAP)))
+        uring_cq = at;
+}
+
+/* After an io_uring_enter on the ring: counts the completions posted since
+ * the last look and fails the chosen one, if the program has not taken it. */
+static void count_completions(int fd) {
+    if (fd != uring_fd || !uring_cq) return;
+    const unsigned tail = __atomic_load_n((unsigned *) (uring_cq + uring_p.cq_off.tail), __ATOMIC_ACQUIRE);
+    const unsigned head = __atomic_load_n((unsigned *) (uring_cq + uring_p.cq_off.head), __ATOMIC_ACQUIRE);
+    const unsigned mask = *(unsigned *) (uring_cq + uring_p.cq_off.ring_mask);
+    struct io_uring_cqe * cqes = (struct io_uring_cqe *) (uring_cq + uring_p.cq_off.cqes);
+    for (; uring_seen != tail; ++uring_seen) {
+        const int taken = (int) (uring_seen - head) < 0;
+        if (taken) {
+            __atomic_add_fetch(&counts[C_URING_CQE], 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (should_fail(C_URING_CQE, -1)) cqes[uring_seen & mask].res = -fail_errno;
+    }
+}
+
 void * mmap(void * a, size_t n, int prot, int flags, int fd, off_t o) {
     if (!(flags & MAP_ANONYMOUS) && should_fail(C_MMAP, fd)) return MAP_FAILED;
-    return real_mmap(a, n, prot, flags, fd, o);
+    void * r = real_mmap(a, n, prot, flags, fd, o);
+    note_ring_mapping(fd, o, r);
+    return r;
 }
 void * mmap64(void * a, size_t n, int prot, int flags, int fd, off64_t o) {
     if (!(flags & MAP_ANONYMOUS) && should_fail(C_MMAP, fd)) return MAP_FAILED;
-    return real_mmap64(a, n, prot, flags, fd, o);
+    void * r = real_mmap64(a, n, prot, flags, fd, o);
+    note_ring_mapping(fd, (off_t) o, r);
+    return r;
 }
 
 /* syscall(2) passes up to six arguments in registers; they are read back as
@@ -163,5 +206,13 @@ long syscall(long number, ...) {
     if (number == __NR_io_uring_setup && should_fail(C_URING_SETUP, -1)) return -1;
     if (number == __NR_io_uring_enter && should_fail(C_URING_ENTER, (int) a[0])) return -1;
     if (!real_syscall) fault_init();
-    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+    const long r = real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (number == __NR_io_uring_setup && r >= 0) {
+        uring_fd = (int) r;
+        memcpy(&uring_p, (const void *) a[1], sizeof uring_p);
+        uring_cq = NULL;
+        uring_seen = 0;
+    }
+    if (number == __NR_io_uring_enter && r >= 0) count_completions((int) a[0]);
+    return r;
 }

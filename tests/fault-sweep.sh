@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # I/O fault sweep: runs gloas under the fault-inject shim (tests/fault-inject.c)
 # failing the Nth write / pwrite / fallocate / fsync / pread / mmap / ftruncate
-# / io_uring_setup / io_uring_enter with ENOSPC, EIO or EINTR (once, or from the Nth call on: a disk that stays
-# full), N swept over every call the run makes (or a few of them), in four
+# / io_uring_setup / io_uring_enter with ENOSPC, EIO or EINTR, or gives the Nth io_uring completion
+# (io_uring_cqe) that error as its result (once, or from the Nth call on: a disk that stays full), N swept over every call the run makes (or a few of them), in four
 # scenarios on a K/V folder: fresh (an empty folder: the page file is
 # created and written), reuse (a folder a clean run filled: pages are read,
 # then a longer prompt writes more), copy (reuse with --kv-read copy:
@@ -41,7 +41,7 @@ for p in short long; do
 done
 
 # shellcheck disable=SC2206
-CALLS=(${FAULT_SWEEP_CALLS:-write pwrite fallocate fsync pread mmap ftruncate io_uring_setup io_uring_enter})
+CALLS=(${FAULT_SWEEP_CALLS:-write pwrite fallocate fsync pread mmap ftruncate io_uring_setup io_uring_enter io_uring_cqe})
 STRIDE=${FAULT_SWEEP_STRIDE:-1}
 # shellcheck disable=SC2206
 SCENARIOS=(${FAULT_SWEEP_SCENARIOS:-fresh reuse copy compressed})
