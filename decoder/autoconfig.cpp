@@ -89,7 +89,7 @@ auto_config choose_config(const model & m, const auto_config_input & in) {
     ex += format("ubatch: %d tokens per prefill chunk (%s of activations)\n", c.n_ubatch,
                  bytes(double(per_token) * c.n_ubatch).c_str());
 
-    c.copy_weights = in.ram_available > 0 && double(m.weight_bytes) <= double(in.ram_available) / 4;
+    c.copy_weights = weights_copied_by_default(m.weight_bytes, in.ram_available);
     ex += c.copy_weights
               ? format("weights: copied into memory in huge pages (--no-mmap): %s, at most a quarter of the %s "
                        "available; decode reads them faster than through the file's mapping\n",
@@ -105,6 +105,10 @@ auto_config choose_config(const model & m, const auto_config_input & in) {
     else
         ex += "GPU: none used (this build has no CUDA backend)\n";
     return c;
+}
+
+bool weights_copied_by_default(size_t weight_bytes, size_t ram_available) {
+    return ram_available > 0 && double(weight_bytes) <= double(ram_available) / 4;
 }
 
 } // namespace gloas

@@ -21,10 +21,11 @@
 //               n_cores is given.
 //   ubatch      512 tokens, fewer when activations would take more than a
 //               sixteenth of the available RAM or the context is shorter.
-//   weights     copied into memory in huge pages (--no-mmap) when they take
-//               at most a quarter of the available RAM: decode reads them
-//               faster than through the file's 4 KiB pages; otherwise mapped,
-//               so the page cache holds the only copy.
+//   weights     copied into memory in huge pages when they take at most a
+//               quarter of the available RAM (weights_copied_by_default, the
+//               tools' default too): decode reads them faster than through
+//               the file's 4 KiB pages; otherwise mapped, so the page cache
+//               holds the only copy.
 // GPU memory is reported and not used: the CUDA backend is not built yet.
 #pragma once
 
@@ -60,6 +61,12 @@ struct auto_config {
 };
 
 auto_config choose_config(const model & m, const auto_config_input & in);
+
+// Whether weights of weight_bytes are copied into memory rather than read
+// through the file's mapping when no flag says (ram_available 0: unknown, so
+// mapped): when they take at most a quarter of the available RAM. llama.cpp
+// copies (repacks) the weights its CPU kernels can interleave the same way.
+bool weights_copied_by_default(size_t weight_bytes, size_t ram_available);
 
 // Physical cores this process may run on (cores of its CPU affinity set,
 // hyper-thread siblings counted once); at least 1.

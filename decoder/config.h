@@ -170,7 +170,8 @@ struct run_config {
     type kv_type_v = type::F16;     // -ctv (must equal the K type, ctx.kv.kv_type)
     int32_t n_gpu_layers = 0;       // -ngl (-1: auto or all): context_params::n_gpu_layers
     bool mlock = false;             // --mlock
-    bool no_mmap = false;           // --no-mmap
+    bool no_mmap = false;           // --no-mmap (the last of it and --mmap given counts)
+    bool mmap = false;              // --mmap
     uint64_t given = 0;             // bit i: shared option i (shared_opt) was given
     bool flag_given(int id) const { return (given >> id) & 1; }
 };

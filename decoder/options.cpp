@@ -323,7 +323,14 @@ size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args
             break;
         }
         case OPT_MLOCK: cfg.mlock = true; break;
-        case OPT_NO_MMAP: cfg.no_mmap = true; break;
+        case OPT_NO_MMAP:
+            cfg.no_mmap = true;
+            cfg.mmap = false;
+            break;
+        case OPT_MMAP:
+            cfg.mmap = true;
+            cfg.no_mmap = false;
+            break;
         case N_SHARED_OPTS: GLOAS_ASSERT(false);
     }
     cfg.given |= uint64_t(1) << d->id;

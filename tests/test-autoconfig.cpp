@@ -47,6 +47,12 @@ TEST_CASE("autoconfig: plenty of RAM gives SPEED, an unbounded K/V and one threa
         CHECK_MESSAGE(c.explanation.find(key) != std::string::npos, key);
 }
 
+TEST_CASE("weights are copied by default when they take at most a quarter of the available RAM") {
+    CHECK(weights_copied_by_default(100, 400));
+    CHECK_FALSE(weights_copied_by_default(101, 400));
+    CHECK_FALSE(weights_copied_by_default(1, 0));  // unknown RAM: mapped
+}
+
 TEST_CASE("autoconfig: little RAM gives AGGRESSIVE with a bounded K/V budget") {
     auto m = stories();
     auto_config_input in;

@@ -434,6 +434,11 @@ TEST_CASE("llama.cpp's spellings mean what they mean there") {
     INFO("stderr: " << llama.err);
     REQUIRE(llama.status == 0);
     CHECK(llama.out == ref.out);
+    // A model this small is copied into memory by default; --mmap keeps the mapping, with the same text.
+    CHECK(ref.err.find(" MiB in memory)") != std::string::npos);
+    auto mapped = run({"--temp", "0", "-n", "30", "-c", "128", "-t", "1", "--kv-type", "f16", "--ubatch", "16", "--mmap"});
+    CHECK(mapped.err.find(" MiB mapped)") != std::string::npos);
+    CHECK(mapped.out == ref.out);
     // -ngl N > 0 runs on the GPU or fails (exit 1, the reason on stderr);
     // all (or auto) runs on the CPU when the GPU cannot, saying why.
     auto ngl = run({"--temp", "0", "-n", "4", "-ngl", "99"});
@@ -519,7 +524,7 @@ TEST_CASE("llama.cpp's spellings mean what they mean there") {
     for (const char * s : {"--ctx-size", "--n-predict", "--threads", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
                            "-ub", "--ubatch-size", "-b, --batch-size", "-ngl", "--n-gpu-layers", "--no-display-prompt",
                            "--log-disable", "-q", "--version", "-r, --reverse-prompt", "-e, --escape", "--mlock",
-                           "--no-mmap", "--presence-penalty", "--frequency-penalty", "-f, --file", "--seed"})
+                           "--no-mmap", "--mmap", "--presence-penalty", "--frequency-penalty", "-f, --file", "--seed"})
         CHECK_MESSAGE(h.out.find(s) != std::string::npos, s);
 }
 

@@ -629,11 +629,21 @@ TEST_CASE("options: values are checked by kind and range; errors name the spelli
     CHECK(c.n_gpu_layers == 33);
     CHECK(c.mlock);
     CHECK(c.no_mmap);
+    CHECK_FALSE(c.mmap);
     CHECK(c.ctx.slide.on);
     CHECK(c.flag_given(OPT_KV_TYPE_K));
     CHECK_FALSE(c.flag_given(OPT_KV_TYPE));
     CHECK(config_sampling(c, 300).repeat_last_n == 300);
     CHECK(c.sampling.repeat_last_n == -1);
+
+    // --mmap and --no-mmap: the last one given counts.
+    run_config m;
+    CHECK(cli_error_of(m, {"--no-mmap", "--mmap"}) == "");
+    CHECK(m.mmap);
+    CHECK_FALSE(m.no_mmap);
+    CHECK(cli_error_of(m, {"--no-mmap"}) == "");
+    CHECK_FALSE(m.mmap);
+    CHECK(m.no_mmap);
 
     run_config d;
     CHECK(cli_error_of(d, {"-c", "x"}) == "-c: expected an integer in [0, 16777216], got 'x'");

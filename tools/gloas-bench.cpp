@@ -73,7 +73,10 @@ const option_use SHARED[] = {
      "each configuration runs with each (default: the strategy's)"},
     {OPT_NO_MMAP, false,
      "copy each model's weights into memory (transparent huge pages where the kernel allows) instead of reading "
-     "them through the file's mapping, as gloas --no-mmap does; llama-bench -mmp 0 (-lm none in its newer builds) is the same"},
+     "them through the file's mapping, as gloas --no-mmap does (the default when they take at most a quarter of the "
+     "available RAM); llama-bench -mmp 0 (-lm none in its newer builds) is the same"},
+    {OPT_MMAP, false,
+     "read each model's weights through the file's mapping whatever their size, as gloas --mmap"},
     {OPT_N_GPU_LAYERS, false,
      "accepted for llama-bench's command lines; this build has no GPU, so N > 0 only prints a note"},
 };
@@ -506,7 +509,7 @@ int run(int argc, char ** argv) {
     for (const auto & path : models) {
         std::fprintf(stderr, "gloas-bench: loading %s\n", path.c_str());
         auto m = model::load({path, ""});
-        if (flags.no_mmap) cli::place_weights(*m, true, false, "gloas-bench");
+        if (cli::copy_weights(flags, *m)) cli::place_weights(*m, true, false, "gloas-bench");
         if (cfg) config_check_model(*cfg, m->hp, path);
         const int max_depth = *std::max_element(depths.begin(), depths.end());
         std::uniform_int_distribution<int32_t> tok(0, m->hp.n_vocab - 1);

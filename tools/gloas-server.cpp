@@ -200,7 +200,8 @@ int run(const options & o) {
     const run_config & fl = o.flags;
     if (fl.flag_given(OPT_THREADS) && fl.ctx.n_threads > 0) ops::set_n_threads(fl.ctx.n_threads);
     std::unique_ptr<model> m = model::load({o.model_path, o.tokenizer_path});
-    if (fl.no_mmap || fl.mlock) cli::place_weights(*m, fl.no_mmap, fl.mlock, "gloas-server");
+    const bool copy = cli::copy_weights(fl, *m);
+    if (copy || fl.mlock) cli::place_weights(*m, copy, fl.mlock, "gloas-server");
     const hparams & hp = m->hp;
 
     // Precedence as gloas: the memory strategy, the configuration file, the flags given.

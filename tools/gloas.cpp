@@ -314,7 +314,7 @@ int run(const options & o) {
     }
     config_override(fl, hp, cp);
     if (cp.n_threads > 0) ops::set_n_threads(cp.n_threads);
-    const bool copy_weights = fl.no_mmap || (ac && ac->copy_weights);
+    const bool copy_weights = cli::copy_weights(fl, *m);  // --auto's rule is the default
     if (o.explain) {
         std::fputs(ac->explanation.c_str(), stdout);
         std::printf("settings: --strategy %s --kv-type %s --sparse-ratio %g --kv-page %d --kv-ram %zu --kv-read %s -c %d -ub %d -t %d%s\n",
@@ -339,9 +339,10 @@ int run(const options & o) {
     cli::warn_lines(store.take_notices());
     const double t_load = cli::now_s() - t_load0;
     if (!quiet)
-        std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB) in %.2f s; context %d, %d threads, simd %s\n",
-                     m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
-                     double(m->weight_bytes) / (1024.0 * 1024.0), t_load, ctx.n_ctx(), ops::n_threads(), isa::active_name());
+        std::fprintf(stderr, "gloas: loaded %s (%s, %s weights, %.1f M params, %.1f MiB %s) in %.2f s; context %d, %d threads, "
+                     "simd %s\n", m->path.c_str(), m->file_format.c_str(), type_name(m->weight_type), double(m->n_params) / 1e6,
+                     double(m->weight_bytes) / (1024.0 * 1024.0), copy_weights ? "in memory" : "mapped", t_load, ctx.n_ctx(),
+                     ops::n_threads(), isa::active_name());
     const sampler_params sparams = config_sampling(fl, ctx.n_ctx());
     if (o.verbose)
         std::fprintf(stderr, "gloas: %s: layers %d, dim %d, ffn %d, heads %d (kv %d), head_dim %d, rope %s dims %d base %g, "

@@ -1,6 +1,8 @@
 #include "tools/common/weights.h"
 
 #include "base/error.h"
+#include "decoder/autoconfig.h"
+#include "decoder/strategy.h"
 
 #include <cerrno>
 #include <climits>
@@ -66,6 +68,11 @@ void copy_to_anonymous(void * at, size_t n) {
 }
 
 } // namespace
+
+bool copy_weights(const run_config & flags, const model & m) {
+    if (flags.no_mmap || flags.mmap) return flags.no_mmap;
+    return weights_copied_by_default(m.weight_bytes, available_ram_bytes());
+}
 
 void place_weights(const model & m, bool copy, bool lock, const char * tool) {
     const auto ranges = file_mappings(m.path);

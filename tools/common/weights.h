@@ -3,6 +3,7 @@
 // loaders keep one code path (they always map the file).
 #pragma once
 
+#include "decoder/config.h"
 #include "decoder/model.h"
 
 namespace gloas::cli {
@@ -18,5 +19,10 @@ namespace gloas::cli {
 // and moved over it, so at most one extra copy of the weights exists at a
 // time.
 void place_weights(const model & m, bool copy, bool lock, const char * tool);
+
+// Whether the weights are copied (place_weights' copy): --no-mmap, not with
+// --mmap, and else when they take at most a quarter of the available RAM
+// (weights_copied_by_default, autoconfig.h).
+bool copy_weights(const run_config & flags, const model & m);
 
 } // namespace gloas::cli
