@@ -16,6 +16,7 @@
 // N tokens in a context of -c positions that slides (as gloas --ctx-slide), so
 // the scored half lies past that context.
 #include "tools/common/cli.h"
+#include "tools/common/weights.h"
 #include "decoder/config.h"
 #include "decoder/options.h"
 #include "decoder/llama.h"
@@ -66,6 +67,8 @@ const option_use SHARED[] = {
      "share of K/V pages a decoded token attends to, 0 < R <= 1; below 1 the text is evaluated one token at a "
      "time, as decode reads it (default: 1 = dense)"},
     {OPT_NO_SPARSE},
+    {OPT_NO_MMAP},
+    {OPT_MMAP},
 };
 constexpr size_t N_SHARED = sizeof SHARED / sizeof SHARED[0];
 
@@ -87,7 +90,8 @@ std::string usage() {
 context:
 )") + options_usage(SHARED, N_SHARED, OPT_GROUP_CONTEXT) +
            "\nK/V cache (pages are in memory: scoring never reuses them):\n" +
-           options_usage(SHARED, N_SHARED, OPT_GROUP_KV) + R"(
+           options_usage(SHARED, N_SHARED, OPT_GROUP_KV) + "\nmodel loading:\n" +
+           options_usage(SHARED, N_SHARED, OPT_GROUP_MODEL) + R"(
 Progress goes to stderr: the number of chunks and the estimated time, then
 each chunk's running perplexity and the time left. stdout gets the result:
   PPL = X +/- U        U: standard error of X (from the per-token log-likelihoods)
@@ -190,6 +194,7 @@ int run(int argc, char ** argv) {
     if (n_ctx > 0) check_chunks();
 
     auto m = model::load({model_path, tok_path});
+    if (cli::copy_weights(flags, *m)) cli::place_weights(*m, true, false, "gloas-perplexity");
     if (n_ctx == 0) n_ctx = m->hp.n_ctx_train;
     cli::warn_context(n_ctx, m->hp.n_ctx_train);
     check_chunks();
