@@ -7,7 +7,9 @@
 # (VmRSS, and its file-backed and anonymous parts) every half second, and
 # prints, per configuration, the peak and the RSS at each tenth of the run,
 # beside the model file's size and the K/V bytes the run's tokens hold. A
-# flat second half means no growth with the tokens decoded.
+# flat second half means no growth with the tokens decoded. The weights are
+# read through the file's mapping (--mmap), so that RssAnon is gloas's own
+# buffers and RssFile the weights and pages resident.
 #
 # Usage: tools/memory-campaign.sh BIN_DIR MODEL N [THREADS]
 # Writes its folders under $TMPDIR (removed at the end); one line per
@@ -29,7 +31,7 @@ for cfg in "${CONFIGS[@]}"; do
     name=$(echo "$cfg" | tr -c 'a-z0-9\n' '-')
     # shellcheck disable=SC2086
     set -- --strategy $cfg
-    "$BIN/gloas" -m "$MODEL" "$@" -c $((N + 64)) -n "$N" --ignore-eos -t "$T" -p "Once upon a time" \
+    "$BIN/gloas" -m "$MODEL" --mmap "$@" -c $((N + 64)) -n "$N" --ignore-eos -t "$T" -p "Once upon a time" \
         --kv-dir "$WORK/kv-$name" > /dev/null 2> "$WORK/$name.err" &
     pid=$!
     : > "$WORK/$name.tsv"
