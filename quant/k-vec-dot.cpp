@@ -154,6 +154,7 @@ float vec_dot_q2_K_q8_K(int64_t n, const block_q2_K * w, const block_q8_K * x) {
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < nb; ++i) {
         const block_q2_K & b = w[i];
+        simd::prefetch_ahead<sizeof(block_q2_K)>(&b);
         const int8_t * xq = x[i].qs;
         const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales));
         const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
@@ -184,6 +185,7 @@ float vec_dot_q3_K_q8_K(int64_t n, const block_q3_K * w, const block_q8_K * x) {
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < nb; ++i) {
         const block_q3_K & b = w[i];
+        simd::prefetch_ahead<sizeof(block_q3_K)>(&b);
         const int8_t * xq = x[i].qs;
         int8_t sc[16];
         detail::scales_q3_K(b.scales, sc);
@@ -238,6 +240,7 @@ float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K * w, const block_q8_K * x) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; ++i) {
         const block_q4_K & b = w[i];
+        simd::prefetch_ahead<sizeof(block_q4_K)>(&b);
         const int8_t * xq = x[i].qs;
         k4_scales ks;
         load_k4_scales(b.scales, x[i].bsums, ks);
@@ -267,6 +270,7 @@ float vec_dot_q5_K_q8_K(int64_t n, const block_q5_K * w, const block_q8_K * x) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < nb; ++i) {
         const block_q5_K & b = w[i];
+        simd::prefetch_ahead<sizeof(block_q5_K)>(&b);
         const int8_t * xq = x[i].qs;
         k4_scales ks;
         load_k4_scales(b.scales, x[i].bsums, ks);
@@ -300,6 +304,7 @@ float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K * w, const block_q8_K * x) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < nb; ++i) {
         const block_q6_K & b = w[i];
+        simd::prefetch_ahead<sizeof(block_q6_K)>(&b);
         const int8_t * xq = x[i].qs;
         const int8_t * sc = b.scales;
         // levels q in 0..63; the -32 offset is -32 * sum_j sc_j * bsum_j

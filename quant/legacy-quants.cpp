@@ -257,6 +257,7 @@ float vec_dot_q4_1_q8_1(int64_t n, const block_q4_1 * w, const block_q8_1 * x) {
     __m256 acc = _mm256_setzero_ps();
     float sm = 0.0f;
     for (int64_t i = 0; i < nb; ++i) {
+        simd::prefetch_ahead<sizeof(block_q4_1)>(w + i);
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         const __m256i d = dot_u8_s8(unpack_nibbles(w[i].qs), xq);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
@@ -274,6 +275,7 @@ float vec_dot_q5_0_q8_0(int64_t n, const block_q5_0 * w, const block_q8_0 * x) {
     const int64_t nb = n / QK8_0;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i) {
+        simd::prefetch_ahead<sizeof(block_q5_0)>(w + i);
         const __m256i q = _mm256_or_si256(unpack_nibbles(w[i].qs), spread_bits(w[i].qh));  // 0..31
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         // (q - 16) * x = q * x - 16 * x
@@ -293,6 +295,7 @@ float vec_dot_q5_1_q8_1(int64_t n, const block_q5_1 * w, const block_q8_1 * x) {
     __m256 acc = _mm256_setzero_ps();
     float sm = 0.0f;
     for (int64_t i = 0; i < nb; ++i) {
+        simd::prefetch_ahead<sizeof(block_q5_1)>(w + i);
         const __m256i q = _mm256_or_si256(unpack_nibbles(w[i].qs), spread_bits(w[i].qh));
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[i].qs));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(q, xq)), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);

@@ -8,6 +8,8 @@
 
 #include "quant/isa.h"
 
+#include <cstddef>
+
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -27,6 +29,25 @@ constexpr float LN2_HI = 0.693359375f;
 constexpr float LN2_LO = -2.12194440e-4f;
 constexpr float EXP_P[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                             4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+// Decode reads each weight once, and a matrix's rows lie one after another,
+// so the kernels that read weight blocks row by row ask for the bytes
+// STREAM_AHEAD past those they read, a cache line for every 64 bytes they
+// take. The hardware prefetcher alone keeps too few lines in flight, and a
+// burst of a whole row's prefetches before each row left a fifth to a third
+// of the bandwidth unused with two threads (BENCHMARKS.md, "The weight
+// stream prefetched by the kernels"; 2048 to 4096 bytes ahead measured
+// alike, 1024 worse). Past the end of a matrix the lines are fetched for
+// nothing; a prefetch never faults.
+constexpr size_t STREAM_AHEAD = 3072;
+
+// Prefetches [p, p + BYTES) STREAM_AHEAD ahead: one line per 64 bytes, so
+// consecutive calls on consecutive blocks leave no line out.
+template <size_t BYTES>
+inline void prefetch_ahead(const void * p) {
+    const char * q = static_cast<const char *>(p) + STREAM_AHEAD;
+    for (size_t o = 0; o < BYTES; o += 64) __builtin_prefetch(q + o, 0, 3);
+}
 
 } // namespace gloas::simd
 

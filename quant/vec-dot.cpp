@@ -147,6 +147,7 @@ template <class WB, class F>
 inline float dot_blocks4(int64_t & i, int64_t nb, const WB * w, const block_q8_0 * x, F block) {
     __m128 acc = _mm_setzero_ps();
     for (; i + 4 <= nb; i += 4) {
+        simd::prefetch_ahead<4 * sizeof(WB)>(w + i);
         const __m128i s = hsum4(block(w[i], x[i]), block(w[i + 1], x[i + 1]), block(w[i + 2], x[i + 2]),
                                 block(w[i + 3], x[i + 3]));
         acc = _mm_fmadd_ps(_mm_cvtepi32_ps(s), scales4(w + i, x + i), acc);
@@ -265,6 +266,7 @@ float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
     __m512 acc = _mm512_setzero_ps();
     for (; i + 2 <= nb; i += 2) {
+        simd::prefetch_ahead<2 * sizeof(block_q8_0)>(w + i);
         const __m512i wq = load_q8_pair(w + i);
         const __m512i xq = load_q8_pair(x + i);
         // w*x = |w| * (x with w's sign)
@@ -277,8 +279,10 @@ float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0 * w, const block_q8_0 * x) {
     s = _mm512_reduce_add_ps(acc);
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     __m256 acc = _mm256_setzero_ps();
-    for (; i < nb; ++i)
+    for (; i < nb; ++i) {
+        simd::prefetch_ahead<sizeof(block_q8_0)>(w + i);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_q8_avx2(w[i], x[i])), _mm256_set1_ps(_cvtsh_ss(w[i].d) * _cvtsh_ss(x[i].d)), acc);
+    }
     s = simd::hsum256(acc);
 #elif defined(GLOAS_NEON)
     return neon_kernels::vec_dot_q8_0_q8_0(n, w, x);
@@ -296,6 +300,7 @@ float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0 * w, const block_q8_0 * x) {
     __m512 acc = _mm512_setzero_ps();
     const __m512i eight = _mm512_set1_epi8(8);
     for (; i + 2 <= nb; i += 2) {
+        simd::prefetch_ahead<2 * sizeof(block_q4_0)>(w + i);
         const __m512i wq = load_q4_pair(w + i);  // q + 8, unsigned
         const __m512i xq = load_q8_pair(x + i);
         // (q+8)*x - 8*x, exact in int32

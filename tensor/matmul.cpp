@@ -770,7 +770,7 @@ static void matmul_generic(const tensor & w, const float * x, int64_t n_tok, flo
 // are split over threads and, per chunk of tokens
 // whose activations stay in L2, reads each of its rows once (then from L1)
 // for every token of the chunk. With one token (decode) that is one pass over
-// the weights, the next rows prefetched.
+// the weights, prefetched ahead (by the kernels themselves on x86).
 static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, void * work) {
     const type_traits & tw = traits(set.w[0]->t);
     const type_traits & tv = traits(tw.vec_dot_type);
@@ -793,12 +793,14 @@ static void matmul_blocks(const mm_set & set, const float * x, int64_t n_tok, vo
                 const tensor & w = *set.w[iw];
                 float * y = set.y[iw];
                 const int64_t n_out = w.nrows();
-                const size_t w_row = w.nb[1];
                 for (int64_t r = r0; r < r1; ++r) {
                     const char * wr = static_cast<const char *>(w.row(r));
-                    // two rows ahead
+#if !defined(__AVX2__)
+                    // two rows ahead (the x86 kernels stream theirs, quant/simd.h)
+                    const size_t w_row = w.nb[1];
                     if (r + 2 < r1)
                         for (size_t o = 0; o < w_row; o += 64) __builtin_prefetch(wr + 2 * w_row + o, 0, 3);
+#endif
                     int64_t t = t0;
 #if defined(GLOAS_NEON)
                     // prefill: 4 tokens per pass over the row (quant/neon.h)
