@@ -17,10 +17,12 @@
 // The AVX-512 kernel takes heads in chunks of GN = 8, 4, 2, 1. For the output,
 // GN = 8 transposes 16x16 tiles of V in registers and accumulates 16 channels
 // per head with broadcast FMAs; fewer heads keep 16 dot products (GN heads x
-// 16/GN channels) in registers and reduce them together. Other variants (AVX2,
-// scalar), BF16 pages and head_dim > 256 run a portable kernel that
-// dequantizes one 32-token block of a row at a time into a stack buffer; the
-// compiler vectorizes its loops. The float and the Q4_0 register kernels are
+// 16/GN channels) in registers and reduce them together. The AVX2 variant
+// runs its own register kernel for F32, F16 and BF16 pages whose page size
+// is a multiple of 8 (page-attend-float.cpp). The scalar variant, AVX-512's
+// BF16 pages and head_dim > 256, and the other page sizes run a portable
+// kernel that dequantizes one 32-token block of a row at a time into a stack
+// buffer; the compiler vectorizes its loops. The float and the Q4_0 register kernels are
 // compiled for head_dim 64 and 128 as constants (loops unrolled, no tail
 // masks: about 5-10% less time per piece) and for any head_dim.
 //
@@ -656,6 +658,8 @@ void attend_page(const page_geometry & g, type t, const void * page, int32_t lay
     }
 #elif defined(GLOAS_PAGE_AVX2)
     if (t == type::Q8_0 || t == type::Q4_0) return attend_int(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
+    if ((t == type::F32 || t == type::F16 || t == type::BF16) && g.page_tokens % 8 == 0)
+        return attend_float(t, kr, vr, rb, D, cnt, n_heads, q, s, pf);
 #endif
 #if defined(GLOAS_NEON)
     if ((t == type::Q8_0 || t == type::Q4_0) && attend_int_neon(t, kr, vr, rb, D, cnt, n_heads, q, s, pf)) return;

@@ -1,7 +1,8 @@
 // Internal to the page attention kernels, shared by page-attend.cpp (the
-// portable kernels, the float register kernels and the dispatch),
+// portable kernels, the AVX-512 float register kernels and the dispatch),
 // page-attend-int.cpp (the AVX-512 integer register kernels of Q8_0, Q4_0 and
-// Q4_KIVI pages) and page-attend-kivi.cpp (the AVX2 ones).
+// Q4_KIVI pages), page-attend-kivi.cpp (the AVX2 ones) and
+// page-attend-float.cpp (the AVX2 float register kernel).
 // Not part of the API: page.h is.
 #pragma once
 
@@ -18,7 +19,7 @@
 #define GLOAS_PAGE_VNNI 1
 #endif
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#define GLOAS_PAGE_AVX2 1  // the AVX2 register kernels of Q8_0, Q4_0 and Q4_KIVI pages (page-attend-kivi.cpp)
+#define GLOAS_PAGE_AVX2 1  // the AVX2 register kernels: Q8_0, Q4_0 and Q4_KIVI pages (page-attend-kivi.cpp), float pages (page-attend-float.cpp)
 #endif
 
 // In the variant's inline namespace (quant/isa.h): each variant's two files
@@ -122,6 +123,14 @@ void attend_int(type t, const char * kr, const char * vr, size_t rb, int D, cons
 // page-attend-int.cpp, D <= MAX_D; AVX2: page-attend-kivi.cpp, any D).
 void attend_kivi(const char * kr, const char * vr, size_t rbk, size_t rbv, int D, const head_counts & cnt, int n_heads,
                  const float * q, attn_state & s, next_prefetch & pf);
+#endif
+
+#if defined(GLOAS_PAGE_AVX2)
+// The same over one piece of an F32, F16 or BF16 page (rows of P tokens, P a
+// multiple of 8; the float algorithm of attend_portable, equal within
+// rounding): page-attend-float.cpp.
+void attend_float(type t, const char * kr, const char * vr, size_t rb, int D, const head_counts & cnt, int n_heads,
+                  const float * q, attn_state & s, next_prefetch & pf);
 #endif
 
 }} // namespace gloas::page_kernels::GLOAS_ISA
