@@ -115,9 +115,14 @@ namespace {
 // larger blocks gain nothing from it (the shuffles of hsum4 and scales4 cost
 // more there), so it keeps one block per step.
 
-// Lane j = the 8 int32 lanes of v[j] summed (exact).
+// Lane j = the 8 int32 lanes of v[j] summed (exact): interleaves and adds,
+// single-uop steps where vphaddd takes three.
 inline __m128i hsum4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    // per 128-bit half: [v0 lanes 0+2, v1 0+2, v0 1+3, v1 1+3], the same of v2, v3
+    const __m256i a = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
+    const __m256i b = _mm256_add_epi32(_mm256_unpacklo_epi32(v2, v3), _mm256_unpackhi_epi32(v2, v3));
+    // per half: [v0, v1, v2, v3] each summed over the half
+    const __m256i h = _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 // Lane j = d_w of block j times d_x of block j, j < 4.
@@ -135,9 +140,11 @@ inline __m256i block_q8_avx2(const block_q8_0 & w, const block_q8_0 & x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)), _mm256_set1_epi16(1));
 }
 inline __m256i block_q4_avx2(const block_q4_0 & w, const block_q8_0 & x) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w.qs));
-    const __m128i m4 = _mm_set1_epi8(0x0f);
-    const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));  // levels 0..15
+    // the 16 bytes in both halves, the upper one shifted by 4: low nibbles
+    // (values 0..15) below, high nibbles (16..31) above
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w.qs)));
+    const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                                       _mm256_set1_epi8(0x0f));  // levels 0..15
     const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.qs));
     // (q - 8) * b = q * b - 8 * b, in 16 bits: |q b pairs| <= 3810, |8 b pairs| <= 2032
     const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, b), _mm256_maddubs_epi16(_mm256_set1_epi8(8), b));
