@@ -31,18 +31,7 @@ namespace {
 
 constexpr int FW = 32;  // tokens per window
 
-// Tokens t0 .. t0+7 of a row as floats.
-template <type T> inline __m256 load8(const char * row, int t0);
-template <> inline __m256 load8<type::F32>(const char * row, int t0) {
-    return _mm256_loadu_ps(reinterpret_cast<const float *>(row) + t0);
-}
-template <> inline __m256 load8<type::F16>(const char * row, int t0) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(reinterpret_cast<const uint16_t *>(row) + t0)));
-}
-template <> inline __m256 load8<type::BF16>(const char * row, int t0) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(reinterpret_cast<const uint16_t *>(row) + t0));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
+using simd::load8;  // tokens t0 .. t0+7 of a row as floats
 
 // Lanes below n (0..8) all ones, the others zero.
 inline __m256 lanes_below(int n) {

@@ -7,8 +7,10 @@
 #pragma once
 
 #include "quant/isa.h"
+#include "quant/types.h"
 
 #include <cstddef>
+#include <cstdint>
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #pragma GCC diagnostic push
@@ -111,6 +113,25 @@ inline float hreduce256(__m256 v, Op op) {
 // Horizontal sum and max of 8 floats (any build with AVX2).
 inline float hsum256(__m256 v) { return hreduce256(v, [](__m128 a, __m128 b) { return _mm_add_ps(a, b); }); }
 inline float hmax256(__m256 v) { return hreduce256(v, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); }); }
+
+}} // namespace gloas::simd::GLOAS_ISA
+#endif
+
+#if defined(__AVX2__) && defined(__F16C__)
+namespace gloas::simd { inline namespace GLOAS_ISA {
+
+// Values i .. i+7 of a row of F32, F16 or BF16 values, as floats.
+template <type T> inline __m256 load8(const void * row, int64_t i);
+template <> inline __m256 load8<type::F32>(const void * row, int64_t i) {
+    return _mm256_loadu_ps(static_cast<const float *>(row) + i);
+}
+template <> inline __m256 load8<type::F16>(const void * row, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i)));
+}
+template <> inline __m256 load8<type::BF16>(const void * row, int64_t i) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
 
 }} // namespace gloas::simd::GLOAS_ISA
 #endif

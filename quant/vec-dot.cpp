@@ -112,8 +112,8 @@ namespace {
 // int32 sum in its own lane (hsum4), times the 4 blocks' d_w * d_x (scales4,
 // one fp16 conversion for all 8 scales) in one FMA, where a block at a time
 // spent more on its scale and float steps than on its products. Q8_0's
-// larger blocks gain nothing from it (the shuffles of hsum4 and scales4 cost
-// more there), so it keeps one block per step.
+// larger blocks gained nothing from it (the shuffles of hsum4, then three
+// vphaddd, and scales4 cost more there), so it keeps one block per step.
 
 // Lane j = the 8 int32 lanes of v[j] summed (exact): interleaves and adds,
 // single-uop steps where vphaddd takes three.

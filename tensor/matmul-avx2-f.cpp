@@ -42,19 +42,9 @@ void convert_f(const float * x, int64_t n_in, char * out, void *) {
     std::memset(out + size_t(n_in) * sizeof(float), 0, size_t(n_pad - n_in) * sizeof(float));
 }
 
-// load8: values i .. i+7 of a row as f32; load_tail: the last n (< 8) values
-// of the row from i on, the others zero.
-template <type WT> inline __m256 load8(const void * row, int64_t i);
-template <> inline __m256 load8<type::F32>(const void * row, int64_t i) {
-    return _mm256_loadu_ps(static_cast<const float *>(row) + i);
-}
-template <> inline __m256 load8<type::F16>(const void * row, int64_t i) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i)));
-}
-template <> inline __m256 load8<type::BF16>(const void * row, int64_t i) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(row) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
+// load8 (quant/simd.h): values i .. i+7 of a row as f32; load_tail: the
+// last n (< 8) values of the row from i on, the others zero.
+using simd::load8;
 template <type WT> inline __m256 load_tail(const void * row, int64_t i, int64_t n) {
     using elem = std::conditional_t<WT == type::F32, float, uint16_t>;
     elem v[GV] = {};
