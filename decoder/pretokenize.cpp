@@ -271,14 +271,27 @@ auto space_opt_plus(P pred) {
     };
 }
 
-bool in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n) {
-    for (size_t i = 0; i < n; ++i)
-        if (cp >= r[i][0] && cp <= r[i][1]) return true;
-    return false;
+// The tables below list their ranges in order (starts and ends both
+// ascending), so the first range ending at or past cp is the only candidate.
+template <size_t N>
+constexpr bool ascending(const uint32_t (&r)[N][2]) {
+    for (size_t i = 0; i < N; ++i)
+        if (r[i][0] > r[i][1] || (i > 0 && (r[i][0] < r[i - 1][0] || r[i][1] < r[i - 1][1]))) return false;
+    return true;
+}
+template <size_t N>
+bool in_ranges(uint32_t cp, const uint32_t (&r)[N][2]) {
+    size_t lo = 0, hi = N;
+    while (lo < hi) {
+        const size_t mid = (lo + hi) / 2;
+        if (r[mid][1] < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < N && cp >= r[lo][0];
 }
 
 // DeepSeek LLM's letter class (cased letters, Lu Ll Lt), as code point ranges.
-const uint32_t k_deepseek_letters[][2] = {
+constexpr uint32_t k_deepseek_letters[][2] = {
     {0x41, 0x5A}, {0x61, 0x7A}, {0xB5, 0xB5}, {0xC0, 0xD6}, {0xD8, 0xF6}, {0xF8, 0x1BA},
     {0x1BC, 0x1BF}, {0x1C4, 0x293}, {0x295, 0x2AF}, {0x370, 0x373}, {0x376, 0x377},
     {0x37B, 0x37D}, {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A}, {0x38C, 0x38C},
@@ -299,18 +312,19 @@ const uint32_t k_deepseek_letters[][2] = {
 };
 // DeepSeek LLM's punctuation class: ASCII punctuation and symbols, their
 // full-width forms, quotation marks U+2018..U+201F, U+3001..U+3002.
-const uint32_t k_deepseek_punct[][2] = {
-    {0x21, 0x2F}, {0x3A, 0x7E}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF5E}, {0x2018, 0x201F}, {0x3000, 0x3002},
+constexpr uint32_t k_deepseek_punct[][2] = {
+    {0x21, 0x2F}, {0x3A, 0x7E}, {0x2018, 0x201F}, {0x3000, 0x3002}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF5E},
 };
 // CJK ideographs, U+0800..U+9FA5 (most scripts past Latin, Greek, Cyrillic,
 // Hebrew, Arabic), Hangul syllables: [一-龥ࠀ-一가-퟿].
-const uint32_t k_deepseek_cjk[][2] = {{0x4E00, 0x9FA5}, {0x0800, 0x4E00}, {0xAC00, 0xD7FF}};
+constexpr uint32_t k_deepseek_cjk[][2] = {{0x0800, 0x4E00}, {0x4E00, 0x9FA5}, {0xAC00, 0xD7FF}};
+static_assert(ascending(k_deepseek_letters) && ascending(k_deepseek_punct) && ascending(k_deepseek_cjk));
 
 // llama.cpp hands white space past ASCII to these expressions as U+000B, so
 // no class written with code points holds it.
-bool ds_letter(const unit & x) { return in_ranges(x.cp, k_deepseek_letters, std::size(k_deepseek_letters)); }
-bool ds_punct(const unit & x) { return !is_ws(x.f) && in_ranges(x.cp, k_deepseek_punct, std::size(k_deepseek_punct)); }
-bool ds_cjk(const unit & x) { return !is_ws(x.f) && in_ranges(x.cp, k_deepseek_cjk, std::size(k_deepseek_cjk)); }
+bool ds_letter(const unit & x) { return in_ranges(x.cp, k_deepseek_letters); }
+bool ds_punct(const unit & x) { return !is_ws(x.f) && in_ranges(x.cp, k_deepseek_punct); }
+bool ds_cjk(const unit & x) { return !is_ws(x.f) && in_ranges(x.cp, k_deepseek_cjk); }
 bool letter_unit(const unit & x) { return is_letter(x.f); }
 bool number_unit(const unit & x) { return is_number(x.f); }
 bool punct_unit(const unit & x) { return is_punct(x.f); }
