@@ -1,6 +1,7 @@
 #include "kvcache/kv-sequence.h"
 
 #include "kvcache/file-reader.h"
+#include "quant/fp16.h"
 #include "quant/quant-mse.h"
 #include "base/error.h"
 #include "tensor/ops.h"
@@ -36,8 +37,10 @@ kv_sequence::kv_sequence(kv_store & store, const kv_geometry & g, int32_t max_ch
     // A chunk of max_chunk tokens touches at most (max_chunk + P - 2) / P + 1
     // pages: its first and last are open pages, the others are inside.
     const int32_t n_inside = std::max(0, (max_chunk + P - 2) / P - 1);
-    open_.assign(size_t(g.n_layer + 1) * size_t(pg1_.n_rows()) * size_t(P), 0.0f);
-    inside_.assign(size_t(n_inside) * size_t(pg1_.n_rows()) * size_t(P), 0.0f);
+    st_t_ = page_staging_type(t_);
+    region_ = size_t(pg1_.n_rows()) * pg_.row_bytes(st_t_);
+    open_.assign(size_t(g.n_layer + 1) * region_, 0);
+    inside_.assign(size_t(n_inside) * region_, 0);
     alloc(size_t(g.n_ctx / P + 1));
     tokens_.reserve(size_t(g.n_ctx));
 }
@@ -137,28 +140,41 @@ void kv_sequence::begin_chunk(int32_t pos0, int32_t n_tok) {
     open_base_[1] = (base + g_.n_layer) % (g_.n_layer + 1);
 }
 
-const float * kv_sequence::staging(int64_t page, int32_t il) const {
-    const size_t P = size_t(pg_.page_tokens);
-    const size_t region = size_t(pg1_.n_rows()) * P;
+const uint8_t * kv_sequence::staging(int64_t page, int32_t il) const {
     for (int i = 0; i < 2; ++i)
-        if (open_page_[i] == page) return open_.data() + size_t((open_base_[i] + il) % (g_.n_layer + 1)) * region;
+        if (open_page_[i] == page) return open_.data() + size_t((open_base_[i] + il) % (g_.n_layer + 1)) * region_;
     GLOAS_ASSERT(page > chunk_first_ && page < chunk_last_);
-    return inside_.data() + size_t(page - chunk_first_ - 1) * size_t(pg1_.n_rows()) * P;
+    return inside_.data() + size_t(page - chunk_first_ - 1) * region_;
+}
+
+void kv_sequence::staging_row(const uint8_t * region, int64_t r, float * out) const {
+    const size_t P = size_t(pg_.page_tokens);
+    if (st_t_ == type::F32) std::memcpy(out, region + size_t(r) * P * sizeof(float), P * sizeof(float));
+    else fp16_to_fp32_row(reinterpret_cast<const uint16_t *>(region) + size_t(r) * P, out, int64_t(P));
 }
 
 void kv_sequence::quantize_layer(int64_t page, int32_t il) {
-    const float * src = staging(page, il);
+    const uint8_t * src = staging(page, il);
     uint8_t * dst = const_cast<uint8_t *>(pages_[held(page)].ref.data) + size_t(pg_.row_index(il, 0, 0)) * pg_.row_bytes(t_);
-    if (t_ == type::Q4_KIVI) {  // rows of two block types (page.h)
-        page_quantize(pg1_, src, t_, dst);
+    if (t_ == st_t_) {  // F32 or F16 pages: the staged rows are the page's
+        std::memcpy(dst, src, region_);
+        return;
+    }
+    const int32_t P = pg_.page_tokens;
+    static thread_local std::vector<float> rows;
+    if (t_ == type::Q4_KIVI) {  // rows of two block types (page.h), from a whole F32 layer
+        rows.resize(size_t(pg1_.n_rows()) * size_t(P));
+        for (int64_t r = 0; r < pg1_.n_rows(); ++r) staging_row(src, r, rows.data() + size_t(r) * size_t(P));
+        page_quantize(pg1_, rows.data(), t_, dst);
         return;
     }
     const type_traits & tt = traits(t_);
-    const int32_t P = pg_.page_tokens;
     const size_t rb = pg_.row_bytes(t_);
+    rows.resize(size_t(P));
     for (int64_t r = 0; r < pg1_.n_rows(); ++r) {
-        if (t_ == type::Q4_0) quantize_row_q4_0_mse(src + r * P, reinterpret_cast<block_q4_0 *>(dst + size_t(r) * rb), P);
-        else tt.from_float(src + r * P, dst + size_t(r) * rb, P);
+        staging_row(src, r, rows.data());
+        if (t_ == type::Q4_0) quantize_row_q4_0_mse(rows.data(), reinterpret_cast<block_q4_0 *>(dst + size_t(r) * rb), P);
+        else tt.from_float(rows.data(), dst + size_t(r) * rb, P);
     }
 }
 
@@ -249,7 +265,10 @@ void kv_sequence::store(int32_t il, int32_t pos0, int32_t n_tok, const float * k
             sp.ref = st_.begin_page();
             pages_.push_back(sp);
         }
-        page_put_token(pg1_, staging(pg, il), 0, p % P, k + size_t(t) * size_t(E), v + size_t(t) * size_t(E));
+        const float * kt = k + size_t(t) * size_t(E);
+        const float * vt = v + size_t(t) * size_t(E);
+        if (st_t_ == type::F32) page_put_token(pg1_, reinterpret_cast<float *>(staging(pg, il)), 0, p % P, kt, vt);
+        else page_put_token(pg1_, reinterpret_cast<uint16_t *>(staging(pg, il)), 0, p % P, kt, vt);
         if (p % P == P - 1) {
             quantize_layer(pg, il);
             summarize(pg, il);
@@ -340,7 +359,7 @@ void kv_sequence::attend(int32_t il, int32_t pos0, int32_t n_tok, const float * 
             }
         }
         page_reads_ += uint64_t(n_sel);
-        page_attend(pg1_, type::F32, staging(cur, il), 0, h, p % P + 1, qs, group, s);
+        page_attend(pg1_, st_t_, staging(cur, il), 0, h, p % P + 1, qs, group, s);
         attn_state_finish(s, group, hd, out + q_off);
     }
     });
@@ -390,13 +409,15 @@ void kv_sequence::attend_limited(int32_t il, int32_t h, int32_t p, const float *
         visit(kv.data(), kv.data() + size_t(hd) * size_t(P), std::max(0, lo - int32_t(j) * P), P);
     }
     page_reads_ += reads;
-    const float * st = staging(cur, il);  // F32 rows of geometry pg1_
+    const uint8_t * st = staging(cur, il);  // rows of geometry pg1_ in st_t_
     if (a.softcap <= 0.0f && cur * P >= lo) {
-        page_attend(pg1_, type::F32, st, 0, h, p % P + 1, qs, group, s);
+        page_attend(pg1_, st_t_, st, 0, h, p % P + 1, qs, group, s);
         return;
     }
-    visit(st + size_t(pg1_.row_index(0, 0, h * hd)) * size_t(P), st + size_t(pg1_.row_index(0, 1, h * hd)) * size_t(P),
-          std::max(0, lo - int32_t(cur) * P), p % P + 1);
+    for (int32_t kind = 0; kind < 2; ++kind)
+        for (int32_t d = 0; d < hd; ++d)
+            staging_row(st, pg1_.row_index(0, kind, h * hd + d), kv.data() + (size_t(kind) * size_t(hd) + size_t(d)) * size_t(P));
+    visit(kv.data(), kv.data() + size_t(hd) * size_t(P), std::max(0, lo - int32_t(cur) * P), p % P + 1);
 }
 
 size_t kv_sequence::copy_buffer_bytes() const {
@@ -546,8 +567,18 @@ int32_t kv_sequence::reuse(const int32_t * tokens, int32_t n_tok, float * logits
     int32_t from_tail = 0;
     if (avail > 0 && st_.params().keep_tails) {
         bool got_logits = false;
-        from_tail = st_.take_tail(got == 0 ? PREFIX_SEED : hashes[got - 1], tokens + reused, avail, open_.data(), size_t(P),
+        // Its layers in order from the ring's start, in F32 (the tails' type).
+        const size_t n_rows = size_t(pg_.n_rows());
+        std::vector<float> widened;
+        float * rows = reinterpret_cast<float *>(open_.data());
+        if (st_t_ != type::F32) {
+            widened.assign(n_rows * size_t(P), 0.0f);
+            rows = widened.data();
+        }
+        from_tail = st_.take_tail(got == 0 ? PREFIX_SEED : hashes[got - 1], tokens + reused, avail, rows, size_t(P),
                                   want ? logits : nullptr, n_vocab, &got_logits);
+        if (from_tail > 0 && st_t_ != type::F32)
+            fp32_to_fp16_row(rows, reinterpret_cast<uint16_t *>(open_.data()), int64_t(n_rows) * P);
         if (from_tail == left && !got_logits) --from_tail;  // the last token is evaluated after all
         if (from_tail > 0) {
             GLOAS_ASSERT(pages_.size() < max_pages_);
@@ -577,15 +608,16 @@ void kv_sequence::store_tail() {
     for (int i = 0; i < 2; ++i) {
         if (open_page_[i] != pg) continue;
         try {
-            // The tail's rows in layer order: in place unless the layers wrap
-            // around the ring's end.
-            const size_t P = size_t(pg_.page_tokens), region = size_t(pg1_.n_rows()) * P;
-            const float * rows = open_.data() + size_t(open_base_[i]) * region;
+            // The tail's rows in layer order, in F32: in place unless the
+            // staging type is another or the layers wrap around the ring's end.
+            const size_t P = size_t(pg_.page_tokens), n1 = size_t(pg1_.n_rows());
+            const float * rows = reinterpret_cast<const float *>(open_.data() + size_t(open_base_[i]) * region_);
             std::vector<float> gathered;
-            if (open_base_[i] > 1) {
-                gathered.resize(size_t(g_.n_layer) * region);
+            if (st_t_ != type::F32 || open_base_[i] > 1) {
+                gathered.resize(size_t(g_.n_layer) * n1 * P);
                 for (int32_t il = 0; il < g_.n_layer; ++il)
-                    std::memcpy(gathered.data() + size_t(il) * region, staging(pg, il), region * sizeof(float));
+                    for (size_t r = 0; r < n1; ++r)
+                        staging_row(staging(pg, il), int64_t(r), gathered.data() + (size_t(il) * n1 + r) * P);
                 rows = gathered.data();
             }
             st_.put_tail(tail_parent_, tokens_.data() + size_t(pg) * P, tail_n_, rows, P,
@@ -615,7 +647,7 @@ size_t kv_sequence::ram_bytes() const {
     // the per-thread buffers of attend, one set per thread
     const size_t per_thread = scratch_item_ * sizeof(float) + max_pages_ * sizeof(int32_t) +
                               (st_.params().read_copy ? copy_buffer_bytes() : 0);
-    return (open_.size() + inside_.size()) * sizeof(float) + summaries_.size() * sizeof(uint16_t) + dense_.size() +
+    return open_.size() + inside_.size() + summaries_.size() * sizeof(uint16_t) + dense_.size() +
            per_thread * size_t(ops::n_threads());
 }
 

@@ -7,12 +7,16 @@
 //
 // Precision rule, which makes results independent of chunking and of reuse: a
 // query at position p reads the pages before p's page in the store's type, and
-// p's own page in F32 from a staging buffer. Decoding token by token, a long
+// p's own page from a staging buffer. Decoding token by token, a long
 // prefill, and a prefill that starts after reused pages therefore see exactly
-// the same K/V values.
+// the same K/V values. Staging is F16 for F16 and Q8_0 pages (half the bytes
+// of F32 per sequence) and F32 for F32 and the 4-bit types: with Q4_0 pages,
+// an F16 own page cost stories260K 0.25% perplexity, against 0.02% with Q8_0
+// pages and 0.007% with F16 ones (BENCHMARKS.md, "Staging in F16").
 //
 // Tails (kv-store.h): a prefill chunk (more than one token) that ends inside
-// a page stores that open page's tokens so far in F32 (when the first decode
+// a page stores that open page's tokens so far in F32, the staging values
+// widened (when the first decode
 // step follows it, off the time to first token, or when the sequence is
 // cleared; not when another prefill chunk follows), and reuse_prefix, after
 // the full pages, takes the longest stored tail sharing the prompt's next
@@ -156,14 +160,16 @@ private:
         return dense_.data() + (summary_slot(a) * size_t(dense_n_) + size_t(layer)) * dense_region_;
     }
     void keep_dense(int64_t page, int32_t il);
-    // Staging (the F32 rows of pages being filled; see the comment of open_).
+    // Staging (the rows of pages being filled, in st_t_; see the comment of open_).
     void begin_chunk(int32_t pos0, int32_t n_tok);
     // Rows of `layer` of a page of the current chunk: (2 * n_embd_kv, P), laid
-    // out as a page of geometry pg1_.
-    const float * staging(int64_t page, int32_t layer) const;
-    float * staging(int64_t page, int32_t layer) {
-        return const_cast<float *>(static_cast<const kv_sequence &>(*this).staging(page, layer));
+    // out as a page of type st_t_ and geometry pg1_.
+    const uint8_t * staging(int64_t page, int32_t layer) const;
+    uint8_t * staging(int64_t page, int32_t layer) {
+        return const_cast<uint8_t *>(static_cast<const kv_sequence &>(*this).staging(page, layer));
     }
+    // Row r of a staging region as floats (P of them).
+    void staging_row(const uint8_t * region, int64_t r, float * out) const;
     void quantize_layer(int64_t page, int32_t il);
     // Stores the pending tail (tail_page_), if any, in the store.
     void store_tail();
@@ -205,9 +211,10 @@ private:
     std::vector<float> tail_logits_;     // the logits of its last token, when computed
     // Staging. A chunk of tokens (one store per layer, then its attend)
     // starts and ends in open pages; the last one keeps all its layers in
-    // F32 until the next chunk. The pages after the first are filled within
-    // the chunk and sealed layer by layer as they fill; a sealed layer's F32
-    // rows are read only by the chunk's own queries of that layer. So the
+    // staging until the next chunk. The pages after the first are filled
+    // within the chunk and sealed layer by layer as they fill; a sealed
+    // layer's staged rows are read only by the chunk's own queries of that
+    // layer. So the
     // pages strictly inside share one layer's rows, and the two open pages
     // share a ring of n_layer + 1 layer regions: layer l of open page i is
     // region (open_base_[i] + l) mod (n_layer + 1), the last page's base one
@@ -215,10 +222,12 @@ private:
     // page's layer l - 1, done with by then. The ring holds a page and one
     // layer, not two pages.
     page_geometry pg1_;                  // pg_ with one layer: the rows of one layer of a page
-    std::vector<float> open_;            // (n_layer + 1, pg1_.n_rows(), P): the ring of the open pages' layers
+    type st_t_ = type::F32;              // the staging type: F16 for F16 and Q8_0 pages, else F32
+    size_t region_ = 0;                  // bytes of one layer of a page in st_t_
+    std::vector<uint8_t> open_;          // (n_layer + 1) regions: the ring of the open pages' layers
     int64_t open_page_[2] = {-1, -1};    // the chunk's first page, and its last when another
     int32_t open_base_[2] = {0, 0};
-    std::vector<float> inside_;          // (pages inside a chunk, pg1_.n_rows(), P): the current layer's rows
+    std::vector<uint8_t> inside_;        // (pages inside a chunk) regions: the current layer's rows
     int64_t chunk_first_ = -1, chunk_last_ = -1;  // pages of the chunk being stored
     size_t scratch_item_ = 0;            // floats of attend's per-thread scratch
     size_t max_pages_ = 0;               // pages a sequence can hold

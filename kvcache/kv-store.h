@@ -55,7 +55,7 @@
 // pages mapped in this process; warm = the OS page cache; cold = the file on
 // disk. "Resident" is the hot tier: OS pages of the page-file mapping present
 // in this process's page tables (its Rss in /proc/self/smaps, read exactly
-// from /proc/self/pagemap). The sequences' fixed buffers (open pages in F32,
+// from /proc/self/pagemap). The sequences' fixed buffers (open pages in F32 or F16,
 // scratch, page summaries: sized by the context and the prefill chunk, not by
 // what is stored) are registered with add_fixed_ram and reported beside it,
 // not counted against the budget. After each forward pass

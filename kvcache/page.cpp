@@ -49,19 +49,38 @@ void quantize_page_row(type rt, const float * x, char * dst, int64_t P) {
 
 } // namespace
 
-void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
-                    const float * k, const float * v) {
+namespace {
+
+template <class T>
+void put_token(const page_geometry & g, T * open_page, int32_t layer, int32_t tok, const T * k, const T * v) {
     GLOAS_ASSERT(layer >= 0 && layer < g.n_layer && tok >= 0 && tok < g.page_tokens);
     const int32_t D = g.head_dim;
     const int64_t P = g.page_tokens;
     for (int32_t h = 0; h < g.n_head_kv; ++h) {
-        float * kr = open_page + g.row_index(layer, 0, h * D) * P + tok;  // (D, P) rows of the piece
-        float * vr = open_page + g.row_index(layer, 1, h * D) * P + tok;
+        T * kr = open_page + g.row_index(layer, 0, h * D) * P + tok;  // (D, P) rows of the piece
+        T * vr = open_page + g.row_index(layer, 1, h * D) * P + tok;
         for (int32_t d = 0; d < D; ++d) {
             kr[d * P] = k[h * D + d];
             vr[d * P] = v[h * D + d];
         }
     }
+}
+
+} // namespace
+
+void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
+                    const float * k, const float * v) {
+    put_token(g, open_page, layer, tok, k, v);
+}
+
+void page_put_token(const page_geometry & g, uint16_t * open_page, int32_t layer, int32_t tok,
+                    const float * k, const float * v) {
+    static thread_local std::vector<uint16_t> kv;  // k then v, converted as rows (the SIMD conversion)
+    const size_t E = size_t(g.n_embd_kv());
+    kv.resize(2 * E);
+    fp32_to_fp16_row(k, kv.data(), int64_t(E));
+    fp32_to_fp16_row(v, kv.data() + E, int64_t(E));
+    put_token(g, open_page, layer, tok, kv.data(), kv.data() + E);
 }
 
 void page_quantize(const page_geometry & g, const float * open_page, type t, void * dst) {

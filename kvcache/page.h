@@ -16,8 +16,9 @@
 // range (one read when decode copies it out of the page file), laid out as
 // the whole page of a geometry of one layer and one KV head.
 //
-// The page being filled (the open page) has the same layout in F32; it is
-// quantized once, when full, row by row with the type's quantizer.
+// The page being filled (the open page) has the same layout in F32 or F16
+// (page_staging_type); it is quantized once, when full, row by row with the
+// type's quantizer.
 //
 // Q4_KIVI pages (KIVI's split: keys per channel with a minimum, values at 4
 // bits) have rows of two block types: K rows are Q4_1 blocks (per channel
@@ -70,9 +71,16 @@ size_t page_row_offset(const page_geometry & g, type t, int32_t layer, int32_t k
 void page_row_to_float(const page_geometry & g, type t, const void * page, int32_t layer, int32_t kind, int32_t c,
                        float * out);
 
+// The type of the open pages of pages of type t: F16 for F16 and Q8_0 pages,
+// F32 for the others (kv-sequence.h, "Precision rule").
+inline type page_staging_type(type t) { return t == type::F16 || t == type::Q8_0 ? type::F16 : type::F32; }
+
 // Writes the K and V of token `tok` (0 <= tok < P) of `layer` into an F32 open
 // page; k and v are (n_embd_kv).
 void page_put_token(const page_geometry & g, float * open_page, int32_t layer, int32_t tok,
+                    const float * k, const float * v);
+// The same into an F16 open page (an F16 page's layout), rounded to nearest.
+void page_put_token(const page_geometry & g, uint16_t * open_page, int32_t layer, int32_t tok,
                     const float * k, const float * v);
 
 // Quantizes / converts an F32 open page into a page of type t (page_bytes(t)).
@@ -98,7 +106,7 @@ void attn_state_finish(const attn_state & s, int32_t group, int32_t head_dim, fl
 
 // Accumulates the attention of `group` query heads q (group, head_dim), already
 // multiplied by the softmax scale, over tokens [0, n) of one page of type t
-// (F32 for the open page), for KV head `kv_head` of `layer`. K and V are read
+// (page_staging_type for the open page), for KV head `kv_head` of `layer`. K and V are read
 // in registers: the page is never expanded in memory.
 // Any group >= 1 and head_dim >= 1; 1 <= n <= P. Tokens at or past n are never
 // read into the result (an open page's unwritten tail may hold anything).

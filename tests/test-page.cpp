@@ -337,6 +337,32 @@ TEST_CASE("page_attend equals its scalar twin, and the twin is near page_attend_
             worst[0][0], " (D = 1), ", worst[0][1], " (D >= 5); q4_0 ", worst[1][0], " (D = 1), ", worst[1][1], " (D >= 5)");
 }
 
+TEST_CASE("page_put_token into an F16 open page gives the F16 page of the F32 open page") {
+    // Tokens written out of order into a page of two layers and GQA heads:
+    // the F16 staging of kv_sequence (page_staging_type) must be, element for
+    // element, what page_quantize makes of the F32 open page.
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    const page_geometry g = make_geometry(32, 2, 3, 5);
+    std::vector<float> open(size_t(g.n_rows()) * 32, 0.0f);
+    std::vector<uint16_t> open16(open.size(), 0);
+    std::vector<float> k(size_t(g.n_embd_kv())), v(k.size());
+    for (int i = 0; i < 2 * 32; ++i) {
+        const int il = i % 2, t = (i / 2 * 7) % 32;
+        for (auto & x : k) x = nd(rng);
+        for (auto & x : v) x = nd(rng);
+        page_put_token(g, open.data(), il, t, k.data(), v.data());
+        page_put_token(g, open16.data(), il, t, k.data(), v.data());
+    }
+    std::vector<uint16_t> page(open.size());
+    page_quantize(g, open.data(), type::F16, page.data());
+    CHECK(std::memcmp(page.data(), open16.data(), page.size() * sizeof(uint16_t)) == 0);
+    CHECK(page_staging_type(type::F16) == type::F16);
+    CHECK(page_staging_type(type::Q8_0) == type::F16);
+    CHECK(page_staging_type(type::F32) == type::F32);
+    CHECK(page_staging_type(type::Q4_0) == type::F32);
+}
+
 TEST_CASE("page_attend on Q8_0 and Q4_0 pages made by hand") {
     // One KV head, D = 4, one window: K channel c of token t is c == t % 4 ?
     // 1 : 0 (one Q8_0 block per row, scale 1/127 after quantization), V

@@ -23,6 +23,7 @@
 #include "decoder/model.h"
 #include "decoder/random-model.h"
 #include "decoder/strategy.h"
+#include "kvcache/page.h"
 #include "tensor/bandwidth.h"
 #include "tensor/cuda/cuda-backend.h"
 #include "base/error.h"
@@ -649,7 +650,7 @@ int run(int argc, char ** argv) {
                         copied += ctx->kv().bytes_copied() - copied0;
                         // What attention read besides the pages: the Quest summaries
                         // it scored (F16 key min and max per page, layer and KV head;
-                        // the rule of kv_sequence::select_pages) and the F32 open page.
+                        // the rule of kv_sequence::select_pages) and the open page.
                         const sparse_params & sp = ctx->kv().sparse();
                         const hparams & hp = m->hp;
                         for (int i = 0; i < n_gen; ++i) {
@@ -659,7 +660,8 @@ int run(int argc, char ** argv) {
                             if (sp.ratio < 1.0f && k + sp.sink_pages + sp.recent_pages < n)
                                 summaries += double(std::max(0, hp.n_layer - sp.dense_layers)) * hp.n_head_kv * (hi - lo) * 2.0 *
                                              hp.head_dim * sizeof(uint16_t);
-                            open += double(hp.n_layer) * hp.n_head_kv * (p % page + 1) * 2.0 * hp.head_dim * sizeof(float);
+                            open += double(hp.n_layer) * hp.n_head_kv * (p % page + 1) * 2.0 * hp.head_dim *
+                                    double(traits(page_staging_type(kc.t)).type_size);
                         }
                     }
                     result res = base("tg" + std::to_string(n_gen) + at);
