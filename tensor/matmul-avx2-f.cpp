@@ -22,7 +22,7 @@
 #include <type_traits>
 
 namespace gloas::ops::mm {
-GLOAS_ISA_BEGIN
+inline namespace GLOAS_ISA {  // as tensor/matmul-impl.h declares it
 
 #if defined(GLOAS_MATMUL_AVX2)
 

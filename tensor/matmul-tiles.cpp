@@ -27,7 +27,7 @@
 #include <cstring>
 
 namespace gloas::ops::mm {
-GLOAS_ISA_BEGIN
+inline namespace GLOAS_ISA {  // as tensor/matmul-impl.h declares it
 
 #if defined(GLOAS_MATMUL_TILES)
 

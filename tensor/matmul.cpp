@@ -37,7 +37,7 @@
 
 namespace gloas::ops {
 
-namespace mm { GLOAS_ISA_BEGIN
+namespace mm { inline namespace GLOAS_ISA {  // as tensor/matmul-impl.h declares it
 constexpr double PAR_MIN_MACS = 1 << 16;
 int threads_for(double macs, int64_t items) {
     const double by_work = std::max(1.0, macs / PAR_MIN_MACS);
@@ -582,7 +582,7 @@ template <type WT> constexpr mm::tile_format K16_FORMAT = {
 
 } // namespace
 
-namespace mm { GLOAS_ISA_BEGIN
+namespace mm { inline namespace GLOAS_ISA {  // as tensor/matmul-impl.h declares it
 const tile_format * avx512_k_format(type t) {
     switch (t) {
     case type::Q4_K: return &K16_FORMAT<type::Q4_K>;

@@ -157,10 +157,11 @@ TEST_CASE("names, aliases and the list of known names") {
                                                               {"llama-2", chat_template::LLAMA2},
                                                               {"phi-3", chat_template::PHI3},
                                                               {"mistral", chat_template::LLAMA2}};
-    for (const auto & [alias, want] : aliases) {
+    for (const auto & a : aliases) {  // no structured binding: INFO captures it, which clang 14 refuses
+        const char * alias = a.first;
         INFO(alias);
         CHECK(chat_template_from_name(alias, &t));
-        CHECK(t == want);
+        CHECK(t == a.second);
     }
     for (const char * unknown : {"chatgpt", ""}) CHECK_FALSE(chat_template_from_name(unknown, &t));
     CHECK(chat_template_names() ==

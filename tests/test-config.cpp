@@ -886,7 +886,9 @@ TEST_CASE("options: gloas, gloas-bench, gloas-perplexity, the configuration file
         {"compression_ratio: 0", {"--kv-compressed-share", "0"}},
         {"cache_strategy: mru", {"--kv-policy", "mru"}},
     };
-    for (const auto & [key, args] : keys) {
+    for (const auto & kv : keys) {  // no structured binding: INFO captures key, which clang 14 refuses
+        const auto & key = kv.first;
+        const auto & args = kv.second;
         run_config c;
         const std::string msg = cli_error_of(c, args);
         const std::string err = config_error("gloas:\n  ultra_kv_cache:\n    " + key + "\n");

@@ -301,7 +301,9 @@ TEST_CASE("convert: llama2.c stories260K equals llama.cpp's conversion and gener
     for (size_t i = 0; i < ref->tensors().size(); ++i) CHECK(ours->tensors()[i].name == ref->tensors()[i].name);
     check_same_vocab(*ours, *ref);
     // Metadata: every llama.* key of the reference has the same value.
-    for (const auto & [k, v] : ref->metadata()) {
+    for (const auto & kv : ref->metadata()) {  // no structured binding: INFO captures k (clang 14)
+        const auto & k = kv.first;
+        const auto & v = kv.second;
         if (k.rfind("llama.", 0) != 0) continue;
         INFO(k);
         REQUIRE(ours->find(k) != nullptr);

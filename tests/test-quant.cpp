@@ -131,10 +131,11 @@ TEST_CASE("traits: entry i describes type i") {
     // names are matched without regard to case
     const std::pair<const char *, type> names[] = {
         {"Q8_0", type::Q8_0}, {"BF16", type::BF16}, {"q4_k", type::Q4_K}, {"Q6_K", type::Q6_K}};
-    for (const auto & [name, want] : names) {
+    for (const auto & nw : names) {  // no structured binding: INFO captures name (clang 14)
+        const char * name = nw.first;
         INFO(name);
         CHECK(type_from_name(name, &t));
-        CHECK(t == want);
+        CHECK(t == nw.second);
     }
     CHECK(std::strcmp(type_name(type::Q5_K), "q5_K") == 0);
 }

@@ -89,7 +89,8 @@ void check_quantized(const gguf_file & in, const gguf_file & out, F want) {
         }
     }
     // Metadata: everything copied, file type updated.
-    for (const auto & [k, v] : in.metadata()) {
+    for (const auto & kv : in.metadata()) {  // no structured binding: INFO captures it (clang 14)
+        const auto & k = kv.first;
         INFO(k);
         CHECK(out.find(k) != nullptr);
     }

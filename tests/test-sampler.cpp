@@ -243,7 +243,9 @@ TEST_CASE("each filter matches a brute-force reference distribution") {
 
 TEST_CASE("the heap top-k path (k <= n/16) matches the reference distribution") {
     const auto logits = random_logits(400, 8, 2.0f);
-    for (const auto & [top_k, top_p] : {std::pair<int32_t, float>{5, 1.0f}, {20, 0.8f}, {25, 0.3f}}) {
+    for (const auto & kp : {std::pair<int32_t, float>{5, 1.0f}, {20, 0.8f}, {25, 0.3f}}) {
+        const int32_t top_k = kp.first;  // no structured binding: CAPTURE captures it (clang 14)
+        const float top_p = kp.second;
         const auto p = params_with(0.9f, top_k, top_p, 0.0f, uint64_t(top_k));
         CAPTURE(top_k);
         CAPTURE(top_p);

@@ -351,7 +351,9 @@ TEST_CASE("every kernel of the dispatch table, under every variant this CPU runs
         ++n_variants;
         REQUIRE(isa::select(v));
         REQUIRE(isa::active() == v);
-        for (const auto & [name, run] : runs) {
+        for (const auto & nr : runs) {  // no structured binding: CAPTURE captures name (clang 14)
+            const auto & name = nr.first;
+            const auto & run = nr.second;
             CAPTURE(isa::name(v));
             CAPTURE(name);
             const output o = run(), & s = scalar[name];
