@@ -1,7 +1,7 @@
 // The CUDA kernels' per-element arithmetic (tensor/cuda/cuda-math.h), run on
 // the CPU against the `_ref` twins it mirrors, on every machine: fp16
-// conversions, Q8_0 block quantization and the block dot products (bit for
-// bit), the rope angle and rotation (bit for bit on the host), the
+// conversions, Q8_0 block quantization, every block type's values and the
+// block dot products (bit for bit), the rope angle and rotation (bit for bit on the host), the
 // online-softmax merge of partial attention results (against a softmax in
 // double), and Quest's page bound (bit for bit).
 #include "kvcache/page.h"
@@ -13,8 +13,10 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace gloas;
@@ -84,6 +86,50 @@ TEST_CASE("cuda-math: Q8_0 block quantization and block values equal the referen
     quantize_row_q4_0_ref(x.data(), q4.data(), n);
     dequantize_row_q4_0(q4.data(), ref.data(), n);
     for (int64_t i = 0; i < n; ++i) REQUIRE(bits(cm::q4_0_value(q4[size_t(i / 32)], int(i % 32))) == bits(ref[size_t(i)]));
+}
+
+namespace {
+
+// Blocks of type B: n_real from quantizing gaussian values (from_float_ref),
+// then n_raw of random bytes whose fp16 fields (at `halves`, byte offsets)
+// hold random finite scales. Value j of each, by cuda_math's `value`, must
+// have the bits of the type's to_float (dequantize_row_*).
+template <class B, int QK, class F>
+void check_values(type t, F value, std::initializer_list<size_t> halves) {
+    std::mt19937 rng(11);
+    const int n_real = 16, n_raw = 64;
+    std::vector<B> b(size_t(n_real + n_raw));
+    const std::vector<float> x = randn(rng, size_t(n_real) * QK, 1.5f);
+    traits(t).from_float_ref(x.data(), b.data(), int64_t(n_real) * QK);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    for (int i = n_real; i < n_real + n_raw; ++i) {
+        auto * p = reinterpret_cast<uint8_t *>(&b[size_t(i)]);
+        for (size_t k = 0; k < sizeof(B); ++k) p[k] = uint8_t(byte(rng));
+        for (size_t off : halves) {
+            const uint16_t h = fp32_to_fp16(nd(rng));
+            std::memcpy(p + off, &h, 2);
+        }
+    }
+    const int64_t n = int64_t(b.size()) * QK;
+    std::vector<float> ref(static_cast<size_t>(n));
+    traits(t).to_float(b.data(), ref.data(), n);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad += bits(value(b[size_t(i / QK)], int(i % QK))) != bits(ref[size_t(i)]);
+    CHECK_MESSAGE(bad == 0, std::string(type_name(t)) << ": " << bad << " of " << n << " values differ");
+}
+
+} // namespace
+
+TEST_CASE("cuda-math: values of Q4_1, Q5_0, Q5_1 and the K-quant blocks equal dequantize_row_*") {
+    check_values<block_q4_1, QK4_1>(type::Q4_1, cm::q4_1_value, {offsetof(block_q4_1, d), offsetof(block_q4_1, m)});
+    check_values<block_q5_0, QK5_0>(type::Q5_0, cm::q5_0_value, {offsetof(block_q5_0, d)});
+    check_values<block_q5_1, QK5_1>(type::Q5_1, cm::q5_1_value, {offsetof(block_q5_1, d), offsetof(block_q5_1, m)});
+    check_values<block_q2_K, QK_K>(type::Q2_K, cm::q2_K_value, {offsetof(block_q2_K, d), offsetof(block_q2_K, dmin)});
+    check_values<block_q3_K, QK_K>(type::Q3_K, cm::q3_K_value, {offsetof(block_q3_K, d)});
+    check_values<block_q4_K, QK_K>(type::Q4_K, cm::q4_K_value, {offsetof(block_q4_K, d), offsetof(block_q4_K, dmin)});
+    check_values<block_q5_K, QK_K>(type::Q5_K, cm::q5_K_value, {offsetof(block_q5_K, d), offsetof(block_q5_K, dmin)});
+    check_values<block_q6_K, QK_K>(type::Q6_K, cm::q6_K_value, {offsetof(block_q6_K, d)});
 }
 
 TEST_CASE("cuda-math: block dot products sum to vec_dot_*_ref exactly") {

@@ -74,7 +74,13 @@ std::vector<char> make_weights(type t, int64_t n_out, int64_t n_in, std::mt19937
     return w;
 }
 
-const type GPU_TYPES[] = {type::F32, type::F16, type::BF16, type::Q8_0, type::Q4_0};
+const type GPU_TYPES[] = {type::F32,  type::F16,  type::BF16, type::Q8_0, type::Q4_0, type::Q4_1, type::Q5_0,
+                          type::Q5_1, type::Q2_K, type::Q3_K, type::Q4_K, type::Q5_K, type::Q6_K};
+// The types whose matvec reads float activations and dequantizes each value
+// (tensor/cuda/kernels.h, matvec), where matmul_ref rounds the activations to 8 bits.
+bool float_act_blocks(type t) {
+    return t != type::F32 && t != type::F16 && t != type::BF16 && t != type::Q8_0 && t != type::Q4_0;
+}
 
 } // namespace
 
@@ -91,7 +97,8 @@ TEST_CASE("cuda: get_rows is exact for every weight type") {
         be->get_rows(dev, d_ids.i32(), int64_t(ids.size()), y.f32());
         std::vector<float> ref(ids.size() * size_t(n_in));
         for (size_t i = 0; i < ids.size(); ++i) ops::get_row(host, ids[i], ref.data() + i * size_t(n_in));
-        CHECK_MESSAGE(std::memcmp(get(*be, y, int64_t(ref.size())).data(), ref.data(), ref.size() * 4) == 0, type_name(t));
+        CHECK_MESSAGE(std::memcmp(get(*be, y, int64_t(ref.size())).data(), ref.data(), ref.size() * 4) == 0,
+                      std::string(type_name(t)));
     }
 }
 
@@ -115,11 +122,23 @@ TEST_CASE("cuda: matmul against matmul_ref, decode and prefill, every weight typ
             // operands differs from matmul_ref by the fp16 rounding of the
             // activations (NMSE ~1e-7) and, for Q8_0 / Q4_0 weights, by
             // matmul_ref's own Q8_0 rounding of the activations (NMSE ~3e-5
-            // for gaussian rows): NMSE <= 3e-4 against it.
+            // for gaussian rows): NMSE <= 3e-4 against it. So does the decode
+            // of the types that read float activations (float_act_blocks),
+            // which must equal the float product of the dequantized rows to
+            // NMSE <= 1e-10.
             const bool prefill = n_tok > 8 && t != type::BF16 && t != type::F32;
-            const double bound = prefill ? 3e-4 : 1e-10;
+            const bool act8 = float_act_blocks(t) && !prefill;
+            const double bound = prefill || act8 ? 3e-4 : 1e-10;
             const double e = nmse(y, ref);
-            CHECK_MESSAGE(e <= bound, type_name(t) << " n_tok " << n_tok << ": NMSE " << e);
+            CHECK_MESSAGE(e <= bound, std::string(type_name(t)) << " n_tok " << n_tok << ": NMSE " << e);
+            if (act8) {
+                std::vector<float> wf(size_t(n_in * n_out));
+                traits(t).to_float(w.data(), wf.data(), n_in * n_out);
+                ops::matmul_ref(make_tensor_2d(type::F32, n_in, n_out, wf.data()), x.data(), n_tok, ref.data());
+                const double ef = nmse(y, ref);
+                CHECK_MESSAGE(ef <= 1e-10, std::string(type_name(t)) << " n_tok " << n_tok << ": NMSE " << ef
+                                                                     << " against the dequantized rows");
+            }
         }
 }
 

@@ -22,7 +22,7 @@
 namespace gloas::cuda {
 
 // The weight types the kernels read (quant/types.h's, as the kernels see them).
-enum class wtype : int32_t { F32, F16, BF16, Q8_0, Q4_0 };
+enum class wtype : int32_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K };
 
 // Value j of a weight row of type t.
 __device__ __forceinline__ float row_value(wtype t, const void * row, int64_t j) {
@@ -33,6 +33,14 @@ __device__ __forceinline__ float row_value(wtype t, const void * row, int64_t j)
         case wtype::BF16: return cm::bf16_to_float(static_cast<const uint16_t *>(row)[j]);
         case wtype::Q8_0: return cm::q8_0_value(static_cast<const block_q8_0 *>(row)[j / QK8_0], int(j % QK8_0));
         case wtype::Q4_0: return cm::q4_0_value(static_cast<const block_q4_0 *>(row)[j / QK4_0], int(j % QK4_0));
+        case wtype::Q4_1: return cm::q4_1_value(static_cast<const block_q4_1 *>(row)[j / QK4_1], int(j % QK4_1));
+        case wtype::Q5_0: return cm::q5_0_value(static_cast<const block_q5_0 *>(row)[j / QK5_0], int(j % QK5_0));
+        case wtype::Q5_1: return cm::q5_1_value(static_cast<const block_q5_1 *>(row)[j / QK5_1], int(j % QK5_1));
+        case wtype::Q2_K: return cm::q2_K_value(static_cast<const block_q2_K *>(row)[j / QK_K], int(j % QK_K));
+        case wtype::Q3_K: return cm::q3_K_value(static_cast<const block_q3_K *>(row)[j / QK_K], int(j % QK_K));
+        case wtype::Q4_K: return cm::q4_K_value(static_cast<const block_q4_K *>(row)[j / QK_K], int(j % QK_K));
+        case wtype::Q5_K: return cm::q5_K_value(static_cast<const block_q5_K *>(row)[j / QK_K], int(j % QK_K));
+        case wtype::Q6_K: return cm::q6_K_value(static_cast<const block_q6_K *>(row)[j / QK_K], int(j % QK_K));
     }
     return 0.0f;
 }

@@ -19,6 +19,14 @@ bool wtype_of(type t, cuda::wtype * w) {
         case type::BF16: *w = cuda::wtype::BF16; return true;
         case type::Q8_0: *w = cuda::wtype::Q8_0; return true;
         case type::Q4_0: *w = cuda::wtype::Q4_0; return true;
+        case type::Q4_1: *w = cuda::wtype::Q4_1; return true;
+        case type::Q5_0: *w = cuda::wtype::Q5_0; return true;
+        case type::Q5_1: *w = cuda::wtype::Q5_1; return true;
+        case type::Q2_K: *w = cuda::wtype::Q2_K; return true;
+        case type::Q3_K: *w = cuda::wtype::Q3_K; return true;
+        case type::Q4_K: *w = cuda::wtype::Q4_K; return true;
+        case type::Q5_K: *w = cuda::wtype::Q5_K; return true;
+        case type::Q6_K: *w = cuda::wtype::Q6_K; return true;
         default: return false;
     }
 }
@@ -102,7 +110,8 @@ public:
         if (host.empty()) return host;
         cuda::wtype wt;
         if (!wtype_of(host.t, &wt))
-            throw error(format("the CUDA backend cannot read %s weights (it reads f32, f16, bf16, q8_0 and q4_0)",
+            throw error(format("the CUDA backend cannot read %s weights (it reads f32, f16, bf16, q8_0, q4_0, q4_1, "
+                               "q5_0, q5_1 and q2_K to q6_K)",
                                type_name(host.t)));
         if (host.nrows() > 1 && host.nb[1] != host.row_bytes())
             throw error("the CUDA backend reads contiguous weights only");
@@ -128,14 +137,15 @@ public:
         GLOAS_ASSERT(n_tok <= max_tokens_);
         const cuda::wtype t = wtype_of(w);
         const int64_t n_in = w.ne[0], n_out = w.ne[1];
-        const bool quantized = t == cuda::wtype::Q8_0 || t == cuda::wtype::Q4_0;
+        const bool blocks = t != cuda::wtype::F32 && t != cuda::wtype::F16 && t != cuda::wtype::BF16;
+        const bool q8_act = t == cuda::wtype::Q8_0 || t == cuda::wtype::Q4_0;  // the matvec reads Q8_0 activations
         if (n_tok > cuda::MATVEC_MAX_TOK && t != cuda::wtype::BF16) {
             if (t == cuda::wtype::F32) {
                 cuda::gemm_f32(blas_, static_cast<const float *>(w.data), n_in, n_out, x, n_tok, y);
                 return;
             }
             const uint16_t * w16 = static_cast<const uint16_t *>(w.data);
-            if (quantized) {
+            if (blocks) {
                 uint16_t * d = static_cast<uint16_t *>(w16_.get(size_t(n_in * n_out) * sizeof(uint16_t)));
                 cuda::weight_to_f16(stream_, t, w.data, w.nb[1], n_in, n_out, d);
                 w16 = d;
@@ -149,7 +159,7 @@ public:
             const int64_t nt = std::min(cuda::MATVEC_MAX_TOK, n_tok - t0);
             const float * xt = x + t0 * n_in;
             block_q8_0 * xq = nullptr;
-            if (quantized) {
+            if (q8_act) {
                 xq = static_cast<block_q8_0 *>(xq_.get(size_t(nt * (n_in / QK8_0)) * sizeof(block_q8_0)));
                 cuda::quantize_q8_0(stream_, xt, nt, n_in, xq);
             }

@@ -6,6 +6,7 @@
 //
 // Each function states what it equals:
 //   half_to_float / float_to_half   fp16_to_fp32 / fp32_to_fp16, bit for bit
+//   q*_value                        value j of a block, dequantize_row_* bit for bit
 //   quantize_block_q8_0             quantize_row_q8_0_ref on one block, bit for bit
 //   block_dot_*                     the exact int32 block sum of vec_dot_*_ref
 //   rope_theta                      ops.h's rope angle, in double as the reference
@@ -83,6 +84,66 @@ GLOAS_HD int q4_0_quant(const block_q4_0 & b, int j) {
     return j < QK4_0 / 2 ? (b.qs[j] & 0x0f) - 8 : (b.qs[j - QK4_0 / 2] >> 4) - 8;
 }
 GLOAS_HD float q4_0_value(const block_q4_0 & b, int j) { return half_to_float(b.d) * float(q4_0_quant(b, j)); }
+
+// The other block types, value j of a block as dequantize_row_* gives it, bit
+// for bit: the same products in the same order. Each a * b + c multiplies an
+// fp16 scale (times a scale of at most 8 bits) by a level of at most 6 bits,
+// a product exact in float, so contracting it into a fused multiply-add (as
+// nvcc does by default) gives the same bits (quant/quant-impl.h, mad).
+GLOAS_HD int q5_level(const uint8_t * qs, const uint8_t * qh, int j) {  // Q5_0 / Q5_1: 0..31
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return j < 16 ? (qs[j] & 0x0f) | int(((h >> j) << 4) & 0x10) : (qs[j - 16] >> 4) | int((h >> (j - 4)) & 0x10);
+}
+GLOAS_HD float q4_1_value(const block_q4_1 & b, int j) {
+    const int q = j < QK4_1 / 2 ? b.qs[j] & 0x0f : b.qs[j - QK4_1 / 2] >> 4;
+    return float(q) * half_to_float(b.d) + half_to_float(b.m);
+}
+GLOAS_HD float q5_0_value(const block_q5_0 & b, int j) { return float(q5_level(b.qs, b.qh, j) - 16) * half_to_float(b.d); }
+GLOAS_HD float q5_1_value(const block_q5_1 & b, int j) {
+    return float(q5_level(b.qs, b.qh, j)) * half_to_float(b.d) + half_to_float(b.m);
+}
+// K-quants: j in a super-block of QK_K = 256 values, two halves of 128.
+GLOAS_HD float q2_K_value(const block_q2_K & b, int j) {
+    const int half = j / 128, r = j % 128, s = r / 32, l = r % 32;  // s: the 2-bit field
+    const uint8_t sc = b.scales[half * 8 + s * 2 + l / 16];
+    const float dl = half_to_float(b.d) * float(sc & 0xf), ml = half_to_float(b.dmin) * float(sc >> 4);
+    return dl * float((b.qs[32 * half + l] >> (2 * s)) & 3) - ml;
+}
+GLOAS_HD float q3_K_value(const block_q3_K & b, int j) {
+    const int half = j / 128, r = j % 128, s = r / 32, l = r % 32, is = half * 8 + s * 2 + l / 16;
+    const int lo = is < 8 ? b.scales[is] & 0xf : b.scales[is - 8] >> 4;
+    const int hi = (b.scales[8 + is % 4] >> (2 * (is / 4))) & 3;
+    const float dl = half_to_float(b.d) * float((lo | (hi << 4)) - 32);
+    const int q = ((b.qs[32 * half + l] >> (2 * s)) & 3) - ((b.hmask[l] >> (4 * half + s)) & 1 ? 0 : 4);
+    return dl * float(q);
+}
+// Q4_K / Q5_K: sub-block j / 32 of 32 values, its 6-bit scale and min;
+// Q5_K's fifth bit is bit (j / 32) of qh[j % 32] (null qh: Q4_K).
+GLOAS_HD float k4_value(const uint8_t * scales, uint16_t d, uint16_t dmin, const uint8_t * qs, const uint8_t * qh, int j) {
+    const int sub = j / 32, l = j % 32;
+    int sc, m;
+    if (sub < 4) {
+        sc = scales[sub] & 63;
+        m = scales[sub + 4] & 63;
+    } else {
+        sc = (scales[sub + 4] & 0xf) | ((scales[sub - 4] >> 6) << 4);
+        m = (scales[sub + 4] >> 4) | ((scales[sub] >> 6) << 4);
+    }
+    const uint8_t byte = qs[32 * (sub / 2) + l];
+    int q = sub % 2 == 0 ? byte & 0xf : byte >> 4;
+    if (qh && ((qh[l] >> sub) & 1)) q += 16;
+    const float dl = half_to_float(d) * float(sc), ml = half_to_float(dmin) * float(m);
+    return dl * float(q) - ml;
+}
+GLOAS_HD float q4_K_value(const block_q4_K & b, int j) { return k4_value(b.scales, b.d, b.dmin, b.qs, nullptr, j); }
+GLOAS_HD float q5_K_value(const block_q5_K & b, int j) { return k4_value(b.scales, b.d, b.dmin, b.qs, b.qh, j); }
+GLOAS_HD float q6_K_value(const block_q6_K & b, int j) {
+    const int half = j / 128, r = j % 128, quarter = r / 32, l = r % 32;
+    const uint8_t lo = b.ql[64 * half + l + (quarter & 1) * 32];
+    const int q = ((quarter < 2 ? lo & 0xf : lo >> 4) | (((b.qh[32 * half + l] >> (2 * quarter)) & 3) << 4)) - 32;
+    return half_to_float(b.d) * float(b.scales[8 * half + l / 16 + 2 * quarter]) * float(q);
+}
 
 // One block of 32 floats as quantize_row_q8_0_ref quantizes it (bit for bit:
 // the same IEEE operations in the same order; fmaxf / fabsf / roundf are

@@ -55,14 +55,21 @@ constexpr int64_t MATVEC_MAX_TOK = 8;
 // the float sum over blocks differs (lanes, then a warp tree): relative to
 // sum |share|, the error is <= (n_blocks + 5) * 2^-24. F32 / F16 / BF16
 // weights read x: products in float, summed in the same order (the
-// reference sums in double).
+// reference sums in double). So do Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K, each
+// weight value dequantized in registers as dequantize_row_* gives it
+// (cuda_math::*_value, bit for bit): the float dot of the dequantized row,
+// which the CPU's vec_dot approximates through 8-bit activations (Q8_1 /
+// Q8_K), so against matmul_ref these differ by that rounding (NMSE ~1e-5).
+// Those types take a warp per row and a value per lane, the block's scales
+// decoded for each value: correct on every type, not tuned for bandwidth
+// as the Q8_0 / Q4_0 block kernel is.
 void matvec(cudaStream_t s, wtype t, const void * w, size_t row_bytes, int64_t n_in, int64_t n_out, const float * x,
             const block_q8_0 * xq, int64_t n_tok, float * y);
 
 // Prefill: y (n_tok, n_out) = x · w^T with cuBLAS, F16 operands (w16: the
 // weight in fp16, x16 the activations) accumulating in F32 (cublasGemmEx).
 // Against matmul_ref, NMSE <= ~1e-5 (fp16 rounding of x and of dequantized
-// Q8_0 / Q4_0 values, whose fp16 scale times a small integer may round).
+// block values, whose fp16 scale times a small integer may round).
 void gemm_f16(cublasHandle_t h, const uint16_t * w16, int64_t n_in, int64_t n_out, const uint16_t * x16, int64_t n_tok,
               float * y);
 // The same for F32 weights (cublasSgemm, without TF32).

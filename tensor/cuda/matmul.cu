@@ -137,6 +137,14 @@ void matvec(cudaStream_t s, wtype t, const void * w, size_t row_bytes, int64_t n
         case wtype::F32: k_matvec_f<wtype::F32><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
         case wtype::F16: k_matvec_f<wtype::F16><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
         case wtype::BF16: k_matvec_f<wtype::BF16><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q4_1: k_matvec_f<wtype::Q4_1><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q5_0: k_matvec_f<wtype::Q5_0><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q5_1: k_matvec_f<wtype::Q5_1><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q2_K: k_matvec_f<wtype::Q2_K><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q3_K: k_matvec_f<wtype::Q3_K><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q4_K: k_matvec_f<wtype::Q4_K><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q5_K: k_matvec_f<wtype::Q5_K><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
+        case wtype::Q6_K: k_matvec_f<wtype::Q6_K><<<grid, THREADS, 0, s>>>(wc, row_bytes, n_in, n_out, x, nt, y); break;
     }
     GLOAS_CUDA_LAUNCHED();
 }
