@@ -94,7 +94,7 @@ template <size_t N> key_def E(const char * k, unsigned s, const char * const (&n
 
 // In the specification's order.
 const key_def KEYS[] = {
-    I("max_cache_size", S_KV, 1, double(int64_t(1) << 40), &sv::max_cache_size),
+    I("max_cache_size", S_KV, 1, double(MAX_CACHE_TOKENS), &sv::max_cache_size),
     I("cache_chunk_size", S_KV, OPT_UBATCH, &sv::cache_chunk_size),
     I("d_model", S_DEC, 1, 1 << 20, &sv::d_model),
     I("n_heads", S_DEC, 1, 4096, &sv::n_heads),
@@ -417,7 +417,12 @@ kv_capacity flag_capacity(const std::string & flag, const std::string & v) {
     kv_capacity c;
     double mul = 1;
     if (suf == "p" || suf == "t") {
-        if (x != std::floor(x) || x > 1e15) flag_error(flag, format("'%s': a whole number of %s", v.c_str(), suf == "p" ? "pages" : "tokens"));
+        const char * what = suf == "p" ? "pages" : "tokens";
+        if (x != std::floor(x)) flag_error(flag, format("'%s': a whole number of %s", v.c_str(), what));
+        // the configuration file's bound (max_cache_size), so that every
+        // value the flag takes can be written into a file and read back
+        if (x > double(MAX_CACHE_TOKENS))
+            flag_error(flag, format("'%s': at most %lld %s", v.c_str(), (long long) MAX_CACHE_TOKENS, what));
         c.u = suf == "p" ? kv_capacity::unit::PAGES : kv_capacity::unit::TOKENS;
         c.n = uint64_t(x);
         return c;
@@ -442,8 +447,14 @@ size_t kv_capacity_bytes(const kv_capacity & c, size_t page_bytes, int32_t page_
     switch (c.u) {
         case kv_capacity::unit::DEFAULT: return def;
         case kv_capacity::unit::BYTES: return size_t(c.n);
-        case kv_capacity::unit::PAGES: return size_t(c.n) * page_bytes;
-        case kv_capacity::unit::TOKENS: return size_t((c.n + tok - 1) / tok) * page_bytes;
+        case kv_capacity::unit::PAGES:
+        case kv_capacity::unit::TOKENS: {
+            const uint64_t pages = c.u == kv_capacity::unit::PAGES ? c.n : (c.n + tok - 1) / tok;
+            size_t bytes = 0;
+            // past size_t: the largest size, which no store can map (one clear error then)
+            if (__builtin_mul_overflow(pages, uint64_t(page_bytes), &bytes)) return SIZE_MAX;
+            return bytes;
+        }
     }
     return def;
 }
@@ -532,9 +543,13 @@ std::string config_to_yaml(const run_config & cfg) {
             note(format("max_cache_size not set: %llu bytes of pages (--kv-capacity %llu)",
                         (unsigned long long) cfg.capacity.n, (unsigned long long) cfg.capacity.n));
             break;
-        case kv_capacity::unit::PAGES:
-            key("max_cache_size", std::to_string(cfg.capacity.n * uint64_t(std::max(1, kv.page_tokens))));
+        case kv_capacity::unit::PAGES: {
+            const uint64_t tokens = cfg.capacity.n * uint64_t(std::max(1, kv.page_tokens));
+            if (tokens <= uint64_t(MAX_CACHE_TOKENS)) key("max_cache_size", std::to_string(tokens));
+            else note(format("max_cache_size not set: %llu pages of %d tokens is past its bound (--kv-capacity %llup)",
+                             (unsigned long long) cfg.capacity.n, kv.page_tokens, (unsigned long long) cfg.capacity.n));
             break;
+        }
         case kv_capacity::unit::TOKENS: key("max_cache_size", std::to_string(cfg.capacity.n)); break;
     }
     // cache_chunk_size holds the page size (<= 64) or the prefill chunk (> 64).

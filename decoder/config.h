@@ -119,11 +119,16 @@ struct kv_capacity {
     uint64_t n = 0;
 };
 
+// The largest max_cache_size, in tokens (2^40); --kv-capacity takes at most
+// as many pages or tokens.
+constexpr int64_t MAX_CACHE_TOKENS = int64_t(1) << 40;
+
 // Reads a --kv-capacity value: bytes ("4G", "512M", "100k", "123456"), pages
 // ("200p") or tokens ("8192t"). Throws gloas::error "FLAG: message".
 kv_capacity parse_kv_capacity(const std::string & flag, const std::string & value);
 // The bound in bytes for pages of `page_bytes` holding `page_tokens` tokens;
-// `def` when the capacity is DEFAULT. Tokens round up to whole pages.
+// `def` when the capacity is DEFAULT. Tokens round up to whole pages; a bound
+// past size_t gives SIZE_MAX.
 size_t kv_capacity_bytes(const kv_capacity & c, size_t page_bytes, int32_t page_tokens, size_t def);
 
 // The model shape of ultra_decoder; 0 = not given.

@@ -563,6 +563,31 @@ TEST_CASE("config: config_to_yaml writes settings that read back the same") {
     CHECK(y.find("# max_cache_size not set: 1073741824 bytes of pages (--kv-capacity 1073741824)") != std::string::npos);
 }
 
+TEST_CASE("config: --kv-capacity in pages or tokens stays within max_cache_size's bound, and is written back") {
+    const std::string most = std::to_string(MAX_CACHE_TOKENS);
+    CHECK(parse_kv_capacity("--kv-capacity", most + "t").n == uint64_t(MAX_CACHE_TOKENS));
+    CHECK(parse_kv_capacity("--kv-capacity", most + "p").n == uint64_t(MAX_CACHE_TOKENS));
+    for (const char * unit : {"t", "p"}) {
+        INFO(unit);
+        CHECK(error_of([&] { parse_kv_capacity("--kv-capacity", std::to_string(MAX_CACHE_TOKENS + 1) + unit); }) ==
+              "--kv-capacity: '" + std::to_string(MAX_CACHE_TOKENS + 1) + unit + "': at most " + most +
+                  (std::string(unit) == "t" ? " tokens" : " pages"));
+        CHECK(error_of([&] { parse_kv_capacity("--kv-capacity", "819198191929000p"); }) != "");
+    }
+    // Past size_t in bytes: the largest size, never a wrapped small one.
+    CHECK(kv_capacity_bytes(parse_kv_capacity("--kv-capacity", most + "p"), size_t(1) << 30, 32, 0) == SIZE_MAX);
+    CHECK(kv_capacity_bytes(parse_kv_capacity("--kv-capacity", "3p"), 1000, 32, 0) == 3000);
+    CHECK(kv_capacity_bytes(parse_kv_capacity("--kv-capacity", "33t"), 1000, 32, 0) == 2000);
+    // Pages whose tokens pass the file's bound: said in a comment, and the file still reads.
+    run_config c;
+    const std::vector<std::string> args = {"--kv-capacity", most + "p"};
+    for (size_t i = 0; i < args.size(); i += config_apply_flag(c, args, i)) {}
+    const std::string y = config_to_yaml(c);
+    INFO(y);
+    CHECK(y.find("# max_cache_size not set: " + most + " pages of 32 tokens is past its bound") != std::string::npos);
+    CHECK(config_parse(y, "back.yaml").warnings.empty());
+}
+
 // ---- The shared option table (decoder/options.h) ----
 
 namespace {

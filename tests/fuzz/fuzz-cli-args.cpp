@@ -59,10 +59,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     }
     const std::string yaml = gloas::config_to_yaml(cfg);
     // Flags are checked one at a time; their combination (a page size that
-    // is no multiple of the K/V type's block) and the file's ranges (a
-    // capacity in pages past max_cache_size's bound) only when the settings
-    // are used, so the text may be refused. Text that parses must write back
-    // the same.
+    // is no multiple of the K/V type's block) only when the settings are
+    // used, so the text may be refused. Text that parses must write back the
+    // same.
     std::string again;
     try {
         again = gloas::config_to_yaml(gloas::config_parse(yaml, "fuzz.yaml"));
