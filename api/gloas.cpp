@@ -161,6 +161,12 @@ constexpr size_t layout_size(size_t end) {
 }
 static_assert(offsetof(gloas_context_params, kv_ram_bytes) >= layout_size(CONTEXT_PARAMS_MIN),
               "an appended field starts past the padding of every earlier layout");
+// The second layout (up to kv_ram_bytes) has no padding to reach past: it ends
+// on a multiple of the struct's alignment (that of its 8-byte fields), so its
+// size is where it ends.
+static_assert(GLOAS_END_OF(gloas_context_params, kv_ram_bytes) % alignof(gloas_context_params) == 0 &&
+                  offsetof(gloas_context_params, n_gpu_layers) == GLOAS_END_OF(gloas_context_params, kv_ram_bytes),
+              "an appended field starts past the padding of every earlier layout");
 
 // Refuses a size outside [min_size, sizeof(T)].
 template <class T> void check_size(size_t size, size_t min_size, const char * what) {
@@ -221,6 +227,7 @@ gloas_context_params context_defaults() {
     p.sparse_ratio = 1.0f;
     p.ctx_slide = 0;
     p.kv_ram_bytes = 0;
+    p.n_gpu_layers = 0;
     return p;
 }
 
@@ -476,6 +483,9 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         cp.sparse.ratio = p.sparse_ratio;
         cp.slide.on = p.ctx_slide != 0;
         cp.kv.ram_bytes = size_t(p.kv_ram_bytes);
+        need(p.n_gpu_layers >= -1, "gloas_context_new: n_gpu_layers is below -1 (0: none, -1: all that can run there)");
+        cp.n_gpu_layers = p.n_gpu_layers;
+        cp.gpu_required = p.n_gpu_layers > 0;
         auto c = std::make_unique<gloas_context>();
         c->model = model;
         c->ctx = std::make_unique<context>(*model->m, cp);

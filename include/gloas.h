@@ -222,6 +222,13 @@ typedef struct gloas_context_params {
     uint64_t kv_ram_bytes;      /* with kv_dir: bound on the page-file bytes mapped in RAM; the
                                    least recently read pages are unmapped past it (the file
                                    keeps them). 0: unbounded */
+    int32_t n_gpu_layers;       /* layers on the GPU (the CUDA backend), as the tools' -ngl:
+                                   0 none; any other value runs the whole forward pass there
+                                   (no partial offload yet). Above 0 the GPU is required:
+                                   gloas_context_new returns NULL with the reason (no device,
+                                   too little memory, a build without CUDA) when it cannot
+                                   run it. -1: the GPU when it can, else the CPU, said once
+                                   on stderr. 0 */
 } gloas_context_params;
 
 /* As gloas_model_params_init, for context params. */

@@ -569,7 +569,7 @@ static void test_defaults(void) {
     CHECK(cp.n_ctx == 0 && cp.n_ubatch == 512 && cp.n_threads == 0 && cp.n_seq_max == 1);
     CHECK(cp.kv_type == GLOAS_KV_F16 && cp.kv_page_tokens == 32 && cp.kv_dir == NULL);
     CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30 && cp.kv_policy == GLOAS_EVICT_LRU && cp.kv_ram_bytes == 0);
-    CHECK(cp.sparse_ratio == 1.0f && cp.ctx_slide == 0);
+    CHECK(cp.sparse_ratio == 1.0f && cp.ctx_slide == 0 && cp.n_gpu_layers == 0);
 
     CHECK(sp.temp == 0.8f && sp.top_k == 40 && sp.top_p == 0.95f && sp.min_p == 0.0f);
     CHECK(sp.repeat_penalty == 1.0f && sp.repeat_last_n == 64 && sp.seed == GLOAS_SEED_RANDOM);
@@ -900,6 +900,45 @@ static void test_slide(void) {
     gloas_context_free(ctx);
 }
 
+/* n_gpu_layers: -1 runs on the GPU when it can and on the CPU otherwise, with
+ * the same text; above 0 the GPU is required: the context is made only where
+ * it can run (the same text then), else NULL with the reason; below -1 is
+ * refused. */
+static void test_gpu_layers(void) {
+    static struct text_buf cpu, other;
+    gloas_context_params cp = gloas_context_default_params();
+    gloas_context * ctx;
+    cp.n_ctx = 64;
+    ctx = gloas_context_new(g_model, &cp);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    greedy8(ctx, &cpu);
+    gloas_context_free(ctx);
+
+    cp.n_gpu_layers = -1;
+    ctx = gloas_context_new(g_model, &cp);
+    CHECK(ctx != NULL);
+    if (ctx) {
+        greedy8(ctx, &other);
+        CHECK(strcmp(other.s, cpu.s) == 0);
+        gloas_context_free(ctx);
+    }
+
+    cp.n_gpu_layers = 1;
+    ctx = gloas_context_new(g_model, &cp);
+    if (ctx) {
+        greedy8(ctx, &other);
+        CHECK(strcmp(other.s, cpu.s) == 0);
+        gloas_context_free(ctx);
+    } else {
+        CHECK(strstr(gloas_last_error(NULL), "GPU layers were asked for") != NULL);
+    }
+
+    cp.n_gpu_layers = -2;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "n_gpu_layers") != NULL);
+}
+
 int main(void) {
     struct {
         const char * name;
@@ -914,6 +953,7 @@ int main(void) {
         {"fork and save/restore share pages", test_fork_and_restore},
         {"error paths", test_errors},
         {"a sliding context generates past n_ctx", test_slide},
+        {"n_gpu_layers: the GPU when it can, or required", test_gpu_layers},
     };
     int passed = 0, failed = 0;
     size_t i;
