@@ -228,6 +228,7 @@ gloas_context_params context_defaults() {
     p.ctx_slide = 0;
     p.kv_ram_bytes = 0;
     p.n_gpu_layers = 0;
+    p.gpu_device = 0;
     return p;
 }
 
@@ -486,6 +487,8 @@ gloas_context * gloas_context_new(const gloas_model * model, const gloas_context
         need(p.n_gpu_layers >= -1, "gloas_context_new: n_gpu_layers is below -1 (0: none, -1: all that can run there)");
         cp.n_gpu_layers = p.n_gpu_layers;
         cp.gpu_required = p.n_gpu_layers > 0;
+        need(p.gpu_device >= 0, "gloas_context_new: gpu_device is negative");
+        cp.gpu_device = p.gpu_device;
         auto c = std::make_unique<gloas_context>();
         c->model = model;
         c->ctx = std::make_unique<context>(*model->m, cp);

@@ -174,6 +174,7 @@ struct run_config {
     kv_capacity kv_ram;             // --kv-ram; DEFAULT: the strategy's
     type kv_type_v = type::F16;     // -ctv (must equal the K type, ctx.kv.kv_type)
     int32_t n_gpu_layers = 0;       // -ngl (-1: auto or all): context_params::n_gpu_layers
+    int32_t gpu_device = 0;         // --device: context_params::gpu_device
     bool mlock = false;             // --mlock
     bool no_mmap = false;           // --no-mmap (the last of it and --mmap given counts)
     bool mmap = false;              // --mmap

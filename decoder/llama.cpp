@@ -73,7 +73,7 @@ context::context(const model & m, const context_params & p) : m_(m) {
     // The backend: the GPU when layers were asked for it and it can hold them.
     if (p.n_gpu_layers != 0) {
         try {
-            be_ = make_cuda_backend(n_ubatch_);
+            be_ = make_cuda_backend(n_ubatch_, p.gpu_device);
             place(p);
         } catch (const error & e) {
             unplace();

@@ -59,6 +59,7 @@ struct context_params {
     // gloas::error with the reason).
     int32_t n_gpu_layers = 0;
     bool gpu_required = false;
+    int32_t gpu_device = 0;  // the CUDA device's index
 };
 
 // Thrown when positions would go past the context size (a gloas::error, so

@@ -322,6 +322,7 @@ size_t config_apply_flag(run_config & cfg, const std::vector<std::string> & args
             cfg.n_gpu_layers = number ? int32_t(x) : -1;
             break;
         }
+        case OPT_GPU_DEVICE: cfg.gpu_device = int32_t(v.i); break;
         case OPT_MLOCK: cfg.mlock = true; break;
         case OPT_NO_MMAP:
             cfg.no_mmap = true;
@@ -366,6 +367,7 @@ void config_override(const run_config & f, const hparams & hp, context_params & 
         cp.n_gpu_layers = f.n_gpu_layers;
         cp.gpu_required = f.n_gpu_layers > 0;
     }
+    if (given(OPT_GPU_DEVICE)) cp.gpu_device = f.gpu_device;
 
     const std::string why = kv_options_problem(cp.kv.kv_type, cp.kv.page_tokens, cp.kv.policy);
     if (!why.empty()) throw cli_error(why);

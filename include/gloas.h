@@ -229,6 +229,8 @@ typedef struct gloas_context_params {
                                    too little memory, a build without CUDA) when it cannot
                                    run it. -1: the GPU when it can, else the CPU, said once
                                    on stderr. 0 */
+    int32_t gpu_device;         /* the CUDA device the GPU layers run on, by index (the tools'
+                                   --device); one that is not there is the same as no GPU. 0 */
 } gloas_context_params;
 
 /* As gloas_model_params_init, for context params. */

@@ -569,7 +569,7 @@ static void test_defaults(void) {
     CHECK(cp.n_ctx == 0 && cp.n_ubatch == 512 && cp.n_threads == 0 && cp.n_seq_max == 1);
     CHECK(cp.kv_type == GLOAS_KV_F16 && cp.kv_page_tokens == 32 && cp.kv_dir == NULL);
     CHECK(cp.kv_capacity_bytes == (uint64_t) 4 << 30 && cp.kv_policy == GLOAS_EVICT_LRU && cp.kv_ram_bytes == 0);
-    CHECK(cp.sparse_ratio == 1.0f && cp.ctx_slide == 0 && cp.n_gpu_layers == 0);
+    CHECK(cp.sparse_ratio == 1.0f && cp.ctx_slide == 0 && cp.n_gpu_layers == 0 && cp.gpu_device == 0);
 
     CHECK(sp.temp == 0.8f && sp.top_k == 40 && sp.top_p == 0.95f && sp.min_p == 0.0f);
     CHECK(sp.repeat_penalty == 1.0f && sp.repeat_last_n == 64 && sp.seed == GLOAS_SEED_RANDOM);
@@ -933,6 +933,24 @@ static void test_gpu_layers(void) {
     } else {
         CHECK(strstr(gloas_last_error(NULL), "GPU layers were asked for") != NULL);
     }
+
+    /* a device that is not there: no GPU, so -1 runs on the CPU and 1 fails naming it */
+    cp.gpu_device = 255;
+    cp.n_gpu_layers = -1;
+    ctx = gloas_context_new(g_model, &cp);
+    CHECK(ctx != NULL);
+    if (ctx) {
+        greedy8(ctx, &other);
+        CHECK(strcmp(other.s, cpu.s) == 0);
+        gloas_context_free(ctx);
+    }
+    cp.n_gpu_layers = 1;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "GPU layers were asked for") != NULL);
+    cp.gpu_device = -1;
+    CHECK(gloas_context_new(g_model, &cp) == NULL);
+    CHECK(strstr(gloas_last_error(NULL), "gpu_device") != NULL);
+    cp.gpu_device = 0;
 
     cp.n_gpu_layers = -2;
     CHECK(gloas_context_new(g_model, &cp) == NULL);

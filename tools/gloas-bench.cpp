@@ -79,7 +79,9 @@ const option_use SHARED[] = {
     {OPT_MMAP, false,
      "read each model's weights through the file's mapping whatever their size, as gloas --mmap"},
     {OPT_N_GPU_LAYERS, false,
-     "accepted for llama-bench's command lines; this build has no GPU, so N > 0 only prints a note"},
+     "layers on the CUDA GPU, as gloas -ngl: N > 0 runs every layer there or fails with the reason; auto, all or -1 "
+     "the GPU when it can, else the CPU"},
+    {OPT_GPU_DEVICE, false, "the CUDA device's index, as gloas --device (default: 0)"},
 };
 constexpr size_t N_SHARED = sizeof SHARED / sizeof SHARED[0];
 
@@ -559,6 +561,7 @@ int run(int argc, char ** argv) {
             cp.kv.read_copy = kc.copy;
             cp.n_gpu_layers = ngl;
             cp.gpu_required = ngl > 0;
+            cp.gpu_device = flags.gpu_device;
             const page_geometry pg{page, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim};
             if (flags.flag_given(OPT_KV_RAM)) cp.kv.ram_bytes = kv_capacity_bytes(flags.kv_ram, pg.page_bytes(kc.t), page, 0);
             // Room for two sequences of the longest depth: an old fill is evicted, not piled up.
