@@ -451,7 +451,7 @@ int run(int argc, char ** argv) {
         if (ngl > 0) {  // the GPU's memory, once
             if (bandwidths.empty()) {
                 try {
-                    bandwidths.push_back({0, cuda_read_bandwidth(size_t(1) << 30, 10)});
+                    bandwidths.push_back({0, cuda_read_bandwidth(size_t(1) << 30, 10, flags.gpu_device)});
                 } catch (const error & e) {
                     throw error(format("--bandwidth with -ngl %d: the GPU's read bandwidth cannot be measured: %s", ngl, e.what()));
                 }

@@ -23,11 +23,12 @@ __global__ void k_read(const float4 * x, int64_t n, float * out) {
 
 } // namespace
 
-double cuda_read_bandwidth(size_t bytes, int reps) {
+double cuda_read_bandwidth(size_t bytes, int reps, int device) {
     std::string why;
-    if (!cuda_usable(&why, 0)) throw error(why);
+    if (!cuda_usable(&why, device)) throw error(why);
+    GLOAS_CUDA_TRY(cudaSetDevice(device));
     int sms = 0;
-    GLOAS_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    GLOAS_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     const int64_t n = int64_t(bytes / sizeof(float4));
     const unsigned blocks = unsigned(std::max(1, sms * 8));
     float4 * x = nullptr;

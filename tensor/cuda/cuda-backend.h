@@ -43,10 +43,10 @@ std::string cuda_device_name(int device = 0);
 // is not usable.
 std::unique_ptr<backend> make_cuda_backend(int64_t max_tokens, int device = 0);
 
-// The device's read bandwidth in bytes per second: a kernel summing a
+// The read bandwidth of `device` in bytes per second: a kernel summing a
 // `bytes` buffer, the best of `reps` timed passes after one untimed pass.
 // Throws gloas::error without a usable device.
-double cuda_read_bandwidth(size_t bytes, int reps);
+double cuda_read_bandwidth(size_t bytes, int reps, int device = 0);
 
 // Decode attention of one query token on the device (kernels.h's
 // cuda::attention_decode), from and to host memory: q (n_head, head_dim),

@@ -21,7 +21,7 @@ std::string cuda_device_name(int) { return std::string(); }
 
 std::unique_ptr<backend> make_cuda_backend(int64_t, int) { throw error(NO_CUDA); }
 
-double cuda_read_bandwidth(size_t, int) { throw error(NO_CUDA); }
+double cuda_read_bandwidth(size_t, int, int) { throw error(NO_CUDA); }
 
 void cuda_attention(const float *, const void *, const void *, type, int64_t, int, int, int, int64_t, float, float *) {
     throw error(NO_CUDA);
