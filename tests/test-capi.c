@@ -904,8 +904,19 @@ static void test_slide(void) {
  * the same text; above 0 the GPU is required: the context is made only where
  * it can run (the same text then), else NULL with the reason; below -1 is
  * refused. */
+/* Whether a context of cp can be made; when it is, its greedy text must be `want`. */
+static int same_text(const gloas_context_params * cp, const struct text_buf * want) {
+    static struct text_buf got;
+    gloas_context * ctx = gloas_context_new(g_model, cp);
+    if (!ctx) return 0;
+    greedy8(ctx, &got);
+    CHECK(strcmp(got.s, want->s) == 0);
+    gloas_context_free(ctx);
+    return 1;
+}
+
 static void test_gpu_layers(void) {
-    static struct text_buf cpu, other;
+    static struct text_buf cpu;
     gloas_context_params cp = gloas_context_default_params();
     gloas_context * ctx;
     cp.n_ctx = 64;
@@ -916,34 +927,14 @@ static void test_gpu_layers(void) {
     gloas_context_free(ctx);
 
     cp.n_gpu_layers = -1;
-    ctx = gloas_context_new(g_model, &cp);
-    CHECK(ctx != NULL);
-    if (ctx) {
-        greedy8(ctx, &other);
-        CHECK(strcmp(other.s, cpu.s) == 0);
-        gloas_context_free(ctx);
-    }
-
+    CHECK(same_text(&cp, &cpu));
     cp.n_gpu_layers = 1;
-    ctx = gloas_context_new(g_model, &cp);
-    if (ctx) {
-        greedy8(ctx, &other);
-        CHECK(strcmp(other.s, cpu.s) == 0);
-        gloas_context_free(ctx);
-    } else {
-        CHECK(strstr(gloas_last_error(NULL), "GPU layers were asked for") != NULL);
-    }
+    if (!same_text(&cp, &cpu)) CHECK(strstr(gloas_last_error(NULL), "GPU layers were asked for") != NULL);
 
     /* a device that is not there: no GPU, so -1 runs on the CPU and 1 fails naming it */
     cp.gpu_device = 255;
     cp.n_gpu_layers = -1;
-    ctx = gloas_context_new(g_model, &cp);
-    CHECK(ctx != NULL);
-    if (ctx) {
-        greedy8(ctx, &other);
-        CHECK(strcmp(other.s, cpu.s) == 0);
-        gloas_context_free(ctx);
-    }
+    CHECK(same_text(&cp, &cpu));
     cp.n_gpu_layers = 1;
     CHECK(gloas_context_new(g_model, &cp) == NULL);
     CHECK(strstr(gloas_last_error(NULL), "GPU layers were asked for") != NULL);
