@@ -16,9 +16,9 @@
 //
 // Tails (kv-store.h): a prefill chunk (more than one token) that ends inside
 // a page stores that open page's tokens so far in F32, the staging values
-// widened (when the first decode
-// step follows it, off the time to first token, or when the sequence is
-// cleared; not when another prefill chunk follows), and reuse_prefix, after
+// widened (when the first decode step follows it, off the time to first
+// token, or when the sequence is cleared; not when another prefill chunk
+// follows), and reuse_prefix, after
 // the full pages, takes the longest stored tail sharing the prompt's next
 // tokens into the open page (claiming the page's slot as the page's first
 // token would): the open page then holds exactly the values a prefill would

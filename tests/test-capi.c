@@ -900,10 +900,6 @@ static void test_slide(void) {
     gloas_context_free(ctx);
 }
 
-/* n_gpu_layers: -1 runs on the GPU when it can and on the CPU otherwise, with
- * the same text; above 0 the GPU is required: the context is made only where
- * it can run (the same text then), else NULL with the reason; below -1 is
- * refused. */
 /* Whether a context of cp can be made; when it is, its greedy text must be `want`. */
 static int same_text(const gloas_context_params * cp, const struct text_buf * want) {
     static struct text_buf got;
@@ -915,6 +911,10 @@ static int same_text(const gloas_context_params * cp, const struct text_buf * wa
     return 1;
 }
 
+/* n_gpu_layers: -1 runs on the GPU when it can and on the CPU otherwise, with
+ * the same text; above 0 the GPU is required: the context is made only where
+ * it can run (the same text then), else NULL with the reason; below -1 is
+ * refused. gpu_device: one that is not there is no GPU; negative is refused. */
 static void test_gpu_layers(void) {
     static struct text_buf cpu;
     gloas_context_params cp = gloas_context_default_params();
